@@ -1,0 +1,448 @@
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::{Token, TokenError, TokenLimits, TypeByte};
+
+/// Incremental banana token decoder.
+///
+/// Feed it bytes as they arrive, split at any position (one byte at a time
+/// works), then pull tokens with [`TokenDecoder::next_token`] until it
+/// returns `Ok(None)`. STRING, LONGINT and ERROR bodies are returned as
+/// [`Bytes`] slices of the internal buffer: a body that arrived whole in one
+/// [`TokenDecoder::feed`] call is never copied again.
+///
+/// Errors are fatal: after one, the stream is out of sync and the decoder
+/// must be dropped (further calls return the same error).
+#[derive(Debug)]
+pub struct TokenDecoder {
+    buf: BytesMut,
+    /// Bytes at the front of `buf` already consumed but not yet released.
+    pos: usize,
+    /// Stream offset of `buf[0]`.
+    offset: u64,
+    limits: TokenLimits,
+    failed: Option<TokenError>,
+}
+
+impl Default for TokenDecoder {
+    fn default() -> Self {
+        Self::new(TokenLimits::default())
+    }
+}
+
+/// Result of scanning one header.
+struct Header {
+    /// Number of header digits.
+    digits: usize,
+    /// The header's value, if it fits in 64 bits.
+    value: Option<u64>,
+}
+
+impl TokenDecoder {
+    /// A decoder with the given limits.
+    pub fn new(limits: TokenLimits) -> Self {
+        TokenDecoder {
+            buf: BytesMut::new(),
+            pos: 0,
+            offset: 0,
+            limits,
+            failed: None,
+        }
+    }
+
+    /// The limits this decoder enforces.
+    pub fn limits(&self) -> &TokenLimits {
+        &self.limits
+    }
+
+    /// Appends received bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Appends received bytes that are already in a [`Bytes`]; when nothing
+    /// is buffered and the handle is unique this takes it over without a copy.
+    pub fn feed_bytes(&mut self, data: Bytes) {
+        self.compact();
+        if self.buf.is_empty() {
+            match data.try_into_mut() {
+                Ok(m) => self.buf = m,
+                Err(data) => self.buf.extend_from_slice(&data),
+            }
+        } else {
+            self.buf.extend_from_slice(&data);
+        }
+    }
+
+    /// Number of received bytes not yet returned as tokens.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Stream offset of the next byte to be decoded (bytes consumed so far).
+    pub fn offset(&self) -> u64 {
+        self.offset + self.pos as u64
+    }
+
+    /// Takes the bytes not yet decoded out of the decoder (for a layer that
+    /// switches protocols mid-stream).
+    pub fn take_buffered(&mut self) -> BytesMut {
+        self.compact();
+        self.offset += self.buf.len() as u64;
+        std::mem::take(&mut self.buf)
+    }
+
+    fn compact(&mut self) {
+        if self.pos > 0 {
+            self.buf.advance(self.pos);
+            self.offset += self.pos as u64;
+            self.pos = 0;
+        }
+    }
+
+    /// Decodes the next complete token, `Ok(None)` if more bytes are needed.
+    #[inline]
+    pub fn next_token(&mut self) -> Result<Option<Token>, TokenError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let data = &self.buf[self.pos..];
+        // Fast path: a one-digit header (or none) and a token without body.
+        if data.len() >= 2 && data[0] < 0x80 {
+            let v = data[0] as u64;
+            let tok = match data[1] {
+                0x81 => Some(Token::Int(v)),
+                0x83 => Some(Token::Neg(v)),
+                0x88 => Some(Token::Open(v)),
+                0x89 => Some(Token::Close(v)),
+                0x87 => Some(Token::Vocab(v)),
+                _ => None,
+            };
+            if let Some(tok) = tok {
+                self.pos += 2;
+                return Ok(Some(tok));
+            }
+        }
+        self.next_token_slow()
+    }
+
+    fn fail(&mut self, e: TokenError) -> Result<Option<Token>, TokenError> {
+        self.failed = Some(e.clone());
+        Err(e)
+    }
+
+    fn scan_header(&self, data: &[u8], start: u64) -> Result<Option<Header>, TokenError> {
+        let max = self.limits.max_header_digits;
+        let mut value: u64 = 0;
+        let mut fits = true;
+        for (i, &b) in data.iter().enumerate() {
+            if b & 0x80 != 0 {
+                return Ok(Some(Header {
+                    digits: i,
+                    value: fits.then_some(value),
+                }));
+            }
+            if i >= max {
+                return Err(TokenError::HeaderTooLong {
+                    offset: start,
+                    limit: max,
+                });
+            }
+            if fits && b != 0 {
+                let shift = 7 * i as u32;
+                if shift >= 64 || (shift > 57 && (b as u64) >> (64 - shift) != 0) {
+                    fits = false;
+                } else {
+                    value |= (b as u64) << shift;
+                }
+            }
+        }
+        if data.len() > max {
+            return Err(TokenError::HeaderTooLong {
+                offset: start,
+                limit: max,
+            });
+        }
+        Ok(None)
+    }
+
+    #[cold]
+    fn next_token_slow(&mut self) -> Result<Option<Token>, TokenError> {
+        let start = self.offset();
+        let data = &self.buf[self.pos..];
+        let header = match self.scan_header(data, start) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(None),
+            Err(e) => return self.fail(e),
+        };
+        let n = header.digits;
+        let type_byte = data[n];
+        let body_start = n + 1;
+        let available = data.len() - body_start;
+        let Some(ty) = TypeByte::from_byte(type_byte) else {
+            return self.fail(TokenError::InvalidTypeByte {
+                offset: start,
+                byte: type_byte,
+            });
+        };
+        let small = |kind: &'static str| -> Result<u64, TokenError> {
+            header.value.ok_or(TokenError::HeaderOverflow {
+                offset: start,
+                kind,
+            })
+        };
+        let token = match ty {
+            TypeByte::List => return self.fail(TokenError::OldBanana { offset: start }),
+            TypeByte::Int | TypeByte::Neg => {
+                let negative = ty == TypeByte::Neg;
+                match header.value {
+                    Some(v) if negative => Token::Neg(v),
+                    Some(v) => Token::Int(v),
+                    None => {
+                        let mag = Bytes::from(base128_to_be_bytes(&data[..n]));
+                        if negative {
+                            Token::LongNeg(mag)
+                        } else {
+                            Token::LongInt(mag)
+                        }
+                    }
+                }
+            }
+            TypeByte::Float => {
+                if available < 8 {
+                    return Ok(None);
+                }
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&data[body_start..body_start + 8]);
+                self.pos += body_start + 8;
+                return Ok(Some(Token::Float(f64::from_be_bytes(b))));
+            }
+            TypeByte::String | TypeByte::LongInt | TypeByte::LongNeg | TypeByte::Error => {
+                let limit = match ty {
+                    TypeByte::String => self.limits.max_string_bytes,
+                    TypeByte::Error => self.limits.max_error_bytes,
+                    _ => self.limits.max_longint_bytes,
+                };
+                let len = match header.value {
+                    Some(v) if v <= limit as u64 => v as usize,
+                    v => {
+                        return self.fail(TokenError::BodyTooLong {
+                            offset: start,
+                            kind: ty.name(),
+                            len: v.unwrap_or(u64::MAX),
+                            limit,
+                        })
+                    }
+                };
+                if available < len {
+                    // Grow towards the announced size, but never trust the
+                    // announcement with more than what already arrived.
+                    let want = len - available;
+                    self.buf.reserve(want.min(self.buf.len().max(4096)));
+                    return Ok(None);
+                }
+                self.pos += body_start;
+                self.compact();
+                let body = self.buf.split_to(len).freeze();
+                self.offset += len as u64;
+                return Ok(Some(match ty {
+                    TypeByte::String => Token::String(body),
+                    TypeByte::Error => Token::Error(body),
+                    TypeByte::LongInt => Token::LongInt(body),
+                    _ => Token::LongNeg(body),
+                }));
+            }
+            TypeByte::Vocab => match small("VOCAB") {
+                Ok(v) => Token::Vocab(v),
+                Err(e) => return self.fail(e),
+            },
+            TypeByte::Open => match small("OPEN") {
+                Ok(v) => Token::Open(v),
+                Err(e) => return self.fail(e),
+            },
+            TypeByte::Close => match small("CLOSE") {
+                Ok(v) => Token::Close(v),
+                Err(e) => return self.fail(e),
+            },
+            TypeByte::Abort => match small("ABORT") {
+                Ok(v) => Token::Abort(v),
+                Err(e) => return self.fail(e),
+            },
+            TypeByte::Ping => match small("PING") {
+                Ok(v) => Token::Ping(v),
+                Err(e) => return self.fail(e),
+            },
+            TypeByte::Pong => match small("PONG") {
+                Ok(v) => Token::Pong(v),
+                Err(e) => return self.fail(e),
+            },
+        };
+        self.pos += body_start;
+        Ok(Some(token))
+    }
+}
+
+/// Converts little-endian base-128 digits to a big-endian magnitude without
+/// leading zero bytes.
+fn base128_to_be_bytes(digits: &[u8]) -> Vec<u8> {
+    let mut le = Vec::with_capacity(digits.len() * 7 / 8 + 1);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for &d in digits {
+        acc |= (d as u32) << bits;
+        bits += 7;
+        if bits >= 8 {
+            le.push(acc as u8);
+            acc >>= 8;
+            bits -= 8;
+        }
+    }
+    if bits > 0 {
+        le.push(acc as u8);
+    }
+    while le.last() == Some(&0) {
+        le.pop();
+    }
+    le.reverse();
+    le
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> Result<Vec<Token>, TokenError> {
+        let mut d = TokenDecoder::default();
+        d.feed(input);
+        let mut out = Vec::new();
+        while let Some(t) = d.next_token()? {
+            out.push(t);
+        }
+        assert_eq!(d.buffered(), 0, "trailing bytes");
+        Ok(out)
+    }
+
+    fn decode_bytewise(input: &[u8]) -> Result<Vec<Token>, TokenError> {
+        let mut d = TokenDecoder::default();
+        let mut out = Vec::new();
+        for b in input {
+            d.feed(std::slice::from_ref(b));
+            while let Some(t) = d.next_token()? {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn headers_from_the_reference() {
+        assert_eq!(decode_all(&[0x00, 0x81]).unwrap(), vec![Token::Int(0)]);
+        assert_eq!(decode_all(&[0x7f, 0x81]).unwrap(), vec![Token::Int(127)]);
+        assert_eq!(decode_all(&[0x00, 0x01, 0x81]).unwrap(), vec![Token::Int(128)]);
+        assert_eq!(decode_all(&[0x2c, 0x02, 0x81]).unwrap(), vec![Token::Int(300)]);
+        assert_eq!(
+            decode_all(&[0x7f, 0x7f, 0x7f, 0x7f, 0x07, 0x81]).unwrap(),
+            vec![Token::Int((1 << 31) - 1)]
+        );
+        // zero digits means 0; NEG 0 is "negative zero"
+        assert_eq!(decode_all(&[0x81, 0x83]).unwrap(), vec![Token::Int(0), Token::Neg(0)]);
+        assert_eq!(decode_all(&[0x8e, 0x8f]).unwrap(), vec![Token::Ping(0), Token::Pong(0)]);
+    }
+
+    #[test]
+    fn u64_boundary_and_big_int_headers() {
+        // u64::MAX = 9 digits of 0x7f plus a final 0x01
+        let mut max = vec![0x7f; 9];
+        max.push(0x01);
+        max.push(0x81);
+        assert_eq!(decode_all(&max).unwrap(), vec![Token::Int(u64::MAX)]);
+        // 2**64 -> delivered as LONGINT magnitude
+        let mut big = vec![0x00; 9];
+        big.push(0x02);
+        big.push(0x83);
+        assert_eq!(
+            decode_all(&big).unwrap(),
+            vec![Token::LongNeg(Bytes::from_static(&[1, 0, 0, 0, 0, 0, 0, 0, 0]))]
+        );
+        // non-minimal zero digits are fine
+        let mut padded = vec![0x05];
+        padded.extend([0u8; 40]);
+        padded.push(0x81);
+        assert_eq!(decode_all(&padded).unwrap(), vec![Token::Int(5)]);
+        // an OPEN header that does not fit is an error
+        let mut open = vec![0x00; 9];
+        open.push(0x02);
+        open.push(0x88);
+        assert!(matches!(decode_all(&open), Err(TokenError::HeaderOverflow { .. })));
+    }
+
+    #[test]
+    fn header_limit_is_64_digits() {
+        let mut ok = vec![0u8; 64];
+        ok.push(0x81);
+        assert_eq!(decode_all(&ok).unwrap(), vec![Token::Int(0)]);
+        let bad = vec![0u8; 65];
+        let mut d = TokenDecoder::default();
+        d.feed(&bad[..64]);
+        assert_eq!(d.next_token(), Ok(None));
+        d.feed(&bad[64..]);
+        assert!(matches!(d.next_token(), Err(TokenError::HeaderTooLong { offset: 0, limit: 64 })));
+        // errors are sticky
+        assert!(d.next_token().is_err());
+    }
+
+    #[test]
+    fn bodies_split_anywhere() {
+        let input = [
+            &[0x05, 0x82][..],
+            b"bytes",
+            &[0x84, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0],
+            &[0x04, 0x85, 0x80, 0, 0, 0],
+            &[0x02, 0x8d],
+            b"no",
+        ]
+        .concat();
+        let expect = vec![
+            Token::String(Bytes::from_static(b"bytes")),
+            Token::Float(1.5),
+            Token::LongInt(Bytes::from_static(&[0x80, 0, 0, 0])),
+            Token::Error(Bytes::from_static(b"no")),
+        ];
+        assert_eq!(decode_all(&input).unwrap(), expect);
+        assert_eq!(decode_bytewise(&input).unwrap(), expect);
+    }
+
+    #[test]
+    fn bad_type_bytes_and_limits() {
+        for b in [0x8b, 0x8c, 0x90, 0xff] {
+            assert!(matches!(
+                decode_all(&[0x01, b]),
+                Err(TokenError::InvalidTypeByte { offset: 0, .. })
+            ));
+        }
+        assert!(matches!(decode_all(&[0x80]), Err(TokenError::OldBanana { offset: 0 })));
+        // ERROR longer than 1000 bytes is refused before its body arrives
+        let mut d = TokenDecoder::default();
+        d.feed(&[0x69, 0x07, 0x8d]); // 1001
+        assert!(matches!(d.next_token(), Err(TokenError::BodyTooLong { len: 1001, .. })));
+        let mut d = TokenDecoder::new(TokenLimits {
+            max_string_bytes: 3,
+            ..TokenLimits::default()
+        });
+        d.feed(&[0x04, 0x82]);
+        assert!(matches!(d.next_token(), Err(TokenError::BodyTooLong { len: 4, limit: 3, .. })));
+    }
+
+    #[test]
+    fn strings_are_not_copied() {
+        let mut d = TokenDecoder::default();
+        let payload = vec![7u8; 100_000];
+        let mut input = vec![0x20, 0x0d, 0x06, 0x82];
+        input.extend_from_slice(&payload);
+        d.feed(&input);
+        let Some(Token::String(s)) = d.next_token().unwrap() else { panic!() };
+        assert_eq!(s.len(), 100_000);
+        let base = d.buf.as_ptr() as usize;
+        assert_eq!(s.as_ptr() as usize + s.len(), base, "body is a slice of the input buffer");
+    }
+}

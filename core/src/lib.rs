@@ -1,0 +1,13 @@
+//! The sans-IO core of foolscap-rs.
+//!
+//! Bytes in, bytes and events out: nothing here touches sockets, threads,
+//! clocks or global state. The layers, bottom up:
+//!
+//! * [`banana`]: the token codec (wire-protocol reference §4).
+//! * [`value`]: the value model and its streaming (de)serializer (§5.1-5.3,
+//!   5.7), plus the Python-literal syntax used by the tools.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod banana;
+pub mod value;

@@ -1,0 +1,1126 @@
+//! Tokens → values: a streaming deserializer with an explicit, bounded
+//! stack, mirroring the receive rules of Python foolscap's unslicers.
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use super::pyops::{py_eq, py_hash};
+use super::{
+    AnchorId, Copyable, Decimal, DecodeError, ErrorScope, Int, Limits, MyReference, Text,
+    TheirReference, Value,
+};
+use crate::banana::{Token, TokenDecoder, VocabTable};
+
+/// What the deserializer reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A complete top-level value.
+    Value(Value),
+    /// A top-level message was refused (a message-scoped error: unknown
+    /// open type, ABORT, a value-level limit, ...) and discarded up to its
+    /// CLOSE. The stream stays usable.
+    Discarded(DecodeError),
+    /// A PING with its number; the connection answers with PONG.
+    Ping(u64),
+    /// A PONG with its number.
+    Pong(u64),
+    /// The peer's ERROR message; it is about to close the connection.
+    PeerError(Bytes),
+}
+
+/// The sequence kinds a frame can be, in the state they need.
+#[derive(Debug)]
+enum Frame {
+    Seq {
+        kind: SeqKind,
+        items: Vec<Value>,
+    },
+    Dict {
+        pairs: Vec<(Value, Value)>,
+        key: Option<Value>,
+        index: Option<hashbrown::HashMap<u64, SmallVec<[u32; 1]>>>,
+    },
+    None,
+    Bool(Option<bool>),
+    Unicode(Option<Text>),
+    Decimal(Option<Decimal>),
+    Reference(Option<Value>),
+    MyRef {
+        clid: Option<i64>,
+        interface: Option<Bytes>,
+        furl: Option<Bytes>,
+    },
+    YourRef(Option<u64>),
+    TheirRef {
+        gift: Option<u64>,
+        furl: Option<Bytes>,
+    },
+    Copyable {
+        type_name: Text,
+        state: Vec<(Text, Value)>,
+        attr: Option<Text>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SeqKind {
+    List,
+    Tuple,
+    Set,
+    FrozenSet,
+}
+
+impl Frame {
+    fn name(&self) -> &'static str {
+        match self {
+            Frame::Seq { kind, .. } => match kind {
+                SeqKind::List => "list",
+                SeqKind::Tuple => "tuple",
+                SeqKind::Set => "set",
+                SeqKind::FrozenSet => "immutable-set",
+            },
+            Frame::Dict { .. } => "dict",
+            Frame::None => "none",
+            Frame::Bool(_) => "boolean",
+            Frame::Unicode(_) => "unicode",
+            Frame::Decimal(_) => "decimal",
+            Frame::Reference(_) => "reference",
+            Frame::MyRef { .. } => "my-reference",
+            Frame::YourRef(_) => "your-reference",
+            Frame::TheirRef { .. } => "their-reference",
+            Frame::Copyable { .. } => "copyable",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct OpenFrame {
+    /// The OPEN header, which the CLOSE must repeat.
+    close_id: u64,
+    /// Index of this sequence's slot in the message's slot table.
+    slot: u32,
+    frame: Frame,
+}
+
+/// What one OPEN of the current message turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotKind {
+    /// Not referenceable (none, boolean, unicode, ...) or not yet typed.
+    Other,
+    List,
+    Dict,
+    Set,
+    /// A tuple, frozenset or copyable: `complete` once closed.
+    Immutable {
+        complete: bool,
+        hashable: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    kind: SlotKind,
+    referenced: bool,
+    /// OPENs dropped after this sequence's last child (a dict's dangling
+    /// key), so the anchor pass can keep counting.
+    trailing_dropped: u32,
+}
+
+#[derive(Debug)]
+struct IndexPhase {
+    close_id: u64,
+    slot: u32,
+    /// First index token of a `copyable` waiting for the type name.
+    copyable: bool,
+}
+
+#[derive(Debug)]
+struct Discard {
+    levels: usize,
+    error: DecodeError,
+}
+
+/// A streaming value deserializer for one direction of a connection.
+///
+/// Feed it bytes as they arrive and poll events. Each top-level OPEN
+/// starts a message; its value is delivered once its CLOSE arrives. The
+/// whole message is never needed in one buffer, the stack is explicit
+/// (bounded by [`Limits::max_depth`]), and every other resource a peer can
+/// make us hold is bounded by a [`Limits`] field.
+///
+/// Errors of [`ErrorScope::Message`] are reported as
+/// [`Event::Discarded`]; errors of [`ErrorScope::Connection`] are returned
+/// as `Err` and are sticky.
+#[derive(Debug)]
+pub struct Deserializer {
+    tokens: TokenDecoder,
+    vocab: VocabTable,
+    limits: Limits,
+    /// Receiver-side OPEN counter: every OPEN, including discarded ones.
+    object_count: u64,
+    stack: Vec<OpenFrame>,
+    index: Option<IndexPhase>,
+    discard: Option<Discard>,
+    /// Object number of the current message's first OPEN.
+    msg_base: u64,
+    slots: Vec<Slot>,
+    msg_bytes: usize,
+    references: usize,
+    needs_dedup: bool,
+    failed: Option<DecodeError>,
+    /// Stream offset of the token being handled.
+    offset: u64,
+    /// Whether bare primitive tokens are values at the top level (a value
+    /// stream, like foolscap's storage banana) or a protocol error (a PB
+    /// connection, where only OPEN may start a message).
+    top_level_primitives: bool,
+}
+
+const VALUE_SIZE: usize = std::mem::size_of::<Value>();
+
+type Step = Result<Option<Event>, DecodeError>;
+
+impl Deserializer {
+    /// A deserializer for a stream that uses `vocab` as its incoming table.
+    pub fn new(vocab: VocabTable, limits: Limits) -> Self {
+        Deserializer {
+            tokens: TokenDecoder::new(limits.tokens.clone()),
+            vocab,
+            limits,
+            object_count: 0,
+            stack: Vec::new(),
+            index: None,
+            discard: None,
+            msg_base: 0,
+            slots: Vec::new(),
+            msg_bytes: 0,
+            references: 0,
+            needs_dedup: false,
+            failed: None,
+            offset: 0,
+            top_level_primitives: true,
+        }
+    }
+
+    /// Refuses bare primitive tokens at the top level ("top-level must be
+    /// OPEN"), as a PB connection does. Value streams accept them.
+    pub fn require_top_level_open(mut self) -> Self {
+        self.top_level_primitives = false;
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Appends received bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.tokens.feed(data);
+    }
+
+    /// Appends received bytes without copying them where possible.
+    pub fn feed_bytes(&mut self, data: Bytes) {
+        self.tokens.feed_bytes(data);
+    }
+
+    /// Stream offset of the next undecoded byte.
+    pub fn offset(&self) -> u64 {
+        self.tokens.offset()
+    }
+
+    /// Received bytes not yet decoded into tokens.
+    pub fn buffered(&self) -> usize {
+        self.tokens.buffered()
+    }
+
+    /// Whether a message is partly received (false between messages).
+    pub fn in_message(&self) -> bool {
+        !self.stack.is_empty() || self.index.is_some() || self.discard.is_some()
+    }
+
+    /// Decodes as far as the buffered bytes allow and returns the next
+    /// event, `Ok(None)` when more bytes are needed.
+    pub fn poll_event(&mut self) -> Result<Option<Event>, DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        loop {
+            let before = self.tokens.offset();
+            let token = match self.tokens.next_token() {
+                Ok(Some(t)) => t,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(self.fatal(e.into())),
+            };
+            self.offset = before;
+            let step = self.handle(token, (self.tokens.offset() - before) as usize);
+            match step {
+                Ok(Some(ev)) => return Ok(Some(ev)),
+                Ok(None) => {}
+                Err(e) if e.scope() == ErrorScope::Message => {
+                    if let Some(ev) = self.start_discard(e) {
+                        return Ok(Some(ev));
+                    }
+                }
+                Err(e) => return Err(self.fatal(e)),
+            }
+        }
+    }
+
+    fn fatal(&mut self, e: DecodeError) -> DecodeError {
+        self.failed = Some(e.clone());
+        self.stack.clear();
+        self.slots.clear();
+        e
+    }
+
+    /// Drops the partial message and skips the rest of it.
+    fn start_discard(&mut self, error: DecodeError) -> Option<Event> {
+        let levels = self.stack.len() + self.index.is_some() as usize;
+        self.stack.clear();
+        self.index = None;
+        self.reset_message();
+        if levels == 0 {
+            return Some(Event::Discarded(error));
+        }
+        self.discard = Some(Discard { levels, error });
+        None
+    }
+
+    fn reset_message(&mut self) {
+        self.slots.clear();
+        self.msg_bytes = 0;
+        self.references = 0;
+        self.needs_dedup = false;
+    }
+
+    fn charge(&mut self, bytes: usize) -> Result<(), DecodeError> {
+        self.msg_bytes = self.msg_bytes.saturating_add(bytes);
+        if self.msg_bytes > self.limits.max_message_bytes {
+            return Err(DecodeError::MessageTooLarge {
+                offset: self.offset,
+                limit: self.limits.max_message_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn vocab_word(&self, index: u64) -> Result<Bytes, DecodeError> {
+        self.vocab
+            .word(index)
+            .map(Bytes::from_static)
+            .ok_or(DecodeError::UndefinedVocab {
+                offset: self.offset,
+                index,
+            })
+    }
+
+    fn handle(&mut self, token: Token, wire_len: usize) -> Step {
+        match token {
+            Token::Ping(n) => return Ok(Some(Event::Ping(n))),
+            Token::Pong(n) => return Ok(Some(Event::Pong(n))),
+            Token::Error(msg) => return Ok(Some(Event::PeerError(msg))),
+            _ => {}
+        }
+        if let Some(d) = &mut self.discard {
+            match token {
+                Token::Open(_) => {
+                    self.object_count += 1;
+                    d.levels += 1;
+                }
+                Token::Close(_) => {
+                    d.levels -= 1;
+                    if d.levels == 0 {
+                        let d = self.discard.take().expect("discarding");
+                        return Ok(Some(Event::Discarded(d.error)));
+                    }
+                }
+                Token::Vocab(i) => {
+                    self.vocab_word(i)?;
+                }
+                _ => {}
+            }
+            return Ok(None);
+        }
+        if self.stack.is_empty() && self.index.is_none() {
+            return match token {
+                Token::Open(close_id) => {
+                    self.msg_base = self.object_count;
+                    self.charge(wire_len)?;
+                    self.begin_open(close_id)
+                }
+                Token::Int(_)
+                | Token::Neg(_)
+                | Token::LongInt(_)
+                | Token::LongNeg(_)
+                | Token::Float(_)
+                | Token::String(_)
+                | Token::Vocab(_)
+                    if self.top_level_primitives =>
+                {
+                    self.primitive(token)
+                }
+                other => Err(DecodeError::TopLevelNotOpen {
+                    offset: self.offset,
+                    token: other.type_byte().name(),
+                }),
+            };
+        }
+        self.charge(wire_len)?;
+        if self.index.is_some() {
+            return self.index_token(token);
+        }
+        match token {
+            Token::Open(close_id) => {
+                self.check_open_allowed()?;
+                self.begin_open(close_id)
+            }
+            Token::Close(n) => {
+                let top = self.stack.last().expect("inside a sequence");
+                if top.close_id != n {
+                    return Err(DecodeError::CloseMismatch {
+                        offset: self.offset,
+                        got: n,
+                        expected: top.close_id,
+                    });
+                }
+                let top = self.stack.pop().expect("inside a sequence");
+                let value = self.finish(top)?;
+                self.deliver(value)
+            }
+            Token::Abort(_) => Err(DecodeError::Aborted {
+                offset: self.offset,
+            }),
+            primitive => self.primitive(primitive),
+        }
+    }
+
+    /// Counts an OPEN and enters its index phase.
+    fn begin_open(&mut self, close_id: u64) -> Step {
+        self.object_count += 1;
+        let slot = self.slots.len();
+        self.charge(std::mem::size_of::<Slot>())?;
+        self.slots.push(Slot {
+            kind: SlotKind::Other,
+            referenced: false,
+            trailing_dropped: 0,
+        });
+        self.index = Some(IndexPhase {
+            close_id,
+            slot: slot as u32,
+            copyable: false,
+        });
+        if self.stack.len() + 1 > self.limits.max_depth {
+            return Err(DecodeError::TooDeep {
+                offset: self.offset,
+                limit: self.limits.max_depth,
+            });
+        }
+        Ok(None)
+    }
+
+    /// Python's `checkToken` for an OPEN arriving inside the top frame.
+    fn check_open_allowed(&self) -> Result<(), DecodeError> {
+        let top = &self.stack.last().expect("inside a sequence").frame;
+        let refuse = |rule| {
+            Err(DecodeError::UnexpectedToken {
+                offset: self.offset,
+                sequence: top.name(),
+                token: "OPEN",
+                rule,
+            })
+        };
+        match top {
+            Frame::Seq { items, .. } => self.check_items(items.len()),
+            Frame::Dict { pairs, .. } => self.check_items(pairs.len()),
+            Frame::Copyable { attr: None, .. } => refuse("attribute names must be STRINGs"),
+            Frame::Copyable { state, .. } => self.check_items(state.len()),
+            Frame::MyRef { clid: None, .. } => refuse("reference ID must be an INT or NEG"),
+            Frame::MyRef { furl: Some(_), .. } => Err(DecodeError::TooManyParameters {
+                offset: self.offset,
+                sequence: "my-reference",
+            }),
+            Frame::MyRef { .. } | Frame::TheirRef { gift: Some(_), .. } => Err(DecodeError::BadIndexToken {
+                offset: self.offset,
+                why: format!("{} parameters must be STRINGs", top.name()),
+            }),
+            _ => refuse("it accepts no sequences"),
+        }
+    }
+
+    fn check_items(&self, n: usize) -> Result<(), DecodeError> {
+        if n >= self.limits.max_container_items {
+            return Err(DecodeError::TooManyItems {
+                offset: self.offset,
+                limit: self.limits.max_container_items,
+            });
+        }
+        Ok(())
+    }
+
+    fn index_token(&mut self, token: Token) -> Step {
+        let name = match token {
+            Token::String(s) => {
+                if s.len() > self.limits.max_index_bytes {
+                    return Err(DecodeError::BadIndexToken {
+                        offset: self.offset,
+                        why: format!(
+                            "STRING token is too long, {}>{}",
+                            s.len(),
+                            self.limits.max_index_bytes
+                        ),
+                    });
+                }
+                s
+            }
+            Token::Vocab(i) => self.vocab_word(i)?,
+            Token::Open(_) => {
+                return Err(DecodeError::OpenInIndex {
+                    offset: self.offset,
+                })
+            }
+            Token::Close(_) => {
+                return Err(DecodeError::CloseInIndex {
+                    offset: self.offset,
+                })
+            }
+            Token::Abort(_) => {
+                return Err(DecodeError::Aborted {
+                    offset: self.offset,
+                })
+            }
+            other => {
+                return Err(DecodeError::BadIndexToken {
+                    offset: self.offset,
+                    why: format!("index token {} not STRING or VOCAB", other.type_byte().name()),
+                })
+            }
+        };
+        let phase = self.index.as_mut().expect("in index phase");
+        let utf8 = |b: &Bytes, offset| {
+            Text::from_utf8(b.clone()).map_err(|_| DecodeError::InvalidUtf8 {
+                offset,
+                what: "an open type",
+            })
+        };
+        if phase.copyable {
+            let type_name = utf8(&name, self.offset)?;
+            let frame = Frame::Copyable {
+                type_name,
+                state: Vec::new(),
+                attr: None,
+            };
+            return self.push_frame(frame, SlotKind::Immutable {
+                complete: false,
+                hashable: true,
+            });
+        }
+        let (frame, kind) = match &name[..] {
+            b"list" => (Frame::Seq { kind: SeqKind::List, items: Vec::new() }, SlotKind::List),
+            b"tuple" => (
+                Frame::Seq { kind: SeqKind::Tuple, items: Vec::new() },
+                SlotKind::Immutable { complete: false, hashable: true },
+            ),
+            b"set" => (Frame::Seq { kind: SeqKind::Set, items: Vec::new() }, SlotKind::Set),
+            b"immutable-set" => (
+                Frame::Seq { kind: SeqKind::FrozenSet, items: Vec::new() },
+                SlotKind::Immutable { complete: false, hashable: true },
+            ),
+            b"dict" => (
+                Frame::Dict { pairs: Vec::new(), key: None, index: None },
+                SlotKind::Dict,
+            ),
+            b"none" => (Frame::None, SlotKind::Other),
+            b"boolean" => (Frame::Bool(None), SlotKind::Other),
+            b"unicode" => (Frame::Unicode(None), SlotKind::Other),
+            b"decimal" => (Frame::Decimal(None), SlotKind::Other),
+            b"reference" => (Frame::Reference(None), SlotKind::Other),
+            b"my-reference" => (
+                Frame::MyRef { clid: None, interface: None, furl: None },
+                SlotKind::Other,
+            ),
+            b"your-reference" => (Frame::YourRef(None), SlotKind::Other),
+            b"their-reference" => (Frame::TheirRef { gift: None, furl: None }, SlotKind::Other),
+            b"copyable" => {
+                phase.copyable = true;
+                return Ok(None);
+            }
+            other => {
+                return Err(DecodeError::UnknownOpenType {
+                    offset: self.offset,
+                    name: String::from_utf8_lossy(other).into_owned(),
+                })
+            }
+        };
+        self.push_frame(frame, kind)
+    }
+
+    fn push_frame(&mut self, frame: Frame, kind: SlotKind) -> Step {
+        let phase = self.index.take().expect("in index phase");
+        self.slots[phase.slot as usize].kind = kind;
+        self.stack.push(OpenFrame {
+            close_id: phase.close_id,
+            slot: phase.slot,
+            frame,
+        });
+        Ok(None)
+    }
+
+    fn unexpected(&self, token: &Token, rule: &'static str) -> DecodeError {
+        DecodeError::UnexpectedToken {
+            offset: self.offset,
+            sequence: self.stack.last().map_or("top level", |f| f.frame.name()),
+            token: token.type_byte().name(),
+            rule,
+        }
+    }
+
+    /// A primitive token (INT, NEG, LONGINT, LONGNEG, FLOAT, STRING, VOCAB)
+    /// inside the top frame.
+    fn primitive(&mut self, token: Token) -> Step {
+        let offset = self.offset;
+        let string = |me: &Self, t: &Token| -> Result<Option<Bytes>, DecodeError> {
+            Ok(match t {
+                Token::String(s) => Some(s.clone()),
+                Token::Vocab(i) => Some(me.vocab_word(*i)?),
+                _ => None,
+            })
+        };
+        let Some(top_index) = self.stack.len().checked_sub(1) else {
+            return self.deliver(primitive_value(self, token)?);
+        };
+        match &self.stack[top_index].frame {
+            Frame::Seq { .. } | Frame::Dict { .. } => {}
+            Frame::Copyable { attr: Some(_), .. } => {}
+            Frame::Copyable { attr: None, state, .. } => {
+                let Some(name) = string(self, &token)? else {
+                    return Err(self.unexpected(&token, "attribute names must be STRINGs"));
+                };
+                let name = Text::from_utf8(name).map_err(|_| DecodeError::InvalidUtf8 {
+                    offset,
+                    what: "an attribute name",
+                })?;
+                if state.iter().any(|(n, _)| *n == name) {
+                    return Err(DecodeError::DuplicateAttribute {
+                        offset,
+                        name: name.to_string(),
+                    });
+                }
+                if let Frame::Copyable { attr, .. } = &mut self.stack[top_index].frame {
+                    *attr = Some(name);
+                }
+                return Ok(None);
+            }
+            Frame::None => return Err(self.unexpected(&token, "it takes no tokens")),
+            Frame::Bool(prev) => {
+                let Token::Int(v) = token else {
+                    return Err(self.unexpected(&token, "it only accepts an INT token"));
+                };
+                if prev.is_some() {
+                    return Err(self.unexpected(&token, "it only accepts one token"));
+                }
+                self.stack[top_index].frame = Frame::Bool(Some(v != 0));
+                return Ok(None);
+            }
+            Frame::Unicode(prev) => {
+                let Some(s) = string(self, &token)? else {
+                    return Err(self.unexpected(&token, "it only accepts strings"));
+                };
+                if prev.is_some() {
+                    return Err(self.unexpected(&token, "already received a string"));
+                }
+                let text = Text::from_utf8(s).map_err(|_| DecodeError::InvalidUtf8 {
+                    offset,
+                    what: "a unicode sequence",
+                })?;
+                self.stack[top_index].frame = Frame::Unicode(Some(text));
+                return Ok(None);
+            }
+            Frame::Decimal(prev) => {
+                let Some(s) = string(self, &token)? else {
+                    return Err(self.unexpected(&token, "it only accepts strings"));
+                };
+                if prev.is_some() {
+                    return Err(self.unexpected(&token, "already received a string"));
+                }
+                let text = std::str::from_utf8(&s).map_err(|_| DecodeError::InvalidUtf8 {
+                    offset,
+                    what: "a decimal sequence",
+                })?;
+                let d = Decimal::parse(text).map_err(|e| DecodeError::InvalidDecimal {
+                    offset,
+                    text: e.text,
+                })?;
+                self.stack[top_index].frame = Frame::Decimal(Some(d));
+                return Ok(None);
+            }
+            Frame::Reference(prev) => {
+                let Token::Int(target) = token else {
+                    return Err(self.unexpected(&token, "it only accepts INTs"));
+                };
+                if prev.is_some() {
+                    return Err(self.unexpected(&token, "it only accepts one int"));
+                }
+                let alias = self.resolve_reference(target)?;
+                self.stack[top_index].frame = Frame::Reference(Some(alias));
+                return Ok(None);
+            }
+            Frame::MyRef { clid, interface, .. } => {
+                let clid_missing = clid.is_none();
+                let interface_missing = interface.is_none();
+                let (new_clid, text) = if clid_missing {
+                    match token {
+                        Token::Int(v) => (Some(i64::try_from(v).ok()), None),
+                        Token::Neg(v) => (Some(0i64.checked_sub_unsigned(v)), None),
+                        _ => return Err(self.unexpected(&token, "reference ID must be an INT or NEG")),
+                    }
+                } else {
+                    let Some(s) = string(self, &token)? else {
+                        return Err(DecodeError::BadIndexToken {
+                            offset,
+                            why: "my-reference parameters must be STRINGs".into(),
+                        });
+                    };
+                    (None, Some(s))
+                };
+                let Frame::MyRef { clid, interface, furl } = &mut self.stack[top_index].frame else {
+                    unreachable!()
+                };
+                if let Some(c) = new_clid {
+                    *clid = Some(c.ok_or(DecodeError::UnexpectedToken {
+                        offset,
+                        sequence: "my-reference",
+                        token: "INT",
+                        rule: "clid out of range",
+                    })?);
+                } else if interface_missing {
+                    *interface = text;
+                } else if furl.is_none() {
+                    *furl = text;
+                } else {
+                    return Err(DecodeError::TooManyParameters {
+                        offset,
+                        sequence: "my-reference",
+                    });
+                }
+                return Ok(None);
+            }
+            Frame::YourRef(_) => {
+                let Token::Int(v) = token else {
+                    return Err(self.unexpected(&token, "your-reference ID must be an INT"));
+                };
+                self.stack[top_index].frame = Frame::YourRef(Some(v));
+                return Ok(None);
+            }
+            Frame::TheirRef { gift, furl } => {
+                if gift.is_none() {
+                    let Token::Int(v) = token else {
+                        return Err(self.unexpected(&token, "their-reference giftID must be an INT"));
+                    };
+                    self.stack[top_index].frame = Frame::TheirRef { gift: Some(v), furl: None };
+                } else if furl.is_none() {
+                    let Some(s) = string(self, &token)? else {
+                        return Err(DecodeError::BadIndexToken {
+                            offset,
+                            why: "their-reference FURL must be a STRING".into(),
+                        });
+                    };
+                    if let Frame::TheirRef { furl, .. } = &mut self.stack[top_index].frame {
+                        *furl = Some(s);
+                    }
+                } else {
+                    return Err(DecodeError::TooManyParameters {
+                        offset,
+                        sequence: "their-reference",
+                    });
+                }
+                return Ok(None);
+            }
+        }
+        // A value inside a container.
+        let value = primitive_value(self, token)?;
+        self.charge(VALUE_SIZE)?;
+        self.deliver(value)
+    }
+
+    fn resolve_reference(&mut self, target: u64) -> Result<Value, DecodeError> {
+        let dangling = DecodeError::DanglingReference {
+            offset: self.offset,
+            target,
+        };
+        let Some(rel) = target.checked_sub(self.msg_base) else {
+            return Err(dangling);
+        };
+        let Some(slot) = usize::try_from(rel).ok().and_then(|r| self.slots.get_mut(r)) else {
+            return Err(dangling);
+        };
+        if slot.kind == SlotKind::Other {
+            return Err(dangling);
+        }
+        slot.referenced = true;
+        self.references += 1;
+        if self.references > self.limits.max_references {
+            return Err(DecodeError::TooManyReferences {
+                offset: self.offset,
+                limit: self.limits.max_references,
+            });
+        }
+        Ok(Value::Alias(rel as AnchorId))
+    }
+
+    /// Turns a closed frame into its value.
+    fn finish(&mut self, open: OpenFrame) -> Result<Value, DecodeError> {
+        let offset = self.offset;
+        let incomplete = |sequence| DecodeError::Incomplete { offset, sequence };
+        let slot = open.slot as usize;
+        let value = match open.frame {
+            Frame::Seq { kind, items } => match kind {
+                SeqKind::List => Value::List(items),
+                SeqKind::Tuple => {
+                    self.complete_immutable(slot, &items);
+                    Value::Tuple(items)
+                }
+                SeqKind::Set | SeqKind::FrozenSet => {
+                    self.check_set(&items)?;
+                    if kind == SeqKind::FrozenSet {
+                        self.complete_immutable(slot, &items);
+                        Value::FrozenSet(items)
+                    } else {
+                        Value::Set(items)
+                    }
+                }
+            },
+            Frame::Dict { pairs, key, .. } => {
+                if let Some(k) = key {
+                    // Python drops a key that never got its value.
+                    self.slots[slot].trailing_dropped = count_opens(&k);
+                }
+                Value::Dict(pairs)
+            }
+            Frame::None => Value::None,
+            // Python returns None for an empty boolean/unicode/decimal.
+            Frame::Bool(b) => b.map_or(Value::None, Value::Bool),
+            Frame::Unicode(s) => s.map_or(Value::None, Value::Str),
+            Frame::Decimal(d) => d.map_or(Value::None, Value::Decimal),
+            Frame::Reference(r) => r.ok_or_else(|| incomplete("reference"))?,
+            Frame::MyRef {
+                clid,
+                interface,
+                furl,
+            } => Value::MyReference(Box::new(MyReference {
+                clid: clid.ok_or_else(|| incomplete("my-reference"))?,
+                interface,
+                furl,
+            })),
+            Frame::YourRef(clid) => Value::YourReference(clid.ok_or_else(|| incomplete("your-reference"))?),
+            Frame::TheirRef { gift, furl } => match (gift, furl) {
+                (Some(gift_id), Some(furl)) => Value::TheirReference(Box::new(TheirReference { gift_id, furl })),
+                _ => return Err(incomplete("their-reference")),
+            },
+            Frame::Copyable {
+                type_name, state, ..
+            } => {
+                self.slots[slot].kind = SlotKind::Immutable {
+                    complete: true,
+                    hashable: true,
+                };
+                Value::Copyable(Box::new(Copyable { type_name, state }))
+            }
+        };
+        self.charge(VALUE_SIZE)?;
+        Ok(value)
+    }
+
+    /// Hands a finished value to the enclosing sequence, or completes the
+    /// message.
+    fn deliver(&mut self, value: Value) -> Step {
+        let offset = self.offset;
+        let Some(top) = self.stack.last_mut() else {
+            return Ok(Some(self.finish_message(value)));
+        };
+        match &mut top.frame {
+            Frame::Seq { items, .. } => {
+                if items.len() >= self.limits.max_container_items {
+                    return Err(DecodeError::TooManyItems {
+                        offset,
+                        limit: self.limits.max_container_items,
+                    });
+                }
+                items.push(value);
+            }
+            Frame::Dict { key: None, pairs, .. } => {
+                if pairs.len() >= self.limits.max_container_items {
+                    return Err(DecodeError::TooManyItems {
+                        offset,
+                        limit: self.limits.max_container_items,
+                    });
+                }
+                match self.hashability(&value) {
+                    Hash::Unhashable => {
+                        return Err(DecodeError::Unhashable {
+                            offset,
+                            what: "dict key",
+                        })
+                    }
+                    Hash::Incomplete => return Err(DecodeError::IncompleteKey { offset }),
+                    Hash::Hashable => {}
+                }
+                self.check_duplicate_key(&value)?;
+                if let Some(OpenFrame {
+                    frame: Frame::Dict { key, .. },
+                    ..
+                }) = self.stack.last_mut()
+                {
+                    *key = Some(value);
+                }
+            }
+            Frame::Dict { key, pairs, .. } => {
+                let k = key.take().expect("dict key");
+                pairs.push((k, value));
+            }
+            Frame::Copyable { attr, .. } => {
+                let name = attr.take().expect("attribute name checked on arrival");
+                if self.hashability(&value) == Hash::Incomplete && matches!(value, Value::Alias(_)) {
+                    return Err(DecodeError::UnreferenceableAttribute { offset });
+                }
+                if let Some(OpenFrame {
+                    frame: Frame::Copyable { state, .. },
+                    ..
+                }) = self.stack.last_mut()
+                {
+                    state.push((name, value));
+                }
+            }
+            other => unreachable!("{} frames take no child values", other.name()),
+        }
+        Ok(None)
+    }
+
+    fn check_duplicate_key(&mut self, key: &Value) -> Result<(), DecodeError> {
+        let offset = self.offset;
+        let Some(OpenFrame {
+            frame: Frame::Dict { pairs, index, .. },
+            ..
+        }) = self.stack.last_mut()
+        else {
+            unreachable!()
+        };
+        const LINEAR: usize = 8;
+        if pairs.len() < LINEAR {
+            if pairs.iter().any(|(k, _)| py_eq(k, key)) {
+                return Err(DecodeError::DuplicateKey { offset });
+            }
+            return Ok(());
+        }
+        let index = index.get_or_insert_with(|| {
+            let mut m: hashbrown::HashMap<u64, SmallVec<[u32; 1]>> = hashbrown::HashMap::new();
+            for (i, (k, _)) in pairs.iter().enumerate() {
+                m.entry(py_hash(k).unwrap_or(0)).or_default().push(i as u32);
+            }
+            m
+        });
+        let h = py_hash(key).unwrap_or(0);
+        let bucket = index.entry(h).or_default();
+        if bucket.iter().any(|&i| py_eq(&pairs[i as usize].0, key)) {
+            return Err(DecodeError::DuplicateKey { offset });
+        }
+        bucket.push(pairs.len() as u32);
+        Ok(())
+    }
+
+    /// Set and frozenset elements must be hashable; equal elements are
+    /// merged later (Python's `set.add` keeps the first).
+    fn check_set(&mut self, items: &[Value]) -> Result<(), DecodeError> {
+        for v in items {
+            if self.hashability(v) == Hash::Unhashable {
+                return Err(DecodeError::Unhashable {
+                    offset: self.offset,
+                    what: "set element",
+                });
+            }
+        }
+        if has_duplicates(items) {
+            self.needs_dedup = true;
+        }
+        Ok(())
+    }
+
+    /// Marks a closed tuple or frozenset. One that holds a reference to a
+    /// tuple still being built (itself included) never completes, as in
+    /// Python, where it stays a Deferred.
+    fn complete_immutable(&mut self, slot: usize, items: &[Value]) {
+        let mut state = Hash::Hashable;
+        for v in items {
+            match self.hashability(v) {
+                Hash::Unhashable => state = Hash::Unhashable,
+                Hash::Incomplete if state == Hash::Hashable => state = Hash::Incomplete,
+                _ => {}
+            }
+        }
+        self.slots[slot].kind = SlotKind::Immutable {
+            complete: state != Hash::Incomplete,
+            hashable: state != Hash::Unhashable,
+        };
+    }
+
+    fn hashability(&self, v: &Value) -> Hash {
+        match v {
+            Value::List(_) | Value::Dict(_) | Value::Set(_) => Hash::Unhashable,
+            Value::Tuple(items) | Value::FrozenSet(items) => {
+                let mut h = Hash::Hashable;
+                for i in items {
+                    match self.hashability(i) {
+                        Hash::Unhashable => return Hash::Unhashable,
+                        Hash::Incomplete => h = Hash::Incomplete,
+                        Hash::Hashable => {}
+                    }
+                }
+                h
+            }
+            Value::Alias(rel) => match self.slots.get(*rel as usize).map(|s| s.kind) {
+                Some(SlotKind::List | SlotKind::Dict | SlotKind::Set) => Hash::Unhashable,
+                Some(SlotKind::Immutable { complete: false, .. }) => Hash::Incomplete,
+                Some(SlotKind::Immutable { hashable: false, .. }) => Hash::Unhashable,
+                _ => Hash::Hashable,
+            },
+            _ => Hash::Hashable,
+        }
+    }
+
+    fn finish_message(&mut self, mut value: Value) -> Event {
+        if self.slots.iter().any(|s| s.referenced) {
+            let mut next = 0u32;
+            anchor_pass(&mut value, &mut next, &self.slots);
+        }
+        if self.needs_dedup {
+            dedup_pass(&mut value);
+        }
+        self.reset_message();
+        Event::Value(value)
+    }
+}
+
+/// The value a primitive token stands for.
+fn primitive_value(de: &Deserializer, token: Token) -> Result<Value, DecodeError> {
+    Ok(match token {
+        Token::Int(v) => Value::Int(Int::from(v)),
+        Token::Neg(v) => Value::Int(match 0i64.checked_sub_unsigned(v) {
+            Some(i) => Int::Small(i),
+            None => Int::from_be_magnitude(true, &v.to_be_bytes()),
+        }),
+        Token::LongInt(m) => Value::Int(Int::from_be_magnitude(false, &m)),
+        Token::LongNeg(m) => Value::Int(Int::from_be_magnitude(true, &m)),
+        Token::Float(f) => Value::Float(f),
+        Token::String(s) => Value::Bytes(s),
+        Token::Vocab(i) => Value::Bytes(de.vocab_word(i)?),
+        _ => unreachable!("structural tokens are handled by the caller"),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hash {
+    Hashable,
+    Unhashable,
+    /// Refers to a tuple (or frozenset, copyable) still being received.
+    Incomplete,
+}
+
+/// How many OPENs the wire form of `v` contains.
+fn count_opens(v: &Value) -> u32 {
+    match v {
+        Value::Int(_) | Value::Float(_) | Value::Bytes(_) => 0,
+        Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
+            1 + i.iter().map(count_opens).sum::<u32>()
+        }
+        Value::Dict(p) => 1 + p.iter().map(|(k, v)| count_opens(k) + count_opens(v)).sum::<u32>(),
+        Value::Copyable(c) => 1 + c.state.iter().map(|(_, v)| count_opens(v)).sum::<u32>(),
+        Value::Anchor(_, inner) => count_opens(inner),
+        _ => 1,
+    }
+}
+
+/// Wraps every referenced container in an [`Value::Anchor`] whose id is
+/// its OPEN's position in the message (the id its aliases carry). Walks in
+/// wire order, counting OPENs exactly as they arrived.
+fn anchor_pass(v: &mut Value, next: &mut u32, slots: &[Slot]) {
+    let opens_here = !matches!(v, Value::Int(_) | Value::Float(_) | Value::Bytes(_));
+    if !opens_here {
+        return;
+    }
+    let my = *next;
+    *next += 1;
+    match v {
+        Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
+            for c in i {
+                anchor_pass(c, next, slots);
+            }
+        }
+        Value::Dict(p) => {
+            for (k, val) in p {
+                anchor_pass(k, next, slots);
+                anchor_pass(val, next, slots);
+            }
+        }
+        Value::Copyable(c) => {
+            for (_, val) in &mut c.state {
+                anchor_pass(val, next, slots);
+            }
+        }
+        _ => {}
+    }
+    if let Some(slot) = slots.get(my as usize) {
+        *next += slot.trailing_dropped;
+        if slot.referenced {
+            let inner = std::mem::replace(v, Value::None);
+            *v = Value::Anchor(my, Box::new(inner));
+        }
+    }
+}
+
+fn has_duplicates(items: &[Value]) -> bool {
+    if items.len() < 16 {
+        return items
+            .iter()
+            .enumerate()
+            .any(|(i, a)| items[..i].iter().any(|b| py_eq(a, b)));
+    }
+    let mut seen: hashbrown::HashMap<u64, SmallVec<[usize; 1]>> = hashbrown::HashMap::new();
+    for (i, v) in items.iter().enumerate() {
+        let bucket = seen.entry(py_hash(v).unwrap_or(0)).or_default();
+        if bucket.iter().any(|&j| py_eq(&items[j], v)) {
+            return true;
+        }
+        bucket.push(i);
+    }
+    false
+}
+
+/// Merges equal set elements as Python's `set.add` does (first one kept;
+/// an anchored element is never dropped, so its aliases stay valid).
+fn dedup_pass(v: &mut Value) {
+    match v {
+        Value::Set(items) | Value::FrozenSet(items) => {
+            for c in items.iter_mut() {
+                dedup_pass(c);
+            }
+            if has_duplicates(items) {
+                let mut kept: Vec<Value> = Vec::with_capacity(items.len());
+                for item in std::mem::take(items) {
+                    let dup = !matches!(item, Value::Anchor(..)) && kept.iter().any(|k| py_eq(k, &item));
+                    if !dup {
+                        kept.push(item);
+                    }
+                }
+                *items = kept;
+            }
+        }
+        Value::List(i) | Value::Tuple(i) => i.iter_mut().for_each(dedup_pass),
+        Value::Dict(p) => p.iter_mut().for_each(|(k, v)| {
+            dedup_pass(k);
+            dedup_pass(v)
+        }),
+        Value::Copyable(c) => c.state.iter_mut().for_each(|(_, v)| dedup_pass(v)),
+        Value::Anchor(_, inner) => dedup_pass(inner),
+        _ => {}
+    }
+}

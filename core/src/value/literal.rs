@@ -1,0 +1,1 @@
+//! Python literal syntax → values (see `parse`).

@@ -1,0 +1,1 @@
+//! Values → Python literal syntax.

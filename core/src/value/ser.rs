@@ -1,0 +1,353 @@
+//! Value → tokens, byte-for-byte as Python foolscap's slicers write them.
+
+use bytes::BytesMut;
+use smallvec::SmallVec;
+
+use super::pyops::py_cmp;
+use super::{AnchorId, Copyable, EncodeError, Text, Value};
+use crate::banana::encode::{put_big, put_float, put_i64, put_string, put_token_header};
+use crate::banana::{TypeByte, VocabTable};
+
+/// Serializes values for one direction of a connection.
+///
+/// It owns that direction's OPEN counter (which never resets) and the
+/// outgoing vocab table. Each [`Serializer::serialize`] call writes one
+/// top-level message; shared containers ([`Value::Anchor`]/[`Value::Alias`])
+/// are scoped to that call, as Python scopes them to one call or answer.
+#[derive(Debug, Clone)]
+pub struct Serializer {
+    vocab: VocabTable,
+    open_count: u64,
+}
+
+enum Frame<'a> {
+    Items {
+        iter: std::slice::Iter<'a, Value>,
+        close: u64,
+    },
+    Pairs {
+        iter: PairIter<'a>,
+        pending_value: Option<&'a Value>,
+        close: u64,
+    },
+    Attrs {
+        iter: std::slice::Iter<'a, (Text, Value)>,
+        pending_value: Option<&'a Value>,
+        close: u64,
+    },
+}
+
+enum PairIter<'a> {
+    InOrder(std::slice::Iter<'a, (Value, Value)>),
+    Sorted(std::vec::IntoIter<&'a (Value, Value)>),
+}
+
+impl<'a> Iterator for PairIter<'a> {
+    type Item = &'a (Value, Value);
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            PairIter::InOrder(i) => i.next(),
+            PairIter::Sorted(i) => i.next(),
+        }
+    }
+}
+
+impl Serializer {
+    /// A serializer whose OPEN counter starts at 0.
+    pub fn new(vocab: VocabTable) -> Self {
+        Serializer {
+            vocab,
+            open_count: 0,
+        }
+    }
+
+    /// The number the next OPEN will carry.
+    pub fn open_count(&self) -> u64 {
+        self.open_count
+    }
+
+    /// The outgoing vocab table.
+    pub fn vocab(&self) -> VocabTable {
+        self.vocab
+    }
+
+    /// Writes an OPEN and returns its number.
+    #[inline]
+    pub fn open(&mut self, out: &mut BytesMut) -> u64 {
+        let id = self.open_count;
+        self.open_count += 1;
+        put_token_header(out, id, TypeByte::Open);
+        id
+    }
+
+    /// Writes the CLOSE for OPEN number `id`.
+    #[inline]
+    pub fn close(&self, out: &mut BytesMut, id: u64) {
+        put_token_header(out, id, TypeByte::Close);
+    }
+
+    /// Writes a byte string as Python does: VOCAB if it is a word of the
+    /// table, else STRING.
+    #[inline]
+    pub fn put_bytes(&self, out: &mut BytesMut, b: &[u8]) {
+        match self.vocab.index_of(b) {
+            Some(i) => put_token_header(out, i, TypeByte::Vocab),
+            None => put_string(out, b),
+        }
+    }
+
+    /// Opens a sequence of the given open type; returns the OPEN number.
+    #[inline]
+    pub fn open_sequence(&mut self, out: &mut BytesMut, open_type: &[u8]) -> u64 {
+        let id = self.open(out);
+        self.put_bytes(out, open_type);
+        id
+    }
+
+    /// Writes one top-level message holding `value`. On error nothing is
+    /// written and the OPEN counter is unchanged.
+    pub fn serialize(&mut self, value: &Value, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let start_len = out.len();
+        let start_count = self.open_count;
+        let mut anchors = Anchors::default();
+        let r = self.write_value(value, out, &mut anchors);
+        if r.is_err() {
+            out.truncate(start_len);
+            self.open_count = start_count;
+        }
+        r
+    }
+
+    /// Writes `value` inside a message whose anchor scope the caller owns
+    /// (the broker writes call arguments this way).
+    pub(crate) fn write_value(
+        &mut self,
+        value: &Value,
+        out: &mut BytesMut,
+        anchors: &mut Anchors,
+    ) -> Result<(), EncodeError> {
+        let mut stack: SmallVec<[Frame<'_>; 16]> = SmallVec::new();
+        self.start(value, out, anchors, &mut stack)?;
+        while let Some(top) = stack.last_mut() {
+            let next = match top {
+                Frame::Items { iter, close } => match iter.next() {
+                    Some(v) => v,
+                    None => {
+                        let id = *close;
+                        stack.pop();
+                        self.close(out, id);
+                        continue;
+                    }
+                },
+                Frame::Pairs {
+                    iter,
+                    pending_value,
+                    close,
+                } => {
+                    if let Some(v) = pending_value.take() {
+                        v
+                    } else if let Some((k, v)) = iter.next() {
+                        *pending_value = Some(v);
+                        k
+                    } else {
+                        let id = *close;
+                        stack.pop();
+                        self.close(out, id);
+                        continue;
+                    }
+                }
+                Frame::Attrs {
+                    iter,
+                    pending_value,
+                    close,
+                } => {
+                    if let Some(v) = pending_value.take() {
+                        v
+                    } else if let Some((name, v)) = iter.next() {
+                        *pending_value = Some(v);
+                        self.put_bytes(out, name.as_bytes());
+                        continue;
+                    } else {
+                        let id = *close;
+                        stack.pop();
+                        self.close(out, id);
+                        continue;
+                    }
+                }
+            };
+            self.start(next, out, anchors, &mut stack)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a leaf value completely, or opens a container and pushes the
+    /// frame that will write its children.
+    fn start<'a>(
+        &mut self,
+        value: &'a Value,
+        out: &mut BytesMut,
+        anchors: &mut Anchors,
+        stack: &mut SmallVec<[Frame<'a>; 16]>,
+    ) -> Result<(), EncodeError> {
+        match value {
+            Value::Int(super::Int::Small(i)) => put_i64(out, *i),
+            Value::Int(super::Int::Big(b)) => {
+                let (sign, mag) = b.to_bytes_be();
+                put_big(out, sign == num_bigint::Sign::Minus, &mag);
+            }
+            Value::Float(f) => put_float(out, *f),
+            Value::Bytes(b) => self.put_bytes(out, b),
+            Value::None => {
+                let id = self.open_sequence(out, b"none");
+                self.close(out, id);
+            }
+            Value::Bool(b) => {
+                let id = self.open_sequence(out, b"boolean");
+                put_token_header(out, *b as u64, TypeByte::Int);
+                self.close(out, id);
+            }
+            Value::Str(s) => {
+                let id = self.open_sequence(out, b"unicode");
+                self.put_bytes(out, s.as_bytes());
+                self.close(out, id);
+            }
+            Value::Decimal(d) => {
+                let id = self.open_sequence(out, b"decimal");
+                self.put_bytes(out, d.as_str().as_bytes());
+                self.close(out, id);
+            }
+            Value::List(items) => self.push_items(out, b"list", items, stack),
+            Value::Tuple(items) => self.push_items(out, b"tuple", items, stack),
+            Value::Set(items) => self.push_items(out, b"set", items, stack),
+            Value::FrozenSet(items) => self.push_items(out, b"immutable-set", items, stack),
+            Value::Dict(pairs) => {
+                let close = self.open_sequence(out, b"dict");
+                stack.push(Frame::Pairs {
+                    iter: sorted_pairs(pairs),
+                    pending_value: None,
+                    close,
+                });
+            }
+            Value::Copyable(c) => {
+                let Copyable { type_name, state } = &**c;
+                let close = self.open_sequence(out, b"copyable");
+                self.put_bytes(out, type_name.as_bytes());
+                stack.push(Frame::Attrs {
+                    iter: state.iter(),
+                    pending_value: None,
+                    close,
+                });
+            }
+            Value::Anchor(id, inner) => {
+                match &**inner {
+                    Value::List(_)
+                    | Value::Tuple(_)
+                    | Value::Set(_)
+                    | Value::FrozenSet(_)
+                    | Value::Dict(_)
+                    | Value::Copyable(_) => {}
+                    other => return Err(EncodeError::UnshareableAnchor(other.type_name())),
+                }
+                anchors.define(*id, self.open_count)?;
+                self.start(inner, out, anchors, stack)?;
+            }
+            Value::Alias(id) => {
+                let target = anchors.get(*id).ok_or(EncodeError::UnknownAnchor(*id))?;
+                let open = self.open_sequence(out, b"reference");
+                put_token_header(out, target, TypeByte::Int);
+                self.close(out, open);
+            }
+            Value::MyReference(r) => {
+                let id = self.open_sequence(out, b"my-reference");
+                put_i64(out, r.clid);
+                if r.interface.is_some() || r.furl.is_some() {
+                    self.put_bytes(out, r.interface.as_deref().unwrap_or_default());
+                }
+                if let Some(furl) = &r.furl {
+                    self.put_bytes(out, furl);
+                }
+                self.close(out, id);
+            }
+            Value::YourReference(clid) => {
+                let id = self.open_sequence(out, b"your-reference");
+                put_token_header(out, *clid, TypeByte::Int);
+                self.close(out, id);
+            }
+            Value::TheirReference(r) => {
+                let id = self.open_sequence(out, b"their-reference");
+                put_token_header(out, r.gift_id, TypeByte::Int);
+                self.put_bytes(out, &r.furl);
+                self.close(out, id);
+            }
+        }
+        Ok(())
+    }
+
+    fn push_items<'a>(
+        &mut self,
+        out: &mut BytesMut,
+        open_type: &[u8],
+        items: &'a [Value],
+        stack: &mut SmallVec<[Frame<'a>; 16]>,
+    ) {
+        let close = self.open_sequence(out, open_type);
+        stack.push(Frame::Items {
+            iter: items.iter(),
+            close,
+        });
+    }
+}
+
+/// Dict pairs in the order Python sends them: sorted by key where Python's
+/// `sorted()` is well defined (all keys mutually comparable), else as given.
+fn sorted_pairs(pairs: &[(Value, Value)]) -> PairIter<'_> {
+    let in_order = pairs.windows(2).all(|w| {
+        matches!(
+            py_cmp(&w[0].0, &w[1].0),
+            Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+        )
+    });
+    if in_order {
+        return PairIter::InOrder(pairs.iter());
+    }
+    // Sort only if every key compares with the first (same comparable kind).
+    let first = &pairs[0].0;
+    if !pairs.iter().all(|(k, _)| py_cmp(first, k).is_some()) {
+        return PairIter::InOrder(pairs.iter());
+    }
+    let mut refs: Vec<&(Value, Value)> = pairs.iter().collect();
+    let mut comparable = true;
+    refs.sort_by(|a, b| {
+        py_cmp(&a.0, &b.0).unwrap_or_else(|| {
+            comparable = false;
+            std::cmp::Ordering::Equal
+        })
+    });
+    if comparable {
+        PairIter::Sorted(refs.into_iter())
+    } else {
+        PairIter::InOrder(pairs.iter())
+    }
+}
+
+/// Anchor id → OPEN number of the anchored container, for one message.
+#[derive(Debug, Default)]
+pub(crate) struct Anchors {
+    map: hashbrown::HashMap<AnchorId, u64>,
+}
+
+impl Anchors {
+    fn define(&mut self, id: AnchorId, open: u64) -> Result<(), EncodeError> {
+        match self.map.entry(id) {
+            hashbrown::hash_map::Entry::Occupied(_) => Err(EncodeError::DuplicateAnchor(id)),
+            hashbrown::hash_map::Entry::Vacant(v) => {
+                v.insert(open);
+                Ok(())
+            }
+        }
+    }
+
+    fn get(&self, id: AnchorId) -> Option<u64> {
+        self.map.get(&id).copied()
+    }
+}

@@ -1,0 +1,348 @@
+//! Round trips and receive rules of the value (de)serializer.
+
+use bytes::BytesMut;
+
+use super::*;
+use crate::banana::VocabTable;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn encode(v: &Value, vocab: VocabTable) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    Serializer::new(vocab).serialize(v, &mut out).unwrap();
+    out.to_vec()
+}
+
+fn decode_events(bytes: &[u8], vocab: VocabTable) -> Result<Vec<Event>, DecodeError> {
+    let mut de = Deserializer::new(vocab, Limits::default());
+    de.feed(bytes);
+    let mut out = Vec::new();
+    while let Some(ev) = de.poll_event()? {
+        out.push(ev);
+    }
+    assert!(!de.in_message(), "stream ended mid-message");
+    Ok(out)
+}
+
+fn decode_one(bytes: &[u8], vocab: VocabTable) -> Result<Value, DecodeError> {
+    let evs = decode_events(bytes, vocab)?;
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    match evs.into_iter().next().unwrap() {
+        Event::Value(v) => Ok(v),
+        other => panic!("not a value: {other:?}"),
+    }
+}
+
+fn decode_bytewise(bytes: &[u8], vocab: VocabTable) -> Vec<Event> {
+    let mut de = Deserializer::new(vocab, Limits::default());
+    let mut out = Vec::new();
+    for b in bytes {
+        de.feed(std::slice::from_ref(b));
+        while let Some(ev) = de.poll_event().unwrap() {
+            out.push(ev);
+        }
+    }
+    out
+}
+
+fn d(s: &str) -> Value {
+    Value::Decimal(Decimal::parse(s).unwrap())
+}
+
+fn sample_values() -> Vec<Value> {
+    vec![
+        Value::None,
+        Value::Bool(true),
+        Value::Bool(false),
+        Value::int(0),
+        Value::int((1 << 31) - 1),
+        Value::int(1 << 31),
+        Value::int(-(1 << 31)),
+        Value::int(-(1 << 31) - 1),
+        Value::int(i64::MIN),
+        Value::int(i64::MAX),
+        Value::Int(Int::from(num_bigint::BigInt::from(1) << 100_000usize)),
+        Value::Int(Int::from(-(num_bigint::BigInt::from(1) << 64usize))),
+        Value::Float(-0.0),
+        Value::Float(f64::NAN),
+        Value::Float(f64::INFINITY),
+        Value::Float(5e-324),
+        Value::bytes(b""),
+        Value::bytes(b"list"),
+        Value::bytes(&(0..=255).collect::<Vec<u8>>()),
+        Value::str(""),
+        Value::str("list"),
+        Value::str("h\u{e9}llo \u{1f600} \0"),
+        d("1.25"),
+        d("-Infinity"),
+        Value::List(vec![]),
+        Value::Tuple(vec![Value::int(1)]),
+        Value::Set(vec![Value::int(5), Value::str("x")]),
+        Value::FrozenSet(vec![Value::Tuple(vec![])]),
+        Value::Dict(vec![
+            (Value::str("a"), Value::List(vec![Value::None])),
+            (Value::str("b"), Value::Dict(vec![])),
+        ]),
+        Value::Copyable(Box::new(Copyable {
+            type_name: Text::from("kitchen-sink.Point"),
+            state: vec![(Text::from("x"), Value::int(1)), (Text::from("y"), Value::int(2))],
+        })),
+        Value::MyReference(Box::new(MyReference {
+            clid: -2,
+            interface: Some(bytes::Bytes::from_static(b"")),
+            furl: None,
+        })),
+        Value::YourReference(3),
+        Value::TheirReference(Box::new(TheirReference {
+            gift_id: 1,
+            furl: bytes::Bytes::from_static(b"pb://x@tcp:h:1/y"),
+        })),
+    ]
+}
+
+#[test]
+fn round_trip_both_tables_and_bytewise() {
+    for vocab in [VocabTable::EMPTY, VocabTable::V1] {
+        for v in sample_values() {
+            let bytes = encode(&v, vocab);
+            let back = decode_one(&bytes, vocab).unwrap_or_else(|e| panic!("{v:?}: {e}"));
+            assert_eq!(back, v, "{}", hex(&bytes));
+            assert_eq!(decode_bytewise(&bytes, vocab), vec![Event::Value(v.clone())]);
+            assert_eq!(encode(&back, vocab), bytes);
+        }
+    }
+}
+
+#[test]
+fn bytes_from_the_reference() {
+    // wire-protocol reference §5.2, open-IDs renumbered from 0
+    let v1 = VocabTable::V1;
+    assert_eq!(hex(&encode(&Value::None, v1)), "0088008700" .to_owned() + "89");
+    assert_eq!(hex(&encode(&Value::Bool(true), v1)), "00880187018100" .to_owned() + "89");
+    assert_eq!(hex(&encode(&Value::str("h\u{e9}llo"), v1)), "00880887068268c3a96c6c6f0089");
+    assert_eq!(
+        hex(&encode(&d("1.25"), v1)),
+        "0088078264656369" .to_owned() + "6d616c0482312e32350089"
+    );
+    assert_eq!(
+        hex(&encode(&Value::List(vec![Value::int(1), Value::int(2)]), v1)),
+        "00880487018102810089"
+    );
+    assert_eq!(hex(&encode(&Value::bytes(b"list"), v1)), "0487");
+    assert_eq!(hex(&encode(&Value::None, VocabTable::EMPTY)), "0088046e6f6e650089".replace("046e", "04826e"));
+}
+
+#[test]
+fn shared_and_cyclic_from_02_types() {
+    // [shared, shared] then a self-containing list, as in 02-types (ids 16..20)
+    let stream = unhex("1088 0487 1188 0487 0a81 1481 1189 1288 0287 1181 1289 1089 1388 0487 1488 0287 1381 1489 1389");
+    let mut de = Deserializer::new(VocabTable::V1, Limits::default());
+    // skip ahead: pretend 16 OPENs were seen before by feeding 16 `none`s
+    let mut pre = BytesMut::new();
+    let mut ser = Serializer::new(VocabTable::V1);
+    for _ in 0..16 {
+        ser.serialize(&Value::None, &mut pre).unwrap();
+    }
+    de.feed(&pre);
+    de.feed(&stream);
+    let mut values = Vec::new();
+    while let Some(Event::Value(v)) = de.poll_event().unwrap() {
+        values.push(v);
+    }
+    assert_eq!(values.len(), 18);
+    let shared = Value::List(vec![Value::int(10), Value::int(20)]);
+    assert_eq!(
+        values[16],
+        Value::List(vec![Value::Anchor(1, Box::new(shared)), Value::Alias(1)])
+    );
+    assert_eq!(values[17], Value::Anchor(0, Box::new(Value::List(vec![Value::Alias(0)]))));
+    // re-encoding with a serializer at the same position reproduces the bytes
+    let mut out = BytesMut::new();
+    ser.serialize(&values[16], &mut out).unwrap();
+    ser.serialize(&values[17], &mut out).unwrap();
+    assert_eq!(hex(&out), hex(&stream));
+}
+
+#[test]
+fn dict_keys_are_sorted_like_python() {
+    let v = Value::Dict(vec![
+        (Value::str("b"), Value::int(1)),
+        (Value::str("a"), Value::int(2)),
+    ]);
+    let sorted = Value::Dict(vec![
+        (Value::str("a"), Value::int(2)),
+        (Value::str("b"), Value::int(1)),
+    ]);
+    assert_eq!(encode(&v, VocabTable::V1), encode(&sorted, VocabTable::V1));
+    // incomparable keys keep their order
+    let mixed = Value::Dict(vec![
+        (Value::str("b"), Value::int(1)),
+        (Value::bytes(b"a"), Value::int(2)),
+    ]);
+    let back = decode_one(&encode(&mixed, VocabTable::V1), VocabTable::V1).unwrap();
+    assert_eq!(back, mixed);
+}
+
+fn fatal(hexstr: &str) -> DecodeError {
+    let err = decode_events(&unhex(hexstr), VocabTable::V1).unwrap_err();
+    assert_eq!(err.scope(), ErrorScope::Connection, "{err}");
+    err
+}
+
+fn discarded(hexstr: &str) -> DecodeError {
+    let evs = decode_events(&unhex(hexstr), VocabTable::V1).unwrap();
+    match &evs[..] {
+        [Event::Discarded(e), ..] => e.clone(),
+        other => panic!("expected a discard, got {other:?}"),
+    }
+}
+
+#[test]
+fn protocol_errors_are_fatal() {
+    let mut pb = Deserializer::new(VocabTable::V1, Limits::default()).require_top_level_open();
+    pb.feed(&[0x01, 0x81]);
+    assert!(matches!(pb.poll_event(), Err(DecodeError::TopLevelNotOpen { .. })));
+    assert!(matches!(fatal("0088 0487 0189"), DecodeError::CloseMismatch { got: 1, expected: 0, .. }));
+    assert!(matches!(fatal("0088 6387"), DecodeError::UndefinedVocab { index: 99, .. }));
+    assert!(matches!(fatal("0088 0088"), DecodeError::OpenInIndex { .. }));
+    assert!(matches!(fatal("0088 0087 0181 0089"), DecodeError::UnexpectedToken { .. }));
+    assert!(matches!(fatal("0088 0187 0183 0089"), DecodeError::UnexpectedToken { .. }));
+    assert!(matches!(fatal("0088 0887 0182ff 0089"), DecodeError::InvalidUtf8 { .. }));
+    assert!(matches!(fatal("0088 0782646563696d616c 03827a7a7a 0089"), DecodeError::InvalidDecimal { .. }));
+    // dict with a duplicate key: 1 and True
+    assert!(matches!(
+        fatal("0088 0387 0181 0081 0188 0187 0181 0189 0081 0089"),
+        DecodeError::DuplicateKey { .. }
+    ));
+    // dict with a list key
+    assert!(matches!(fatal("0088 0387 0188 0487 0189 0081 0089"), DecodeError::Unhashable { .. }));
+    // set with a list element
+    assert!(matches!(fatal("0088 0687 0188 0487 0189 0089"), DecodeError::Unhashable { .. }));
+    // reference to nothing / to a unicode
+    assert!(matches!(fatal("0088 0487 0188 0287 0581 0189 0089"), DecodeError::DanglingReference { .. }));
+    assert!(matches!(
+        fatal("0088 0487 0188 0887 0082 0189 0288 0287 0181 0289 0089"),
+        DecodeError::DanglingReference { target: 1, .. }
+    ));
+    // a tuple that contains itself used as a dict key
+    assert!(matches!(
+        fatal("0088 0387 0188 0587 0288 0287 0181 0289 0189"),
+        DecodeError::IncompleteKey { .. }
+    ));
+    // OPEN inside `none`
+    assert!(matches!(fatal("0088 0087 0188"), DecodeError::UnexpectedToken { .. }));
+    // errors are sticky
+    let mut de = Deserializer::new(VocabTable::V1, Limits::default());
+    de.feed(&unhex("0089"));
+    assert!(de.poll_event().is_err());
+    de.feed(&unhex("0088008700 89"));
+    assert!(de.poll_event().is_err());
+}
+
+#[test]
+fn violations_cost_one_message() {
+    assert!(matches!(discarded("0088 0882696e7374616e6365 0089"), DecodeError::UnknownOpenType { .. }));
+    assert!(matches!(discarded("0088 0487 0188 1387 0189 0089"), DecodeError::UnknownOpenType { .. }));
+    assert!(matches!(discarded("0088 0487 0181 008a 0089"), DecodeError::Aborted { .. }));
+    assert!(matches!(discarded("0088 0181 0089"), DecodeError::BadIndexToken { .. }));
+    // the stream continues afterwards, with OPEN numbering intact
+    let evs = decode_events(&unhex("0088 1387 0188 0487 0189 0089  0288 0487 0388 0487 0389 0488 0287 0381 0489 0289"), VocabTable::V1).unwrap();
+    assert!(matches!(evs[0], Event::Discarded(DecodeError::UnknownOpenType { .. })));
+    assert_eq!(
+        evs[1],
+        Event::Value(Value::List(vec![
+            Value::Anchor(1, Box::new(Value::List(vec![]))),
+            Value::Alias(1)
+        ]))
+    );
+}
+
+#[test]
+fn limits_are_enforced() {
+    let deep = {
+        let mut v = Value::List(vec![]);
+        for _ in 0..20 {
+            v = Value::List(vec![v]);
+        }
+        v
+    };
+    let bytes = encode(&deep, VocabTable::V1);
+    let limits = Limits {
+        max_depth: 10,
+        ..Limits::default()
+    };
+    let mut de = Deserializer::new(VocabTable::V1, limits.clone());
+    de.feed(&bytes);
+    de.feed(&encode(&Value::int(7), VocabTable::V1));
+    de.feed(&encode(&Value::None, VocabTable::V1));
+    assert!(matches!(de.poll_event(), Ok(Some(Event::Discarded(DecodeError::TooDeep { limit: 10, .. })))));
+    // the stream goes on after the discarded message
+    assert_eq!(de.poll_event(), Ok(Some(Event::Value(Value::int(7)))));
+    assert_eq!(de.poll_event(), Ok(Some(Event::Value(Value::None))));
+
+    let many = Value::List((0..100).map(Value::int).collect());
+    for limits in [
+        Limits { max_container_items: 99, ..Limits::default() },
+        Limits { max_message_bytes: 1000, ..Limits::default() },
+    ] {
+        let mut de = Deserializer::new(VocabTable::V1, limits);
+        de.feed(&encode(&many, VocabTable::V1));
+        assert!(matches!(de.poll_event(), Ok(Some(Event::Discarded(_)))));
+    }
+    let shared = Value::List(vec![
+        Value::Anchor(0, Box::new(Value::List(vec![]))),
+        Value::Alias(0),
+        Value::Alias(0),
+    ]);
+    let mut de = Deserializer::new(VocabTable::V1, Limits { max_references: 1, ..Limits::default() });
+    de.feed(&encode(&shared, VocabTable::V1));
+    assert!(matches!(de.poll_event(), Ok(Some(Event::Discarded(DecodeError::TooManyReferences { .. })))));
+}
+
+#[test]
+fn python_quirks() {
+    // an empty boolean / unicode decodes to None, as in Python
+    assert_eq!(decode_one(&unhex("0088 0187 0089"), VocabTable::V1).unwrap(), Value::None);
+    assert_eq!(decode_one(&unhex("0088 0887 0089"), VocabTable::V1).unwrap(), Value::None);
+    // a dict's dangling key is dropped
+    assert_eq!(
+        decode_one(&unhex("0088 0387 0181 0281 0381 0089"), VocabTable::V1).unwrap(),
+        Value::Dict(vec![(Value::int(1), Value::int(2))])
+    );
+    // equal set elements merge (1 and 1.0 and True)
+    assert_eq!(
+        decode_one(&unhex("0088 0687 0181 843ff0000000000000 0188 0187 0181 0189 0281 0089"), VocabTable::V1).unwrap(),
+        Value::Set(vec![Value::int(1), Value::int(2)])
+    );
+    // negative zero and an INT header beyond 64 bits
+    assert_eq!(decode_one(&unhex("0088 0487 0083 0089"), VocabTable::V1).unwrap(), Value::List(vec![Value::int(0)]));
+    // PING inside a sequence is reported and does not disturb it
+    let evs = decode_events(&unhex("0088 0487 8e 0181 0089"), VocabTable::V1).unwrap();
+    assert_eq!(evs, vec![Event::Ping(0), Event::Value(Value::List(vec![Value::int(1)]))]);
+}
+
+#[test]
+fn serializer_refuses_bad_anchors() {
+    let mut out = BytesMut::new();
+    let mut ser = Serializer::new(VocabTable::V1);
+    assert_eq!(ser.serialize(&Value::Alias(3), &mut out), Err(EncodeError::UnknownAnchor(3)));
+    assert!(out.is_empty());
+    assert_eq!(ser.open_count(), 0);
+    let twice = Value::List(vec![
+        Value::Anchor(1, Box::new(Value::List(vec![]))),
+        Value::Anchor(1, Box::new(Value::List(vec![]))),
+    ]);
+    assert_eq!(ser.serialize(&twice, &mut out), Err(EncodeError::DuplicateAnchor(1)));
+    let bad = Value::Anchor(1, Box::new(Value::int(1)));
+    assert!(matches!(ser.serialize(&bad, &mut out), Err(EncodeError::UnshareableAnchor(_))));
+}

@@ -1,0 +1,8 @@
+//! foolscap-rs: Foolscap object-capability RPC, wire-compatible with Python
+//! `foolscap==24.9.0`.
+//!
+//! This facade re-exports the workspace crates; see `docs/architecture.md`.
+#![forbid(unsafe_code)]
+
+pub use foolscap_core as core;
+pub use foolscap_core::{banana, value};
