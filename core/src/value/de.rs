@@ -372,8 +372,11 @@ impl Deserializer {
         }
         match token {
             Token::Open(close_id) => {
-                self.check_open_allowed()?;
-                self.begin_open(close_id)
+                // Count the OPEN even when it is refused, so that discarding
+                // finds its CLOSE and later reference numbers stay right.
+                let allowed = self.check_open_allowed();
+                self.begin_open(close_id)?;
+                allowed.map(|()| None)
             }
             Token::Close(n) => {
                 let top = self.stack.last().expect("inside a sequence");

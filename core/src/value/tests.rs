@@ -299,6 +299,11 @@ fn limits_are_enforced() {
         de.feed(&encode(&many, VocabTable::V1));
         assert!(matches!(de.poll_event(), Ok(Some(Event::Discarded(_)))));
     }
+    // a refused OPEN is still counted: the discard ends at the right CLOSE
+    let mut de = Deserializer::new(VocabTable::V1, Limits { max_container_items: 1, ..Limits::default() });
+    de.feed(&unhex("0088 0487 0188 0487 0189 0288 0487 0289 0089  0388 0087 0389"));
+    assert!(matches!(de.poll_event(), Ok(Some(Event::Discarded(DecodeError::TooManyItems { .. })))));
+    assert_eq!(de.poll_event(), Ok(Some(Event::Value(Value::None))));
     let shared = Value::List(vec![
         Value::Anchor(0, Box::new(Value::List(vec![]))),
         Value::Alias(0),

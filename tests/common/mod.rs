@@ -1,0 +1,120 @@
+//! Shared helpers for the tests that drive the real Python peer.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use bytes::BytesMut;
+use foolscap::banana::VocabTable;
+use foolscap::value::{DecodeError, Deserializer, Event, Limits, Serializer, Value};
+use serde_json::Value as Json;
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The interpreter of the cached virtualenv with `foolscap==24.9.0`
+/// (created on first use by `scripts/python-env.sh`). Interop tests never
+/// skip: without Python they fail, loudly.
+pub fn python() -> &'static Path {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/python-env.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/python-env.sh");
+        assert!(out.status.success(), "scripts/python-env.sh failed");
+        let path = String::from_utf8(out.stdout).expect("utf-8 path");
+        PathBuf::from(path.lines().last().expect("python path").trim())
+    })
+}
+
+/// Runs `tests/interop/fsinterop.py ARGS` with JSON lines on stdin and
+/// returns the JSON lines it prints.
+pub fn fsinterop(args: &[&str], input: &[Json]) -> Vec<Json> {
+    let mut child = Command::new(python())
+        .arg(repo_root().join("tests/interop/fsinterop.py"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start fsinterop.py");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let payload: String = input.iter().map(|j| format!("{j}\n")).collect();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(payload.as_bytes()).expect("write to fsinterop.py");
+    });
+    let out = child.wait_with_output().expect("fsinterop.py output");
+    writer.join().expect("writer thread");
+    assert!(out.status.success(), "fsinterop.py {args:?} failed");
+    String::from_utf8(out.stdout)
+        .expect("utf-8 output")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len() % 2 == 0, "odd hex length");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
+        .collect()
+}
+
+pub fn vocab(n: u32) -> VocabTable {
+    VocabTable::by_index(n).expect("vocab table 0 or 1")
+}
+
+/// Serializes one value as a message of its own (OPEN numbers from 0).
+pub fn encode(v: &Value, table: VocabTable) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    Serializer::new(table).serialize(v, &mut out).expect("serializable");
+    out.to_vec()
+}
+
+/// Decodes a stream that should hold exactly one value.
+pub fn decode_one(bytes: &[u8], table: VocabTable) -> Result<Value, String> {
+    let mut de = Deserializer::new(table, Limits::default());
+    de.feed(bytes);
+    let mut values = Vec::new();
+    loop {
+        match de.poll_event() {
+            Ok(Some(Event::Value(v))) => values.push(v),
+            Ok(Some(other)) => return Err(format!("unexpected event {other:?}")),
+            Ok(None) => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if de.in_message() || de.buffered() > 0 {
+        return Err("truncated stream".into());
+    }
+    match values.len() {
+        1 => Ok(values.pop().expect("one value")),
+        n => Err(format!("{n} values")),
+    }
+}
+
+/// Decodes a stream; `Err` on any refusal (fatal or a discarded message).
+pub fn decode_verdict(bytes: &[u8], table: VocabTable) -> Result<Vec<Value>, DecodeError> {
+    let mut de = Deserializer::new(table, Limits::default());
+    de.feed(bytes);
+    let mut values = Vec::new();
+    while let Some(ev) = de.poll_event()? {
+        match ev {
+            Event::Value(v) => values.push(v),
+            Event::Discarded(e) => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(values)
+}
