@@ -25,7 +25,9 @@ impl Rng {
 fn has_anchor(v: &Value) -> bool {
     match v {
         Value::Anchor(..) | Value::Alias(_) => true,
-        Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => i.iter().any(has_anchor),
+        Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
+            i.iter().any(has_anchor)
+        }
         Value::Dict(p) => p.iter().any(|(k, v)| has_anchor(k) || has_anchor(v)),
         Value::Copyable(c) => c.state.iter().any(|(_, v)| has_anchor(v)),
         _ => false,
@@ -56,11 +58,18 @@ fn generated_values_round_trip() {
         let len = 64 + (rng.next() % 2048) as usize;
         let raw = rng.bytes(len);
         let mut u = Unstructured::new(&raw);
-        let Ok(v) = Value::arbitrary(&mut u) else { continue };
-        let vocab = if case % 2 == 0 { VocabTable::V1 } else { VocabTable::EMPTY };
+        let Ok(v) = Value::arbitrary(&mut u) else {
+            continue;
+        };
+        let vocab = if case % 2 == 0 {
+            VocabTable::V1
+        } else {
+            VocabTable::EMPTY
+        };
         let mut ser = Serializer::new(vocab);
         let mut bytes = BytesMut::new();
-        ser.serialize(&v, &mut bytes).expect("generated values serialize");
+        ser.serialize(&v, &mut bytes)
+            .expect("generated values serialize");
         let chunk = 1 + (rng.next() % 64) as usize;
         let back = decode_chunked(&bytes, vocab, chunk);
         assert_eq!(back.len(), 1);
@@ -68,7 +77,9 @@ fn generated_values_round_trip() {
             assert_eq!(back[0], v, "case {case}");
         }
         let mut again = BytesMut::new();
-        Serializer::new(vocab).serialize(&back[0], &mut again).unwrap();
+        Serializer::new(vocab)
+            .serialize(&back[0], &mut again)
+            .unwrap();
         assert_eq!(again, bytes, "case {case}: re-encoding differs");
         checked += 1;
     }
@@ -103,7 +114,13 @@ fn random_bytes_never_panic() {
             }
         }
         for vocab in [VocabTable::V1, VocabTable::EMPTY] {
-            let mut de = Deserializer::new(vocab, Limits { max_depth: 32, ..Limits::default() });
+            let mut de = Deserializer::new(
+                vocab,
+                Limits {
+                    max_depth: 32,
+                    ..Limits::default()
+                },
+            );
             de.feed(&input);
             while let Ok(Some(_)) = de.poll_event() {}
         }

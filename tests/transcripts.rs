@@ -105,6 +105,9 @@ fn reference_streams_reencode_byte_for_byte() {
             );
         }
     }
-    assert!(files >= 11, "expected the 11 reference transcripts, found {files}");
+    assert!(
+        files >= 11,
+        "expected the 11 reference transcripts, found {files}"
+    );
     eprintln!("{files} files, {streams} streams, {tokens} tokens re-encoded identically");
 }

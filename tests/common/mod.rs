@@ -46,7 +46,9 @@ pub fn fsinterop(args: &[&str], input: &[Json]) -> Vec<Json> {
     let mut stdin = child.stdin.take().expect("stdin");
     let payload: String = input.iter().map(|j| format!("{j}\n")).collect();
     let writer = std::thread::spawn(move || {
-        stdin.write_all(payload.as_bytes()).expect("write to fsinterop.py");
+        stdin
+            .write_all(payload.as_bytes())
+            .expect("write to fsinterop.py");
     });
     let out = child.wait_with_output().expect("fsinterop.py output");
     writer.join().expect("writer thread");
@@ -78,7 +80,9 @@ pub fn vocab(n: u32) -> VocabTable {
 /// Serializes one value as a message of its own (OPEN numbers from 0).
 pub fn encode(v: &Value, table: VocabTable) -> Vec<u8> {
     let mut out = BytesMut::new();
-    Serializer::new(table).serialize(v, &mut out).expect("serializable");
+    Serializer::new(table)
+        .serialize(v, &mut out)
+        .expect("serializable");
     out.to_vec()
 }
 

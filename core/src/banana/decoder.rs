@@ -338,15 +338,27 @@ mod tests {
     fn headers_from_the_reference() {
         assert_eq!(decode_all(&[0x00, 0x81]).unwrap(), vec![Token::Int(0)]);
         assert_eq!(decode_all(&[0x7f, 0x81]).unwrap(), vec![Token::Int(127)]);
-        assert_eq!(decode_all(&[0x00, 0x01, 0x81]).unwrap(), vec![Token::Int(128)]);
-        assert_eq!(decode_all(&[0x2c, 0x02, 0x81]).unwrap(), vec![Token::Int(300)]);
+        assert_eq!(
+            decode_all(&[0x00, 0x01, 0x81]).unwrap(),
+            vec![Token::Int(128)]
+        );
+        assert_eq!(
+            decode_all(&[0x2c, 0x02, 0x81]).unwrap(),
+            vec![Token::Int(300)]
+        );
         assert_eq!(
             decode_all(&[0x7f, 0x7f, 0x7f, 0x7f, 0x07, 0x81]).unwrap(),
             vec![Token::Int((1 << 31) - 1)]
         );
         // zero digits means 0; NEG 0 is "negative zero"
-        assert_eq!(decode_all(&[0x81, 0x83]).unwrap(), vec![Token::Int(0), Token::Neg(0)]);
-        assert_eq!(decode_all(&[0x8e, 0x8f]).unwrap(), vec![Token::Ping(0), Token::Pong(0)]);
+        assert_eq!(
+            decode_all(&[0x81, 0x83]).unwrap(),
+            vec![Token::Int(0), Token::Neg(0)]
+        );
+        assert_eq!(
+            decode_all(&[0x8e, 0x8f]).unwrap(),
+            vec![Token::Ping(0), Token::Pong(0)]
+        );
     }
 
     #[test]
@@ -362,7 +374,9 @@ mod tests {
         big.push(0x83);
         assert_eq!(
             decode_all(&big).unwrap(),
-            vec![Token::LongNeg(Bytes::from_static(&[1, 0, 0, 0, 0, 0, 0, 0, 0]))]
+            vec![Token::LongNeg(Bytes::from_static(&[
+                1, 0, 0, 0, 0, 0, 0, 0, 0
+            ]))]
         );
         // non-minimal zero digits are fine
         let mut padded = vec![0x05];
@@ -373,7 +387,10 @@ mod tests {
         let mut open = vec![0x00; 9];
         open.push(0x02);
         open.push(0x88);
-        assert!(matches!(decode_all(&open), Err(TokenError::HeaderOverflow { .. })));
+        assert!(matches!(
+            decode_all(&open),
+            Err(TokenError::HeaderOverflow { .. })
+        ));
     }
 
     #[test]
@@ -381,12 +398,18 @@ mod tests {
         let mut ok = vec![0u8; 64];
         ok.push(0x81);
         assert_eq!(decode_all(&ok).unwrap(), vec![Token::Int(0)]);
-        let bad = vec![0u8; 65];
+        let bad = [0u8; 65];
         let mut d = TokenDecoder::default();
         d.feed(&bad[..64]);
         assert_eq!(d.next_token(), Ok(None));
         d.feed(&bad[64..]);
-        assert!(matches!(d.next_token(), Err(TokenError::HeaderTooLong { offset: 0, limit: 64 })));
+        assert!(matches!(
+            d.next_token(),
+            Err(TokenError::HeaderTooLong {
+                offset: 0,
+                limit: 64
+            })
+        ));
         // errors are sticky
         assert!(d.next_token().is_err());
     }
@@ -420,17 +443,30 @@ mod tests {
                 Err(TokenError::InvalidTypeByte { offset: 0, .. })
             ));
         }
-        assert!(matches!(decode_all(&[0x80]), Err(TokenError::OldBanana { offset: 0 })));
+        assert!(matches!(
+            decode_all(&[0x80]),
+            Err(TokenError::OldBanana { offset: 0 })
+        ));
         // ERROR longer than 1000 bytes is refused before its body arrives
         let mut d = TokenDecoder::default();
         d.feed(&[0x69, 0x07, 0x8d]); // 1001
-        assert!(matches!(d.next_token(), Err(TokenError::BodyTooLong { len: 1001, .. })));
+        assert!(matches!(
+            d.next_token(),
+            Err(TokenError::BodyTooLong { len: 1001, .. })
+        ));
         let mut d = TokenDecoder::new(TokenLimits {
             max_string_bytes: 3,
             ..TokenLimits::default()
         });
         d.feed(&[0x04, 0x82]);
-        assert!(matches!(d.next_token(), Err(TokenError::BodyTooLong { len: 4, limit: 3, .. })));
+        assert!(matches!(
+            d.next_token(),
+            Err(TokenError::BodyTooLong {
+                len: 4,
+                limit: 3,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -440,9 +476,15 @@ mod tests {
         let mut input = vec![0x20, 0x0d, 0x06, 0x82];
         input.extend_from_slice(&payload);
         d.feed(&input);
-        let Some(Token::String(s)) = d.next_token().unwrap() else { panic!() };
+        let Some(Token::String(s)) = d.next_token().unwrap() else {
+            panic!()
+        };
         assert_eq!(s.len(), 100_000);
         let base = d.buf.as_ptr() as usize;
-        assert_eq!(s.as_ptr() as usize + s.len(), base, "body is a slice of the input buffer");
+        assert_eq!(
+            s.as_ptr() as usize + s.len(),
+            base,
+            "body is a slice of the input buffer"
+        );
     }
 }

@@ -166,11 +166,20 @@ mod tests {
         assert_eq!(hex(|b| put_i64(b, 300)), "2c0281");
         assert_eq!(hex(|b| put_i64(b, (1 << 31) - 1)), "7f7f7f7f0781");
         assert_eq!(hex(|b| put_i64(b, 1 << 31)), "048580000000");
-        assert_eq!(hex(|b| put_i64(b, -(1 << 31))), "0000000008" .to_owned() + "83");
+        assert_eq!(
+            hex(|b| put_i64(b, -(1 << 31))),
+            "0000000008".to_owned() + "83"
+        );
         assert_eq!(hex(|b| put_i64(b, -(1 << 31) - 1)), "048680000001");
-        assert_eq!(hex(|b| put_i64(b, -(1 << 40))), "06860100000000" .to_owned() + "00");
+        assert_eq!(
+            hex(|b| put_i64(b, -(1 << 40))),
+            "06860100000000".to_owned() + "00"
+        );
         assert_eq!(hex(|b| put_i64(b, i64::MIN)), "08868000000000000000");
-        assert_eq!(hex(|b| put_big(b, true, &[0x80, 0, 0, 0])), "0000000008".to_owned() + "83");
+        assert_eq!(
+            hex(|b| put_big(b, true, &[0x80, 0, 0, 0])),
+            "0000000008".to_owned() + "83"
+        );
         assert_eq!(hex(|b| put_big(b, false, &[0, 0, 5])), "0581");
     }
 

@@ -27,7 +27,11 @@ fn scalar(u: &mut Unstructured<'_>) -> Result<Value> {
         3 => {
             let mag: Vec<u8> = u.arbitrary()?;
             Value::Int(Int::from(BigInt::from_bytes_be(
-                if u.arbitrary()? { num_bigint::Sign::Minus } else { num_bigint::Sign::Plus },
+                if u.arbitrary()? {
+                    num_bigint::Sign::Minus
+                } else {
+                    num_bigint::Sign::Plus
+                },
                 &mag,
             )))
         }
@@ -49,11 +53,24 @@ fn scalar(u: &mut Unstructured<'_>) -> Result<Value> {
             let text = match u.int_in_range(0..=5)? {
                 0 => "NaN".to_owned(),
                 1 => "-Infinity".to_owned(),
-                _ => format!("{}{}E{}", if u.arbitrary()? { "-" } else { "" }, digits, exp),
+                _ => format!(
+                    "{}{}E{}",
+                    if u.arbitrary()? { "-" } else { "" },
+                    digits,
+                    exp
+                ),
             };
             Value::Decimal(Decimal::parse(&text).expect("generated decimal text is valid"))
         }
-        _ => Value::Float(*u.choose(&[0.0, -0.0, 1.5, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 5e-324])?),
+        _ => Value::Float(*u.choose(&[
+            0.0,
+            -0.0,
+            1.5,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            5e-324,
+        ])?),
     })
 }
 
@@ -63,7 +80,10 @@ fn key(u: &mut Unstructured<'_>, kind: u8) -> Result<Value> {
         0 => Value::int(i64::arbitrary(u)? >> u.int_in_range(0..=63)?),
         1 => Value::Str(Text::from(String::arbitrary(u)?)),
         2 => Value::Bytes(bytes::Bytes::from(Vec::<u8>::arbitrary(u)?)),
-        _ => Value::Tuple(vec![Value::int(u.arbitrary::<i16>()? as i64), Value::str(if u.arbitrary()? { "a" } else { "b" })]),
+        _ => Value::Tuple(vec![
+            Value::int(u.arbitrary::<i16>()? as i64),
+            Value::str(if u.arbitrary()? { "a" } else { "b" }),
+        ]),
     })
 }
 
@@ -109,7 +129,12 @@ fn value(u: &mut Unstructured<'_>, depth: u32, next_id: &mut u32) -> Result<Valu
         4 => Value::Copyable(Box::new(Copyable {
             type_name: Text::from(*u.choose(&["kitchen-sink.Point", "test.Thing"])?),
             state: (0..len.min(3))
-                .map(|i| Ok((Text::from(["x", "y", "z"][i]), value(u, depth + 1, next_id)?)))
+                .map(|i| {
+                    Ok((
+                        Text::from(["x", "y", "z"][i]),
+                        value(u, depth + 1, next_id)?,
+                    ))
+                })
                 .collect::<Result<_>>()?,
         })),
         _ => {
@@ -121,7 +146,10 @@ fn value(u: &mut Unstructured<'_>, depth: u32, next_id: &mut u32) -> Result<Valu
                 inner.push(Value::Alias(id));
                 Value::Anchor(id, Box::new(Value::List(inner)))
             } else {
-                Value::List(vec![Value::Anchor(id, Box::new(Value::Tuple(inner))), Value::Alias(id)])
+                Value::List(vec![
+                    Value::Anchor(id, Box::new(Value::Tuple(inner))),
+                    Value::Alias(id),
+                ])
             }
         }
     })

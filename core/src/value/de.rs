@@ -34,6 +34,9 @@ enum Frame {
     Seq {
         kind: SeqKind,
         items: Vec<Value>,
+        /// Open tuples/frozensets/copyables this one waits for (tuples and
+        /// frozensets only; Python's TupleUnslicer waits on Deferreds).
+        pending: Pending,
     },
     Dict {
         pairs: Vec<(Value, Value)>,
@@ -110,21 +113,36 @@ enum SlotKind {
     List,
     Dict,
     Set,
-    /// A tuple, frozenset or copyable: `complete` once closed.
+    /// A tuple, frozenset or copyable; `closed` once its CLOSE arrived.
     Immutable {
-        complete: bool,
+        closed: bool,
         hashable: bool,
     },
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Slot {
     kind: SlotKind,
     referenced: bool,
     /// OPENs dropped after this sequence's last child (a dict's dangling
     /// key), so the anchor pass can keep counting.
     trailing_dropped: u32,
+    /// For a closed tuple/frozenset: the sequences (still open when it
+    /// closed) that it waits for; it is complete once they all closed.
+    pending: Pending,
+    /// A tuple/frozenset that waits for itself: it never completes.
+    broken: bool,
+    /// An `immutable-set`: a `reference` to it yields a tuple of its items,
+    /// as Python's FrozenSetUnslicer registers the tuple it built.
+    frozenset: bool,
+    /// Message budget used when the sequence opened, and what its contents
+    /// cost once closed (charged again for each copy a reference makes).
+    opened_at: usize,
+    cost: usize,
 }
+
+/// Slots of open tuples, frozensets or copyables a value waits for.
+type Pending = SmallVec<[u32; 2]>;
 
 #[derive(Debug)]
 struct IndexPhase {
@@ -388,8 +406,8 @@ impl Deserializer {
                     });
                 }
                 let top = self.stack.pop().expect("inside a sequence");
-                let value = self.finish(top)?;
-                self.deliver(value)
+                let (value, waits) = self.finish(top)?;
+                self.deliver(value, waits)
             }
             Token::Abort(_) => Err(DecodeError::Aborted {
                 offset: self.offset,
@@ -407,6 +425,11 @@ impl Deserializer {
             kind: SlotKind::Other,
             referenced: false,
             trailing_dropped: 0,
+            pending: Pending::new(),
+            broken: false,
+            frozenset: false,
+            opened_at: self.msg_bytes,
+            cost: 0,
         });
         self.index = Some(IndexPhase {
             close_id,
@@ -443,10 +466,12 @@ impl Deserializer {
                 offset: self.offset,
                 sequence: "my-reference",
             }),
-            Frame::MyRef { .. } | Frame::TheirRef { gift: Some(_), .. } => Err(DecodeError::BadIndexToken {
-                offset: self.offset,
-                why: format!("{} parameters must be STRINGs", top.name()),
-            }),
+            Frame::MyRef { .. } | Frame::TheirRef { gift: Some(_), .. } => {
+                Err(DecodeError::BadIndexToken {
+                    offset: self.offset,
+                    why: format!("{} parameters must be STRINGs", top.name()),
+                })
+            }
             _ => refuse("it accepts no sequences"),
         }
     }
@@ -495,7 +520,10 @@ impl Deserializer {
             other => {
                 return Err(DecodeError::BadIndexToken {
                     offset: self.offset,
-                    why: format!("index token {} not STRING or VOCAB", other.type_byte().name()),
+                    why: format!(
+                        "index token {} not STRING or VOCAB",
+                        other.type_byte().name()
+                    ),
                 })
             }
         };
@@ -513,24 +541,59 @@ impl Deserializer {
                 state: Vec::new(),
                 attr: None,
             };
-            return self.push_frame(frame, SlotKind::Immutable {
-                complete: false,
-                hashable: true,
-            });
+            return self.push_frame(
+                frame,
+                SlotKind::Immutable {
+                    closed: false,
+                    hashable: true,
+                },
+            );
         }
         let (frame, kind) = match &name[..] {
-            b"list" => (Frame::Seq { kind: SeqKind::List, items: Vec::new() }, SlotKind::List),
-            b"tuple" => (
-                Frame::Seq { kind: SeqKind::Tuple, items: Vec::new() },
-                SlotKind::Immutable { complete: false, hashable: true },
+            b"list" => (
+                Frame::Seq {
+                    kind: SeqKind::List,
+                    items: Vec::new(),
+                    pending: Pending::new(),
+                },
+                SlotKind::List,
             ),
-            b"set" => (Frame::Seq { kind: SeqKind::Set, items: Vec::new() }, SlotKind::Set),
+            b"tuple" => (
+                Frame::Seq {
+                    kind: SeqKind::Tuple,
+                    items: Vec::new(),
+                    pending: Pending::new(),
+                },
+                SlotKind::Immutable {
+                    closed: false,
+                    hashable: true,
+                },
+            ),
+            b"set" => (
+                Frame::Seq {
+                    kind: SeqKind::Set,
+                    items: Vec::new(),
+                    pending: Pending::new(),
+                },
+                SlotKind::Set,
+            ),
             b"immutable-set" => (
-                Frame::Seq { kind: SeqKind::FrozenSet, items: Vec::new() },
-                SlotKind::Immutable { complete: false, hashable: true },
+                Frame::Seq {
+                    kind: SeqKind::FrozenSet,
+                    items: Vec::new(),
+                    pending: Pending::new(),
+                },
+                SlotKind::Immutable {
+                    closed: false,
+                    hashable: true,
+                },
             ),
             b"dict" => (
-                Frame::Dict { pairs: Vec::new(), key: None, index: None },
+                Frame::Dict {
+                    pairs: Vec::new(),
+                    key: None,
+                    index: None,
+                },
                 SlotKind::Dict,
             ),
             b"none" => (Frame::None, SlotKind::Other),
@@ -539,11 +602,21 @@ impl Deserializer {
             b"decimal" => (Frame::Decimal(None), SlotKind::Other),
             b"reference" => (Frame::Reference(None), SlotKind::Other),
             b"my-reference" => (
-                Frame::MyRef { clid: None, interface: None, furl: None },
+                Frame::MyRef {
+                    clid: None,
+                    interface: None,
+                    furl: None,
+                },
                 SlotKind::Other,
             ),
             b"your-reference" => (Frame::YourRef(None), SlotKind::Other),
-            b"their-reference" => (Frame::TheirRef { gift: None, furl: None }, SlotKind::Other),
+            b"their-reference" => (
+                Frame::TheirRef {
+                    gift: None,
+                    furl: None,
+                },
+                SlotKind::Other,
+            ),
             b"copyable" => {
                 phase.copyable = true;
                 return Ok(None);
@@ -560,7 +633,15 @@ impl Deserializer {
 
     fn push_frame(&mut self, frame: Frame, kind: SlotKind) -> Step {
         let phase = self.index.take().expect("in index phase");
-        self.slots[phase.slot as usize].kind = kind;
+        let slot = &mut self.slots[phase.slot as usize];
+        slot.kind = kind;
+        slot.frozenset = matches!(
+            frame,
+            Frame::Seq {
+                kind: SeqKind::FrozenSet,
+                ..
+            }
+        );
         self.stack.push(OpenFrame {
             close_id: phase.close_id,
             slot: phase.slot,
@@ -590,12 +671,14 @@ impl Deserializer {
             })
         };
         let Some(top_index) = self.stack.len().checked_sub(1) else {
-            return self.deliver(primitive_value(self, token)?);
+            return self.deliver(primitive_value(self, token)?, Pending::new());
         };
         match &self.stack[top_index].frame {
             Frame::Seq { .. } | Frame::Dict { .. } => {}
             Frame::Copyable { attr: Some(_), .. } => {}
-            Frame::Copyable { attr: None, state, .. } => {
+            Frame::Copyable {
+                attr: None, state, ..
+            } => {
                 let Some(name) = string(self, &token)? else {
                     return Err(self.unexpected(&token, "attribute names must be STRINGs"));
                 };
@@ -668,14 +751,20 @@ impl Deserializer {
                 self.stack[top_index].frame = Frame::Reference(Some(alias));
                 return Ok(None);
             }
-            Frame::MyRef { clid, interface, .. } => {
+            Frame::MyRef {
+                clid, interface, ..
+            } => {
                 let clid_missing = clid.is_none();
                 let interface_missing = interface.is_none();
                 let (new_clid, text) = if clid_missing {
                     match token {
                         Token::Int(v) => (Some(i64::try_from(v).ok()), None),
                         Token::Neg(v) => (Some(0i64.checked_sub_unsigned(v)), None),
-                        _ => return Err(self.unexpected(&token, "reference ID must be an INT or NEG")),
+                        _ => {
+                            return Err(
+                                self.unexpected(&token, "reference ID must be an INT or NEG")
+                            )
+                        }
                     }
                 } else {
                     let Some(s) = string(self, &token)? else {
@@ -686,7 +775,12 @@ impl Deserializer {
                     };
                     (None, Some(s))
                 };
-                let Frame::MyRef { clid, interface, furl } = &mut self.stack[top_index].frame else {
+                let Frame::MyRef {
+                    clid,
+                    interface,
+                    furl,
+                } = &mut self.stack[top_index].frame
+                else {
                     unreachable!()
                 };
                 if let Some(c) = new_clid {
@@ -718,9 +812,14 @@ impl Deserializer {
             Frame::TheirRef { gift, furl } => {
                 if gift.is_none() {
                     let Token::Int(v) = token else {
-                        return Err(self.unexpected(&token, "their-reference giftID must be an INT"));
+                        return Err(
+                            self.unexpected(&token, "their-reference giftID must be an INT")
+                        );
                     };
-                    self.stack[top_index].frame = Frame::TheirRef { gift: Some(v), furl: None };
+                    self.stack[top_index].frame = Frame::TheirRef {
+                        gift: Some(v),
+                        furl: None,
+                    };
                 } else if furl.is_none() {
                     let Some(s) = string(self, &token)? else {
                         return Err(DecodeError::BadIndexToken {
@@ -743,7 +842,7 @@ impl Deserializer {
         // A value inside a container.
         let value = primitive_value(self, token)?;
         self.charge(VALUE_SIZE)?;
-        self.deliver(value)
+        self.deliver(value, Pending::new())
     }
 
     fn resolve_reference(&mut self, target: u64) -> Result<Value, DecodeError> {
@@ -754,13 +853,18 @@ impl Deserializer {
         let Some(rel) = target.checked_sub(self.msg_base) else {
             return Err(dangling);
         };
-        let Some(slot) = usize::try_from(rel).ok().and_then(|r| self.slots.get_mut(r)) else {
+        let Some(slot) = usize::try_from(rel)
+            .ok()
+            .and_then(|r| self.slots.get_mut(r))
+        else {
             return Err(dangling);
         };
         if slot.kind == SlotKind::Other {
             return Err(dangling);
         }
         slot.referenced = true;
+        let copy_cost = if slot.frozenset { slot.cost } else { 0 };
+        self.charge(copy_cost)?;
         self.references += 1;
         if self.references > self.limits.max_references {
             return Err(DecodeError::TooManyReferences {
@@ -771,22 +875,27 @@ impl Deserializer {
         Ok(Value::Alias(rel as AnchorId))
     }
 
-    /// Turns a closed frame into its value.
-    fn finish(&mut self, open: OpenFrame) -> Result<Value, DecodeError> {
+    /// Turns a closed frame into its value, with what it still waits for.
+    fn finish(&mut self, open: OpenFrame) -> Result<(Value, Pending), DecodeError> {
         let offset = self.offset;
         let incomplete = |sequence| DecodeError::Incomplete { offset, sequence };
         let slot = open.slot as usize;
+        let mut waits = Pending::new();
         let value = match open.frame {
-            Frame::Seq { kind, items } => match kind {
+            Frame::Seq {
+                kind,
+                items,
+                pending,
+            } => match kind {
                 SeqKind::List => Value::List(items),
                 SeqKind::Tuple => {
-                    self.complete_immutable(slot, &items);
+                    waits = self.close_immutable(slot, &items, pending);
                     Value::Tuple(items)
                 }
                 SeqKind::Set | SeqKind::FrozenSet => {
                     self.check_set(&items)?;
                     if kind == SeqKind::FrozenSet {
-                        self.complete_immutable(slot, &items);
+                        waits = self.close_immutable(slot, &items, pending);
                         Value::FrozenSet(items)
                     } else {
                         Value::Set(items)
@@ -815,34 +924,64 @@ impl Deserializer {
                 interface,
                 furl,
             })),
-            Frame::YourRef(clid) => Value::YourReference(clid.ok_or_else(|| incomplete("your-reference"))?),
+            Frame::YourRef(clid) => {
+                Value::YourReference(clid.ok_or_else(|| incomplete("your-reference"))?)
+            }
             Frame::TheirRef { gift, furl } => match (gift, furl) {
-                (Some(gift_id), Some(furl)) => Value::TheirReference(Box::new(TheirReference { gift_id, furl })),
+                (Some(gift_id), Some(furl)) => {
+                    Value::TheirReference(Box::new(TheirReference { gift_id, furl }))
+                }
                 _ => return Err(incomplete("their-reference")),
             },
             Frame::Copyable {
                 type_name, state, ..
             } => {
                 self.slots[slot].kind = SlotKind::Immutable {
-                    complete: true,
+                    closed: true,
                     hashable: true,
                 };
                 Value::Copyable(Box::new(Copyable { type_name, state }))
             }
         };
         self.charge(VALUE_SIZE)?;
-        Ok(value)
+        Ok((value, waits))
+    }
+
+    /// What a child value waits for: an alias to a tuple, frozenset or
+    /// copyable still being received, or a tuple/frozenset that closed
+    /// while waiting for one that is still open.
+    fn waits_of(&self, value: &Value, own: Pending) -> Pending {
+        let still_open = |s: &u32| {
+            self.slots.get(*s as usize).is_some_and(|s| {
+                s.broken || matches!(s.kind, SlotKind::Immutable { closed: false, .. })
+            })
+        };
+        match value {
+            Value::Alias(rel) if still_open(rel) => smallvec::smallvec![*rel],
+            Value::Alias(rel) => self
+                .slots
+                .get(*rel as usize)
+                .map(|slot| slot.pending.iter().copied().filter(still_open).collect())
+                .unwrap_or_default(),
+            _ => own.into_iter().filter(still_open).collect(),
+        }
     }
 
     /// Hands a finished value to the enclosing sequence, or completes the
     /// message.
-    fn deliver(&mut self, value: Value) -> Step {
+    fn deliver(&mut self, value: Value, waits: Pending) -> Step {
         let offset = self.offset;
-        let Some(top) = self.stack.last_mut() else {
+        if self.stack.is_empty() {
             return Ok(Some(self.finish_message(value)));
-        };
+        }
+        let waits = self.waits_of(&value, waits);
+        let top = self.stack.last_mut().expect("inside a sequence");
         match &mut top.frame {
-            Frame::Seq { items, .. } => {
+            Frame::Seq {
+                kind,
+                items,
+                pending,
+            } => {
                 if items.len() >= self.limits.max_container_items {
                     return Err(DecodeError::TooManyItems {
                         offset,
@@ -850,23 +989,32 @@ impl Deserializer {
                     });
                 }
                 items.push(value);
+                // only tuples and frozensets wait for their children
+                if matches!(kind, SeqKind::Tuple | SeqKind::FrozenSet) {
+                    for w in waits {
+                        if !pending.contains(&w) {
+                            pending.push(w);
+                        }
+                    }
+                }
             }
-            Frame::Dict { key: None, pairs, .. } => {
+            Frame::Dict {
+                key: None, pairs, ..
+            } => {
                 if pairs.len() >= self.limits.max_container_items {
                     return Err(DecodeError::TooManyItems {
                         offset,
                         limit: self.limits.max_container_items,
                     });
                 }
-                match self.hashability(&value) {
-                    Hash::Unhashable => {
-                        return Err(DecodeError::Unhashable {
-                            offset,
-                            what: "dict key",
-                        })
-                    }
-                    Hash::Incomplete => return Err(DecodeError::IncompleteKey { offset }),
-                    Hash::Hashable => {}
+                if !waits.is_empty() {
+                    return Err(DecodeError::IncompleteKey { offset });
+                }
+                if !self.hashable(&value) {
+                    return Err(DecodeError::Unhashable {
+                        offset,
+                        what: "dict key",
+                    });
                 }
                 self.check_duplicate_key(&value)?;
                 if let Some(OpenFrame {
@@ -883,7 +1031,7 @@ impl Deserializer {
             }
             Frame::Copyable { attr, .. } => {
                 let name = attr.take().expect("attribute name checked on arrival");
-                if self.hashability(&value) == Hash::Incomplete && matches!(value, Value::Alias(_)) {
+                if !waits.is_empty() {
                     return Err(DecodeError::UnreferenceableAttribute { offset });
                 }
                 if let Some(OpenFrame {
@@ -935,65 +1083,67 @@ impl Deserializer {
     /// merged later (Python's `set.add` keeps the first).
     fn check_set(&mut self, items: &[Value]) -> Result<(), DecodeError> {
         for v in items {
-            if self.hashability(v) == Hash::Unhashable {
+            if !self.hashable(v) {
                 return Err(DecodeError::Unhashable {
                     offset: self.offset,
                     what: "set element",
                 });
             }
         }
-        if has_duplicates(items) {
+        // An alias may name an element of the same set; that only shows
+        // once anchors are in place, so let the dedup pass look.
+        if items.iter().any(|v| matches!(v, Value::Alias(_))) || has_duplicates(items) {
             self.needs_dedup = true;
         }
         Ok(())
     }
 
-    /// Marks a closed tuple or frozenset. One that holds a reference to a
-    /// tuple still being built (itself included) never completes, as in
-    /// Python, where it stays a Deferred.
-    fn complete_immutable(&mut self, slot: usize, items: &[Value]) {
-        let mut state = Hash::Hashable;
-        for v in items {
-            match self.hashability(v) {
-                Hash::Unhashable => state = Hash::Unhashable,
-                Hash::Incomplete if state == Hash::Hashable => state = Hash::Incomplete,
-                _ => {}
-            }
+    /// Marks a closed tuple or frozenset and returns what it waits for.
+    /// One that waits for itself (a cycle through tuples only) can never
+    /// be built: Python keeps a placeholder for it, fails if it is used as
+    /// a dict key, and delivers a broken object otherwise; we refuse the
+    /// message when it ends (see `finish_message`).
+    fn close_immutable(&mut self, slot: usize, items: &[Value], pending: Pending) -> Pending {
+        if pending.contains(&(slot as u32)) {
+            self.slots[slot].broken = true;
         }
+        let hashable = items.iter().all(|v| self.hashable(v));
         self.slots[slot].kind = SlotKind::Immutable {
-            complete: state != Hash::Incomplete,
-            hashable: state != Hash::Unhashable,
+            closed: true,
+            hashable,
         };
+        self.slots[slot].pending = pending.clone();
+        self.slots[slot].cost = self.msg_bytes - self.slots[slot].opened_at;
+        pending
     }
 
-    fn hashability(&self, v: &Value) -> Hash {
+    /// Whether Python could hash the value (no list, dict or set in it).
+    fn hashable(&self, v: &Value) -> bool {
         match v {
-            Value::List(_) | Value::Dict(_) | Value::Set(_) => Hash::Unhashable,
-            Value::Tuple(items) | Value::FrozenSet(items) => {
-                let mut h = Hash::Hashable;
-                for i in items {
-                    match self.hashability(i) {
-                        Hash::Unhashable => return Hash::Unhashable,
-                        Hash::Incomplete => h = Hash::Incomplete,
-                        Hash::Hashable => {}
-                    }
-                }
-                h
-            }
-            Value::Alias(rel) => match self.slots.get(*rel as usize).map(|s| s.kind) {
-                Some(SlotKind::List | SlotKind::Dict | SlotKind::Set) => Hash::Unhashable,
-                Some(SlotKind::Immutable { complete: false, .. }) => Hash::Incomplete,
-                Some(SlotKind::Immutable { hashable: false, .. }) => Hash::Unhashable,
-                _ => Hash::Hashable,
-            },
-            _ => Hash::Hashable,
+            Value::List(_) | Value::Dict(_) | Value::Set(_) => false,
+            Value::Tuple(items) | Value::FrozenSet(items) => items.iter().all(|i| self.hashable(i)),
+            Value::Alias(rel) => !matches!(
+                self.slots.get(*rel as usize).map(|s| s.kind),
+                Some(SlotKind::List | SlotKind::Dict | SlotKind::Set)
+                    | Some(SlotKind::Immutable {
+                        hashable: false,
+                        ..
+                    })
+            ),
+            _ => true,
         }
     }
 
     fn finish_message(&mut self, mut value: Value) -> Event {
+        if self.slots.iter().any(|s| s.broken) {
+            self.reset_message();
+            return Event::Discarded(DecodeError::UnresolvableCycle {
+                offset: self.offset,
+            });
+        }
         if self.slots.iter().any(|s| s.referenced) {
             let mut next = 0u32;
-            anchor_pass(&mut value, &mut next, &self.slots);
+            anchor_pass(&mut value, &mut next, &self.slots, &mut Default::default());
         }
         if self.needs_dedup {
             dedup_pass(&mut value);
@@ -1020,14 +1170,6 @@ fn primitive_value(de: &Deserializer, token: Token) -> Result<Value, DecodeError
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hash {
-    Hashable,
-    Unhashable,
-    /// Refers to a tuple (or frozenset, copyable) still being received.
-    Incomplete,
-}
-
 /// How many OPENs the wire form of `v` contains.
 fn count_opens(v: &Value) -> u32 {
     match v {
@@ -1035,7 +1177,12 @@ fn count_opens(v: &Value) -> u32 {
         Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
             1 + i.iter().map(count_opens).sum::<u32>()
         }
-        Value::Dict(p) => 1 + p.iter().map(|(k, v)| count_opens(k) + count_opens(v)).sum::<u32>(),
+        Value::Dict(p) => {
+            1 + p
+                .iter()
+                .map(|(k, v)| count_opens(k) + count_opens(v))
+                .sum::<u32>()
+        }
         Value::Copyable(c) => 1 + c.state.iter().map(|(_, v)| count_opens(v)).sum::<u32>(),
         Value::Anchor(_, inner) => count_opens(inner),
         _ => 1,
@@ -1045,7 +1192,12 @@ fn count_opens(v: &Value) -> u32 {
 /// Wraps every referenced container in an [`Value::Anchor`] whose id is
 /// its OPEN's position in the message (the id its aliases carry). Walks in
 /// wire order, counting OPENs exactly as they arrived.
-fn anchor_pass(v: &mut Value, next: &mut u32, slots: &[Slot]) {
+fn anchor_pass(
+    v: &mut Value,
+    next: &mut u32,
+    slots: &[Slot],
+    frozen: &mut hashbrown::HashMap<u32, Vec<Value>>,
+) {
     let opens_here = !matches!(v, Value::Int(_) | Value::Float(_) | Value::Bytes(_));
     if !opens_here {
         return;
@@ -1055,18 +1207,23 @@ fn anchor_pass(v: &mut Value, next: &mut u32, slots: &[Slot]) {
     match v {
         Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
             for c in i {
-                anchor_pass(c, next, slots);
+                anchor_pass(c, next, slots, frozen);
             }
         }
         Value::Dict(p) => {
             for (k, val) in p {
-                anchor_pass(k, next, slots);
-                anchor_pass(val, next, slots);
+                anchor_pass(k, next, slots, frozen);
+                anchor_pass(val, next, slots, frozen);
             }
         }
         Value::Copyable(c) => {
             for (_, val) in &mut c.state {
-                anchor_pass(val, next, slots);
+                anchor_pass(val, next, slots, frozen);
+            }
+        }
+        Value::Alias(id) => {
+            if let Some(items) = frozen.get(id) {
+                *v = Value::Tuple(items.clone());
             }
         }
         _ => {}
@@ -1074,9 +1231,38 @@ fn anchor_pass(v: &mut Value, next: &mut u32, slots: &[Slot]) {
     if let Some(slot) = slots.get(my as usize) {
         *next += slot.trailing_dropped;
         if slot.referenced {
-            let inner = std::mem::replace(v, Value::None);
-            *v = Value::Anchor(my, Box::new(inner));
+            if let (true, Value::FrozenSet(items)) = (slot.frozenset, &*v) {
+                frozen.insert(my, items.iter().map(shared_copy).collect());
+            } else {
+                let inner = std::mem::replace(v, Value::None);
+                *v = Value::Anchor(my, Box::new(inner));
+            }
         }
+    }
+}
+
+/// A copy that shares what the original shares: anchors become aliases.
+fn shared_copy(v: &Value) -> Value {
+    match v {
+        Value::Anchor(id, _) => Value::Alias(*id),
+        Value::List(i) => Value::List(i.iter().map(shared_copy).collect()),
+        Value::Tuple(i) => Value::Tuple(i.iter().map(shared_copy).collect()),
+        Value::Set(i) => Value::Set(i.iter().map(shared_copy).collect()),
+        Value::FrozenSet(i) => Value::FrozenSet(i.iter().map(shared_copy).collect()),
+        Value::Dict(p) => Value::Dict(
+            p.iter()
+                .map(|(k, x)| (shared_copy(k), shared_copy(x)))
+                .collect(),
+        ),
+        Value::Copyable(c) => Value::Copyable(Box::new(super::Copyable {
+            type_name: c.type_name.clone(),
+            state: c
+                .state
+                .iter()
+                .map(|(n, x)| (n.clone(), shared_copy(x)))
+                .collect(),
+        })),
+        other => other.clone(),
     }
 }
 
@@ -1109,7 +1295,8 @@ fn dedup_pass(v: &mut Value) {
             if has_duplicates(items) {
                 let mut kept: Vec<Value> = Vec::with_capacity(items.len());
                 for item in std::mem::take(items) {
-                    let dup = !matches!(item, Value::Anchor(..)) && kept.iter().any(|k| py_eq(k, &item));
+                    let dup =
+                        !matches!(item, Value::Anchor(..)) && kept.iter().any(|k| py_eq(k, &item));
                     if !dup {
                         kept.push(item);
                     }

@@ -30,7 +30,11 @@ pub enum DecodeError {
     TopLevelNotOpen { offset: u64, token: &'static str },
     /// CLOSE whose number is not the innermost open sequence's.
     #[error("lost sync, got CLOSE({got}) but expecting {expected} at byte {offset}")]
-    CloseMismatch { offset: u64, got: u64, expected: u64 },
+    CloseMismatch {
+        offset: u64,
+        got: u64,
+        expected: u64,
+    },
     /// OPEN where an index token (the open type) was required.
     #[error("OPEN token followed by OPEN at byte {offset}")]
     OpenInIndex { offset: u64 },
@@ -87,6 +91,10 @@ pub enum DecodeError {
     /// The sender aborted the sequence.
     #[error("ABORT received at byte {offset}")]
     Aborted { offset: u64 },
+    /// A tuple or frozenset that contains itself with no list, dict or set
+    /// in between: Python can never finish building it.
+    #[error("tuple or frozenset that contains itself at byte {offset}")]
+    UnresolvableCycle { offset: u64 },
     /// Too many parameters in a reference sequence.
     #[error("too many parameters in {sequence} at byte {offset}")]
     TooManyParameters { offset: u64, sequence: &'static str },
@@ -112,6 +120,7 @@ impl DecodeError {
             UnknownOpenType { .. }
             | BadIndexToken { .. }
             | Aborted { .. }
+            | UnresolvableCycle { .. }
             | TooManyParameters { .. }
             | TooDeep { .. }
             | TooManyItems { .. }

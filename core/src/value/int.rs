@@ -104,7 +104,10 @@ mod tests {
 
     #[test]
     fn magnitudes() {
-        assert_eq!(Int::from_be_magnitude(false, &[0x80, 0, 0, 0]), Int::Small(1 << 31));
+        assert_eq!(
+            Int::from_be_magnitude(false, &[0x80, 0, 0, 0]),
+            Int::Small(1 << 31)
+        );
         assert_eq!(
             Int::from_be_magnitude(true, &[0x80, 0, 0, 0, 0, 0, 0, 0]),
             Int::Small(i64::MIN)

@@ -16,8 +16,8 @@
 //! `reference` sequences, so decode-then-encode reproduces Python's sharing
 //! and cycles exactly, and no cycle ever becomes an `Rc` leak.
 
-mod decimal;
 mod de;
+mod decimal;
 mod error;
 mod int;
 mod limits;

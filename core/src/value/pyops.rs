@@ -11,7 +11,7 @@ use std::hash::{Hash, Hasher};
 
 use num_bigint::{BigInt, Sign};
 use num_integer::Integer;
-use num_traits::{FromPrimitive, Signed, ToPrimitive, Zero};
+use num_traits::{FromPrimitive, Signed, ToPrimitive};
 
 use super::decimal::DecimalParts;
 use super::{Int, Value};
@@ -103,7 +103,10 @@ fn num_hash(n: &Num<'_>) -> u64 {
                 return if *f > 0.0 { 314159 } else { MODULUS - 314159 };
             }
             let (m, e) = float_parts(*f);
-            let h = mulmod(m.unsigned_abs() % MODULUS, powmod(2, e.rem_euclid(61) as u64));
+            let h = mulmod(
+                m.unsigned_abs() % MODULUS,
+                powmod(2, e.rem_euclid(61) as u64),
+            );
             signed(m < 0, h)
         }
         Num::Decimal(DecimalParts::Finite {
@@ -190,7 +193,9 @@ fn num_eq(a: &Num<'_>, b: &Num<'_>) -> bool {
         },
         (Float(x), Float(y)) => x == y,
         (Int(i), Float(f)) | (Float(f), Int(i)) => {
-            f.is_finite() && f.fract() == 0.0 && BigInt::from_f64(*f).is_some_and(|fb| fb == i.to_big())
+            f.is_finite()
+                && f.fract() == 0.0
+                && BigInt::from_f64(*f).is_some_and(|fb| fb == i.to_big())
         }
         (Decimal(x), Decimal(y)) => match (x, y) {
             (
@@ -205,7 +210,9 @@ fn num_eq(a: &Num<'_>, b: &Num<'_>) -> bool {
                     exponent: e2,
                 },
             ) => normalize(*n1, d1, *e1) == normalize(*n2, d2, *e2),
-            (DecimalParts::Infinity { negative: a }, DecimalParts::Infinity { negative: b }) => a == b,
+            (DecimalParts::Infinity { negative: a }, DecimalParts::Infinity { negative: b }) => {
+                a == b
+            }
             _ => false,
         },
         (Decimal(d), other) | (other, Decimal(d)) => {
@@ -339,7 +346,8 @@ pub fn py_eq(a: &Value, b: &Value) -> bool {
         }
         (Value::FrozenSet(x), Value::FrozenSet(y)) => {
             // equal as sets: every element of each is in the other
-            x.iter().all(|p| y.iter().any(|q| py_eq(p, q))) && y.iter().all(|q| x.iter().any(|p| py_eq(p, q)))
+            x.iter().all(|p| y.iter().any(|q| py_eq(p, q)))
+                && y.iter().all(|q| x.iter().any(|p| py_eq(p, q)))
         }
         (Value::Anchor(i, _) | Value::Alias(i), Value::Anchor(j, _) | Value::Alias(j)) => i == j,
         (Value::MyReference(x), Value::MyReference(y)) => x.clid == y.clid,
@@ -391,7 +399,11 @@ fn int_float_cmp(i: IntRef<'_>, f: f64) -> Option<Ordering> {
         return None;
     }
     if f.is_infinite() {
-        return Some(if f > 0.0 { Ordering::Less } else { Ordering::Greater });
+        return Some(if f > 0.0 {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        });
     }
     let floor = BigInt::from_f64(f.floor())?;
     let ib = i.to_big();
@@ -403,7 +415,8 @@ fn int_float_cmp(i: IntRef<'_>, f: f64) -> Option<Ordering> {
 
 fn decimal_cmp(x: &DecimalParts<'_>, y: &DecimalParts<'_>) -> Option<Ordering> {
     use DecimalParts::*;
-    let key = |p: &DecimalParts<'_>| -> Option<(i8, Option<(bool, String, i64)>)> {
+    type Key = (i8, Option<(bool, String, i64)>);
+    let key = |p: &DecimalParts<'_>| -> Option<Key> {
         match p {
             Infinity { negative: true } => Some((-1, None)),
             Infinity { negative: false } => Some((1, None)),
@@ -424,7 +437,15 @@ fn decimal_cmp(x: &DecimalParts<'_>, y: &DecimalParts<'_>) -> Option<Ordering> {
     let (ny, dy, ey) = fy?;
     let zero_x = dx == "0";
     let zero_y = dy == "0";
-    let sign = |neg: bool, zero: bool| if zero { 0 } else if neg { -1 } else { 1 };
+    let sign = |neg: bool, zero: bool| {
+        if zero {
+            0
+        } else if neg {
+            -1
+        } else {
+            1
+        }
+    };
     let (sx, sy) = (sign(nx, zero_x), sign(ny, zero_y));
     if sx != sy || sx == 0 {
         return Some(sx.cmp(&sy));
@@ -440,12 +461,6 @@ fn decimal_cmp(x: &DecimalParts<'_>, y: &DecimalParts<'_>) -> Option<Ordering> {
     Some(if sx < 0 { mag.reverse() } else { mag })
 }
 
-/// Python's `Decimal`/`float` zero check used by callers.
-#[allow(dead_code)]
-pub(crate) fn is_zero(b: &BigInt) -> bool {
-    b.is_zero()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,7 +472,13 @@ mod tests {
 
     #[test]
     fn numeric_tower() {
-        let one = [Value::int(1), Value::Bool(true), Value::Float(1.0), d("1"), d("1.000")];
+        let one = [
+            Value::int(1),
+            Value::Bool(true),
+            Value::Float(1.0),
+            d("1"),
+            d("1.000"),
+        ];
         for a in &one {
             for b in &one {
                 assert!(py_eq(a, b), "{a:?} == {b:?}");
@@ -484,10 +505,22 @@ mod tests {
 
     #[test]
     fn ordering() {
-        assert_eq!(py_cmp(&Value::int(1), &Value::Float(1.5)), Some(Ordering::Less));
-        assert_eq!(py_cmp(&Value::Float(2.5), &Value::int(2)), Some(Ordering::Greater));
-        assert_eq!(py_cmp(&Value::Bool(true), &Value::int(0)), Some(Ordering::Greater));
-        assert_eq!(py_cmp(&Value::str("é"), &Value::str("z")), Some(Ordering::Greater));
+        assert_eq!(
+            py_cmp(&Value::int(1), &Value::Float(1.5)),
+            Some(Ordering::Less)
+        );
+        assert_eq!(
+            py_cmp(&Value::Float(2.5), &Value::int(2)),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(
+            py_cmp(&Value::Bool(true), &Value::int(0)),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(
+            py_cmp(&Value::str("é"), &Value::str("z")),
+            Some(Ordering::Greater)
+        );
         assert_eq!(py_cmp(&Value::str("a"), &Value::bytes(b"a")), None);
         assert_eq!(py_cmp(&d("-1.5"), &d("-1.25")), Some(Ordering::Less));
         assert_eq!(py_cmp(&d("10"), &d("9.99")), Some(Ordering::Greater));

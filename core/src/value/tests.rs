@@ -95,7 +95,10 @@ fn sample_values() -> Vec<Value> {
         ]),
         Value::Copyable(Box::new(Copyable {
             type_name: Text::from("kitchen-sink.Point"),
-            state: vec![(Text::from("x"), Value::int(1)), (Text::from("y"), Value::int(2))],
+            state: vec![
+                (Text::from("x"), Value::int(1)),
+                (Text::from("y"), Value::int(2)),
+            ],
         })),
         Value::MyReference(Box::new(MyReference {
             clid: -2,
@@ -117,7 +120,10 @@ fn round_trip_both_tables_and_bytewise() {
             let bytes = encode(&v, vocab);
             let back = decode_one(&bytes, vocab).unwrap_or_else(|e| panic!("{v:?}: {e}"));
             assert_eq!(back, v, "{}", hex(&bytes));
-            assert_eq!(decode_bytewise(&bytes, vocab), vec![Event::Value(v.clone())]);
+            assert_eq!(
+                decode_bytewise(&bytes, vocab),
+                vec![Event::Value(v.clone())]
+            );
             assert_eq!(encode(&back, vocab), bytes);
         }
     }
@@ -127,19 +133,34 @@ fn round_trip_both_tables_and_bytewise() {
 fn bytes_from_the_reference() {
     // wire-protocol reference §5.2, open-IDs renumbered from 0
     let v1 = VocabTable::V1;
-    assert_eq!(hex(&encode(&Value::None, v1)), "0088008700" .to_owned() + "89");
-    assert_eq!(hex(&encode(&Value::Bool(true), v1)), "00880187018100" .to_owned() + "89");
-    assert_eq!(hex(&encode(&Value::str("h\u{e9}llo"), v1)), "00880887068268c3a96c6c6f0089");
     assert_eq!(
-        hex(&encode(&d("1.25"), v1)),
-        "0088078264656369" .to_owned() + "6d616c0482312e32350089"
+        hex(&encode(&Value::None, v1)),
+        "0088008700".to_owned() + "89"
     );
     assert_eq!(
-        hex(&encode(&Value::List(vec![Value::int(1), Value::int(2)]), v1)),
+        hex(&encode(&Value::Bool(true), v1)),
+        "00880187018100".to_owned() + "89"
+    );
+    assert_eq!(
+        hex(&encode(&Value::str("h\u{e9}llo"), v1)),
+        "00880887068268c3a96c6c6f0089"
+    );
+    assert_eq!(
+        hex(&encode(&d("1.25"), v1)),
+        "0088078264656369".to_owned() + "6d616c0482312e32350089"
+    );
+    assert_eq!(
+        hex(&encode(
+            &Value::List(vec![Value::int(1), Value::int(2)]),
+            v1
+        )),
         "00880487018102810089"
     );
     assert_eq!(hex(&encode(&Value::bytes(b"list"), v1)), "0487");
-    assert_eq!(hex(&encode(&Value::None, VocabTable::EMPTY)), "0088046e6f6e650089".replace("046e", "04826e"));
+    assert_eq!(
+        hex(&encode(&Value::None, VocabTable::EMPTY)),
+        "0088046e6f6e650089".replace("046e", "04826e")
+    );
 }
 
 #[test]
@@ -165,7 +186,10 @@ fn shared_and_cyclic_from_02_types() {
         values[16],
         Value::List(vec![Value::Anchor(1, Box::new(shared)), Value::Alias(1)])
     );
-    assert_eq!(values[17], Value::Anchor(0, Box::new(Value::List(vec![Value::Alias(0)]))));
+    assert_eq!(
+        values[17],
+        Value::Anchor(0, Box::new(Value::List(vec![Value::Alias(0)])))
+    );
     // re-encoding with a serializer at the same position reproduces the bytes
     let mut out = BytesMut::new();
     ser.serialize(&values[16], &mut out).unwrap();
@@ -211,25 +235,62 @@ fn discarded(hexstr: &str) -> DecodeError {
 fn protocol_errors_are_fatal() {
     let mut pb = Deserializer::new(VocabTable::V1, Limits::default()).require_top_level_open();
     pb.feed(&[0x01, 0x81]);
-    assert!(matches!(pb.poll_event(), Err(DecodeError::TopLevelNotOpen { .. })));
-    assert!(matches!(fatal("0088 0487 0189"), DecodeError::CloseMismatch { got: 1, expected: 0, .. }));
-    assert!(matches!(fatal("0088 6387"), DecodeError::UndefinedVocab { index: 99, .. }));
-    assert!(matches!(fatal("0088 0088"), DecodeError::OpenInIndex { .. }));
-    assert!(matches!(fatal("0088 0087 0181 0089"), DecodeError::UnexpectedToken { .. }));
-    assert!(matches!(fatal("0088 0187 0183 0089"), DecodeError::UnexpectedToken { .. }));
-    assert!(matches!(fatal("0088 0887 0182ff 0089"), DecodeError::InvalidUtf8 { .. }));
-    assert!(matches!(fatal("0088 0782646563696d616c 03827a7a7a 0089"), DecodeError::InvalidDecimal { .. }));
+    assert!(matches!(
+        pb.poll_event(),
+        Err(DecodeError::TopLevelNotOpen { .. })
+    ));
+    assert!(matches!(
+        fatal("0088 0487 0189"),
+        DecodeError::CloseMismatch {
+            got: 1,
+            expected: 0,
+            ..
+        }
+    ));
+    assert!(matches!(
+        fatal("0088 6387"),
+        DecodeError::UndefinedVocab { index: 99, .. }
+    ));
+    assert!(matches!(
+        fatal("0088 0088"),
+        DecodeError::OpenInIndex { .. }
+    ));
+    assert!(matches!(
+        fatal("0088 0087 0181 0089"),
+        DecodeError::UnexpectedToken { .. }
+    ));
+    assert!(matches!(
+        fatal("0088 0187 0183 0089"),
+        DecodeError::UnexpectedToken { .. }
+    ));
+    assert!(matches!(
+        fatal("0088 0887 0182ff 0089"),
+        DecodeError::InvalidUtf8 { .. }
+    ));
+    assert!(matches!(
+        fatal("0088 0782646563696d616c 03827a7a7a 0089"),
+        DecodeError::InvalidDecimal { .. }
+    ));
     // dict with a duplicate key: 1 and True
     assert!(matches!(
         fatal("0088 0387 0181 0081 0188 0187 0181 0189 0081 0089"),
         DecodeError::DuplicateKey { .. }
     ));
     // dict with a list key
-    assert!(matches!(fatal("0088 0387 0188 0487 0189 0081 0089"), DecodeError::Unhashable { .. }));
+    assert!(matches!(
+        fatal("0088 0387 0188 0487 0189 0081 0089"),
+        DecodeError::Unhashable { .. }
+    ));
     // set with a list element
-    assert!(matches!(fatal("0088 0687 0188 0487 0189 0089"), DecodeError::Unhashable { .. }));
+    assert!(matches!(
+        fatal("0088 0687 0188 0487 0189 0089"),
+        DecodeError::Unhashable { .. }
+    ));
     // reference to nothing / to a unicode
-    assert!(matches!(fatal("0088 0487 0188 0287 0581 0189 0089"), DecodeError::DanglingReference { .. }));
+    assert!(matches!(
+        fatal("0088 0487 0188 0287 0581 0189 0089"),
+        DecodeError::DanglingReference { .. }
+    ));
     assert!(matches!(
         fatal("0088 0487 0188 0887 0082 0189 0288 0287 0181 0289 0089"),
         DecodeError::DanglingReference { target: 1, .. }
@@ -240,7 +301,10 @@ fn protocol_errors_are_fatal() {
         DecodeError::IncompleteKey { .. }
     ));
     // OPEN inside `none`
-    assert!(matches!(fatal("0088 0087 0188"), DecodeError::UnexpectedToken { .. }));
+    assert!(matches!(
+        fatal("0088 0087 0188"),
+        DecodeError::UnexpectedToken { .. }
+    ));
     // errors are sticky
     let mut de = Deserializer::new(VocabTable::V1, Limits::default());
     de.feed(&unhex("0089"));
@@ -251,13 +315,32 @@ fn protocol_errors_are_fatal() {
 
 #[test]
 fn violations_cost_one_message() {
-    assert!(matches!(discarded("0088 0882696e7374616e6365 0089"), DecodeError::UnknownOpenType { .. }));
-    assert!(matches!(discarded("0088 0487 0188 1387 0189 0089"), DecodeError::UnknownOpenType { .. }));
-    assert!(matches!(discarded("0088 0487 0181 008a 0089"), DecodeError::Aborted { .. }));
-    assert!(matches!(discarded("0088 0181 0089"), DecodeError::BadIndexToken { .. }));
+    assert!(matches!(
+        discarded("0088 0882696e7374616e6365 0089"),
+        DecodeError::UnknownOpenType { .. }
+    ));
+    assert!(matches!(
+        discarded("0088 0487 0188 1387 0189 0089"),
+        DecodeError::UnknownOpenType { .. }
+    ));
+    assert!(matches!(
+        discarded("0088 0487 0181 008a 0089"),
+        DecodeError::Aborted { .. }
+    ));
+    assert!(matches!(
+        discarded("0088 0181 0089"),
+        DecodeError::BadIndexToken { .. }
+    ));
     // the stream continues afterwards, with OPEN numbering intact
-    let evs = decode_events(&unhex("0088 1387 0188 0487 0189 0089  0288 0487 0388 0487 0389 0488 0287 0381 0489 0289"), VocabTable::V1).unwrap();
-    assert!(matches!(evs[0], Event::Discarded(DecodeError::UnknownOpenType { .. })));
+    let evs = decode_events(
+        &unhex("0088 1387 0188 0487 0189 0089  0288 0487 0388 0487 0389 0488 0287 0381 0489 0289"),
+        VocabTable::V1,
+    )
+    .unwrap();
+    assert!(matches!(
+        evs[0],
+        Event::Discarded(DecodeError::UnknownOpenType { .. })
+    ));
     assert_eq!(
         evs[1],
         Event::Value(Value::List(vec![
@@ -285,40 +368,80 @@ fn limits_are_enforced() {
     de.feed(&bytes);
     de.feed(&encode(&Value::int(7), VocabTable::V1));
     de.feed(&encode(&Value::None, VocabTable::V1));
-    assert!(matches!(de.poll_event(), Ok(Some(Event::Discarded(DecodeError::TooDeep { limit: 10, .. })))));
+    assert!(matches!(
+        de.poll_event(),
+        Ok(Some(Event::Discarded(DecodeError::TooDeep {
+            limit: 10,
+            ..
+        })))
+    ));
     // the stream goes on after the discarded message
     assert_eq!(de.poll_event(), Ok(Some(Event::Value(Value::int(7)))));
     assert_eq!(de.poll_event(), Ok(Some(Event::Value(Value::None))));
 
     let many = Value::List((0..100).map(Value::int).collect());
     for limits in [
-        Limits { max_container_items: 99, ..Limits::default() },
-        Limits { max_message_bytes: 1000, ..Limits::default() },
+        Limits {
+            max_container_items: 99,
+            ..Limits::default()
+        },
+        Limits {
+            max_message_bytes: 1000,
+            ..Limits::default()
+        },
     ] {
         let mut de = Deserializer::new(VocabTable::V1, limits);
         de.feed(&encode(&many, VocabTable::V1));
         assert!(matches!(de.poll_event(), Ok(Some(Event::Discarded(_)))));
     }
     // a refused OPEN is still counted: the discard ends at the right CLOSE
-    let mut de = Deserializer::new(VocabTable::V1, Limits { max_container_items: 1, ..Limits::default() });
-    de.feed(&unhex("0088 0487 0188 0487 0189 0288 0487 0289 0089  0388 0087 0389"));
-    assert!(matches!(de.poll_event(), Ok(Some(Event::Discarded(DecodeError::TooManyItems { .. })))));
+    let mut de = Deserializer::new(
+        VocabTable::V1,
+        Limits {
+            max_container_items: 1,
+            ..Limits::default()
+        },
+    );
+    de.feed(&unhex(
+        "0088 0487 0188 0487 0189 0288 0487 0289 0089  0388 0087 0389",
+    ));
+    assert!(matches!(
+        de.poll_event(),
+        Ok(Some(Event::Discarded(DecodeError::TooManyItems { .. })))
+    ));
     assert_eq!(de.poll_event(), Ok(Some(Event::Value(Value::None))));
     let shared = Value::List(vec![
         Value::Anchor(0, Box::new(Value::List(vec![]))),
         Value::Alias(0),
         Value::Alias(0),
     ]);
-    let mut de = Deserializer::new(VocabTable::V1, Limits { max_references: 1, ..Limits::default() });
+    let mut de = Deserializer::new(
+        VocabTable::V1,
+        Limits {
+            max_references: 1,
+            ..Limits::default()
+        },
+    );
     de.feed(&encode(&shared, VocabTable::V1));
-    assert!(matches!(de.poll_event(), Ok(Some(Event::Discarded(DecodeError::TooManyReferences { .. })))));
+    assert!(matches!(
+        de.poll_event(),
+        Ok(Some(Event::Discarded(
+            DecodeError::TooManyReferences { .. }
+        )))
+    ));
 }
 
 #[test]
 fn python_quirks() {
     // an empty boolean / unicode decodes to None, as in Python
-    assert_eq!(decode_one(&unhex("0088 0187 0089"), VocabTable::V1).unwrap(), Value::None);
-    assert_eq!(decode_one(&unhex("0088 0887 0089"), VocabTable::V1).unwrap(), Value::None);
+    assert_eq!(
+        decode_one(&unhex("0088 0187 0089"), VocabTable::V1).unwrap(),
+        Value::None
+    );
+    assert_eq!(
+        decode_one(&unhex("0088 0887 0089"), VocabTable::V1).unwrap(),
+        Value::None
+    );
     // a dict's dangling key is dropped
     assert_eq!(
         decode_one(&unhex("0088 0387 0181 0281 0381 0089"), VocabTable::V1).unwrap(),
@@ -326,28 +449,82 @@ fn python_quirks() {
     );
     // equal set elements merge (1 and 1.0 and True)
     assert_eq!(
-        decode_one(&unhex("0088 0687 0181 843ff0000000000000 0188 0187 0181 0189 0281 0089"), VocabTable::V1).unwrap(),
+        decode_one(
+            &unhex("0088 0687 0181 843ff0000000000000 0188 0187 0181 0189 0281 0089"),
+            VocabTable::V1
+        )
+        .unwrap(),
         Value::Set(vec![Value::int(1), Value::int(2)])
     );
     // negative zero and an INT header beyond 64 bits
-    assert_eq!(decode_one(&unhex("0088 0487 0083 0089"), VocabTable::V1).unwrap(), Value::List(vec![Value::int(0)]));
+    assert_eq!(
+        decode_one(&unhex("0088 0487 0083 0089"), VocabTable::V1).unwrap(),
+        Value::List(vec![Value::int(0)])
+    );
     // PING inside a sequence is reported and does not disturb it
     let evs = decode_events(&unhex("0088 0487 8e 0181 0089"), VocabTable::V1).unwrap();
-    assert_eq!(evs, vec![Event::Ping(0), Event::Value(Value::List(vec![Value::int(1)]))]);
+    assert_eq!(
+        evs,
+        vec![
+            Event::Ping(0),
+            Event::Value(Value::List(vec![Value::int(1)]))
+        ]
+    );
 }
 
 #[test]
 fn serializer_refuses_bad_anchors() {
     let mut out = BytesMut::new();
     let mut ser = Serializer::new(VocabTable::V1);
-    assert_eq!(ser.serialize(&Value::Alias(3), &mut out), Err(EncodeError::UnknownAnchor(3)));
+    assert_eq!(
+        ser.serialize(&Value::Alias(3), &mut out),
+        Err(EncodeError::UnknownAnchor(3))
+    );
     assert!(out.is_empty());
     assert_eq!(ser.open_count(), 0);
     let twice = Value::List(vec![
         Value::Anchor(1, Box::new(Value::List(vec![]))),
         Value::Anchor(1, Box::new(Value::List(vec![]))),
     ]);
-    assert_eq!(ser.serialize(&twice, &mut out), Err(EncodeError::DuplicateAnchor(1)));
+    assert_eq!(
+        ser.serialize(&twice, &mut out),
+        Err(EncodeError::DuplicateAnchor(1))
+    );
     let bad = Value::Anchor(1, Box::new(Value::int(1)));
-    assert!(matches!(ser.serialize(&bad, &mut out), Err(EncodeError::UnshareableAnchor(_))));
+    assert!(matches!(
+        ser.serialize(&bad, &mut out),
+        Err(EncodeError::UnshareableAnchor(_))
+    ));
+}
+
+#[test]
+fn tuple_cycles_follow_python() {
+    // a frozenset that contains itself can never be built: message refused
+    let evs = decode_events(
+        &unhex("0088 0487 0188 0787 0081 0288 0287 0181 0289 0189 0089"),
+        VocabTable::V1,
+    )
+    .unwrap();
+    assert!(matches!(
+        evs[..],
+        [Event::Discarded(DecodeError::UnresolvableCycle { .. })]
+    ));
+    // a tuple that reaches itself through a list is fine (Python completes it)
+    let v = decode_one(
+        &unhex("0088 0587 0188 0487 0288 0287 0081 0289 0189 0089"),
+        VocabTable::V1,
+    )
+    .unwrap();
+    assert_eq!(
+        v,
+        Value::Anchor(
+            0,
+            Box::new(Value::Tuple(vec![Value::List(vec![Value::Alias(0)])]))
+        )
+    );
+    // ... but while it is open, an inner tuple waiting for it is no dict key
+    assert!(matches!(
+        fatal("0088 0587 0188 0387 0288 0587 0388 0287 0081 0389 0289 0181 0189 0089"),
+        DecodeError::IncompleteKey { .. }
+    ));
 }
