@@ -10,7 +10,7 @@ cargo build --release -q -p foolscap-cli
 fs=target/release/foolscap
 
 echo "== Rust encodes, Python foolscap decodes (vocab table 1, as on a PB connection)"
-for v in "[1, 'h\u00e9llo', b'bytes', (2**70, -0.0), {'k': frozenset({1, 2})}, Decimal('1.25'), None, True]" \
+for v in "[1, 'h\u00e9llo', b'bytes', (1180591620717411303424, -0.0), {'k': frozenset({1, 2})}, Decimal('1.25'), None, True]" \
          "{(1, 2): [float('inf'), 3.5], 'list': b'list'}"; do
     hex=$("$fs" encode --vocab 1 "$v")
     echo "value:  $v"
@@ -21,7 +21,7 @@ for v in "[1, 'h\u00e9llo', b'bytes', (2**70, -0.0), {'k': frozenset({1, 2})}, D
 done
 
 echo
-echo "== Python foolscap serializes, Rust decodes and re-encodes"
+echo "== Python foolscap serializes (sharing, a cycle, bignum, set, Decimal), Rust decodes"
 hex=$("$py" - <<'PY'
 import sys
 from decimal import Decimal
@@ -36,5 +36,4 @@ PY
 )
 echo "python: $hex"
 echo -n "rust:   "; echo "$hex" | "$fs" decode --vocab 0
-again=$("$fs" encode --vocab 0 "$(echo "$hex" | "$fs" decode --vocab 0)" 2>/dev/null || true)
 echo "(tokens)"; echo "$hex" | "$fs" decode --vocab 0 --tokens | head -12

@@ -43,8 +43,10 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct EncodeArgs {
-    /// Initial vocabulary table (1: the negotiated default, 0: none).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1))]
+    /// Initial vocabulary table. 0 (the default): no VOCAB tokens, what
+    /// `foolscap.storage.serialize` writes and any banana reader decodes;
+    /// 1: the table PB connections negotiate.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1))]
     vocab: u32,
     /// Write the raw bytes to stdout instead of hex.
     #[arg(long)]
@@ -57,7 +59,9 @@ struct EncodeArgs {
 
 #[derive(Debug, Args)]
 struct DecodeArgs {
-    /// Initial vocabulary table (1: the negotiated default, 0: none).
+    /// Initial vocabulary table. 1 (the default): the table PB connections
+    /// negotiate, which also reads every table-0 stream (those have no
+    /// VOCAB tokens); 0: VOCAB tokens are errors.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1))]
     vocab: u32,
     /// The input is raw bytes, not hex.

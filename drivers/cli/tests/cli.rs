@@ -85,8 +85,17 @@ fn encode_matches_the_wire_reference() {
         ("1.5", "84 3ff8000000000000"),
     ];
     for (lit, want) in v1 {
-        assert_eq!(encode(&["--", lit]), want.replace(' ', ""), "{lit}");
+        assert_eq!(
+            encode(&["--vocab", "1", "--", lit]),
+            want.replace(' ', ""),
+            "{lit}"
+        );
     }
+    // the default table is 0: what foolscap.storage.serialize writes
+    assert_eq!(
+        encode(&["[1, 2]"]),
+        "008804826c69737401810281".to_owned() + "0089"
+    );
     assert_eq!(encode(&["--vocab", "1", "[1, 2]"]), "00880487018102810089");
     // vocab table 0 spells the open type as a STRING (§5.2)
     assert_eq!(encode(&["--vocab", "0", "None"]), "008804826e6f6e650089");
@@ -97,10 +106,10 @@ fn encode_matches_the_wire_reference() {
 fn one_serializer_for_all_values() {
     // OPEN numbers continue from one message to the next
     assert_eq!(
-        encode(&["None", "[None]", "-1"]),
+        encode(&["--vocab", "1", "None", "[None]", "-1"]),
         "0088008700890188048702880087028901890183"
     );
-    let r = run_bytes(&["encode", "--raw", "[1, 2]", "b'x'"], b"");
+    let r = run_bytes(&["encode", "--vocab", "1", "--raw", "[1, 2]", "b'x'"], b"");
     assert_eq!(r.0, 0);
     assert_eq!(hex(&r.1), "008804870181028100890182 78".replace(' ', ""));
 }
@@ -170,7 +179,7 @@ fn decode_reads_files_raw_bytes_and_spaced_hex() {
 
 #[test]
 fn tokens_view() {
-    let stream = encode(&["[1, -5, 'é', (1.5,)]", "{b'k': None}"]);
+    let stream = encode(&["--vocab", "1", "[1, -5, 'é', (1.5,)]", "{b'k': None}"]);
     let r = run(&["decode", "--tokens"], &stream);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
