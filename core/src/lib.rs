@@ -6,8 +6,16 @@
 //! * [`banana`]: the token codec (wire-protocol reference §4).
 //! * [`value`]: the value model and its streaming (de)serializer (§5.1-5.3,
 //!   5.7), plus the Python-literal syntax used by the tools.
+//! * [`identity`], [`furl`]: Tub identities, tubids and FURLs (§2).
+//! * [`negotiation`]: connection establishment, both roles, plaintext phase,
+//!   TLS and hello/decision (§3), ending in a plaintext [`negotiation::Session`].
+//! * [`rng`]: injectable randomness.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod banana;
+pub mod furl;
+pub mod identity;
+pub mod negotiation;
+pub mod rng;
 pub mod value;

@@ -1,6 +1,8 @@
 //! Shared helpers for the tests that drive the real Python peer.
 #![allow(dead_code)]
 
+pub mod negotiation;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,0 +1,340 @@
+//! Tub identity: the certificate and key a Tub presents, and the tubid
+//! derived from it (wire-protocol reference §2.1-2.3).
+//!
+//! * [`TubId`]: lowercase unpadded base32 of SHA-1 over the certificate
+//!   DER, exactly as Python computes it.
+//! * [`Identity`]: certificate + private key. [`Identity::generate`] makes
+//!   a fresh self-signed ECDSA P-256 one (cheap to sign with, which makes
+//!   handshakes fast; Python accepts any self-signed certificate), and
+//!   [`Identity::from_cert_file`] / [`Identity::to_cert_file`] read and
+//!   write foolscap's certFile format, so a Rust program can take over a
+//!   Python node's identity (a Tahoe-LAFS `node.pem`, say), including
+//!   Python's RSA X.509 v1 certificates.
+
+mod der;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::SigningKey;
+use rustls::SignatureScheme;
+use sha1::{Digest, Sha1};
+use thiserror::Error;
+
+pub(crate) use der::{spki_of, split_spki};
+
+const BASE32_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// RFC 4648 base32 in lowercase without padding, as foolscap's
+/// `base32.encode` writes tubids and swissnums.
+pub fn base32(data: &[u8]) -> String {
+    let mut out = String::with_capacity((data.len() * 8).div_ceil(5));
+    let (mut acc, mut bits) = (0u16, 0u32);
+    for &b in data {
+        acc = (acc << 8) | b as u16;
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(BASE32_ALPHABET[((acc >> bits) & 31) as usize] as char);
+        }
+        acc &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(BASE32_ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// A Tub's identity on the wire: 32 lowercase base32 characters, the SHA-1
+/// of its certificate. Ordered as Python orders the strings (the master of
+/// a connection is the side with the larger tubid).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TubId([u8; 32]);
+
+/// A string that is not a tubid.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[allow(missing_docs)]
+pub enum TubIdError {
+    /// Not 32 characters.
+    #[error("a tubid has 32 characters, {text:?} has {len}")]
+    WrongLength { text: String, len: usize },
+    /// A character outside the lowercase base32 alphabet.
+    #[error("{text:?} is not a tubid: {ch:?} at {position} is not lowercase base32 (a-z, 2-7)")]
+    NotBase32 {
+        text: String,
+        position: usize,
+        ch: char,
+    },
+}
+
+impl TubId {
+    /// The tubid of a certificate (its DER encoding).
+    pub fn of_certificate(cert_der: &[u8]) -> TubId {
+        let digest: [u8; 20] = Sha1::digest(cert_der).into();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(base32(&digest).as_bytes());
+        TubId(out)
+    }
+
+    /// Parses exactly 32 lowercase base32 characters.
+    pub fn parse(text: &str) -> Result<TubId, TubIdError> {
+        let len = text.chars().count();
+        if len != 32 {
+            return Err(TubIdError::WrongLength {
+                text: text.into(),
+                len,
+            });
+        }
+        if let Some((position, ch)) = text
+            .char_indices()
+            .find(|&(_, c)| !(c.is_ascii() && BASE32_ALPHABET.contains(&(c as u8))))
+        {
+            return Err(TubIdError::NotBase32 {
+                text: text.into(),
+                position,
+                ch,
+            });
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(text.as_bytes());
+        Ok(TubId(out))
+    }
+
+    /// The 32-character text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("a tubid is ASCII")
+    }
+
+    /// The first 4 characters, as foolscap's logs abbreviate tubids.
+    pub fn short(&self) -> &str {
+        &self.as_str()[..4]
+    }
+}
+
+impl fmt::Display for TubId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for TubId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TubId({})", self.as_str())
+    }
+}
+
+impl FromStr for TubId {
+    type Err = TubIdError;
+    fn from_str(s: &str) -> Result<TubId, TubIdError> {
+        TubId::parse(s)
+    }
+}
+
+/// A certificate we cannot find the public key in.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("malformed certificate: {0}")]
+pub struct CertificateError(pub &'static str);
+
+/// Why an identity could not be loaded or made.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum IdentityError {
+    /// No `CERTIFICATE` PEM section.
+    #[error("no certificate (PEM \"CERTIFICATE\" section) in the certFile")]
+    NoCertificate,
+    /// No `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` section.
+    #[error("no private key (PEM \"PRIVATE KEY\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\") in the certFile")]
+    NoPrivateKey,
+    /// A PEM section that does not decode.
+    #[error("bad PEM in the certFile: {0}")]
+    Pem(String),
+    /// The certificate's DER is unusable.
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
+    /// A key type or encoding the crypto provider cannot sign with.
+    #[error("unusable private key: {0}")]
+    Key(String),
+    /// The key is not the certificate's.
+    #[error("the private key does not belong to the certificate (tubid {0})")]
+    KeyMismatch(TubId),
+}
+
+/// A Tub's certificate and private key.
+#[derive(Clone)]
+pub struct Identity {
+    cert: CertificateDer<'static>,
+    key: Arc<PrivateKeyDer<'static>>,
+    signing_key: Arc<dyn SigningKey>,
+    tubid: TubId,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("tubid", &self.tubid)
+            .field("key", &self.signing_key.algorithm())
+            .finish_non_exhaustive()
+    }
+}
+
+fn load_key(key: &PrivateKeyDer<'static>) -> Result<Arc<dyn SigningKey>, IdentityError> {
+    rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| IdentityError::Key(e.to_string()))
+}
+
+impl Identity {
+    /// A fresh identity: ECDSA P-256 key, self-signed X.509 v3 certificate
+    /// without extensions, subject `CN=newpb_thingy`, serial 1, valid
+    /// 1975-9999. The key comes from ring's CSPRNG (not injectable).
+    pub fn generate() -> Result<Identity, IdentityError> {
+        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+            &ECDSA_P256_SHA256_ASN1_SIGNING,
+            &ring::rand::SystemRandom::new(),
+        )
+        .map_err(|_| IdentityError::Key("ECDSA P-256 key generation failed".into()))?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.as_ref().to_vec()));
+        let signing_key = load_key(&key)?;
+        let spki = signing_key
+            .public_key()
+            .ok_or_else(|| IdentityError::Key("no public key for the new key".into()))?;
+        let tbs = der::self_signed_tbs(spki.as_ref());
+        let signer = signing_key
+            .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
+            .ok_or_else(|| IdentityError::Key("the new key cannot sign ECDSA P-256".into()))?;
+        let signature = signer
+            .sign(&tbs)
+            .map_err(|e| IdentityError::Key(e.to_string()))?;
+        let cert = CertificateDer::from(der::certificate(&tbs, &signature));
+        Self::assemble(cert, key, signing_key)
+    }
+
+    /// Reads a certFile: the first certificate and the first private key
+    /// anywhere in the PEM text, in either order; the key may be PKCS#8
+    /// (what foolscap writes), PKCS#1 (older pyOpenSSL) or SEC1. The key
+    /// must belong to the certificate, as Python requires.
+    pub fn from_cert_file(text: impl AsRef<[u8]>) -> Result<Identity, IdentityError> {
+        use rustls::pki_types::pem::Error as PemError;
+        let text = text.as_ref();
+        let cert = CertificateDer::from_pem_slice(text).map_err(|e| match e {
+            PemError::NoItemsFound => IdentityError::NoCertificate,
+            e => IdentityError::Pem(e.to_string()),
+        })?;
+        let key = PrivateKeyDer::from_pem_slice(text).map_err(|e| match e {
+            PemError::NoItemsFound => IdentityError::NoPrivateKey,
+            e => IdentityError::Pem(e.to_string()),
+        })?;
+        Self::from_der(cert.to_vec(), key)
+    }
+
+    /// An identity from a DER certificate and its private key.
+    pub fn from_der(
+        cert_der: Vec<u8>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Identity, IdentityError> {
+        let signing_key = load_key(&key)?;
+        Self::assemble(CertificateDer::from(cert_der), key, signing_key)
+    }
+
+    fn assemble(
+        cert: CertificateDer<'static>,
+        key: PrivateKeyDer<'static>,
+        signing_key: Arc<dyn SigningKey>,
+    ) -> Result<Identity, IdentityError> {
+        let tubid = TubId::of_certificate(&cert);
+        let spki = spki_of(&cert)?;
+        if let Some(public) = signing_key.public_key() {
+            if public.as_ref() != spki {
+                return Err(IdentityError::KeyMismatch(tubid));
+            }
+        }
+        Ok(Identity {
+            cert,
+            key: Arc::new(key),
+            signing_key,
+            tubid,
+        })
+    }
+
+    /// The certFile text: certificate PEM, then the private key PEM in the
+    /// encoding it was loaded in (PKCS#8 for generated and Python-made
+    /// identities, so a Python-made file is written back byte for byte).
+    pub fn to_cert_file(&self) -> String {
+        let (label, der): (&str, &[u8]) = match &*self.key {
+            PrivateKeyDer::Pkcs1(k) => ("RSA PRIVATE KEY", k.secret_pkcs1_der()),
+            PrivateKeyDer::Sec1(k) => ("EC PRIVATE KEY", k.secret_sec1_der()),
+            PrivateKeyDer::Pkcs8(k) => ("PRIVATE KEY", k.secret_pkcs8_der()),
+            // `PrivateKeyDer` is non-exhaustive; every variant it can hold
+            // today is handled above.
+            _ => ("PRIVATE KEY", &[]),
+        };
+        let mut out = pem("CERTIFICATE", &self.cert);
+        out.push_str(&pem(label, der));
+        out
+    }
+
+    /// This identity's tubid.
+    pub fn tubid(&self) -> TubId {
+        self.tubid
+    }
+
+    /// The certificate, DER.
+    pub fn certificate_der(&self) -> &CertificateDer<'static> {
+        &self.cert
+    }
+
+    /// The private key, DER.
+    pub fn private_key_der(&self) -> &PrivateKeyDer<'static> {
+        &self.key
+    }
+
+    /// The loaded signing key.
+    pub(crate) fn signing_key(&self) -> Arc<dyn SigningKey> {
+        self.signing_key.clone()
+    }
+
+    /// One identity's certificate with another's key: an impostor, for
+    /// testing that handshake signatures are checked.
+    #[cfg(test)]
+    pub(crate) fn impostor(cert_of: &Identity, key_of: &Identity) -> Identity {
+        Identity {
+            cert: cert_of.cert.clone(),
+            key: key_of.key.clone(),
+            signing_key: key_of.signing_key.clone(),
+            tubid: cert_of.tubid,
+        }
+    }
+}
+
+/// PEM with 64-character lines, as OpenSSL writes it.
+fn pem(label: &str, der: &[u8]) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
+    for chunk in der.chunks(3) {
+        let n = chunk.len();
+        let v = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= n {
+                b64.push(B64[((v >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests;

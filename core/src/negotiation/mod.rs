@@ -1,0 +1,380 @@
+//! Connection negotiation (wire-protocol reference §3), both roles, as a
+//! sans-IO state machine: bytes in, bytes and events out, time passed in.
+//!
+//! ```text
+//! TCP client                                   TCP server
+//! GET /id/<tubid> ───────────────────────────► plaintext::parse_request
+//!                 ◄─────────────────────────── 101 Switching Protocols (or 500 ...)
+//! TLS client (rustls, tls::TlsContext) ◄─────► TLS server, client certificate required
+//! hello ◄───────────── exchange::Exchange ───► hello
+//! the master (larger tubid) sends the decision; both switch to banana
+//! ```
+//!
+//! The layers can be driven separately: [`plaintext`] and [`blocks`] are
+//! pure functions, [`Exchange`] runs the hello/decision exchange on
+//! plaintext, [`TlsContext`] builds the rustls connections, and
+//! [`Negotiation`] ties them together. Once a connection is established,
+//! [`Session`] carries it: ciphertext in and out, plaintext for the broker.
+//!
+//! Driving a [`Negotiation`]:
+//!
+//! 1. send what [`Negotiation::poll_transmit`] gives (the client's request
+//!    is ready at once);
+//! 2. pass received bytes to [`Negotiation::handle_input`], EOF to
+//!    [`Negotiation::handle_eof`], and call [`Negotiation::handle_timeout`]
+//!    at [`Negotiation::poll_timeout`];
+//! 3. after each call, send [`Negotiation::poll_transmit`] and look at
+//!    [`Negotiation::poll_event`]: on [`NegotiationEvent::Established`]
+//!    continue with the [`Session`] (which holds whatever was left to
+//!    send); on [`NegotiationEvent::Failed`] send what is left to transmit
+//!    (the reply Python would give) and close the TCP connection.
+
+pub mod blocks;
+pub mod decision;
+mod error;
+mod exchange;
+pub mod plaintext;
+mod session;
+pub mod tls;
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+pub use decision::{ConnectionId, ConnectionTable, LiveConnection};
+pub use error::{NegotiationError, Side};
+pub use exchange::{Exchange, Exchanged};
+pub use plaintext::{PlaintextError, Refusal};
+pub use session::{Session, SessionError, SessionInfo};
+pub use tls::{TlsContext, TlsOptions, WrongTubError};
+
+/// The rustls this API exposes (errors, protocol versions).
+pub use rustls;
+
+use crate::identity::TubId;
+use plaintext::BlockBuffer;
+
+/// Negotiation parameters, Python's by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NegotiationConfig {
+    /// Time from TCP connect/accept to an established session. Python:
+    /// 120 s for the server (and for a client's whole attempt).
+    pub timeout: Duration,
+    /// Longest request, response or block, blank line included. Python:
+    /// 4096.
+    pub max_block_bytes: usize,
+    /// `initial-vocab-table-range` we offer; tables 0 and 1 exist.
+    pub vocab_range: (u32, u32),
+    /// Python's `handle-old-duplicate-connections` option: accept an offer
+    /// from an old peer (no incarnation or no `last-connection`) when the
+    /// existing connection is at least this old. Default: off.
+    pub handle_old_duplicate_connections: Option<Duration>,
+}
+
+impl Default for NegotiationConfig {
+    fn default() -> Self {
+        NegotiationConfig {
+            timeout: Duration::from_secs(120),
+            max_block_bytes: plaintext::MAX_BLOCK_BYTES,
+            vocab_range: crate::banana::VocabTable::RANGE,
+            handle_old_duplicate_connections: None,
+        }
+    }
+}
+
+/// How a negotiation ended.
+#[derive(Debug)]
+pub enum NegotiationEvent {
+    /// The connection is ready for banana.
+    Established(Box<Session>),
+    /// It failed; send what is left to transmit, then close.
+    Failed(NegotiationError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Plaintext,
+    Tls,
+    Finished,
+}
+
+/// One connection's negotiation, either role.
+pub struct Negotiation {
+    tls_context: TlsContext,
+    /// TCP client only: the tubid dialled.
+    target: Option<TubId>,
+    id: ConnectionId,
+    deadline: Instant,
+    phase: Phase,
+    plain: BlockBuffer,
+    max_block_bytes: usize,
+    out: Vec<u8>,
+    tls: Option<rustls::Connection>,
+    exchange: Exchange,
+    peer_cert: Option<TubId>,
+    event: Option<NegotiationEvent>,
+}
+
+impl std::fmt::Debug for Negotiation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Negotiation")
+            .field("id", &self.id)
+            .field("me", &self.tls_context.tubid())
+            .field("target", &self.target)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Negotiation {
+    /// The TCP client's side: dials `target` (the FURL's tubid) at `host`
+    /// (the hint's host, sent in the `Host:` line). The request is ready to
+    /// transmit at once.
+    pub fn client(
+        tls: &TlsContext,
+        table: &mut ConnectionTable,
+        target: TubId,
+        host: &str,
+        config: &NegotiationConfig,
+        now: Instant,
+    ) -> Negotiation {
+        let mut n = Self::new(tls, table, Some(target), config, now);
+        n.out = plaintext::format_request(&target, host);
+        n
+    }
+
+    /// The TCP server's side of an accepted connection.
+    pub fn server(
+        tls: &TlsContext,
+        table: &mut ConnectionTable,
+        config: &NegotiationConfig,
+        now: Instant,
+    ) -> Negotiation {
+        Self::new(tls, table, None, config, now)
+    }
+
+    fn new(
+        tls: &TlsContext,
+        table: &mut ConnectionTable,
+        target: Option<TubId>,
+        config: &NegotiationConfig,
+        now: Instant,
+    ) -> Negotiation {
+        let id = table.next_connection_id();
+        Negotiation {
+            tls_context: tls.clone(),
+            target,
+            id,
+            deadline: now + config.timeout,
+            phase: Phase::Plaintext,
+            plain: BlockBuffer::new(),
+            max_block_bytes: config.max_block_bytes,
+            out: Vec::new(),
+            tls: None,
+            exchange: Exchange::new(tls.tubid(), target, id, config, table),
+            peer_cert: None,
+            event: None,
+        }
+    }
+
+    /// This connection's id in the table.
+    pub fn connection_id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// Whether the negotiation has ended (one way or the other).
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+
+    /// Feeds bytes received from the peer.
+    pub fn handle_input(&mut self, now: Instant, data: &[u8], table: &mut ConnectionTable) {
+        if now >= self.deadline {
+            self.handle_timeout(now);
+        }
+        match self.phase {
+            Phase::Finished => {}
+            Phase::Plaintext => {
+                self.plain.push(data);
+                self.plaintext_step(now, table);
+            }
+            Phase::Tls => self.tls_step(now, data, table),
+        }
+    }
+
+    /// The peer closed the TCP connection.
+    pub fn handle_eof(&mut self) {
+        if self.phase != Phase::Finished {
+            self.fail(NegotiationError::Closed);
+        }
+    }
+
+    /// When [`Negotiation::handle_timeout`] must be called, while the
+    /// negotiation runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (self.phase != Phase::Finished).then_some(self.deadline)
+    }
+
+    /// Fails the negotiation if its time is up. Nothing is sent (Python
+    /// just closes the connection).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase != Phase::Finished && now >= self.deadline {
+            self.fail(NegotiationError::Timeout);
+        }
+    }
+
+    /// Appends the bytes to send to `buf`; returns how many.
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
+        let n = self.out.len();
+        if buf.is_empty() {
+            std::mem::swap(buf, &mut self.out);
+        } else {
+            buf.append(&mut self.out);
+        }
+        n
+    }
+
+    /// The outcome, once.
+    pub fn poll_event(&mut self) -> Option<NegotiationEvent> {
+        self.event.take()
+    }
+
+    fn fail(&mut self, e: NegotiationError) {
+        self.phase = Phase::Finished;
+        self.event = Some(NegotiationEvent::Failed(e));
+    }
+
+    fn plaintext_step(&mut self, now: Instant, table: &mut ConnectionTable) {
+        let header = match self.plain.take_block(self.max_block_bytes) {
+            Ok(None) => return,
+            Ok(Some(header)) => Ok(header),
+            Err(e) => Err(PlaintextError::from(e)),
+        };
+        let result = header.and_then(|h| match self.target {
+            Some(_) => plaintext::parse_response(&h),
+            None => self.check_request(&h),
+        });
+        if let Err(e) = result {
+            let text = e.wire_text();
+            if self.target.is_some() {
+                // Python's client has already switched its send phase, so
+                // it reports this with an error block, in plaintext.
+                self.out
+                    .extend_from_slice(&blocks::format_block(&blocks::error_block(&text)));
+            } else {
+                self.out
+                    .extend_from_slice(&plaintext::format_refusal(&text));
+            }
+            return self.fail(e.into());
+        }
+        let tls = match self.target {
+            Some(target) => self
+                .tls_context
+                .client(target)
+                .map(rustls::Connection::from),
+            None => self.tls_context.server().map(rustls::Connection::from),
+        };
+        let mut tls = match tls {
+            Ok(tls) => tls,
+            Err(e) => return self.fail(NegotiationError::Tls(e)),
+        };
+        if self.target.is_none() {
+            self.out.extend_from_slice(plaintext::SWITCHING_PROTOCOLS);
+        }
+        // our hello waits in rustls until the handshake is done
+        let mut hello = Vec::new();
+        self.exchange.poll_output(&mut hello);
+        let _ = std::io::Write::write_all(&mut tls.writer(), &hello);
+        flush(&mut tls, &mut self.out);
+        self.tls = Some(tls);
+        self.phase = Phase::Tls;
+        // a client may have TLS bytes right behind the 101 (never in
+        // practice: the TLS client speaks first)
+        let rest = self.plain.take_rest();
+        self.tls_step(now, &rest, table);
+    }
+
+    /// The server's checks of the request.
+    fn check_request(&mut self, header: &[u8]) -> Result<(), PlaintextError> {
+        let requested = plaintext::parse_request(header)?;
+        if requested != self.tls_context.tubid().as_str() {
+            return Err(PlaintextError::UnknownTubId { requested });
+        }
+        // The client must wait for the 101 before starting TLS: Python
+        // would read early bytes as a hello and hang.
+        if !self.plain.is_empty() {
+            return Err(PlaintextError::EarlyData {
+                len: self.plain.len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn tls_step(&mut self, now: Instant, mut data: &[u8], table: &mut ConnectionTable) {
+        let Some(mut tls) = self.tls.take() else {
+            return;
+        };
+        let mut plain = BytesMut::new();
+        let closed = match session::pump(&mut tls, &mut data, &mut plain) {
+            Ok(closed) => closed,
+            Err(e) => {
+                flush(&mut tls, &mut self.out);
+                let e = match tls::wrong_tub(&e) {
+                    Some(w) => NegotiationError::WrongTub {
+                        expected: w.expected,
+                        actual: w.actual,
+                    },
+                    None => NegotiationError::Tls(e),
+                };
+                return self.fail(e);
+            }
+        };
+        if self.peer_cert.is_none() && !tls.is_handshaking() {
+            self.peer_cert = tls
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| TubId::of_certificate(c));
+        }
+        if !plain.is_empty() {
+            let result =
+                self.exchange
+                    .handle_plaintext(&plain, self.peer_cert.as_ref(), table, now);
+            let mut reply = Vec::new();
+            self.exchange.poll_output(&mut reply);
+            let _ = std::io::Write::write_all(&mut tls.writer(), &reply);
+            match result {
+                Ok(None) => {}
+                Ok(Some(done)) => {
+                    flush(&mut tls, &mut self.out);
+                    let out = std::mem::take(&mut self.out);
+                    let session = Session::new(tls, done.info, done.leftover, out);
+                    self.phase = Phase::Finished;
+                    self.event = Some(NegotiationEvent::Established(Box::new(session)));
+                    return;
+                }
+                Err(e) => {
+                    tls.send_close_notify();
+                    flush(&mut tls, &mut self.out);
+                    return self.fail(e);
+                }
+            }
+        }
+        flush(&mut tls, &mut self.out);
+        self.tls = Some(tls);
+        if closed {
+            self.fail(NegotiationError::Closed);
+        }
+    }
+}
+
+/// Moves everything rustls wants to send into `out`.
+fn flush(tls: &mut rustls::Connection, out: &mut Vec<u8>) {
+    while tls.wants_write() {
+        if tls.write_tls(out).is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+//! The connection after negotiation: TLS records in and out, plaintext
+//! (banana) for the layer above. The broker never sees TLS, so it can be
+//! driven from recorded plaintext transcripts alone.
+
+use std::io::Read;
+
+use bytes::{Bytes, BytesMut};
+use thiserror::Error;
+
+use super::decision::ConnectionId;
+use crate::banana::VocabTable;
+use crate::identity::TubId;
+
+/// What a negotiation settled for one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// This connection in its Tub's [`super::ConnectionTable`].
+    pub connection_id: ConnectionId,
+    /// Whether we opened the TCP connection (and were the TLS client).
+    pub is_client: bool,
+    /// Whether we were the master (the larger tubid).
+    pub i_am_master: bool,
+    /// Our tubid.
+    pub my_tubid: TubId,
+    /// The peer's tubid, proven by its certificate.
+    pub peer_tubid: TubId,
+    /// The peer's `my-incarnation`.
+    pub peer_incarnation: Option<String>,
+    /// The agreed banana version (3 with every Python 24.9.0 peer).
+    pub banana_version: u32,
+    /// The vocab table both directions start with.
+    pub vocab: VocabTable,
+    /// The decision's `current-connection` (`"<master incarnation>
+    /// <seqnum>"`).
+    pub current_connection: Option<String>,
+    /// The older live connection to the same peer that this one replaces:
+    /// shut it down (its pending calls fail with "replaced by a new
+    /// connection").
+    pub replaced: Option<ConnectionId>,
+}
+
+/// A TLS failure after negotiation (fatal to the connection).
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum SessionError {
+    /// The record layer failed (bad record, alert from the peer, ...).
+    #[error("TLS failed: {0}")]
+    Tls(rustls::Error),
+}
+
+/// Feeds ciphertext to rustls until `data` is used up, appending the
+/// plaintext that comes out. Returns whether the peer sent close_notify.
+pub(crate) fn pump(
+    tls: &mut rustls::Connection,
+    data: &mut &[u8],
+    plaintext: &mut BytesMut,
+) -> Result<bool, rustls::Error> {
+    let mut closed = false;
+    while !data.is_empty() {
+        // reading from a slice cannot fail; a full rustls buffer can
+        tls.read_tls(data)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let state = tls.process_new_packets()?;
+        let n = state.plaintext_bytes_to_read();
+        if n > 0 {
+            let start = plaintext.len();
+            plaintext.resize(start + n, 0);
+            tls.reader()
+                .read_exact(&mut plaintext[start..])
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        }
+        closed |= state.peer_has_closed();
+    }
+    Ok(closed)
+}
+
+/// An established connection: feed it the bytes read from the socket,
+/// take plaintext out, write plaintext in, send what it transmits.
+pub struct Session {
+    tls: rustls::Connection,
+    info: SessionInfo,
+    received: BytesMut,
+    outgoing: Vec<u8>,
+    peer_closed: bool,
+    failed: Option<SessionError>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("info", &self.info)
+            .field("received", &self.received.len())
+            .field("outgoing", &self.outgoing.len())
+            .field("peer_closed", &self.peer_closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(
+        tls: rustls::Connection,
+        info: SessionInfo,
+        received: BytesMut,
+        outgoing: Vec<u8>,
+    ) -> Session {
+        Session {
+            tls,
+            info,
+            received,
+            outgoing,
+            peer_closed: false,
+            failed: None,
+        }
+    }
+
+    /// What was negotiated.
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// Feeds bytes read from the socket. Plaintext that arrived glued to
+    /// the last negotiation block is already waiting before the first call.
+    pub fn handle_input(&mut self, mut data: &[u8]) -> Result<(), SessionError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        match pump(&mut self.tls, &mut data, &mut self.received) {
+            Ok(closed) => {
+                self.peer_closed |= closed;
+                Ok(())
+            }
+            Err(e) => {
+                self.flush();
+                let e = SessionError::Tls(e);
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// All plaintext received so far, if any.
+    pub fn poll_plaintext(&mut self) -> Option<Bytes> {
+        (!self.received.is_empty()).then(|| self.received.split().freeze())
+    }
+
+    /// Plaintext bytes waiting to be polled.
+    pub fn plaintext_buffered(&self) -> usize {
+        self.received.len()
+    }
+
+    /// Encrypts `data` for sending (buffered without limit; send what
+    /// [`Session::poll_transmit`] returns).
+    pub fn write_plaintext(&mut self, data: &[u8]) {
+        if data.is_empty() || self.failed.is_some() {
+            return;
+        }
+        // with no buffer limit, rustls takes everything
+        let _ = std::io::Write::write_all(&mut self.tls.writer(), data);
+        self.flush();
+    }
+
+    /// Appends the bytes to send to `buf`; returns how many.
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
+        self.flush();
+        let n = self.outgoing.len();
+        if buf.is_empty() {
+            std::mem::swap(buf, &mut self.outgoing);
+        } else {
+            buf.append(&mut self.outgoing);
+        }
+        n
+    }
+
+    /// Sends TLS close_notify (the TCP connection may be closed after
+    /// transmitting it).
+    pub fn close(&mut self) {
+        self.tls.send_close_notify();
+        self.flush();
+    }
+
+    /// Whether the peer sent close_notify.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// The TLS version in use.
+    pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.tls.protocol_version()
+    }
+
+    /// The TLS cipher suite in use.
+    pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
+        self.tls.negotiated_cipher_suite().map(|s| s.suite())
+    }
+
+    fn flush(&mut self) {
+        while self.tls.wants_write() {
+            if self.tls.write_tls(&mut self.outgoing).is_err() {
+                break;
+            }
+        }
+    }
+}
