@@ -56,6 +56,9 @@ impl TokenDecoder {
 
     /// Appends received bytes.
     pub fn feed(&mut self, data: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
         self.compact();
         self.buf.extend_from_slice(data);
     }
@@ -63,6 +66,9 @@ impl TokenDecoder {
     /// Appends received bytes that are already in a [`Bytes`]; when nothing
     /// is buffered and the handle is unique this takes it over without a copy.
     pub fn feed_bytes(&mut self, data: Bytes) {
+        if self.failed.is_some() {
+            return;
+        }
         self.compact();
         if self.buf.is_empty() {
             match data.try_into_mut() {
@@ -103,31 +109,36 @@ impl TokenDecoder {
     /// Decodes the next complete token, `Ok(None)` if more bytes are needed.
     #[inline]
     pub fn next_token(&mut self) -> Result<Option<Token>, TokenError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
+        // Fast path: a header of at most 9 digits (no overflow possible)
+        // and a token without a body. After an error the buffer is empty,
+        // so the slow path reports it.
         let data = &self.buf[self.pos..];
-        // Fast path: a one-digit header (or none) and a token without body.
-        if data.len() >= 2 && data[0] < 0x80 {
-            let v = data[0] as u64;
-            let tok = match data[1] {
-                0x81 => Some(Token::Int(v)),
-                0x83 => Some(Token::Neg(v)),
-                0x88 => Some(Token::Open(v)),
-                0x89 => Some(Token::Close(v)),
-                0x87 => Some(Token::Vocab(v)),
-                _ => None,
-            };
-            if let Some(tok) = tok {
-                self.pos += 2;
+        let mut v: u64 = 0;
+        let mut i = 0;
+        while i < 9 && i < data.len() {
+            let b = data[i];
+            if b & 0x80 != 0 {
+                let tok = match b {
+                    0x81 => Token::Int(v),
+                    0x83 => Token::Neg(v),
+                    0x88 => Token::Open(v),
+                    0x89 => Token::Close(v),
+                    0x87 => Token::Vocab(v),
+                    _ => break,
+                };
+                self.pos += i + 1;
                 return Ok(Some(tok));
             }
+            v |= (b as u64) << (7 * i);
+            i += 1;
         }
         self.next_token_slow()
     }
 
     fn fail(&mut self, e: TokenError) -> Result<Option<Token>, TokenError> {
         self.failed = Some(e.clone());
+        self.buf.clear();
+        self.pos = 0;
         Err(e)
     }
 
@@ -168,6 +179,9 @@ impl TokenDecoder {
 
     #[cold]
     fn next_token_slow(&mut self) -> Result<Option<Token>, TokenError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         let start = self.offset();
         let data = &self.buf[self.pos..];
         let header = match self.scan_header(data, start) {
@@ -410,7 +424,9 @@ mod tests {
                 limit: 64
             })
         ));
-        // errors are sticky
+        // errors are sticky, even when more input arrives
+        assert!(d.next_token().is_err());
+        d.feed(&[0x01, 0x81]);
         assert!(d.next_token().is_err());
     }
 

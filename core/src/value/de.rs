@@ -334,6 +334,10 @@ impl Deserializer {
     }
 
     fn handle(&mut self, token: Token, wire_len: usize) -> Step {
+        let token = match self.fast_item(token, wire_len)? {
+            Some(token) => token,
+            None => return Ok(None),
+        };
         match token {
             Token::Ping(n) => return Ok(Some(Event::Ping(n))),
             Token::Pong(n) => return Ok(Some(Event::Pong(n))),
@@ -414,6 +418,38 @@ impl Deserializer {
             }),
             primitive => self.primitive(primitive),
         }
+    }
+
+    /// The hot path: a number or byte string inside a list, tuple or set.
+    /// Gives the token back when it needs the general path.
+    #[inline]
+    fn fast_item(&mut self, token: Token, wire_len: usize) -> Result<Option<Token>, DecodeError> {
+        if self.discard.is_some() || self.index.is_some() {
+            return Ok(Some(token));
+        }
+        let Some(OpenFrame {
+            frame: Frame::Seq { items, .. },
+            ..
+        }) = self.stack.last_mut()
+        else {
+            return Ok(Some(token));
+        };
+        let value = match token {
+            Token::Int(v) if v <= i64::MAX as u64 => Value::Int(Int::Small(v as i64)),
+            Token::Neg(v) if v <= i64::MAX as u64 => Value::Int(Int::Small(-(v as i64))),
+            Token::Float(f) => Value::Float(f),
+            Token::String(b) => Value::Bytes(b),
+            other => return Ok(Some(other)),
+        };
+        if items.len() >= self.limits.max_container_items {
+            return Err(DecodeError::TooManyItems {
+                offset: self.offset,
+                limit: self.limits.max_container_items,
+            });
+        }
+        items.push(value);
+        self.charge(wire_len + VALUE_SIZE)?;
+        Ok(None)
     }
 
     /// Counts an OPEN and enters its index phase.

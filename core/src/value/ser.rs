@@ -110,6 +110,7 @@ impl Serializer {
         let start_len = out.len();
         let start_count = self.open_count;
         let mut anchors = Anchors::default();
+        anchors.add_root(value);
         let r = self.write_value(value, out, &mut anchors);
         if r.is_err() {
             out.truncate(start_len);
@@ -120,11 +121,11 @@ impl Serializer {
 
     /// Writes `value` inside a message whose anchor scope the caller owns
     /// (the broker writes call arguments this way).
-    pub(crate) fn write_value(
+    pub(crate) fn write_value<'a>(
         &mut self,
-        value: &Value,
+        value: &'a Value,
         out: &mut BytesMut,
-        anchors: &mut Anchors,
+        anchors: &mut Anchors<'a>,
     ) -> Result<(), EncodeError> {
         let mut stack: SmallVec<[Frame<'_>; 16]> = SmallVec::new();
         self.start(value, out, anchors, &mut stack)?;
@@ -186,7 +187,7 @@ impl Serializer {
         &mut self,
         value: &'a Value,
         out: &mut BytesMut,
-        anchors: &mut Anchors,
+        anchors: &mut Anchors<'a>,
         stack: &mut SmallVec<[Frame<'a>; 16]>,
     ) -> Result<(), EncodeError> {
         match value {
@@ -239,23 +240,34 @@ impl Serializer {
                 });
             }
             Value::Anchor(id, inner) => {
-                match &**inner {
-                    Value::List(_)
-                    | Value::Tuple(_)
-                    | Value::Set(_)
-                    | Value::FrozenSet(_)
-                    | Value::Dict(_)
-                    | Value::Copyable(_) => {}
-                    other => return Err(EncodeError::UnshareableAnchor(other.type_name())),
+                check_shareable(inner)?;
+                match anchors.get(*id) {
+                    // an alias earlier in wire order (dict keys were sorted)
+                    // already carried the value: refer back to it
+                    Some(target) if !anchors.anchor_seen(*id) => {
+                        anchors.mark_anchor_seen(*id);
+                        self.put_reference(out, target);
+                    }
+                    Some(_) => return Err(EncodeError::DuplicateAnchor(*id)),
+                    None => {
+                        anchors.define(*id, self.open_count);
+                        anchors.mark_anchor_seen(*id);
+                        self.start(inner, out, anchors, stack)?;
+                    }
                 }
-                anchors.define(*id, self.open_count)?;
-                self.start(inner, out, anchors, stack)?;
             }
             Value::Alias(id) => {
-                let target = anchors.get(*id).ok_or(EncodeError::UnknownAnchor(*id))?;
-                let open = self.open_sequence(out, b"reference");
-                put_token_header(out, target, TypeByte::Int);
-                self.close(out, open);
+                match anchors.get(*id) {
+                    Some(target) => self.put_reference(out, target),
+                    None => {
+                        // The alias comes first in wire order (Python sends
+                        // the full value at the first occurrence it meets).
+                        let inner = anchors.find(*id).ok_or(EncodeError::UnknownAnchor(*id))?;
+                        check_shareable(inner)?;
+                        anchors.define(*id, self.open_count);
+                        self.start(inner, out, anchors, stack)?;
+                    }
+                }
             }
             Value::MyReference(r) => {
                 let id = self.open_sequence(out, b"my-reference");
@@ -283,6 +295,12 @@ impl Serializer {
         Ok(())
     }
 
+    fn put_reference(&mut self, out: &mut BytesMut, target: u64) {
+        let open = self.open_sequence(out, b"reference");
+        put_token_header(out, target, TypeByte::Int);
+        self.close(out, open);
+    }
+
     fn push_items<'a>(
         &mut self,
         out: &mut BytesMut,
@@ -295,6 +313,20 @@ impl Serializer {
             iter: items.iter(),
             close,
         });
+    }
+}
+
+/// Only what Python's unslicers register can be the target of a
+/// `reference`: list, tuple, dict, set, frozenset, copyable.
+fn check_shareable(v: &Value) -> Result<(), EncodeError> {
+    match v {
+        Value::List(_)
+        | Value::Tuple(_)
+        | Value::Set(_)
+        | Value::FrozenSet(_)
+        | Value::Dict(_)
+        | Value::Copyable(_) => Ok(()),
+        other => Err(EncodeError::UnshareableAnchor(other.type_name())),
     }
 }
 
@@ -330,24 +362,62 @@ fn sorted_pairs(pairs: &[(Value, Value)]) -> PairIter<'_> {
     }
 }
 
-/// Anchor id → OPEN number of the anchored container, for one message.
+/// The sharing scope of one message: anchor id → OPEN number of the
+/// container written for it, and (built on first need) anchor id → value,
+/// for an alias that wire order puts before its anchor.
 #[derive(Debug, Default)]
-pub(crate) struct Anchors {
-    map: hashbrown::HashMap<AnchorId, u64>,
+pub(crate) struct Anchors<'a> {
+    written: hashbrown::HashMap<AnchorId, u64>,
+    anchor_nodes: hashbrown::HashSet<AnchorId>,
+    roots: SmallVec<[&'a Value; 4]>,
+    index: Option<hashbrown::HashMap<AnchorId, &'a Value>>,
 }
 
-impl Anchors {
-    fn define(&mut self, id: AnchorId, open: u64) -> Result<(), EncodeError> {
-        match self.map.entry(id) {
-            hashbrown::hash_map::Entry::Occupied(_) => Err(EncodeError::DuplicateAnchor(id)),
-            hashbrown::hash_map::Entry::Vacant(v) => {
-                v.insert(open);
-                Ok(())
-            }
-        }
+impl<'a> Anchors<'a> {
+    /// Registers a top-level value of the message (for `find`).
+    pub(crate) fn add_root(&mut self, v: &'a Value) {
+        self.roots.push(v);
+        self.index = None;
+    }
+
+    fn define(&mut self, id: AnchorId, open: u64) {
+        self.written.insert(id, open);
     }
 
     fn get(&self, id: AnchorId) -> Option<u64> {
-        self.map.get(&id).copied()
+        self.written.get(&id).copied()
+    }
+
+    fn anchor_seen(&self, id: AnchorId) -> bool {
+        self.anchor_nodes.contains(&id)
+    }
+
+    fn mark_anchor_seen(&mut self, id: AnchorId) {
+        self.anchor_nodes.insert(id);
+    }
+
+    /// The anchored value with this id anywhere in the message.
+    fn find(&mut self, id: AnchorId) -> Option<&'a Value> {
+        let roots = &self.roots;
+        let index = self.index.get_or_insert_with(|| {
+            let mut index = hashbrown::HashMap::new();
+            let mut todo: Vec<&'a Value> = roots.to_vec();
+            while let Some(v) = todo.pop() {
+                match v {
+                    Value::Anchor(id, inner) => {
+                        index.entry(*id).or_insert(&**inner);
+                        todo.push(inner);
+                    }
+                    Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
+                        todo.extend(i.iter())
+                    }
+                    Value::Dict(p) => p.iter().for_each(|(k, x)| todo.extend([k, x])),
+                    Value::Copyable(c) => todo.extend(c.state.iter().map(|(_, x)| x)),
+                    _ => {}
+                }
+            }
+            index
+        });
+        index.get(&id).copied()
     }
 }

@@ -528,3 +528,32 @@ fn tuple_cycles_follow_python() {
         DecodeError::IncompleteKey { .. }
     ));
 }
+
+#[test]
+fn sorting_a_dict_may_put_an_alias_before_its_anchor() {
+    // {2: t, 1: t} with one shared tuple, received with keys in the order
+    // 2, 1: sorted, key 1 comes first and carries the tuple, as Python
+    // 24.9.0 re-sends it (found by fuzzing)
+    let v = Value::Dict(vec![
+        (
+            Value::int(2),
+            Value::Anchor(1, Box::new(Value::Tuple(vec![]))),
+        ),
+        (Value::int(1), Value::Alias(1)),
+    ]);
+    assert_eq!(
+        hex(&encode(&v, VocabTable::V1)),
+        "008803870181018805870189028102880287018102890089"
+    );
+    let back = decode_one(&encode(&v, VocabTable::V1), VocabTable::V1).unwrap();
+    assert_eq!(
+        back,
+        Value::Dict(vec![
+            (
+                Value::int(1),
+                Value::Anchor(1, Box::new(Value::Tuple(vec![])))
+            ),
+            (Value::int(2), Value::Alias(1)),
+        ])
+    );
+}
