@@ -76,7 +76,8 @@ fn codec(c: &mut Criterion) {
                 // A fresh serializer (two words) so OPEN numbers, and hence
                 // the output, are the same every iteration.
                 let mut ser = Serializer::new(common::VOCAB);
-                ser.serialize(black_box(&input.value), &mut out).expect("encodes");
+                ser.serialize(black_box(&input.value), &mut out)
+                    .expect("encodes");
                 assert_eq!(out.len(), input.wire.len());
             })
         });

@@ -63,7 +63,8 @@ fn main() {
     for input in common::inputs() {
         if let Some(dir) = &dump {
             std::fs::create_dir_all(dir).expect("create dump dir");
-            std::fs::write(dir.join(format!("{}.bin", input.name)), &input.wire).expect("write dump");
+            std::fs::write(dir.join(format!("{}.bin", input.name)), &input.wire)
+                .expect("write dump");
         }
         let fresh = || -> Bytes { BytesMut::from(&input.wire[..]).freeze() };
 
@@ -107,7 +108,8 @@ fn main() {
             out.clear();
             let start = Instant::now();
             let mut ser = Serializer::new(common::VOCAB);
-            ser.serialize(black_box(&input.value), &mut out).expect("encodes");
+            ser.serialize(black_box(&input.value), &mut out)
+                .expect("encodes");
             let t = start.elapsed();
             assert_eq!(out.len(), input.wire.len());
             t

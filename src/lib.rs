@@ -5,4 +5,4 @@
 #![forbid(unsafe_code)]
 
 pub use foolscap_core as core;
-pub use foolscap_core::{banana, furl, identity, negotiation, rng, value};
+pub use foolscap_core::{banana, broker, furl, identity, negotiation, rng, value};

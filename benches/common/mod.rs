@@ -44,12 +44,19 @@ pub fn blobs() -> Value {
 
 /// `n` deterministic bytes: `(seed + 7*i) mod 256`.
 fn pattern(n: usize, seed: usize) -> Value {
-    Value::Bytes((0..n).map(|i| ((seed + 7 * i) & 0xff) as u8).collect::<Vec<u8>>().into())
+    Value::Bytes(
+        (0..n)
+            .map(|i| ((seed + 7 * i) & 0xff) as u8)
+            .collect::<Vec<u8>>()
+            .into(),
+    )
 }
 
 fn b32(seed: usize, n: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-    (0..n).map(|i| ALPHABET[(seed * 13 + 5 * i) % 32] as char).collect()
+    (0..n)
+        .map(|i| ALPHABET[(seed * 13 + 5 * i) % 32] as char)
+        .collect()
 }
 
 fn furl(seed: usize, host: &str) -> String {
@@ -76,15 +83,24 @@ fn s(x: impl AsRef<str>) -> Value {
 pub fn announcement() -> Value {
     let storage_v1 = dict(vec![
         ("maximum-immutable-share-size", Value::int(1 << 40)),
-        ("maximum-mutable-share-size", Value::int(69105 * 1000 * 1000 * 1000 * 1000)),
+        (
+            "maximum-mutable-share-size",
+            Value::int(69105 * 1000 * 1000 * 1000 * 1000),
+        ),
         ("available-space", Value::int(12_345_678_901_234)),
         ("tolerates-immutable-read-overrun", Value::Bool(true)),
-        ("delete-mutable-shares-with-zero-length-writev", Value::Bool(true)),
+        (
+            "delete-mutable-shares-with-zero-length-writev",
+            Value::Bool(true),
+        ),
         ("fills-holes-with-zero-bytes", Value::Bool(true)),
         ("prevents-read-past-end-of-share-data", Value::Bool(true)),
         (
             "gbs-anonymous-storage-url",
-            s(format!("https://storage01.example.net:8443/storage/v1/{}", b32(3, 52))),
+            s(format!(
+                "https://storage01.example.net:8443/storage/v1/{}",
+                b32(3, 52)
+            )),
         ),
         ("gbs-mutable-write-batch", Value::int(64)),
     ]);
@@ -123,8 +139,14 @@ pub fn announcement() -> Value {
                         format!("privatestorageio-zkapauthz-v{i}")
                     }),
                 ),
-                ("storage-server-FURL", s(furl(10 + i, "storage01.example.net"))),
-                ("ristretto-issuer-root-url", s(format!("https://issuer.example.net/v{}/", i + 1))),
+                (
+                    "storage-server-FURL",
+                    s(furl(10 + i, "storage01.example.net")),
+                ),
+                (
+                    "ristretto-issuer-root-url",
+                    s(format!("https://issuer.example.net/v{}/", i + 1)),
+                ),
                 ("pass-value", Value::int(1_000_000 * (i as i64 + 1))),
                 ("default-token-count", Value::int(50_000)),
                 ("lease.crawl-interval.mean", Value::int(864_000)),
@@ -153,7 +175,10 @@ pub fn announcement() -> Value {
         })
         .collect();
     dict(vec![
-        ("anonymous-storage-FURL", s(furl(1, "storage01.example.net"))),
+        (
+            "anonymous-storage-FURL",
+            s(furl(1, "storage01.example.net")),
+        ),
         ("permutation-seed-base32", s(b32(2, 32))),
         ("nickname", s("storage01 \u{2603} rack-7")),
         ("my-version", s("tahoe-lafs/1.19.0")),
@@ -183,7 +208,10 @@ pub fn announcement() -> Value {
         ("grid-manager-certificates", Value::List(certificates)),
         ("storage-options", Value::List(options)),
         ("app-versions", app_versions),
-        ("http://allmydata.org/tahoe/protocols/storage/v1", storage_v1),
+        (
+            "http://allmydata.org/tahoe/protocols/storage/v1",
+            storage_v1,
+        ),
         ("introducer-furl", Value::None),
         ("accepting-immutable-shares", Value::Bool(true)),
         ("accepting-mutable-shares", Value::Bool(false)),
@@ -197,7 +225,12 @@ pub fn count_values(v: &Value) -> u64 {
         Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
             1 + i.iter().map(count_values).sum::<u64>()
         }
-        Value::Dict(p) => 1 + p.iter().map(|(k, v)| count_values(k) + count_values(v)).sum::<u64>(),
+        Value::Dict(p) => {
+            1 + p
+                .iter()
+                .map(|(k, v)| count_values(k) + count_values(v))
+                .sum::<u64>()
+        }
         _ => 1,
     }
 }
@@ -205,7 +238,9 @@ pub fn count_values(v: &Value) -> u64 {
 /// Encodes one value as one message with a fresh serializer.
 pub fn encode(v: &Value) -> Vec<u8> {
     let mut out = BytesMut::new();
-    Serializer::new(VOCAB).serialize(v, &mut out).expect("benchmark input encodes");
+    Serializer::new(VOCAB)
+        .serialize(v, &mut out)
+        .expect("benchmark input encodes");
     out.to_vec()
 }
 
@@ -233,28 +268,32 @@ pub fn decode(wire: bytes::Bytes) -> Value {
 
 /// The three inputs: (a) ints, (b) blobs, (c) announcement.
 pub fn inputs() -> Vec<Input> {
-    [("ints", ints as fn() -> Value), ("blobs", blobs), ("announcement", announcement)]
-        .into_iter()
-        .map(|(name, build)| {
-            let value = build();
-            let wire = encode(&value);
-            let values = match name {
-                "announcement" => count_values(&value),
-                _ => match &value {
-                    Value::List(i) => i.len() as u64,
-                    _ => unreachable!(),
-                },
-            };
-            let tokens = count_tokens(&wire);
-            let decoded = decode(bytes::Bytes::from(wire.clone()));
-            assert_eq!(encode(&decoded), wire, "{name} does not round-trip");
-            Input {
-                name,
-                value,
-                wire,
-                values,
-                tokens,
-            }
-        })
-        .collect()
+    [
+        ("ints", ints as fn() -> Value),
+        ("blobs", blobs),
+        ("announcement", announcement),
+    ]
+    .into_iter()
+    .map(|(name, build)| {
+        let value = build();
+        let wire = encode(&value);
+        let values = match name {
+            "announcement" => count_values(&value),
+            _ => match &value {
+                Value::List(i) => i.len() as u64,
+                _ => unreachable!(),
+            },
+        };
+        let tokens = count_tokens(&wire);
+        let decoded = decode(bytes::Bytes::from(wire.clone()));
+        assert_eq!(encode(&decoded), wire, "{name} does not round-trip");
+        Input {
+            name,
+            value,
+            wire,
+            values,
+            tokens,
+        }
+    })
+    .collect()
 }

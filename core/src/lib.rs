@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod banana;
+pub mod broker;
 pub mod furl;
 pub mod identity;
 pub mod negotiation;

@@ -1,6 +1,7 @@
 //! Shared helpers for the tests that drive the real Python peer.
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod negotiation;
 
 use std::io::Write;

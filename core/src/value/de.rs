@@ -28,6 +28,85 @@ pub enum Event {
     PeerError(Bytes),
 }
 
+/// A `call` message as received (wire-protocol reference §5.4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingCall {
+    /// Request ID; 0 means no answer is wanted.
+    pub req_id: u64,
+    /// Target clid: 0 is the broker, positive an object, negative a
+    /// function or bound method.
+    pub clid: i64,
+    /// Method name (empty, and ignored, when `clid < 0`).
+    pub method: Text,
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments in wire order; a repeated name keeps its first
+    /// position and its last value, as Python's dict does.
+    pub kwargs: Vec<(Text, Value)>,
+}
+
+/// What the deserializer reports on a PB connection (see
+/// [`Deserializer::pb_messages`]): the three top-level messages, the
+/// violations the broker must answer, and the stream-level events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PbEvent {
+    /// A complete `call`.
+    Call(IncomingCall),
+    /// A complete `answer`.
+    Answer {
+        /// The request it answers.
+        req_id: u64,
+        /// The result.
+        value: Value,
+    },
+    /// A complete `error`; `failure` is the body as sent (normally a
+    /// `twisted.python.failure.Failure` copyable).
+    Error {
+        /// The request it fails.
+        req_id: u64,
+        /// The failure value.
+        failure: Value,
+    },
+    /// A call whose reqID was known was refused (a Violation, not ABORT)
+    /// and discarded; Python answers it with an `error` (unless reqID 0).
+    CallViolation {
+        /// The refused call's reqID.
+        req_id: u64,
+        /// Why.
+        error: DecodeError,
+    },
+    /// An `answer` or `error` whose reqID was known was refused and
+    /// discarded; Python fails that local request with the Violation.
+    AnswerViolation {
+        /// The request to fail.
+        req_id: u64,
+        /// Why.
+        error: DecodeError,
+    },
+    /// A top-level message was discarded silently (unknown top-level
+    /// sequence, a Violation before the reqID, ABORT in a call, ...).
+    Discarded(DecodeError),
+    /// A PING; answer with PONG.
+    Ping(u64),
+    /// A PONG.
+    Pong(u64),
+    /// The peer's ERROR message.
+    PeerError(Bytes),
+}
+
+/// What one step of decoding produced.
+#[derive(Debug)]
+enum Out {
+    Ev(Event),
+    Pb(PbEvent),
+}
+
+impl From<Event> for Out {
+    fn from(e: Event) -> Out {
+        Out::Ev(e)
+    }
+}
+
 /// The sequence kinds a frame can be, in the state they need.
 #[derive(Debug)]
 enum Frame {
@@ -63,6 +142,36 @@ enum Frame {
         state: Vec<(Text, Value)>,
         attr: Option<Text>,
     },
+    /// PB `call`: reqID, clid, method name, then `arguments`.
+    Call {
+        req_id: Option<u64>,
+        clid: Option<i64>,
+        method: Option<Text>,
+        args: Option<Arguments>,
+    },
+    /// PB `arguments`: count, positional values, keyword name/value pairs.
+    Arguments {
+        count: Option<usize>,
+        args: Arguments,
+        name: Option<Text>,
+    },
+    /// PB `answer`.
+    Answer {
+        req_id: Option<u64>,
+        value: Option<Value>,
+    },
+    /// PB `error`.
+    Error {
+        req_id: Option<u64>,
+        value: Option<Value>,
+    },
+}
+
+/// Positional and keyword arguments of a call, in wire order.
+#[derive(Debug, Default)]
+struct Arguments {
+    positional: Vec<Value>,
+    keyword: Vec<(Text, Value)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +201,10 @@ impl Frame {
             Frame::YourRef(_) => "your-reference",
             Frame::TheirRef { .. } => "their-reference",
             Frame::Copyable { .. } => "copyable",
+            Frame::Call { .. } => "call",
+            Frame::Arguments { .. } => "arguments",
+            Frame::Answer { .. } => "answer",
+            Frame::Error { .. } => "error",
         }
     }
 }
@@ -156,6 +269,15 @@ struct IndexPhase {
 struct Discard {
     levels: usize,
     error: DecodeError,
+    /// The PB message being discarded, if its reqID was known.
+    pb: Option<PbRequest>,
+}
+
+/// A PB message whose reqID is known.
+#[derive(Debug, Clone, Copy)]
+enum PbRequest {
+    Call(u64),
+    Answer(u64),
 }
 
 /// A streaming value deserializer for one direction of a connection.
@@ -192,11 +314,14 @@ pub struct Deserializer {
     /// stream, like foolscap's storage banana) or a protocol error (a PB
     /// connection, where only OPEN may start a message).
     top_level_primitives: bool,
+    /// Whether this is a PB connection: top-level sequences are `call`,
+    /// `answer` and `error` only.
+    pb: bool,
 }
 
 const VALUE_SIZE: usize = std::mem::size_of::<Value>();
 
-type Step = Result<Option<Event>, DecodeError>;
+type Step = Result<Option<Out>, DecodeError>;
 
 impl Deserializer {
     /// A deserializer for a stream that uses `vocab` as its incoming table.
@@ -217,6 +342,7 @@ impl Deserializer {
             failed: None,
             offset: 0,
             top_level_primitives: true,
+            pb: false,
         }
     }
 
@@ -224,6 +350,17 @@ impl Deserializer {
     /// OPEN"), as a PB connection does. Value streams accept them.
     pub fn require_top_level_open(mut self) -> Self {
         self.top_level_primitives = false;
+        self
+    }
+
+    /// Makes this a PB connection's deserializer (implies
+    /// [`Deserializer::require_top_level_open`]): the only top-level
+    /// sequences are `call`, `answer` and `error` (wire-protocol reference
+    /// §4.10, 5.4, 5.5), any other is discarded silently; poll it with
+    /// [`Deserializer::poll_pb_event`].
+    pub fn pb_messages(mut self) -> Self {
+        self.top_level_primitives = false;
+        self.pb = true;
         self
     }
 
@@ -259,7 +396,38 @@ impl Deserializer {
 
     /// Decodes as far as the buffered bytes allow and returns the next
     /// event, `Ok(None)` when more bytes are needed.
+    ///
+    /// On a PB connection use [`Deserializer::poll_pb_event`]; this method
+    /// skips PB messages.
     pub fn poll_event(&mut self) -> Result<Option<Event>, DecodeError> {
+        loop {
+            match self.poll_out()? {
+                None => return Ok(None),
+                Some(Out::Ev(e)) => return Ok(Some(e)),
+                Some(Out::Pb(_)) => {}
+            }
+        }
+    }
+
+    /// Decodes as far as the buffered bytes allow and returns the next
+    /// event of a PB connection, `Ok(None)` when more bytes are needed.
+    /// `Err` is fatal (send ERROR and close) and sticky.
+    pub fn poll_pb_event(&mut self) -> Result<Option<PbEvent>, DecodeError> {
+        Ok(self.poll_out()?.map(|out| match out {
+            Out::Pb(p) => p,
+            Out::Ev(Event::Ping(n)) => PbEvent::Ping(n),
+            Out::Ev(Event::Pong(n)) => PbEvent::Pong(n),
+            Out::Ev(Event::PeerError(m)) => PbEvent::PeerError(m),
+            Out::Ev(Event::Discarded(e)) => PbEvent::Discarded(e),
+            // unreachable in PB mode: top-level values are refused
+            Out::Ev(Event::Value(_)) => PbEvent::Discarded(DecodeError::UnknownOpenType {
+                offset: self.offset,
+                name: "value".into(),
+            }),
+        }))
+    }
+
+    fn poll_out(&mut self) -> Result<Option<Out>, DecodeError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -293,15 +461,27 @@ impl Deserializer {
     }
 
     /// Drops the partial message and skips the rest of it.
-    fn start_discard(&mut self, error: DecodeError) -> Option<Event> {
+    fn start_discard(&mut self, error: DecodeError) -> Option<Out> {
         let levels = self.stack.len() + self.index.is_some() as usize;
+        let pb = match self.stack.first().map(|f| &f.frame) {
+            Some(Frame::Call {
+                req_id: Some(r), ..
+            }) if !matches!(error, DecodeError::Aborted { .. }) => Some(PbRequest::Call(*r)),
+            Some(Frame::Answer {
+                req_id: Some(r), ..
+            })
+            | Some(Frame::Error {
+                req_id: Some(r), ..
+            }) => Some(PbRequest::Answer(*r)),
+            _ => None,
+        };
         self.stack.clear();
         self.index = None;
         self.reset_message();
         if levels == 0 {
-            return Some(Event::Discarded(error));
+            return Some(discarded(error, pb));
         }
-        self.discard = Some(Discard { levels, error });
+        self.discard = Some(Discard { levels, error, pb });
         None
     }
 
@@ -339,9 +519,9 @@ impl Deserializer {
             None => return Ok(None),
         };
         match token {
-            Token::Ping(n) => return Ok(Some(Event::Ping(n))),
-            Token::Pong(n) => return Ok(Some(Event::Pong(n))),
-            Token::Error(msg) => return Ok(Some(Event::PeerError(msg))),
+            Token::Ping(n) => return Ok(Some(Event::Ping(n).into())),
+            Token::Pong(n) => return Ok(Some(Event::Pong(n).into())),
+            Token::Error(msg) => return Ok(Some(Event::PeerError(msg).into())),
             _ => {}
         }
         if let Some(d) = &mut self.discard {
@@ -354,7 +534,7 @@ impl Deserializer {
                     d.levels -= 1;
                     if d.levels == 0 {
                         let d = self.discard.take().expect("discarding");
-                        return Ok(Some(Event::Discarded(d.error)));
+                        return Ok(Some(discarded(d.error, d.pb)));
                     }
                 }
                 Token::Vocab(i) => {
@@ -410,6 +590,13 @@ impl Deserializer {
                     });
                 }
                 let top = self.stack.pop().expect("inside a sequence");
+                match top.frame {
+                    Frame::Arguments { .. } => return self.finish_arguments(top),
+                    Frame::Call { .. } | Frame::Answer { .. } | Frame::Error { .. } => {
+                        return self.finish_pb(top)
+                    }
+                    _ => {}
+                }
                 let (value, waits) = self.finish(top)?;
                 self.deliver(value, waits)
             }
@@ -508,6 +695,27 @@ impl Deserializer {
                     why: format!("{} parameters must be STRINGs", top.name()),
                 })
             }
+            Frame::Call { req_id: None, .. } => refuse("request ID must be an INT"),
+            Frame::Call { clid: None, .. } => refuse("object ID must be an INT/NEG"),
+            Frame::Call { method: None, .. } => refuse("method name must be a STRING"),
+            Frame::Call { args: None, .. } => Ok(()),
+            Frame::Call { .. } => refuse("too many objects given to CallUnslicer"),
+            Frame::Arguments { count: None, .. } => refuse("posarg count must be an INT"),
+            Frame::Arguments {
+                count: Some(n),
+                args,
+                name: None,
+            } if args.positional.len() >= *n => refuse("kwarg name must be a STRING"),
+            Frame::Arguments { args, .. } => {
+                self.check_items(args.positional.len() + args.keyword.len())
+            }
+            Frame::Answer { req_id: None, .. } | Frame::Error { req_id: None, .. } => {
+                refuse("request ID must be an INT")
+            }
+            Frame::Answer { value: Some(_), .. } | Frame::Error { value: Some(_), .. } => {
+                refuse("stop sending me stuff!")
+            }
+            Frame::Answer { .. } | Frame::Error { .. } => Ok(()),
             _ => refuse("it accepts no sequences"),
         }
     }
@@ -563,6 +771,51 @@ impl Deserializer {
                 })
             }
         };
+        if self.pb && self.stack.is_empty() {
+            let frame = match &name[..] {
+                b"call" => Frame::Call {
+                    req_id: None,
+                    clid: None,
+                    method: None,
+                    args: None,
+                },
+                b"answer" => Frame::Answer {
+                    req_id: None,
+                    value: None,
+                },
+                b"error" => Frame::Error {
+                    req_id: None,
+                    value: None,
+                },
+                other => {
+                    return Err(DecodeError::UnknownOpenType {
+                        offset: self.offset,
+                        name: String::from_utf8_lossy(other).into_owned(),
+                    })
+                }
+            };
+            return self.push_frame(frame, SlotKind::Other);
+        }
+        if let Some(OpenFrame {
+            frame: Frame::Call { .. },
+            ..
+        }) = self.stack.last()
+        {
+            if &name[..] != b"arguments" {
+                return Err(DecodeError::UnexpectedToken {
+                    offset: self.offset,
+                    sequence: "call",
+                    token: "OPEN",
+                    rule: "arguments must be an 'arguments' sequence",
+                });
+            }
+            let frame = Frame::Arguments {
+                count: None,
+                args: Arguments::default(),
+                name: None,
+            };
+            return self.push_frame(frame, SlotKind::Other);
+        }
         let phase = self.index.as_mut().expect("in index phase");
         let utf8 = |b: &Bytes, offset| {
             Text::from_utf8(b.clone()).map_err(|_| DecodeError::InvalidUtf8 {
@@ -709,8 +962,16 @@ impl Deserializer {
         let Some(top_index) = self.stack.len().checked_sub(1) else {
             return self.deliver(primitive_value(self, token)?, Pending::new());
         };
+        let token = match self.pb_primitive(top_index, token)? {
+            Some(t) => t,
+            None => return Ok(None),
+        };
         match &self.stack[top_index].frame {
             Frame::Seq { .. } | Frame::Dict { .. } => {}
+            Frame::Call { .. }
+            | Frame::Arguments { .. }
+            | Frame::Answer { .. }
+            | Frame::Error { .. } => {}
             Frame::Copyable { attr: Some(_), .. } => {}
             Frame::Copyable {
                 attr: None, state, ..
@@ -881,6 +1142,153 @@ impl Deserializer {
         self.deliver(value, Pending::new())
     }
 
+    /// The token rules of `call`, `arguments`, `answer` and `error`
+    /// (Python's `checkToken`s). Gives the token back when it is a value.
+    fn pb_primitive(
+        &mut self,
+        top_index: usize,
+        token: Token,
+    ) -> Result<Option<Token>, DecodeError> {
+        let offset = self.offset;
+        let vocab = self.vocab;
+        let string = |t: &Token| -> Result<Option<Bytes>, DecodeError> {
+            Ok(match t {
+                Token::String(s) => Some(s.clone()),
+                Token::Vocab(i) => Some(
+                    vocab
+                        .word(*i)
+                        .map(Bytes::from_static)
+                        .ok_or(DecodeError::UndefinedVocab { offset, index: *i })?,
+                ),
+                _ => None,
+            })
+        };
+        match &mut self.stack[top_index].frame {
+            Frame::Call {
+                req_id,
+                clid,
+                method,
+                args,
+            } => {
+                let rule = if req_id.is_none() {
+                    let Token::Int(r) = token else {
+                        return Err(pb_unexpected(
+                            offset,
+                            "call",
+                            &token,
+                            "request ID must be an INT",
+                        ));
+                    };
+                    *req_id = Some(r);
+                    return Ok(None);
+                } else if clid.is_none() {
+                    let c = match token {
+                        Token::Int(v) => i64::try_from(v).ok(),
+                        Token::Neg(v) => 0i64.checked_sub_unsigned(v),
+                        _ => {
+                            return Err(pb_unexpected(
+                                offset,
+                                "call",
+                                &token,
+                                "object ID must be an INT/NEG",
+                            ))
+                        }
+                    };
+                    *clid = Some(c.ok_or_else(|| {
+                        pb_unexpected(offset, "call", &token, "object ID out of range")
+                    })?);
+                    return Ok(None);
+                } else if method.is_none() {
+                    let negative = clid.is_some_and(|c| c < 0);
+                    let Some(s) = string(&token)? else {
+                        return Err(pb_unexpected(
+                            offset,
+                            "call",
+                            &token,
+                            "method name must be a STRING",
+                        ));
+                    };
+                    let text = if negative {
+                        // the target is a function: Python ignores the name
+                        Text::from("")
+                    } else {
+                        Text::from_utf8(s).map_err(|_| DecodeError::InvalidUtf8 {
+                            offset,
+                            what: "a method name",
+                        })?
+                    };
+                    if let Frame::Call { method, .. } = &mut self.stack[top_index].frame {
+                        *method = Some(text);
+                    }
+                    return Ok(None);
+                } else if args.is_none() {
+                    "arguments must be an 'arguments' sequence"
+                } else {
+                    "too many objects given to CallUnslicer"
+                };
+                Err(pb_unexpected(offset, "call", &token, rule))
+            }
+            Frame::Arguments {
+                count: count @ None,
+                ..
+            } => {
+                let Token::Int(n) = token else {
+                    return Err(pb_unexpected(
+                        offset,
+                        "arguments",
+                        &token,
+                        "posarg count must be an INT",
+                    ));
+                };
+                let limit = self.limits.max_container_items;
+                *count = Some(
+                    usize::try_from(n)
+                        .ok()
+                        .filter(|n| *n <= limit)
+                        .ok_or(DecodeError::TooManyItems { offset, limit })?,
+                );
+                Ok(None)
+            }
+            Frame::Arguments {
+                count: Some(n),
+                args,
+                name: None,
+            } if args.positional.len() >= *n => {
+                let Some(s) = string(&token)? else {
+                    return Err(pb_unexpected(
+                        offset,
+                        "arguments",
+                        &token,
+                        "kwarg name must be a STRING",
+                    ));
+                };
+                let text = Text::from_utf8(s).map_err(|_| DecodeError::InvalidUtf8 {
+                    offset,
+                    what: "a keyword argument name",
+                })?;
+                if let Frame::Arguments { name, .. } = &mut self.stack[top_index].frame {
+                    *name = Some(text);
+                }
+                Ok(None)
+            }
+            Frame::Arguments { .. } => Ok(Some(token)),
+            Frame::Answer { req_id, value } | Frame::Error { req_id, value } => {
+                if req_id.is_none() {
+                    let Token::Int(r) = token else {
+                        return Err(self.unexpected(&token, "request ID must be an INT"));
+                    };
+                    *req_id = Some(r);
+                    return Ok(None);
+                }
+                if value.is_some() {
+                    return Err(self.unexpected(&token, "stop sending me stuff!"));
+                }
+                Ok(Some(token))
+            }
+            _ => Ok(Some(token)),
+        }
+    }
+
     fn resolve_reference(&mut self, target: u64) -> Result<Value, DecodeError> {
         let dangling = DecodeError::DanglingReference {
             offset: self.offset,
@@ -977,6 +1385,12 @@ impl Deserializer {
                     hashable: true,
                 };
                 Value::Copyable(Box::new(Copyable { type_name, state }))
+            }
+            Frame::Call { .. }
+            | Frame::Arguments { .. }
+            | Frame::Answer { .. }
+            | Frame::Error { .. } => {
+                unreachable!("PB frames are finished by finish_pb")
             }
         };
         self.charge(VALUE_SIZE)?;
@@ -1078,6 +1492,20 @@ impl Deserializer {
                     state.push((name, value));
                 }
             }
+            Frame::Arguments { count, args, name } => {
+                if args.positional.len() < count.unwrap_or(0) {
+                    args.positional.push(value);
+                } else {
+                    let name = name.take().expect("keyword name checked on arrival");
+                    // Python's dict: a repeated name keeps its place and
+                    // takes the new value (the old one stays for the anchor
+                    // pass, which needs every OPEN in wire order)
+                    args.keyword.push((name, value));
+                }
+            }
+            Frame::Answer { value: slot, .. } | Frame::Error { value: slot, .. } => {
+                *slot = Some(value);
+            }
             other => unreachable!("{} frames take no child values", other.name()),
         }
         Ok(None)
@@ -1170,12 +1598,118 @@ impl Deserializer {
         }
     }
 
-    fn finish_message(&mut self, mut value: Value) -> Event {
+    /// Closes an `arguments` sequence into its `call` frame.
+    fn finish_arguments(&mut self, open: OpenFrame) -> Step {
+        let Frame::Arguments { count, args, name } = open.frame else {
+            unreachable!()
+        };
+        if count.is_none_or(|n| args.positional.len() < n) || name.is_some() {
+            return Err(DecodeError::Incomplete {
+                offset: self.offset,
+                sequence: "arguments",
+            });
+        }
+        if let Some(OpenFrame {
+            frame: Frame::Call { args: slot, .. },
+            ..
+        }) = self.stack.last_mut()
+        {
+            *slot = Some(args);
+        }
+        Ok(None)
+    }
+
+    /// Completes a top-level `call`, `answer` or `error`: resolves its
+    /// sharing (anchors numbered from the message's first OPEN) and reports
+    /// it.
+    fn finish_pb(&mut self, open: OpenFrame) -> Step {
+        let offset = self.offset;
+        let incomplete = |sequence| DecodeError::Incomplete { offset, sequence };
+        let (pb, first_open) = match &open.frame {
+            Frame::Call {
+                req_id: Some(r),
+                args: Some(_),
+                ..
+            } => (PbRequest::Call(*r), 2),
+            Frame::Call { .. } => return Err(incomplete("call")),
+            Frame::Answer {
+                req_id: Some(r),
+                value: Some(_),
+            }
+            | Frame::Error {
+                req_id: Some(r),
+                value: Some(_),
+            } => (PbRequest::Answer(*r), 1),
+            Frame::Answer { .. } => return Err(incomplete("answer")),
+            _ => return Err(incomplete("error")),
+        };
+        if self.slots.iter().any(|s| s.broken) {
+            self.reset_message();
+            return Ok(Some(discarded(
+                DecodeError::UnresolvableCycle { offset },
+                Some(pb),
+            )));
+        }
+        let referenced = self.slots.iter().any(|s| s.referenced);
+        let dedup = self.needs_dedup;
+        let fix = |v: &mut Value, next: &mut u32, slots: &[Slot]| {
+            if referenced {
+                anchor_pass(v, next, slots, &mut Default::default());
+            }
+            if dedup {
+                dedup_pass(v);
+            }
+        };
+        let mut next = first_open;
+        let event = match open.frame {
+            Frame::Call {
+                req_id: Some(req_id),
+                clid: Some(clid),
+                method: Some(method),
+                args: Some(mut args),
+            } => {
+                for v in args
+                    .positional
+                    .iter_mut()
+                    .chain(args.keyword.iter_mut().map(|(_, v)| v))
+                {
+                    fix(v, &mut next, &self.slots);
+                }
+                PbEvent::Call(IncomingCall {
+                    req_id,
+                    clid,
+                    method,
+                    args: args.positional,
+                    kwargs: merge_keywords(args.keyword),
+                })
+            }
+            Frame::Answer {
+                req_id: Some(req_id),
+                value: Some(mut value),
+            } => {
+                fix(&mut value, &mut next, &self.slots);
+                PbEvent::Answer { req_id, value }
+            }
+            Frame::Error {
+                req_id: Some(req_id),
+                value: Some(mut failure),
+            } => {
+                fix(&mut failure, &mut next, &self.slots);
+                PbEvent::Error { req_id, failure }
+            }
+            _ => unreachable!("checked above"),
+        };
+        self.reset_message();
+        Ok(Some(Out::Pb(event)))
+    }
+
+    fn finish_message(&mut self, mut value: Value) -> Out {
         if self.slots.iter().any(|s| s.broken) {
             self.reset_message();
             return Event::Discarded(DecodeError::UnresolvableCycle {
                 offset: self.offset,
-            });
+            })
+            .into();
         }
         if self.slots.iter().any(|s| s.referenced) {
             let mut next = 0u32;
@@ -1185,7 +1719,32 @@ impl Deserializer {
             dedup_pass(&mut value);
         }
         self.reset_message();
-        Event::Value(value)
+        Event::Value(value).into()
+    }
+}
+
+/// The event for a discarded message: a violation to answer when the
+/// message's reqID was known.
+fn discarded(error: DecodeError, pb: Option<PbRequest>) -> Out {
+    Out::Pb(match pb {
+        Some(PbRequest::Call(req_id)) => PbEvent::CallViolation { req_id, error },
+        Some(PbRequest::Answer(req_id)) => PbEvent::AnswerViolation { req_id, error },
+        None => return Event::Discarded(error).into(),
+    })
+}
+
+/// A fatal "wrong token here" error inside a PB sequence.
+fn pb_unexpected(
+    offset: u64,
+    sequence: &'static str,
+    token: &Token,
+    rule: &'static str,
+) -> DecodeError {
+    DecodeError::UnexpectedToken {
+        offset,
+        sequence,
+        token: token.type_byte().name(),
+        rule,
     }
 }
 
@@ -1204,6 +1763,19 @@ fn primitive_value(de: &Deserializer, token: Token) -> Result<Value, DecodeError
         Token::Vocab(i) => Value::Bytes(de.vocab_word(i)?),
         _ => unreachable!("structural tokens are handled by the caller"),
     })
+}
+
+/// Keyword arguments as Python's dict keeps them: a repeated name stays at
+/// its first position with its last value.
+fn merge_keywords(pairs: Vec<(Text, Value)>) -> Vec<(Text, Value)> {
+    let mut out: Vec<(Text, Value)> = Vec::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => out.push((name, value)),
+        }
+    }
+    out
 }
 
 /// How many OPENs the wire form of `v` contains.

@@ -32,7 +32,7 @@ mod arbitrary_impl;
 
 use bytes::Bytes;
 
-pub use de::{Deserializer, Event};
+pub use de::{Deserializer, Event, IncomingCall, PbEvent};
 pub use decimal::{Decimal, DecimalError};
 pub use error::{DecodeError, EncodeError, ErrorScope};
 pub use int::Int;

@@ -1,0 +1,81 @@
+use bytes::Bytes;
+use thiserror::Error;
+
+use super::failure::{Failure, FailureError};
+use super::{Clid, ReqId};
+use crate::value::{DecodeError, EncodeError};
+
+/// Why a connection ended (wire-protocol reference §4.8, 4.10, 6.6).
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum CloseReason {
+    /// We closed it ([`super::Broker::close`]).
+    #[error("closed locally")]
+    Local,
+    /// The transport ended ([`super::Broker::connection_lost`]).
+    #[error("connection was lost")]
+    Lost,
+    /// The peer sent an ERROR token.
+    #[error("peer reported an error: {}", String::from_utf8_lossy(.0))]
+    PeerError(Bytes),
+    /// Nothing arrived for `disconnect_timeout`.
+    #[error("no data received for the disconnect timeout")]
+    IdleTimeout,
+    /// The peer broke the protocol; we sent ERROR.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
+
+/// A protocol error by the peer: fatal, answered with an ERROR token.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProtocolError {
+    /// The token stream or a sequence was malformed.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A `call` reused a reqID whose call is still unanswered.
+    #[error("duplicate reqID {0}")]
+    DuplicateReqId(ReqId),
+    /// An `error` whose Failure lacks a required attribute.
+    #[error("bad Failure: {0}")]
+    Failure(FailureError),
+    /// A `my-reference` FURL that is not the peer's.
+    #[error("inbound reference claims bad tubid: {0}")]
+    BadReferenceFurl(String),
+    /// More imported references than `BrokerConfig::max_imports`.
+    #[error("more than {0} live references imported from the peer")]
+    TooManyImports(usize),
+}
+
+/// Why one of our outgoing calls failed.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum CallError {
+    /// The remote method raised (the peer's `error` message).
+    #[error("remote exception {0}")]
+    Remote(Failure),
+    /// The answer or error was refused while receiving it (a Violation);
+    /// the connection goes on.
+    #[error("violation in the answer: {0}")]
+    Violation(String),
+    /// The connection ended first (Python's `DeadReferenceError`).
+    #[error("connection was lost: {0}")]
+    ConnectionLost(CloseReason),
+}
+
+/// A local API misuse or a value that cannot be sent.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum BrokerError {
+    /// The connection is closed.
+    #[error("the connection is closed")]
+    Closed,
+    /// A call to a clid the peer never sent us (or that we released).
+    #[error("no live reference with clid {0}")]
+    UnknownClid(Clid),
+    /// Functions (negative clids) take keyword arguments only.
+    #[error("functions take keyword arguments only")]
+    PositionalToFunction,
+    /// `answer`/`fail` for a request that is not waiting for one.
+    #[error("no incoming call {0} is waiting for an answer")]
+    UnknownRequest(ReqId),
+    /// The value cannot be serialized.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}

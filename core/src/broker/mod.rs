@@ -1,0 +1,842 @@
+//! The broker: PB calls, answers and errors over a negotiated connection
+//! (wire-protocol reference §5.4-5.8, 6), sans-IO.
+//!
+//! A [`Broker`] takes the plaintext banana a [`crate::negotiation::Session`]
+//! delivers and gives back plaintext to send, events and timers, in the
+//! style of `quinn-proto`: [`Broker::handle_plaintext`],
+//! [`Broker::poll_transmit`], [`Broker::poll_event`], [`Broker::poll_timeout`]
+//! and [`Broker::handle_timeout`]. It never blocks and never reads a clock.
+//!
+//! It numbers our requests, matches answers (in any order) to them,
+//! delivers incoming calls to local objects as events to be answered later,
+//! serves the clid-0 broker object (`getReferenceByName`, `decref`,
+//! `decgift`), counts exported and imported references as Python does,
+//! answers PING, pings an idle peer and fails every outstanding call when
+//! the connection ends.
+
+mod error;
+mod failure;
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::banana::encode::{put_error, put_ping_pong};
+use crate::banana::{TypeByte, VocabTable};
+use crate::furl::Furl;
+use crate::identity::TubId;
+use crate::value::{
+    DecodeError, Deserializer, IncomingCall, Limits, MyReference, PbEvent, Serializer, Text, Value,
+};
+
+pub use error::{BrokerError, CallError, CloseReason, ProtocolError};
+pub use failure::{limits as failure_limits, Failure, FailureError, FAILURE_TYPE, NO_TRACEBACK};
+
+/// A request ID: ours count 1, 2, ...; 0 means "no answer wanted".
+pub type ReqId = u64;
+/// A connection-local object id: 0 the broker, positive objects, negative
+/// functions.
+pub type Clid = i64;
+/// The application's name for one of its local objects.
+pub type ObjectId = u64;
+
+/// A local object the peer may reach: what a [`Registry`] returns and what
+/// [`Broker::export`] sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// The application's id for the object.
+    pub object: ObjectId,
+    /// Its RemoteInterface name (`""` for none).
+    pub interface: Bytes,
+    /// Its FURL, sent with the first `my-reference` if present.
+    pub furl: Option<Bytes>,
+}
+
+/// The Tub's published objects: swissnum → object.
+pub trait Registry {
+    /// The object registered under `name`, if any.
+    fn lookup(&self, name: &[u8]) -> Option<Export>;
+}
+
+impl<S: BuildHasher> Registry for HashMap<Vec<u8>, Export, S> {
+    fn lookup(&self, name: &[u8]) -> Option<Export> {
+        self.get(name).cloned()
+    }
+}
+
+/// Broker settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Send PING after this long without receiving anything (Python's
+    /// `keepaliveTimeout`). Default: 240 s.
+    pub keepalive: Option<Duration>,
+    /// Drop the connection after this long without receiving anything
+    /// (Python's `disconnectTimeout`). Default: off.
+    pub disconnect_timeout: Option<Duration>,
+    /// Value deserializer limits.
+    pub limits: Limits,
+    /// The peer's tubid: a `my-reference` FURL naming another Tub is fatal
+    /// (§5.6). `None` skips the check.
+    pub peer_tubid: Option<TubId>,
+    /// Most incoming calls waiting for our answer; a call beyond it is
+    /// answered with a Violation. Default: 65536.
+    pub max_incoming_calls: usize,
+    /// Most distinct live references imported from the peer; more is
+    /// fatal. Default: 1 Mi.
+    pub max_imports: usize,
+}
+
+impl BrokerConfig {
+    /// Default `keepalive`.
+    pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(240);
+    /// Default `max_incoming_calls`.
+    pub const DEFAULT_MAX_INCOMING_CALLS: usize = 1 << 16;
+    /// Default `max_imports`.
+    pub const DEFAULT_MAX_IMPORTS: usize = 1 << 20;
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            keepalive: Some(Self::DEFAULT_KEEPALIVE),
+            disconnect_timeout: None,
+            limits: Limits::default(),
+            peer_tubid: None,
+            max_incoming_calls: Self::DEFAULT_MAX_INCOMING_CALLS,
+            max_imports: Self::DEFAULT_MAX_IMPORTS,
+        }
+    }
+}
+
+/// A call from the peer to one of our objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundCall {
+    /// Answer with [`Broker::answer`] or [`Broker::fail`]; 0 means the
+    /// caller wants no answer.
+    pub req_id: ReqId,
+    /// The clid the peer used.
+    pub clid: Clid,
+    /// The target object.
+    pub object: ObjectId,
+    /// Method name (empty for a function).
+    pub method: Text,
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments.
+    pub kwargs: Vec<(Text, Value)>,
+}
+
+/// What the broker reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerEvent {
+    /// The peer calls one of our objects.
+    Call(InboundCall),
+    /// One of our calls succeeded.
+    Answer {
+        /// Our request.
+        req_id: ReqId,
+        /// The result (a `my-reference` for `getReferenceByName`).
+        value: Value,
+    },
+    /// One of our calls failed.
+    Failed {
+        /// Our request.
+        req_id: ReqId,
+        /// Why.
+        error: CallError,
+    },
+    /// The peer released every reference to an exported object; its clid
+    /// is retired.
+    Released {
+        /// The retired clid.
+        clid: Clid,
+        /// The object.
+        object: ObjectId,
+    },
+    /// The connection ended; flush [`Broker::poll_transmit`] (it may hold
+    /// an ERROR token) and close the transport. Nothing follows.
+    Closed(CloseReason),
+}
+
+/// What an outstanding call of ours is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    User,
+    Decref(Clid),
+}
+
+#[derive(Debug)]
+struct Exported {
+    object: ObjectId,
+    /// Times sent minus counts released by `decref`.
+    refcount: u64,
+    interface: Bytes,
+    furl: Option<Bytes>,
+}
+
+#[derive(Debug, Default)]
+struct Imported {
+    /// Times received since the last `decref` we sent.
+    received: u64,
+}
+
+/// One PB connection's broker, sans-IO.
+pub struct Broker {
+    config: BrokerConfig,
+    registry: Box<dyn Registry + Send>,
+    de: Deserializer,
+    ser: Serializer,
+    out: BytesMut,
+    events: VecDeque<BrokerEvent>,
+    next_req: ReqId,
+    outstanding: HashMap<ReqId, Pending>,
+    incoming: hashbrown::HashSet<ReqId>,
+    next_clid: i64,
+    exports: HashMap<Clid, Exported>,
+    clid_of: HashMap<(ObjectId, bool), Clid>,
+    imports: HashMap<Clid, Imported>,
+    last_rx: Instant,
+    last_ping: Option<Instant>,
+    closed: Option<CloseReason>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("outstanding", &self.outstanding.len())
+            .field("incoming", &self.incoming.len())
+            .field("exports", &self.exports.len())
+            .field("imports", &self.imports.len())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// A broker for a connection negotiated with `vocab`, serving the
+    /// objects of `registry`, started at `now`.
+    pub fn new(
+        vocab: VocabTable,
+        config: BrokerConfig,
+        registry: Box<dyn Registry + Send>,
+        now: Instant,
+    ) -> Broker {
+        Broker {
+            de: Deserializer::new(vocab, config.limits.clone()).pb_messages(),
+            ser: Serializer::new(vocab),
+            config,
+            registry,
+            out: BytesMut::new(),
+            events: VecDeque::new(),
+            next_req: 1,
+            outstanding: HashMap::new(),
+            incoming: hashbrown::HashSet::new(),
+            next_clid: 1,
+            exports: HashMap::new(),
+            clid_of: HashMap::new(),
+            imports: HashMap::new(),
+            last_rx: now,
+            last_ping: None,
+            closed: None,
+        }
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
+    /// Our calls still waiting for an answer.
+    pub fn outstanding_calls(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Feeds plaintext received at `now`.
+    pub fn handle_plaintext(&mut self, now: Instant, data: &[u8]) {
+        if self.closed.is_some() || data.is_empty() {
+            return;
+        }
+        self.last_rx = now;
+        self.de.feed(data);
+        loop {
+            match self.de.poll_pb_event() {
+                Ok(Some(ev)) => {
+                    if let Err(e) = self.handle_pb(ev) {
+                        self.protocol_error(e);
+                        return;
+                    }
+                    if self.closed.is_some() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    self.protocol_error(e.into());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Appends plaintext to send to `buf`; returns how many bytes.
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
+        let n = self.out.len();
+        buf.extend_from_slice(&self.out);
+        self.out.clear();
+        n
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<BrokerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Broker::handle_timeout`] should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed.is_some() {
+            return None;
+        }
+        let ping = self.config.keepalive.map(|k| self.idle_since() + k);
+        let drop = self.config.disconnect_timeout.map(|d| self.last_rx + d);
+        match (ping, drop) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs the timers: PING after `keepalive` of silence (again every
+    /// `keepalive` while it lasts), close after `disconnect_timeout`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed.is_some() {
+            return;
+        }
+        if let Some(d) = self.config.disconnect_timeout {
+            if now >= self.last_rx + d {
+                self.shut(CloseReason::IdleTimeout);
+                return;
+            }
+        }
+        if let Some(k) = self.config.keepalive {
+            if now >= self.idle_since() + k {
+                put_ping_pong(&mut self.out, 0, TypeByte::Ping);
+                self.last_ping = Some(now);
+            }
+        }
+    }
+
+    fn idle_since(&self) -> Instant {
+        match self.last_ping {
+            Some(p) if p > self.last_rx => p,
+            _ => self.last_rx,
+        }
+    }
+
+    /// Closes the connection locally: outstanding calls fail with
+    /// [`CallError::ConnectionLost`], then [`BrokerEvent::Closed`].
+    pub fn close(&mut self) {
+        self.shut(CloseReason::Local);
+    }
+
+    /// The transport ended (EOF, TLS close, socket error).
+    pub fn connection_lost(&mut self) {
+        self.shut(CloseReason::Lost);
+    }
+
+    // ---- our calls ----
+
+    /// Calls `method` on the peer's object `clid` (0 for its broker);
+    /// keyword arguments are sent in sorted name order. The answer arrives
+    /// as [`BrokerEvent::Answer`] or [`BrokerEvent::Failed`] with the
+    /// returned reqID.
+    pub fn call(
+        &mut self,
+        clid: Clid,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+    ) -> Result<ReqId, BrokerError> {
+        self.check_target(clid, args)?;
+        let req = self.next_req;
+        self.write_call(req, clid, method, args, kwargs)?;
+        self.next_req += 1;
+        self.outstanding.insert(req, Pending::User);
+        Ok(req)
+    }
+
+    /// Python's `callRemoteOnly`: a call with reqID 0, never answered.
+    pub fn call_only(
+        &mut self,
+        clid: Clid,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+    ) -> Result<(), BrokerError> {
+        self.check_target(clid, args)?;
+        self.write_call(0, clid, method, args, kwargs)
+    }
+
+    /// Asks the peer's broker for the object published as `name` (a FURL's
+    /// swissnum). The answer is a `my-reference`; its clid is then
+    /// callable.
+    pub fn get_reference_by_name(&mut self, name: &[u8]) -> Result<ReqId, BrokerError> {
+        self.call(
+            0,
+            "getReferenceByName",
+            &[],
+            &[(Text::from("name"), Value::bytes(name))],
+        )
+    }
+
+    /// Releases every reference to `clid` received so far: sends
+    /// `decref(clid, count)` with the count received (§6.2). The clid is
+    /// forgotten once the peer acknowledges, unless it was received again
+    /// meanwhile. `None` when nothing is held.
+    pub fn release(&mut self, clid: Clid) -> Result<Option<ReqId>, BrokerError> {
+        let Some(imp) = self.imports.get_mut(&clid) else {
+            return Ok(None);
+        };
+        if imp.received == 0 {
+            return Ok(None);
+        }
+        let count = std::mem::take(&mut imp.received);
+        let req = self.next_req;
+        let kwargs = [
+            (Text::from("clid"), Value::int(clid)),
+            (Text::from("count"), Value::Int(count.into())),
+        ];
+        if let Err(e) = self.write_call(req, 0, "decref", &[], &kwargs) {
+            if let Some(imp) = self.imports.get_mut(&clid) {
+                imp.received = count;
+            }
+            return Err(e);
+        }
+        self.next_req += 1;
+        self.outstanding.insert(req, Pending::Decref(clid));
+        Ok(Some(req))
+    }
+
+    fn check_target(&self, clid: Clid, args: &[Value]) -> Result<(), BrokerError> {
+        if self.closed.is_some() {
+            return Err(BrokerError::Closed);
+        }
+        // a released clid may be retired by the peer any moment now
+        if clid != 0 && self.imports.get(&clid).is_none_or(|i| i.received == 0) {
+            return Err(BrokerError::UnknownClid(clid));
+        }
+        if clid < 0 && !args.is_empty() {
+            return Err(BrokerError::PositionalToFunction);
+        }
+        Ok(())
+    }
+
+    fn write_call(
+        &mut self,
+        req: ReqId,
+        clid: Clid,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+    ) -> Result<(), BrokerError> {
+        if self.closed.is_some() {
+            return Err(BrokerError::Closed);
+        }
+        let method = if clid < 0 { "" } else { method };
+        self.ser
+            .write_call(&mut self.out, req, clid, method.as_bytes(), args, kwargs)?;
+        Ok(())
+    }
+
+    // ---- their calls ----
+
+    /// Sends a reference to a local object: a `my-reference` to put in an
+    /// answer or argument, counted as sent (send it). The first one after
+    /// each full release carries the interface name and FURL.
+    pub fn export(&mut self, export: &Export) -> Value {
+        self.export_as(export, false)
+    }
+
+    /// Like [`Broker::export`] for a function or bound method (negative
+    /// clid; the peer calls it with keyword arguments only).
+    pub fn export_function(&mut self, object: ObjectId) -> Value {
+        let export = Export {
+            object,
+            interface: Bytes::new(),
+            furl: None,
+        };
+        self.export_as(&export, true)
+    }
+
+    fn export_as(&mut self, export: &Export, function: bool) -> Value {
+        let key = (export.object, function);
+        let clid = *self.clid_of.entry(key).or_insert_with(|| {
+            let n = self.next_clid;
+            self.next_clid += 1;
+            if function {
+                -n
+            } else {
+                n
+            }
+        });
+        let e = self.exports.entry(clid).or_insert_with(|| Exported {
+            object: export.object,
+            refcount: 0,
+            interface: export.interface.clone(),
+            furl: export.furl.clone(),
+        });
+        e.refcount += 1;
+        let first = e.refcount == 1;
+        Value::MyReference(Box::new(MyReference {
+            clid,
+            interface: first.then(|| e.interface.clone()),
+            furl: if first { e.furl.clone() } else { None },
+        }))
+    }
+
+    /// Answers incoming call `req_id` with `value`. On an encoding error
+    /// nothing is sent and the call still waits (fail it instead).
+    pub fn answer(&mut self, req_id: ReqId, value: &Value) -> Result<(), BrokerError> {
+        if req_id == 0 {
+            return Ok(());
+        }
+        self.take_incoming(req_id)?;
+        if let Err(e) = self.ser.write_answer(&mut self.out, req_id, value) {
+            self.incoming.insert(req_id);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Fails incoming call `req_id` with a remote exception.
+    pub fn fail(&mut self, req_id: ReqId, failure: &Failure) -> Result<(), BrokerError> {
+        if req_id == 0 {
+            return Ok(());
+        }
+        self.take_incoming(req_id)?;
+        self.send_error(req_id, failure);
+        Ok(())
+    }
+
+    fn take_incoming(&mut self, req_id: ReqId) -> Result<(), BrokerError> {
+        if self.closed.is_some() {
+            return Err(BrokerError::Closed);
+        }
+        if !self.incoming.remove(&req_id) {
+            return Err(BrokerError::UnknownRequest(req_id));
+        }
+        Ok(())
+    }
+
+    fn send_error(&mut self, req_id: ReqId, failure: &Failure) {
+        if req_id == 0 || self.closed.is_some() {
+            return;
+        }
+        self.ser
+            .write_error(&mut self.out, req_id, &failure.to_value())
+            .expect("a Failure copyable always serializes");
+    }
+
+    fn send_answer(&mut self, req_id: ReqId, value: &Value) {
+        if req_id == 0 {
+            return;
+        }
+        self.ser
+            .write_answer(&mut self.out, req_id, value)
+            .expect("broker answers always serialize");
+    }
+
+    // ---- receiving ----
+
+    fn handle_pb(&mut self, ev: PbEvent) -> Result<(), ProtocolError> {
+        match ev {
+            PbEvent::Call(call) => self.incoming_call(call)?,
+            PbEvent::Answer { req_id, value } => match self.outstanding.remove(&req_id) {
+                None => {} // not waiting: Python discards it
+                Some(Pending::Decref(clid)) => self.decref_done(clid),
+                Some(Pending::User) => match self.note_received(&value) {
+                    Ok(Ok(())) => self.events.push_back(BrokerEvent::Answer { req_id, value }),
+                    Ok(Err(why)) => self.events.push_back(BrokerEvent::Failed {
+                        req_id,
+                        error: CallError::Violation(why),
+                    }),
+                    Err(fatal) => {
+                        // fails with the connection, like every other call
+                        self.outstanding.insert(req_id, Pending::User);
+                        return Err(fatal);
+                    }
+                },
+            },
+            PbEvent::Error { req_id, failure } => {
+                let Some(pending) = self.outstanding.remove(&req_id) else {
+                    return Ok(());
+                };
+                let error = match Failure::from_value(&failure) {
+                    Ok(f) => CallError::Remote(f),
+                    Err(e) if e.is_fatal() => {
+                        // fails with the connection, like every other call
+                        self.outstanding.insert(req_id, pending);
+                        return Err(ProtocolError::Failure(e));
+                    }
+                    Err(e) => CallError::Violation(e.to_string()),
+                };
+                match pending {
+                    Pending::Decref(clid) => self.decref_done(clid),
+                    Pending::User => self.events.push_back(BrokerEvent::Failed { req_id, error }),
+                }
+            }
+            PbEvent::CallViolation { req_id, error } => {
+                self.send_error(req_id, &Failure::violation(req_id, &error.to_string()));
+            }
+            PbEvent::AnswerViolation { req_id, error } => match self.outstanding.remove(&req_id) {
+                Some(Pending::User) => self.events.push_back(BrokerEvent::Failed {
+                    req_id,
+                    error: CallError::Violation(error.to_string()),
+                }),
+                Some(Pending::Decref(clid)) => self.decref_done(clid),
+                None => {}
+            },
+            PbEvent::Discarded(_) | PbEvent::Pong(_) => {}
+            PbEvent::Ping(n) => put_ping_pong(&mut self.out, n, TypeByte::Pong),
+            PbEvent::PeerError(msg) => self.shut(CloseReason::PeerError(msg)),
+        }
+        Ok(())
+    }
+
+    fn incoming_call(&mut self, call: IncomingCall) -> Result<(), ProtocolError> {
+        let req = call.req_id;
+        if req != 0 && self.incoming.contains(&req) {
+            return Err(ProtocolError::DuplicateReqId(req));
+        }
+        if call.clid == 0 {
+            return self.broker_call(call);
+        }
+        let Some(object) = self.exports.get(&call.clid).map(|e| e.object) else {
+            self.send_error(
+                req,
+                &Failure::violation(req, &format!("unknown CLID {}", call.clid)),
+            );
+            return Ok(());
+        };
+        let values = call.args.iter().chain(call.kwargs.iter().map(|(_, v)| v));
+        if let Err(why) = self.note_received_all(values)? {
+            self.send_error(req, &Failure::violation(req, &why));
+            return Ok(());
+        }
+        if req != 0 {
+            if self.incoming.len() >= self.config.max_incoming_calls {
+                let why = format!(
+                    "more than {} calls waiting for an answer",
+                    self.config.max_incoming_calls
+                );
+                self.send_error(req, &Failure::violation(req, &why));
+                return Ok(());
+            }
+            self.incoming.insert(req);
+        }
+        self.events.push_back(BrokerEvent::Call(InboundCall {
+            req_id: req,
+            clid: call.clid,
+            object,
+            method: call.method,
+            args: call.args,
+            kwargs: call.kwargs,
+        }));
+        Ok(())
+    }
+
+    /// The clid-0 broker object (§5.8).
+    fn broker_call(&mut self, call: IncomingCall) -> Result<(), ProtocolError> {
+        let req = call.req_id;
+        let arg = |name: &str, pos: usize| -> Option<&Value> {
+            call.kwargs
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, v)| v)
+                .or_else(|| call.args.get(pos))
+        };
+        let given = call.args.len() + call.kwargs.len();
+        match call.method.as_str() {
+            "getReferenceByName" => {
+                let Some(Value::Bytes(name)) = arg("name", 0).map(Value::unanchored) else {
+                    let why = "getReferenceByName needs name= bytes";
+                    self.send_error(req, &Failure::violation(req, why));
+                    return Ok(());
+                };
+                if given != 1 {
+                    self.send_error(req, &Failure::violation(req, "unexpected arguments"));
+                    return Ok(());
+                }
+                match self.registry.lookup(name) {
+                    Some(export) => {
+                        if req != 0 {
+                            let r = self.export(&export);
+                            self.send_answer(req, &r);
+                        }
+                    }
+                    None => {
+                        let hint: String = String::from_utf8_lossy(name).chars().take(2).collect();
+                        let msg =
+                            format!("unable to find reference for name starting with '{hint}'");
+                        self.send_error(
+                            req,
+                            &Failure::new("builtins.KeyError", failure::py_str_repr(&msg)),
+                        );
+                    }
+                }
+            }
+            "decref" => {
+                let (Some(clid), Some(count)) = (
+                    arg("clid", 0).and_then(Value::as_i64),
+                    arg("count", 1).and_then(Value::as_i64),
+                ) else {
+                    let why = "decref needs clid= and count= ints";
+                    self.send_error(req, &Failure::violation(req, why));
+                    return Ok(());
+                };
+                match self.decref(clid, count) {
+                    Ok(()) => self.send_answer(req, &Value::None),
+                    Err(f) => self.send_error(req, &f),
+                }
+            }
+            "decgift" => {
+                // we never send gifts: Python's lookup of the giftID fails
+                let gift = arg("giftID", 0).and_then(Value::as_i64).unwrap_or(0);
+                self.send_error(req, &Failure::new("builtins.KeyError", gift.to_string()));
+            }
+            other => {
+                let f = Failure::no_such_method("Broker", other);
+                self.send_error(req, &f);
+            }
+        }
+        Ok(())
+    }
+
+    /// `remote_decref`: Python asserts `clid != 0` and `refcount >= count`
+    /// (an AssertionError answer); an unknown clid is ignored.
+    fn decref(&mut self, clid: Clid, count: i64) -> Result<(), Failure> {
+        if clid == 0 {
+            return Err(Failure::new("builtins.AssertionError", ""));
+        }
+        let Some(e) = self.exports.get_mut(&clid) else {
+            return Ok(());
+        };
+        if count < 0 {
+            // Python's assertion holds and the subtraction adds
+            e.refcount = e.refcount.saturating_add(count.unsigned_abs());
+            return Ok(());
+        }
+        if e.refcount < count as u64 {
+            return Err(Failure::new(
+                "builtins.AssertionError",
+                format!("decref({count}) but refcount was {}", e.refcount),
+            ));
+        }
+        e.refcount -= count as u64;
+        if e.refcount == 0 {
+            let object = e.object;
+            self.exports.remove(&clid);
+            self.clid_of.remove(&(object, clid < 0));
+            self.events
+                .push_back(BrokerEvent::Released { clid, object });
+        }
+        Ok(())
+    }
+
+    /// The peer acknowledged our `decref`: forget the clid unless it was
+    /// received again meanwhile.
+    fn decref_done(&mut self, clid: Clid) {
+        if self.imports.get(&clid).is_some_and(|i| i.received == 0) {
+            self.imports.remove(&clid);
+        }
+    }
+
+    fn note_received(&mut self, v: &Value) -> Result<Result<(), String>, ProtocolError> {
+        self.note_received_all(std::iter::once(v))
+    }
+
+    /// Counts the `my-reference`s in received values and checks their
+    /// FURLs; checks `your-reference`s name live exports. `Ok(Err(why))` is
+    /// a Violation.
+    fn note_received_all<'a>(
+        &mut self,
+        values: impl Iterator<Item = &'a Value>,
+    ) -> Result<Result<(), String>, ProtocolError> {
+        let mut todo: Vec<&Value> = values.collect();
+        while let Some(v) = todo.pop() {
+            match v {
+                Value::MyReference(r) => {
+                    if let (Some(furl), Some(peer)) = (&r.furl, self.config.peer_tubid) {
+                        let text = String::from_utf8_lossy(furl);
+                        match Furl::parse(&text) {
+                            Ok(f) if f.tubid == peer => {}
+                            _ => return Err(ProtocolError::BadReferenceFurl(text.into_owned())),
+                        }
+                    }
+                    if !self.imports.contains_key(&r.clid)
+                        && self.imports.len() >= self.config.max_imports
+                    {
+                        return Err(ProtocolError::TooManyImports(self.config.max_imports));
+                    }
+                    self.imports.entry(r.clid).or_default().received += 1;
+                }
+                Value::YourReference(clid) => {
+                    let known = i64::try_from(*clid).is_ok_and(|c| self.exports.contains_key(&c));
+                    if !known {
+                        return Ok(Err(format!("unknown clid {clid} in your-reference")));
+                    }
+                }
+                Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
+                    todo.extend(i)
+                }
+                Value::Dict(p) => p.iter().for_each(|(k, x)| todo.extend([k, x])),
+                Value::Copyable(c) => todo.extend(c.state.iter().map(|(_, x)| x)),
+                Value::Anchor(_, inner) => todo.push(inner),
+                _ => {}
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn protocol_error(&mut self, e: ProtocolError) {
+        if self.closed.is_some() {
+            return;
+        }
+        let text = match &e {
+            ProtocolError::Decode(DecodeError::Token(_)) | ProtocolError::Decode(_) => {
+                format!(
+                    "BananaError(in <RootUnslicer>): ({},)",
+                    failure::py_str_repr(&e.to_string())
+                )
+            }
+            _ => "exception while processing data, more information in the logfiles".into(),
+        };
+        put_error(&mut self.out, text.as_bytes());
+        self.shut(CloseReason::Protocol(e));
+    }
+
+    fn shut(&mut self, reason: CloseReason) {
+        if self.closed.is_some() {
+            return;
+        }
+        self.closed = Some(reason.clone());
+        let mut reqs: Vec<(ReqId, Pending)> = self.outstanding.drain().collect();
+        reqs.sort_unstable_by_key(|(r, _)| *r);
+        for (req_id, pending) in reqs {
+            if pending == Pending::User {
+                self.events.push_back(BrokerEvent::Failed {
+                    req_id,
+                    error: CallError::ConnectionLost(reason.clone()),
+                });
+            }
+        }
+        self.incoming.clear();
+        self.exports.clear();
+        self.clid_of.clear();
+        self.imports.clear();
+        self.events.push_back(BrokerEvent::Closed(reason));
+    }
+}
+
+#[cfg(test)]
+mod tests;
