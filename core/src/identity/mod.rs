@@ -4,27 +4,31 @@
 //! * [`TubId`]: lowercase unpadded base32 of SHA-1 over the certificate
 //!   DER, exactly as Python computes it.
 //! * [`Identity`]: certificate + private key. [`Identity::generate`] makes
-//!   a fresh self-signed ECDSA P-256 one (cheap to sign with, which makes
-//!   handshakes fast; Python accepts any self-signed certificate), and
+//!   a fresh self-signed ECDSA P-256 one with rcgen (cheap to sign with,
+//!   which makes handshakes fast; Python accepts any self-signed
+//!   certificate), and
 //!   [`Identity::from_cert_file`] / [`Identity::to_cert_file`] read and
 //!   write foolscap's certFile format, so a Rust program can take over a
 //!   Python node's identity (a Tahoe-LAFS `node.pem`, say), including
 //!   Python's RSA X.509 v1 certificates.
-
-mod der;
+//! * [`spki_of`] / [`split_spki`]: the public key of a certificate, read
+//!   with x509-parser; what the TLS verifier uses on peer certificates.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::SigningKey;
-use rustls::SignatureScheme;
 use sha1::{Digest, Sha1};
 use thiserror::Error;
-
-pub(crate) use der::{spki_of, split_spki};
+use x509_parser::asn1_rs::{Any, FromDer, Tag};
+use x509_parser::certificate::X509CertificateParser;
+use x509_parser::error::X509Error;
+use x509_parser::nom::Parser;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 const BASE32_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
@@ -138,6 +142,67 @@ impl FromStr for TubId {
 #[error("malformed certificate: {0}")]
 pub struct CertificateError(pub &'static str);
 
+/// The DER SubjectPublicKeyInfo of a certificate (X.509 v1 or v3), what
+/// the TLS verifier looks at in a peer's certificate. The certificate is
+/// parsed with x509-parser (extension contents are left unparsed) and must
+/// be exactly one DER certificate. Nothing else is checked: like Python
+/// foolscap, we do not care about validity dates, extensions or the
+/// self-signature.
+pub fn spki_of(cert_der: &[u8]) -> Result<&[u8], CertificateError> {
+    let (rest, cert) = X509CertificateParser::new()
+        .with_deep_parse_extensions(false)
+        .parse(cert_der)
+        .map_err(|e| match e {
+            x509_parser::nom::Err::Incomplete(_) => CertificateError("truncated certificate"),
+            x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => {
+                CertificateError(x509_error_text(&e))
+            }
+        })?;
+    if !rest.is_empty() {
+        return Err(CertificateError("bytes after the certificate"));
+    }
+    let spki = cert.tbs_certificate.subject_pki.raw;
+    split_spki(spki)?;
+    Ok(spki)
+}
+
+/// Splits a DER SubjectPublicKeyInfo into the contents of its
+/// AlgorithmIdentifier (the form rustls' signature algorithms compare
+/// against) and the public key bits (a BIT STRING without unused bits).
+pub fn split_spki(spki: &[u8]) -> Result<(&[u8], &[u8]), CertificateError> {
+    let bad = || CertificateError("bad subjectPublicKeyInfo");
+    // Validates the whole structure; the slices come from the DER below.
+    SubjectPublicKeyInfo::from_der(spki).map_err(|_| bad())?;
+    let (_, info) = Any::from_der(spki).map_err(|_| bad())?;
+    let (rest, alg) = Any::from_der(info.data).map_err(|_| bad())?;
+    let (_, key) = Any::from_der(rest).map_err(|_| bad())?;
+    if info.tag() != Tag::Sequence || alg.tag() != Tag::Sequence || key.tag() != Tag::BitString {
+        return Err(bad());
+    }
+    match key.data.split_first() {
+        Some((0, bits)) => Ok((alg.data, bits)),
+        _ => Err(CertificateError("public key BIT STRING has unused bits")),
+    }
+}
+
+fn x509_error_text(e: &X509Error) -> &'static str {
+    match e {
+        X509Error::InvalidVersion => "bad version field",
+        X509Error::InvalidSerial => "bad serial number",
+        X509Error::InvalidAlgorithmIdentifier => "bad algorithm identifier",
+        X509Error::InvalidX509Name => "bad issuer or subject name",
+        X509Error::InvalidDate => "bad validity dates",
+        X509Error::InvalidSPKI => "bad subjectPublicKeyInfo",
+        X509Error::InvalidSubjectUID => "bad subject unique ID",
+        X509Error::InvalidIssuerUID => "bad issuer unique ID",
+        X509Error::InvalidExtensions | X509Error::DuplicateExtensions => "bad extensions",
+        X509Error::InvalidSignatureValue => "bad signature value",
+        X509Error::InvalidTbsCertificate => "bad tbsCertificate",
+        X509Error::Der(_) | X509Error::NomError(_) => "not a DER certificate",
+        _ => "not an X.509 certificate",
+    }
+}
+
 /// Why an identity could not be loaded or made.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum IdentityError {
@@ -189,28 +254,25 @@ fn load_key(key: &PrivateKeyDer<'static>) -> Result<Arc<dyn SigningKey>, Identit
 impl Identity {
     /// A fresh identity: ECDSA P-256 key, self-signed X.509 v3 certificate
     /// without extensions, subject `CN=newpb_thingy`, serial 1, valid
-    /// 1975-9999. The key comes from ring's CSPRNG (not injectable).
+    /// 1975-01-01 to 9999-12-31 23:59:59 (RFC 5280's "no well-defined
+    /// expiration"), made by rcgen. The key comes from ring's CSPRNG (the
+    /// OS one; not injectable, so every call gives a different identity).
     pub fn generate() -> Result<Identity, IdentityError> {
-        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(
-            &ECDSA_P256_SHA256_ASN1_SIGNING,
-            &ring::rand::SystemRandom::new(),
-        )
-        .map_err(|_| IdentityError::Key("ECDSA P-256 key generation failed".into()))?;
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.as_ref().to_vec()));
+        use rcgen::{date_time_ymd, CertificateParams, DnType, KeyPair, SerialNumber};
+        let key_error = |e: rcgen::Error| IdentityError::Key(e.to_string());
+        let key_pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(key_error)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "newpb_thingy");
+        params.serial_number = Some(SerialNumber::from(1));
+        params.not_before = date_time_ymd(1975, 1, 1);
+        params.not_after = date_time_ymd(9999, 12, 31) + Duration::from_secs(86_399);
+        let cert = params.self_signed(&key_pair).map_err(key_error)?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
         let signing_key = load_key(&key)?;
-        let spki = signing_key
-            .public_key()
-            .ok_or_else(|| IdentityError::Key("no public key for the new key".into()))?;
-        let tbs = der::self_signed_tbs(spki.as_ref());
-        let signer = signing_key
-            .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
-            .ok_or_else(|| IdentityError::Key("the new key cannot sign ECDSA P-256".into()))?;
-        let signature = signer
-            .sign(&tbs)
-            .map_err(|e| IdentityError::Key(e.to_string()))?;
-        let cert = CertificateDer::from(der::certificate(&tbs, &signature));
-        Self::assemble(cert, key, signing_key)
+        Self::assemble(cert.der().clone(), key, signing_key)
     }
 
     /// Reads a certFile: the first certificate and the first private key

@@ -167,3 +167,136 @@ fn spki_is_found_in_v1_and_v3_certificates() {
         assert!(!alg.is_empty() && !key.is_empty());
     }
 }
+
+/// Made by pyOpenSSL as foolscap makes its certificates (RSA 2048, X.509
+/// v1, `CN=newpb_thingy`, serial 1), but valid only from 2024-11-25 to
+/// 2025-11-25: expired.
+const EXPIRED_V1: &str = r"
+-----BEGIN CERTIFICATE-----
+MIICojCCAYoCAQEwDQYJKoZIhvcNAQELBQAwFzEVMBMGA1UEAwwMbmV3cGJfdGhp
+bmd5MB4XDTI0MTEyNTEwMTMyN1oXDTI1MTEyNTEwMTMyN1owFzEVMBMGA1UEAwwM
+bmV3cGJfdGhpbmd5MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAocra
+cQSXJGWqLRRrUPT0yK0fq6RkKMWq+XHYqCi+J45LDSETuhFJk4DzqLaaRhZ5xs1i
+u0T6aRwloqOY3pxGF4ta2uMe4nnqgJUB1sNMaMyQsb4QpOMllqedlyjWJQUF3dEf
+bGNbpU+X7+RENlN1v41u3CRXPu+T4OzIM4ELZYsinz9+yGBTohi3k+D9hhd9WGfh
+oDcmpp//bCO0lsLX3O3GFmPaP03nxgudP6pg206bMX9SU0EiwjIr0/nVs9nQsh6Y
+vVwnjE28MtCpfULMRudIcT+ITwBNfJ9ivnsjuIQUW/HVTrn8zXDv+3HVDkv5/6Wv
+BlU+mnm3iPpjsmnVuQIDAQABMA0GCSqGSIb3DQEBCwUAA4IBAQBAwgwLk+VdslVq
+hQeL0GEQpNDTT6S/5axf038unfyKoipjFh8DP+2L9hWCCz+YHppcxwEABD/VYZgO
+/3QCotr//CLtXQe09Rz+onVxRDjMecedFyJLOJvxFId9RticWGZmsfmw8+wnTQET
+vREmyZhGTeze5Dk62SPjzo2axCM/6I55HGl0j97jnFsERbG20JTXFWdvxbzImXbH
+mcGT+t10msNhQXmdv6S7OHTdQd2I2Ld5swLuF5r3HBR7IXpkXfmRtL/j1sBPfI2b
+3BwEhe7VzyXps0p7jiYr8C8YAxeB0KXnSULH4I+W8j9k4fc9omlGR1OJSCYMNibk
+/5fjUpOt
+-----END CERTIFICATE-----
+-----BEGIN PRIVATE KEY-----
+MIIEvwIBADANBgkqhkiG9w0BAQEFAASCBKkwggSlAgEAAoIBAQChytpxBJckZaot
+FGtQ9PTIrR+rpGQoxar5cdioKL4njksNIRO6EUmTgPOotppGFnnGzWK7RPppHCWi
+o5jenEYXi1ra4x7ieeqAlQHWw0xozJCxvhCk4yWWp52XKNYlBQXd0R9sY1ulT5fv
+5EQ2U3W/jW7cJFc+75Pg7MgzgQtliyKfP37IYFOiGLeT4P2GF31YZ+GgNyamn/9s
+I7SWwtfc7cYWY9o/TefGC50/qmDbTpsxf1JTQSLCMivT+dWz2dCyHpi9XCeMTbwy
+0Kl9QsxG50hxP4hPAE18n2K+eyO4hBRb8dVOufzNcO/7cdUOS/n/pa8GVT6aebeI
++mOyadW5AgMBAAECggEAKTmh/Wg5BtosyX3JdoBkGvoZ9sdVihoL3bGHjhmLklKs
+hvTlrOSYxc/2xgd5OeCiOOi+fo8t6zhz0oQzAI37QiaNCPcUOIruGMNfC5UJ1C5D
+tDaE0S7btg6RliGepyIng4S0qA6NHIsyYLreMqWDfEKSe996p5uuJ4LN5Gm+OKoa
+ONNrZESmx8uWvSRd1Zs321mWyyw2++FTZfoB1mtj0NRNQ+s6+sAa6Ylxo9cpbYOc
+sgG3N2M2pp5dirQgycD/MFLbc4JHjb75/AmOrURLCv9Xrd6U56pXd7FfsCgAJbEU
+zIGimGCujvKcAmqnsVIQmZRP5ilaMeLLtv7pfgKZPQKBgQDaVJPtFRfp+1TrQIeb
+nbf2RzKundTU97FBXDEBxRtUoeJRxFUp6VMDMoTHkTEEcWKw2So8Tb4NzgyxEUQr
+yNl/CWLYyGoBY6dFTb6ZZ8VSc5t3ZGdHAVwIOrOEtVQvXTzRMlZdc2T6j3R/haO6
+tcSmxnAI8tMLFBuYVjxSTDZfDwKBgQC9tQ1nTTadD/CpYHCIEKz0IiAmCycgZSSv
+cqsvihbWXP/c/f50o98uUf/s+qsiXO+rCXOuims2SMTpadCDyx4bRxwO1zmCrTAC
++4VlkXN5zjs0HG5+vkEFOPShYZEJBsZEGp97sGsdsGC+73Sx9mNUs1zHkMibkVQ1
+lWX89xX+twKBgQCD5aSYDa4sxJFArfM+p8GDHvAXXXI+VoTXH4LbtuAT+Nho3Vs1
+vqdPvy1IAwbB0F32yLsjQzQV0u0H645rhSMgA+ObYzfnLvTWgWkr8+zZKs45Cob5
+9nBK6GubOJBrLMCZAPf77MKMPC38/Bc1rKnotujn/wpQHw2ssiwu66vNMQKBgQCn
+Bw/kEiGxq+Uy3Ax4YGZHFPzFQjCS3zqrlwSN+MEewAcvJhqxy86m09/HYPTobnc+
+WjYWSR0YUH2/HUFPqLi7P6K+llS2b5HELnxG7weDCUcrHJVU1mIdHQaWSHcQQXyz
+XdVpa+0D2NV1hxNx1QOkAcAAncNi5VQFUaLYVRxyhQKBgQCHMOr/2AP3dUjODUJC
+2bSEa1zGZ60j/hfziDVt0eumN1rcdKYqS/xPoCfXzvSowhfA15O55eV8YMdM/OYT
+6DF6kr0VZImDH6T1LFrbSUBifeTXbLrTKavpy0YuoTcoffVJAPDuUFunZu1ZheEh
+AuFP2rTtefNGcC4KLPmCmbx/fA==
+-----END PRIVATE KEY-----
+";
+
+#[test]
+fn expired_v1_certificate_loads() {
+    let id = Identity::from_cert_file(EXPIRED_V1).expect("loads");
+    let spki = spki_of(id.certificate_der()).expect("has a public key");
+    assert_eq!(
+        Some(spki),
+        id.signing_key().public_key().as_ref().map(|k| k.as_ref())
+    );
+}
+
+#[test]
+fn self_signature_is_not_checked() {
+    for id in [
+        Identity::from_cert_file(HIGH).unwrap(),
+        Identity::from_cert_file(EXPIRED_V1).unwrap(),
+        Identity::generate().unwrap(),
+    ] {
+        let mut cert = id.certificate_der().to_vec();
+        let last = cert.len() - 1;
+        cert[last] ^= 0x55; // inside the signature value
+        assert_eq!(spki_of(&cert), spki_of(id.certificate_der()));
+        let forged = Identity::from_der(cert, id.private_key_der().clone_key()).expect("loads");
+        assert_ne!(forged.tubid(), id.tubid());
+    }
+}
+
+#[test]
+fn malformed_certificates_are_refused() {
+    assert!(spki_of(&[]).is_err());
+    assert!(spki_of(&[0x30, 0x00]).is_err());
+    assert!(spki_of(&[0x30, 0x02, 0x30, 0x00]).is_err());
+    assert!(spki_of(&[0x30, 0x80]).is_err()); // indefinite length
+    assert!(spki_of(&[0x30, 0x85, 0, 0, 0, 0, 1]).is_err());
+    for id in [
+        Identity::from_cert_file(HIGH).unwrap(),
+        Identity::generate().unwrap(),
+    ] {
+        let cert = id.certificate_der().to_vec();
+        // every prefix of a real certificate fails cleanly
+        for n in 0..cert.len() {
+            assert!(spki_of(&cert[..n]).is_err(), "prefix {n}");
+        }
+        // and so does one with bytes after it
+        let mut longer = cert.clone();
+        longer.push(0);
+        assert_eq!(
+            spki_of(&longer),
+            Err(CertificateError("bytes after the certificate"))
+        );
+    }
+    assert!(split_spki(&[]).is_err());
+    // SEQUENCE { SEQUENCE { OID 1.2 }, BIT STRING with 4 unused bits }
+    let odd_bits = [0x30, 0x08, 0x30, 0x03, 0x06, 0x01, 0x2a, 0x03, 0x01, 0x04];
+    assert!(split_spki(&odd_bits).is_err());
+    let whole_bits = [
+        0x30, 0x09, 0x30, 0x03, 0x06, 0x01, 0x2a, 0x03, 0x02, 0x00, 0x07,
+    ];
+    assert_eq!(
+        split_spki(&whole_bits),
+        Ok((&[0x06, 0x01, 0x2a][..], &[0x07][..]))
+    );
+}
+
+#[test]
+fn v3_certificate_with_extensions_is_fine() {
+    use rcgen::{CertificateParams, CustomExtension, KeyPair, KeyUsagePurpose, PublicKeyData};
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::new(vec!["example.org".into()]).unwrap();
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // an unknown extension, marked critical: still not our business
+    let mut odd = CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![1, 2]);
+    odd.set_criticality(true);
+    params.custom_extensions = vec![odd];
+    let cert = params.self_signed(&key).unwrap();
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let id = Identity::from_der(cert.der().to_vec(), der).expect("loads");
+    assert_eq!(
+        spki_of(id.certificate_der()).unwrap(),
+        key.subject_public_key_info()
+    );
+}
