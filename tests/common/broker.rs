@@ -275,35 +275,5 @@ impl Drop for PyTarget {
 /// Runs `fsbroker.py ARGS` to completion (killed after `limit`) and returns
 /// its JSON lines.
 pub fn fsbroker(args: &[&str], limit: Duration) -> Vec<Json> {
-    let mut child = Command::new(python())
-        .arg(repo_root().join("tests/interop/fsbroker.py"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start fsbroker.py");
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait().expect("wait") {
-            Some(_) => break,
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("fsbroker.py {args:?} took longer than {limit:?}");
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    let out = reader.join().unwrap();
-    out.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-        .collect()
+    super::run_script_json("fsbroker.py", args, limit)
 }

@@ -64,6 +64,43 @@ pub fn fsinterop(args: &[&str], input: &[Json]) -> Vec<Json> {
         .collect()
 }
 
+/// Runs `tests/interop/SCRIPT ARGS` to completion (killed after `limit`)
+/// and returns the JSON lines it prints.
+pub fn run_script_json(script: &str, args: &[&str], limit: std::time::Duration) -> Vec<Json> {
+    use std::io::Read;
+    let mut child = Command::new(python())
+        .arg(repo_root().join("tests/interop").join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {script}: {e}"));
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match child.try_wait().expect("wait") {
+            Some(_) => break,
+            None if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{script} {args:?} took longer than {limit:?}");
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    let out = reader.join().expect("reader thread");
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
