@@ -4,5 +4,6 @@
 //! This facade re-exports the workspace crates; see `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
+pub use foolscap_blocking as blocking;
 pub use foolscap_core as core;
-pub use foolscap_core::{banana, broker, furl, identity, negotiation, rng, value};
+pub use foolscap_core::{banana, broker, furl, identity, negotiation, rng, tub, value};

@@ -9,6 +9,9 @@
 //! * [`identity`], [`furl`]: Tub identities, tubids and FURLs (§2).
 //! * [`negotiation`]: connection establishment, both roles, plaintext phase,
 //!   TLS and hello/decision (§3), ending in a plaintext [`negotiation::Session`].
+//! * [`broker`]: PB calls, answers, errors and references on one
+//!   connection (§5.4-5.8, 6).
+//! * [`tub`]: a Tub's connections, objects and references together.
 //! * [`rng`]: injectable randomness.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -19,4 +22,5 @@ pub mod furl;
 pub mod identity;
 pub mod negotiation;
 pub mod rng;
+pub mod tub;
 pub mod value;

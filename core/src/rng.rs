@@ -18,6 +18,12 @@ impl<R: Rng + ?Sized> Rng for &mut R {
     }
 }
 
+impl<R: Rng + ?Sized> Rng for Box<R> {
+    fn fill(&mut self, buf: &mut [u8]) {
+        (**self).fill(buf)
+    }
+}
+
 /// The operating system's CSPRNG (through ring).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemRng;

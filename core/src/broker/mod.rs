@@ -28,7 +28,8 @@ use crate::banana::{TypeByte, VocabTable};
 use crate::furl::Furl;
 use crate::identity::TubId;
 use crate::value::{
-    DecodeError, Deserializer, IncomingCall, Limits, MyReference, PbEvent, Serializer, Text, Value,
+    DecodeError, Deserializer, EncodeError, IncomingCall, Limits, MyReference, PbEvent, RefEncoder,
+    RemoteRef, Serializer, Text, Value,
 };
 
 pub use error::{BrokerError, CallError, CloseReason, ProtocolError};
@@ -58,11 +59,22 @@ pub struct Export {
 pub trait Registry {
     /// The object registered under `name`, if any.
     fn lookup(&self, name: &[u8]) -> Option<Export>;
+
+    /// How to send local object `object` when a [`Value::Local`] names it
+    /// (its interface name and FURL). `None`: no interface, no FURL.
+    fn describe(&self, object: ObjectId) -> Option<Export> {
+        let _ = object;
+        None
+    }
 }
 
 impl<S: BuildHasher> Registry for HashMap<Vec<u8>, Export, S> {
     fn lookup(&self, name: &[u8]) -> Option<Export> {
         self.get(name).cloned()
+    }
+
+    fn describe(&self, object: ObjectId) -> Option<Export> {
+        self.values().find(|e| e.object == object).cloned()
     }
 }
 
@@ -86,6 +98,10 @@ pub struct BrokerConfig {
     /// Most distinct live references imported from the peer; more is
     /// fatal. Default: 1 Mi.
     pub max_imports: usize,
+    /// This connection's number in its Tub (stamped on every
+    /// [`RemoteRef`] received, so a reference sent back over the same
+    /// connection becomes a `your-reference`). Default: 0.
+    pub connection: u64,
 }
 
 impl BrokerConfig {
@@ -106,6 +122,7 @@ impl Default for BrokerConfig {
             peer_tubid: None,
             max_incoming_calls: Self::DEFAULT_MAX_INCOMING_CALLS,
             max_imports: Self::DEFAULT_MAX_IMPORTS,
+            connection: 0,
         }
     }
 }
@@ -176,10 +193,79 @@ struct Exported {
     furl: Option<Bytes>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Imported {
     /// Times received since the last `decref` we sent.
     received: u64,
+    /// The handle given to the application (the broker's clone).
+    handle: RemoteRef,
+}
+
+/// Our exported objects on one connection: clid allocation and counts.
+#[derive(Debug)]
+struct ExportTable {
+    next_clid: i64,
+    exports: HashMap<Clid, Exported>,
+    clid_of: HashMap<(ObjectId, bool), Clid>,
+}
+
+impl ExportTable {
+    fn export_as(&mut self, export: &Export, function: bool) -> Value {
+        let key = (export.object, function);
+        let clid = *self.clid_of.entry(key).or_insert_with(|| {
+            let n = self.next_clid;
+            self.next_clid += 1;
+            if function {
+                -n
+            } else {
+                n
+            }
+        });
+        let e = self.exports.entry(clid).or_insert_with(|| Exported {
+            object: export.object,
+            refcount: 0,
+            interface: export.interface.clone(),
+            furl: export.furl.clone(),
+        });
+        e.refcount += 1;
+        let first = e.refcount == 1;
+        Value::MyReference(Box::new(MyReference {
+            clid,
+            interface: first.then(|| e.interface.clone()),
+            furl: if first { e.furl.clone() } else { None },
+        }))
+    }
+}
+
+/// Sends live references on one connection: our objects as
+/// `my-reference`s, the peer's own objects back as `your-reference`s.
+struct ConnRefs<'a> {
+    exports: &'a mut ExportTable,
+    registry: &'a dyn Registry,
+    connection: u64,
+}
+
+impl RefEncoder for ConnRefs<'_> {
+    fn encode_ref(&mut self, v: &Value) -> Result<Value, EncodeError> {
+        match v {
+            Value::Local(object) => {
+                let export = self.registry.describe(*object).unwrap_or(Export {
+                    object: *object,
+                    interface: Bytes::new(),
+                    furl: None,
+                });
+                let export = Export {
+                    object: *object,
+                    ..export
+                };
+                Ok(self.exports.export_as(&export, false))
+            }
+            Value::Remote(r) if r.connection() == self.connection && r.clid() > 0 => {
+                Ok(Value::YourReference(r.clid() as u64))
+            }
+            other => Err(EncodeError::LiveReference(other.type_name())),
+        }
+    }
 }
 
 /// One PB connection's broker, sans-IO.
@@ -193,9 +279,7 @@ pub struct Broker {
     next_req: ReqId,
     outstanding: HashMap<ReqId, Pending>,
     incoming: hashbrown::HashSet<ReqId>,
-    next_clid: i64,
-    exports: HashMap<Clid, Exported>,
-    clid_of: HashMap<(ObjectId, bool), Clid>,
+    exported: ExportTable,
     imports: HashMap<Clid, Imported>,
     last_rx: Instant,
     last_ping: Option<Instant>,
@@ -207,7 +291,7 @@ impl std::fmt::Debug for Broker {
         f.debug_struct("Broker")
             .field("outstanding", &self.outstanding.len())
             .field("incoming", &self.incoming.len())
-            .field("exports", &self.exports.len())
+            .field("exports", &self.exported.exports.len())
             .field("imports", &self.imports.len())
             .field("closed", &self.closed)
             .finish_non_exhaustive()
@@ -233,9 +317,11 @@ impl Broker {
             next_req: 1,
             outstanding: HashMap::new(),
             incoming: hashbrown::HashSet::new(),
-            next_clid: 1,
-            exports: HashMap::new(),
-            clid_of: HashMap::new(),
+            exported: ExportTable {
+                next_clid: 1,
+                exports: HashMap::new(),
+                clid_of: HashMap::new(),
+            },
             imports: HashMap::new(),
             last_rx: now,
             last_ping: None,
@@ -443,8 +529,20 @@ impl Broker {
             return Err(BrokerError::Closed);
         }
         let method = if clid < 0 { "" } else { method };
-        self.ser
-            .write_call(&mut self.out, req, clid, method.as_bytes(), args, kwargs)?;
+        let mut refs = ConnRefs {
+            exports: &mut self.exported,
+            registry: &*self.registry,
+            connection: self.config.connection,
+        };
+        self.ser.write_call_with(
+            &mut self.out,
+            req,
+            clid,
+            method.as_bytes(),
+            args,
+            kwargs,
+            &mut refs,
+        )?;
         Ok(())
     }
 
@@ -469,29 +567,47 @@ impl Broker {
     }
 
     fn export_as(&mut self, export: &Export, function: bool) -> Value {
-        let key = (export.object, function);
-        let clid = *self.clid_of.entry(key).or_insert_with(|| {
-            let n = self.next_clid;
-            self.next_clid += 1;
-            if function {
-                -n
-            } else {
-                n
+        self.exported.export_as(export, function)
+    }
+
+    /// Whether `object` is exported on this connection (the peer may still
+    /// call it).
+    pub fn exports_object(&self, object: ObjectId) -> bool {
+        self.exported.clid_of.contains_key(&(object, false))
+            || self.exported.clid_of.contains_key(&(object, true))
+    }
+
+    /// The objects exported on this connection.
+    pub fn exported_objects(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.exported.exports.values().map(|e| e.object)
+    }
+
+    /// Releases every received reference whose handles the application has
+    /// all dropped (only the broker's own clone is left): sends `decref`
+    /// for each, as Python does when a RemoteReference is collected.
+    /// Returns how many were released.
+    pub fn release_dropped(&mut self) -> usize {
+        if self.closed.is_some() {
+            return 0;
+        }
+        let dropped: Vec<Clid> = self
+            .imports
+            .iter()
+            .filter(|(_, i)| i.received > 0 && i.handle.handle_count() == 1)
+            .map(|(c, _)| *c)
+            .collect();
+        let mut n = 0;
+        for clid in dropped {
+            if let Ok(Some(_)) = self.release(clid) {
+                n += 1;
             }
-        });
-        let e = self.exports.entry(clid).or_insert_with(|| Exported {
-            object: export.object,
-            refcount: 0,
-            interface: export.interface.clone(),
-            furl: export.furl.clone(),
-        });
-        e.refcount += 1;
-        let first = e.refcount == 1;
-        Value::MyReference(Box::new(MyReference {
-            clid,
-            interface: first.then(|| e.interface.clone()),
-            furl: if first { e.furl.clone() } else { None },
-        }))
+        }
+        n
+    }
+
+    /// References received from the peer and not yet released.
+    pub fn imported_count(&self) -> usize {
+        self.imports.len()
     }
 
     /// Answers incoming call `req_id` with `value`. On an encoding error
@@ -501,7 +617,15 @@ impl Broker {
             return Ok(());
         }
         self.take_incoming(req_id)?;
-        if let Err(e) = self.ser.write_answer(&mut self.out, req_id, value) {
+        let mut refs = ConnRefs {
+            exports: &mut self.exported,
+            registry: &*self.registry,
+            connection: self.config.connection,
+        };
+        if let Err(e) = self
+            .ser
+            .write_answer_with(&mut self.out, req_id, value, &mut refs)
+        {
             self.incoming.insert(req_id);
             return Err(e.into());
         }
@@ -551,10 +675,10 @@ impl Broker {
     fn handle_pb(&mut self, ev: PbEvent) -> Result<(), ProtocolError> {
         match ev {
             PbEvent::Call(call) => self.incoming_call(call)?,
-            PbEvent::Answer { req_id, value } => match self.outstanding.remove(&req_id) {
+            PbEvent::Answer { req_id, mut value } => match self.outstanding.remove(&req_id) {
                 None => {} // not waiting: Python discards it
                 Some(Pending::Decref(clid)) => self.decref_done(clid),
-                Some(Pending::User) => match self.note_received(&value) {
+                Some(Pending::User) => match self.note_received(&mut value) {
                     Ok(Ok(())) => self.events.push_back(BrokerEvent::Answer { req_id, value }),
                     Ok(Err(why)) => self.events.push_back(BrokerEvent::Failed {
                         req_id,
@@ -603,7 +727,7 @@ impl Broker {
         Ok(())
     }
 
-    fn incoming_call(&mut self, call: IncomingCall) -> Result<(), ProtocolError> {
+    fn incoming_call(&mut self, mut call: IncomingCall) -> Result<(), ProtocolError> {
         let req = call.req_id;
         if req != 0 && self.incoming.contains(&req) {
             return Err(ProtocolError::DuplicateReqId(req));
@@ -611,14 +735,17 @@ impl Broker {
         if call.clid == 0 {
             return self.broker_call(call);
         }
-        let Some(object) = self.exports.get(&call.clid).map(|e| e.object) else {
+        let Some(object) = self.exported.exports.get(&call.clid).map(|e| e.object) else {
             self.send_error(
                 req,
                 &Failure::violation(req, &format!("unknown CLID {}", call.clid)),
             );
             return Ok(());
         };
-        let values = call.args.iter().chain(call.kwargs.iter().map(|(_, v)| v));
+        let values = call
+            .args
+            .iter_mut()
+            .chain(call.kwargs.iter_mut().map(|(_, v)| v));
         if let Err(why) = self.note_received_all(values)? {
             self.send_error(req, &Failure::violation(req, &why));
             return Ok(());
@@ -718,7 +845,7 @@ impl Broker {
         if clid == 0 {
             return Err(Failure::new("builtins.AssertionError", ""));
         }
-        let Some(e) = self.exports.get_mut(&clid) else {
+        let Some(e) = self.exported.exports.get_mut(&clid) else {
             return Ok(());
         };
         if count < 0 {
@@ -735,8 +862,8 @@ impl Broker {
         e.refcount -= count as u64;
         if e.refcount == 0 {
             let object = e.object;
-            self.exports.remove(&clid);
-            self.clid_of.remove(&(object, clid < 0));
+            self.exported.exports.remove(&clid);
+            self.exported.clid_of.remove(&(object, clid < 0));
             self.events
                 .push_back(BrokerEvent::Released { clid, object });
         }
@@ -751,18 +878,20 @@ impl Broker {
         }
     }
 
-    fn note_received(&mut self, v: &Value) -> Result<Result<(), String>, ProtocolError> {
+    fn note_received(&mut self, v: &mut Value) -> Result<Result<(), String>, ProtocolError> {
         self.note_received_all(std::iter::once(v))
     }
 
-    /// Counts the `my-reference`s in received values and checks their
-    /// FURLs; checks `your-reference`s name live exports. `Ok(Err(why))` is
-    /// a Violation.
+    /// Counts the `my-reference`s in received values, checks their FURLs
+    /// and turns each into the connection's [`RemoteRef`] handle for its
+    /// clid; turns each `your-reference` into the [`Value::Local`] object it
+    /// names (a Violation if it names no live export). `Ok(Err(why))` is a
+    /// Violation.
     fn note_received_all<'a>(
         &mut self,
-        values: impl Iterator<Item = &'a Value>,
+        values: impl Iterator<Item = &'a mut Value>,
     ) -> Result<Result<(), String>, ProtocolError> {
-        let mut todo: Vec<&Value> = values.collect();
+        let mut todo: Vec<&mut Value> = values.collect();
         while let Some(v) = todo.pop() {
             match v {
                 Value::MyReference(r) => {
@@ -778,19 +907,36 @@ impl Broker {
                     {
                         return Err(ProtocolError::TooManyImports(self.config.max_imports));
                     }
-                    self.imports.entry(r.clid).or_default().received += 1;
+                    let connection = self.config.connection;
+                    let imp = self.imports.entry(r.clid).or_insert_with(|| Imported {
+                        received: 0,
+                        handle: RemoteRef::new(
+                            connection,
+                            r.clid,
+                            r.interface.clone().unwrap_or_default(),
+                            r.furl.clone(),
+                        ),
+                    });
+                    imp.received += 1;
+                    *v = Value::Remote(imp.handle.clone());
                 }
                 Value::YourReference(clid) => {
-                    let known = i64::try_from(*clid).is_ok_and(|c| self.exports.contains_key(&c));
-                    if !known {
-                        return Ok(Err(format!("unknown clid {clid} in your-reference")));
+                    let object = i64::try_from(*clid)
+                        .ok()
+                        .and_then(|c| self.exported.exports.get(&c))
+                        .map(|e| e.object);
+                    match object {
+                        Some(object) => *v = Value::Local(object),
+                        None => {
+                            return Ok(Err(format!("unknown clid {clid} in your-reference")));
+                        }
                     }
                 }
                 Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
                     todo.extend(i)
                 }
-                Value::Dict(p) => p.iter().for_each(|(k, x)| todo.extend([k, x])),
-                Value::Copyable(c) => todo.extend(c.state.iter().map(|(_, x)| x)),
+                Value::Dict(p) => p.iter_mut().for_each(|(k, x)| todo.extend([k, x])),
+                Value::Copyable(c) => todo.extend(c.state.iter_mut().map(|(_, x)| x)),
                 Value::Anchor(_, inner) => todo.push(inner),
                 _ => {}
             }
@@ -831,8 +977,8 @@ impl Broker {
             }
         }
         self.incoming.clear();
-        self.exports.clear();
-        self.clid_of.clear();
+        self.exported.exports.clear();
+        self.exported.clid_of.clear();
         self.imports.clear();
         self.events.push_back(BrokerEvent::Closed(reason));
     }

@@ -594,13 +594,16 @@ fn client_with_ref() -> (Broker, Peer) {
     );
     assert_eq!(c.kwargs, vec![kw("name", Value::bytes(b"calc"))]);
     peer.answer(&mut b, 1, &my_ref(1, None));
-    assert_eq!(
-        events(&mut b),
-        vec![BrokerEvent::Answer {
-            req_id: 1,
-            value: my_ref(1, None)
-        }]
-    );
+    let evs = events(&mut b);
+    let [BrokerEvent::Answer {
+        req_id: 1,
+        value: Value::Remote(r),
+    }] = &evs[..]
+    else {
+        panic!("{evs:?}")
+    };
+    // the handle names the peer's clid on this connection
+    assert_eq!((r.connection(), r.clid()), (0, 1));
     (b, peer)
 }
 
@@ -1191,13 +1194,15 @@ fn a_reference_received_again_during_decref_stays_alive() {
     }));
     peer.answer(&mut b, r, &again);
     peer.answer(&mut b, d, &Value::None);
-    assert_eq!(
-        events(&mut b),
-        vec![BrokerEvent::Answer {
-            req_id: r,
-            value: again
-        }]
-    );
+    let evs = events(&mut b);
+    let [BrokerEvent::Answer {
+        req_id,
+        value: Value::Remote(h),
+    }] = &evs[..]
+    else {
+        panic!("{evs:?}")
+    };
+    assert_eq!((*req_id, h.clid()), (r, 1));
     // still callable, and the next decref carries the new count
     b.call(1, "add", &[], &[]).unwrap();
     let d2 = b.release(1).unwrap().unwrap();
@@ -1309,4 +1314,83 @@ fn mutated_streams_never_panic() {
         let mut out = Vec::new();
         b.poll_transmit(&mut out);
     }
+}
+
+#[test]
+fn live_references_travel_as_wire_references() {
+    let (mut b, mut peer) = client_with_ref();
+    let r = b.call(1, "me", &[], &[]).unwrap();
+    peer.answer(
+        &mut b,
+        r,
+        &Value::MyReference(Box::new(MyReference {
+            clid: 1,
+            interface: None,
+            furl: None,
+        })),
+    );
+    let evs = events(&mut b);
+    let [BrokerEvent::Answer {
+        value: Value::Remote(h),
+        ..
+    }] = &evs[..]
+    else {
+        panic!("{evs:?}")
+    };
+    peer.read(&mut b);
+    // the peer's object goes home as your-reference, ours as my-reference
+    b.call(1, "m", &[Value::Remote(h.clone()), Value::Local(7)], &[])
+        .unwrap();
+    let sent = peer.read(&mut b);
+    let [PbEvent::Call(c)] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(c.args[0], Value::YourReference(1));
+    let Value::MyReference(mine) = &c.args[1] else {
+        panic!("{:?}", c.args[1])
+    };
+    // object 7 is not in the registry: no interface name, no FURL
+    assert_eq!(mine.interface.as_deref(), Some(&b""[..]));
+    assert_eq!(mine.furl, None);
+    // the peer sends it back: it arrives as the local object
+    let clid = mine.clid as u64;
+    peer.call(&mut b, 9, 1, "x", &[Value::YourReference(clid)], &[]);
+    let evs = events(&mut b);
+    let [BrokerEvent::Call(ic)] = &evs[..] else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(ic.args, vec![Value::Local(7)]);
+}
+
+#[test]
+fn a_reference_from_another_connection_is_refused() {
+    let (mut b, _peer) = client_with_ref();
+    let foreign = RemoteRef::new(99, 1, Bytes::new(), None);
+    assert_eq!(
+        b.call(1, "m", &[Value::Remote(foreign)], &[]),
+        Err(BrokerError::Encode(EncodeError::LiveReference(
+            "remote reference"
+        )))
+    );
+}
+
+#[test]
+fn dropped_handles_are_released_by_the_sweep() {
+    let (mut b, mut peer) = client_with_ref();
+    // client_with_ref dropped its handle: only the broker's clone is left
+    assert_eq!(b.release_dropped(), 1);
+    let sent = peer.read(&mut b);
+    let [PbEvent::Call(c)] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(c.method.as_str(), "decref");
+    assert_eq!(b.release_dropped(), 0);
+    // a handle still held is not released
+    let r = b.get_reference_by_name(b"calc").unwrap();
+    peer.read(&mut b);
+    peer.answer(&mut b, r, &my_ref(2, None));
+    let evs = events(&mut b);
+    assert_eq!(b.release_dropped(), 0);
+    drop(evs);
+    assert_eq!(b.release_dropped(), 1);
 }

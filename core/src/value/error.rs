@@ -145,4 +145,9 @@ pub enum EncodeError {
     /// set, frozenset and copyable can be referenced).
     #[error("a {0} cannot be shared by reference")]
     UnshareableAnchor(&'static str),
+    /// A live reference ([`super::Value::Local`] or [`super::Value::Remote`])
+    /// outside a broker, or one the broker cannot send on this connection
+    /// (a reference to a third Tub's object: gifts are not sent yet).
+    #[error("cannot send this {0} on this connection")]
+    LiveReference(&'static str),
 }

@@ -30,6 +30,8 @@ mod text;
 #[cfg(feature = "arbitrary")]
 mod arbitrary_impl;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 pub use de::{Deserializer, Event, IncomingCall, PbEvent};
@@ -38,7 +40,7 @@ pub use error::{DecodeError, EncodeError, ErrorScope};
 pub use int::Int;
 pub use limits::Limits;
 pub use pyops::{py_eq, py_hash};
-pub use ser::Serializer;
+pub use ser::{NoRefs, RefEncoder, Serializer};
 pub use text::Text;
 
 /// Identifies one shared container within one top-level message.
@@ -85,6 +87,95 @@ pub enum Value {
     TheirReference(Box<TheirReference>),
     /// `copyable`: a pass-by-copy object (type name and attribute state).
     Copyable(Box<Copyable>),
+    /// One of our own objects, by the application's id. The broker turns
+    /// a `your-reference` into this on receipt and sends it as a
+    /// `my-reference`; it never appears on the wire as such.
+    Local(u64),
+    /// A live reference to an object of a peer, as the broker resolved it
+    /// from a `my-reference`. Sent back over its own connection it becomes
+    /// a `your-reference`.
+    Remote(RemoteRef),
+}
+
+/// A reference to an object that lives on the other side of one
+/// connection: the application's handle for a received `my-reference`.
+///
+/// Equal handles name the same remote object (same connection, same
+/// clid). A broker keeps one clone of each handle it gave out; when every
+/// other clone has been dropped, the broker releases the reference
+/// (`decref`) on its next sweep, as Python does when a RemoteReference is
+/// garbage-collected.
+#[derive(Clone)]
+pub struct RemoteRef(Arc<RemoteRefInner>);
+
+struct RemoteRefInner {
+    connection: u64,
+    clid: i64,
+    interface: Bytes,
+    furl: Option<Bytes>,
+}
+
+impl RemoteRef {
+    /// A handle for `clid` on `connection` (brokers make these).
+    pub fn new(connection: u64, clid: i64, interface: Bytes, furl: Option<Bytes>) -> RemoteRef {
+        RemoteRef(Arc::new(RemoteRefInner {
+            connection,
+            clid,
+            interface,
+            furl,
+        }))
+    }
+
+    /// The connection the reference arrived over (a
+    /// [`crate::negotiation::ConnectionId`] number).
+    pub fn connection(&self) -> u64 {
+        self.0.connection
+    }
+
+    /// The peer's clid for the object (negative for a function).
+    pub fn clid(&self) -> i64 {
+        self.0.clid
+    }
+
+    /// The RemoteInterface name the peer declared (may be empty).
+    pub fn interface(&self) -> &Bytes {
+        &self.0.interface
+    }
+
+    /// The object's FURL, if the peer sent one.
+    pub fn furl(&self) -> Option<&Bytes> {
+        self.0.furl.as_ref()
+    }
+
+    /// How many clones of this handle exist (the broker's included).
+    pub fn handle_count(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+}
+
+impl PartialEq for RemoteRef {
+    fn eq(&self, other: &RemoteRef) -> bool {
+        self.0.connection == other.0.connection && self.0.clid == other.0.clid
+    }
+}
+
+impl Eq for RemoteRef {}
+
+impl std::hash::Hash for RemoteRef {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.connection.hash(h);
+        self.0.clid.hash(h);
+    }
+}
+
+impl std::fmt::Debug for RemoteRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RemoteRef(connection #{}, clid {})",
+            self.0.connection, self.0.clid
+        )
+    }
 }
 
 /// The body of a `my-reference` sequence.
@@ -156,6 +247,8 @@ impl Value {
             Value::YourReference(_) => "your-reference",
             Value::TheirReference(_) => "their-reference",
             Value::Copyable(_) => "copyable",
+            Value::Local(_) => "local object",
+            Value::Remote(_) => "remote reference",
         }
     }
 
@@ -227,6 +320,8 @@ impl PartialEq for Value {
             (YourReference(a), YourReference(b)) => a == b,
             (TheirReference(a), TheirReference(b)) => a == b,
             (Copyable(a), Copyable(b)) => a.type_name == b.type_name && a.state == b.state,
+            (Local(a), Local(b)) => a == b,
+            (Remote(a), Remote(b)) => a == b,
             _ => false,
         }
     }

@@ -314,6 +314,14 @@ fn hash_into<H: Hasher>(v: &Value, h: &mut H) -> Option<()> {
             10u8.hash(h);
             c.type_name.hash(h);
         }
+        Value::Local(id) => {
+            11u8.hash(h);
+            id.hash(h);
+        }
+        Value::Remote(r) => {
+            12u8.hash(h);
+            r.hash(h);
+        }
         Value::List(_) | Value::Dict(_) | Value::Set(_) => return None,
         Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Decimal(_) => unreachable!(),
     }
@@ -352,6 +360,8 @@ pub fn py_eq(a: &Value, b: &Value) -> bool {
         (Value::Anchor(i, _) | Value::Alias(i), Value::Anchor(j, _) | Value::Alias(j)) => i == j,
         (Value::MyReference(x), Value::MyReference(y)) => x.clid == y.clid,
         (Value::YourReference(x), Value::YourReference(y)) => x == y,
+        (Value::Local(x), Value::Local(y)) => x == y,
+        (Value::Remote(x), Value::Remote(y)) => x == y,
         _ => false,
     }
 }

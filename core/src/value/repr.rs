@@ -643,6 +643,12 @@ impl<'a> Printer<'a, '_> {
                 out.opt_text(Some(&r.furl))?;
                 out.push_str(">")
             }
+            Value::Local(id) => out.push_fmt(format_args!("<local object {id}>")),
+            Value::Remote(r) => out.push_fmt(format_args!(
+                "<RemoteReference connection={} clid={}>",
+                r.connection(),
+                r.clid()
+            )),
             // Handled above.
             Value::Anchor(..) | Value::Alias(_) => Ok(()),
         }

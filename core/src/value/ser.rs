@@ -8,6 +8,25 @@ use super::{AnchorId, Copyable, EncodeError, Text, Value};
 use crate::banana::encode::{put_big, put_float, put_i64, put_string, put_token_header};
 use crate::banana::{TypeByte, VocabTable};
 
+/// Turns the application's live references ([`Value::Local`],
+/// [`Value::Remote`]) into their wire form for one connection: a
+/// `my-reference`, `your-reference` or `their-reference` value. The broker
+/// provides one; plain serialization refuses live references.
+pub trait RefEncoder {
+    /// The wire form of the live reference `v`.
+    fn encode_ref(&mut self, v: &Value) -> Result<Value, EncodeError>;
+}
+
+/// The [`RefEncoder`] of plain serialization: live references are refused.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoRefs;
+
+impl RefEncoder for NoRefs {
+    fn encode_ref(&mut self, v: &Value) -> Result<Value, EncodeError> {
+        Err(EncodeError::LiveReference(v.type_name()))
+    }
+}
+
 /// Serializes values for one direction of a connection.
 ///
 /// It owns that direction's OPEN counter (which never resets) and the
@@ -111,7 +130,7 @@ impl Serializer {
         let start_count = self.open_count;
         let mut anchors = Anchors::default();
         anchors.add_root(value);
-        let r = self.write_value(value, out, &mut anchors);
+        let r = self.write_value(value, out, &mut anchors, &mut NoRefs);
         if r.is_err() {
             out.truncate(start_len);
             self.open_count = start_count;
@@ -133,6 +152,21 @@ impl Serializer {
         args: &[Value],
         kwargs: &[(Text, Value)],
     ) -> Result<(), EncodeError> {
+        self.write_call_with(out, req_id, clid, method, args, kwargs, &mut NoRefs)
+    }
+
+    /// [`Serializer::write_call`] with live references encoded by `refs`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_call_with(
+        &mut self,
+        out: &mut BytesMut,
+        req_id: u64,
+        clid: i64,
+        method: &[u8],
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+        refs: &mut dyn RefEncoder,
+    ) -> Result<(), EncodeError> {
         let mut sorted: Vec<&(Text, Value)> = kwargs.iter().collect();
         sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut anchors = Anchors::default();
@@ -147,11 +181,11 @@ impl Serializer {
             let arguments = me.open_sequence(out, b"arguments");
             put_token_header(out, args.len() as u64, TypeByte::Int);
             for v in args {
-                me.write_value(v, out, &mut anchors)?;
+                me.write_value(v, out, &mut anchors, refs)?;
             }
             for (name, v) in sorted {
                 me.put_bytes(out, name.as_bytes());
-                me.write_value(v, out, &mut anchors)?;
+                me.write_value(v, out, &mut anchors, refs)?;
             }
             me.close(out, arguments);
             me.close(out, call);
@@ -166,7 +200,19 @@ impl Serializer {
         req_id: u64,
         value: &Value,
     ) -> Result<(), EncodeError> {
-        self.write_reply(out, b"answer", req_id, value)
+        self.write_reply(out, b"answer", req_id, value, &mut NoRefs)
+    }
+
+    /// [`Serializer::write_answer`] with live references encoded by
+    /// `refs`.
+    pub fn write_answer_with(
+        &mut self,
+        out: &mut BytesMut,
+        req_id: u64,
+        value: &Value,
+        refs: &mut dyn RefEncoder,
+    ) -> Result<(), EncodeError> {
+        self.write_reply(out, b"answer", req_id, value, refs)
     }
 
     /// Writes a PB `error`: reqID and the failure (normally the
@@ -177,7 +223,7 @@ impl Serializer {
         req_id: u64,
         failure: &Value,
     ) -> Result<(), EncodeError> {
-        self.write_reply(out, b"error", req_id, failure)
+        self.write_reply(out, b"error", req_id, failure, &mut NoRefs)
     }
 
     fn write_reply(
@@ -186,13 +232,14 @@ impl Serializer {
         open_type: &[u8],
         req_id: u64,
         value: &Value,
+        refs: &mut dyn RefEncoder,
     ) -> Result<(), EncodeError> {
         let mut anchors = Anchors::default();
         anchors.add_root(value);
         self.transaction(out, |me, out| {
             let id = me.open_sequence(out, open_type);
             put_token_header(out, req_id, TypeByte::Int);
-            me.write_value(value, out, &mut anchors)?;
+            me.write_value(value, out, &mut anchors, refs)?;
             me.close(out, id);
             Ok(())
         })
@@ -221,9 +268,10 @@ impl Serializer {
         value: &'a Value,
         out: &mut BytesMut,
         anchors: &mut Anchors<'a>,
+        refs: &mut dyn RefEncoder,
     ) -> Result<(), EncodeError> {
         let mut stack: SmallVec<[Frame<'_>; 16]> = SmallVec::new();
-        self.start(value, out, anchors, &mut stack)?;
+        self.start(value, out, anchors, &mut stack, refs)?;
         while let Some(top) = stack.last_mut() {
             let next = match top {
                 Frame::Items { iter, close } => match iter.next() {
@@ -271,7 +319,7 @@ impl Serializer {
                     }
                 }
             };
-            self.start(next, out, anchors, &mut stack)?;
+            self.start(next, out, anchors, &mut stack, refs)?;
         }
         Ok(())
     }
@@ -284,6 +332,7 @@ impl Serializer {
         out: &mut BytesMut,
         anchors: &mut Anchors<'a>,
         stack: &mut SmallVec<[Frame<'a>; 16]>,
+        refs: &mut dyn RefEncoder,
     ) -> Result<(), EncodeError> {
         match value {
             Value::Int(super::Int::Small(i)) => put_i64(out, *i),
@@ -347,7 +396,7 @@ impl Serializer {
                     None => {
                         anchors.define(*id, self.open_count);
                         anchors.mark_anchor_seen(*id);
-                        self.start(inner, out, anchors, stack)?;
+                        self.start(inner, out, anchors, stack, refs)?;
                     }
                 }
             }
@@ -360,10 +409,29 @@ impl Serializer {
                         let inner = anchors.find(*id).ok_or(EncodeError::UnknownAnchor(*id))?;
                         check_shareable(inner)?;
                         anchors.define(*id, self.open_count);
-                        self.start(inner, out, anchors, stack)?;
+                        self.start(inner, out, anchors, stack, refs)?;
                     }
                 }
             }
+            Value::Local(_) | Value::Remote(_) => {
+                let wire = refs.encode_ref(value)?;
+                match wire {
+                    Value::MyReference(_) | Value::YourReference(_) | Value::TheirReference(_) => {
+                        self.put_wire_ref(out, &wire)
+                    }
+                    other => return Err(EncodeError::LiveReference(other.type_name())),
+                }
+            }
+            Value::MyReference(_) | Value::YourReference(_) | Value::TheirReference(_) => {
+                self.put_wire_ref(out, value)
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a `my-reference`, `your-reference` or `their-reference`.
+    fn put_wire_ref(&mut self, out: &mut BytesMut, value: &Value) {
+        match value {
             Value::MyReference(r) => {
                 let id = self.open_sequence(out, b"my-reference");
                 put_i64(out, r.clid);
@@ -386,8 +454,8 @@ impl Serializer {
                 self.put_bytes(out, &r.furl);
                 self.close(out, id);
             }
+            _ => {}
         }
-        Ok(())
     }
 
     fn put_reference(&mut self, out: &mut BytesMut, target: u64) {

@@ -1,6 +1,6 @@
-//! `foolscap`: encode Python literals as banana bytes and decode banana
-//! streams back into Python literals, byte-compatible with Python
-//! foolscap 24.9.0.
+//! `foolscap`: encode Python literals as banana bytes, decode banana
+//! streams back into Python literals (byte-compatible with Python
+//! foolscap 24.9.0), and call remote objects by FURL.
 //!
 //! ```text
 //! $ foolscap encode '[1, 2]'
@@ -8,6 +8,8 @@
 //! $ echo 00880487018102810089 | foolscap decode
 //! [1, 2]
 //! ```
+
+mod call;
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -39,6 +41,11 @@ enum Command {
     /// messages) go to stderr; byte offsets in messages count bytes of the
     /// decoded stream.
     Decode(DecodeArgs),
+    /// Call METHOD on the object at FURL and print the answer as a Python
+    /// literal. Exit status 1: the remote object raised (its type and
+    /// message go to stderr); 2: bad FURL or arguments, or the connection
+    /// failed or timed out.
+    Call(call::CallArgs),
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +118,7 @@ fn main() -> ExitCode {
     let (name, result) = match cli.command {
         Command::Encode(args) => ("encode", encode(args)),
         Command::Decode(args) => ("decode", decode(args)),
+        Command::Call(args) => return call::run(args),
     };
     match result {
         Ok(()) | Err(Failure::BrokenPipe) => ExitCode::SUCCESS,

@@ -1,0 +1,1034 @@
+//! A Tub, sans-IO: every connection of one identity, its published objects
+//! and its references, behind one state machine (wire-protocol reference
+//! §2, 3.8, 5.8, 6).
+//!
+//! A [`Tub`] owns a [`Negotiation`] then a [`Session`] and a [`Broker`]
+//! per connection, the Tub-level [`ConnectionTable`], and the table of
+//! local objects the peers may reach. A driver gives it transport events
+//! and time and carries out what it asks:
+//!
+//! * TCP: [`TubEvent::Dial`] asks for a connection to one FURL hint
+//!   (answer with [`Tub::dial_connected`] or [`Tub::dial_failed`]);
+//!   accepted sockets are announced with [`Tub::accept`]; received bytes go
+//!   to [`Tub::handle_input`], EOF and socket errors to [`Tub::handle_eof`];
+//! * output: after every call, [`Tub::poll_transmit`] until it returns
+//!   `None` (bytes per connection), then [`Tub::poll_event`]. A
+//!   [`TubEvent::CloseTransport`] comes after the last bytes of its
+//!   connection were handed out: send them, then close the socket;
+//! * time: [`Tub::poll_timeout`] / [`Tub::handle_timeout`].
+//!
+//! The application side: [`Tub::register`] publishes an object under a
+//! swissnum and returns its FURL; [`Tub::get_reference`] turns a FURL into
+//! a reference (reusing the one connection per remote Tub, dialling its
+//! hints in order otherwise); [`Tub::call`] calls a reference;
+//! incoming calls arrive as [`TubEvent::Call`] and are answered, at once
+//! or later, with [`Tub::answer`].
+
+mod error;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::broker::{
+    Broker, BrokerConfig, BrokerError, BrokerEvent, CallError, CloseReason, Export, Failure,
+    ObjectId, Registry, ReqId,
+};
+use crate::furl::{new_swissnum, Furl, Hint};
+use crate::identity::{Identity, TubId};
+use crate::negotiation::{
+    ConnectionId, ConnectionTable, Negotiation, NegotiationConfig, NegotiationEvent, Session,
+    TlsContext,
+};
+use crate::rng::Rng;
+use crate::value::{RemoteRef, Text, Value};
+
+pub use error::TubError;
+
+/// Tub settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TubConfig {
+    /// Negotiation parameters (timeout, block size, vocab tables).
+    pub negotiation: NegotiationConfig,
+    /// Broker parameters for every connection (keepalive, limits);
+    /// `peer_tubid` and `connection` are filled in per connection.
+    pub broker: BrokerConfig,
+    /// How often received references that the application dropped are
+    /// released (`decref`). Default: 1 s.
+    pub release_interval: Duration,
+}
+
+impl Default for TubConfig {
+    fn default() -> Self {
+        TubConfig {
+            negotiation: NegotiationConfig::default(),
+            broker: BrokerConfig::default(),
+            release_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A request for a TCP connection, answered with [`Tub::dial_connected`] or
+/// [`Tub::dial_failed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DialId(pub u64);
+
+/// A [`Tub::get_reference`] request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LookupId(pub u64);
+
+/// One of our calls: the connection and its request id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId {
+    /// The connection the call went out on.
+    pub connection: ConnectionId,
+    /// The broker's request id on it.
+    pub req_id: ReqId,
+}
+
+/// A call from a peer waiting for [`Tub::answer`] (`req_id` 0: no answer
+/// wanted, answering is a no-op).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IncomingId {
+    /// The connection the call arrived on.
+    pub connection: ConnectionId,
+    /// The caller's request id.
+    pub req_id: ReqId,
+}
+
+/// A call from a peer to one of our objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingCall {
+    /// Pass to [`Tub::answer`].
+    pub id: IncomingId,
+    /// The calling Tub.
+    pub caller: TubId,
+    /// The target object.
+    pub object: ObjectId,
+    /// The method name (empty when a function was called).
+    pub method: Text,
+    /// Positional arguments (references resolved: [`Value::Remote`] for
+    /// the caller's objects, [`Value::Local`] for ours).
+    pub args: Vec<Value>,
+    /// Keyword arguments.
+    pub kwargs: Vec<(Text, Value)>,
+}
+
+/// What the Tub asks of its driver or reports to the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TubEvent {
+    /// Open a TCP connection to `host:port`, then call
+    /// [`Tub::dial_connected`] or [`Tub::dial_failed`].
+    Dial {
+        /// The request.
+        dial: DialId,
+        /// Host name or address (resolve it).
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// Send what [`Tub::poll_transmit`] gave for this connection, then
+    /// close its socket. Nothing more comes for it.
+    CloseTransport(ConnectionId),
+    /// A connection finished negotiating.
+    Connected {
+        /// The connection.
+        connection: ConnectionId,
+        /// The peer.
+        peer: TubId,
+    },
+    /// A negotiated connection ended (disconnect observers run here); its
+    /// references are dead and its outstanding calls have failed.
+    Disconnected {
+        /// The connection.
+        connection: ConnectionId,
+        /// The peer.
+        peer: TubId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A [`Tub::get_reference`] finished.
+    Reference {
+        /// The request.
+        lookup: LookupId,
+        /// A [`Value::Remote`] (or [`Value::Local`] for one of our own
+        /// FURLs), or why not.
+        result: Result<Value, TubError>,
+    },
+    /// A peer calls one of our objects: answer with [`Tub::answer`].
+    Call(IncomingCall),
+    /// One of our calls finished.
+    Answer {
+        /// The call.
+        call: CallId,
+        /// The answer or why it failed.
+        result: Result<Value, CallError>,
+    },
+    /// No peer holds `object` any more and it is not registered: the
+    /// application may drop it.
+    ObjectUnused(ObjectId),
+}
+
+#[derive(Debug, Default)]
+struct ObjectTable {
+    by_name: HashMap<Vec<u8>, ObjectId>,
+    info: HashMap<ObjectId, ObjectInfo>,
+}
+
+#[derive(Debug, Clone)]
+struct ObjectInfo {
+    interface: Bytes,
+    furl: Option<Bytes>,
+    names: usize,
+}
+
+/// The object table, shared with every connection's broker.
+#[derive(Debug, Clone, Default)]
+struct SharedObjects(Arc<RwLock<ObjectTable>>);
+
+impl SharedObjects {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ObjectTable> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ObjectTable> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Registry for SharedObjects {
+    fn lookup(&self, name: &[u8]) -> Option<Export> {
+        let t = self.read();
+        let object = *t.by_name.get(name)?;
+        let info = t.info.get(&object)?;
+        Some(Export {
+            object,
+            interface: info.interface.clone(),
+            furl: info.furl.clone(),
+        })
+    }
+
+    fn describe(&self, object: ObjectId) -> Option<Export> {
+        let t = self.read();
+        let info = t.info.get(&object)?;
+        Some(Export {
+            object,
+            interface: info.interface.clone(),
+            furl: info.furl.clone(),
+        })
+    }
+}
+
+enum ConnState {
+    Negotiating(Box<Negotiation>),
+    Open {
+        session: Box<Session>,
+        broker: Box<Broker>,
+        peer: TubId,
+    },
+    Closed,
+}
+
+struct Conn {
+    state: ConnState,
+    /// The dial this connection answers (TCP client side).
+    dial: Option<DialId>,
+    /// Bytes to send.
+    out: Vec<u8>,
+}
+
+struct Dial {
+    tubid: TubId,
+    hints: Vec<(String, u16)>,
+    /// Index of the hint being tried.
+    next: usize,
+    failures: Vec<String>,
+    furl: String,
+}
+
+struct Lookup {
+    furl: Furl,
+}
+
+/// One Tub: identity, connections, objects and references, sans-IO.
+pub struct Tub {
+    tubid: TubId,
+    tls: TlsContext,
+    table: ConnectionTable,
+    config: TubConfig,
+    rng: Box<dyn Rng + Send>,
+    objects: SharedObjects,
+    next_object: ObjectId,
+    location: Vec<Hint>,
+    conns: HashMap<ConnectionId, Conn>,
+    /// The established connection to each peer.
+    by_peer: HashMap<TubId, ConnectionId>,
+    dials: HashMap<DialId, Dial>,
+    dialing: HashMap<TubId, DialId>,
+    next_dial: u64,
+    lookups: HashMap<LookupId, Lookup>,
+    next_lookup: u64,
+    /// Lookups waiting for a connection to their Tub.
+    waiting: HashMap<TubId, Vec<LookupId>>,
+    /// Lookups whose getReferenceByName is on the wire.
+    lookup_calls: HashMap<(ConnectionId, ReqId), LookupId>,
+    dirty: VecDeque<ConnectionId>,
+    dirty_set: HashSet<ConnectionId>,
+    events: VecDeque<TubEvent>,
+    next_release: Option<Instant>,
+    /// The latest time a driver passed in (application calls use it).
+    last_now: Instant,
+}
+
+impl std::fmt::Debug for Tub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tub")
+            .field("tubid", &self.tubid)
+            .field("connections", &self.conns.len())
+            .field("lookups", &self.lookups.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tub {
+    /// A Tub with `identity`, drawing swissnums and its incarnation from
+    /// `rng`, started at `now`.
+    pub fn new(
+        identity: &Identity,
+        config: TubConfig,
+        mut rng: Box<dyn Rng + Send>,
+        now: Instant,
+    ) -> Result<Tub, TubError> {
+        let tls = TlsContext::new(identity).map_err(|e| TubError::Tls(e.to_string()))?;
+        let table = ConnectionTable::new(&mut rng);
+        Ok(Tub {
+            tubid: identity.tubid(),
+            tls,
+            table,
+            config,
+            rng,
+            objects: SharedObjects::default(),
+            next_object: 1,
+            location: Vec::new(),
+            conns: HashMap::new(),
+            by_peer: HashMap::new(),
+            dials: HashMap::new(),
+            dialing: HashMap::new(),
+            next_dial: 1,
+            lookups: HashMap::new(),
+            next_lookup: 1,
+            waiting: HashMap::new(),
+            lookup_calls: HashMap::new(),
+            dirty: VecDeque::new(),
+            dirty_set: HashSet::new(),
+            events: VecDeque::new(),
+            next_release: None,
+            last_now: now,
+        })
+    }
+
+    /// This Tub's tubid.
+    pub fn tubid(&self) -> TubId {
+        self.tubid
+    }
+
+    /// The connection hints put in FURLs made from now on.
+    pub fn set_location(&mut self, hints: Vec<Hint>) {
+        self.location = hints;
+    }
+
+    /// The hints put in FURLs.
+    pub fn location(&self) -> &[Hint] {
+        &self.location
+    }
+
+    // ---- objects ----
+
+    /// A new local object id. The object is reachable once it is
+    /// registered or sent (as [`Value::Local`]) to a peer.
+    pub fn new_object(&mut self, interface: &str) -> ObjectId {
+        let id = self.next_object;
+        self.next_object += 1;
+        self.objects.write().info.insert(
+            id,
+            ObjectInfo {
+                interface: Bytes::copy_from_slice(interface.as_bytes()),
+                furl: None,
+                names: 0,
+            },
+        );
+        id
+    }
+
+    /// Publishes `object` under `name` (a fresh random swissnum if `None`)
+    /// and returns its FURL. A name already in use is refused.
+    pub fn register(&mut self, object: ObjectId, name: Option<&str>) -> Result<Furl, TubError> {
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => new_swissnum(&mut self.rng),
+        };
+        let furl = Furl::new(self.tubid, self.location.clone(), name.clone());
+        let text = Bytes::from(furl.to_string());
+        let mut t = self.objects.write();
+        if t.by_name.contains_key(name.as_bytes()) {
+            return Err(TubError::NameInUse(name));
+        }
+        let info = t.info.entry(object).or_insert_with(|| ObjectInfo {
+            interface: Bytes::new(),
+            furl: None,
+            names: 0,
+        });
+        info.names += 1;
+        if info.furl.is_none() {
+            info.furl = Some(text);
+        }
+        t.by_name.insert(name.into_bytes(), object);
+        Ok(furl)
+    }
+
+    /// Withdraws the name `name`: new lookups fail; references already
+    /// given out keep working until released. Returns the object.
+    pub fn unregister(&mut self, name: &str) -> Option<ObjectId> {
+        let object = {
+            let mut t = self.objects.write();
+            let object = t.by_name.remove(name.as_bytes())?;
+            if let Some(info) = t.info.get_mut(&object) {
+                info.names -= 1;
+            }
+            object
+        };
+        self.check_unused(object);
+        Some(object)
+    }
+
+    /// The object registered under `name`.
+    pub fn lookup_name(&self, name: &str) -> Option<ObjectId> {
+        self.objects.read().by_name.get(name.as_bytes()).copied()
+    }
+
+    fn check_unused(&mut self, object: ObjectId) {
+        let named = self
+            .objects
+            .read()
+            .info
+            .get(&object)
+            .is_some_and(|i| i.names > 0);
+        if named {
+            return;
+        }
+        let exported = self.conns.values().any(|c| match &c.state {
+            ConnState::Open { broker, .. } => broker.exports_object(object),
+            _ => false,
+        });
+        if !exported {
+            self.objects.write().info.remove(&object);
+            self.events.push_back(TubEvent::ObjectUnused(object));
+        }
+    }
+
+    // ---- references and calls ----
+
+    /// Starts turning `furl` into a reference; the result arrives as
+    /// [`TubEvent::Reference`]. Uses the live connection to the FURL's Tub
+    /// if there is one, otherwise dials its TCP hints in order.
+    pub fn get_reference(&mut self, furl: &Furl) -> LookupId {
+        let lookup = LookupId(self.next_lookup);
+        self.next_lookup += 1;
+        if furl.tubid == self.tubid {
+            let result = self
+                .lookup_name(&furl.swissnum)
+                .map(Value::Local)
+                .ok_or_else(|| TubError::UnknownName(short(&furl.swissnum)));
+            self.events
+                .push_back(TubEvent::Reference { lookup, result });
+            return lookup;
+        }
+        self.lookups.insert(lookup, Lookup { furl: furl.clone() });
+        if let Some(&conn) = self.by_peer.get(&furl.tubid) {
+            self.send_lookup(conn, lookup);
+            return lookup;
+        }
+        self.waiting.entry(furl.tubid).or_default().push(lookup);
+        if !self.dialing.contains_key(&furl.tubid) {
+            let hints: Vec<(String, u16)> =
+                furl.tcp_hints().map(|(h, p)| (h.to_owned(), p)).collect();
+            let dial = DialId(self.next_dial);
+            self.next_dial += 1;
+            self.dials.insert(
+                dial,
+                Dial {
+                    tubid: furl.tubid,
+                    hints,
+                    next: 0,
+                    failures: Vec::new(),
+                    furl: furl.to_string(),
+                },
+            );
+            self.dialing.insert(furl.tubid, dial);
+            self.try_next_hint(dial);
+        }
+        lookup
+    }
+
+    /// Calls `method` on `target`; the outcome arrives as
+    /// [`TubEvent::Answer`].
+    pub fn call(
+        &mut self,
+        target: &RemoteRef,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+    ) -> Result<CallId, TubError> {
+        let connection = ConnectionId(target.connection());
+        let broker = self.broker_mut(connection)?;
+        let req_id = broker.call(target.clid(), method, args, kwargs)?;
+        self.pump(connection, self.last_now);
+        Ok(CallId { connection, req_id })
+    }
+
+    /// Python's `callRemoteOnly`: no answer, failures are silent.
+    pub fn call_only(
+        &mut self,
+        target: &RemoteRef,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+    ) -> Result<(), TubError> {
+        let connection = ConnectionId(target.connection());
+        let broker = self.broker_mut(connection)?;
+        broker.call_only(target.clid(), method, args, kwargs)?;
+        self.pump(connection, self.last_now);
+        Ok(())
+    }
+
+    /// Answers an incoming call. A value that cannot be sent is answered
+    /// with a failure instead (and reported as the error).
+    pub fn answer(
+        &mut self,
+        call: IncomingId,
+        result: Result<Value, Failure>,
+    ) -> Result<(), TubError> {
+        if call.req_id == 0 {
+            return Ok(());
+        }
+        let broker = self.broker_mut(call.connection)?;
+        let r = match result {
+            Ok(v) => match broker.answer(call.req_id, &v) {
+                Err(BrokerError::Encode(e)) => {
+                    let f = Failure::new(
+                        "foolscap.tokens.Violation",
+                        format!("cannot serialize the answer: {e}"),
+                    );
+                    broker.fail(call.req_id, &f)?;
+                    Err(TubError::Broker(BrokerError::Encode(e)))
+                }
+                r => r.map_err(TubError::from),
+            },
+            Err(f) => broker.fail(call.req_id, &f).map_err(TubError::from),
+        };
+        self.pump(call.connection, self.last_now);
+        r
+    }
+
+    /// Closes the connection a reference lives on (its calls fail, its
+    /// references die).
+    pub fn disconnect(&mut self, connection: ConnectionId) {
+        if let Ok(b) = self.broker_mut(connection) {
+            b.close();
+            self.pump(connection, self.last_now);
+        }
+    }
+
+    /// The peer at the other end of a connection, if negotiated.
+    pub fn peer_of(&self, connection: ConnectionId) -> Option<TubId> {
+        match &self.conns.get(&connection)?.state {
+            ConnState::Open { peer, .. } => Some(*peer),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection is established and open.
+    pub fn is_connected(&self, connection: ConnectionId) -> bool {
+        matches!(
+            self.conns.get(&connection).map(|c| &c.state),
+            Some(ConnState::Open { .. })
+        )
+    }
+
+    fn broker_mut(&mut self, connection: ConnectionId) -> Result<&mut Broker, TubError> {
+        match self.conns.get_mut(&connection).map(|c| &mut c.state) {
+            Some(ConnState::Open { broker, .. }) if !broker.is_closed() => Ok(broker),
+            _ => Err(TubError::NotConnected),
+        }
+    }
+
+    fn send_lookup(&mut self, conn: ConnectionId, lookup: LookupId) {
+        let Some(name) = self.lookups.get(&lookup).map(|l| l.furl.swissnum.clone()) else {
+            return;
+        };
+        match self.broker_mut(conn) {
+            Ok(b) => match b.get_reference_by_name(name.as_bytes()) {
+                Ok(req) => {
+                    self.lookup_calls.insert((conn, req), lookup);
+                    self.mark_dirty(conn);
+                }
+                Err(e) => self.finish_lookup(lookup, Err(TubError::Broker(e))),
+            },
+            Err(e) => self.finish_lookup(lookup, Err(e)),
+        }
+    }
+
+    fn finish_lookup(&mut self, lookup: LookupId, result: Result<Value, TubError>) {
+        if self.lookups.remove(&lookup).is_some() {
+            self.events
+                .push_back(TubEvent::Reference { lookup, result });
+        }
+    }
+
+    // ---- transport ----
+
+    fn try_next_hint(&mut self, dial: DialId) {
+        let Some(d) = self.dials.get_mut(&dial) else {
+            return;
+        };
+        if let Some((host, port)) = d.hints.get(d.next).cloned() {
+            d.next += 1;
+            self.events.push_back(TubEvent::Dial { dial, host, port });
+            return;
+        }
+        let d = self.dials.remove(&dial).expect("present");
+        self.dialing.remove(&d.tubid);
+        let why = if d.hints.is_empty() {
+            "the FURL has no TCP connection hints".to_owned()
+        } else {
+            d.failures.join("; ")
+        };
+        for lookup in self.waiting.remove(&d.tubid).unwrap_or_default() {
+            let e = TubError::Unreachable {
+                furl: d.furl.clone(),
+                why: why.clone(),
+            };
+            self.finish_lookup(lookup, Err(e));
+        }
+    }
+
+    /// The TCP connection for `dial` is open: negotiation starts. Returns
+    /// the connection's id (for [`Tub::handle_input`]), `None` if the dial
+    /// is no longer wanted (close the socket).
+    pub fn dial_connected(&mut self, dial: DialId, now: Instant) -> Option<ConnectionId> {
+        self.tick(now);
+        let d = self.dials.get(&dial)?;
+        if self.by_peer.contains_key(&d.tubid) {
+            // an inbound connection got there first
+            self.dials.remove(&dial);
+            return None;
+        }
+        let host = d.hints[d.next - 1].0.clone();
+        let neg = Negotiation::client(
+            &self.tls,
+            &mut self.table,
+            d.tubid,
+            &host,
+            &self.config.negotiation,
+            now,
+        );
+        let id = neg.connection_id();
+        self.conns.insert(
+            id,
+            Conn {
+                state: ConnState::Negotiating(Box::new(neg)),
+                dial: Some(dial),
+                out: Vec::new(),
+            },
+        );
+        self.pump(id, now);
+        Some(id)
+    }
+
+    /// The TCP connection for `dial` could not be opened: the next hint is
+    /// tried, or the waiting lookups fail.
+    pub fn dial_failed(&mut self, dial: DialId, why: &str) {
+        if let Some(d) = self.dials.get_mut(&dial) {
+            let (h, p) = &d.hints[d.next - 1];
+            d.failures.push(format!("tcp:{h}:{p}: {why}"));
+            self.try_next_hint(dial);
+        }
+    }
+
+    /// A socket was accepted: negotiation starts as the server.
+    pub fn accept(&mut self, now: Instant) -> ConnectionId {
+        self.tick(now);
+        let neg = Negotiation::server(&self.tls, &mut self.table, &self.config.negotiation, now);
+        let id = neg.connection_id();
+        self.conns.insert(
+            id,
+            Conn {
+                state: ConnState::Negotiating(Box::new(neg)),
+                dial: None,
+                out: Vec::new(),
+            },
+        );
+        id
+    }
+
+    /// Bytes received on a connection.
+    pub fn handle_input(&mut self, connection: ConnectionId, now: Instant, data: &[u8]) {
+        self.tick(now);
+        let Some(conn) = self.conns.get_mut(&connection) else {
+            return;
+        };
+        match &mut conn.state {
+            ConnState::Negotiating(neg) => neg.handle_input(now, data, &mut self.table),
+            ConnState::Open {
+                session, broker, ..
+            } => match session.handle_input(data) {
+                Ok(()) => {
+                    while let Some(p) = session.poll_plaintext() {
+                        broker.handle_plaintext(now, &p);
+                        if broker.is_closed() {
+                            break;
+                        }
+                    }
+                    if session.peer_closed() {
+                        broker.connection_lost();
+                    }
+                }
+                Err(_) => broker.connection_lost(),
+            },
+            ConnState::Closed => return,
+        }
+        self.pump(connection, now);
+    }
+
+    /// The connection's socket reached EOF or failed.
+    pub fn handle_eof(&mut self, connection: ConnectionId, now: Instant) {
+        self.tick(now);
+        let Some(conn) = self.conns.get_mut(&connection) else {
+            return;
+        };
+        match &mut conn.state {
+            ConnState::Negotiating(neg) => neg.handle_eof(),
+            ConnState::Open { broker, .. } => broker.connection_lost(),
+            ConnState::Closed => {
+                conn.out.clear();
+            }
+        }
+        self.pump(connection, now);
+    }
+
+    /// Bytes to send on some connection: fills `buf` (cleared first) and
+    /// returns the connection, `None` when nothing is waiting.
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<ConnectionId> {
+        buf.clear();
+        while let Some(id) = self.dirty.pop_front() {
+            self.dirty_set.remove(&id);
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            std::mem::swap(buf, &mut conn.out);
+            if matches!(conn.state, ConnState::Closed) {
+                self.conns.remove(&id);
+            }
+            if !buf.is_empty() {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<TubEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Tub::handle_timeout`] should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = self.next_release;
+        for c in self.conns.values() {
+            let ct = match &c.state {
+                ConnState::Negotiating(n) => n.poll_timeout(),
+                ConnState::Open { broker, .. } => broker.poll_timeout(),
+                ConnState::Closed => None,
+            };
+            t = match (t, ct) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        t
+    }
+
+    /// Runs every timer due at `now`: negotiation deadlines, keepalives,
+    /// disconnect timeouts, and the release of dropped references.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        let sweep = self.next_release.is_some_and(|t| now >= t);
+        let ids: Vec<ConnectionId> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                match &mut conn.state {
+                    ConnState::Negotiating(n) => n.handle_timeout(now),
+                    ConnState::Open { broker, .. } => {
+                        broker.handle_timeout(now);
+                        if sweep {
+                            broker.release_dropped();
+                        }
+                    }
+                    ConnState::Closed => continue,
+                }
+                self.pump(id, now);
+            }
+        }
+        if sweep {
+            self.next_release = None;
+            self.schedule_release(now);
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if now > self.last_now {
+            self.last_now = now;
+        }
+    }
+
+    fn schedule_release(&mut self, now: Instant) {
+        if self.next_release.is_none() {
+            let any = self.conns.values().any(|c| match &c.state {
+                ConnState::Open { broker, .. } => broker.imported_count() > 0,
+                _ => false,
+            });
+            if any {
+                self.next_release = Some(now + self.config.release_interval);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, id: ConnectionId) {
+        if self.dirty_set.insert(id) {
+            self.dirty.push_back(id);
+        }
+        // move broker output through TLS
+        if let Some(Conn {
+            state: ConnState::Open {
+                session, broker, ..
+            },
+            out,
+            ..
+        }) = self.conns.get_mut(&id)
+        {
+            let mut plain = Vec::new();
+            broker.poll_transmit(&mut plain);
+            session.write_plaintext(&plain);
+            session.poll_transmit(out);
+        }
+    }
+
+    /// Moves output and events out of one connection's state machines.
+    fn pump(&mut self, id: ConnectionId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let mut outcome = None;
+        if let ConnState::Negotiating(neg) = &mut conn.state {
+            neg.poll_transmit(&mut conn.out);
+            outcome = neg.poll_event();
+        }
+        match outcome {
+            Some(NegotiationEvent::Established(session)) => self.established(id, session, now),
+            Some(NegotiationEvent::Failed(e)) => self.negotiation_failed(id, e.to_string()),
+            None => {}
+        }
+        self.drain_broker(id, now);
+        self.mark_dirty(id);
+    }
+
+    fn established(&mut self, id: ConnectionId, mut session: Box<Session>, now: Instant) {
+        let info = session.info().clone();
+        let peer = info.peer_tubid;
+        let config = BrokerConfig {
+            peer_tubid: Some(peer),
+            connection: id.0,
+            ..self.config.broker.clone()
+        };
+        let mut broker = Box::new(Broker::new(
+            info.vocab,
+            config,
+            Box::new(self.objects.clone()),
+            now,
+        ));
+        while let Some(p) = session.poll_plaintext() {
+            broker.handle_plaintext(now, &p);
+        }
+        let conn = self.conns.get_mut(&id).expect("present");
+        let dial = conn.dial.take();
+        conn.state = ConnState::Open {
+            session,
+            broker,
+            peer,
+        };
+        if let Some(dial) = dial {
+            self.dials.remove(&dial);
+            if self.dialing.get(&peer) == Some(&dial) {
+                self.dialing.remove(&peer);
+            }
+        }
+        if let Some(old) = info.replaced {
+            self.disconnect(old);
+        }
+        if let Some(old) = self.by_peer.insert(peer, id) {
+            if old != id && info.replaced != Some(old) {
+                self.disconnect(old);
+            }
+        }
+        self.events.push_back(TubEvent::Connected {
+            connection: id,
+            peer,
+        });
+        for lookup in self.waiting.remove(&peer).unwrap_or_default() {
+            self.send_lookup(id, lookup);
+        }
+        // a dial still running to this peer is not needed any more
+        if let Some(dial) = self.dialing.remove(&peer) {
+            self.dials.remove(&dial);
+        }
+        self.schedule_release(now);
+    }
+
+    fn negotiation_failed(&mut self, id: ConnectionId, why: String) {
+        let conn = self.conns.get_mut(&id).expect("present");
+        conn.state = ConnState::Closed;
+        let dial = conn.dial.take();
+        self.table.connection_closed(id);
+        self.events.push_back(TubEvent::CloseTransport(id));
+        if let Some(dial) = dial {
+            let Some(tubid) = self.dials.get(&dial).map(|d| d.tubid) else {
+                return;
+            };
+            if let Some(&live) = self.by_peer.get(&tubid) {
+                // a connection to that Tub exists after all (duplicate)
+                self.dials.remove(&dial);
+                self.dialing.remove(&tubid);
+                for lookup in self.waiting.remove(&tubid).unwrap_or_default() {
+                    self.send_lookup(live, lookup);
+                }
+                return;
+            }
+            self.dial_failed(dial, &why);
+        }
+    }
+
+    fn drain_broker(&mut self, id: ConnectionId, now: Instant) {
+        let mut released = Vec::new();
+        let mut closed = None;
+        {
+            let Some(Conn {
+                state: ConnState::Open { broker, peer, .. },
+                ..
+            }) = self.conns.get_mut(&id)
+            else {
+                return;
+            };
+            let peer = *peer;
+            while let Some(ev) = broker.poll_event() {
+                match ev {
+                    BrokerEvent::Call(c) => self.events.push_back(TubEvent::Call(IncomingCall {
+                        id: IncomingId {
+                            connection: id,
+                            req_id: c.req_id,
+                        },
+                        caller: peer,
+                        object: c.object,
+                        method: c.method,
+                        args: c.args,
+                        kwargs: c.kwargs,
+                    })),
+                    BrokerEvent::Answer { req_id, value } => {
+                        match self.lookup_calls.remove(&(id, req_id)) {
+                            Some(lookup) => {
+                                if self.lookups.remove(&lookup).is_some() {
+                                    self.events.push_back(TubEvent::Reference {
+                                        lookup,
+                                        result: Ok(value),
+                                    });
+                                }
+                            }
+                            None => self.events.push_back(TubEvent::Answer {
+                                call: CallId {
+                                    connection: id,
+                                    req_id,
+                                },
+                                result: Ok(value),
+                            }),
+                        }
+                    }
+                    BrokerEvent::Failed { req_id, error } => {
+                        match self.lookup_calls.remove(&(id, req_id)) {
+                            Some(lookup) => {
+                                if self.lookups.remove(&lookup).is_some() {
+                                    self.events.push_back(TubEvent::Reference {
+                                        lookup,
+                                        result: Err(TubError::Lookup(error)),
+                                    });
+                                }
+                            }
+                            None => self.events.push_back(TubEvent::Answer {
+                                call: CallId {
+                                    connection: id,
+                                    req_id,
+                                },
+                                result: Err(error),
+                            }),
+                        }
+                    }
+                    BrokerEvent::Released { object, .. } => released.push(object),
+                    BrokerEvent::Closed(reason) => {
+                        released.extend(broker.exported_objects());
+                        closed = Some((peer, reason));
+                    }
+                }
+            }
+        }
+        if let Some((peer, reason)) = closed {
+            // hand out the last bytes (an ERROR token, close_notify)
+            if let Some(Conn {
+                state: ConnState::Open {
+                    session, broker, ..
+                },
+                out,
+                ..
+            }) = self.conns.get_mut(&id)
+            {
+                let mut plain = Vec::new();
+                broker.poll_transmit(&mut plain);
+                session.write_plaintext(&plain);
+                session.close();
+                session.poll_transmit(out);
+            }
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.state = ConnState::Closed;
+            }
+            self.mark_dirty(id);
+            self.table.connection_closed(id);
+            if self.by_peer.get(&peer) == Some(&id) {
+                self.by_peer.remove(&peer);
+            }
+            self.events.push_back(TubEvent::Disconnected {
+                connection: id,
+                peer,
+                reason,
+            });
+            self.events.push_back(TubEvent::CloseTransport(id));
+        }
+        for object in released {
+            self.check_unused(object);
+        }
+        self.schedule_release(now);
+    }
+}
+
+/// The start of a swissnum, for error messages (never the whole secret).
+fn short(name: &str) -> String {
+    name.chars().take(2).collect()
+}

@@ -1,0 +1,79 @@
+use foolscap_core::broker::{CallError, Failure};
+use foolscap_core::furl::FurlError;
+use foolscap_core::identity::IdentityError;
+use foolscap_core::tub::TubError;
+use thiserror::Error;
+
+/// What the blocking driver reports.
+#[derive(Debug, Clone, Error)]
+pub enum Error {
+    /// The remote call failed (remote exception, violation, lost
+    /// connection).
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The Tub refused the operation or could not reach the peer.
+    #[error(transparent)]
+    Tub(#[from] TubError),
+    /// The FURL is malformed.
+    #[error("bad FURL: {0}")]
+    Furl(#[from] FurlError),
+    /// The identity could not be created or loaded.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// A socket operation failed.
+    #[error("I/O: {0}")]
+    Io(String),
+    /// No answer within the time allowed.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The Tub was shut down.
+    #[error("the Tub is shut down")]
+    Shutdown,
+}
+
+impl Error {
+    /// The remote exception, if the peer raised one.
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            Error::Call(CallError::Remote(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Whether the failure is about reaching the peer (connection, FURL,
+    /// timeout) rather than something the remote object did.
+    pub fn is_connection_problem(&self) -> bool {
+        !matches!(
+            self,
+            Error::Call(CallError::Remote(_)) | Error::Call(CallError::Violation(_))
+        )
+    }
+
+    /// This error as a Failure to relay to a caller (Python's types where
+    /// Python has one: `DeadReferenceError`, `Violation`).
+    pub fn to_failure(&self) -> Failure {
+        match self {
+            Error::Call(CallError::Remote(f)) => f.clone(),
+            Error::Call(CallError::Violation(why)) => {
+                Failure::new("foolscap.tokens.Violation", why.clone())
+            }
+            Error::Call(CallError::ConnectionLost(r)) => Failure::new(
+                "foolscap.ipb.DeadReferenceError",
+                format!("Connection was lost: {r}"),
+            ),
+            other => Failure::new("foolscap.ipb.DeadReferenceError", other.to_string()),
+        }
+    }
+}
+
+impl From<IdentityError> for Error {
+    fn from(e: IdentityError) -> Self {
+        Error::Identity(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e.to_string())
+    }
+}

@@ -1,0 +1,132 @@
+//! `foolscap call FURL METHOD [ARG...] [NAME=ARG...]`: one remote call
+//! through the blocking driver.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use foolscap_blocking::{Error, Tub};
+use foolscap_core::value::repr::to_python;
+use foolscap_core::value::{literal, Text, Value};
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// Seconds allowed for connecting and for the answer (each).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    timeout: f64,
+    /// Call as the Tub whose certificate and key are in this PEM file
+    /// (created there if missing).
+    #[arg(long, value_name = "PEM")]
+    certfile: Option<PathBuf>,
+    /// The object's FURL (`pb://TUBID@HINTS/SWISSNUM`).
+    furl: String,
+    /// The method to call.
+    method: String,
+    /// Arguments as Python literals (the syntax of `foolscap encode`);
+    /// `NAME=VALUE` passes a keyword argument.
+    #[arg(value_name = "ARG", allow_negative_numbers = true)]
+    args: Vec<String>,
+}
+
+/// Exit status for a remote failure.
+const REMOTE_FAILURE: u8 = 1;
+/// Exit status for a bad FURL, bad arguments or a connection problem.
+const CONNECTION_PROBLEM: u8 = 2;
+
+fn keyword(arg: &str) -> Option<(&str, &str)> {
+    let (name, rest) = arg.split_once('=')?;
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    let ident = (first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    ident.then_some((name, rest))
+}
+
+pub fn run(args: CallArgs) -> ExitCode {
+    let fail = |code: u8, msg: String| {
+        eprintln!("foolscap call: {msg}");
+        ExitCode::from(code)
+    };
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        return fail(
+            CONNECTION_PROBLEM,
+            "--timeout must be a positive number".into(),
+        );
+    }
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let mut positional = Vec::new();
+    let mut kwargs = Vec::new();
+    for (n, text) in args.args.iter().enumerate() {
+        let (name, src) = match keyword(text) {
+            Some((name, src)) => (Some(name), src),
+            None => (None, text.as_str()),
+        };
+        let value = match literal::parse(src) {
+            Ok(v) => v,
+            Err(e) => {
+                return fail(
+                    CONNECTION_PROBLEM,
+                    format!("ARG #{} is not a valid literal: {e}", n + 1),
+                )
+            }
+        };
+        match name {
+            Some(name) => kwargs.push((Text::from(name), value)),
+            None => positional.push(value),
+        }
+    }
+    let tub = match &args.certfile {
+        Some(path) => Tub::with_cert_file(path),
+        None => Tub::new(),
+    };
+    let tub = match tub {
+        Ok(t) => t,
+        Err(e) => return fail(CONNECTION_PROBLEM, format!("cannot create a Tub: {e}")),
+    };
+    let target = match tub.get_reference(&args.furl, timeout) {
+        Ok(Value::Remote(r)) => r,
+        Ok(other) => {
+            return fail(
+                CONNECTION_PROBLEM,
+                format!(
+                    "the FURL names a {}, not a remote object",
+                    other.type_name()
+                ),
+            )
+        }
+        Err(e) => return fail(CONNECTION_PROBLEM, e.to_string()),
+    };
+    let result = tub.call(&target, &args.method, &positional, &kwargs, timeout);
+    let code = match result {
+        Ok(v) => {
+            println!("{}", to_python(&v));
+            ExitCode::SUCCESS
+        }
+        Err(Error::Call(foolscap_core::broker::CallError::Remote(f))) => {
+            eprintln!("{}: {}", f.type_name, f.value);
+            ExitCode::from(REMOTE_FAILURE)
+        }
+        Err(e @ Error::Call(foolscap_core::broker::CallError::Violation(_))) => {
+            fail(REMOTE_FAILURE, e.to_string())
+        }
+        Err(e) => fail(CONNECTION_PROBLEM, e.to_string()),
+    };
+    tub.shutdown();
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keyword;
+
+    #[test]
+    fn keyword_arguments_are_identifiers_before_an_equals_sign() {
+        assert_eq!(keyword("x=1"), Some(("x", "1")));
+        assert_eq!(keyword("by_2=[1]"), Some(("by_2", "[1]")));
+        assert_eq!(keyword("'a=b'"), None);
+        assert_eq!(keyword("1=2"), None);
+        assert_eq!(keyword("=2"), None);
+        assert_eq!(keyword("{'k': 'a=b'}"), None);
+    }
+}
