@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod kitchen;
 pub mod negotiation;
 
 use std::io::Write;
