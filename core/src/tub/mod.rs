@@ -280,6 +280,8 @@ pub struct Tub {
     next_release: Option<Instant>,
     /// The latest time a driver passed in (application calls use it).
     last_now: Instant,
+    /// Reused buffer for plaintext on its way to TLS.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Tub {
@@ -326,6 +328,7 @@ impl Tub {
             events: VecDeque::new(),
             next_release: None,
             last_now: now,
+            scratch: Vec::new(),
         })
     }
 
@@ -727,6 +730,18 @@ impl Tub {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
+            // move broker output through TLS
+            if let ConnState::Open {
+                session, broker, ..
+            } = &mut conn.state
+            {
+                let mut plain = std::mem::take(&mut self.scratch);
+                broker.poll_transmit(&mut plain);
+                session.write_plaintext(&plain);
+                plain.clear();
+                self.scratch = plain;
+                session.poll_transmit(&mut conn.out);
+            }
             std::mem::swap(buf, &mut conn.out);
             if matches!(conn.state, ConnState::Closed) {
                 self.conns.remove(&id);
@@ -805,23 +820,11 @@ impl Tub {
         }
     }
 
+    /// Notes that a connection may have output; [`Tub::poll_transmit`]
+    /// encrypts it then, so many messages share TLS records.
     fn mark_dirty(&mut self, id: ConnectionId) {
         if self.dirty_set.insert(id) {
             self.dirty.push_back(id);
-        }
-        // move broker output through TLS
-        if let Some(Conn {
-            state: ConnState::Open {
-                session, broker, ..
-            },
-            out,
-            ..
-        }) = self.conns.get_mut(&id)
-        {
-            let mut plain = Vec::new();
-            broker.poll_transmit(&mut plain);
-            session.write_plaintext(&plain);
-            session.poll_transmit(out);
         }
     }
 

@@ -91,6 +91,16 @@ struct State {
     next_timer: u64,
     shutdown: bool,
     listeners: Vec<SocketAddr>,
+    /// The deadline the timer thread sleeps toward (`None`: awake).
+    timer_sleeps_until: Option<Instant>,
+}
+
+thread_local! {
+    /// Set while a driver thread runs application callbacks: calls and
+    /// answers they make leave their output in the core, and the thread
+    /// sends it all at once afterwards (one TLS record, one write, for a
+    /// whole batch of answers).
+    static IN_CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Work to do once the lock is released.
@@ -143,6 +153,7 @@ impl Tub {
                 next_timer: 1,
                 shutdown: false,
                 listeners: Vec::new(),
+                timer_sleeps_until: None,
             }),
             timer_wake: Condvar::new(),
         });
@@ -269,6 +280,7 @@ impl Tub {
         self.get_reference_async(&furl, move |r| {
             let _ = tx.send(r);
         });
+        self.flush_if_deferred();
         rx.recv_timeout(timeout)
             .map_err(|_| Error::Timeout(timeout))?
     }
@@ -300,6 +312,7 @@ impl Tub {
         self.call_async(target, method, args, kwargs, move |r| {
             let _ = tx.send(r);
         })?;
+        self.flush_if_deferred();
         rx.recv_timeout(timeout)
             .map_err(|_| Error::Timeout(timeout))?
     }
@@ -442,11 +455,37 @@ impl Tub {
     }
 
     /// Moves the core's output to the sockets and its events to the
-    /// application, then releases the lock and runs the callbacks.
-    fn finish(&self, mut st: MutexGuard<'_, State>) {
+    /// application, then releases the lock and runs the callbacks. Inside
+    /// callbacks this is left to the end of the batch.
+    fn finish(&self, st: MutexGuard<'_, State>) {
+        if IN_CALLBACKS.with(|c| c.get()) {
+            return;
+        }
+        self.finish_now(st)
+    }
+
+    /// A blocking wait inside a callback must not sit on deferred output.
+    fn flush_if_deferred(&self) {
+        if IN_CALLBACKS.with(|c| c.get()) {
+            let st = self.lock();
+            self.finish_now(st);
+        }
+    }
+
+    fn finish_now(&self, mut st: MutexGuard<'_, State>) {
         let actions = self.process(&mut st);
+        let wake = st.timer_sleeps_until.is_some_and(|sleeping| {
+            let next_timer = st.timers.peek().map(|r| r.0 .0);
+            let next = match (st.core.poll_timeout(), next_timer) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            next.is_some_and(|n| n < sleeping)
+        });
         drop(st);
-        self.shared.timer_wake.notify_one();
+        if wake {
+            self.shared.timer_wake.notify_one();
+        }
         self.run(actions);
     }
 
@@ -518,7 +557,21 @@ impl Tub {
         actions
     }
 
+    /// Runs callbacks without the lock, then sends what they produced.
     fn run(&self, actions: Vec<Action>) {
+        if actions.is_empty() {
+            return;
+        }
+        let outer = IN_CALLBACKS.with(|c| c.replace(true));
+        self.run_actions(actions);
+        if !outer {
+            IN_CALLBACKS.with(|c| c.set(false));
+            let st = self.lock();
+            self.finish_now(st);
+        }
+    }
+
+    fn run_actions(&self, actions: Vec<Action>) {
         for a in actions {
             match a {
                 Action::Object(obj, call) => obj.call(call),
@@ -530,9 +583,7 @@ impl Tub {
                         .name("foolscap-dial".into())
                         .spawn(move || dial_thread(weak, dial, host, port));
                     if let Err(e) = spawned {
-                        let mut st = self.lock();
-                        st.core.dial_failed(dial, &e.to_string());
-                        self.finish(st);
+                        self.lock().core.dial_failed(dial, &e.to_string());
                     }
                 }
             }
@@ -635,6 +686,7 @@ fn timer_thread(weak: std::sync::Weak<Shared>) {
             shared: shared.clone(),
         };
         let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.timer_sleeps_until = None;
         if st.shutdown && st.writers.is_empty() {
             return;
         }
@@ -670,6 +722,7 @@ fn timer_thread(weak: std::sync::Weak<Shared>) {
         let wait = next
             .saturating_duration_since(now)
             .min(Duration::from_secs(1));
+        st.timer_sleeps_until = Some(now + wait);
         drop(tub);
         let _ = shared
             .timer_wake
