@@ -1035,3 +1035,6 @@ impl Tub {
 fn short(name: &str) -> String {
     name.chars().take(2).collect()
 }
+
+#[cfg(test)]
+mod tests;

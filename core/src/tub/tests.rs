@@ -1,0 +1,290 @@
+//! Two sans-IO Tubs wired back to back in memory.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::broker::CallError;
+use crate::rng::SeededRng;
+
+struct Net {
+    tubs: [Tub; 2],
+    /// (tub index, connection) -> (other tub index, its connection)
+    links: HashMap<(usize, ConnectionId), (usize, ConnectionId)>,
+    events: [Vec<TubEvent>; 2],
+    now: Instant,
+}
+
+fn tub(seed: u64, now: Instant) -> Tub {
+    let id = Identity::generate().unwrap();
+    Tub::new(
+        &id,
+        TubConfig::default(),
+        Box::new(SeededRng::new(seed)),
+        now,
+    )
+    .unwrap()
+}
+
+impl Net {
+    fn new() -> Net {
+        let now = Instant::now();
+        let mut server = tub(1, now);
+        server.set_location(vec![Hint::parse("tcp:127.0.0.1:1234")]);
+        Net {
+            tubs: [server, tub(2, now)],
+            links: HashMap::new(),
+            events: [Vec::new(), Vec::new()],
+            now,
+        }
+    }
+
+    /// Moves bytes both ways and collects events until nothing moves;
+    /// dials to port 1234 reach tub 0, any other port is refused.
+    fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            for side in 0..2 {
+                let mut buf = Vec::new();
+                while let Some(conn) = self.tubs[side].poll_transmit(&mut buf) {
+                    if let Some(&(other, oc)) = self.links.get(&(side, conn)) {
+                        self.tubs[other].handle_input(oc, self.now, &buf);
+                        moved = true;
+                    }
+                }
+                while let Some(ev) = self.tubs[side].poll_event() {
+                    moved = true;
+                    match ev {
+                        TubEvent::Dial { dial, port, .. } => {
+                            if port == 1234 {
+                                let c = self.tubs[side].dial_connected(dial, self.now).unwrap();
+                                let s = self.tubs[1 - side].accept(self.now);
+                                self.links.insert((side, c), (1 - side, s));
+                                self.links.insert((1 - side, s), (side, c));
+                            } else {
+                                self.tubs[side].dial_failed(dial, "connection refused");
+                            }
+                        }
+                        TubEvent::CloseTransport(c) => {
+                            if let Some((other, oc)) = self.links.remove(&(side, c)) {
+                                self.links.remove(&(other, oc));
+                                self.tubs[other].handle_eof(oc, self.now);
+                            }
+                        }
+                        ev => self.events[side].push(ev),
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn take(&mut self, side: usize) -> Vec<TubEvent> {
+        std::mem::take(&mut self.events[side])
+    }
+
+    /// Answers every call to tub 0 with `[method, args]`.
+    fn serve(&mut self) {
+        for ev in self.take(0) {
+            if let TubEvent::Call(c) = ev {
+                let v = Value::List(vec![Value::str(c.method.as_str()), Value::List(c.args)]);
+                self.tubs[0].answer(c.id, Ok(v)).unwrap();
+            }
+        }
+        self.run();
+    }
+
+    fn reference(&mut self, furl: &Furl) -> Result<Value, TubError> {
+        let lookup = self.tubs[1].get_reference(furl);
+        self.run();
+        let evs = self.take(1);
+        evs.into_iter()
+            .find_map(|e| match e {
+                TubEvent::Reference { lookup: l, result } if l == lookup => Some(result),
+                _ => None,
+            })
+            .expect("a Reference event")
+    }
+}
+
+fn answers(evs: Vec<TubEvent>) -> Vec<(CallId, Result<Value, CallError>)> {
+    evs.into_iter()
+        .filter_map(|e| match e {
+            TubEvent::Answer { call, result } => Some((call, result)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn get_reference_then_call_and_answer() {
+    let mut net = Net::new();
+    let obj = net.tubs[0].new_object("");
+    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
+    assert_eq!(furl.to_string().split('/').next_back(), Some("calc"));
+    let Ok(Value::Remote(r)) = net.reference(&furl) else {
+        panic!("no reference")
+    };
+    let call = net.tubs[1].call(&r, "add", &[Value::int(1)], &[]).unwrap();
+    net.run();
+    let evs = net.take(0);
+    assert!(evs.iter().any(|e| matches!(e, TubEvent::Connected { .. })));
+    let Some(TubEvent::Call(c)) = evs.into_iter().find(|e| matches!(e, TubEvent::Call(_))) else {
+        panic!("no call")
+    };
+    assert_eq!((c.object, c.method.as_str()), (obj, "add"));
+    assert_eq!(c.caller, net.tubs[1].tubid());
+    net.tubs[0].answer(c.id, Ok(Value::int(3))).unwrap();
+    net.run();
+    assert_eq!(answers(net.take(1)), vec![(call, Ok(Value::int(3)))]);
+}
+
+#[test]
+fn one_connection_per_remote_tub() {
+    let mut net = Net::new();
+    let a = net.tubs[0].new_object("");
+    let b = net.tubs[0].new_object("");
+    let fa = net.tubs[0].register(a, Some("a")).unwrap();
+    let fb = net.tubs[0].register(b, None).unwrap();
+    let Ok(Value::Remote(ra)) = net.reference(&fa) else {
+        panic!()
+    };
+    let Ok(Value::Remote(rb)) = net.reference(&fb) else {
+        panic!()
+    };
+    assert_eq!(ra.connection(), rb.connection());
+    assert_ne!(ra, rb);
+    assert_eq!(net.links.len(), 2, "one TCP connection");
+    // the same FURL twice gives the same handle
+    let Ok(Value::Remote(ra2)) = net.reference(&fa) else {
+        panic!()
+    };
+    assert_eq!(ra, ra2);
+}
+
+#[test]
+fn unknown_names_and_unreachable_tubs_fail_the_lookup() {
+    let mut net = Net::new();
+    let obj = net.tubs[0].new_object("");
+    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
+    let wrong = Furl::new(furl.tubid, furl.hints.clone(), "nope");
+    match net.reference(&wrong) {
+        Err(TubError::Lookup(CallError::Remote(f))) => assert_eq!(f.type_name, "builtins.KeyError"),
+        other => panic!("{other:?}"),
+    }
+    // hints are tried in order: the refused one, then the good one
+    let hints = vec![
+        Hint::parse("tcp:127.0.0.1:9"),
+        Hint::parse("tcp:127.0.0.1:1234"),
+    ];
+    let mut net = Net::new();
+    let obj = net.tubs[0].new_object("");
+    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
+    let two = Furl::new(furl.tubid, hints, "calc");
+    assert!(matches!(net.reference(&two), Ok(Value::Remote(_))));
+    // nothing answers
+    let mut net = Net::new();
+    let dead = Furl::new(furl.tubid, vec![Hint::parse("tcp:127.0.0.1:9")], "calc");
+    match net.reference(&dead) {
+        Err(TubError::Unreachable { why, .. }) => assert!(why.contains("refused"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn our_own_furl_gives_the_local_object() {
+    let mut net = Net::new();
+    let obj = net.tubs[0].new_object("");
+    let furl = net.tubs[0].register(obj, Some("me")).unwrap();
+    let lookup = net.tubs[0].get_reference(&furl);
+    assert_eq!(
+        net.tubs[0].poll_event(),
+        Some(TubEvent::Reference {
+            lookup,
+            result: Ok(Value::Local(obj))
+        })
+    );
+    assert_eq!(
+        net.tubs[0].register(obj, Some("me")),
+        Err(TubError::NameInUse("me".into()))
+    );
+}
+
+#[test]
+fn disconnect_fails_calls_and_reports_both_sides() {
+    let mut net = Net::new();
+    let obj = net.tubs[0].new_object("");
+    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
+    let Ok(Value::Remote(r)) = net.reference(&furl) else {
+        panic!()
+    };
+    let call = net.tubs[1].call(&r, "slow", &[], &[]).unwrap();
+    net.run();
+    net.tubs[0].disconnect(ConnectionId(
+        net.links[&(1, ConnectionId(r.connection()))].1 .0,
+    ));
+    net.run();
+    let evs = net.take(1);
+    assert!(matches!(
+        &answers(evs.clone())[..],
+        [(c, Err(CallError::ConnectionLost(_)))] if *c == call
+    ));
+    assert!(evs
+        .iter()
+        .any(|e| matches!(e, TubEvent::Disconnected { .. })));
+    assert!(net
+        .take(0)
+        .iter()
+        .any(|e| matches!(e, TubEvent::Disconnected { .. })));
+    assert_eq!(
+        net.tubs[1].call(&r, "again", &[], &[]),
+        Err(TubError::NotConnected)
+    );
+    // a new lookup dials again
+    assert!(matches!(net.reference(&furl), Ok(Value::Remote(_))));
+}
+
+#[test]
+fn objects_travel_both_ways_and_unused_ones_are_reported() {
+    let mut net = Net::new();
+    let obj = net.tubs[0].new_object("");
+    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
+    let Ok(Value::Remote(r)) = net.reference(&furl) else {
+        panic!()
+    };
+    // tub 1 sends one of its objects; tub 0 receives a Remote and echoes
+    // it back, so tub 1 gets its Local object home
+    let mine = net.tubs[1].new_object("");
+    net.tubs[1]
+        .call(&r, "m", &[Value::Local(mine)], &[])
+        .unwrap();
+    net.run();
+    let Some(TubEvent::Call(c)) = net
+        .take(0)
+        .into_iter()
+        .find(|e| matches!(e, TubEvent::Call(_)))
+    else {
+        panic!()
+    };
+    assert!(matches!(c.args[0], Value::Remote(_)));
+    let back = c.args[0].clone();
+    net.tubs[0].answer(c.id, Ok(back)).unwrap();
+    drop(c);
+    net.run();
+    assert_eq!(answers(net.take(1))[0].1, Ok(Value::Local(mine)));
+    // tub 0 dropped every handle: after the sweep it releases, and tub 1
+    // learns its object is unused
+    net.now += Duration::from_secs(2);
+    net.tubs[0].handle_timeout(net.now);
+    net.run();
+    assert!(net.take(1).contains(&TubEvent::ObjectUnused(mine)));
+    // the registered object is never reported unused
+    drop(r);
+    net.now += Duration::from_secs(2);
+    net.tubs[1].handle_timeout(net.now);
+    net.run();
+    assert!(!net.take(0).contains(&TubEvent::ObjectUnused(obj)));
+    net.serve();
+}
