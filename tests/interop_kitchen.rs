@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::kitchen::{
     lit, python_checker, same_structure, Client, Recorder, Server, ECHO_LITERALS, T,
 };
-use foolscap::blocking::Error;
+use foolscap::blocking::{Error, Tub};
 use foolscap::broker::CallError;
 use foolscap::value::{AnchorId, Copyable, Text, Value};
 
@@ -62,6 +62,7 @@ fn run_rust_checks(server: &Server) {
         ("add_length_pow2", add_length_pow2),
         ("big_values", big_values),
         ("point", point),
+        ("unregistered_copyable", unregistered_copyable),
         ("failures", failures),
         ("counters_and_self", counters_and_self),
         ("identity", identity),
@@ -221,6 +222,32 @@ fn point(c: &Client) {
     }));
     let back = c.ok("echo", std::slice::from_ref(&mine));
     assert!(same_structure(&mine, &back), "echo(Point) = {back:?}");
+}
+
+fn unregistered_copyable(c: &Client) {
+    // the server has no RemoteCopy for this name: a Violation answer
+    let alien = Value::Copyable(Box::new(Copyable {
+        type_name: Text::from("no.such.Type"),
+        state: vec![(Text::from("a"), Value::int(1))],
+    }));
+    let f = c.failure("echo", &[alien]);
+    assert_eq!(f.type_name, "foolscap.tokens.Violation");
+    assert!(f.value.contains("unknown RemoteCopy name"), "{}", f.value);
+    // and a client without Point registered refuses the answer
+    let bare = Tub::new().unwrap();
+    let Value::Remote(sink) = bare.get_reference(&c.furl, T).unwrap() else {
+        panic!("not remote")
+    };
+    match bare.call(&sink, "point", &[Value::int(1), Value::int(2)], &[], T) {
+        Err(Error::Call(CallError::Violation(why))) => {
+            assert!(why.contains("unknown RemoteCopy name"), "{why}")
+        }
+        r => panic!("point without a registered Point gave {r:?}"),
+    }
+    // the connection goes on
+    let back = bare.call(&sink, "echo", &[Value::int(5)], &[], T).unwrap();
+    assert_eq!(back, Value::int(5));
+    bare.shutdown();
 }
 
 fn failures(c: &Client) {

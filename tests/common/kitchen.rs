@@ -214,6 +214,7 @@ pub struct Client {
 impl Client {
     pub fn connect(furl: &str) -> Client {
         let tub = Tub::new().expect("tub");
+        tub.register_copyable("kitchen-sink.Point");
         let sink = match tub.get_reference(furl, T).expect("get_reference") {
             Value::Remote(r) => r,
             other => panic!("not a remote reference: {other:?}"),

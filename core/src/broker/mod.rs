@@ -66,6 +66,15 @@ pub trait Registry {
         let _ = object;
         None
     }
+
+    /// Whether a received `copyable` of this type name is accepted. Python
+    /// accepts only registered RemoteCopy types (and Failures) and answers
+    /// any other with a Violation, "unknown RemoteCopy name". Default:
+    /// every type.
+    fn accepts_copyable(&self, type_name: &str) -> bool {
+        let _ = type_name;
+        true
+    }
 }
 
 impl<S: BuildHasher> Registry for HashMap<Vec<u8>, Export, S> {
@@ -936,7 +945,13 @@ impl Broker {
                     todo.extend(i)
                 }
                 Value::Dict(p) => p.iter_mut().for_each(|(k, x)| todo.extend([k, x])),
-                Value::Copyable(c) => todo.extend(c.state.iter_mut().map(|(_, x)| x)),
+                Value::Copyable(c) => {
+                    let name = c.type_name.as_str();
+                    if name != FAILURE_TYPE && !self.registry.accepts_copyable(name) {
+                        return Ok(Err(format!("unknown RemoteCopy name '{name}'")));
+                    }
+                    todo.extend(c.state.iter_mut().map(|(_, x)| x))
+                }
                 Value::Anchor(_, inner) => todo.push(inner),
                 _ => {}
             }

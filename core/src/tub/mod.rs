@@ -175,6 +175,9 @@ pub enum TubEvent {
 struct ObjectTable {
     by_name: HashMap<Vec<u8>, ObjectId>,
     info: HashMap<ObjectId, ObjectInfo>,
+    /// Copyable type names accepted from peers.
+    copyables: HashSet<String>,
+    any_copyable: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -218,6 +221,11 @@ impl Registry for SharedObjects {
             interface: info.interface.clone(),
             furl: info.furl.clone(),
         })
+    }
+
+    fn accepts_copyable(&self, type_name: &str) -> bool {
+        let t = self.read();
+        t.any_copyable || t.copyables.contains(type_name)
     }
 }
 
@@ -404,6 +412,20 @@ impl Tub {
         };
         self.check_unused(object);
         Some(object)
+    }
+
+    /// Accepts received `copyable`s of type `type_name` (Python's
+    /// RemoteCopy registration). Unregistered types are refused as Python
+    /// refuses them: the call or answer carrying one fails with a
+    /// Violation, and the connection goes on.
+    pub fn register_copyable(&mut self, type_name: &str) {
+        self.objects.write().copyables.insert(type_name.to_owned());
+    }
+
+    /// Accepts copyables of every type (for tools that only print what
+    /// they receive).
+    pub fn accept_any_copyable(&mut self, any: bool) {
+        self.objects.write().any_copyable = any;
     }
 
     /// The object registered under `name`.

@@ -256,6 +256,18 @@ impl Tub {
         }
     }
 
+    /// Accepts received `copyable`s of this type (see
+    /// [`foolscap_core::tub::Tub::register_copyable`]); others are refused
+    /// with a Violation, as Python refuses unregistered RemoteCopy types.
+    pub fn register_copyable(&self, type_name: &str) {
+        self.lock().core.register_copyable(type_name);
+    }
+
+    /// Accepts copyables of every type.
+    pub fn accept_any_copyable(&self, any: bool) {
+        self.lock().core.accept_any_copyable(any);
+    }
+
     /// Withdraws a name given to [`Tub::register`].
     pub fn unregister(&self, name: &str) -> bool {
         let mut st = self.lock();

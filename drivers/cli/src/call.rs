@@ -84,6 +84,8 @@ pub fn run(args: CallArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(CONNECTION_PROBLEM, format!("cannot create a Tub: {e}")),
     };
+    // a tool that prints answers accepts every copyable type
+    tub.accept_any_copyable(true);
     let target = match tub.get_reference(&args.furl, timeout) {
         Ok(Value::Remote(r)) => r,
         Ok(other) => {
