@@ -184,7 +184,10 @@ struct ObjectTable {
 struct ObjectInfo {
     interface: Bytes,
     furl: Option<Bytes>,
+    /// Names given with [`Tub::register`] (they keep the object alive).
     names: usize,
+    /// The automatic name of an object sent while a location is set.
+    weak_name: Option<String>,
 }
 
 /// The object table, shared with every connection's broker.
@@ -359,15 +362,28 @@ impl Tub {
 
     /// A new local object id. The object is reachable once it is
     /// registered or sent (as [`Value::Local`]) to a peer.
+    ///
+    /// Like Python's Tub, once a location is set every object gets a
+    /// random swissnum and FURL (sent with its first `my-reference`, so the
+    /// peer can pass it on); that name does not keep the object alive.
     pub fn new_object(&mut self, interface: &str) -> ObjectId {
         let id = self.next_object;
         self.next_object += 1;
-        self.objects.write().info.insert(
+        let weak_name = (!self.location.is_empty()).then(|| new_swissnum(&mut self.rng));
+        let furl = weak_name.as_ref().map(|name| {
+            Bytes::from(Furl::new(self.tubid, self.location.clone(), name.clone()).to_string())
+        });
+        let mut t = self.objects.write();
+        if let Some(name) = &weak_name {
+            t.by_name.insert(name.clone().into_bytes(), id);
+        }
+        t.info.insert(
             id,
             ObjectInfo {
                 interface: Bytes::copy_from_slice(interface.as_bytes()),
-                furl: None,
+                furl,
                 names: 0,
+                weak_name,
             },
         );
         id
@@ -390,10 +406,18 @@ impl Tub {
             interface: Bytes::new(),
             furl: None,
             names: 0,
+            weak_name: None,
         });
         info.names += 1;
-        if info.furl.is_none() {
+        // the first name given explicitly replaces the automatic one
+        let weak = if info.names == 1 {
             info.furl = Some(text);
+            info.weak_name.take()
+        } else {
+            None
+        };
+        if let Some(weak) = weak {
+            t.by_name.remove(weak.as_bytes());
         }
         t.by_name.insert(name.into_bytes(), object);
         Ok(furl)
@@ -448,7 +472,11 @@ impl Tub {
             _ => false,
         });
         if !exported {
-            self.objects.write().info.remove(&object);
+            let mut t = self.objects.write();
+            if let Some(weak) = t.info.remove(&object).and_then(|i| i.weak_name) {
+                t.by_name.remove(weak.as_bytes());
+            }
+            drop(t);
             self.events.push_back(TubEvent::ObjectUnused(object));
         }
     }

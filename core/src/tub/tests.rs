@@ -288,3 +288,35 @@ fn objects_travel_both_ways_and_unused_ones_are_reported() {
     assert!(!net.take(0).contains(&TubEvent::ObjectUnused(obj)));
     net.serve();
 }
+
+#[test]
+fn objects_sent_with_a_location_get_a_furl_like_python() {
+    let mut net = Net::new();
+    let obj = net.tubs[0].new_object("");
+    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
+    let Ok(Value::Remote(r)) = net.reference(&furl) else {
+        panic!()
+    };
+    // the registered name is the one sent, not an automatic one
+    assert_eq!(r.furl().map(|f| &f[..]), Some(furl.to_string().as_bytes()));
+    let counter = net.tubs[0].new_object("");
+    net.tubs[1].call(&r, "make", &[], &[]).unwrap();
+    net.run();
+    let Some(TubEvent::Call(c)) = net
+        .take(0)
+        .into_iter()
+        .find(|e| matches!(e, TubEvent::Call(_)))
+    else {
+        panic!()
+    };
+    net.tubs[0].answer(c.id, Ok(Value::Local(counter))).unwrap();
+    net.run();
+    let Ok(Value::Remote(cr)) = answers(net.take(1)).remove(0).1 else {
+        panic!()
+    };
+    let text = String::from_utf8(cr.furl().expect("a FURL").to_vec()).unwrap();
+    let cfurl = Furl::parse(&text).unwrap();
+    assert_eq!(cfurl.tubid, net.tubs[0].tubid());
+    // that FURL leads to the same object
+    assert_eq!(net.reference(&cfurl), Ok(Value::Remote(cr)));
+}
