@@ -209,17 +209,20 @@ fn python_server(py: &Path) -> PyServer {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start calls_python.py serve");
+    let mut server = PyServer {
+        child,
+        furl: String::new(),
+        dir,
+    };
     let deadline = Instant::now() + T;
     loop {
         if let Ok(text) = std::fs::read_to_string(&furlfile) {
             if !text.trim().is_empty() {
-                return PyServer {
-                    child,
-                    furl: text.trim().to_owned(),
-                    dir,
-                };
+                server.furl = text.trim().to_owned();
+                return server;
             }
         }
+        // (dropping `server` kills the process)
         assert!(Instant::now() < deadline, "Python server did not start");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -44,11 +44,11 @@ fn rust_client_calls_a_python_object() {
         .get_reference_by_name(server.furl.swissnum.as_bytes())
         .unwrap();
     let r = c.wait(req, deadline()).expect("getReferenceByName");
-    let Value::MyReference(r) = r else {
+    let Value::Remote(r) = r else {
         panic!("not a reference: {r:?}")
     };
-    assert!(r.furl.is_some(), "first transmission carries the FURL");
-    let clid = r.clid;
+    assert!(r.furl().is_some(), "first transmission carries the FURL");
+    let clid = r.clid();
 
     // add(1, 2)
     let req = c

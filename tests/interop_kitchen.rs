@@ -52,10 +52,13 @@ fn rust_client_against_the_rust_server() {
     run_rust_checks(&Server::rust(&[]));
 }
 
+/// A named check of the Rust client.
+type Check = (&'static str, fn(&Client));
+
 /// Runs every check, then reports all failures at once.
 fn run_rust_checks(server: &Server) {
     let c = Client::connect(&server.furl);
-    let checks: &[(&str, fn(&Client))] = &[
+    let checks: &[Check] = &[
         ("echo_values", echo_values),
         ("echo_sharing_and_cycles", echo_sharing_and_cycles),
         ("keywords_and_echo_args", keywords_and_echo_args),
@@ -442,8 +445,11 @@ fn concurrency(c: &Client) {
         let tx = tx.clone();
         let v = Value::List(vec![Value::int(i), Value::str(&format!("n{i}"))]);
         c.tub
-            .call_async(&c.sink, "echo", &[v.clone()], &[], move |r| {
-                let _ = tx.send(r.map(|got| got == v));
+            .call_async(&c.sink, "echo", std::slice::from_ref(&v), &[], {
+                let v = v.clone();
+                move |r| {
+                    let _ = tx.send(r.map(|got| got == v));
+                }
             })
             .unwrap();
     }

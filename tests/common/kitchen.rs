@@ -54,18 +54,39 @@ impl Drop for TempDir {
     }
 }
 
-/// The example binary cargo built next to this test (`cargo test` builds
-/// examples).
+/// The example binary, built once per test run in this test's profile
+/// (`cargo test --all-targets` compiles examples only as test harnesses).
 pub fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("examples").join("kitchen_sink");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with cargo test (it builds examples)",
-        bin.display()
-    );
-    bin
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable");
+        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(repo_root()).args([
+            "build",
+            "-q",
+            "-p",
+            "foolscap",
+            "--example",
+            "kitchen_sink",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .expect("run cargo build --example kitchen_sink");
+        assert!(
+            status.success(),
+            "cargo build --example kitchen_sink failed"
+        );
+        let bin = dir.join("examples").join("kitchen_sink");
+        assert!(bin.exists(), "{} is missing", bin.display());
+        bin
+    })
+    .clone()
 }
 
 impl Server {
