@@ -44,6 +44,7 @@ echo "== called by Python foolscap 24.9.0"
 "$py" - "$rust_furl" <<'PY' 2>/dev/null
 import sys
 from twisted.internet import defer, task
+from twisted.python import reflect
 from foolscap.api import Tub, Referenceable
 
 class Client(Referenceable):
@@ -66,10 +67,10 @@ def main(reactor, furl):
     print("python: counter =", (yield counter.callRemote("increment", by=5)))
     print("python: call_back into the Python client =",
           (yield sink.callRemote("call_back", Client(), "twice", 21)))
-    try:
-        yield sink.callRemote("divzero")
-    except Exception as e:
-        print("python: divzero raised", e.failure.type if hasattr(e, "failure") else e)
+    # a remote exception arrives as a CopiedFailure (the errback value;
+    # wrapped, or the Deferred would stay failed)
+    [f] = yield sink.callRemote("divzero").addCallbacks(lambda _: [None], lambda f: [f])
+    print("python: divzero failed with", reflect.qual(f.type), "-", f.value)
     yield tub.stopService()
 
 task.react(main, sys.argv[1:])
