@@ -411,10 +411,17 @@ impl Tub {
 
     /// Forgets a [`Tub::notify_on_disconnect`] callback.
     pub fn cancel_disconnect_watch(&self, token: u64) {
+        let mut removed = Vec::new();
         let mut st = self.lock();
         for w in st.watchers.values_mut() {
-            w.retain(|(t, _)| *t != token);
+            if let Some(i) = w.iter().position(|(t, _)| *t == token) {
+                removed.push(w.remove(i));
+            }
         }
+        // dropped without the lock: a callback may own a `Call`, whose drop
+        // answers through the Tub
+        drop(st);
+        drop(removed);
     }
 
     /// Runs `f` on the timer thread after `delay`.
@@ -583,12 +590,22 @@ impl Tub {
         }
     }
 
+    /// A panicking object or callback costs only its own call: the panic
+    /// is caught here (an unanswered [`Call`] answers with a failure as it
+    /// unwinds) and the driver thread goes on.
     fn run_actions(&self, actions: Vec<Action>) {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
         for a in actions {
             match a {
-                Action::Object(obj, call) => obj.call(call),
-                Action::Answer(f, r) => f(r),
-                Action::Run(f) => f(),
+                Action::Object(obj, call) => {
+                    let _ = catch_unwind(AssertUnwindSafe(|| obj.call(call)));
+                }
+                Action::Answer(f, r) => {
+                    let _ = catch_unwind(AssertUnwindSafe(|| f(r)));
+                }
+                Action::Run(f) => {
+                    let _ = catch_unwind(AssertUnwindSafe(f));
+                }
                 Action::Dial(dial, host, port) => {
                     let weak = Arc::downgrade(&self.shared);
                     let spawned = thread::Builder::new()

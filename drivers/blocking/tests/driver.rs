@@ -1,0 +1,81 @@
+//! The blocking driver, Rust to Rust (the Python peer is exercised by the
+//! workspace's interop tests).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use foolscap_blocking::{Call, Error, Object, Tub};
+use foolscap_core::broker::CallError;
+use foolscap_core::value::Value;
+
+const T: Duration = Duration::from_secs(30);
+
+struct Touchy;
+
+impl Object for Touchy {
+    fn call(&self, call: Call) {
+        match call.method.as_str() {
+            "panic" => panic!("a bug in an object"),
+            "later" => {
+                let tub = call.tub().clone();
+                tub.after(Duration::from_millis(20), move || {
+                    call.answer(Value::int(7))
+                });
+            }
+            "forget" => drop(call),
+            _ => call.answer(Value::str("ok")),
+        }
+    }
+}
+
+fn pair() -> (Tub, Tub, foolscap_core::value::RemoteRef) {
+    let server = Tub::new().unwrap();
+    server.listen("127.0.0.1:0").unwrap();
+    let furl = server.register(Arc::new(Touchy), None).unwrap();
+    let client = Tub::new().unwrap();
+    let Value::Remote(r) = client.get_reference(&furl.to_string(), T).unwrap() else {
+        panic!("not a remote reference")
+    };
+    (server, client, r)
+}
+
+#[test]
+fn a_panicking_object_costs_only_its_call() {
+    let (server, client, r) = pair();
+    for method in ["panic", "forget"] {
+        match client.call(&r, method, &[], &[], T) {
+            Err(Error::Call(CallError::Remote(f))) => {
+                assert_eq!(f.type_name, "builtins.RuntimeError", "{method}")
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+    }
+    assert_eq!(client.call(&r, "x", &[], &[], T).unwrap(), Value::str("ok"));
+    assert_eq!(
+        client.call(&r, "later", &[], &[], T).unwrap(),
+        Value::int(7)
+    );
+    server.shutdown();
+    client.shutdown();
+}
+
+#[test]
+fn shutdown_fails_outstanding_calls_and_runs_disconnect_watchers() {
+    let (server, client, r) = pair();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let token = client.notify_on_disconnect(&r, move || {
+        let _ = tx.send(());
+    });
+    let (tx2, rx2) = std::sync::mpsc::channel();
+    let cancelled = client.notify_on_disconnect(&r, move || {
+        let _ = tx2.send(());
+    });
+    client.cancel_disconnect_watch(cancelled);
+    server.shutdown();
+    rx.recv_timeout(T).expect("the watcher ran");
+    assert!(rx2.try_recv().is_err(), "a cancelled watcher does not run");
+    assert!(!client.is_connected(&r));
+    assert!(client.call(&r, "x", &[], &[], T).is_err());
+    let _ = token;
+    client.shutdown();
+}
