@@ -72,6 +72,19 @@ struct Shared {
     timer_wake: Condvar,
 }
 
+/// When the last handle goes, the writer threads see their channels close
+/// and shut the sockets (the reader threads then end), and the accept
+/// threads are woken to notice.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        st.shutdown = true;
+        for addr in &st.listeners {
+            let _ = TcpStream::connect_timeout(addr, Duration::from_millis(200));
+        }
+    }
+}
+
 enum WriterMsg {
     Data(Vec<u8>),
     Close,

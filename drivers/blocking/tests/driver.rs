@@ -79,3 +79,42 @@ fn shutdown_fails_outstanding_calls_and_runs_disconnect_watchers() {
     let _ = token;
     client.shutdown();
 }
+
+#[test]
+fn dropping_the_last_handle_closes_the_connections() {
+    let (server, client, r) = pair();
+    // the server's view of the client: a reference the client passes in
+    let me = client.local(Arc::new(Touchy));
+    let (tx, rx) = std::sync::mpsc::channel();
+    struct Keep(std::sync::Mutex<Option<std::sync::mpsc::Sender<foolscap_core::value::RemoteRef>>>);
+    impl Object for Keep {
+        fn call(&self, call: Call) {
+            if let Some(Value::Remote(r)) = call.args.first() {
+                if let Some(tx) = self.0.lock().unwrap().take() {
+                    let _ = tx.send(r.clone());
+                }
+            }
+            call.answer(Value::None)
+        }
+    }
+    let furl = server
+        .register(
+            Arc::new(Keep(std::sync::Mutex::new(Some(tx)))),
+            Some("keep"),
+        )
+        .unwrap();
+    let Value::Remote(keep) = client.get_reference(&furl.to_string(), T).unwrap() else {
+        panic!()
+    };
+    client.call(&keep, "x", &[me], &[], T).unwrap();
+    let theirs = rx.recv_timeout(T).unwrap();
+    let (gone_tx, gone_rx) = std::sync::mpsc::channel();
+    server.notify_on_disconnect(&theirs, move || {
+        let _ = gone_tx.send(());
+    });
+    drop((client, r, keep));
+    gone_rx
+        .recv_timeout(T)
+        .expect("the server saw the client go");
+    server.shutdown();
+}
