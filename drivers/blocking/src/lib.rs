@@ -93,7 +93,6 @@ enum WriterMsg {
 struct State {
     core: CoreTub,
     writers: HashMap<ConnectionId, mpsc::Sender<WriterMsg>>,
-    streams: HashMap<ConnectionId, TcpStream>,
     objects: HashMap<ObjectId, Arc<dyn Object>>,
     calls: HashMap<CallId, AnswerFn>,
     lookups: HashMap<LookupId, AnswerFn>,
@@ -155,7 +154,6 @@ impl Tub {
             state: Mutex::new(State {
                 core,
                 writers: HashMap::new(),
-                streams: HashMap::new(),
                 objects: HashMap::new(),
                 calls: HashMap::new(),
                 lookups: HashMap::new(),
@@ -472,10 +470,9 @@ impl Tub {
     fn attach(&self, st: &mut State, conn: ConnectionId, stream: TcpStream) -> std::io::Result<()> {
         stream.set_nodelay(true)?;
         let reader = stream.try_clone()?;
-        let mut writer = stream.try_clone()?;
+        let mut writer = stream;
         let (tx, rx) = mpsc::channel::<WriterMsg>();
         st.writers.insert(conn, tx);
-        st.streams.insert(conn, stream);
         thread::Builder::new()
             .name("foolscap-write".into())
             .spawn(move || writer_thread(&mut writer, rx))?;
@@ -539,7 +536,6 @@ impl Tub {
                     if let Some(w) = st.writers.remove(&conn) {
                         let _ = w.send(WriterMsg::Close);
                     }
-                    st.streams.remove(&conn);
                 }
                 TubEvent::Connected { .. } => {}
                 TubEvent::Disconnected { connection, .. } => {
