@@ -34,36 +34,21 @@ FSNEGO_DEBUG=1).
 
 import argparse
 import gc
-import json
 import os
 import signal
 import sys
 import time
 
-_OUT = sys.stdout
-sys.stdout = sys.stderr if os.environ.get("FSNEGO_DEBUG") else open(os.devnull, "w")
+# the shared quiet start-up of the helper scripts
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "interop"))
+from fsquiet import emit, serve, write_atomically  # noqa: E402
 
 from twisted.internet import defer, reactor  # noqa: E402
-from twisted.logger import globalLogBeginner  # noqa: E402
 
 from foolscap.api import Referenceable, Tub  # noqa: E402
 
 WARMUP_CALLS = 200
 NAME = "kitchen-sink"
-
-
-def _log_observer(event):
-    if os.environ.get("FSNEGO_DEBUG"):
-        from twisted.logger import formatEvent
-        sys.stderr.write("[twisted] %s\n" % formatEvent(event))
-
-
-globalLogBeginner.beginLoggingTo([_log_observer], redirectStandardIO=False)
-
-
-def emit(obj):
-    _OUT.write(json.dumps(obj) + "\n")
-    _OUT.flush()
 
 
 class BenchError(Exception):
@@ -81,32 +66,10 @@ class Sink(Referenceable):
         return a + b
 
 
-def write_atomically(path, text):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, path)
-
-
 def cmd_serve(a):
     tub = Tub()
-    listener = tub.listenOn("tcp:0:interface=127.0.0.1")
     tub.startService()
-
-    def started(tries=[0]):
-        # a TCP listener is normally up at once; poll just in case
-        if listener._lp is None:
-            tries[0] += 1
-            if tries[0] > 500:
-                sys.stderr.write("calls_python.py: listener did not start\n")
-                reactor.stop()
-                return
-            reactor.callLater(0.01, started)
-            return
-        port = listener._lp.getHost().port
-        tub.setLocation("tcp:127.0.0.1:%d" % port)
-        furl = tub.registerReference(Sink(), NAME)
-        write_atomically(a.furlfile, furl + "\n")
+    serve(tub, Sink(), NAME, lambda furl: write_atomically(a.furlfile, furl + "\n"))
 
     def stop(*_):
         reactor.callFromThread(reactor.stop)
@@ -115,7 +78,6 @@ def cmd_serve(a):
     signal.signal(signal.SIGINT, stop)
     # the reactor waits for the Deferred stopService returns
     reactor.addSystemEventTrigger("before", "shutdown", tub.stopService)
-    reactor.callWhenRunning(started)
     reactor.callLater(a.max_seconds, reactor.stop)
     reactor.run(installSignalHandlers=False)
 

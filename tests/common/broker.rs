@@ -4,10 +4,9 @@
 //! a deadline.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ use foolscap::value::Value;
 use serde_json::Value as Json;
 
 use super::negotiation::{negotiate, test_config};
-use super::{python, repo_root};
+use super::PyProcess;
 
 /// A broker driven by blocking socket reads.
 pub struct BrokerConn {
@@ -233,42 +232,18 @@ pub fn start_rust_target(identity: &Identity) -> RustTarget {
 
 /// A running `fsbroker.py serve`; killed when dropped.
 pub struct PyTarget {
-    child: Child,
-    _stdin: ChildStdin,
+    _process: PyProcess,
     pub furl: Furl,
 }
 
 impl PyTarget {
     pub fn start(certfile: &Path) -> PyTarget {
-        let mut child = Command::new(python())
-            .arg(repo_root().join("tests/interop/fsbroker.py"))
-            .args(["serve", certfile.to_str().unwrap(), "--lifetime", "120"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start fsbroker.py serve");
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .expect("first line from fsbroker.py");
-        let j: Json =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+        let (process, j) = PyProcess::serve("fsbroker.py", certfile);
         let furl = Furl::parse(j["furl"].as_str().expect("furl")).expect("Python's FURL parses");
         PyTarget {
-            child,
-            _stdin: stdin,
+            _process: process,
             furl,
         }
-    }
-}
-
-impl Drop for PyTarget {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

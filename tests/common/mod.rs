@@ -102,6 +102,50 @@ pub fn run_script_json(script: &str, args: &[&str], limit: std::time::Duration) 
         .collect()
 }
 
+/// A helper server `tests/interop/SCRIPT serve CERTFILE --lifetime 120`,
+/// killed when dropped (it also stops when its stdin closes); `start`
+/// returns it with the JSON of its first line (`furl`, `tubid`, ...).
+pub struct PyProcess {
+    child: std::process::Child,
+    _stdin: std::process::ChildStdin,
+}
+
+impl PyProcess {
+    pub fn serve(script: &str, certfile: &Path) -> (PyProcess, Json) {
+        use std::io::BufRead;
+        let mut child = Command::new(python())
+            .arg(repo_root().join("tests/interop").join(script))
+            .args(["serve", certfile.to_str().unwrap(), "--lifetime", "120"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {script} serve: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("first line from {script}: {e}"));
+        let j: Json =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+        (
+            PyProcess {
+                child,
+                _stdin: stdin,
+            },
+            j,
+        )
+    }
+}
+
+impl Drop for PyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

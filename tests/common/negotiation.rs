@@ -4,10 +4,9 @@
 //! processes of `tests/interop/fsnego.py`. Every wait has a deadline.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,7 +23,7 @@ use foolscap::negotiation::{
 use foolscap::value::{MyReference, Serializer, Value};
 use serde_json::Value as Json;
 
-use super::{python, repo_root};
+use super::{repo_root, PyProcess};
 
 /// Test identities: `tests/data/<name>.pem`.
 pub fn data_path(name: &str) -> PathBuf {
@@ -657,8 +656,7 @@ pub fn rewriting_proxy(target: SocketAddr, from: String, to: String) -> SocketAd
 /// A running `fsnego.py serve`; killed when dropped (it also stops when
 /// its stdin closes, or after its lifetime).
 pub struct PyServer {
-    child: Child,
-    _stdin: ChildStdin,
+    _process: PyProcess,
     pub furl: Furl,
     pub tubid: String,
     pub incarnation: String,
@@ -666,37 +664,14 @@ pub struct PyServer {
 
 impl PyServer {
     pub fn start(certfile: &Path) -> PyServer {
-        let mut child = Command::new(python())
-            .arg(repo_root().join("tests/interop/fsnego.py"))
-            .args(["serve", certfile.to_str().unwrap(), "--lifetime", "120"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start fsnego.py serve");
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .expect("first line from fsnego.py serve");
-        let j: Json =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+        let (process, j) = PyProcess::serve("fsnego.py", certfile);
         let furl = Furl::parse(j["furl"].as_str().expect("furl")).expect("Python's FURL parses");
         PyServer {
-            child,
-            _stdin: stdin,
+            _process: process,
             furl,
             tubid: j["tubid"].as_str().unwrap().into(),
             incarnation: j["incarnation"].as_str().unwrap().into(),
         }
-    }
-}
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -21,35 +21,15 @@ after --lifetime seconds, clients after --timeout.
 
 import argparse
 import gc
-import json
-import os
-import sys
-import threading
 from decimal import Decimal
 
-_OUT = sys.stdout
-sys.stdout = sys.stderr if os.environ.get("FSNEGO_DEBUG") else open(os.devnull, "w")
+from fsquiet import emit, serve, stop_when_stdin_closes  # noqa: E402  (first: quiet stdout)
 
 from twisted.internet import defer, reactor  # noqa: E402
 from twisted.internet.task import deferLater  # noqa: E402
-from twisted.logger import globalLogBeginner  # noqa: E402
 from twisted.python import reflect  # noqa: E402
 
 from foolscap.api import Referenceable, Tub  # noqa: E402
-
-
-def _log_observer(event):
-    if os.environ.get("FSNEGO_DEBUG"):
-        from twisted.logger import formatEvent
-        sys.stderr.write("[twisted] %s\n" % formatEvent(event))
-
-
-globalLogBeginner.beginLoggingTo([_log_observer], redirectStandardIO=False)
-
-
-def emit(obj):
-    _OUT.write(json.dumps(obj) + "\n")
-    _OUT.flush()
 
 
 class Target(Referenceable):
@@ -72,37 +52,11 @@ class Target(Referenceable):
         return [list(args), kwargs]
 
 
-def stop_when_stdin_closes():
-    def watch():
-        try:
-            while sys.stdin.read(1):
-                pass
-        except Exception:
-            pass
-        reactor.callFromThread(reactor.stop)
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def cmd_serve(a):
     tub = Tub(certData=open(a.certfile, "rb").read())
-    listener = tub.listenOn("tcp:0:interface=127.0.0.1")
     tub.startService()
-
-    def started(tries=[0]):
-        if listener._lp is None:
-            tries[0] += 1
-            if tries[0] > 500:
-                emit({"error": "listener did not start"})
-                reactor.stop()
-                return
-            reactor.callLater(0.01, started)
-            return
-        port = listener._lp.getHost().port
-        tub.setLocation("tcp:127.0.0.1:%d" % port)
-        furl = tub.registerReference(Target(), "target")
-        emit({"furl": furl, "tubid": tub.getTubID()})
-
-    reactor.callWhenRunning(started)
+    serve(tub, Target(), "target",
+          lambda furl: emit({"furl": furl, "tubid": tub.getTubID()}))
     stop_when_stdin_closes()
     reactor.callLater(a.lifetime, reactor.stop)
     reactor.run()

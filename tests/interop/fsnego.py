@@ -32,35 +32,15 @@ their stdin closes or after --lifetime seconds, clients after --timeout.
 """
 
 import argparse
-import json
-import os
-import sys
-import threading
 import time
 
-_OUT = sys.stdout
-sys.stdout = sys.stderr if os.environ.get("FSNEGO_DEBUG") else open(os.devnull, "w")
+from fsquiet import emit, serve, stop_when_stdin_closes  # noqa: E402  (first: quiet stdout)
 
 from twisted.internet import defer, reactor  # noqa: E402
-from twisted.logger import globalLogBeginner  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
 
 from foolscap import negotiate  # noqa: E402
 from foolscap.api import Referenceable, Tub  # noqa: E402
-
-
-def _log_observer(event):
-    if os.environ.get("FSNEGO_DEBUG"):
-        from twisted.logger import formatEvent
-        sys.stderr.write("[twisted] %s\n" % formatEvent(event))
-
-
-globalLogBeginner.beginLoggingTo([_log_observer], redirectStandardIO=False)
-
-
-def emit(obj):
-    _OUT.write(json.dumps(obj) + "\n")
-    _OUT.flush()
 
 
 class Calc(Referenceable):
@@ -68,38 +48,12 @@ class Calc(Referenceable):
         return a + b
 
 
-def stop_when_stdin_closes():
-    def watch():
-        try:
-            while sys.stdin.read(1):
-                pass
-        except Exception:
-            pass
-        reactor.callFromThread(reactor.stop)
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def cmd_serve(a):
     tub = Tub(certData=open(a.certfile, "rb").read())
-    listener = tub.listenOn("tcp:0:interface=127.0.0.1")
     tub.startService()
-
-    def started(tries=[0]):
-        if listener._lp is None:
-            tries[0] += 1
-            if tries[0] > 500:
-                emit({"error": "listener did not start"})
-                reactor.stop()
-                return
-            reactor.callLater(0.01, started)
-            return
-        port = listener._lp.getHost().port
-        tub.setLocation("tcp:127.0.0.1:%d" % port)
-        furl = tub.registerReference(Calc(), a.name)
-        emit({"furl": furl, "tubid": tub.getTubID(),
-              "incarnation": tub.getIncarnationString()})
-
-    reactor.callWhenRunning(started)
+    serve(tub, Calc(), a.name,
+          lambda furl: emit({"furl": furl, "tubid": tub.getTubID(),
+                             "incarnation": tub.getIncarnationString()}))
     stop_when_stdin_closes()
     reactor.callLater(a.lifetime, reactor.stop)
     reactor.run()

@@ -23,19 +23,17 @@ import argparse
 import builtins
 import gc
 import inspect
-import json
 import math
 import os
 import sys
 import time
 from decimal import Decimal
 
-_OUT = sys.stdout
-sys.stdout = sys.stderr if os.environ.get("FSNEGO_DEBUG") else open(os.devnull, "w")
+import fsquiet  # noqa: E402  (first: quiet stdout, JSON lines)
+from fsquiet import emit  # noqa: E402
 
 from twisted.internet import defer, reactor  # noqa: E402
 from twisted.internet.task import deferLater  # noqa: E402
-from twisted.logger import globalLogBeginner  # noqa: E402
 from twisted.python import reflect  # noqa: E402
 
 from foolscap.api import Copyable, Referenceable, RemoteCopy, Tub  # noqa: E402
@@ -46,20 +44,6 @@ if hasattr(sys, "set_int_max_str_digits"):
     sys.set_int_max_str_digits(0)
 
 MiB = 1024 * 1024
-
-
-def _log_observer(event):
-    if os.environ.get("FSNEGO_DEBUG"):
-        from twisted.logger import formatEvent
-        sys.stderr.write("[twisted] %s\n" % formatEvent(event))
-
-
-globalLogBeginner.beginLoggingTo([_log_observer], redirectStandardIO=False)
-
-
-def emit(obj):
-    _OUT.write(json.dumps(obj) + "\n")
-    _OUT.flush()
 
 
 class Point(Copyable, RemoteCopy):
@@ -304,7 +288,8 @@ def check_echo_dict_keys(ctx):
     # here has mutually comparable keys (a dict with keys 1 and b"x" cannot
     # be sent by Python at all: TypeError, and the connection is left with a
     # half-sent message).
-    return echo_all(ctx, [{1: "a", -5: "b", 2**80: "big", 1.5: "float", True: "t"},
+    return echo_all(ctx, [{1: "a", -5: "b", 2**80: "big", 1.5: "float"},
+                          {True: "t", 0.5: "half"},
                           {b"x": 1, b"": 2, b"\xff": 3},
                           {(1, 2): 3, (): 4, (0, b"t", "u"): 5},
                           {frozenset([1]): 1, frozenset(): 2},
@@ -709,7 +694,7 @@ def check_sleep_concurrent(ctx):
     expect(order[0][1] == "quick", "echo answered %r" % (order[0][1],))
     expect(order[1][2] >= 0.45, "sleep(0.5) answered after %.3f s" % order[1][2])
     expect(order[0][2] < 0.45, "the quick call waited %.3f s" % order[0][2])
-    r = yield ctx.call("sleep", seconds=0.01)
+    yield ctx.call("sleep", seconds=0.01)
     return "echo after %.3f s, sleep after %.3f s (answer %r)" % (
         order[0][2], order[1][2], order[1][1])
 
@@ -880,7 +865,7 @@ def main():
     a = p.parse_args()
     if a.list:
         for name, _ in CHECKS:
-            _OUT.write(name + "\n")
+            fsquiet.OUT.write(name + "\n")
         return 0
     if not a.furl:
         p.error("FURL is required")

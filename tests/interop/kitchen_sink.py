@@ -21,19 +21,15 @@ FSNEGO_DEBUG=1); nothing is printed on stdout.
 """
 
 import argparse
-import os
 import signal
 import sys
 from decimal import Decimal
 
-if not os.environ.get("FSNEGO_DEBUG"):
-    sys.stdout = open(os.devnull, "w")
-else:
-    sys.stdout = sys.stderr
+# first: quiet stdout and Twisted's log (shared with the other helpers)
+from fsquiet import serve, write_atomically  # noqa: E402
 
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.task import deferLater  # noqa: E402
-from twisted.logger import globalLogBeginner  # noqa: E402
 
 from foolscap.api import Copyable, Referenceable, RemoteCopy, Tub  # noqa: E402
 from foolscap.referenceable import RemoteReference  # noqa: E402
@@ -46,15 +42,6 @@ MAX_BIG = 256 * 1024 * 1024   # big(n) refuses n > 256 MiB
 MAX_POW2 = 100000             # pow2(n) refuses n > 100000
 MAX_SLEEP = 60.0              # sleep(seconds) is capped at 60 s
 MAX_NOTES = 100               # notes() keeps the last 100 notes
-
-
-def _log_observer(event):
-    if os.environ.get("FSNEGO_DEBUG"):
-        from twisted.logger import formatEvent
-        sys.stderr.write("[twisted] %s\n" % formatEvent(event))
-
-
-globalLogBeginner.beginLoggingTo([_log_observer], redirectStandardIO=False)
 
 
 class Point(Copyable, RemoteCopy):
@@ -261,13 +248,6 @@ class KitchenSink(Referenceable):
         return True
 
 
-def write_atomically(path, text):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, path)
-
-
 def main():
     p = argparse.ArgumentParser(description="Python foolscap kitchen-sink server")
     p.add_argument("furlfile")
@@ -279,31 +259,15 @@ def main():
 
     # Tub(certFile=...) loads the PEM if it exists, else creates it there
     tub = Tub(certFile=a.certfile) if a.certfile else Tub()
-    listener = tub.listenOn("tcp:%d:interface=127.0.0.1" % a.port)
     tub.startService()
-    sink = KitchenSink()
-
-    def started(tries=[0]):
-        # a TCP listener is normally up at once; poll just in case
-        if listener._lp is None:
-            tries[0] += 1
-            if tries[0] > 500:
-                sys.stderr.write("kitchen_sink.py: listener did not start\n")
-                reactor.stop()
-                return
-            reactor.callLater(0.01, started)
-            return
-        port = listener._lp.getHost().port
-        tub.setLocation("tcp:127.0.0.1:%d" % port)
-        furl = tub.registerReference(sink, a.name)
-        write_atomically(a.furlfile, furl + "\n")
+    serve(tub, KitchenSink(), a.name,
+          lambda furl: write_atomically(a.furlfile, furl + "\n"), port=a.port)
 
     def stop(*_):
         reactor.callFromThread(reactor.stop)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    reactor.callWhenRunning(started)
     reactor.callLater(a.max_seconds, reactor.stop)
     reactor.run(installSignalHandlers=False)
 
