@@ -315,6 +315,14 @@ fn counters_and_self(c: &Client) {
     );
     let zero = remote(c.ok("make_counter", &[]));
     assert_eq!(t.call(&zero, "get", &[], &[], T).unwrap(), Value::int(0));
+    // every object the server sends comes with its own FURL (the server
+    // has a location), and that FURL leads back to the same object
+    let furl = String::from_utf8(counter.furl().expect("a FURL").to_vec()).unwrap();
+    assert!(
+        furl.starts_with(&c.furl[..c.furl.find('@').unwrap()]),
+        "{furl}"
+    );
+    assert_eq!(remote(t.get_reference(&furl, T).unwrap()), counter);
     // get_self is the very reference we hold
     let me = remote(c.ok("get_self", &[]));
     assert_eq!(me, c.sink);

@@ -513,7 +513,14 @@ def check_counter(ctx):
     n = yield c0.callRemote("increment", 2)
     expect((g0, n) == (0, 2), "default counter: get()=%r, increment(2)=%r" % (g0, n))
     expect(c0 is not c, "two counters share one reference")
-    return "6, 16, 16; default start 0"
+    # a Tub with a location gives every object it sends a FURL, which leads
+    # back to the same object (over the same connection: the same reference)
+    url = c.getSturdyRef().getURL()
+    expect(url is not None and url.startswith("pb://%s@" % c.getRemoteTubID()),
+           "the counter came without its own FURL: %r" % (url,))
+    again = yield ctx.tub.getReference(url)
+    expect(again is c, "the counter's FURL gave another reference")
+    return "6, 16, 16; default start 0; counter FURL leads back to it"
 
 
 @check
