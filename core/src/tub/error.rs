@@ -26,6 +26,9 @@ pub enum TubError {
     /// `KeyError`), or the connection ended first.
     #[error("reference lookup failed: {0}")]
     Lookup(CallError),
+    /// An accepted socket was refused: this many connections exist.
+    #[error("refusing a connection: {0} connections are open")]
+    TooManyConnections(usize),
     /// The reference's connection is not open (any more).
     #[error("the connection is not open (dead reference)")]
     NotConnected,

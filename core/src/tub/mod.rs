@@ -58,6 +58,15 @@ pub struct TubConfig {
     /// How often received references that the application dropped are
     /// released (`decref`). Default: 1 s.
     pub release_interval: Duration,
+    /// Most connections (established or negotiating) while accepting more;
+    /// [`Tub::accept`] refuses beyond it with
+    /// [`TubError::TooManyConnections`]. Default: 10,000.
+    pub max_inbound_connections: usize,
+}
+
+impl TubConfig {
+    /// Default `max_inbound_connections`.
+    pub const DEFAULT_MAX_INBOUND_CONNECTIONS: usize = 10_000;
 }
 
 impl Default for TubConfig {
@@ -66,6 +75,7 @@ impl Default for TubConfig {
             negotiation: NegotiationConfig::default(),
             broker: BrokerConfig::default(),
             release_interval: Duration::from_secs(1),
+            max_inbound_connections: Self::DEFAULT_MAX_INBOUND_CONNECTIONS,
         }
     }
 }
@@ -710,9 +720,15 @@ impl Tub {
         }
     }
 
-    /// A socket was accepted: negotiation starts as the server.
-    pub fn accept(&mut self, now: Instant) -> ConnectionId {
+    /// A socket was accepted: negotiation starts as the server. Refused
+    /// (close the socket) once `max_inbound_connections` connections are
+    /// open or negotiating.
+    pub fn accept(&mut self, now: Instant) -> Result<ConnectionId, TubError> {
         self.tick(now);
+        let limit = self.config.max_inbound_connections;
+        if self.conns.len() >= limit {
+            return Err(TubError::TooManyConnections(limit));
+        }
         let neg = Negotiation::server(&self.tls, &mut self.table, &self.config.negotiation, now);
         let id = neg.connection_id();
         self.conns.insert(
@@ -723,7 +739,7 @@ impl Tub {
                 out: Vec::new(),
             },
         );
-        id
+        Ok(id)
     }
 
     /// Bytes received on a connection.

@@ -58,7 +58,7 @@ impl Net {
                         TubEvent::Dial { dial, port, .. } => {
                             if port == 1234 {
                                 let c = self.tubs[side].dial_connected(dial, self.now).unwrap();
-                                let s = self.tubs[1 - side].accept(self.now);
+                                let s = self.tubs[1 - side].accept(self.now).unwrap();
                                 self.links.insert((side, c), (1 - side, s));
                                 self.links.insert((1 - side, s), (side, c));
                             } else {
@@ -319,4 +319,24 @@ fn objects_sent_with_a_location_get_a_furl_like_python() {
     assert_eq!(cfurl.tubid, net.tubs[0].tubid());
     // that FURL leads to the same object
     assert_eq!(net.reference(&cfurl), Ok(Value::Remote(cr)));
+}
+
+#[test]
+fn accepting_stops_at_the_connection_limit() {
+    let now = Instant::now();
+    let id = Identity::generate().unwrap();
+    let config = TubConfig {
+        max_inbound_connections: 2,
+        ..TubConfig::default()
+    };
+    let mut t = Tub::new(&id, config, Box::new(SeededRng::new(3)), now).unwrap();
+    let a = t.accept(now).unwrap();
+    t.accept(now).unwrap();
+    assert_eq!(t.accept(now), Err(TubError::TooManyConnections(2)));
+    // a closed connection makes room again
+    t.handle_eof(a, now);
+    let mut buf = Vec::new();
+    while t.poll_transmit(&mut buf).is_some() {}
+    while t.poll_event().is_some() {}
+    assert!(t.accept(now).is_ok());
 }

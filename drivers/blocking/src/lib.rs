@@ -224,9 +224,11 @@ impl Tub {
                     }
                     if let Ok(stream) = stream {
                         let mut st = tub.lock();
-                        let conn = st.core.accept(Instant::now());
-                        if tub.attach(&mut st, conn, stream).is_err() {
-                            st.core.handle_eof(conn, Instant::now());
+                        // over the connection limit the socket just closes
+                        if let Ok(conn) = st.core.accept(Instant::now()) {
+                            if tub.attach(&mut st, conn, stream).is_err() {
+                                st.core.handle_eof(conn, Instant::now());
+                            }
                         }
                         tub.finish(st);
                     }
