@@ -7,3 +7,4 @@
 pub use foolscap_blocking as blocking;
 pub use foolscap_core as core;
 pub use foolscap_core::{banana, broker, furl, identity, negotiation, rng, tub, value};
+pub use foolscap_mio as mio;

@@ -29,6 +29,10 @@ pub enum Error {
     /// The Tub was shut down.
     #[error("the Tub is shut down")]
     Shutdown,
+    /// A blocking wait was asked on an event loop's own thread, which
+    /// would stall the loop (use the `_async` form there).
+    #[error("a blocking wait on the event loop's thread would stall it; use the async form")]
+    WouldStallLoop,
 }
 
 impl Error {

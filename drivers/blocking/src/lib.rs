@@ -1,28 +1,36 @@
-//! A blocking `std::net` driver for the foolscap-rs sans-IO core.
+//! The application's Tub handle over the foolscap-rs sans-IO core, and
+//! its blocking `std::net` engine.
 //!
-//! [`Tub`] wraps a [`foolscap_core::tub::Tub`] in a mutex and gives it
-//! threads: one accept thread per listener, a reader and a writer thread
-//! per connection, a short-lived thread per outbound dial (host names are
-//! resolved there), and one timer thread for the core's timeouts and the
-//! application's [`Tub::after`] callbacks. The handle is cheap to clone and
-//! `Send + Sync`: any thread may call through it.
+//! [`Tub`] wraps a [`foolscap_core::tub::Tub`] in a mutex, keeps the
+//! application's objects ([`Object`]), answer callbacks and timers, and
+//! is driven by one of two engines:
 //!
-//! Objects ([`Object`]) are called on the reader thread of the connection
-//! the call arrived on, outside the lock; they answer through the [`Call`]
-//! handle at once or later. Blocking calls ([`Tub::call`]) wait on the
-//! caller's thread; inside an object method use [`Tub::call_async`].
+//! * threads ([`Tub::new`], [`Tub::with_identity`]): one accept thread per
+//!   listener, a reader and a writer thread per connection, a short-lived
+//!   thread per outbound dial (host names are resolved there), and one
+//!   timer thread for the core's timeouts and [`Tub::after`] callbacks.
+//!   Objects are called on the reader thread of the connection the call
+//!   arrived on. Output per connection is queued to its writer thread
+//!   without a bound;
+//! * an event loop ([`Tub::with_driver`], used by `foolscap-mio`): the
+//!   loop owns the sockets and calls the [`DrivenTub`] side; objects and
+//!   callbacks run on the loop's thread, and other threads' calls wake it
+//!   through [`Driver::wake`].
 //!
-//! Output per connection is queued to its writer thread without a bound
-//! (the mio driver of issue 5 adds backpressure).
+//! The handle is cheap to clone and `Send + Sync`: any thread may call
+//! through it. Objects answer through the [`Call`] handle at once or
+//! later. Blocking calls ([`Tub::call`]) wait on the caller's thread;
+//! inside an object method use [`Tub::call_async`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod driven;
 mod error;
 mod object;
+mod threads;
 
-use std::collections::{BinaryHeap, HashMap};
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -38,13 +46,12 @@ use foolscap_core::tub::{
 };
 use foolscap_core::value::{RemoteRef, Text, Value};
 
+pub use driven::{DrivenTub, Driver, DriverIo};
 pub use error::Error;
 pub use object::{Call, Object};
 
-/// How long a TCP connect to one hint may take.
+/// How long a TCP connect to one hint may take (threads engine).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes read from a socket at a time.
-const READ_CHUNK: usize = 64 * 1024;
 
 type AnswerFn = Box<dyn FnOnce(Result<Value, Error>) + Send>;
 type TimerFn = Box<dyn FnOnce() + Send>;
@@ -70,6 +77,15 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the timer thread when the next deadline may have moved.
     timer_wake: Condvar,
+    engine: Engine,
+}
+
+/// What carries a Tub's I/O.
+enum Engine {
+    /// Threads per socket (this crate).
+    Threads,
+    /// An event loop that owns the sockets.
+    Driven(Arc<dyn Driver>),
 }
 
 /// When the last handle goes, the writer threads see their channels close
@@ -79,19 +95,29 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         st.shutdown = true;
-        for addr in &st.listeners {
-            let _ = TcpStream::connect_timeout(addr, Duration::from_millis(200));
+        match &self.engine {
+            Engine::Threads => {
+                for addr in &st.listeners {
+                    let _ = TcpStream::connect_timeout(addr, Duration::from_millis(200));
+                }
+            }
+            Engine::Driven(d) => d.wake(),
         }
     }
 }
 
-enum WriterMsg {
-    Data(Vec<u8>),
-    Close,
-}
+use threads::WriterMsg;
 
 struct State {
     core: CoreTub,
+    /// Connections with a socket (until their CloseTransport).
+    open: HashSet<ConnectionId>,
+    /// Calls from peers delivered to objects and not answered yet, per
+    /// connection (an event loop stops reading above its limit).
+    unanswered: HashMap<ConnectionId, usize>,
+    /// Timer callbacks due, for the event loop's next [`DrivenTub::drive`].
+    due: Vec<TimerFn>,
+    /// Threads engine: each connection's writer thread.
     writers: HashMap<ConnectionId, mpsc::Sender<WriterMsg>>,
     objects: HashMap<ObjectId, Arc<dyn Object>>,
     calls: HashMap<CallId, AnswerFn>,
@@ -145,14 +171,40 @@ impl Tub {
         Self::with_identity(identity, TubConfig::default())
     }
 
-    /// A Tub with a given identity and settings.
+    /// A Tub with a given identity and settings (threads engine).
     pub fn with_identity(identity: Identity, config: TubConfig) -> Result<Tub, Error> {
+        let tub = Self::build(identity, config, Engine::Threads)?;
+        let weak = Arc::downgrade(&tub.shared);
+        thread::Builder::new()
+            .name("foolscap-timer".into())
+            .spawn(move || threads::timer_thread(weak))?;
+        Ok(tub)
+    }
+
+    /// A Tub whose I/O an event loop carries out: the loop keeps the
+    /// [`DrivenTub`] and feeds it socket events; `driver` is how the
+    /// handle asks the loop for attention.
+    pub fn with_driver(
+        identity: Identity,
+        config: TubConfig,
+        driver: Arc<dyn Driver>,
+    ) -> Result<(Tub, DrivenTub), Error> {
+        let tub = Self::build(identity, config, Engine::Driven(driver))?;
+        let driven = DrivenTub::new(&tub);
+        Ok((tub, driven))
+    }
+
+    fn build(identity: Identity, config: TubConfig, engine: Engine) -> Result<Tub, Error> {
         let core = CoreTub::new(&identity, config, Box::new(SystemRng), Instant::now())?;
         let shared = Arc::new(Shared {
             tubid: identity.tubid(),
             identity,
+            engine,
             state: Mutex::new(State {
                 core,
+                open: HashSet::new(),
+                unanswered: HashMap::new(),
+                due: Vec::new(),
                 writers: HashMap::new(),
                 objects: HashMap::new(),
                 calls: HashMap::new(),
@@ -168,10 +220,6 @@ impl Tub {
             }),
             timer_wake: Condvar::new(),
         });
-        let weak = Arc::downgrade(&shared);
-        thread::Builder::new()
-            .name("foolscap-timer".into())
-            .spawn(move || timer_thread(weak))?;
         Ok(Tub { shared })
     }
 
@@ -210,30 +258,15 @@ impl Tub {
                     legacy: false,
                 }]);
             }
+            if st.shutdown {
+                return Err(Error::Shutdown);
+            }
             st.listeners.push(local);
         }
-        let weak = Arc::downgrade(&self.shared);
-        thread::Builder::new()
-            .name("foolscap-accept".into())
-            .spawn(move || {
-                for stream in listener.incoming() {
-                    let Some(shared) = weak.upgrade() else { return };
-                    let tub = Tub { shared };
-                    if tub.lock().shutdown {
-                        return;
-                    }
-                    if let Ok(stream) = stream {
-                        let mut st = tub.lock();
-                        // over the connection limit the socket just closes
-                        if let Ok(conn) = st.core.accept(Instant::now()) {
-                            if tub.attach(&mut st, conn, stream).is_err() {
-                                st.core.handle_eof(conn, Instant::now());
-                            }
-                        }
-                        tub.finish(st);
-                    }
-                }
-            })?;
+        match &self.shared.engine {
+            Engine::Threads => threads::spawn_acceptor(self, listener)?,
+            Engine::Driven(d) => d.listen(listener)?,
+        }
         Ok(local)
     }
 
@@ -300,6 +333,7 @@ impl Tub {
     /// returns the reference: a [`Value::Remote`], or [`Value::Local`] for
     /// one of our own FURLs.
     pub fn get_reference(&self, furl: &str, timeout: Duration) -> Result<Value, Error> {
+        self.may_block()?;
         let furl = Furl::parse(furl)?;
         let (tx, rx) = mpsc::sync_channel(1);
         self.get_reference_async(&furl, move |r| {
@@ -333,6 +367,7 @@ impl Tub {
         kwargs: &[(Text, Value)],
         timeout: Duration,
     ) -> Result<Value, Error> {
+        self.may_block()?;
         let (tx, rx) = mpsc::sync_channel(1);
         self.call_async(target, method, args, kwargs, move |r| {
             let _ = tx.send(r);
@@ -379,6 +414,11 @@ impl Tub {
         result: Result<Value, Failure>,
     ) -> Result<(), Error> {
         let mut st = self.lock();
+        if id.req_id != 0 {
+            if let Some(n) = st.unanswered.get_mut(&id.connection) {
+                *n = n.saturating_sub(1);
+            }
+        }
         let r = st.core.answer(id, result);
         self.finish(st);
         r.map_err(Error::from)
@@ -437,7 +477,7 @@ impl Tub {
         drop(removed);
     }
 
-    /// Runs `f` on the timer thread after `delay`.
+    /// Runs `f` after `delay` (on the timer thread, or the event loop's).
     pub fn after(&self, delay: Duration, f: impl FnOnce() + Send + 'static) {
         let mut st = self.lock();
         let id = st.next_timer;
@@ -446,65 +486,120 @@ impl Tub {
             .push(std::cmp::Reverse((Instant::now() + delay, id)));
         st.timer_fns.insert(id, Box::new(f));
         drop(st);
-        self.shared.timer_wake.notify_one();
+        match &self.shared.engine {
+            Engine::Threads => self.shared.timer_wake.notify_one(),
+            Engine::Driven(d) => d.wake(),
+        }
     }
 
-    /// Closes every connection and listener; outstanding calls fail.
+    /// Closes every connection and listener at once; outstanding calls
+    /// (ours and lookups) fail with [`Error::Shutdown`], calls from peers
+    /// not answered yet are lost with their connection.
     pub fn shutdown(&self) {
         let mut st = self.lock();
         st.shutdown = true;
-        let conns: Vec<ConnectionId> = st.writers.keys().copied().collect();
+        let mut failed: Vec<AnswerFn> = st.calls.drain().map(|(_, f)| f).collect();
+        failed.extend(st.lookups.drain().map(|(_, f)| f));
+        let conns: Vec<ConnectionId> = st.open.iter().copied().collect();
         for c in conns {
             st.core.disconnect(c);
         }
         let listeners = std::mem::take(&mut st.listeners);
         self.finish(st);
-        for addr in listeners {
-            // wake the accept thread so it sees the shutdown
-            let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+        let actions = failed
+            .into_iter()
+            .map(|f| Action::Answer(f, Err(Error::Shutdown)))
+            .collect();
+        self.run(actions);
+        match &self.shared.engine {
+            Engine::Threads => {
+                for addr in listeners {
+                    // wake the accept thread so it sees the shutdown
+                    let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+                }
+                self.shared.timer_wake.notify_all();
+            }
+            Engine::Driven(d) => d.stop_listening(),
         }
-        self.shared.timer_wake.notify_all();
+    }
+
+    /// A clean shutdown: stops listening, lets the answers to calls
+    /// already received go out (waiting at most `grace` for them), then
+    /// [`Tub::shutdown`]. Waits on the calling thread, which must not be
+    /// an event loop's.
+    pub fn shutdown_within(&self, grace: Duration) -> Result<(), Error> {
+        self.may_block()?;
+        let deadline = Instant::now() + grace;
+        let listeners = {
+            let mut st = self.lock();
+            std::mem::take(&mut st.listeners)
+        };
+        match &self.shared.engine {
+            Engine::Threads => {
+                for addr in listeners {
+                    let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+                }
+            }
+            Engine::Driven(d) => d.stop_listening(),
+        }
+        loop {
+            let pending: usize = self.lock().unanswered.values().sum();
+            if pending == 0 || Instant::now() >= deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    /// Blocking waits would stall an event loop's thread (the answer
+    /// needs that very thread).
+    fn may_block(&self) -> Result<(), Error> {
+        match &self.shared.engine {
+            Engine::Driven(d) if d.is_loop_thread() => Err(Error::WouldStallLoop),
+            _ => Ok(()),
+        }
     }
 
     // ---- the engine ----
 
-    /// Registers a socket for `conn` and starts its reader and writer.
-    fn attach(&self, st: &mut State, conn: ConnectionId, stream: TcpStream) -> std::io::Result<()> {
-        stream.set_nodelay(true)?;
-        let reader = stream.try_clone()?;
-        let mut writer = stream;
-        let (tx, rx) = mpsc::channel::<WriterMsg>();
-        st.writers.insert(conn, tx);
-        thread::Builder::new()
-            .name("foolscap-write".into())
-            .spawn(move || writer_thread(&mut writer, rx))?;
-        let weak = Arc::downgrade(&self.shared);
-        thread::Builder::new()
-            .name("foolscap-read".into())
-            .spawn(move || reader_thread(weak, conn, reader))?;
-        Ok(())
-    }
-
     /// Moves the core's output to the sockets and its events to the
     /// application, then releases the lock and runs the callbacks. Inside
-    /// callbacks this is left to the end of the batch.
+    /// callbacks this is left to the end of the batch. An event loop does
+    /// this on its own thread once woken.
     fn finish(&self, st: MutexGuard<'_, State>) {
-        if IN_CALLBACKS.with(|c| c.get()) {
-            return;
+        match &self.shared.engine {
+            Engine::Threads => {
+                if IN_CALLBACKS.with(|c| c.get()) {
+                    return;
+                }
+                self.finish_now(st)
+            }
+            Engine::Driven(d) => {
+                drop(st);
+                d.wake();
+            }
         }
-        self.finish_now(st)
     }
 
     /// A blocking wait inside a callback must not sit on deferred output.
     fn flush_if_deferred(&self) {
-        if IN_CALLBACKS.with(|c| c.get()) {
+        if matches!(self.shared.engine, Engine::Threads) && IN_CALLBACKS.with(|c| c.get()) {
             let st = self.lock();
             self.finish_now(st);
         }
     }
 
     fn finish_now(&self, mut st: MutexGuard<'_, State>) {
-        let actions = self.process(&mut st);
+        let mut writers = std::mem::take(&mut st.writers);
+        let mut io = threads::WriterIo {
+            writers: &mut writers,
+            dials: Vec::new(),
+        };
+        let mut actions = self.process(&mut st, &mut io);
+        actions.append(&mut io.dials);
+        st.writers = writers;
         let wake = st.timer_sleeps_until.is_some_and(|sleeping| {
             let next_timer = st.timers.peek().map(|r| r.0 .0);
             let next = match (st.core.poll_timeout(), next_timer) {
@@ -520,24 +615,24 @@ impl Tub {
         self.run(actions);
     }
 
-    fn process(&self, st: &mut State) -> Vec<Action> {
+    /// Hands the core's output to `io` and turns its events into work for
+    /// the application, under the lock.
+    fn process(&self, st: &mut State, io: &mut dyn DriverIo) -> Vec<Action> {
         let mut actions = Vec::new();
+        let mut buf = Vec::new();
         loop {
-            let mut buf = Vec::new();
             while let Some(conn) = st.core.poll_transmit(&mut buf) {
-                if let Some(w) = st.writers.get(&conn) {
-                    let _ = w.send(WriterMsg::Data(std::mem::take(&mut buf)));
-                }
+                io.transmit(conn, &mut buf);
             }
             let Some(ev) = st.core.poll_event() else {
                 break;
             };
             match ev {
-                TubEvent::Dial { dial, host, port } => actions.push(Action::Dial(dial, host, port)),
+                TubEvent::Dial { dial, host, port } => io.dial(dial, host, port),
                 TubEvent::CloseTransport(conn) => {
-                    if let Some(w) = st.writers.remove(&conn) {
-                        let _ = w.send(WriterMsg::Close);
-                    }
+                    st.open.remove(&conn);
+                    st.unanswered.remove(&conn);
+                    io.close(conn);
                 }
                 TubEvent::Connected { .. } => {}
                 TubEvent::Disconnected { connection, .. } => {
@@ -556,6 +651,9 @@ impl Tub {
                     }
                 }
                 TubEvent::Call(c) => {
+                    if c.id.req_id != 0 {
+                        *st.unanswered.entry(c.id.connection).or_default() += 1;
+                    }
                     let call = Call {
                         tub: self.clone(),
                         id: c.id,
@@ -571,6 +669,11 @@ impl Tub {
                         None => {
                             let mut call = call;
                             call.answered = true;
+                            if c.id.req_id != 0 {
+                                if let Some(n) = st.unanswered.get_mut(&c.id.connection) {
+                                    *n = n.saturating_sub(1);
+                                }
+                            }
                             let f = Failure::new(
                                 "builtins.KeyError",
                                 format!("no local object {}", c.object),
@@ -590,6 +693,11 @@ impl Tub {
     /// Runs callbacks without the lock, then sends what they produced.
     fn run(&self, actions: Vec<Action>) {
         if actions.is_empty() {
+            return;
+        }
+        if let Engine::Driven(d) = &self.shared.engine {
+            self.run_actions(actions);
+            d.wake();
             return;
         }
         let outer = IN_CALLBACKS.with(|c| c.replace(true));
@@ -617,157 +725,9 @@ impl Tub {
                 Action::Run(f) => {
                     let _ = catch_unwind(AssertUnwindSafe(f));
                 }
-                Action::Dial(dial, host, port) => {
-                    let weak = Arc::downgrade(&self.shared);
-                    let spawned = thread::Builder::new()
-                        .name("foolscap-dial".into())
-                        .spawn(move || dial_thread(weak, dial, host, port));
-                    if let Err(e) = spawned {
-                        self.lock().core.dial_failed(dial, &e.to_string());
-                    }
-                }
+                Action::Dial(dial, host, port) => threads::spawn_dial(self, dial, host, port),
             }
         }
-    }
-}
-
-fn dial_thread(weak: std::sync::Weak<Shared>, dial: DialId, host: String, port: u16) {
-    let result = connect(&host, port);
-    let Some(shared) = weak.upgrade() else { return };
-    let tub = Tub { shared };
-    let mut st = tub.lock();
-    match result {
-        Ok(stream) => match st.core.dial_connected(dial, Instant::now()) {
-            Some(conn) => {
-                if let Err(e) = tub.attach(&mut st, conn, stream) {
-                    st.core.handle_eof(conn, Instant::now());
-                    drop(e);
-                }
-            }
-            None => {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-        },
-        Err(e) => st.core.dial_failed(dial, &e.to_string()),
-    }
-    tub.finish(st);
-}
-
-fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let mut last = None;
-    for addr in (host, port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::other("the host name has no addresses")))
-}
-
-fn reader_thread(weak: std::sync::Weak<Shared>, conn: ConnectionId, mut stream: TcpStream) {
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => 0,
-            Ok(n) => n,
-        };
-        let Some(shared) = weak.upgrade() else { return };
-        let tub = Tub { shared };
-        let mut st = tub.lock();
-        if n == 0 {
-            st.core.handle_eof(conn, Instant::now());
-            tub.finish(st);
-            return;
-        }
-        st.core.handle_input(conn, Instant::now(), &buf[..n]);
-        let closed = !st.writers.contains_key(&conn);
-        tub.finish(st);
-        if closed {
-            return;
-        }
-    }
-}
-
-fn writer_thread(stream: &mut TcpStream, rx: mpsc::Receiver<WriterMsg>) {
-    let mut batch = Vec::new();
-    while let Ok(msg) = rx.recv() {
-        let mut close = false;
-        match msg {
-            WriterMsg::Data(d) => batch = d,
-            WriterMsg::Close => close = true,
-        }
-        // gather whatever else is queued into one write
-        while !close {
-            match rx.try_recv() {
-                Ok(WriterMsg::Data(d)) => batch.extend_from_slice(&d),
-                Ok(WriterMsg::Close) => close = true,
-                Err(_) => break,
-            }
-        }
-        if !batch.is_empty() && stream.write_all(&batch).is_err() {
-            let _ = stream.shutdown(Shutdown::Both);
-            return;
-        }
-        batch.clear();
-        if close {
-            let _ = stream.flush();
-            let _ = stream.shutdown(Shutdown::Both);
-            return;
-        }
-    }
-    let _ = stream.shutdown(Shutdown::Both);
-}
-
-fn timer_thread(weak: std::sync::Weak<Shared>) {
-    loop {
-        let Some(shared) = weak.upgrade() else { return };
-        let tub = Tub {
-            shared: shared.clone(),
-        };
-        let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.timer_sleeps_until = None;
-        if st.shutdown && st.writers.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        // run what is due
-        let mut due = Vec::new();
-        while let Some(std::cmp::Reverse((t, id))) = st.timers.peek().copied() {
-            if t > now {
-                break;
-            }
-            st.timers.pop();
-            if let Some(f) = st.timer_fns.remove(&id) {
-                due.push(Action::Run(f));
-            }
-        }
-        if st.core.poll_timeout().is_some_and(|t| t <= now) {
-            st.core.handle_timeout(now);
-        }
-        let mut actions = tub.process(&mut st);
-        actions.append(&mut due);
-        if !actions.is_empty() {
-            drop(st);
-            tub.run(actions);
-            continue;
-        }
-        // sleep until the next deadline (at most a second, to notice the
-        // Tub going away)
-        let next_timer = st.timers.peek().map(|r| r.0 .0);
-        let next = match (st.core.poll_timeout(), next_timer) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b).unwrap_or(now + Duration::from_secs(1)),
-        };
-        let wait = next
-            .saturating_duration_since(now)
-            .min(Duration::from_secs(1));
-        st.timer_sleeps_until = Some(now + wait);
-        drop(tub);
-        let _ = shared
-            .timer_wake
-            .wait_timeout(st, wait)
-            .map(|(g, _)| drop(g));
     }
 }
 

@@ -1,0 +1,249 @@
+//! The threads engine: a reader and a writer thread per connection, an
+//! accept thread per listener, a thread per dial, one timer thread.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::{mpsc, Arc, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use foolscap_core::negotiation::ConnectionId;
+use foolscap_core::tub::DialId;
+
+use crate::{Action, DriverIo, Shared, State, Tub, CONNECT_TIMEOUT};
+
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub(crate) enum WriterMsg {
+    Data(Vec<u8>),
+    Close,
+}
+
+/// The core's output, handed to the writer threads.
+pub(crate) struct WriterIo<'a> {
+    pub(crate) writers: &'a mut HashMap<ConnectionId, mpsc::Sender<WriterMsg>>,
+    pub(crate) dials: Vec<Action>,
+}
+
+impl DriverIo for WriterIo<'_> {
+    fn transmit(&mut self, connection: ConnectionId, data: &mut Vec<u8>) {
+        if let Some(w) = self.writers.get(&connection) {
+            let _ = w.send(WriterMsg::Data(std::mem::take(data)));
+        }
+    }
+
+    fn close(&mut self, connection: ConnectionId) {
+        if let Some(w) = self.writers.remove(&connection) {
+            let _ = w.send(WriterMsg::Close);
+        }
+    }
+
+    fn dial(&mut self, dial: DialId, host: String, port: u16) {
+        self.dials.push(Action::Dial(dial, host, port));
+    }
+}
+
+/// Starts the accept thread of a listener.
+pub(crate) fn spawn_acceptor(tub: &Tub, listener: TcpListener) -> std::io::Result<()> {
+    let weak = Arc::downgrade(&tub.shared);
+    thread::Builder::new()
+        .name("foolscap-accept".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Some(shared) = weak.upgrade() else { return };
+                let tub = Tub { shared };
+                if tub.lock().shutdown {
+                    return;
+                }
+                if let Ok(stream) = stream {
+                    let mut st = tub.lock();
+                    // over the connection limit the socket just closes
+                    if let Ok(conn) = st.core.accept(Instant::now()) {
+                        if attach(&tub, &mut st, conn, stream).is_err() {
+                            st.core.handle_eof(conn, Instant::now());
+                        }
+                    }
+                    tub.finish(st);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Starts a dial thread (host names are resolved there).
+pub(crate) fn spawn_dial(tub: &Tub, dial: DialId, host: String, port: u16) {
+    let weak = Arc::downgrade(&tub.shared);
+    let spawned = thread::Builder::new()
+        .name("foolscap-dial".into())
+        .spawn(move || dial_thread(weak, dial, host, port));
+    if let Err(e) = spawned {
+        tub.lock().core.dial_failed(dial, &e.to_string());
+    }
+}
+
+/// Registers a socket for `conn` and starts its reader and writer.
+fn attach(tub: &Tub, st: &mut State, conn: ConnectionId, stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let reader = stream.try_clone()?;
+    let mut writer = stream;
+    let (tx, rx) = mpsc::channel::<WriterMsg>();
+    st.writers.insert(conn, tx);
+    st.open.insert(conn);
+    thread::Builder::new()
+        .name("foolscap-write".into())
+        .spawn(move || writer_thread(&mut writer, rx))?;
+    let weak = Arc::downgrade(&tub.shared);
+    thread::Builder::new()
+        .name("foolscap-read".into())
+        .spawn(move || reader_thread(weak, conn, reader))?;
+    Ok(())
+}
+
+fn dial_thread(weak: Weak<Shared>, dial: DialId, host: String, port: u16) {
+    let result = connect(&host, port);
+    let Some(shared) = weak.upgrade() else { return };
+    let tub = Tub { shared };
+    let mut st = tub.lock();
+    match result {
+        Ok(stream) => match st.core.dial_connected(dial, Instant::now()) {
+            Some(conn) => {
+                if let Err(e) = attach(&tub, &mut st, conn, stream) {
+                    st.core.handle_eof(conn, Instant::now());
+                    drop(e);
+                }
+            }
+            None => {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        },
+        Err(e) => st.core.dial_failed(dial, &e.to_string()),
+    }
+    tub.finish(st);
+}
+
+fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut last = None;
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("the host name has no addresses")))
+}
+
+fn reader_thread(weak: Weak<Shared>, conn: ConnectionId, mut stream: TcpStream) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => n,
+        };
+        let Some(shared) = weak.upgrade() else { return };
+        let tub = Tub { shared };
+        let mut st = tub.lock();
+        if n == 0 {
+            st.core.handle_eof(conn, Instant::now());
+            tub.finish(st);
+            return;
+        }
+        st.core.handle_input(conn, Instant::now(), &buf[..n]);
+        let closed = !st.writers.contains_key(&conn);
+        tub.finish(st);
+        if closed {
+            return;
+        }
+    }
+}
+
+fn writer_thread(stream: &mut TcpStream, rx: mpsc::Receiver<WriterMsg>) {
+    let mut batch = Vec::new();
+    while let Ok(msg) = rx.recv() {
+        let mut close = false;
+        match msg {
+            WriterMsg::Data(d) => batch = d,
+            WriterMsg::Close => close = true,
+        }
+        // gather whatever else is queued into one write
+        while !close {
+            match rx.try_recv() {
+                Ok(WriterMsg::Data(d)) => batch.extend_from_slice(&d),
+                Ok(WriterMsg::Close) => close = true,
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() && stream.write_all(&batch).is_err() {
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        batch.clear();
+        if close {
+            let _ = stream.flush();
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+pub(crate) fn timer_thread(weak: Weak<Shared>) {
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        let tub = Tub {
+            shared: shared.clone(),
+        };
+        let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.timer_sleeps_until = None;
+        if st.shutdown && st.writers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        // run what is due
+        let mut due = Vec::new();
+        while let Some(std::cmp::Reverse((t, id))) = st.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            st.timers.pop();
+            if let Some(f) = st.timer_fns.remove(&id) {
+                due.push(Action::Run(f));
+            }
+        }
+        if st.core.poll_timeout().is_some_and(|t| t <= now) {
+            st.core.handle_timeout(now);
+        }
+        let mut writers = std::mem::take(&mut st.writers);
+        let mut io = WriterIo {
+            writers: &mut writers,
+            dials: Vec::new(),
+        };
+        let mut actions = tub.process(&mut st, &mut io);
+        actions.append(&mut io.dials);
+        st.writers = writers;
+        actions.append(&mut due);
+        if !actions.is_empty() {
+            drop(st);
+            tub.run(actions);
+            continue;
+        }
+        // sleep until the next deadline (at most a second, to notice the
+        // Tub going away)
+        let next_timer = st.timers.peek().map(|r| r.0 .0);
+        let next = match (st.core.poll_timeout(), next_timer) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(now + Duration::from_secs(1)),
+        };
+        let wait = next
+            .saturating_duration_since(now)
+            .min(Duration::from_secs(1));
+        st.timer_sleeps_until = Some(now + wait);
+        drop(tub);
+        let _ = shared
+            .timer_wake
+            .wait_timeout(st, wait)
+            .map(|(g, _)| drop(g));
+    }
+}

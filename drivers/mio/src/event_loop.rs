@@ -1,0 +1,904 @@
+//! The loop itself: sockets in a slab, Tubs by index, one read buffer.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use foolscap_blocking::{DrivenTub, DriverIo};
+use foolscap_core::negotiation::ConnectionId;
+use foolscap_core::tub::DialId;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+use crate::{Command, LoopConfig, LoopShared, LoopStats};
+
+/// The waker's token (slots use their index).
+pub(crate) const WAKER: Token = Token(usize::MAX);
+
+/// Queued output above this capacity is given back once sent (idle
+/// connections keep no large buffers).
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// The longest the loop sleeps with nothing due (it then checks whether
+/// anybody still holds it).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+struct TubEntry {
+    driven: DrivenTub,
+    woken: Arc<AtomicBool>,
+    conns: HashMap<ConnectionId, usize>,
+    listeners: Vec<usize>,
+    deadline: Option<Instant>,
+    /// Queued in `EventLoop::to_drive`.
+    queued: bool,
+}
+
+enum Slot {
+    Listener { tub: usize, listener: TcpListener },
+    Stream(Box<Stream>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Non-blocking connect in progress (until the deadline).
+    Connecting(Instant),
+    Open,
+    /// Sending what is queued, then waiting for the peer's EOF (until the
+    /// deadline).
+    Closing(Instant),
+}
+
+struct Stream {
+    tub: usize,
+    sock: TcpStream,
+    phase: Phase,
+    /// The connection, once the core knows it.
+    conn: Option<ConnectionId>,
+    /// Outbound: the dial and the addresses still to try.
+    dial: Option<DialId>,
+    more_addrs: Vec<SocketAddr>,
+    out: Vec<u8>,
+    /// Bytes of `out` already written.
+    sent: usize,
+    /// Data may be waiting in the kernel (edge-triggered readiness).
+    read_ready: bool,
+    /// Reading is paused (backpressure).
+    paused: bool,
+    /// EOF or an error was seen on reading.
+    read_closed: bool,
+    /// Our FIN was sent.
+    write_shut: bool,
+}
+
+impl Stream {
+    fn queued(&self) -> usize {
+        self.out.len() - self.sent
+    }
+}
+
+pub(crate) struct EventLoop {
+    poll: Poll,
+    shared: Arc<LoopShared>,
+    config: LoopConfig,
+    tubs: HashMap<usize, TubEntry>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    read_buf: Vec<u8>,
+    to_drive: Vec<usize>,
+    /// Streams that may have unread input (paused, or out of their turn's
+    /// reads).
+    backlog: HashSet<usize>,
+    /// Streams with a deadline (connecting or closing).
+    timed: HashSet<usize>,
+    stats: LoopStats,
+}
+
+impl EventLoop {
+    pub(crate) fn new(poll: Poll, shared: Arc<LoopShared>, config: LoopConfig) -> EventLoop {
+        EventLoop {
+            poll,
+            shared,
+            read_buf: vec![0; config.read_chunk.max(1)],
+            config,
+            tubs: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            to_drive: Vec::new(),
+            backlog: HashSet::new(),
+            timed: HashSet::new(),
+            stats: LoopStats::default(),
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let exiting = self.shared.exit.load(Ordering::Acquire);
+            if exiting && self.begin_exit(now) {
+                return;
+            }
+            if !exiting && self.tubs.is_empty() && Arc::strong_count(&self.shared) == 1 {
+                // nobody can reach the loop any more
+                return;
+            }
+            let timeout = self.poll_timeout(now);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != ErrorKind::Interrupted {
+                    return;
+                }
+            }
+            let now = Instant::now();
+            self.shared.turns.fetch_add(1, Ordering::Relaxed);
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                let i = ev.token().0;
+                match self.slots.get(i) {
+                    Some(Some(Slot::Listener { .. })) => self.accept(i, now),
+                    Some(Some(Slot::Stream(_))) => {
+                        if ev.is_writable() || ev.is_error() || ev.is_write_closed() {
+                            self.writable(i, now);
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            if let Some(Some(Slot::Stream(s))) = self.slots.get_mut(i) {
+                                s.read_ready = true;
+                            }
+                            self.read(i, now);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.take_inbox(now);
+            let backlog: Vec<usize> = self.backlog.iter().copied().collect();
+            for i in backlog {
+                self.read(i, now);
+            }
+            self.run_timers(now);
+            self.drive_all(now);
+            self.publish_stats();
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        let inbox_busy = {
+            let inbox = self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            !inbox.commands.is_empty() || !inbox.woken.is_empty()
+        };
+        if inbox_busy || !self.to_drive.is_empty() || self.backlog.iter().any(|&i| self.can_read(i))
+        {
+            return Some(Duration::ZERO);
+        }
+        // the waker must fire for work queued from here on
+        self.shared.wake_pending.store(false, Ordering::Release);
+        let mut next: Option<Instant> = None;
+        let mut earliest = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for t in self.tubs.values() {
+            if let Some(d) = t.deadline {
+                earliest(d);
+            }
+        }
+        for &i in &self.timed {
+            if let Some(Some(Slot::Stream(s))) = self.slots.get(i) {
+                match s.phase {
+                    Phase::Connecting(d) | Phase::Closing(d) => earliest(d),
+                    Phase::Open => {}
+                }
+            }
+        }
+        let wait = next.map_or(IDLE_POLL, |n| n.saturating_duration_since(now));
+        Some(wait.min(IDLE_POLL))
+    }
+
+    // ---- slots ----
+
+    fn insert(&mut self, slot: Slot) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn stream(&mut self, i: usize) -> Option<&mut Stream> {
+        match self.slots.get_mut(i) {
+            Some(Some(Slot::Stream(s))) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Drops a socket and forgets it.
+    fn remove(&mut self, i: usize) {
+        let Some(slot) = self.slots.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(i);
+        self.backlog.remove(&i);
+        self.timed.remove(&i);
+        match slot {
+            Slot::Listener { tub, mut listener } => {
+                let _ = self.poll.registry().deregister(&mut listener);
+                if let Some(t) = self.tubs.get_mut(&tub) {
+                    t.listeners.retain(|&l| l != i);
+                }
+            }
+            Slot::Stream(mut s) => {
+                self.stats.buffered_output -= s.queued();
+                let _ = self.poll.registry().deregister(&mut s.sock);
+                if let Some(t) = self.tubs.get_mut(&s.tub) {
+                    if let Some(c) = s.conn {
+                        if t.conns.get(&c) == Some(&i) {
+                            t.conns.remove(&c);
+                        }
+                    }
+                }
+                if s.paused {
+                    self.stats.paused -= 1;
+                }
+            }
+        }
+    }
+
+    fn queue_drive(&mut self, tub: usize) {
+        if let Some(t) = self.tubs.get_mut(&tub) {
+            if !t.queued {
+                t.queued = true;
+                self.to_drive.push(tub);
+            }
+        }
+    }
+
+    // ---- listening ----
+
+    fn accept(&mut self, i: usize, now: Instant) {
+        loop {
+            let Some(Some(Slot::Listener { tub, listener })) = self.slots.get(i) else {
+                return;
+            };
+            let tub = *tub;
+            let (sock, _) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // e.g. out of file descriptors: try again on the next event
+                Err(_) => return,
+            };
+            let Some(driven) = self.tubs.get(&tub).map(|t| t.driven.clone()) else {
+                return;
+            };
+            let Ok(conn) = driven.accept(now) else {
+                // over the Tub's limit or shut down: the socket just closes
+                continue;
+            };
+            let _ = sock.set_nodelay(true);
+            let s = self.insert(Slot::Stream(Box::new(Stream {
+                tub,
+                sock,
+                phase: Phase::Open,
+                conn: Some(conn),
+                dial: None,
+                more_addrs: Vec::new(),
+                out: Vec::new(),
+                sent: 0,
+                read_ready: false,
+                paused: false,
+                read_closed: false,
+                write_shut: false,
+            })));
+            if self.register(s).is_err() {
+                driven.handle_eof(conn, now);
+                self.remove(s);
+            } else if let Some(t) = self.tubs.get_mut(&tub) {
+                t.conns.insert(conn, s);
+            }
+            self.queue_drive(tub);
+        }
+    }
+
+    fn register(&mut self, i: usize) -> std::io::Result<()> {
+        let registry = self.poll.registry();
+        match self.slots.get_mut(i) {
+            Some(Some(Slot::Stream(s))) => registry.register(
+                &mut s.sock,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            ),
+            Some(Some(Slot::Listener { listener, .. })) => {
+                registry.register(listener, Token(i), Interest::READABLE)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    // ---- reading ----
+
+    /// Whether reading `i` now would make progress (data may be waiting
+    /// and nothing holds it back).
+    fn can_read(&self, i: usize) -> bool {
+        match self.slots.get(i) {
+            Some(Some(Slot::Stream(s))) => s.read_ready && !s.read_closed && !s.paused,
+            _ => false,
+        }
+    }
+
+    /// Whether `i`'s reading must wait: too much output queued, or too
+    /// many calls unanswered.
+    fn must_pause(&self, s: &Stream) -> bool {
+        if s.queued() > self.config.max_buffered_output {
+            return true;
+        }
+        match (s.conn, self.tubs.get(&s.tub)) {
+            (Some(c), Some(t)) => t.driven.unanswered_calls(c) > self.config.max_unanswered_calls,
+            _ => false,
+        }
+    }
+
+    fn read(&mut self, i: usize, now: Instant) {
+        let mut reads = 0;
+        loop {
+            let pause = match self.slots.get(i) {
+                Some(Some(Slot::Stream(s))) => {
+                    if !s.read_ready || s.read_closed || matches!(s.phase, Phase::Connecting(_)) {
+                        self.backlog.remove(&i);
+                        return;
+                    }
+                    self.must_pause(s)
+                }
+                _ => {
+                    self.backlog.remove(&i);
+                    return;
+                }
+            };
+            let s = self.stream(i).expect("checked");
+            if pause != s.paused {
+                s.paused = pause;
+                if pause {
+                    self.stats.paused += 1;
+                    self.stats.pauses += 1;
+                } else {
+                    self.stats.paused -= 1;
+                }
+            }
+            if pause {
+                self.backlog.insert(i);
+                return;
+            }
+            if reads >= self.config.reads_per_turn {
+                self.backlog.insert(i);
+                return;
+            }
+            let s = match self.slots.get_mut(i) {
+                Some(Some(Slot::Stream(s))) => s,
+                _ => return,
+            };
+            match s.sock.read(&mut self.read_buf) {
+                Ok(0) => {
+                    s.read_closed = true;
+                    self.backlog.remove(&i);
+                    self.peer_closed(i, now);
+                    return;
+                }
+                Ok(n) => {
+                    reads += 1;
+                    let (tub, conn, phase) = (s.tub, s.conn, s.phase);
+                    if let (Some(c), Phase::Open, Some(t)) = (conn, phase, self.tubs.get(&tub)) {
+                        t.driven.handle_input(c, now, &self.read_buf[..n]);
+                        self.queue_drive(tub);
+                    }
+                    // a closing connection's input is discarded
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    s.read_ready = false;
+                    self.backlog.remove(&i);
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    s.read_closed = true;
+                    self.backlog.remove(&i);
+                    self.peer_closed(i, now);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// EOF or a socket error: the core hears of it; a closing socket is
+    /// done.
+    fn peer_closed(&mut self, i: usize, now: Instant) {
+        let Some(s) = self.stream(i) else { return };
+        match s.phase {
+            Phase::Closing(_) => self.remove(i),
+            Phase::Connecting(_) => self.connect_failed(i, "connection closed".into(), now),
+            Phase::Open => {
+                let (tub, conn) = (s.tub, s.conn);
+                if let (Some(c), Some(t)) = (conn, self.tubs.get(&tub)) {
+                    t.driven.handle_eof(c, now);
+                    self.queue_drive(tub);
+                } else {
+                    self.remove(i);
+                }
+            }
+        }
+    }
+
+    // ---- writing ----
+
+    fn writable(&mut self, i: usize, now: Instant) {
+        let Some(s) = self.stream(i) else { return };
+        if let Phase::Connecting(_) = s.phase {
+            self.check_connect(i, now);
+            return;
+        }
+        self.flush(i, now);
+    }
+
+    /// Writes what is queued; unpauses reading below the bound; finishes
+    /// a closing socket.
+    fn flush(&mut self, i: usize, now: Instant) {
+        let Some(Some(Slot::Stream(s))) = self.slots.get_mut(i) else {
+            return;
+        };
+        let before = s.queued();
+        let mut broken = false;
+        while s.sent < s.out.len() {
+            match s.sock.write(&s.out[s.sent..]) {
+                Ok(0) => {
+                    broken = true;
+                    break;
+                }
+                Ok(n) => s.sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        if broken {
+            s.sent = s.out.len();
+        }
+        if s.sent == s.out.len() {
+            s.out.clear();
+            s.sent = 0;
+            if s.out.capacity() > KEEP_CAPACITY {
+                s.out = Vec::new();
+            }
+        }
+        let after = s.queued();
+        let (phase, empty, resume) = (s.phase, after == 0, s.paused && s.read_ready);
+        self.stats.buffered_output = self.stats.buffered_output + after - before;
+        if broken {
+            if let Some(s) = self.stream(i) {
+                s.read_closed = true;
+            }
+            self.peer_closed(i, now);
+            return;
+        }
+        if let (Phase::Closing(_), true) = (phase, empty) {
+            self.shut_write(i);
+        }
+        if resume {
+            self.backlog.insert(i);
+        }
+    }
+
+    /// Queues bytes for a connection and writes what the kernel takes.
+    fn transmit(&mut self, i: usize, data: &mut Vec<u8>, now: Instant) {
+        let Some(Some(Slot::Stream(s))) = self.slots.get_mut(i) else {
+            return;
+        };
+        if matches!(s.phase, Phase::Closing(_)) && s.write_shut {
+            return;
+        }
+        let before = s.queued();
+        if s.out.is_empty() {
+            std::mem::swap(&mut s.out, data);
+        } else {
+            s.out.extend_from_slice(data);
+        }
+        let queued = s.queued();
+        let writing = matches!(s.phase, Phase::Open | Phase::Closing(_));
+        self.stats.buffered_output += queued - before;
+        if writing {
+            self.flush(i, now);
+        }
+        if let Some(Some(Slot::Stream(s))) = self.slots.get(i) {
+            self.stats.peak_buffered_output = self.stats.peak_buffered_output.max(s.queued());
+        }
+    }
+
+    /// Sends our FIN once everything is out; the socket is dropped at the
+    /// peer's EOF or the close deadline.
+    fn shut_write(&mut self, i: usize) {
+        let Some(s) = self.stream(i) else { return };
+        if !s.write_shut {
+            s.write_shut = true;
+            let _ = s.sock.shutdown(Shutdown::Write);
+        }
+        if s.read_closed {
+            self.remove(i);
+        }
+    }
+
+    /// The core is done with a connection: send the rest, then close.
+    fn close(&mut self, i: usize, now: Instant) {
+        let deadline = now + self.config.close_timeout;
+        let Some(Some(Slot::Stream(s))) = self.slots.get_mut(i) else {
+            return;
+        };
+        s.phase = Phase::Closing(deadline);
+        // input from now on is read and dropped, whatever the bounds
+        if s.paused {
+            s.paused = false;
+            self.stats.paused -= 1;
+        }
+        let (empty, ready, tub, conn) = (s.queued() == 0, s.read_ready, s.tub, s.conn);
+        self.timed.insert(i);
+        if let (Some(t), Some(c)) = (self.tubs.get_mut(&tub), conn) {
+            if t.conns.get(&c) == Some(&i) {
+                t.conns.remove(&c);
+            }
+        }
+        if empty {
+            self.shut_write(i);
+        }
+        if ready {
+            self.backlog.insert(i);
+        }
+    }
+
+    // ---- dialling ----
+
+    fn dial(&mut self, tub: usize, dial: DialId, host: String, port: u16) {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => self.connect(tub, dial, vec![SocketAddr::new(ip, port)], Instant::now()),
+            Err(_) => {
+                // the system resolver blocks: ask it on a thread of its own
+                let shared = self.shared.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("foolscap-resolve".into())
+                    .spawn(move || {
+                        let result = (host.as_str(), port)
+                            .to_socket_addrs()
+                            .map(|a| a.collect::<Vec<_>>())
+                            .map_err(|e| e.to_string());
+                        shared.send(Command::Resolved { tub, dial, result });
+                    });
+                if let Err(e) = spawned {
+                    self.dial_failed(tub, dial, &e.to_string());
+                }
+            }
+        }
+    }
+
+    fn dial_failed(&mut self, tub: usize, dial: DialId, why: &str) {
+        if let Some(t) = self.tubs.get(&tub) {
+            t.driven.dial_failed(dial, why);
+            self.queue_drive(tub);
+        }
+    }
+
+    /// Starts a non-blocking connect to the first of `addrs`.
+    fn connect(&mut self, tub: usize, dial: DialId, mut addrs: Vec<SocketAddr>, now: Instant) {
+        let mut why = "the host name has no addresses".to_owned();
+        while !addrs.is_empty() {
+            let addr = addrs.remove(0);
+            match TcpStream::connect(addr) {
+                Ok(sock) => {
+                    let s = self.insert(Slot::Stream(Box::new(Stream {
+                        tub,
+                        sock,
+                        phase: Phase::Connecting(now + self.config.connect_timeout),
+                        conn: None,
+                        dial: Some(dial),
+                        more_addrs: addrs,
+                        out: Vec::new(),
+                        sent: 0,
+                        read_ready: false,
+                        paused: false,
+                        read_closed: false,
+                        write_shut: false,
+                    })));
+                    match self.register(s) {
+                        Ok(()) => {
+                            self.timed.insert(s);
+                            return;
+                        }
+                        Err(e) => {
+                            why = e.to_string();
+                            addrs = self
+                                .stream(s)
+                                .map(|st| std::mem::take(&mut st.more_addrs))
+                                .unwrap_or_default();
+                            self.remove(s);
+                        }
+                    }
+                }
+                Err(e) => why = e.to_string(),
+            }
+        }
+        self.dial_failed(tub, dial, &why);
+    }
+
+    fn check_connect(&mut self, i: usize, now: Instant) {
+        let Some(s) = self.stream(i) else { return };
+        let result = match s.sock.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e.to_string()),
+            Ok(None) => match s.sock.peer_addr() {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        match result {
+            Ok(()) => {
+                let _ = s.sock.set_nodelay(true);
+                let (tub, dial) = (s.tub, s.dial.take().expect("dialling"));
+                let Some(t) = self.tubs.get(&tub) else {
+                    self.remove(i);
+                    return;
+                };
+                match t.driven.dial_connected(dial, now) {
+                    Some(conn) => {
+                        let s = self.stream(i).expect("present");
+                        s.phase = Phase::Open;
+                        s.conn = Some(conn);
+                        s.more_addrs.clear();
+                        self.timed.remove(&i);
+                        if let Some(t) = self.tubs.get_mut(&tub) {
+                            t.conns.insert(conn, i);
+                        }
+                        self.queue_drive(tub);
+                        // data may have arrived with the connect
+                        self.backlog.insert(i);
+                        if let Some(s) = self.stream(i) {
+                            s.read_ready = true;
+                        }
+                    }
+                    None => self.remove(i),
+                }
+            }
+            Err(why) => self.connect_failed(i, why, now),
+        }
+    }
+
+    fn connect_failed(&mut self, i: usize, why: String, now: Instant) {
+        let Some(s) = self.stream(i) else { return };
+        let (tub, dial, more) = (s.tub, s.dial.take(), std::mem::take(&mut s.more_addrs));
+        self.remove(i);
+        let Some(dial) = dial else { return };
+        if more.is_empty() {
+            self.dial_failed(tub, dial, &why);
+        } else {
+            self.connect(tub, dial, more, now);
+        }
+    }
+
+    // ---- commands, timers, driving ----
+
+    fn take_inbox(&mut self, now: Instant) {
+        let (commands, woken) = {
+            let mut inbox = self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                std::mem::take(&mut inbox.commands),
+                std::mem::take(&mut inbox.woken),
+            )
+        };
+        for c in commands {
+            match c {
+                Command::AddTub(index, driven, woken) => {
+                    self.tubs.insert(
+                        index,
+                        TubEntry {
+                            driven,
+                            woken,
+                            conns: HashMap::new(),
+                            listeners: Vec::new(),
+                            deadline: None,
+                            queued: false,
+                        },
+                    );
+                    self.queue_drive(index);
+                }
+                Command::Listen(tub, listener) => {
+                    if !self.tubs.contains_key(&tub) {
+                        continue;
+                    }
+                    let listener = TcpListener::from_std(listener);
+                    let i = self.insert(Slot::Listener { tub, listener });
+                    if self.register(i).is_ok() {
+                        if let Some(t) = self.tubs.get_mut(&tub) {
+                            t.listeners.push(i);
+                        }
+                    } else {
+                        self.remove(i);
+                    }
+                }
+                Command::StopListening(tub) => {
+                    let listeners = self
+                        .tubs
+                        .get_mut(&tub)
+                        .map(|t| std::mem::take(&mut t.listeners))
+                        .unwrap_or_default();
+                    for i in listeners {
+                        self.remove(i);
+                    }
+                }
+                Command::Resolved { tub, dial, result } => match result {
+                    Ok(addrs) => self.connect(tub, dial, addrs, now),
+                    Err(why) => self.dial_failed(tub, dial, &why),
+                },
+            }
+        }
+        for tub in woken {
+            self.queue_drive(tub);
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        let due: Vec<usize> = self
+            .tubs
+            .iter()
+            .filter(|(_, t)| t.deadline.is_some_and(|d| d <= now))
+            .map(|(&i, _)| i)
+            .collect();
+        for i in due {
+            if let Some(t) = self.tubs.get_mut(&i) {
+                t.deadline = None;
+                t.driven.handle_timeout(now);
+            }
+            self.queue_drive(i);
+        }
+        let timed: Vec<usize> = self.timed.iter().copied().collect();
+        for i in timed {
+            let Some(s) = self.stream(i) else {
+                self.timed.remove(&i);
+                continue;
+            };
+            match s.phase {
+                Phase::Connecting(d) if d <= now => {
+                    self.connect_failed(i, "timed out connecting".into(), now)
+                }
+                Phase::Closing(d) if d <= now => self.remove(i),
+                _ => {}
+            }
+        }
+    }
+
+    fn drive_all(&mut self, now: Instant) {
+        // driving may wake more Tubs (a callback calling another Tub)
+        while !self.to_drive.is_empty() {
+            let batch = std::mem::take(&mut self.to_drive);
+            for index in batch {
+                let Some(t) = self.tubs.get_mut(&index) else {
+                    continue;
+                };
+                t.queued = false;
+                t.woken.store(false, Ordering::Release);
+                let driven = t.driven.clone();
+                if !driven.is_alive() {
+                    self.drop_tub(index, now);
+                    continue;
+                }
+                let mut io = Io {
+                    lp: self,
+                    tub: index,
+                    now,
+                };
+                driven.drive(&mut io);
+                let deadline = driven.poll_timeout();
+                if let Some(t) = self.tubs.get_mut(&index) {
+                    t.deadline = deadline;
+                }
+            }
+            let woken = std::mem::take(
+                &mut self
+                    .shared
+                    .inbox
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .woken,
+            );
+            for tub in woken {
+                self.queue_drive(tub);
+            }
+        }
+    }
+
+    /// The application dropped a Tub: its sockets close (after sending
+    /// what is queued).
+    fn drop_tub(&mut self, index: usize, now: Instant) {
+        let Some(t) = self.tubs.remove(&index) else {
+            return;
+        };
+        for i in t.listeners {
+            self.remove(i);
+        }
+        let streams: Vec<usize> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Some(Slot::Stream(st)) if st.tub == index))
+            .map(|(i, _)| i)
+            .collect();
+        for i in streams {
+            match self.stream(i).map(|s| s.phase) {
+                Some(Phase::Open) => self.close(i, now),
+                Some(Phase::Connecting(_)) => self.remove(i),
+                _ => {}
+            }
+        }
+    }
+
+    /// Exiting: every Tub goes, sockets get their close deadline. True
+    /// once no socket is left.
+    fn begin_exit(&mut self, now: Instant) -> bool {
+        let tubs: Vec<usize> = self.tubs.keys().copied().collect();
+        for t in tubs {
+            // drive once more so the last answers and closes go out
+            self.queue_drive(t);
+        }
+        self.drive_all(now);
+        let tubs: Vec<usize> = self.tubs.keys().copied().collect();
+        for t in tubs {
+            self.drop_tub(t, now);
+        }
+        self.run_timers(now);
+        self.slots.iter().all(Option::is_none)
+    }
+
+    fn publish_stats(&mut self) {
+        self.stats.tubs = self.tubs.len();
+        self.stats.listeners = self.tubs.values().map(|t| t.listeners.len()).sum();
+        self.stats.sockets = self.slots.len() - self.free.len() - self.stats.listeners;
+        *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()) = self.stats;
+    }
+}
+
+/// The loop as the core's transport, for one Tub's drive.
+struct Io<'a> {
+    lp: &'a mut EventLoop,
+    tub: usize,
+    now: Instant,
+}
+
+impl DriverIo for Io<'_> {
+    fn transmit(&mut self, connection: ConnectionId, data: &mut Vec<u8>) {
+        let slot = self
+            .lp
+            .tubs
+            .get(&self.tub)
+            .and_then(|t| t.conns.get(&connection).copied());
+        if let Some(i) = slot {
+            self.lp.transmit(i, data, self.now);
+        }
+    }
+
+    fn close(&mut self, connection: ConnectionId) {
+        let slot = self
+            .lp
+            .tubs
+            .get(&self.tub)
+            .and_then(|t| t.conns.get(&connection).copied());
+        if let Some(i) = slot {
+            self.lp.close(i, self.now);
+        }
+    }
+
+    fn dial(&mut self, dial: DialId, host: String, port: u16) {
+        self.lp.dial(self.tub, dial, host, port);
+    }
+}

@@ -1,0 +1,362 @@
+//! A mio event-loop driver for the foolscap-rs sans-IO core: one thread
+//! carries many Tubs, listeners, connections and outbound dials.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = foolscap_mio::Runtime::start(foolscap_mio::LoopConfig::default())?;
+//! let tub = runtime.new_tub()?; // the same handle as foolscap-blocking's
+//! tub.listen("127.0.0.1:0")?;
+//! // tub.register(object, None)?, tub.call(...), ... from any thread
+//! runtime.shutdown(std::time::Duration::from_secs(5));
+//! # Ok(()) }
+//! ```
+//!
+//! The application works with [`Tub`] handles (`Send + Sync`, shared
+//! with `foolscap-blocking`): objects ([`Object`]) and answer callbacks
+//! run on the loop's thread and must not block; other threads call
+//! through the handle, which queues the work and wakes the loop
+//! ([`mio::Waker`]). Blocking waits ([`Tub::call`],
+//! [`Tub::get_reference`]) are refused on the loop's thread with
+//! [`Error::WouldStallLoop`].
+//!
+//! Time: the loop sleeps until the earliest of the Tubs' timers
+//! ([`foolscap_blocking::DrivenTub::poll_timeout`]: negotiation
+//! deadlines, keepalives, reference releases, [`Tub::after`]), dial
+//! timeouts and closing connections' deadlines.
+//!
+//! Nothing blocks the loop: numeric connection hints are dialled on it
+//! with non-blocking connects; host names are resolved on a short-lived
+//! thread each (the system resolver blocks), which hands the addresses
+//! back to the loop.
+//!
+//! Backpressure ([`LoopConfig`]): bytes queued for a connection that the
+//! peer does not read are bounded: above
+//! [`LoopConfig::max_buffered_output`] the loop stops reading that socket,
+//! so the peer's calls (the work that makes output) wait in the kernel.
+//! Likewise above [`LoopConfig::max_unanswered_calls`] calls waiting for
+//! the application's answers. Reading resumes once the queue drains.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod event_loop;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use foolscap_blocking::{DrivenTub, Driver};
+use foolscap_core::identity::Identity;
+use foolscap_core::tub::{DialId, TubConfig};
+
+pub use foolscap_blocking::{as_remote, Call, Error, Object, Tub};
+
+/// Event loop settings. The defaults suit a server with many mostly idle
+/// connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopConfig {
+    /// Bytes queued for one connection (not yet taken by the kernel)
+    /// above which the loop stops reading that connection. The queue can
+    /// pass it by what the input already read produces. Default: 1 MiB.
+    pub max_buffered_output: usize,
+    /// Calls from one connection waiting for the application's answers
+    /// above which the loop stops reading that connection. Default:
+    /// 10,000.
+    pub max_unanswered_calls: usize,
+    /// Size of the loop's one read buffer (shared by every socket).
+    /// Default: 64 KiB.
+    pub read_chunk: usize,
+    /// Reads from one socket per loop turn before others get theirs.
+    /// Default: 16.
+    pub reads_per_turn: usize,
+    /// Time for a TCP connect to one address. Default: 30 s.
+    pub connect_timeout: Duration,
+    /// Time a closing connection gets to send what is queued and see the
+    /// peer's EOF before its socket is dropped. Default: 5 s.
+    pub close_timeout: Duration,
+}
+
+impl LoopConfig {
+    /// Default `max_buffered_output`.
+    pub const DEFAULT_MAX_BUFFERED_OUTPUT: usize = 1 << 20;
+    /// Default `max_unanswered_calls`.
+    pub const DEFAULT_MAX_UNANSWERED_CALLS: usize = 10_000;
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig {
+            max_buffered_output: Self::DEFAULT_MAX_BUFFERED_OUTPUT,
+            max_unanswered_calls: Self::DEFAULT_MAX_UNANSWERED_CALLS,
+            read_chunk: 64 * 1024,
+            reads_per_turn: 16,
+            connect_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters the loop keeps (read with [`Runtime::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Tubs carried.
+    pub tubs: usize,
+    /// Open sockets (connections, dials in progress, closing ones).
+    pub sockets: usize,
+    /// Listening sockets.
+    pub listeners: usize,
+    /// Bytes queued for sending over all connections.
+    pub buffered_output: usize,
+    /// The most bytes ever queued for one connection.
+    pub peak_buffered_output: usize,
+    /// Connections whose reading is paused (backpressure).
+    pub paused: usize,
+    /// Times any connection's reading was paused.
+    pub pauses: u64,
+    /// Loop turns.
+    pub turns: u64,
+}
+
+/// A running event loop (a thread). Clones share it.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    shared: Arc<LoopShared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    tubs: Mutex<Vec<DrivenTub>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the loop and the handles share.
+pub(crate) struct LoopShared {
+    waker: mio::Waker,
+    inbox: Mutex<Inbox>,
+    /// A wake-up is on its way (coalesces `Waker::wake` system calls).
+    wake_pending: AtomicBool,
+    loop_thread: OnceLock<ThreadId>,
+    next_tub: AtomicUsize,
+    /// Set by [`Runtime::shutdown`]: the loop ends once its sockets are
+    /// closed.
+    exit: AtomicBool,
+    stats: Mutex<LoopStats>,
+    turns: AtomicU64,
+}
+
+/// Work handed to the loop from other threads (or from callbacks).
+#[derive(Default)]
+pub(crate) struct Inbox {
+    commands: Vec<Command>,
+    /// Tubs that asked for [`DrivenTub::drive`].
+    woken: Vec<usize>,
+}
+
+pub(crate) enum Command {
+    AddTub(usize, DrivenTub, Arc<AtomicBool>),
+    Listen(usize, std::net::TcpListener),
+    StopListening(usize),
+    Resolved {
+        tub: usize,
+        dial: DialId,
+        result: Result<Vec<SocketAddr>, String>,
+    },
+}
+
+impl LoopShared {
+    fn on_loop_thread(&self) -> bool {
+        self.loop_thread.get() == Some(&std::thread::current().id())
+    }
+
+    /// Queues a command and wakes the loop.
+    fn send(&self, command: Command) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .commands
+            .push(command);
+        self.wake_loop();
+    }
+
+    fn wake_loop(&self) {
+        if !self.on_loop_thread() && !self.wake_pending.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// One Tub's link to the loop ([`Driver`]).
+struct TubLink {
+    index: usize,
+    /// Set while the Tub is queued for driving.
+    woken: Arc<AtomicBool>,
+    shared: Arc<LoopShared>,
+}
+
+impl Driver for TubLink {
+    fn wake(&self) {
+        if !self.woken.swap(true, Ordering::AcqRel) {
+            self.shared
+                .inbox
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .woken
+                .push(self.index);
+            self.shared.wake_loop();
+        }
+    }
+
+    fn listen(&self, listener: std::net::TcpListener) -> std::io::Result<()> {
+        listener.set_nonblocking(true)?;
+        self.shared.send(Command::Listen(self.index, listener));
+        Ok(())
+    }
+
+    fn stop_listening(&self) {
+        self.shared.send(Command::StopListening(self.index));
+    }
+
+    fn is_loop_thread(&self) -> bool {
+        self.shared.on_loop_thread()
+    }
+}
+
+impl Runtime {
+    /// Starts an event loop on a new thread.
+    pub fn start(config: LoopConfig) -> std::io::Result<Runtime> {
+        let poll = mio::Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), event_loop::WAKER)?;
+        let shared = Arc::new(LoopShared {
+            waker,
+            inbox: Mutex::new(Inbox::default()),
+            wake_pending: AtomicBool::new(false),
+            loop_thread: OnceLock::new(),
+            next_tub: AtomicUsize::new(0),
+            exit: AtomicBool::new(false),
+            stats: Mutex::new(LoopStats::default()),
+            turns: AtomicU64::new(0),
+        });
+        let lp = event_loop::EventLoop::new(poll, shared.clone(), config);
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("foolscap-mio".into())
+            .spawn(move || {
+                let _ = ready_tx.send(());
+                lp.run()
+            })?;
+        let _ = shared.loop_thread.set(thread.thread().id());
+        let _ = ready_rx.recv();
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                shared,
+                thread: Mutex::new(Some(thread)),
+                tubs: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// A Tub with a new identity, carried by this loop.
+    pub fn new_tub(&self) -> Result<Tub, Error> {
+        self.tub(Identity::generate()?, TubConfig::default())
+    }
+
+    /// A Tub with the identity in a certFile (created there if missing).
+    pub fn tub_with_cert_file(&self, path: impl AsRef<std::path::Path>) -> Result<Tub, Error> {
+        let path = path.as_ref();
+        let identity = match std::fs::read(path) {
+            Ok(text) => Identity::from_cert_file(text)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = Identity::generate()?;
+                std::fs::write(path, id.to_cert_file())?;
+                id
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.tub(identity, TubConfig::default())
+    }
+
+    /// A Tub with a given identity and settings, carried by this loop.
+    pub fn tub(&self, identity: Identity, config: TubConfig) -> Result<Tub, Error> {
+        let shared = &self.inner.shared;
+        if shared.exit.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        let index = shared.next_tub.fetch_add(1, Ordering::Relaxed);
+        let woken = Arc::new(AtomicBool::new(false));
+        let link = Arc::new(TubLink {
+            index,
+            woken: woken.clone(),
+            shared: shared.clone(),
+        });
+        let (tub, driven) = Tub::with_driver(identity, config, link)?;
+        self.inner
+            .tubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(driven.clone());
+        shared.send(Command::AddTub(index, driven, woken));
+        Ok(tub)
+    }
+
+    /// The loop's counters, as of its last turn.
+    pub fn stats(&self) -> LoopStats {
+        let mut s = *self
+            .inner
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        s.turns = self.inner.shared.turns.load(Ordering::Relaxed);
+        s
+    }
+
+    /// A clean shutdown: every Tub stops listening and gets up to `grace`
+    /// to answer the calls it already received
+    /// ([`Tub::shutdown_within`]); then every connection closes (its
+    /// queued bytes sent within [`LoopConfig::close_timeout`]), our own
+    /// outstanding calls fail with [`Error::Shutdown`], and the loop's
+    /// thread ends. Call it from outside the loop's thread.
+    pub fn shutdown(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        let tubs: Vec<DrivenTub> = self
+            .inner
+            .tubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        let live: Vec<Tub> = tubs.iter().filter_map(|t| t.upgrade()).collect();
+        // all Tubs stop listening first, then drain together
+        for t in &live {
+            let _ = t.shutdown_within(
+                Duration::ZERO.max(deadline.saturating_duration_since(Instant::now())),
+            );
+        }
+        drop(live);
+        let shared = &self.inner.shared;
+        shared.exit.store(true, Ordering::Release);
+        shared.wake_pending.store(false, Ordering::Release);
+        let _ = shared.waker.wake();
+        if shared.on_loop_thread() {
+            return;
+        }
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
