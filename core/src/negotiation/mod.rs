@@ -28,12 +28,19 @@
 //!    continue with the [`Session`] (which holds whatever was left to
 //!    send); on [`NegotiationEvent::Failed`] send what is left to transmit
 //!    (the reply Python would give) and close the TCP connection.
+//!
+//! Two optional extras, set right after construction: a [`Recorder`]
+//! ([`Negotiation::with_recorder`]) sees the connection's application
+//! bytes, for transcripts; [`Negotiation::without_tls`] replaces TLS by a
+//! pass-through channel, to replay recorded transcripts (never for real
+//! peers).
 
 pub mod blocks;
 pub mod decision;
 mod error;
 mod exchange;
 pub mod plaintext;
+mod record;
 mod session;
 pub mod tls;
 
@@ -45,6 +52,7 @@ pub use decision::{ConnectionId, ConnectionTable, LiveConnection};
 pub use error::{NegotiationError, Side};
 pub use exchange::{Exchange, Exchanged};
 pub use plaintext::{PlaintextError, Refusal};
+pub use record::{Direction, RecordPhase, Recorder, RecorderHandle};
 pub use session::{Session, SessionError, SessionInfo};
 pub use tls::{TlsContext, TlsOptions, WrongTubError};
 
@@ -53,6 +61,8 @@ pub use rustls;
 
 use crate::identity::TubId;
 use plaintext::BlockBuffer;
+use record::Tap;
+use session::Channel;
 
 /// Negotiation parameters, Python's by default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +119,10 @@ pub struct Negotiation {
     plain: BlockBuffer,
     max_block_bytes: usize,
     out: Vec<u8>,
-    tls: Option<rustls::Connection>,
+    tls: Option<Channel>,
+    /// Replay only: run without TLS, with this peer tubid.
+    clear_peer: Option<TubId>,
+    tap: Tap,
     exchange: Exchange,
     peer_cert: Option<TubId>,
     event: Option<NegotiationEvent>,
@@ -171,10 +184,36 @@ impl Negotiation {
             max_block_bytes: config.max_block_bytes,
             out: Vec::new(),
             tls: None,
+            clear_peer: None,
+            tap: Tap::default(),
             exchange: Exchange::new(tls.tubid(), target, id, config, table),
             peer_cert: None,
             event: None,
         }
+    }
+
+    /// Records this connection's application bytes (see [`Recorder`]):
+    /// call right after [`Negotiation::client`] or [`Negotiation::server`]
+    /// (a client's request, already queued, is recorded at once).
+    pub fn with_recorder(mut self, recorder: RecorderHandle) -> Negotiation {
+        self.tap = Tap::new(recorder, self.id);
+        if self.phase == Phase::Plaintext {
+            self.tap
+                .record(Direction::Sent, RecordPhase::Plain, &self.out);
+        }
+        self
+    }
+
+    /// **Replay and tests only.** Runs this connection without TLS: after
+    /// the plaintext phase, bytes in and out are the plaintext that TLS
+    /// would carry (hello and decision blocks, then banana), and `peer`
+    /// stands for the tubid that the peer's certificate would prove (a
+    /// client still checks it against the tubid it dialled). Offers no
+    /// security at all; never use it with a real peer. Call right after
+    /// construction.
+    pub fn without_tls(mut self, peer: TubId) -> Negotiation {
+        self.clear_peer = Some(peer);
+        self
     }
 
     /// This connection's id in the table.
@@ -247,7 +286,16 @@ impl Negotiation {
     fn plaintext_step(&mut self, now: Instant, table: &mut ConnectionTable) {
         let header = match self.plain.take_block(self.max_block_bytes) {
             Ok(None) => return,
-            Ok(Some(header)) => Ok(header),
+            Ok(Some(header)) => {
+                if self.tap.is_on() {
+                    // only the block is plaintext: what follows it in the
+                    // same read is TLS
+                    let block = [&header[..], b"\r\n\r\n"].concat();
+                    self.tap
+                        .record(Direction::Received, RecordPhase::Plain, &block);
+                }
+                Ok(header)
+            }
             Err(e) => Err(PlaintextError::from(e)),
         };
         let result = header.and_then(|h| match self.target {
@@ -256,36 +304,55 @@ impl Negotiation {
         });
         if let Err(e) = result {
             let text = e.wire_text();
-            if self.target.is_some() {
+            let reply = if self.target.is_some() {
                 // Python's client has already switched its send phase, so
                 // it reports this with an error block, in plaintext.
-                self.out
-                    .extend_from_slice(&blocks::format_block(&blocks::error_block(&text)));
+                blocks::format_block(&blocks::error_block(&text))
             } else {
-                self.out
-                    .extend_from_slice(&plaintext::format_refusal(&text));
-            }
+                plaintext::format_refusal(&text)
+            };
+            self.tap.record(Direction::Sent, RecordPhase::Plain, &reply);
+            self.out.extend_from_slice(&reply);
             return self.fail(e.into());
         }
-        let tls = match self.target {
-            Some(target) => self
+        let tls = match (self.clear_peer, self.target) {
+            (Some(peer), Some(target)) if peer != target => {
+                return self.fail(NegotiationError::WrongTub {
+                    expected: target,
+                    actual: peer,
+                })
+            }
+            (Some(peer), _) => Ok(Channel::Clear {
+                peer,
+                outgoing: Vec::new(),
+            }),
+            (None, Some(target)) => self
                 .tls_context
                 .client(target)
-                .map(rustls::Connection::from),
-            None => self.tls_context.server().map(rustls::Connection::from),
+                .map(|c| Channel::Tls(rustls::Connection::from(c))),
+            (None, None) => self
+                .tls_context
+                .server()
+                .map(|c| Channel::Tls(rustls::Connection::from(c))),
         };
         let mut tls = match tls {
             Ok(tls) => tls,
             Err(e) => return self.fail(NegotiationError::Tls(e)),
         };
         if self.target.is_none() {
+            self.tap.record(
+                Direction::Sent,
+                RecordPhase::Plain,
+                plaintext::SWITCHING_PROTOCOLS,
+            );
             self.out.extend_from_slice(plaintext::SWITCHING_PROTOCOLS);
         }
         // our hello waits in rustls until the handshake is done
         let mut hello = Vec::new();
         self.exchange.poll_output(&mut hello);
-        let _ = std::io::Write::write_all(&mut tls.writer(), &hello);
-        flush(&mut tls, &mut self.out);
+        self.tap.record(Direction::Sent, RecordPhase::Tls, &hello);
+        tls.write(&hello);
+        tls.flush(&mut self.out);
         self.tls = Some(tls);
         self.phase = Phase::Tls;
         // a client may have TLS bytes right behind the 101 (never in
@@ -315,10 +382,10 @@ impl Negotiation {
             return;
         };
         let mut plain = BytesMut::new();
-        let closed = match session::pump(&mut tls, &mut data, &mut plain) {
+        let closed = match tls.pump(&mut data, &mut plain) {
             Ok(closed) => closed,
             Err(e) => {
-                flush(&mut tls, &mut self.out);
+                tls.flush(&mut self.out);
                 let e = match tls::wrong_tub(&e) {
                     Some(w) => NegotiationError::WrongTub {
                         expected: w.expected,
@@ -330,48 +397,40 @@ impl Negotiation {
             }
         };
         if self.peer_cert.is_none() && !tls.is_handshaking() {
-            self.peer_cert = tls
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| TubId::of_certificate(c));
+            self.peer_cert = tls.peer_tubid();
         }
         if !plain.is_empty() {
+            self.tap
+                .record(Direction::Received, RecordPhase::Tls, &plain);
             let result =
                 self.exchange
                     .handle_plaintext(&plain, self.peer_cert.as_ref(), table, now);
             let mut reply = Vec::new();
             self.exchange.poll_output(&mut reply);
-            let _ = std::io::Write::write_all(&mut tls.writer(), &reply);
+            self.tap.record(Direction::Sent, RecordPhase::Tls, &reply);
+            tls.write(&reply);
             match result {
                 Ok(None) => {}
                 Ok(Some(done)) => {
-                    flush(&mut tls, &mut self.out);
+                    tls.flush(&mut self.out);
                     let out = std::mem::take(&mut self.out);
-                    let session = Session::new(tls, done.info, done.leftover, out);
+                    let tap = std::mem::take(&mut self.tap);
+                    let session = Session::with_channel(tls, tap, done.info, done.leftover, out);
                     self.phase = Phase::Finished;
                     self.event = Some(NegotiationEvent::Established(Box::new(session)));
                     return;
                 }
                 Err(e) => {
                     tls.send_close_notify();
-                    flush(&mut tls, &mut self.out);
+                    tls.flush(&mut self.out);
                     return self.fail(e);
                 }
             }
         }
-        flush(&mut tls, &mut self.out);
+        tls.flush(&mut self.out);
         self.tls = Some(tls);
         if closed {
             self.fail(NegotiationError::Closed);
-        }
-    }
-}
-
-/// Moves everything rustls wants to send into `out`.
-fn flush(tls: &mut rustls::Connection, out: &mut Vec<u8>) {
-    while tls.wants_write() {
-        if tls.write_tls(out).is_err() {
-            break;
         }
     }
 }

@@ -1,6 +1,10 @@
 //! The connection after negotiation: TLS records in and out, plaintext
 //! (banana) for the layer above. The broker never sees TLS, so it can be
 //! driven from recorded plaintext transcripts alone.
+//!
+//! For replaying transcripts a connection can also run on a [`Channel`]
+//! without TLS (see [`super::Negotiation::without_tls`]): bytes in and out
+//! are then the plaintext TLS would have carried.
 
 use std::io::Read;
 
@@ -8,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 
 use super::decision::ConnectionId;
+use super::record::{Direction, RecordPhase, Tap};
 use crate::banana::VocabTable;
 use crate::identity::TubId;
 
@@ -73,10 +78,99 @@ pub(crate) fn pump(
     Ok(closed)
 }
 
+/// What carries a connection's application data: rustls, or (replay and
+/// tests only) nothing at all.
+// Unboxed on purpose: the production variant is the large one, and the
+// connection lives boxed inside its Session or Negotiation anyway.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Channel {
+    /// The production path.
+    Tls(rustls::Connection),
+    /// No encryption: input is plaintext, output is plaintext. `peer`
+    /// stands for the tubid the peer's certificate would prove.
+    Clear {
+        /// The peer's tubid, given explicitly.
+        peer: TubId,
+        /// Plaintext waiting to be transmitted.
+        outgoing: Vec<u8>,
+    },
+}
+
+impl Channel {
+    /// Feeds received bytes, appending the plaintext that comes out;
+    /// returns whether the peer closed (TLS close_notify).
+    pub(crate) fn pump(
+        &mut self,
+        data: &mut &[u8],
+        plaintext: &mut BytesMut,
+    ) -> Result<bool, rustls::Error> {
+        match self {
+            Channel::Tls(tls) => pump(tls, data, plaintext),
+            Channel::Clear { .. } => {
+                plaintext.extend_from_slice(data);
+                *data = &[];
+                Ok(false)
+            }
+        }
+    }
+
+    /// Queues plaintext for sending.
+    pub(crate) fn write(&mut self, data: &[u8]) {
+        match self {
+            // with no buffer limit, rustls takes everything
+            Channel::Tls(tls) => {
+                let _ = std::io::Write::write_all(&mut tls.writer(), data);
+            }
+            Channel::Clear { outgoing, .. } => outgoing.extend_from_slice(data),
+        }
+    }
+
+    /// Moves everything ready to send into `out`.
+    pub(crate) fn flush(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Channel::Tls(tls) => {
+                while tls.wants_write() {
+                    if tls.write_tls(out).is_err() {
+                        break;
+                    }
+                }
+            }
+            Channel::Clear { outgoing, .. } => out.append(outgoing),
+        }
+    }
+
+    /// Whether the TLS handshake is still running.
+    pub(crate) fn is_handshaking(&self) -> bool {
+        match self {
+            Channel::Tls(tls) => tls.is_handshaking(),
+            Channel::Clear { .. } => false,
+        }
+    }
+
+    /// The tubid of the peer's certificate, once known.
+    pub(crate) fn peer_tubid(&self) -> Option<TubId> {
+        match self {
+            Channel::Tls(tls) => tls
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| TubId::of_certificate(c)),
+            Channel::Clear { peer, .. } => Some(*peer),
+        }
+    }
+
+    /// Sends TLS close_notify (nothing without TLS).
+    pub(crate) fn send_close_notify(&mut self) {
+        if let Channel::Tls(tls) = self {
+            tls.send_close_notify();
+        }
+    }
+}
+
 /// An established connection: feed it the bytes read from the socket,
 /// take plaintext out, write plaintext in, send what it transmits.
 pub struct Session {
-    tls: rustls::Connection,
+    channel: Channel,
+    tap: Tap,
     info: SessionInfo,
     received: BytesMut,
     outgoing: Vec<u8>,
@@ -96,14 +190,26 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    #[cfg(test)]
     pub(crate) fn new(
         tls: rustls::Connection,
         info: SessionInfo,
         received: BytesMut,
         outgoing: Vec<u8>,
     ) -> Session {
+        Self::with_channel(Channel::Tls(tls), Tap::default(), info, received, outgoing)
+    }
+
+    pub(crate) fn with_channel(
+        channel: Channel,
+        tap: Tap,
+        info: SessionInfo,
+        received: BytesMut,
+        outgoing: Vec<u8>,
+    ) -> Session {
         Session {
-            tls,
+            channel,
+            tap,
             info,
             received,
             outgoing,
@@ -123,7 +229,13 @@ impl Session {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        match pump(&mut self.tls, &mut data, &mut self.received) {
+        let start = self.received.len();
+        let result = self.channel.pump(&mut data, &mut self.received);
+        if self.tap.is_on() {
+            let got = &self.received[start.min(self.received.len())..];
+            self.tap.record(Direction::Received, RecordPhase::Tls, got);
+        }
+        match result {
             Ok(closed) => {
                 self.peer_closed |= closed;
                 Ok(())
@@ -153,8 +265,8 @@ impl Session {
         if data.is_empty() || self.failed.is_some() {
             return;
         }
-        // with no buffer limit, rustls takes everything
-        let _ = std::io::Write::write_all(&mut self.tls.writer(), data);
+        self.tap.record(Direction::Sent, RecordPhase::Tls, data);
+        self.channel.write(data);
         self.flush();
     }
 
@@ -173,7 +285,7 @@ impl Session {
     /// Sends TLS close_notify (the TCP connection may be closed after
     /// transmitting it).
     pub fn close(&mut self) {
-        self.tls.send_close_notify();
+        self.channel.send_close_notify();
         self.flush();
     }
 
@@ -184,19 +296,26 @@ impl Session {
 
     /// The TLS version in use.
     pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
-        self.tls.protocol_version()
+        match &self.channel {
+            Channel::Tls(tls) => tls.protocol_version(),
+            Channel::Clear { .. } => None,
+        }
     }
 
     /// The TLS cipher suite in use.
     pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
-        self.tls.negotiated_cipher_suite().map(|s| s.suite())
+        match &self.channel {
+            Channel::Tls(tls) => tls.negotiated_cipher_suite().map(|s| s.suite()),
+            Channel::Clear { .. } => None,
+        }
+    }
+
+    /// Whether this session runs without TLS (replay and tests only).
+    pub fn is_clear(&self) -> bool {
+        matches!(self.channel, Channel::Clear { .. })
     }
 
     fn flush(&mut self) {
-        while self.tls.wants_write() {
-            if self.tls.write_tls(&mut self.outgoing).is_err() {
-                break;
-            }
-        }
+        self.channel.flush(&mut self.outgoing);
     }
 }

@@ -39,8 +39,8 @@ use crate::broker::{
 use crate::furl::{new_swissnum, Furl, Hint};
 use crate::identity::{Identity, TubId};
 use crate::negotiation::{
-    ConnectionId, ConnectionTable, Negotiation, NegotiationConfig, NegotiationEvent, Session,
-    TlsContext,
+    ConnectionId, ConnectionTable, Negotiation, NegotiationConfig, NegotiationEvent,
+    RecorderHandle, Session, TlsContext,
 };
 use crate::rng::Rng;
 use crate::value::{RemoteRef, Text, Value};
@@ -62,6 +62,10 @@ pub struct TubConfig {
     /// [`Tub::accept`] refuses beyond it with
     /// [`TubError::TooManyConnections`]. Default: 10,000.
     pub max_inbound_connections: usize,
+    /// Sees every connection's application bytes (plaintext phase and
+    /// decrypted TLS data), for transcripts. Default: none (nothing is
+    /// copied).
+    pub recorder: Option<RecorderHandle>,
 }
 
 impl TubConfig {
@@ -76,6 +80,7 @@ impl Default for TubConfig {
             broker: BrokerConfig::default(),
             release_interval: Duration::from_secs(1),
             max_inbound_connections: Self::DEFAULT_MAX_INBOUND_CONNECTIONS,
+            recorder: None,
         }
     }
 }
@@ -681,6 +686,30 @@ impl Tub {
     /// the connection's id (for [`Tub::handle_input`]), `None` if the dial
     /// is no longer wanted (close the socket).
     pub fn dial_connected(&mut self, dial: DialId, now: Instant) -> Option<ConnectionId> {
+        self.dial_connected_with(dial, now, None)
+    }
+
+    /// **Replay and tests only**: like [`Tub::dial_connected`], but the
+    /// connection runs without TLS ([`Negotiation::without_tls`]): after
+    /// the plaintext phase, [`Tub::handle_input`] takes and
+    /// [`Tub::poll_transmit`] gives the plaintext TLS would carry, and
+    /// `peer` stands for the tubid the server's certificate would prove.
+    /// No security at all: never for a real peer.
+    pub fn dial_connected_clear(
+        &mut self,
+        dial: DialId,
+        now: Instant,
+        peer: TubId,
+    ) -> Option<ConnectionId> {
+        self.dial_connected_with(dial, now, Some(peer))
+    }
+
+    fn dial_connected_with(
+        &mut self,
+        dial: DialId,
+        now: Instant,
+        clear: Option<TubId>,
+    ) -> Option<ConnectionId> {
         self.tick(now);
         let d = self.dials.get(&dial)?;
         if self.by_peer.contains_key(&d.tubid) {
@@ -688,8 +717,8 @@ impl Tub {
             self.dials.remove(&dial);
             return None;
         }
-        let host = d.hints[d.next - 1].0.clone();
-        let neg = Negotiation::client(
+        let (host, port) = d.hints[d.next - 1].clone();
+        let mut neg = Negotiation::client(
             &self.tls,
             &mut self.table,
             d.tubid,
@@ -698,6 +727,13 @@ impl Tub {
             now,
         );
         let id = neg.connection_id();
+        if let Some(r) = &self.config.recorder {
+            r.0.opened(id, true, Some((&host, port)));
+            neg = neg.with_recorder(r.clone());
+        }
+        if let Some(peer) = clear {
+            neg = neg.without_tls(peer);
+        }
         self.conns.insert(
             id,
             Conn {
@@ -724,13 +760,39 @@ impl Tub {
     /// (close the socket) once `max_inbound_connections` connections are
     /// open or negotiating.
     pub fn accept(&mut self, now: Instant) -> Result<ConnectionId, TubError> {
+        self.accept_with(now, None)
+    }
+
+    /// **Replay and tests only**: like [`Tub::accept`], but the connection
+    /// runs without TLS ([`Negotiation::without_tls`]): after the
+    /// plaintext phase, [`Tub::handle_input`] takes and
+    /// [`Tub::poll_transmit`] gives the plaintext TLS would carry, and
+    /// `peer` stands for the tubid the client's certificate would prove.
+    /// No security at all: never for a real peer.
+    pub fn accept_clear(&mut self, now: Instant, peer: TubId) -> Result<ConnectionId, TubError> {
+        self.accept_with(now, Some(peer))
+    }
+
+    fn accept_with(
+        &mut self,
+        now: Instant,
+        clear: Option<TubId>,
+    ) -> Result<ConnectionId, TubError> {
         self.tick(now);
         let limit = self.config.max_inbound_connections;
         if self.conns.len() >= limit {
             return Err(TubError::TooManyConnections(limit));
         }
-        let neg = Negotiation::server(&self.tls, &mut self.table, &self.config.negotiation, now);
+        let mut neg =
+            Negotiation::server(&self.tls, &mut self.table, &self.config.negotiation, now);
         let id = neg.connection_id();
+        if let Some(r) = &self.config.recorder {
+            r.0.opened(id, false, None);
+            neg = neg.with_recorder(r.clone());
+        }
+        if let Some(peer) = clear {
+            neg = neg.without_tls(peer);
+        }
         self.conns.insert(
             id,
             Conn {
@@ -971,6 +1033,9 @@ impl Tub {
         let dial = conn.dial.take();
         self.table.connection_closed(id);
         self.events.push_back(TubEvent::CloseTransport(id));
+        if let Some(r) = &self.config.recorder {
+            r.0.closed(id);
+        }
         if let Some(dial) = dial {
             let Some(tubid) = self.dials.get(&dial).map(|d| d.tubid) else {
                 return;
@@ -1089,6 +1154,9 @@ impl Tub {
                 reason,
             });
             self.events.push_back(TubEvent::CloseTransport(id));
+            if let Some(r) = &self.config.recorder {
+                r.0.closed(id);
+            }
         }
         for object in released {
             self.check_unused(object);

@@ -13,29 +13,34 @@ struct Net {
     links: HashMap<(usize, ConnectionId), (usize, ConnectionId)>,
     events: [Vec<TubEvent>; 2],
     now: Instant,
+    /// Connect without TLS (the replay channel).
+    clear: bool,
 }
 
 fn tub(seed: u64, now: Instant) -> Tub {
+    tub_with(seed, now, TubConfig::default())
+}
+
+fn tub_with(seed: u64, now: Instant, config: TubConfig) -> Tub {
     let id = Identity::generate().unwrap();
-    Tub::new(
-        &id,
-        TubConfig::default(),
-        Box::new(SeededRng::new(seed)),
-        now,
-    )
-    .unwrap()
+    Tub::new(&id, config, Box::new(SeededRng::new(seed)), now).unwrap()
 }
 
 impl Net {
     fn new() -> Net {
+        Self::with_configs(TubConfig::default(), TubConfig::default(), false)
+    }
+
+    fn with_configs(server: TubConfig, client: TubConfig, clear: bool) -> Net {
         let now = Instant::now();
-        let mut server = tub(1, now);
+        let mut server = tub_with(1, now, server);
         server.set_location(vec![Hint::parse("tcp:127.0.0.1:1234")]);
         Net {
-            tubs: [server, tub(2, now)],
+            tubs: [server, tub_with(2, now, client)],
             links: HashMap::new(),
             events: [Vec::new(), Vec::new()],
             now,
+            clear,
         }
     }
 
@@ -56,7 +61,16 @@ impl Net {
                     moved = true;
                     match ev {
                         TubEvent::Dial { dial, port, .. } => {
-                            if port == 1234 {
+                            if port == 1234 && self.clear {
+                                let (me, them) =
+                                    (self.tubs[side].tubid(), self.tubs[1 - side].tubid());
+                                let c = self.tubs[side]
+                                    .dial_connected_clear(dial, self.now, them)
+                                    .unwrap();
+                                let s = self.tubs[1 - side].accept_clear(self.now, me).unwrap();
+                                self.links.insert((side, c), (1 - side, s));
+                                self.links.insert((1 - side, s), (side, c));
+                            } else if port == 1234 {
                                 let c = self.tubs[side].dial_connected(dial, self.now).unwrap();
                                 let s = self.tubs[1 - side].accept(self.now).unwrap();
                                 self.links.insert((side, c), (1 - side, s));
@@ -339,4 +353,112 @@ fn accepting_stops_at_the_connection_limit() {
     while t.poll_transmit(&mut buf).is_some() {}
     while t.poll_event().is_some() {}
     assert!(t.accept(now).is_ok());
+}
+
+type RecordedBytes = (ConnectionId, Direction, RecordPhase, Vec<u8>);
+type Opened = (ConnectionId, bool, Option<(String, u16)>);
+
+/// Everything a recorder saw.
+#[derive(Default)]
+struct Memory {
+    records: std::sync::Mutex<Vec<RecordedBytes>>,
+    opened: std::sync::Mutex<Vec<Opened>>,
+}
+
+impl Recorder for Memory {
+    fn opened(&self, connection: ConnectionId, is_client: bool, dialled: Option<(&str, u16)>) {
+        let d = dialled.map(|(h, p)| (h.to_owned(), p));
+        self.opened.lock().unwrap().push((connection, is_client, d));
+    }
+
+    fn record(&self, connection: ConnectionId, direction: Direction, phase: RecordPhase, b: &[u8]) {
+        let r = (connection, direction, phase, b.to_vec());
+        self.records.lock().unwrap().push(r);
+    }
+}
+
+impl Memory {
+    fn stream(&self, direction: Direction, phase: RecordPhase) -> Vec<u8> {
+        let records = self.records.lock().unwrap();
+        records
+            .iter()
+            .filter(|r| r.1 == direction && r.2 == phase)
+            .flat_map(|r| r.3.clone())
+            .collect()
+    }
+}
+
+use crate::negotiation::{Direction, RecordPhase, Recorder};
+
+fn recorded_call(clear: bool) -> (Arc<Memory>, Arc<Memory>) {
+    let (sm, cm) = (Arc::new(Memory::default()), Arc::new(Memory::default()));
+    let config = |m: &Arc<Memory>| TubConfig {
+        recorder: Some(RecorderHandle::new(m.clone())),
+        ..TubConfig::default()
+    };
+    let mut net = Net::with_configs(config(&sm), config(&cm), clear);
+    let obj = net.tubs[0].new_object("");
+    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
+    let Value::Remote(r) = net.reference(&furl).unwrap() else {
+        panic!("a remote reference")
+    };
+    net.tubs[1].call(&r, "add", &[Value::int(1)], &[]).unwrap();
+    net.run();
+    net.serve();
+    assert_eq!(answers(net.take(1)).len(), 1);
+    (sm, cm)
+}
+
+#[test]
+fn the_recorder_sees_the_plaintext_phase_and_the_decrypted_stream() {
+    for clear in [false, true] {
+        let (server, client) = recorded_call(clear);
+        let get = client.stream(Direction::Sent, RecordPhase::Plain);
+        assert!(get.starts_with(b"GET /id/") && get.ends_with(b"\r\n\r\n"));
+        assert_eq!(server.stream(Direction::Received, RecordPhase::Plain), get);
+        let ok = server.stream(Direction::Sent, RecordPhase::Plain);
+        assert_eq!(ok, crate::negotiation::plaintext::SWITCHING_PROTOCOLS);
+        assert_eq!(client.stream(Direction::Received, RecordPhase::Plain), ok);
+        // what one side sent inside TLS is exactly what the other received
+        for (a, b) in [(&server, &client), (&client, &server)] {
+            let sent = a.stream(Direction::Sent, RecordPhase::Tls);
+            assert!(sent.starts_with(b"banana-negotiation-range: 3 3\r\n"));
+            assert_eq!(sent, b.stream(Direction::Received, RecordPhase::Tls));
+        }
+        let ours = client.stream(Direction::Sent, RecordPhase::Tls);
+        assert!(ours.windows(3).any(|w| w == b"add"), "the call is recorded");
+        let opened = client.opened.lock().unwrap().clone();
+        assert_eq!(opened.len(), 1);
+        assert!(opened[0].1);
+        assert_eq!(opened[0].2, Some(("127.0.0.1".to_owned(), 1234)));
+        assert!(!server.opened.lock().unwrap()[0].1);
+    }
+}
+
+#[test]
+fn recorder_handles_compare_by_identity() {
+    let m: Arc<dyn Recorder> = Arc::new(Memory::default());
+    let a = RecorderHandle::new(m.clone());
+    assert_eq!(a, RecorderHandle::new(m));
+    assert_ne!(a, RecorderHandle::new(Arc::new(Memory::default())));
+    assert!(format!("{a:?}").starts_with("RecorderHandle("));
+}
+
+#[test]
+fn a_clear_client_refuses_a_peer_that_is_not_the_dialled_tub() {
+    let now = Instant::now();
+    let mut client = tub(5, now);
+    let server = tub(6, now);
+    let other = tub(7, now);
+    let furl = Furl::new(server.tubid(), vec![Hint::parse("tcp:127.0.0.1:1")], "x");
+    client.get_reference(&furl);
+    let Some(TubEvent::Dial { dial, .. }) = client.poll_event() else {
+        panic!("a dial")
+    };
+    let c = client
+        .dial_connected_clear(dial, now, other.tubid())
+        .unwrap();
+    client.handle_input(c, now, crate::negotiation::plaintext::SWITCHING_PROTOCOLS);
+    let evs: Vec<TubEvent> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert!(evs.contains(&TubEvent::CloseTransport(c)), "{evs:?}");
 }
