@@ -26,7 +26,7 @@
 
 mod error;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -263,6 +263,36 @@ struct Conn {
     dial: Option<DialId>,
     /// Bytes to send.
     out: Vec<u8>,
+    /// The deadline filed for this connection in `Tub::timers`.
+    timer: Option<Instant>,
+    /// When this connection next releases the references the
+    /// application dropped (set while it holds any).
+    release_at: Option<Instant>,
+}
+
+impl Conn {
+    fn new(state: ConnState, dial: Option<DialId>) -> Conn {
+        Conn {
+            state,
+            dial,
+            out: Vec::new(),
+            timer: None,
+            release_at: None,
+        }
+    }
+
+    /// The earliest of this connection's timers.
+    fn deadline(&self) -> Option<Instant> {
+        let state = match &self.state {
+            ConnState::Negotiating(n) => n.poll_timeout(),
+            ConnState::Open { broker, .. } => broker.poll_timeout(),
+            ConnState::Closed => return None,
+        };
+        match (state, self.release_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 struct Dial {
@@ -303,7 +333,9 @@ pub struct Tub {
     dirty: VecDeque<ConnectionId>,
     dirty_set: HashSet<ConnectionId>,
     events: VecDeque<TubEvent>,
-    next_release: Option<Instant>,
+    /// Every connection's next deadline, earliest first: timers cost
+    /// the connections that are due, not all of them.
+    timers: BTreeSet<(Instant, ConnectionId)>,
     /// The latest time a driver passed in (application calls use it).
     last_now: Instant,
     /// Reused buffer for plaintext on its way to TLS.
@@ -352,7 +384,7 @@ impl Tub {
             dirty: VecDeque::new(),
             dirty_set: HashSet::new(),
             events: VecDeque::new(),
-            next_release: None,
+            timers: BTreeSet::new(),
             last_now: now,
             scratch: Vec::new(),
         })
@@ -736,11 +768,7 @@ impl Tub {
         }
         self.conns.insert(
             id,
-            Conn {
-                state: ConnState::Negotiating(Box::new(neg)),
-                dial: Some(dial),
-                out: Vec::new(),
-            },
+            Conn::new(ConnState::Negotiating(Box::new(neg)), Some(dial)),
         );
         self.pump(id, now);
         Some(id)
@@ -793,14 +821,9 @@ impl Tub {
         if let Some(peer) = clear {
             neg = neg.without_tls(peer);
         }
-        self.conns.insert(
-            id,
-            Conn {
-                state: ConnState::Negotiating(Box::new(neg)),
-                dial: None,
-                out: Vec::new(),
-            },
-        );
+        self.conns
+            .insert(id, Conn::new(ConnState::Negotiating(Box::new(neg)), None));
+        self.refresh_timer(id);
         Ok(id)
     }
 
@@ -872,6 +895,9 @@ impl Tub {
             }
             std::mem::swap(buf, &mut conn.out);
             if matches!(conn.state, ConnState::Closed) {
+                if let Some(t) = conn.timer {
+                    self.timers.remove(&(t, id));
+                }
                 self.conns.remove(&id);
             }
             if !buf.is_empty() {
@@ -888,45 +914,37 @@ impl Tub {
 
     /// When [`Tub::handle_timeout`] should next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t: Option<Instant> = self.next_release;
-        for c in self.conns.values() {
-            let ct = match &c.state {
-                ConnState::Negotiating(n) => n.poll_timeout(),
-                ConnState::Open { broker, .. } => broker.poll_timeout(),
-                ConnState::Closed => None,
-            };
-            t = match (t, ct) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        t
+        self.timers.first().map(|&(t, _)| t)
     }
 
     /// Runs every timer due at `now`: negotiation deadlines, keepalives,
     /// disconnect timeouts, and the release of dropped references.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tick(now);
-        let sweep = self.next_release.is_some_and(|t| now >= t);
-        let ids: Vec<ConnectionId> = self.conns.keys().copied().collect();
-        for id in ids {
-            if let Some(conn) = self.conns.get_mut(&id) {
-                match &mut conn.state {
-                    ConnState::Negotiating(n) => n.handle_timeout(now),
-                    ConnState::Open { broker, .. } => {
-                        broker.handle_timeout(now);
-                        if sweep {
-                            broker.release_dropped();
-                        }
-                    }
-                    ConnState::Closed => continue,
-                }
-                self.pump(id, now);
+        let due: Vec<ConnectionId> = self
+            .timers
+            .range(..=(now, ConnectionId(u64::MAX)))
+            .map(|&(_, id)| id)
+            .collect();
+        for id in due {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            let sweep = conn.release_at.is_some_and(|t| now >= t);
+            if sweep {
+                conn.release_at = None;
             }
-        }
-        if sweep {
-            self.next_release = None;
-            self.schedule_release(now);
+            match &mut conn.state {
+                ConnState::Negotiating(n) => n.handle_timeout(now),
+                ConnState::Open { broker, .. } => {
+                    broker.handle_timeout(now);
+                    if sweep {
+                        broker.release_dropped();
+                    }
+                }
+                ConnState::Closed => {}
+            }
+            self.pump(id, now);
         }
     }
 
@@ -936,14 +954,32 @@ impl Tub {
         }
     }
 
-    fn schedule_release(&mut self, now: Instant) {
-        if self.next_release.is_none() {
-            let any = self.conns.values().any(|c| match &c.state {
-                ConnState::Open { broker, .. } => broker.imported_count() > 0,
-                _ => false,
-            });
-            if any {
-                self.next_release = Some(now + self.config.release_interval);
+    /// Files the connection's earliest deadline in `timers` (again, if
+    /// it moved).
+    fn refresh_timer(&mut self, id: ConnectionId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let due = conn.deadline();
+        if due != conn.timer {
+            if let Some(t) = conn.timer {
+                self.timers.remove(&(t, id));
+            }
+            if let Some(t) = due {
+                self.timers.insert((t, id));
+            }
+            conn.timer = due;
+        }
+    }
+
+    /// Starts the connection's release interval if it holds references
+    /// and none is running.
+    fn schedule_release(&mut self, id: ConnectionId, now: Instant) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if let ConnState::Open { broker, .. } = &conn.state {
+                if conn.release_at.is_none() && broker.imported_count() > 0 {
+                    conn.release_at = Some(now + self.config.release_interval);
+                }
             }
         }
     }
@@ -973,6 +1009,7 @@ impl Tub {
         }
         self.drain_broker(id, now);
         self.mark_dirty(id);
+        self.refresh_timer(id);
     }
 
     fn established(&mut self, id: ConnectionId, mut session: Box<Session>, now: Instant) {
@@ -1024,7 +1061,7 @@ impl Tub {
         if let Some(dial) = self.dialing.remove(&peer) {
             self.dials.remove(&dial);
         }
-        self.schedule_release(now);
+        self.schedule_release(id, now);
     }
 
     fn negotiation_failed(&mut self, id: ConnectionId, why: String) {
@@ -1161,7 +1198,7 @@ impl Tub {
         for object in released {
             self.check_unused(object);
         }
-        self.schedule_release(now);
+        self.schedule_release(id, now);
     }
 }
 

@@ -462,3 +462,79 @@ fn a_clear_client_refuses_a_peer_that_is_not_the_dialled_tub() {
     let evs: Vec<TubEvent> = std::iter::from_fn(|| client.poll_event()).collect();
     assert!(evs.contains(&TubEvent::CloseTransport(c)), "{evs:?}");
 }
+
+#[test]
+fn timers_are_filed_per_connection() {
+    let start = Instant::now();
+    let mut t = tub(4, start);
+    assert_eq!(t.poll_timeout(), None);
+    // three negotiations, one second apart, each with its own deadline
+    let timeout = NegotiationConfig::default().timeout;
+    let ids: Vec<ConnectionId> = (0..3)
+        .map(|i| t.accept(start + Duration::from_secs(i)).unwrap())
+        .collect();
+    assert_eq!(t.timers.len(), 3);
+    assert_eq!(t.poll_timeout(), Some(start + timeout));
+    // the first deadline ends the first connection only
+    t.handle_timeout(start + timeout);
+    let mut closed = Vec::new();
+    while let Some(ev) = t.poll_event() {
+        if let TubEvent::CloseTransport(c) = ev {
+            closed.push(c);
+        }
+    }
+    assert_eq!(closed, vec![ids[0]]);
+    assert_eq!(
+        t.poll_timeout(),
+        Some(start + timeout + Duration::from_secs(1))
+    );
+    // a connection that is gone leaves no timer behind
+    let mut buf = Vec::new();
+    while t.poll_transmit(&mut buf).is_some() {}
+    assert_eq!(t.timers.len(), 2);
+    t.handle_eof(ids[1], start + timeout);
+    while t.poll_transmit(&mut buf).is_some() {}
+    assert_eq!(t.timers.len(), 1);
+    assert_eq!(
+        t.poll_timeout(),
+        Some(start + timeout + Duration::from_secs(2))
+    );
+}
+
+#[test]
+fn an_established_connection_files_its_keepalive() {
+    let keepalive = Duration::from_secs(30);
+    let config = TubConfig {
+        broker: BrokerConfig {
+            keepalive: Some(keepalive),
+            ..BrokerConfig::default()
+        },
+        ..TubConfig::default()
+    };
+    let mut net = Net::with_configs(config.clone(), config, false);
+    let obj = net.tubs[0].new_object("");
+    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
+    assert!(matches!(net.reference(&furl), Ok(Value::Remote(_))));
+    for side in 0..2 {
+        assert_eq!(net.tubs[side].timers.len(), 1);
+        let due = net.tubs[side].poll_timeout().expect("a keepalive");
+        assert!(due <= net.now + keepalive, "{side}");
+    }
+    // traffic later moves the deadline on
+    net.now += Duration::from_secs(20);
+    let Ok(Value::Remote(r)) = net.reference(&furl) else {
+        panic!()
+    };
+    net.tubs[1].call(&r, "m", &[], &[]).unwrap();
+    net.run();
+    net.serve();
+    let due = net.tubs[0].poll_timeout().expect("a keepalive");
+    assert!(
+        due > net.now,
+        "deadline {due:?} not moved past {:?}",
+        net.now
+    );
+    // nothing is due before it
+    net.tubs[0].handle_timeout(due - Duration::from_millis(1));
+    assert_eq!(net.tubs[0].poll_timeout(), Some(due));
+}
