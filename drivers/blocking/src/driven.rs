@@ -41,6 +41,25 @@ pub trait DriverIo {
     /// Open a TCP connection to `host:port`, then
     /// [`DrivenTub::dial_connected`] or [`DrivenTub::dial_failed`].
     fn dial(&mut self, dial: DialId, host: String, port: u16);
+    /// How many calls from `connection`'s peer the application may start
+    /// now; the rest are held, in order, for a later
+    /// [`DrivenTub::drive`]. A loop returns 0 while the connection's
+    /// output is over its bound, so the answers to a peer that does not
+    /// read are not made. Default: no limit.
+    fn call_budget(&mut self, connection: ConnectionId) -> usize {
+        let _ = connection;
+        usize::MAX
+    }
+}
+
+/// Calls from one connection's peer that the application has not
+/// answered ([`DrivenTub::pending_calls`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PendingCalls {
+    /// Waiting for a call budget, not handed to objects yet.
+    pub held: usize,
+    /// Handed to objects, not answered yet.
+    pub unanswered: usize,
 }
 
 /// The event loop's side of a [`Tub`]. It does not keep the Tub alive:
@@ -161,11 +180,17 @@ impl DrivenTub {
     }
 
     /// Calls from peers on `connection` that objects have not answered
-    /// yet (a loop stops reading the socket above its limit).
-    pub fn unanswered_calls(&self, connection: ConnectionId) -> usize {
-        self.tub()
-            .map(|t| t.lock().unanswered.get(&connection).copied().unwrap_or(0))
-            .unwrap_or(0)
+    /// yet, held or started (a loop stops reading the socket while any
+    /// are held or too many are unanswered).
+    pub fn pending_calls(&self, connection: ConnectionId) -> PendingCalls {
+        let Some(tub) = self.tub() else {
+            return PendingCalls::default();
+        };
+        let st = tub.lock();
+        PendingCalls {
+            held: st.held.get(&connection).map_or(0, |q| q.len()),
+            unanswered: st.unanswered.get(&connection).copied().unwrap_or(0),
+        }
     }
 
     /// Hands the core's output, closes and dials to `io`, and runs the

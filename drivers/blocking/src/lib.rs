@@ -29,7 +29,7 @@ mod error;
 mod object;
 mod threads;
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -42,11 +42,11 @@ use foolscap_core::identity::{Identity, TubId};
 use foolscap_core::negotiation::ConnectionId;
 use foolscap_core::rng::SystemRng;
 use foolscap_core::tub::{
-    CallId, DialId, IncomingId, LookupId, Tub as CoreTub, TubConfig, TubEvent,
+    CallId, DialId, IncomingCall, IncomingId, LookupId, Tub as CoreTub, TubConfig, TubEvent,
 };
 use foolscap_core::value::{RemoteRef, Text, Value};
 
-pub use driven::{DrivenTub, Driver, DriverIo};
+pub use driven::{DrivenTub, Driver, DriverIo, PendingCalls};
 pub use error::Error;
 pub use object::{Call, Object};
 
@@ -115,6 +115,10 @@ struct State {
     /// Calls from peers delivered to objects and not answered yet, per
     /// connection (an event loop stops reading above its limit).
     unanswered: HashMap<ConnectionId, usize>,
+    /// Calls from peers not handed to objects yet because the
+    /// connection's call budget ([`DriverIo::call_budget`]) ran out
+    /// (backpressure), in arrival order.
+    held: HashMap<ConnectionId, VecDeque<IncomingCall>>,
     /// Timer callbacks due, for the event loop's next [`DrivenTub::drive`].
     due: Vec<TimerFn>,
     /// Threads engine: each connection's writer thread.
@@ -204,6 +208,7 @@ impl Tub {
                 core,
                 open: HashSet::new(),
                 unanswered: HashMap::new(),
+                held: HashMap::new(),
                 due: Vec::new(),
                 writers: HashMap::new(),
                 objects: HashMap::new(),
@@ -543,7 +548,11 @@ impl Tub {
             Engine::Driven(d) => d.stop_listening(),
         }
         loop {
-            let pending: usize = self.lock().unanswered.values().sum();
+            let pending: usize = {
+                let st = self.lock();
+                st.unanswered.values().sum::<usize>()
+                    + st.held.values().map(VecDeque::len).sum::<usize>()
+            };
             if pending == 0 || Instant::now() >= deadline {
                 break;
             }
@@ -616,10 +625,21 @@ impl Tub {
     }
 
     /// Hands the core's output to `io` and turns its events into work for
-    /// the application, under the lock.
+    /// the application, under the lock. Calls from peers go to objects
+    /// while their connection's [`DriverIo::call_budget`] lasts; the rest
+    /// wait in `held`, in order, for a later round.
     fn process(&self, st: &mut State, io: &mut dyn DriverIo) -> Vec<Action> {
         let mut actions = Vec::new();
         let mut buf = Vec::new();
+        // calls delivered this round, per connection
+        let mut delivered: HashMap<ConnectionId, usize> = HashMap::new();
+        if !st.held.is_empty() {
+            // the answers of the last round count against the budgets
+            while let Some(conn) = st.core.poll_transmit(&mut buf) {
+                io.transmit(conn, &mut buf);
+            }
+            self.release_held(st, io, &mut delivered, &mut actions);
+        }
         loop {
             while let Some(conn) = st.core.poll_transmit(&mut buf) {
                 io.transmit(conn, &mut buf);
@@ -632,6 +652,7 @@ impl Tub {
                 TubEvent::CloseTransport(conn) => {
                     st.open.remove(&conn);
                     st.unanswered.remove(&conn);
+                    st.held.remove(&conn);
                     io.close(conn);
                 }
                 TubEvent::Connected { .. } => {}
@@ -651,35 +672,14 @@ impl Tub {
                     }
                 }
                 TubEvent::Call(c) => {
-                    if c.id.req_id != 0 {
-                        *st.unanswered.entry(c.id.connection).or_default() += 1;
-                    }
-                    let call = Call {
-                        tub: self.clone(),
-                        id: c.id,
-                        object: c.object,
-                        caller: c.caller,
-                        method: c.method,
-                        args: c.args,
-                        kwargs: c.kwargs,
-                        answered: false,
-                    };
-                    match st.objects.get(&c.object) {
-                        Some(obj) => actions.push(Action::Object(obj.clone(), call)),
-                        None => {
-                            let mut call = call;
-                            call.answered = true;
-                            if c.id.req_id != 0 {
-                                if let Some(n) = st.unanswered.get_mut(&c.id.connection) {
-                                    *n = n.saturating_sub(1);
-                                }
-                            }
-                            let f = Failure::new(
-                                "builtins.KeyError",
-                                format!("no local object {}", c.object),
-                            );
-                            let _ = st.core.answer(c.id, Err(f));
-                        }
+                    let conn = c.id.connection;
+                    let used = delivered.get(&conn).copied().unwrap_or(0);
+                    let waiting = st.held.get(&conn).is_some_and(|q| !q.is_empty());
+                    if waiting || io.call_budget(conn) <= used {
+                        st.held.entry(conn).or_default().push_back(c);
+                    } else {
+                        *delivered.entry(conn).or_default() += 1;
+                        self.deliver(st, c, &mut actions);
                     }
                 }
                 TubEvent::ObjectUnused(id) => {
@@ -688,6 +688,63 @@ impl Tub {
             }
         }
         actions
+    }
+
+    /// Hands held calls to their objects as far as the budgets allow.
+    fn release_held(
+        &self,
+        st: &mut State,
+        io: &mut dyn DriverIo,
+        delivered: &mut HashMap<ConnectionId, usize>,
+        actions: &mut Vec<Action>,
+    ) {
+        let conns: Vec<ConnectionId> = st.held.keys().copied().collect();
+        for conn in conns {
+            let used = delivered.entry(conn).or_default();
+            let budget = io.call_budget(conn);
+            while *used < budget {
+                let Some(c) = st.held.get_mut(&conn).and_then(VecDeque::pop_front) else {
+                    break;
+                };
+                *used += 1;
+                self.deliver(st, c, actions);
+            }
+            if st.held.get(&conn).is_some_and(VecDeque::is_empty) {
+                st.held.remove(&conn);
+            }
+        }
+    }
+
+    /// Hands one call from a peer to its object (or answers it with a
+    /// failure when the object is gone).
+    fn deliver(&self, st: &mut State, c: IncomingCall, actions: &mut Vec<Action>) {
+        if c.id.req_id != 0 {
+            *st.unanswered.entry(c.id.connection).or_default() += 1;
+        }
+        let call = Call {
+            tub: self.clone(),
+            id: c.id,
+            object: c.object,
+            caller: c.caller,
+            method: c.method,
+            args: c.args,
+            kwargs: c.kwargs,
+            answered: false,
+        };
+        match st.objects.get(&c.object) {
+            Some(obj) => actions.push(Action::Object(obj.clone(), call)),
+            None => {
+                let mut call = call;
+                call.answered = true;
+                if c.id.req_id != 0 {
+                    if let Some(n) = st.unanswered.get_mut(&c.id.connection) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                let f = Failure::new("builtins.KeyError", format!("no local object {}", c.object));
+                let _ = st.core.answer(c.id, Err(f));
+            }
+        }
     }
 
     /// Runs callbacks without the lock, then sends what they produced.

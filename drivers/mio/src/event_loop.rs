@@ -26,6 +26,11 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 /// anybody still holds it).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
+/// Calls from one connection handed to the application per round of
+/// [`DrivenTub::drive`] while its output is under the bound: the
+/// answers of one round can pass the bound by at most this many.
+const CALLS_PER_ROUND: usize = 16;
+
 struct TubEntry {
     driven: DrivenTub,
     woken: Arc<AtomicBool>,
@@ -326,7 +331,11 @@ impl EventLoop {
     /// and nothing holds it back).
     fn can_read(&self, i: usize) -> bool {
         match self.slots.get(i) {
-            Some(Some(Slot::Stream(s))) => s.read_ready && !s.read_closed && !s.paused,
+            Some(Some(Slot::Stream(s))) => {
+                // a paused stream can go on once its cause is gone (the
+                // queue drained, the held calls were started)
+                s.read_ready && !s.read_closed && (!s.paused || !self.must_pause(s))
+            }
             _ => false,
         }
     }
@@ -338,7 +347,10 @@ impl EventLoop {
             return true;
         }
         match (s.conn, self.tubs.get(&s.tub)) {
-            (Some(c), Some(t)) => t.driven.unanswered_calls(c) > self.config.max_unanswered_calls,
+            (Some(c), Some(t)) => {
+                let pending = t.driven.pending_calls(c);
+                pending.held > 0 || pending.unanswered > self.config.max_unanswered_calls
+            }
             _ => false,
         }
     }
@@ -478,7 +490,13 @@ impl EventLoop {
         }
         let after = s.queued();
         let (phase, empty, resume) = (s.phase, after == 0, s.paused && s.read_ready);
+        let tub = s.tub;
         self.stats.buffered_output = self.stats.buffered_output + after - before;
+        let bound = self.config.max_buffered_output;
+        if before > bound && after <= bound {
+            // calls held for this connection may go on now
+            self.queue_drive(tub);
+        }
         if broken {
             if let Some(s) = self.stream(i) {
                 s.read_closed = true;
@@ -900,5 +918,21 @@ impl DriverIo for Io<'_> {
 
     fn dial(&mut self, dial: DialId, host: String, port: u16) {
         self.lp.dial(self.tub, dial, host, port);
+    }
+
+    fn call_budget(&mut self, connection: ConnectionId) -> usize {
+        let queued = self
+            .lp
+            .tubs
+            .get(&self.tub)
+            .and_then(|t| t.conns.get(&connection).copied())
+            .and_then(|i| match self.lp.slots.get(i) {
+                Some(Some(Slot::Stream(s))) => Some(s.queued()),
+                _ => None,
+            });
+        match queued {
+            Some(q) if q > self.lp.config.max_buffered_output => 0,
+            _ => CALLS_PER_ROUND,
+        }
     }
 }
