@@ -2,10 +2,18 @@
 //!
 //! | client | server |
 //! |--------|--------|
-//! | Rust (blocking driver, this process) | Rust (blocking driver, this process) |
-//! | Rust | Python (`benches/calls_python.py serve`) |
-//! | Python (`calls_python.py client`) | Rust |
+//! | Rust threads (blocking driver, this process) | Rust threads (this process) |
+//! | Rust mio (a mio event loop, this process) | Rust mio (another event loop, this process) |
+//! | Rust threads, Rust mio | Python (`benches/calls_python.py serve`) |
+//! | Python (`calls_python.py client`) | Rust threads, Rust mio |
 //! | Python | Python |
+//!
+//! "threads" is `foolscap::blocking`'s engine (`Tub::new`: a reader and a
+//! writer thread per connection); "mio" is `foolscap::mio` (`Runtime`,
+//! one loop thread carrying every socket; the client's and the server's
+//! Tubs run on two separate loops, as two processes would). Blocking calls
+//! wait on the bench's main thread in both cases; the in-flight row issues
+//! each next call from the answer callback (on the loop thread for mio).
 //!
 //! Rows: `sequential` (one `add(1, 2)` at a time), `inflight` (100
 //! `add(1, 2)` outstanding at all times) and `echo` (sequential echo of
@@ -15,33 +23,24 @@
 //! `cargo bench --bench calls [-- SECONDS]` (default 3 s per row;
 //! `cargo test --benches` runs a short smoke pass).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use foolscap::blocking::{Call, Object, Tub};
+use foolscap::mio::{LoopConfig, Runtime};
 use foolscap::value::{RemoteRef, Value};
+
+#[path = "../tests/common/process.rs"]
+mod process;
+
+use process::{python, repo_root, Server};
 
 const INFLIGHT: usize = 100;
 const ECHO_BYTES: usize = 1 << 20;
 const T: Duration = Duration::from_secs(60);
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(root().join("scripts/python-env.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/python-env.sh");
-    assert!(out.status.success(), "scripts/python-env.sh failed");
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    PathBuf::from(text.lines().last().expect("python path").trim())
-}
 
 /// The benchmark object: `echo(x)` and `add(a, b)`.
 struct Bench;
@@ -63,6 +62,51 @@ impl Object for Bench {
     }
 }
 
+/// The engine that carries a Rust Tub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    Threads,
+    Mio,
+}
+
+/// A Tub on `driver`'s engine, and for mio the event loop it runs on
+/// (shut it down after the Tub).
+fn new_tub(driver: Driver) -> (Tub, Option<Runtime>) {
+    match driver {
+        Driver::Threads => (Tub::new().expect("tub"), None),
+        Driver::Mio => {
+            let rt = Runtime::start(LoopConfig::default()).expect("event loop");
+            (rt.new_tub().expect("tub"), Some(rt))
+        }
+    }
+}
+
+/// A Rust server on `driver`'s engine.
+struct RustServer {
+    tub: Tub,
+    runtime: Option<Runtime>,
+    furl: String,
+}
+
+impl RustServer {
+    fn start(driver: Driver) -> RustServer {
+        let (tub, runtime) = new_tub(driver);
+        tub.listen("127.0.0.1:0").expect("listen");
+        let furl = tub
+            .register(Arc::new(Bench), Some("kitchen-sink"))
+            .expect("register")
+            .to_string();
+        RustServer { tub, runtime, furl }
+    }
+
+    fn stop(self) {
+        match self.runtime {
+            Some(rt) => rt.shutdown(Duration::from_secs(1)),
+            None => self.tub.shutdown(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Rates {
     sequential: f64,
@@ -70,8 +114,8 @@ struct Rates {
     echo_mib: f64,
 }
 
-fn rust_client(furl: &str, secs: f64) -> Rates {
-    let tub = Tub::new().expect("tub");
+fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
+    let (tub, runtime) = new_tub(driver);
     let target = match tub.get_reference(furl, T).expect("connect") {
         Value::Remote(r) => r,
         other => panic!("not remote: {other:?}"),
@@ -154,6 +198,9 @@ fn rust_client(furl: &str, secs: f64) -> Rates {
     }
     let echo_mib = n as f64 * ECHO_BYTES as f64 / (1 << 20) as f64 / t0.elapsed().as_secs_f64();
     tub.shutdown();
+    if let Some(rt) = runtime {
+        rt.shutdown(Duration::ZERO);
+    }
     Rates {
         sequential,
         inflight,
@@ -163,7 +210,7 @@ fn rust_client(furl: &str, secs: f64) -> Rates {
 
 fn python_client(py: &Path, furl: &str, secs: f64) -> Rates {
     let out = Command::new(py)
-        .arg(root().join("benches/calls_python.py"))
+        .arg(repo_root().join("benches/calls_python.py"))
         .args(["client", furl, "--seconds", &secs.to_string()])
         .stderr(Stdio::inherit())
         .output()
@@ -183,49 +230,12 @@ fn python_client(py: &Path, furl: &str, secs: f64) -> Rates {
     r
 }
 
-struct PyServer {
-    child: Child,
-    furl: String,
-    dir: PathBuf,
-}
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn python_server(py: &Path) -> PyServer {
-    let dir = std::env::temp_dir().join(format!("foolscap-rs-calls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let furlfile = dir.join("furl");
-    let child = Command::new(py)
-        .arg(root().join("benches/calls_python.py"))
-        .arg("serve")
-        .arg(&furlfile)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start calls_python.py serve");
-    let mut server = PyServer {
-        child,
-        furl: String::new(),
-        dir,
-    };
-    let deadline = Instant::now() + T;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&furlfile) {
-            if !text.trim().is_empty() {
-                server.furl = text.trim().to_owned();
-                return server;
-            }
-        }
-        // (dropping `server` kills the process)
-        assert!(Instant::now() < deadline, "Python server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// `calls_python.py serve FURLFILE`.
+fn python_server(py: &Path) -> Server {
+    let mut cmd = Command::new(py);
+    cmd.arg(repo_root().join("benches/calls_python.py"))
+        .arg("serve");
+    Server::start(cmd, "calls_python.py", &[])
 }
 
 fn main() {
@@ -239,23 +249,37 @@ fn main() {
         return;
     }
     let py = python();
-    let server = Tub::new().expect("tub");
-    server.listen("127.0.0.1:0").expect("listen");
-    let rust_furl = server
-        .register(Arc::new(Bench), Some("kitchen-sink"))
-        .expect("register")
-        .to_string();
-    let pys = python_server(&py);
+    let threads = RustServer::start(Driver::Threads);
+    let mio = RustServer::start(Driver::Mio);
+    let pys = python_server(py);
 
     let rows = [
-        ("Rust -> Rust", rust_client(&rust_furl, secs)),
-        ("Rust -> Python", rust_client(&pys.furl, secs)),
-        ("Python -> Rust", python_client(&py, &rust_furl, secs)),
-        ("Python -> Python", python_client(&py, &pys.furl, secs)),
+        (
+            "Rust threads -> Rust threads",
+            rust_client(Driver::Threads, &threads.furl, secs),
+        ),
+        (
+            "Rust mio -> Rust mio",
+            rust_client(Driver::Mio, &mio.furl, secs),
+        ),
+        (
+            "Rust threads -> Python",
+            rust_client(Driver::Threads, &pys.furl, secs),
+        ),
+        (
+            "Rust mio -> Python",
+            rust_client(Driver::Mio, &pys.furl, secs),
+        ),
+        (
+            "Python -> Rust threads",
+            python_client(py, &threads.furl, secs),
+        ),
+        ("Python -> Rust mio", python_client(py, &mio.furl, secs)),
+        ("Python -> Python", python_client(py, &pys.furl, secs)),
     ];
-    let base = rows[3].1;
+    let base = rows[rows.len() - 1].1;
     println!(
-        "{:<18} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8}",
+        "{:<28} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8}",
         "client -> server",
         "sequential/s",
         "ratio",
@@ -266,7 +290,7 @@ fn main() {
     );
     for (name, r) in &rows {
         println!(
-            "{:<18} {:>14.0} {:>7.1}x {:>16.0} {:>7.1}x {:>14.1} {:>7.1}x",
+            "{:<28} {:>14.0} {:>7.1}x {:>16.0} {:>7.1}x {:>14.1} {:>7.1}x",
             name,
             r.sequential,
             r.sequential / base.sequential,
@@ -276,5 +300,6 @@ fn main() {
             r.echo_mib / base.echo_mib,
         );
     }
-    server.shutdown();
+    threads.stop();
+    mio.stop();
 }

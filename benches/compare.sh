@@ -9,8 +9,10 @@
 # (benches/compare.rs, JSON lines), then benches/compare_python.py, which
 # times Python, checks that both sides' encodings are byte-identical and
 # prints the table. COMPARE_SECS (default 1) is the minimum time per row on
-# each side. Raw results are kept in $CARGO_TARGET_DIR/compare/ (default
-# target/compare/).
+# each side. Then the load benchmark (benches/load.rs: many connections to
+# the mio server and to Python's, calls/s, memory per idle connection,
+# connect time; COMPARE_LOAD=0 skips it). Raw results are kept in
+# $CARGO_TARGET_DIR/compare/ (default target/compare/).
 set -euo pipefail
 
 repo_root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,3 +40,13 @@ echo "running the Python side ..." >&2
     --rust-json "$out/rust.jsonl" \
     --rust-dump "$out/dump" \
     --json-out "$out/results.json"
+
+# Many connections (benches/load.rs): the mio server against Python
+# foolscap's, with the same Rust clients; prints JSON lines, then a table
+# with the ratios. COMPARE_LOAD=0 skips it; LOAD_SECS (default 3) is the
+# time per calls/s row.
+if [ "${COMPARE_LOAD:-1}" != 0 ]; then
+    echo "running the load benchmark (cargo bench --bench load) ..." >&2
+    cargo bench --bench load --quiet -- "${LOAD_SECS:-3}" | tee "$out/load.txt"
+    grep '^{' "$out/load.txt" > "$out/load.jsonl" || true
+fi

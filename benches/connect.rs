@@ -18,7 +18,6 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,26 +30,10 @@ use foolscap::negotiation::{
 };
 use foolscap::rng::SystemRng;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+#[path = "../tests/common/process.rs"]
+mod process;
 
-fn python() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(root().join("scripts/python-env.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/python-env.sh");
-    assert!(out.status.success(), "scripts/python-env.sh failed");
-    PathBuf::from(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .trim(),
-    )
-}
+use process::{python, repo_root, KillOnDrop, TempDir};
 
 /// Drives one negotiation to its end over a blocking socket.
 fn negotiate(
@@ -182,9 +165,7 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .find_map(|a| a.parse().ok())
         .unwrap_or(if bench_mode { 200 } else { 5 });
-    let dir =
-        std::env::temp_dir().join(format!("foolscap-rs-connect-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("connect-bench");
 
     // Rust -> Rust
     let server_id = Identity::generate().unwrap();
@@ -196,19 +177,24 @@ fn main() {
 
     // the Python server
     let py = python();
-    let script = root().join("tests/interop/fsnego.py");
-    let mut server = Command::new(&py)
-        .arg(&script)
-        .args([
-            "serve",
-            root().join("tests/data/tub-high.pem").to_str().unwrap(),
-            "--lifetime",
-            "600",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start fsnego.py serve");
+    let script = repo_root().join("tests/interop/fsnego.py");
+    let mut server = KillOnDrop(
+        Command::new(py)
+            .arg(&script)
+            .args([
+                "serve",
+                repo_root()
+                    .join("tests/data/tub-high.pem")
+                    .to_str()
+                    .unwrap(),
+                "--lifetime",
+                "600",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start fsnego.py serve"),
+    );
     let mut line = String::new();
     BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut line)
@@ -220,9 +206,9 @@ fn main() {
     let rp = stats(rust_client(&client_id, &py_furl, n));
 
     // Python -> Python, same client identity
-    let cert = dir.join("client.pem");
+    let cert = dir.path().join("client.pem");
     std::fs::write(&cert, client_id.to_cert_file()).unwrap();
-    let out = Command::new(&py)
+    let out = Command::new(py)
         .arg(&script)
         .args([
             "bench",
@@ -234,9 +220,8 @@ fn main() {
         .stderr(Stdio::inherit())
         .output()
         .expect("run fsnego.py bench");
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(server);
+    drop(dir);
     let j: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("JSON from fsnego.py bench");
     let samples: Vec<f64> = j["samples_ms"]

@@ -4,16 +4,26 @@
 //! ```text
 //! cargo run --release --example kitchen_sink -- FURLFILE [--port N] [--name SWISSNUM]
 //!                                               [--certfile PEM] [--max-seconds S]
+//!                                               [--driver mio|threads]
 //! ```
+//!
+//! `--driver` picks the engine that carries the Tub: `mio` (the default)
+//! runs it on a `foolscap::mio` event loop, where the objects, timers and
+//! answer callbacks all run on the loop's one thread; `threads` runs it on
+//! `foolscap::blocking`'s threads (a reader and a writer per connection,
+//! one timer thread). The objects are the same code on both: they never
+//! block, answering at once or later from a callback.
 //!
 //! It listens on 127.0.0.1 (port 0, the default, picks a free port),
 //! registers one `KitchenSink` under SWISSNUM (`kitchen-sink` by default)
 //! and writes its FURL, followed by a newline, to FURLFILE atomically (a
 //! temporary file renamed into place). With `--certfile` the Tub's identity
 //! is read from that PEM file, which is created if missing. The server exits
-//! after `--max-seconds` (default 3600), or on SIGTERM/SIGINT (their default
-//! action ends the process; the FURL file is complete or absent at any
-//! moment, so nothing needs cleaning up).
+//! after `--max-seconds` (default 3600; a clean shutdown: on mio the
+//! runtime gets 5 s to send answers already due), or on SIGTERM/SIGINT
+//! with either driver (their default action ends the process; the FURL
+//! file is complete or absent at any moment, so nothing needs cleaning
+//! up).
 //!
 //! It is the Rust twin of `tests/interop/kitchen_sink.py`: same methods,
 //! same answers, same failures (Python's exception types, parents and
@@ -46,6 +56,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use foolscap::blocking::{Call, Object, Tub};
 use foolscap::broker::{Failure, ObjectId};
+use foolscap::mio::{LoopConfig, Runtime};
 use foolscap::value::{repr, AnchorId, Copyable, Int, RemoteRef, Text, Value};
 use num_bigint::BigInt;
 
@@ -1152,7 +1163,8 @@ impl Object for KitchenSink {
                     seconds
                 };
                 let seconds = if seconds > 0.0 { seconds } else { 0.0 };
-                // the timer thread answers; this thread goes on serving calls
+                // a timer answers later (on the timer thread or the event loop);
+                // meanwhile other calls are served
                 tub.after(delay(seconds), move || call.answer(Value::None));
             }
             "call_back" => {
@@ -1591,16 +1603,29 @@ impl Dec {
 // main
 // ---------------------------------------------------------------------------
 
+/// The engine that carries the Tub (`--driver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    /// A `foolscap::mio` event loop (the default).
+    Mio,
+    /// `foolscap::blocking`'s threads per connection.
+    Threads,
+}
+
 struct Options {
     furl_file: String,
     port: u16,
     name: String,
     cert_file: Option<String>,
     max_seconds: f64,
+    driver: Driver,
 }
 
 const USAGE: &str = "usage: kitchen_sink FURLFILE [--port N] [--name SWISSNUM] \
-                     [--certfile PEM] [--max-seconds S]";
+                     [--certfile PEM] [--max-seconds S] [--driver mio|threads]";
+
+/// The time `--max-seconds` leaves the mio runtime for answers already due.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn parse_options() -> Result<Options, String> {
     let mut opts = Options {
@@ -1609,6 +1634,7 @@ fn parse_options() -> Result<Options, String> {
         name: "kitchen-sink".into(),
         cert_file: None,
         max_seconds: 3600.0,
+        driver: Driver::Mio,
     };
     let mut furl_file = None;
     let mut argv = std::env::args().skip(1);
@@ -1641,6 +1667,13 @@ fn parse_options() -> Result<Options, String> {
                     .parse()
                     .map_err(|_| format!("bad value for {name}: {value}"))?
             }
+            "--driver" => {
+                opts.driver = match value.as_str() {
+                    "mio" => Driver::Mio,
+                    "threads" => Driver::Threads,
+                    _ => return Err(format!("bad value for {name}: {value} (mio or threads)")),
+                }
+            }
             _ => return Err(format!("unknown option: {name}")),
         }
     }
@@ -1657,9 +1690,16 @@ fn write_atomically(path: &str, text: &str) -> std::io::Result<()> {
 }
 
 fn run(opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
-    let tub = match &opts.cert_file {
-        Some(path) => Tub::with_cert_file(path)?,
-        None => Tub::new()?,
+    // the same Tub handle on either engine; only its making differs
+    let runtime = match opts.driver {
+        Driver::Mio => Some(Runtime::start(LoopConfig::default())?),
+        Driver::Threads => None,
+    };
+    let tub = match (&runtime, &opts.cert_file) {
+        (Some(rt), Some(path)) => rt.tub_with_cert_file(path)?,
+        (Some(rt), None) => rt.new_tub()?,
+        (None, Some(path)) => Tub::with_cert_file(path)?,
+        (None, None) => Tub::new()?,
     };
     // like Python's RemoteCopy registration: received Points are accepted
     // (and echoed back); other copyable types are refused with a Violation
@@ -1668,9 +1708,14 @@ fn run(opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
     tub.listen(("127.0.0.1", opts.port))?;
     let furl = tub.register(Arc::new(KitchenSink::new()), Some(&opts.name))?;
     write_atomically(&opts.furl_file, &format!("{furl}\n"))?;
-    // everything else happens on the Tub's threads
+    // everything else happens on the event loop's thread or the Tub's
+    // threads
     std::thread::sleep(delay(opts.max_seconds));
-    tub.shutdown();
+    match runtime {
+        // stops listening, lets due answers out, closes, ends the loop
+        Some(rt) => rt.shutdown(SHUTDOWN_GRACE),
+        None => tub.shutdown(),
+    }
     Ok(())
 }
 

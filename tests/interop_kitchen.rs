@@ -1,8 +1,10 @@
-//! Issue 4's proof, both directions: the Python checker
-//! (`tests/interop/kitchen_check.py`) against the Rust kitchen-sink example,
-//! and the Rust client (blocking driver) against the Python twin
-//! (`tests/interop/kitchen_sink.py`). The same checks also run against the
-//! server of their own language, so a check that is wrong fails there too.
+//! Issue 4's proof, both directions and on both engines: the Python
+//! checker (`tests/interop/kitchen_check.py`) against the Rust
+//! kitchen-sink example (`--driver mio` and `--driver threads`), and the
+//! Rust client (a Tub on the mio event loop or on threads) against the
+//! Python twin (`tests/interop/kitchen_sink.py`). The same checks also run
+//! against the server of their own language, so a check that is wrong
+//! fails there too.
 
 mod common;
 
@@ -13,7 +15,8 @@ use std::time::{Duration, Instant};
 use common::kitchen::{
     lit, python_checker, same_structure, Client, Recorder, Server, ECHO_LITERALS, T,
 };
-use foolscap::blocking::{Error, Tub};
+use common::Driver;
+use foolscap::blocking::Error;
 use foolscap::broker::CallError;
 use foolscap::value::{AnchorId, Copyable, Text, Value};
 
@@ -33,8 +36,13 @@ fn assert_checker_passes(server: &Server) {
 }
 
 #[test]
-fn python_client_cannot_tell_the_rust_server_from_python() {
-    assert_checker_passes(&Server::rust(&[]));
+fn python_client_cannot_tell_the_rust_mio_server_from_python() {
+    assert_checker_passes(&Server::rust(Driver::Mio, &[]));
+}
+
+#[test]
+fn python_client_cannot_tell_the_rust_threads_server_from_python() {
+    assert_checker_passes(&Server::rust(Driver::Threads, &[]));
 }
 
 #[test]
@@ -43,21 +51,41 @@ fn python_checker_passes_against_the_python_server() {
 }
 
 #[test]
-fn rust_client_against_the_python_server() {
-    run_rust_checks(&Server::python(&[]));
+fn rust_mio_client_against_the_python_server() {
+    run_rust_checks(&Server::python(&[]), Driver::Mio);
 }
 
 #[test]
-fn rust_client_against_the_rust_server() {
-    run_rust_checks(&Server::rust(&[]));
+fn rust_threads_client_against_the_python_server() {
+    run_rust_checks(&Server::python(&[]), Driver::Threads);
+}
+
+#[test]
+fn rust_mio_client_against_the_rust_mio_server() {
+    run_rust_checks(&Server::rust(Driver::Mio, &[]), Driver::Mio);
+}
+
+#[test]
+fn rust_threads_client_against_the_rust_threads_server() {
+    run_rust_checks(&Server::rust(Driver::Threads, &[]), Driver::Threads);
+}
+
+#[test]
+fn rust_mio_client_against_the_rust_threads_server() {
+    run_rust_checks(&Server::rust(Driver::Threads, &[]), Driver::Mio);
+}
+
+#[test]
+fn rust_threads_client_against_the_rust_mio_server() {
+    run_rust_checks(&Server::rust(Driver::Mio, &[]), Driver::Threads);
 }
 
 /// A named check of the Rust client.
 type Check = (&'static str, fn(&Client));
 
 /// Runs every check, then reports all failures at once.
-fn run_rust_checks(server: &Server) {
-    let c = Client::connect(&server.furl);
+fn run_rust_checks(server: &Server, driver: Driver) {
+    let c = Client::connect(&server.furl, driver);
     let checks: &[Check] = &[
         ("echo_values", echo_values),
         ("echo_sharing_and_cycles", echo_sharing_and_cycles),
@@ -237,7 +265,7 @@ fn unregistered_copyable(c: &Client) {
     assert_eq!(f.type_name, "foolscap.tokens.Violation");
     assert!(f.value.contains("unknown RemoteCopy name"), "{}", f.value);
     // and a client without Point registered refuses the answer
-    let bare = Tub::new().unwrap();
+    let bare = c.engine.tub();
     let Value::Remote(sink) = bare.get_reference(&c.furl, T).unwrap() else {
         panic!("not remote")
     };
@@ -479,7 +507,7 @@ fn unknown_method(c: &Client) {
 
 fn hangup(c: &Client) {
     // its own Tub: the hang-up must not disturb the other checks
-    let other = Client::connect(&c.furl);
+    let other = c.another();
     let mine = other.tub.local(Arc::new(Recorder::default()));
     let (tx, rx) = mpsc::channel();
     other.tub.notify_on_disconnect(&other.sink, move || {
@@ -492,14 +520,14 @@ fn hangup(c: &Client) {
         Err(Error::Tub(_)) | Err(Error::Call(CallError::ConnectionLost(_))) => {}
         r => panic!("a call over the dropped connection gave {r:?}"),
     }
-    let again = Client::connect(&c.furl);
+    let again = c.another();
     assert_eq!(again.ok("echo", &[Value::int(2)]), Value::int(2));
     again.tub.shutdown();
     other.tub.shutdown();
 }
 
 fn disconnect_mid_call(c: &Client) {
-    let other = Client::connect(&c.furl);
+    let other = c.another();
     let (tx, rx) = mpsc::channel();
     other
         .tub

@@ -773,11 +773,21 @@ fn ours_python_client_rust_server() {
     assert!(r.compared.tokens >= 150, "{r:?}");
 }
 
-/// Interop: records a live session of the blocking driver (client) with
-/// the Python peer (tests/interop/fsrecord.py serve) in a temporary file,
-/// then replays it at once.
+/// Interop: records a live session of our client on the mio event loop
+/// with the Python peer (tests/interop/fsrecord.py serve) in a temporary
+/// file, then replays it at once.
 #[test]
-fn live_session_with_python_is_recorded_and_replays() {
+fn live_session_with_python_is_recorded_and_replays_mio() {
+    live_session_with_python_is_recorded_and_replays(common::Driver::Mio);
+}
+
+/// The same with our client on the blocking driver's threads.
+#[test]
+fn live_session_with_python_is_recorded_and_replays_threads() {
+    live_session_with_python_is_recorded_and_replays(common::Driver::Threads);
+}
+
+fn live_session_with_python_is_recorded_and_replays(driver: common::Driver) {
     use std::sync::Arc;
 
     use foolscap::blocking;
@@ -795,7 +805,11 @@ fn live_session_with_python_is_recorded_and_replays() {
         }
     }
 
-    let dir = std::env::temp_dir().join(format!("foolscap-replay-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "foolscap-replay-{}-{}",
+        driver.name(),
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("live.txt");
     let (_py, hello) = common::PyProcess::serve("fsrecord.py", &dir.join("unused.pem"));
@@ -808,7 +822,8 @@ fn live_session_with_python_is_recorded_and_replays() {
         recorder: Some(RecorderHandle::new(writer.clone())),
         ..TubConfig::default()
     };
-    let tub = blocking::Tub::with_identity(identity.clone(), config).unwrap();
+    let engine = common::Engine::start(driver);
+    let tub = engine.tub_with(identity.clone(), config);
     let t = Duration::from_secs(30);
     let Value::Remote(target) = tub.get_reference(&furl, t).unwrap() else {
         panic!("a remote reference")
@@ -824,6 +839,9 @@ fn live_session_with_python_is_recorded_and_replays() {
     let got = tub.call(&target, "call_back", &[obs, Value::str("ping")], &[], t);
     assert_eq!(got.unwrap(), Value::str("got ping"));
     tub.shutdown();
+    // the event loop (mio) ends after the connection's last bytes
+    drop(tub);
+    drop(engine);
     writer.flush().unwrap();
 
     let transcript = load_transcript(&path);

@@ -1,140 +1,23 @@
-//! The kitchen-sink servers (Rust example and Python twin) as child
-//! processes, the Python checker, and the same checks made by a Rust
-//! client through the blocking driver.
+//! The kitchen-sink servers (Rust example on either engine, and the
+//! Python twin) as child processes, the Python checker, and the same
+//! checks made by a Rust client on either engine.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use foolscap::blocking::{Call, Error, Object, Tub};
 use foolscap::broker::{CallError, Failure};
 use foolscap::value::{literal, Text, Value};
 use serde_json::Value as Json;
 
-use super::{encode, python, repo_root, run_script_json, vocab};
+use super::{encode, run_script_json, vocab, Driver, Engine};
+
+/// A kitchen-sink server process, killed on drop: `Server::rust(driver,
+/// extra)` (the example on a [`Driver`]'s engine) or `Server::python(extra)`.
+pub type Server = super::process::Server;
 
 /// Generous per-call limit: CI machines are slow and shared.
 pub const T: Duration = Duration::from_secs(60);
-
-/// A kitchen-sink server process, killed on drop.
-pub struct Server {
-    child: Child,
-    pub furl: String,
-    _dir: TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "foolscap-rs-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The example binary, built once per test run in this test's profile
-/// (`cargo test --all-targets` compiles examples only as test harnesses).
-pub fn example_binary() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable");
-        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(repo_root()).args([
-            "build",
-            "-q",
-            "-p",
-            "foolscap",
-            "--example",
-            "kitchen_sink",
-        ]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .status()
-            .expect("run cargo build --example kitchen_sink");
-        assert!(
-            status.success(),
-            "cargo build --example kitchen_sink failed"
-        );
-        let bin = dir.join("examples").join("kitchen_sink");
-        assert!(bin.exists(), "{} is missing", bin.display());
-        bin
-    })
-    .clone()
-}
-
-impl Server {
-    /// The Rust example server.
-    pub fn rust(extra: &[&str]) -> Server {
-        Self::start(Command::new(example_binary()), extra)
-    }
-
-    /// The Python twin (`tests/interop/kitchen_sink.py`).
-    pub fn python(extra: &[&str]) -> Server {
-        let mut cmd = Command::new(python());
-        cmd.arg(repo_root().join("tests/interop/kitchen_sink.py"));
-        Self::start(cmd, extra)
-    }
-
-    fn start(mut cmd: Command, extra: &[&str]) -> Server {
-        let dir = TempDir::new("kitchen");
-        let furlfile = dir.0.join("furl");
-        let child = cmd
-            .arg(&furlfile)
-            .args(["--max-seconds", "600"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the kitchen-sink server");
-        let mut server = Server {
-            child,
-            furl: String::new(),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&furlfile) {
-                if text.ends_with('\n') {
-                    server.furl = text.trim().to_owned();
-                    return server;
-                }
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("the kitchen-sink server exited early: {status}");
-            }
-            assert!(Instant::now() < deadline, "no FURL file after 60 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// Runs `kitchen_check.py FURL`; returns the failed checks' lines and the
 /// number passed.
@@ -225,16 +108,21 @@ fn sorted_sets(v: &Value) -> Value {
     }
 }
 
-/// The client side of the kitchen-sink checks, run against `furl`.
+/// The client side of the kitchen-sink checks, run against `furl`. Its
+/// Tub runs on its own engine (for mio, an event loop of its own, shut
+/// down when the client is dropped).
 pub struct Client {
     pub tub: Tub,
     pub sink: foolscap::value::RemoteRef,
     pub furl: String,
+    // dropped last: the event loop outlives the Tub handle
+    pub engine: Engine,
 }
 
 impl Client {
-    pub fn connect(furl: &str) -> Client {
-        let tub = Tub::new().expect("tub");
+    pub fn connect(furl: &str, driver: Driver) -> Client {
+        let engine = Engine::start(driver);
+        let tub = engine.tub();
         tub.register_copyable("kitchen-sink.Point");
         let sink = match tub.get_reference(furl, T).expect("get_reference") {
             Value::Remote(r) => r,
@@ -244,7 +132,13 @@ impl Client {
             tub,
             sink,
             furl: furl.to_owned(),
+            engine,
         }
+    }
+
+    /// Another client of the same server on the same kind of engine.
+    pub fn another(&self) -> Client {
+        Client::connect(&self.furl, self.engine.driver)
     }
 
     pub fn call(&self, method: &str, args: &[Value]) -> Result<Value, Error> {

@@ -4,37 +4,19 @@
 pub mod broker;
 pub mod kitchen;
 pub mod negotiation;
+pub mod process;
+
+use process::KillOnDrop;
+pub use process::{python, repo_root};
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use bytes::BytesMut;
 use foolscap::banana::VocabTable;
 use foolscap::value::{DecodeError, Deserializer, Event, Limits, Serializer, Value};
 use serde_json::Value as Json;
-
-pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The interpreter of the cached virtualenv with `foolscap==24.9.0`
-/// (created on first use by `scripts/python-env.sh`). Interop tests never
-/// skip: without Python they fail, loudly.
-pub fn python() -> &'static Path {
-    static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(repo_root().join("scripts/python-env.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/python-env.sh");
-        assert!(out.status.success(), "scripts/python-env.sh failed");
-        let path = String::from_utf8(out.stdout).expect("utf-8 path");
-        PathBuf::from(path.lines().last().expect("python path").trim())
-    })
-}
 
 /// Runs `tests/interop/fsinterop.py ARGS` with JSON lines on stdin and
 /// returns the JSON lines it prints.
@@ -106,7 +88,7 @@ pub fn run_script_json(script: &str, args: &[&str], limit: std::time::Duration) 
 /// killed when dropped (it also stops when its stdin closes); `start`
 /// returns it with the JSON of its first line (`furl`, `tubid`, ...).
 pub struct PyProcess {
-    child: std::process::Child,
+    _child: KillOnDrop,
     _stdin: std::process::ChildStdin,
 }
 
@@ -131,18 +113,11 @@ impl PyProcess {
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
         (
             PyProcess {
-                child,
+                _child: KillOnDrop(child),
                 _stdin: stdin,
             },
             j,
         )
-    }
-}
-
-impl Drop for PyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -206,4 +181,77 @@ pub fn decode_verdict(bytes: &[u8], table: VocabTable) -> Result<Vec<Value>, Dec
         }
     }
     Ok(values)
+}
+
+/// The engine that carries a Tub: the mio event loop or threads per
+/// socket (`foolscap::blocking`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Mio,
+    Threads,
+}
+
+impl Driver {
+    /// The name the tools take (`--driver NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Mio => "mio",
+            Driver::Threads => "threads",
+        }
+    }
+}
+
+/// For `process::Server::rust(driver, ...)`.
+impl AsRef<str> for Driver {
+    fn as_ref(&self) -> &str {
+        self.name()
+    }
+}
+
+/// Makes Tubs on one engine. For mio it owns an event loop of its own,
+/// shut down (cleanly, on the dropping thread) when this is dropped.
+pub struct Engine {
+    pub driver: Driver,
+    runtime: Option<foolscap::mio::Runtime>,
+}
+
+impl Engine {
+    pub fn start(driver: Driver) -> Engine {
+        let runtime = match driver {
+            Driver::Mio => Some(
+                foolscap::mio::Runtime::start(foolscap::mio::LoopConfig::default())
+                    .expect("start a mio event loop"),
+            ),
+            Driver::Threads => None,
+        };
+        Engine { driver, runtime }
+    }
+
+    /// A Tub with a new identity.
+    pub fn tub(&self) -> foolscap::blocking::Tub {
+        match &self.runtime {
+            Some(rt) => rt.new_tub().expect("mio tub"),
+            None => foolscap::blocking::Tub::new().expect("threads tub"),
+        }
+    }
+
+    /// A Tub with the given identity and settings.
+    pub fn tub_with(
+        &self,
+        identity: foolscap::identity::Identity,
+        config: foolscap::tub::TubConfig,
+    ) -> foolscap::blocking::Tub {
+        match &self.runtime {
+            Some(rt) => rt.tub(identity, config).expect("mio tub"),
+            None => foolscap::blocking::Tub::with_identity(identity, config).expect("threads tub"),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown(std::time::Duration::from_secs(5));
+        }
+    }
 }

@@ -1,17 +1,32 @@
-//! `foolscap call FURL METHOD [ARG...] [NAME=ARG...]`: one remote call
-//! through the blocking driver.
+//! `foolscap call FURL METHOD [ARG...] [NAME=ARG...]`: one remote call,
+//! made from the main thread through a Tub on the mio event loop
+//! (`--driver mio`, the default) or on the blocking driver's threads
+//! (`--driver threads`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use foolscap_blocking::{Error, Tub};
 use foolscap_core::value::repr::to_python;
 use foolscap_core::value::{literal, Text, Value};
+use foolscap_mio::{LoopConfig, Runtime};
+
+/// The engine that carries the calling Tub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Driver {
+    /// A mio event loop on a thread of its own.
+    Mio,
+    /// The blocking driver: a reader and a writer thread per connection.
+    Threads,
+}
 
 #[derive(Debug, Args)]
 pub struct CallArgs {
+    /// The engine that carries the calling Tub.
+    #[arg(long, value_enum, default_value_t = Driver::Mio)]
+    driver: Driver,
     /// Seconds allowed for connecting and for the answer (each).
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     timeout: f64,
@@ -76,13 +91,54 @@ pub fn run(args: CallArgs) -> ExitCode {
             None => positional.push(value),
         }
     }
-    let tub = match &args.certfile {
-        Some(path) => Tub::with_cert_file(path),
-        None => Tub::new(),
+    let runtime = match args.driver {
+        Driver::Mio => match Runtime::start(LoopConfig::default()) {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                return fail(
+                    CONNECTION_PROBLEM,
+                    format!("cannot start the event loop: {e}"),
+                )
+            }
+        },
+        Driver::Threads => None,
+    };
+    let tub = match (&runtime, &args.certfile) {
+        (Some(rt), Some(path)) => rt.tub_with_cert_file(path),
+        (Some(rt), None) => rt.new_tub(),
+        (None, Some(path)) => Tub::with_cert_file(path),
+        (None, None) => Tub::new(),
     };
     let tub = match tub {
         Ok(t) => t,
-        Err(e) => return fail(CONNECTION_PROBLEM, format!("cannot create a Tub: {e}")),
+        Err(e) => {
+            if let Some(rt) = runtime {
+                rt.shutdown(Duration::ZERO);
+            }
+            return fail(CONNECTION_PROBLEM, format!("cannot create a Tub: {e}"));
+        }
+    };
+    // the calls below wait on this (the main) thread, never the loop's
+    let code = call(&tub, &args, &positional, &kwargs, timeout);
+    tub.shutdown();
+    if let Some(rt) = runtime {
+        // nobody calls us: nothing to wait for but our closing connection
+        rt.shutdown(Duration::ZERO);
+    }
+    code
+}
+
+/// Looks the FURL up and makes the call; prints the answer or the failure.
+fn call(
+    tub: &Tub,
+    args: &CallArgs,
+    positional: &[Value],
+    kwargs: &[(Text, Value)],
+    timeout: Duration,
+) -> ExitCode {
+    let fail = |code: u8, msg: String| {
+        eprintln!("foolscap call: {msg}");
+        ExitCode::from(code)
     };
     // a tool that prints answers accepts every copyable type
     tub.accept_any_copyable(true);
@@ -99,8 +155,8 @@ pub fn run(args: CallArgs) -> ExitCode {
         }
         Err(e) => return fail(CONNECTION_PROBLEM, e.to_string()),
     };
-    let result = tub.call(&target, &args.method, &positional, &kwargs, timeout);
-    let code = match result {
+    let result = tub.call(&target, &args.method, positional, kwargs, timeout);
+    match result {
         Ok(v) => {
             println!("{}", to_python(&v));
             ExitCode::SUCCESS
@@ -113,9 +169,7 @@ pub fn run(args: CallArgs) -> ExitCode {
             fail(REMOTE_FAILURE, e.to_string())
         }
         Err(e) => fail(CONNECTION_PROBLEM, e.to_string()),
-    };
-    tub.shutdown();
-    code
+    }
 }
 
 #[cfg(test)]

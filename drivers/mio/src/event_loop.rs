@@ -1,6 +1,6 @@
 //! The loop itself: sockets in a slab, Tubs by index, one read buffer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,16 +26,14 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 /// anybody still holds it).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-/// Calls from one connection handed to the application per round of
-/// [`DrivenTub::drive`] while its output is under the bound: the
-/// answers of one round can pass the bound by at most this many.
-const CALLS_PER_ROUND: usize = 16;
-
 struct TubEntry {
     driven: DrivenTub,
     woken: Arc<AtomicBool>,
     conns: HashMap<ConnectionId, usize>,
     listeners: Vec<usize>,
+    /// Every stream slot of this Tub (connecting, open, closing).
+    streams: HashSet<usize>,
+    /// The Tub's next timer, as filed in `EventLoop::tub_timers`.
     deadline: Option<Instant>,
     /// Queued in `EventLoop::to_drive`.
     queued: bool,
@@ -84,6 +82,16 @@ impl Stream {
     }
 }
 
+/// Socket news that reaches a Tub only after its `drive` returns: the
+/// Tub's lock is held while `drive` hands output to the loop, so the
+/// loop must not call back into it then.
+enum Deferred {
+    /// A write found the peer gone.
+    PeerClosed(usize),
+    /// A dial could not even start.
+    DialFailed(usize, DialId, String),
+}
+
 pub(crate) struct EventLoop {
     poll: Poll,
     shared: Arc<LoopShared>,
@@ -98,6 +106,14 @@ pub(crate) struct EventLoop {
     backlog: HashSet<usize>,
     /// Streams with a deadline (connecting or closing).
     timed: HashSet<usize>,
+    /// Each Tub's next timer, earliest first (a turn visits only the
+    /// Tubs that are due).
+    tub_timers: BTreeSet<(Instant, usize)>,
+    /// Listener slots.
+    listener_count: usize,
+    /// Set while a Tub's `drive` runs (see [`Deferred`]).
+    in_drive: bool,
+    deferred: Vec<Deferred>,
     stats: LoopStats,
 }
 
@@ -114,6 +130,10 @@ impl EventLoop {
             to_drive: Vec::new(),
             backlog: HashSet::new(),
             timed: HashSet::new(),
+            tub_timers: BTreeSet::new(),
+            listener_count: 0,
+            in_drive: false,
+            deferred: Vec::new(),
             stats: LoopStats::default(),
         }
     }
@@ -183,10 +203,8 @@ impl EventLoop {
         self.shared.wake_pending.store(false, Ordering::Release);
         let mut next: Option<Instant> = None;
         let mut earliest = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        for t in self.tubs.values() {
-            if let Some(d) = t.deadline {
-                earliest(d);
-            }
+        if let Some(&(d, _)) = self.tub_timers.first() {
+            earliest(d);
         }
         for &i in &self.timed {
             if let Some(Some(Slot::Stream(s))) = self.slots.get(i) {
@@ -203,7 +221,14 @@ impl EventLoop {
     // ---- slots ----
 
     fn insert(&mut self, slot: Slot) -> usize {
-        match self.free.pop() {
+        let tub = match &slot {
+            Slot::Listener { .. } => {
+                self.listener_count += 1;
+                None
+            }
+            Slot::Stream(s) => Some(s.tub),
+        };
+        let i = match self.free.pop() {
             Some(i) => {
                 self.slots[i] = Some(slot);
                 i
@@ -212,7 +237,11 @@ impl EventLoop {
                 self.slots.push(Some(slot));
                 self.slots.len() - 1
             }
+        };
+        if let Some(t) = tub.and_then(|t| self.tubs.get_mut(&t)) {
+            t.streams.insert(i);
         }
+        i
     }
 
     fn stream(&mut self, i: usize) -> Option<&mut Stream> {
@@ -232,6 +261,7 @@ impl EventLoop {
         self.timed.remove(&i);
         match slot {
             Slot::Listener { tub, mut listener } => {
+                self.listener_count -= 1;
                 let _ = self.poll.registry().deregister(&mut listener);
                 if let Some(t) = self.tubs.get_mut(&tub) {
                     t.listeners.retain(|&l| l != i);
@@ -241,6 +271,7 @@ impl EventLoop {
                 self.stats.buffered_output -= s.queued();
                 let _ = self.poll.registry().deregister(&mut s.sock);
                 if let Some(t) = self.tubs.get_mut(&s.tub) {
+                    t.streams.remove(&i);
                     if let Some(c) = s.conn {
                         if t.conns.get(&c) == Some(&i) {
                             t.conns.remove(&c);
@@ -428,6 +459,10 @@ impl EventLoop {
     /// EOF or a socket error: the core hears of it; a closing socket is
     /// done.
     fn peer_closed(&mut self, i: usize, now: Instant) {
+        if self.in_drive {
+            self.deferred.push(Deferred::PeerClosed(i));
+            return;
+        }
         let Some(s) = self.stream(i) else { return };
         match s.phase {
             Phase::Closing(_) => self.remove(i),
@@ -603,6 +638,11 @@ impl EventLoop {
     }
 
     fn dial_failed(&mut self, tub: usize, dial: DialId, why: &str) {
+        if self.in_drive {
+            self.deferred
+                .push(Deferred::DialFailed(tub, dial, why.to_owned()));
+            return;
+        }
         if let Some(t) = self.tubs.get(&tub) {
             t.driven.dial_failed(dial, why);
             self.queue_drive(tub);
@@ -725,6 +765,7 @@ impl EventLoop {
                             woken,
                             conns: HashMap::new(),
                             listeners: Vec::new(),
+                            streams: HashSet::new(),
                             deadline: None,
                             queued: false,
                         },
@@ -768,14 +809,13 @@ impl EventLoop {
 
     fn run_timers(&mut self, now: Instant) {
         let due: Vec<usize> = self
-            .tubs
-            .iter()
-            .filter(|(_, t)| t.deadline.is_some_and(|d| d <= now))
-            .map(|(&i, _)| i)
+            .tub_timers
+            .range(..=(now, usize::MAX))
+            .map(|&(_, i)| i)
             .collect();
         for i in due {
-            if let Some(t) = self.tubs.get_mut(&i) {
-                t.deadline = None;
+            self.set_tub_deadline(i, None);
+            if let Some(t) = self.tubs.get(&i) {
                 t.driven.handle_timeout(now);
             }
             self.queue_drive(i);
@@ -793,6 +833,22 @@ impl EventLoop {
                 Phase::Closing(d) if d <= now => self.remove(i),
                 _ => {}
             }
+        }
+    }
+
+    /// Files a Tub's next timer in `tub_timers`.
+    fn set_tub_deadline(&mut self, index: usize, deadline: Option<Instant>) {
+        let Some(t) = self.tubs.get_mut(&index) else {
+            return;
+        };
+        if t.deadline != deadline {
+            if let Some(d) = t.deadline {
+                self.tub_timers.remove(&(d, index));
+            }
+            if let Some(d) = deadline {
+                self.tub_timers.insert((d, index));
+            }
+            t.deadline = deadline;
         }
     }
 
@@ -816,11 +872,17 @@ impl EventLoop {
                     tub: index,
                     now,
                 };
+                io.lp.in_drive = true;
                 driven.drive(&mut io);
-                let deadline = driven.poll_timeout();
-                if let Some(t) = self.tubs.get_mut(&index) {
-                    t.deadline = deadline;
+                self.in_drive = false;
+                for d in std::mem::take(&mut self.deferred) {
+                    match d {
+                        Deferred::PeerClosed(i) => self.peer_closed(i, now),
+                        Deferred::DialFailed(tub, dial, why) => self.dial_failed(tub, dial, &why),
+                    }
                 }
+                let deadline = driven.poll_timeout();
+                self.set_tub_deadline(index, deadline);
             }
             let woken = std::mem::take(
                 &mut self
@@ -839,20 +901,14 @@ impl EventLoop {
     /// The application dropped a Tub: its sockets close (after sending
     /// what is queued).
     fn drop_tub(&mut self, index: usize, now: Instant) {
+        self.set_tub_deadline(index, None);
         let Some(t) = self.tubs.remove(&index) else {
             return;
         };
         for i in t.listeners {
             self.remove(i);
         }
-        let streams: Vec<usize> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| matches!(s, Some(Slot::Stream(st)) if st.tub == index))
-            .map(|(i, _)| i)
-            .collect();
-        for i in streams {
+        for i in t.streams {
             match self.stream(i).map(|s| s.phase) {
                 Some(Phase::Open) => self.close(i, now),
                 Some(Phase::Connecting(_)) => self.remove(i),
@@ -880,7 +936,7 @@ impl EventLoop {
 
     fn publish_stats(&mut self) {
         self.stats.tubs = self.tubs.len();
-        self.stats.listeners = self.tubs.values().map(|t| t.listeners.len()).sum();
+        self.stats.listeners = self.listener_count;
         self.stats.sockets = self.slots.len() - self.free.len() - self.stats.listeners;
         *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()) = self.stats;
     }
@@ -932,7 +988,7 @@ impl DriverIo for Io<'_> {
             });
         match queued {
             Some(q) if q > self.lp.config.max_buffered_output => 0,
-            _ => CALLS_PER_ROUND,
+            _ => self.lp.config.calls_per_round.max(1),
         }
     }
 }

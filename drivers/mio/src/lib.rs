@@ -31,10 +31,14 @@
 //!
 //! Backpressure ([`LoopConfig`]): bytes queued for a connection that the
 //! peer does not read are bounded: above
-//! [`LoopConfig::max_buffered_output`] the loop stops reading that socket,
-//! so the peer's calls (the work that makes output) wait in the kernel.
-//! Likewise above [`LoopConfig::max_unanswered_calls`] calls waiting for
-//! the application's answers. Reading resumes once the queue drains.
+//! [`LoopConfig::max_buffered_output`] the loop starts none of that
+//! connection's calls (those already read wait, in order) and stops
+//! reading its socket, so the peer's further calls (the work that makes
+//! output) wait in the kernel. Under the bound at most
+//! [`LoopConfig::calls_per_round`] calls start per round, so the queue
+//! passes the bound by at most that many answers. Reading also pauses
+//! above [`LoopConfig::max_unanswered_calls`] calls waiting for the
+//! application's answers. All resumes once the queue drains.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -64,6 +68,11 @@ pub struct LoopConfig {
     /// above which the loop stops reading that connection. Default:
     /// 10,000.
     pub max_unanswered_calls: usize,
+    /// Calls from one connection the application may start per round
+    /// while its output is under `max_buffered_output` (none over it;
+    /// the rest wait, in order). One round's answers can pass the bound
+    /// by this many answers. Default: 16 (at least 1 is used).
+    pub calls_per_round: usize,
     /// Size of the loop's one read buffer (shared by every socket).
     /// Default: 64 KiB.
     pub read_chunk: usize,
@@ -82,6 +91,8 @@ impl LoopConfig {
     pub const DEFAULT_MAX_BUFFERED_OUTPUT: usize = 1 << 20;
     /// Default `max_unanswered_calls`.
     pub const DEFAULT_MAX_UNANSWERED_CALLS: usize = 10_000;
+    /// Default `calls_per_round`.
+    pub const DEFAULT_CALLS_PER_ROUND: usize = 16;
 }
 
 impl Default for LoopConfig {
@@ -89,6 +100,7 @@ impl Default for LoopConfig {
         LoopConfig {
             max_buffered_output: Self::DEFAULT_MAX_BUFFERED_OUTPUT,
             max_unanswered_calls: Self::DEFAULT_MAX_UNANSWERED_CALLS,
+            calls_per_round: Self::DEFAULT_CALLS_PER_ROUND,
             read_chunk: 64 * 1024,
             reads_per_turn: 16,
             connect_timeout: Duration::from_secs(30),
@@ -335,7 +347,7 @@ impl Runtime {
             .drain(..)
             .collect();
         let live: Vec<Tub> = tubs.iter().filter_map(|t| t.upgrade()).collect();
-        // all Tubs stop listening first, then drain together
+        // one deadline for all: each Tub stops listening and drains in turn
         for t in &live {
             let _ = t.shutdown_within(
                 Duration::ZERO.max(deadline.saturating_duration_since(Instant::now())),

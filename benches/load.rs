@@ -1,0 +1,269 @@
+//! Many connections to one server: the mio driver's server against Python
+//! foolscap 24.9.0's (`benches/load_python.py serve`), measured with the
+//! same Rust clients (client Tubs on one `foolscap-mio` loop in this
+//! process; a Python client would be the bottleneck). Each server runs
+//! in a process of its own (this binary again, with
+//! `FOOLSCAP_LOAD_SERVE`), so its resident memory is its own.
+//!
+//! Rows, for each server:
+//!
+//! * `calls`: calls/s with 1, 10 and 100 client connections, 10 `add`
+//!   calls in flight on each (every answer issues the next call and is
+//!   checked), for a fixed time (default 3 s);
+//! * `idle`: 1,000 and 10,000 idle connections, each to a fresh server
+//!   process: the server's RSS growth (VmRSS) divided by the connections,
+//!   after the handshake and `getReference`, and the time to connect them
+//!   all (at most 256 negotiating at once).
+//!
+//! One JSON line per row on stdout, then a table with the ratios Rust /
+//! Python. `cargo bench --bench load [-- SECONDS]`; `LOAD_PYTHON=0` skips
+//! the Python server. Run without `--bench` (`cargo test --benches`) it
+//! makes a short smoke pass with few connections.
+//!
+//! Shared set-up with `tests/stress_mio.rs`: `tests/common/load.rs`.
+
+#[path = "../tests/common/load.rs"]
+mod load;
+#[path = "../tests/common/process.rs"]
+mod process;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use foolscap::identity::Identity;
+use foolscap::mio::{LoopConfig, Runtime};
+
+const SERVE_ENV: &str = "FOOLSCAP_LOAD_SERVE";
+const GUARD: Duration = Duration::from_secs(180);
+const INFLIGHT: usize = 10;
+const WINDOW: usize = 256;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Server {
+    Rust,
+    Python,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::Rust => "rust",
+            Server::Python => "python",
+        }
+    }
+
+    fn spawn(self, py: Option<&Path>, max_inbound: usize) -> load::ServerProcess {
+        let cmd = match self {
+            Server::Rust => {
+                let mut c = Command::new(std::env::current_exe().expect("own path"));
+                c.env(SERVE_ENV, max_inbound.to_string());
+                c
+            }
+            Server::Python => {
+                let mut c = Command::new(py.expect("python"));
+                c.arg(process::repo_root().join("benches/load_python.py"))
+                    .args(["serve", "--max-inbound", &max_inbound.to_string()]);
+                c
+            }
+        };
+        load::ServerProcess::spawn(cmd, GUARD).expect("server process")
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Results {
+    /// (connections, calls/s)
+    calls: Vec<(usize, f64)>,
+    /// (connections, KiB per connection, seconds to connect)
+    idle: Vec<(usize, f64, f64)>,
+}
+
+/// Waits until the client loop has closed every socket of dropped Tubs.
+fn settle_clients(rt: &Runtime) {
+    load::wait_until(Duration::from_secs(30), || rt.stats().sockets == 0);
+}
+
+fn wait_server_conns(server: &mut load::ServerProcess, n: usize) -> load::ServerStats {
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let s = server.stats(GUARD).expect("server stats");
+        if s.sockets >= n || Instant::now() >= deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn run(
+    kind: Server,
+    py: Option<&Path>,
+    rt: &Runtime,
+    ids: &[Identity],
+    conn_rows: &[usize],
+    idle_rows: &[usize],
+    secs: f64,
+) -> Results {
+    let mut res = Results::default();
+    let max_idle = idle_rows.iter().copied().max().unwrap_or(0);
+    // calls/s: one server process, disjoint client identities per row
+    let server = kind.spawn(py, 2 * max_idle.max(1_000));
+    let mut next_id = 0;
+    for &n in conn_rows {
+        let clients = load::connect_many(
+            std::slice::from_ref(rt),
+            ids[next_id..next_id + n].to_vec(),
+            &server.furl,
+            WINDOW,
+            GUARD,
+        )
+        .expect("connect");
+        next_id += n;
+        let warm = load::drive_calls(&clients, INFLIGHT, Some(20), Duration::ZERO, GUARD);
+        assert_eq!(warm.error_count, 0, "warm-up: {:?}", warm.errors);
+        let r = load::drive_calls(
+            &clients,
+            INFLIGHT,
+            None,
+            Duration::from_secs_f64(secs),
+            GUARD,
+        );
+        assert_eq!(r.error_count, 0, "{} calls: {:?}", kind.name(), r.errors);
+        let rate = r.answered as f64 / r.elapsed.as_secs_f64();
+        println!(
+            "{{\"bench\":\"load\",\"server\":\"{}\",\"row\":\"calls\",\"connections\":{n},\"inflight_per_connection\":{INFLIGHT},\"calls\":{},\"seconds\":{:.3},\"calls_per_s\":{rate:.0}}}",
+            kind.name(),
+            r.answered,
+            r.elapsed.as_secs_f64()
+        );
+        res.calls.push((n, rate));
+        drop(clients);
+        settle_clients(rt);
+    }
+    drop(server);
+    // idle connections: a fresh server process per row
+    for &n in idle_rows {
+        let mut server = kind.spawn(py, 2 * n);
+        std::thread::sleep(Duration::from_millis(500));
+        let before = server.stats(GUARD).expect("stats");
+        let t0 = Instant::now();
+        let clients = load::connect_many(
+            std::slice::from_ref(rt),
+            ids[..n].to_vec(),
+            &server.furl,
+            WINDOW,
+            GUARD,
+        )
+        .expect("connect");
+        let connect = t0.elapsed().as_secs_f64();
+        let s = wait_server_conns(&mut server, n);
+        assert_eq!(s.sockets, n, "{} server connections", kind.name());
+        std::thread::sleep(Duration::from_secs(1));
+        let after = server.stats(GUARD).expect("stats");
+        let per = (after.rss_kib as f64 - before.rss_kib as f64) / n as f64;
+        // all still there and answering (not timed)
+        let (ok, errors) = load::call_each(&clients, GUARD);
+        assert_eq!(ok, n, "{} idle connections: {errors:?}", kind.name());
+        println!(
+            "{{\"bench\":\"load\",\"server\":\"{}\",\"row\":\"idle\",\"connections\":{n},\"rss_before_kib\":{},\"rss_after_kib\":{},\"kib_per_connection\":{per:.2},\"connect_seconds\":{connect:.3},\"connections_per_s\":{:.0}}}",
+            kind.name(),
+            before.rss_kib,
+            after.rss_kib,
+            n as f64 / connect
+        );
+        res.idle.push((n, per, connect));
+        drop(server);
+        drop(clients);
+        settle_clients(rt);
+    }
+    res
+}
+
+fn ratio(a: f64, b: Option<f64>) -> String {
+    match b {
+        Some(b) if b > 0.0 => format!("{:.1}x", a / b),
+        _ => "-".into(),
+    }
+}
+
+fn table(rust: &Results, python: Option<&Results>) {
+    println!();
+    println!(
+        "{:<34} {:>14} {:>14} {:>8}",
+        "row", "Rust mio", "Python", "ratio"
+    );
+    for (i, &(n, r)) in rust.calls.iter().enumerate() {
+        let p = python.and_then(|p| p.calls.get(i)).map(|x| x.1);
+        println!(
+            "{:<34} {:>14.0} {:>14} {:>8}",
+            format!("calls/s, {n} connection(s) x {INFLIGHT}"),
+            r,
+            p.map_or("-".into(), |p| format!("{p:.0}")),
+            ratio(r, p)
+        );
+    }
+    for (i, &(n, kib, secs)) in rust.idle.iter().enumerate() {
+        let p = python.and_then(|p| p.idle.get(i));
+        println!(
+            "{:<34} {:>14.1} {:>14} {:>8}",
+            format!("KiB per idle connection, {n}"),
+            kib,
+            p.map_or("-".into(), |p| format!("{:.1}", p.1)),
+            // smaller is better: Python / Rust
+            p.map_or("-".into(), |p| ratio(p.1, Some(kib)))
+        );
+        println!(
+            "{:<34} {:>14.2} {:>14} {:>8}",
+            format!("seconds to connect {n}"),
+            secs,
+            p.map_or("-".into(), |p| format!("{:.2}", p.2)),
+            p.map_or("-".into(), |p| ratio(p.2, Some(secs)))
+        );
+    }
+    println!("(ratios: how many times better Rust is; goals: >= 300,000 calls/s with 100 connections, < 16 KiB per idle connection)");
+}
+
+fn main() {
+    if let Ok(max) = std::env::var(SERVE_ENV) {
+        load::serve_stdio(LoopConfig::default(), max.parse().expect("max inbound"));
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let bench = std::env::args().any(|a| a == "--bench");
+    let secs: f64 = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .next()
+        .unwrap_or(if bench { 3.0 } else { 0.2 });
+    let conn_rows: &[usize] = &[1, 10, 100];
+    let idle_rows: &[usize] = if bench { &[1_000, 10_000] } else { &[20, 50] };
+    let with_python = std::env::var("LOAD_PYTHON").map_or(true, |v| v != "0");
+    let max_idle = *idle_rows.iter().max().unwrap();
+    let limit = load::raise_nofile(max_idle as u64 + 1_000);
+    assert!(
+        limit > max_idle as u64 + 100,
+        "open-file limit {limit} is too low"
+    );
+    let py = with_python.then(process::python);
+    let t0 = Instant::now();
+    let need = max_idle.max(conn_rows.iter().sum());
+    let ids = load::identities(need);
+    eprintln!("{need} client identities in {:?}", t0.elapsed());
+    let rt = Runtime::start(LoopConfig::default()).expect("client loop");
+    let rust = run(Server::Rust, None, &rt, &ids, conn_rows, idle_rows, secs);
+    let python = py.map(|p| {
+        run(
+            Server::Python,
+            Some(p),
+            &rt,
+            &ids,
+            conn_rows,
+            idle_rows,
+            secs,
+        )
+    });
+    table(&rust, python.as_ref());
+    rt.shutdown(Duration::from_secs(5));
+}
