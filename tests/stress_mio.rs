@@ -453,6 +453,9 @@ fn peer_that_never_reads_is_bounded() {
         answered_while_stalled < CALLS as u64,
         "the server answered every call of a peer that does not read: {stalled:?}"
     );
+    // the calls it read and did not start wait, counted, until it reads
+    assert!(stalled.held_calls > 0, "{stalled:?}");
+    assert_eq!(stats.held_calls, 0, "{stats:?}");
     assert!(
         stats.peak_buffered_output <= BOUND + SLACK,
         "peak buffered output {} > bound {BOUND} + slack {SLACK}",

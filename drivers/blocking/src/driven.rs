@@ -193,6 +193,12 @@ impl DrivenTub {
         }
     }
 
+    /// Calls from peers held over all connections, waiting for a call
+    /// budget ([`DriverIo::call_budget`]).
+    pub fn held_calls(&self) -> usize {
+        self.tub().map_or(0, |t| t.lock().held_total)
+    }
+
     /// Hands the core's output, closes and dials to `io`, and runs the
     /// objects and callbacks that are due, until nothing is left. Call it
     /// after feeding input or time, and when [`Driver::wake`] asked.

@@ -119,6 +119,8 @@ struct State {
     /// connection's call budget ([`DriverIo::call_budget`]) ran out
     /// (backpressure), in arrival order.
     held: HashMap<ConnectionId, VecDeque<IncomingCall>>,
+    /// Calls in `held`, over all connections.
+    held_total: usize,
     /// Timer callbacks due, for the event loop's next [`DrivenTub::drive`].
     due: Vec<TimerFn>,
     /// Threads engine: each connection's writer thread.
@@ -209,6 +211,7 @@ impl Tub {
                 open: HashSet::new(),
                 unanswered: HashMap::new(),
                 held: HashMap::new(),
+                held_total: 0,
                 due: Vec::new(),
                 writers: HashMap::new(),
                 objects: HashMap::new(),
@@ -652,7 +655,9 @@ impl Tub {
                 TubEvent::CloseTransport(conn) => {
                     st.open.remove(&conn);
                     st.unanswered.remove(&conn);
-                    st.held.remove(&conn);
+                    if let Some(q) = st.held.remove(&conn) {
+                        st.held_total -= q.len();
+                    }
                     io.close(conn);
                 }
                 TubEvent::Connected { .. } => {}
@@ -677,6 +682,7 @@ impl Tub {
                     let waiting = st.held.get(&conn).is_some_and(|q| !q.is_empty());
                     if waiting || io.call_budget(conn) <= used {
                         st.held.entry(conn).or_default().push_back(c);
+                        st.held_total += 1;
                     } else {
                         *delivered.entry(conn).or_default() += 1;
                         self.deliver(st, c, &mut actions);
@@ -707,6 +713,7 @@ impl Tub {
                     break;
                 };
                 *used += 1;
+                st.held_total -= 1;
                 self.deliver(st, c, actions);
             }
             if st.held.get(&conn).is_some_and(VecDeque::is_empty) {

@@ -35,6 +35,8 @@ struct TubEntry {
     streams: HashSet<usize>,
     /// The Tub's next timer, as filed in `EventLoop::tub_timers`.
     deadline: Option<Instant>,
+    /// Its held calls, as of its last drive.
+    held: usize,
     /// Queued in `EventLoop::to_drive`.
     queued: bool,
 }
@@ -767,6 +769,7 @@ impl EventLoop {
                             listeners: Vec::new(),
                             streams: HashSet::new(),
                             deadline: None,
+                            held: 0,
                             queued: false,
                         },
                     );
@@ -883,6 +886,11 @@ impl EventLoop {
                 }
                 let deadline = driven.poll_timeout();
                 self.set_tub_deadline(index, deadline);
+                let held = driven.held_calls();
+                if let Some(t) = self.tubs.get_mut(&index) {
+                    self.stats.held_calls = self.stats.held_calls + held - t.held;
+                    t.held = held;
+                }
             }
             let woken = std::mem::take(
                 &mut self
@@ -905,6 +913,7 @@ impl EventLoop {
         let Some(t) = self.tubs.remove(&index) else {
             return;
         };
+        self.stats.held_calls -= t.held;
         for i in t.listeners {
             self.remove(i);
         }

@@ -126,6 +126,9 @@ pub struct LoopStats {
     pub paused: usize,
     /// Times any connection's reading was paused.
     pub pauses: u64,
+    /// Calls from peers already read but held back because their
+    /// connection's output is over the bound (backpressure).
+    pub held_calls: usize,
     /// Loop turns.
     pub turns: u64,
 }
