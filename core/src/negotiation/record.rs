@@ -40,6 +40,12 @@ pub trait Recorder: Send + Sync {
         let _ = (connection, is_client, dialled);
     }
 
+    /// The connection's socket addresses (`ip:port`), from the driver
+    /// ([`crate::tub::Tub::set_addresses`]), right after it opened.
+    fn addresses(&self, connection: ConnectionId, client: &str, server: &str) {
+        let _ = (connection, client, server);
+    }
+
     /// Bytes went `direction` on `connection` in `phase`.
     fn record(
         &self,

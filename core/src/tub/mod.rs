@@ -27,6 +27,7 @@
 mod error;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -263,6 +264,8 @@ struct Conn {
     dial: Option<DialId>,
     /// Bytes to send.
     out: Vec<u8>,
+    /// We opened it (TCP client).
+    outbound: bool,
     /// The deadline filed for this connection in `Tub::timers`.
     timer: Option<Instant>,
     /// When this connection next releases the references the
@@ -274,6 +277,7 @@ impl Conn {
     fn new(state: ConnState, dial: Option<DialId>) -> Conn {
         Conn {
             state,
+            outbound: dial.is_some(),
             dial,
             out: Vec::new(),
             timer: None,
@@ -825,6 +829,22 @@ impl Tub {
             .insert(id, Conn::new(ConnState::Negotiating(Box::new(neg)), None));
         self.refresh_timer(id);
         Ok(id)
+    }
+
+    /// The socket addresses of a connection, for the recorder
+    /// ([`TubConfig::recorder`]) to name in its transcript; call it right
+    /// after [`Tub::accept`] or [`Tub::dial_connected`]. Nothing else uses
+    /// them.
+    pub fn set_addresses(&mut self, connection: ConnectionId, local: SocketAddr, peer: SocketAddr) {
+        let (Some(r), Some(c)) = (&self.config.recorder, self.conns.get(&connection)) else {
+            return;
+        };
+        let (client, server) = if c.outbound {
+            (local, peer)
+        } else {
+            (peer, local)
+        };
+        r.0.addresses(connection, &client.to_string(), &server.to_string());
     }
 
     /// Bytes received on a connection.

@@ -363,12 +363,18 @@ type Opened = (ConnectionId, bool, Option<(String, u16)>);
 struct Memory {
     records: std::sync::Mutex<Vec<RecordedBytes>>,
     opened: std::sync::Mutex<Vec<Opened>>,
+    addresses: std::sync::Mutex<Vec<(ConnectionId, String, String)>>,
 }
 
 impl Recorder for Memory {
     fn opened(&self, connection: ConnectionId, is_client: bool, dialled: Option<(&str, u16)>) {
         let d = dialled.map(|(h, p)| (h.to_owned(), p));
         self.opened.lock().unwrap().push((connection, is_client, d));
+    }
+
+    fn addresses(&self, connection: ConnectionId, client: &str, server: &str) {
+        let a = (connection, client.to_owned(), server.to_owned());
+        self.addresses.lock().unwrap().push(a);
     }
 
     fn record(&self, connection: ConnectionId, direction: Direction, phase: RecordPhase, b: &[u8]) {
@@ -537,4 +543,44 @@ fn an_established_connection_files_its_keepalive() {
     // nothing is due before it
     net.tubs[0].handle_timeout(due - Duration::from_millis(1));
     assert_eq!(net.tubs[0].poll_timeout(), Some(due));
+}
+
+#[test]
+fn the_recorder_learns_the_socket_addresses_as_client_and_server() {
+    let now = Instant::now();
+    let m = Arc::new(Memory::default());
+    let config = TubConfig {
+        recorder: Some(RecorderHandle::new(m.clone())),
+        ..TubConfig::default()
+    };
+    let mut t = tub_with(5, now, config);
+    let (ours, theirs): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:5000".parse().unwrap(),
+        "[::1]:6000".parse().unwrap(),
+    );
+    // accepted: the peer is the client
+    let a = t.accept(now).unwrap();
+    t.set_addresses(a, ours, theirs);
+    // dialled: we are the client
+    let furl = Furl::parse(&format!(
+        "pb://{}@tcp:127.0.0.1:6000/x",
+        Identity::generate().unwrap().tubid()
+    ))
+    .unwrap();
+    t.get_reference(&furl);
+    let dial = std::iter::from_fn(|| t.poll_event())
+        .find_map(|e| match e {
+            TubEvent::Dial { dial, .. } => Some(dial),
+            _ => None,
+        })
+        .expect("a dial");
+    let d = t.dial_connected(dial, now).unwrap();
+    t.set_addresses(d, ours, theirs);
+    assert_eq!(
+        *m.addresses.lock().unwrap(),
+        vec![
+            (a, "[::1]:6000".to_owned(), "127.0.0.1:5000".to_owned()),
+            (d, "127.0.0.1:5000".to_owned(), "[::1]:6000".to_owned()),
+        ]
+    );
 }

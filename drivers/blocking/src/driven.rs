@@ -127,6 +127,19 @@ impl DrivenTub {
         Some(conn)
     }
 
+    /// The socket addresses of `connection`, for a recorder's transcript
+    /// (see `foolscap_core::tub::Tub::set_addresses`).
+    pub fn set_addresses(
+        &self,
+        connection: ConnectionId,
+        local: std::net::SocketAddr,
+        peer: std::net::SocketAddr,
+    ) {
+        if let Some(tub) = self.tub() {
+            tub.lock().core.set_addresses(connection, local, peer);
+        }
+    }
+
     /// The TCP connection for `dial` could not be opened.
     pub fn dial_failed(&self, dial: DialId, why: &str) {
         if let Some(tub) = self.tub() {

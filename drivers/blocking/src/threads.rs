@@ -61,6 +61,9 @@ pub(crate) fn spawn_acceptor(tub: &Tub, listener: TcpListener) -> std::io::Resul
                     let mut st = tub.lock();
                     // over the connection limit the socket just closes
                     if let Ok(conn) = st.core.accept(Instant::now()) {
+                        if let (Ok(l), Ok(p)) = (stream.local_addr(), stream.peer_addr()) {
+                            st.core.set_addresses(conn, l, p);
+                        }
                         if attach(&tub, &mut st, conn, stream).is_err() {
                             st.core.handle_eof(conn, Instant::now());
                         }
@@ -109,6 +112,9 @@ fn dial_thread(weak: Weak<Shared>, dial: DialId, host: String, port: u16) {
     match result {
         Ok(stream) => match st.core.dial_connected(dial, Instant::now()) {
             Some(conn) => {
+                if let (Ok(l), Ok(p)) = (stream.local_addr(), stream.peer_addr()) {
+                    st.core.set_addresses(conn, l, p);
+                }
                 if let Err(e) = attach(&tub, &mut st, conn, stream) {
                     st.core.handle_eof(conn, Instant::now());
                     drop(e);

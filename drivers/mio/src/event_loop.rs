@@ -318,6 +318,9 @@ impl EventLoop {
                 // over the Tub's limit or shut down: the socket just closes
                 continue;
             };
+            if let (Ok(l), Ok(p)) = (sock.local_addr(), sock.peer_addr()) {
+                driven.set_addresses(conn, l, p);
+            }
             let _ = sock.set_nodelay(true);
             let s = self.insert(Slot::Stream(Box::new(Stream {
                 tub,
@@ -706,6 +709,10 @@ impl EventLoop {
         match result {
             Ok(()) => {
                 let _ = s.sock.set_nodelay(true);
+                let addrs = s
+                    .sock
+                    .local_addr()
+                    .and_then(|l| Ok((l, s.sock.peer_addr()?)));
                 let (tub, dial) = (s.tub, s.dial.take().expect("dialling"));
                 let Some(t) = self.tubs.get(&tub) else {
                     self.remove(i);
@@ -713,6 +720,9 @@ impl EventLoop {
                 };
                 match t.driven.dial_connected(dial, now) {
                     Some(conn) => {
+                        if let Ok((l, p)) = addrs {
+                            t.driven.set_addresses(conn, l, p);
+                        }
                         let s = self.stream(i).expect("present");
                         s.phase = Phase::Open;
                         s.conn = Some(conn);

@@ -623,6 +623,10 @@ impl Recorder for TranscriptWriter {
         }
     }
 
+    fn addresses(&self, connection: ConnectionId, client: &str, server: &str) {
+        self.set_addresses(connection, client, server);
+    }
+
     fn record(
         &self,
         connection: ConnectionId,
