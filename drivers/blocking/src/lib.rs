@@ -164,17 +164,7 @@ impl Tub {
     /// A Tub with the identity in a certFile (created there if missing,
     /// like Python's `Tub(certFile=...)`).
     pub fn with_cert_file(path: impl AsRef<std::path::Path>) -> Result<Tub, Error> {
-        let path = path.as_ref();
-        let identity = match std::fs::read(path) {
-            Ok(text) => Identity::from_cert_file(text)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let id = Identity::generate()?;
-                std::fs::write(path, id.to_cert_file())?;
-                id
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Self::with_identity(identity, TubConfig::default())
+        Self::with_identity(load_or_create_identity(path)?, TubConfig::default())
     }
 
     /// A Tub with a given identity and settings (threads engine).
@@ -792,6 +782,21 @@ impl Tub {
                 Action::Dial(dial, host, port) => threads::spawn_dial(self, dial, host, port),
             }
         }
+    }
+}
+
+/// The identity in a certFile, or a new one written there if the file is
+/// missing (like Python's `Tub(certFile=...)`).
+pub fn load_or_create_identity(path: impl AsRef<std::path::Path>) -> Result<Identity, Error> {
+    let path = path.as_ref();
+    match std::fs::read(path) {
+        Ok(text) => Ok(Identity::from_cert_file(text)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = Identity::generate()?;
+            std::fs::write(path, id.to_cert_file())?;
+            Ok(id)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

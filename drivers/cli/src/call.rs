@@ -5,13 +5,18 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use foolscap_blocking::{Error, Tub};
+use foolscap_blocking::{load_or_create_identity, Error, Tub};
+use foolscap_core::identity::Identity;
+use foolscap_core::negotiation::{Recorder, RecorderHandle};
+use foolscap_core::tub::TubConfig;
 use foolscap_core::value::repr::to_python;
 use foolscap_core::value::{literal, Text, Value};
 use foolscap_mio::{LoopConfig, Runtime};
+use foolscap_replay::TranscriptWriter;
 
 /// The engine that carries the calling Tub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -34,6 +39,11 @@ pub struct CallArgs {
     /// (created there if missing).
     #[arg(long, value_name = "PEM")]
     certfile: Option<PathBuf>,
+    /// Write a transcript of the connection to this file: the plaintext
+    /// phase and the decrypted stream per direction, in the line format
+    /// of the shared Python captures (read by `foolscap_replay`).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// The object's FURL (`pb://TUBID@HINTS/SWISSNUM`).
     furl: String,
     /// The method to call.
@@ -103,12 +113,32 @@ pub fn run(args: CallArgs) -> ExitCode {
         },
         Driver::Threads => None,
     };
-    let tub = match (&runtime, &args.certfile) {
-        (Some(rt), Some(path)) => rt.tub_with_cert_file(path),
-        (Some(rt), None) => rt.new_tub(),
-        (None, Some(path)) => Tub::with_cert_file(path),
-        (None, None) => Tub::new(),
+    let recorder = match &args.record {
+        Some(path) => match TranscriptWriter::create(path) {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => {
+                return fail(
+                    CONNECTION_PROBLEM,
+                    format!("cannot create {}: {e}", path.display()),
+                )
+            }
+        },
+        None => None,
     };
+    let config = TubConfig {
+        recorder: recorder
+            .clone()
+            .map(|w| RecorderHandle::new(w as Arc<dyn Recorder>)),
+        ..TubConfig::default()
+    };
+    let identity = match &args.certfile {
+        Some(path) => load_or_create_identity(path),
+        None => Identity::generate().map_err(Error::from),
+    };
+    let tub = identity.and_then(|id| match &runtime {
+        Some(rt) => rt.tub(id, config),
+        None => Tub::with_identity(id, config),
+    });
     let tub = match tub {
         Ok(t) => t,
         Err(e) => {
@@ -124,6 +154,11 @@ pub fn run(args: CallArgs) -> ExitCode {
     if let Some(rt) = runtime {
         // nobody calls us: nothing to wait for but our closing connection
         rt.shutdown(Duration::ZERO);
+    }
+    if let Some(w) = recorder {
+        if let Err(e) = w.flush() {
+            return fail(CONNECTION_PROBLEM, format!("writing the transcript: {e}"));
+        }
     }
     code
 }

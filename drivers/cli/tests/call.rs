@@ -196,3 +196,51 @@ fn call_defaults_to_mio_and_refuses_unknown_drivers() {
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("possible values: mio, threads"));
 }
+
+/// `--record FILE` writes the session in the transcript format: one
+/// connection with its real addresses, the plaintext upgrade, then the
+/// decrypted stream carrying the call.
+fn check_record(driver: &str) {
+    use foolscap_replay::{Phase, Side, Transcript};
+
+    let server = Server::python(&[]);
+    let dir = process::TempDir::new("call-record");
+    let file = dir.path().join("session.txt");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let r = call(
+        driver,
+        &server.furl,
+        &["--record", file_arg, "add", "1", "2"],
+    );
+    assert_eq!((r.code, r.stdout.trim_end()), (0, "3"), "{}", r.stderr);
+    let t = Transcript::parse(&std::fs::read(&file).expect("a transcript")).unwrap();
+    assert_eq!(t.connections.len(), 1, "{t:?}");
+    let c = &t.connections[0];
+    let port = server
+        .furl
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap();
+    assert_eq!(c.server, format!("127.0.0.1:{port}"));
+    assert!(c.client.starts_with("127.0.0.1:"), "{c:?}");
+    let get = t.stream(c.number, Side::Client, Phase::Plain);
+    assert!(get.starts_with(b"GET /id/"), "{get:?}");
+    let ok = t.stream(c.number, Side::Server, Phase::Plain);
+    assert!(ok.starts_with(b"HTTP/1.1 101 "), "{ok:?}");
+    let calls = t.stream(c.number, Side::Client, Phase::Tls);
+    let has = |s: &[u8], w: &[u8]| s.windows(w.len()).any(|x| x == w);
+    assert!(has(&calls, b"getReferenceByName") && has(&calls, b"add"));
+}
+
+#[test]
+fn call_mio_records_a_transcript() {
+    check_record("mio");
+}
+
+#[test]
+fn call_threads_records_a_transcript() {
+    check_record("threads");
+}

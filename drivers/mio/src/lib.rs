@@ -286,16 +286,7 @@ impl Runtime {
 
     /// A Tub with the identity in a certFile (created there if missing).
     pub fn tub_with_cert_file(&self, path: impl AsRef<std::path::Path>) -> Result<Tub, Error> {
-        let path = path.as_ref();
-        let identity = match std::fs::read(path) {
-            Ok(text) => Identity::from_cert_file(text)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let id = Identity::generate()?;
-                std::fs::write(path, id.to_cert_file())?;
-                id
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let identity = foolscap_blocking::load_or_create_identity(path)?;
         self.tub(identity, TubConfig::default())
     }
 

@@ -16,9 +16,8 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use foolscap_blocking::{Call, Object, Tub};
+use foolscap_blocking::{load_or_create_identity, Call, Object, Tub};
 use foolscap_core::broker::Failure;
-use foolscap_core::identity::Identity;
 use foolscap_core::negotiation::RecorderHandle;
 use foolscap_core::tub::TubConfig;
 use foolscap_core::value::{literal, Value};
@@ -30,25 +29,16 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn identity(path: &str) -> Result<Identity> {
-    match std::fs::read(path) {
-        Ok(text) => Ok(Identity::from_cert_file(text)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = Identity::generate()?;
-            std::fs::write(path, id.to_cert_file())?;
-            Ok(id)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 fn tub(certfile: &str, out: &str) -> Result<(Tub, Arc<TranscriptWriter>)> {
     let writer = Arc::new(TranscriptWriter::create(out)?);
     let config = TubConfig {
         recorder: Some(RecorderHandle::new(writer.clone())),
         ..TubConfig::default()
     };
-    Ok((Tub::with_identity(identity(certfile)?, config)?, writer))
+    Ok((
+        Tub::with_identity(load_or_create_identity(certfile)?, config)?,
+        writer,
+    ))
 }
 
 /// The served object: add, echo, fail, call_back.
