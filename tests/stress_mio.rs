@@ -363,6 +363,9 @@ impl Relay {
     }
 }
 
+const NEVER_READ_ANSWER: usize = 64 * 1024;
+const NEVER_READ_CALLS: usize = 1_000;
+
 /// A peer that sends many calls with 64 KiB answers and never reads: the
 /// server's queued output for it stays within `max_buffered_output` (plus
 /// what one round of up to 16 calls can add), and the process's memory
@@ -370,11 +373,9 @@ impl Relay {
 #[test]
 fn peer_that_never_reads_is_bounded() {
     const BOUND: usize = 256 * 1024;
-    const ANSWER: usize = 64 * 1024;
-    const CALLS: usize = 1_000;
     // one round of calls_per_round answers, plus the one being written;
     // an answer on the wire: the string, its header, TLS framing
-    const SLACK: usize = (LoopConfig::DEFAULT_CALLS_PER_ROUND + 1) * (ANSWER + 1024);
+    const SLACK: usize = (LoopConfig::DEFAULT_CALLS_PER_ROUND + 1) * (NEVER_READ_ANSWER + 1024);
     let _serial = serial();
     load::raise_nofile(4_096);
     let server_rt = runtime(LoopConfig {
@@ -382,11 +383,52 @@ fn peer_that_never_reads_is_bounded() {
         ..LoopConfig::default()
     });
     let (_server, obj, furl) = load::serve(&server_rt, 100);
-    let relay = Relay::start(furl_port(&furl));
+    let stalled = never_reading_peer(&furl, &obj, || server_rt.stats());
+    let stats = server_rt.stats();
+    eprintln!("mio: bound {BOUND}, slack {SLACK}, stalled {stalled:?}, final {stats:?}");
+    assert!(
+        stats.peak_buffered_output <= BOUND + SLACK,
+        "peak buffered output {} > bound {BOUND} + slack {SLACK}",
+        stats.peak_buffered_output
+    );
+    // the calls it read and did not start wait, counted, until it reads
+    assert!(stalled.held_calls > 0, "{stalled:?}");
+    assert_eq!(stats.held_calls, 0, "{stats:?}");
+    server_rt.shutdown(Duration::from_secs(5));
+}
+
+/// The same peer against the threads engine (`Tub::new`): its writer
+/// queue is bounded by `foolscap::blocking::MAX_BUFFERED_OUTPUT` the same
+/// way (no loop statistics there: the calls started and the memory tell).
+#[test]
+fn peer_that_never_reads_is_bounded_on_the_threads_engine() {
+    let _serial = serial();
+    load::raise_nofile(4_096);
+    let server = foolscap::blocking::Tub::new().unwrap();
+    server.listen("127.0.0.1:0").unwrap();
+    let obj = load::Load::new();
+    let furl = server.register(obj.clone(), None).unwrap().to_string();
+    never_reading_peer(&furl, &obj, || ());
+    server.shutdown();
+}
+
+/// Connects through a [`Relay`], then stops reading while making
+/// [`NEVER_READ_CALLS`] calls for 64 KiB answers; checks that the server
+/// starts only some of them and that memory grows far less than the
+/// answers would take, then reads again and checks every answer. Returns
+/// `stats()` as it was while the peer did not read.
+fn never_reading_peer<S: std::fmt::Debug>(
+    furl: &str,
+    obj: &load::Load,
+    stats: impl Fn() -> S,
+) -> S {
+    const ANSWER: usize = NEVER_READ_ANSWER;
+    const CALLS: usize = NEVER_READ_CALLS;
+    let relay = Relay::start(furl_port(furl));
     let client_rt = runtime(LoopConfig::default());
     let client = client_rt.new_tub().unwrap();
     let r = client
-        .get_reference(&with_port(&furl, relay.port), GUARD)
+        .get_reference(&with_port(furl, relay.port), GUARD)
         .unwrap();
     let r = as_remote(&r).unwrap().clone();
     let warm = client
@@ -405,16 +447,13 @@ fn peer_that_never_reads_is_bounded() {
             })
             .unwrap();
     }
-    // let the server go as far as it will: until nothing moves for 1 s
-    let mut last = (0, 0);
+    // let the server go as far as it will: until no call starts for 1 s
+    let mut last = 0;
     let mut still_since = Instant::now();
     let deadline = Instant::now() + GUARD;
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
-        let now = (
-            obj.calls.load(Ordering::Relaxed),
-            server_rt.stats().buffered_output as u64,
-        );
+        let now = obj.calls.load(Ordering::Relaxed);
         if now != last {
             last = now;
             still_since = Instant::now();
@@ -422,7 +461,7 @@ fn peer_that_never_reads_is_bounded() {
             break;
         }
     }
-    let stalled = server_rt.stats();
+    let stalled = stats();
     let rss_stalled = load::own_rss_kib();
     let answered_while_stalled = obj.calls.load(Ordering::Relaxed) - 1;
 
@@ -438,28 +477,15 @@ fn peer_that_never_reads_is_bounded() {
         );
         got += 1;
     }
-    let stats = server_rt.stats();
     let growth = rss_stalled.saturating_sub(rss_before);
     eprintln!(
-        "never-reading peer: bound {BOUND}, slack {SLACK}, peak {} (limit {}), \
-         {answered_while_stalled} of {CALLS} calls answered while stalled, stalled stats {stalled:?}, \
-         RSS {rss_before} KiB -> {rss_stalled} KiB (+{growth} KiB); {got} answers after resuming; \
-         final {stats:?}",
-        stats.peak_buffered_output,
-        BOUND + SLACK,
+        "never-reading peer: {answered_while_stalled} of {CALLS} calls started while stalled, \
+         RSS {rss_before} KiB -> {rss_stalled} KiB (+{growth} KiB); {got} answers after resuming"
     );
     assert_eq!(got, CALLS);
     assert!(
         answered_while_stalled < CALLS as u64,
-        "the server answered every call of a peer that does not read: {stalled:?}"
-    );
-    // the calls it read and did not start wait, counted, until it reads
-    assert!(stalled.held_calls > 0, "{stalled:?}");
-    assert_eq!(stats.held_calls, 0, "{stats:?}");
-    assert!(
-        stats.peak_buffered_output <= BOUND + SLACK,
-        "peak buffered output {} > bound {BOUND} + slack {SLACK}",
-        stats.peak_buffered_output
+        "the server answered every call of a peer that does not read"
     );
     // the answers held back are 62.5 MiB; the bound keeps them out of memory
     assert!(
@@ -467,7 +493,7 @@ fn peer_that_never_reads_is_bounded() {
         "RSS grew by {growth} KiB while the peer did not read"
     );
     client_rt.shutdown(Duration::from_secs(5));
-    server_rt.shutdown(Duration::from_secs(5));
+    stalled
 }
 
 // ---------------------------------------------------------------- 4

@@ -10,8 +10,9 @@
 //!   thread per outbound dial (host names are resolved there), and one
 //!   timer thread for the core's timeouts and [`Tub::after`] callbacks.
 //!   Objects are called on the reader thread of the connection the call
-//!   arrived on. Output per connection is queued to its writer thread
-//!   without a bound;
+//!   arrived on. Output per connection is queued to its writer thread;
+//!   above [`MAX_BUFFERED_OUTPUT`] the connection's calls wait and its
+//!   reader stops reading until the writer drains;
 //! * an event loop ([`Tub::with_driver`], used by `foolscap-mio`): the
 //!   loop owns the sockets and calls the [`DrivenTub`] side; objects and
 //!   callbacks run on the loop's thread, and other threads' calls wake it
@@ -53,6 +54,17 @@ pub use object::{Call, Object};
 /// How long a TCP connect to one hint may take (threads engine).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Threads engine: bytes queued for one connection's writer thread above
+/// which none of that connection's calls start and its reader stops
+/// reading (backpressure against a peer that does not read). Under it,
+/// at most [`CALLS_PER_ROUND`] calls start per round, so the queue
+/// passes the bound by at most that many answers.
+pub const MAX_BUFFERED_OUTPUT: usize = 1 << 20;
+
+/// Threads engine: calls from one connection started per round while its
+/// output is under [`MAX_BUFFERED_OUTPUT`].
+pub const CALLS_PER_ROUND: usize = 16;
+
 type AnswerFn = Box<dyn FnOnce(Result<Value, Error>) + Send>;
 type TimerFn = Box<dyn FnOnce() + Send>;
 type WatchFn = Box<dyn FnOnce() + Send>;
@@ -77,6 +89,9 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the timer thread when the next deadline may have moved.
     timer_wake: Condvar,
+    /// Threads engine: a writer's queue fell to the bound, or the Tub
+    /// shut down (readers holding back wait on it).
+    drained: Condvar,
     engine: Engine,
 }
 
@@ -106,7 +121,7 @@ impl Drop for Shared {
     }
 }
 
-use threads::WriterMsg;
+use threads::Writer;
 
 struct State {
     core: CoreTub,
@@ -124,7 +139,7 @@ struct State {
     /// Timer callbacks due, for the event loop's next [`DrivenTub::drive`].
     due: Vec<TimerFn>,
     /// Threads engine: each connection's writer thread.
-    writers: HashMap<ConnectionId, mpsc::Sender<WriterMsg>>,
+    writers: HashMap<ConnectionId, Writer>,
     objects: HashMap<ObjectId, Arc<dyn Object>>,
     calls: HashMap<CallId, AnswerFn>,
     lookups: HashMap<LookupId, AnswerFn>,
@@ -217,6 +232,7 @@ impl Tub {
                 timer_sleeps_until: None,
             }),
             timer_wake: Condvar::new(),
+            drained: Condvar::new(),
         });
         Ok(Tub { shared })
     }
@@ -516,6 +532,7 @@ impl Tub {
                     let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
                 }
                 self.shared.timer_wake.notify_all();
+                self.shared.drained.notify_all();
             }
             Engine::Driven(d) => d.stop_listening(),
         }

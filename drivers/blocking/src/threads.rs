@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 use foolscap_core::negotiation::ConnectionId;
 use foolscap_core::tub::DialId;
 
-use crate::{Action, DriverIo, Shared, State, Tub, CONNECT_TIMEOUT};
+use crate::{
+    Action, DriverIo, Shared, State, Tub, CALLS_PER_ROUND, CONNECT_TIMEOUT, MAX_BUFFERED_OUTPUT,
+};
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -21,22 +24,42 @@ pub(crate) enum WriterMsg {
     Close,
 }
 
+/// A connection's writer thread, and the bytes queued for it.
+pub(crate) struct Writer {
+    tx: mpsc::Sender<WriterMsg>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Writer {
+    fn over_bound(&self) -> bool {
+        self.queued.load(Ordering::Acquire) > MAX_BUFFERED_OUTPUT
+    }
+}
+
 /// The core's output, handed to the writer threads.
 pub(crate) struct WriterIo<'a> {
-    pub(crate) writers: &'a mut HashMap<ConnectionId, mpsc::Sender<WriterMsg>>,
+    pub(crate) writers: &'a mut HashMap<ConnectionId, Writer>,
     pub(crate) dials: Vec<Action>,
 }
 
 impl DriverIo for WriterIo<'_> {
     fn transmit(&mut self, connection: ConnectionId, data: &mut Vec<u8>) {
         if let Some(w) = self.writers.get(&connection) {
-            let _ = w.send(WriterMsg::Data(std::mem::take(data)));
+            w.queued.fetch_add(data.len(), Ordering::AcqRel);
+            let _ = w.tx.send(WriterMsg::Data(std::mem::take(data)));
         }
     }
 
     fn close(&mut self, connection: ConnectionId) {
         if let Some(w) = self.writers.remove(&connection) {
-            let _ = w.send(WriterMsg::Close);
+            let _ = w.tx.send(WriterMsg::Close);
+        }
+    }
+
+    fn call_budget(&mut self, connection: ConnectionId) -> usize {
+        match self.writers.get(&connection) {
+            Some(w) if w.over_bound() => 0,
+            _ => CALLS_PER_ROUND,
         }
     }
 
@@ -92,12 +115,20 @@ fn attach(tub: &Tub, st: &mut State, conn: ConnectionId, stream: TcpStream) -> s
     let reader = stream.try_clone()?;
     let mut writer = stream;
     let (tx, rx) = mpsc::channel::<WriterMsg>();
-    st.writers.insert(conn, tx);
+    let queued = Arc::new(AtomicUsize::new(0));
+    st.writers.insert(
+        conn,
+        Writer {
+            tx,
+            queued: queued.clone(),
+        },
+    );
     st.open.insert(conn);
+    let weak = Arc::downgrade(&tub.shared);
+    let w = weak.clone();
     thread::Builder::new()
         .name("foolscap-write".into())
-        .spawn(move || writer_thread(&mut writer, rx))?;
-    let weak = Arc::downgrade(&tub.shared);
+        .spawn(move || writer_thread(&mut writer, rx, &queued, &w))?;
     thread::Builder::new()
         .name("foolscap-read".into())
         .spawn(move || reader_thread(weak, conn, reader))?;
@@ -162,10 +193,53 @@ fn reader_thread(weak: Weak<Shared>, conn: ConnectionId, mut stream: TcpStream) 
         if closed {
             return;
         }
+        hold_back(&tub, conn);
     }
 }
 
-fn writer_thread(stream: &mut TcpStream, rx: mpsc::Receiver<WriterMsg>) {
+/// Backpressure: while calls of `conn` are held (its writer is over
+/// [`MAX_BUFFERED_OUTPUT`]), read no more; start them, a round at a time,
+/// as the writer drains.
+fn hold_back(tub: &Tub, conn: ConnectionId) {
+    let mut st = tub.lock();
+    loop {
+        let writer = match st.writers.get(&conn) {
+            Some(w) if st.held.contains_key(&conn) && !st.shutdown => w,
+            _ => return,
+        };
+        if writer.over_bound() {
+            st = tub
+                .shared
+                .drained
+                .wait_timeout(st, Duration::from_secs(1))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        } else {
+            // the next round of held calls starts (on this thread)
+            tub.finish_now(st);
+            st = tub.lock();
+        }
+    }
+}
+
+fn writer_thread(
+    stream: &mut TcpStream,
+    rx: mpsc::Receiver<WriterMsg>,
+    queued: &AtomicUsize,
+    tub: &Weak<Shared>,
+) {
+    // wakes a reader holding back once the queue is at the bound again
+    let drained = |written: usize| {
+        let before = queued.fetch_sub(written, Ordering::AcqRel);
+        if before > MAX_BUFFERED_OUTPUT && before - written <= MAX_BUFFERED_OUTPUT {
+            if let Some(shared) = tub.upgrade() {
+                // under the lock, so a reader between its check and its
+                // wait cannot miss it
+                drop(shared.state.lock());
+                shared.drained.notify_all();
+            }
+        }
+    };
     let mut batch = Vec::new();
     while let Ok(msg) = rx.recv() {
         let mut close = false;
@@ -183,8 +257,12 @@ fn writer_thread(stream: &mut TcpStream, rx: mpsc::Receiver<WriterMsg>) {
         }
         if !batch.is_empty() && stream.write_all(&batch).is_err() {
             let _ = stream.shutdown(Shutdown::Both);
+            // nothing more will be written: let held calls go (their
+            // answers are dropped) so the reader sees the end
+            drained(queued.load(Ordering::Acquire));
             return;
         }
+        drained(batch.len());
         batch.clear();
         if close {
             let _ = stream.flush();
