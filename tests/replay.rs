@@ -209,9 +209,19 @@ struct Case {
 }
 
 fn run_case(t: &Transcript, case: Case, app: &mut impl Application) -> Result<Report, ReplayError> {
+    run_connection(t, 1, case, app)
+}
+
+/// Replays connection `n` of `t`.
+fn run_connection(
+    t: &Transcript,
+    n: u64,
+    case: Case,
+    app: &mut impl Application,
+) -> Result<Report, ReplayError> {
     let spec = Replay {
         transcript: t,
-        connection: 1,
+        connection: n,
         we_are: case.we_are,
         identity: case.identity,
         peer: case.peer,
@@ -222,7 +232,7 @@ fn run_case(t: &Transcript, case: Case, app: &mut impl Application) -> Result<Re
     let r = replay(spec, app);
     match &r {
         Ok(rep) => eprintln!(
-            "{} as {:?}: {} peer runs ({} bytes) fed, {} timer jumps; compared {} plain lines, {} block lines, {} tokens; {} substitutions",
+            "{} #{n} as {:?}: {} peer runs ({} bytes) fed, {} timer jumps; compared {} plain lines, {} block lines, {} tokens; {} substitutions",
             case.file,
             case.we_are,
             rep.runs_fed,
@@ -233,13 +243,15 @@ fn run_case(t: &Transcript, case: Case, app: &mut impl Application) -> Result<Re
             rep.compared.tokens,
             rep.compared.substitutions
         ),
-        Err(e) => eprintln!("{} as {:?}: {e}", case.file, case.we_are),
+        Err(e) => eprintln!("{} #{n} as {:?}: {e}", case.file, case.we_are),
     }
     r
 }
 
 /// The shared captures: tub-high is the server in every scenario but
-/// 04-callback, where the client is tub-high.
+/// 04-callback, where the client is tub-high, and 11-minipeer-server, where
+/// tub-low calls an independent server. (05-gift is not replayed: our core
+/// neither sends nor follows gifts, `their-reference`, yet.)
 struct Shared {
     dir: PathBuf,
     high: Identity,
@@ -421,9 +433,8 @@ fn python_02_types_both_roles() {
 /// 03-errors, our core as the client, up to the call to clid 77: our
 /// broker refuses to send a call on a clid the peer never gave it (a local
 /// check Python does not make), so that call and what follows it are cut
-/// from the recording. (As the server our core cannot match at all:
-/// Python's Failures carry Python tracebacks and the schema Violations of
-/// a RemoteInterface, which our core does not have.)
+/// from the recording. (As the server: see
+/// `python_03_errors_with_our_core_as_server`.)
 #[test]
 fn python_03_errors_with_our_core_as_client() {
     let Some(s) = Shared::load() else { return };
@@ -482,8 +493,8 @@ fn python_09_keepalive_both_roles() {
 /// `subscribe(observer)` calls `observer.event('ping')` and answers once
 /// that returns, then drops the observer (`decref` at the next sweep);
 /// `call_fn(f)` calls `f(x=5)` and answers with its result. (As the client
-/// our core cannot play it: Python passes a plain function as a negative
-/// clid, which our core has no way to send.)
+/// our core plays it up to `call_fn`: Python passes a plain function as a
+/// negative clid, which our core has no way to send.)
 #[test]
 fn python_04_callback_with_our_core_as_server() {
     use foolscap::tub::{CallId, IncomingId};
@@ -848,4 +859,573 @@ fn live_session_with_python_is_recorded_and_replays(driver: common::Driver) {
     let r = replay_recorded_client(&transcript, "live", identity);
     assert!(r.compared.tokens >= 150, "{r:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- more Python captures: 03 as server, 04 as client, 07, 08, 10, 11 ----
+
+/// The tubid a connection's `side` claims in its hello.
+fn hello_tubid_of(t: &Transcript, n: u64, side: Side) -> TubId {
+    let tls = t.stream(n, side, foolscap_replay::Phase::Tls);
+    let v = foolscap_replay::block_value(&tls, "my-tub-id").expect("a hello with my-tub-id");
+    TubId::parse(std::str::from_utf8(v).unwrap()).unwrap()
+}
+
+/// A Failure's traceback is Python's own text (file names, line numbers,
+/// source lines of foolscap and Twisted): not compared.
+fn traceback_variable() -> Variable {
+    Variable::after_key("traceback", "traceback")
+}
+
+/// A server application with objects of distinct behaviours: each
+/// `(swissnum, interface name)` is registered, and calls are answered by
+/// `answer(index of the object, call)`.
+struct Objects<F> {
+    location: String,
+    objects: Vec<(String, String)>,
+    ids: Vec<foolscap::broker::ObjectId>,
+    answer: F,
+}
+
+impl<F: FnMut(usize, &IncomingCall) -> Result<Value, Failure>> Application for Objects<F> {
+    fn start(&mut self, tub: &mut Tub) {
+        tub.set_location(vec![Hint::parse(&format!("tcp:{}", self.location))]);
+        for (name, iface) in &self.objects {
+            let obj = tub.new_object(iface);
+            tub.register(obj, Some(name)).unwrap();
+            self.ids.push(obj);
+        }
+    }
+
+    fn event(&mut self, tub: &mut Tub, ev: TubEvent) {
+        if let TubEvent::Call(c) = ev {
+            let i = self
+                .ids
+                .iter()
+                .position(|&o| o == c.object)
+                .expect("a registered object");
+            let r = (self.answer)(i, &c);
+            tub.answer(c.id, r).unwrap();
+        }
+    }
+}
+
+fn objects<F: FnMut(usize, &IncomingCall) -> Result<Value, Failure>>(
+    location: String,
+    objects: &[(&str, &str)],
+    answer: F,
+) -> Objects<F> {
+    Objects {
+        location,
+        objects: objects
+            .iter()
+            .map(|(n, i)| (n.to_string(), i.to_string()))
+            .collect(),
+        ids: Vec::new(),
+        answer,
+    }
+}
+
+/// 03-errors, our core as the server: `Thrower.remote_fail` raises
+/// `ValueError('boom')`, an unknown method is Python's AttributeError, the
+/// call to clid 77 is refused by our broker, and `add(5, 6)` afterwards
+/// shows the connection still works. The two `RIStrict` Violations come
+/// from foolscap's schema checks (a RemoteInterface), which our core does
+/// not have: the application raises them itself, worded as Python words
+/// them (including the Python `repr` of the target object), so what is
+/// compared is how our Failure travels. Tracebacks are Python's own text
+/// and are declared variable.
+#[test]
+fn python_03_errors_with_our_core_as_server() {
+    let Some(s) = Shared::load() else { return };
+    let t = s.transcript("03-errors.txt");
+    let strict_obj = "<__main__.Strict object at 0x7faf35703310>";
+    let iface = "RIStrict.capture.example";
+    let mut app = objects(
+        server_address(&t),
+        &[
+            (&swissnum(&t, "throw"), ""),
+            (&swissnum(&t, "strict"), iface),
+        ],
+        |i, c| {
+            match (i, c.method.as_str()) {
+            (0, "fail") => Err(Failure::new("builtins.ValueError", "boom")),
+            (0, m) => Err(Failure::no_such_method("Thrower", m)),
+            (1, "add") if c.args.iter().all(|a| a.as_i64().is_some()) => adder(c),
+            (1, "add") => Err(Failure::new(
+                "foolscap.tokens.Violation",
+                format!(
+                    "Violation (<RootUnslicer>.<methodcall reqID=5 obj={strict_obj} iface={iface} \
+                     methodname=add>.<arguments arg[0]>): ('OPEN token rejected by IntegerConstraint',)"
+                ),
+            )),
+            (1, m) => Err(Failure::new(
+                "foolscap.tokens.Violation",
+                format!(
+                    "Violation (<RootUnslicer>.<methodcall reqID=6 obj={strict_obj} iface={iface} \
+                     methodname={m}>): (\"method '{m}' not defined in {iface}\",)"
+                ),
+            )),
+            _ => unreachable!(),
+        }
+        },
+    );
+    let case = server_case(&s, "03-errors", s.low.tubid());
+    let r = run_case(&t, case, &mut app).unwrap();
+    assert!(r.compared.tokens >= 130, "{r:?}");
+}
+
+/// The index of the first chunk of `from` on connection 1 containing
+/// `needle`.
+fn chunk_with(t: &Transcript, from: Side, needle: &[u8]) -> usize {
+    t.chunks
+        .iter()
+        .position(|c| c.from == from && c.bytes.windows(needle.len()).any(|w| w == needle))
+        .expect("the chunk")
+}
+
+/// 04-callback, our core as the client (tub-high, the master), up to the
+/// `call_fn(f)` call: `subscribe(observer)` with a new local object, which
+/// the server calls back (`event('ping')` -> `'got ping'`) before
+/// answering.
+#[test]
+fn python_04_callback_with_our_core_as_client() {
+    let Some(s) = Shared::load() else { return };
+    let mut t = s.transcript("04-callback.txt");
+    let cut = chunk_with(&t, Side::Client, b"call_fn");
+    t.chunks.truncate(cut);
+    let mut app = client_app(vec![
+        Step::Lookup(furl_of(&t, &s.low, &swissnum(&t, "subs"))),
+        Step::CallLocal(0, "subscribe", vec![]),
+    ]);
+    app.answer = observer;
+    let r = run_case(
+        &t,
+        s.case("04-callback", Side::Client, &s.high, &s.low),
+        &mut app,
+    )
+    .unwrap();
+    assert!(r.compared.tokens > 30, "{r:?}");
+}
+
+/// 04-callback as the client, whole: Python passes a plain function
+/// (`call_fn(f)`) as `my-reference` with a negative clid (-2), which our
+/// core cannot send; a local object is sent in its place here.
+#[test]
+#[ignore = "reason: our core cannot pass a function as a negative-clid my-reference: at call_fn's \
+            argument Python sends `NEG -2` where we send `INT 2` (connection 1 C>S banana token #45, byte 442 of the tls stream)"]
+fn python_04_callback_whole_with_our_core_as_client() {
+    let Some(s) = Shared::load() else { return };
+    let t = s.transcript("04-callback.txt");
+    let mut app = client_app(vec![
+        Step::Lookup(furl_of(&t, &s.low, &swissnum(&t, "subs"))),
+        Step::CallLocal(0, "subscribe", vec![]),
+        Step::CallLocal(0, "call_fn", vec![]),
+    ]);
+    app.answer = |_, c| match c.method.as_str() {
+        "event" => observer_answer(c),
+        "" => Ok(Value::int(2 * int_kwarg(c, "x"))),
+        m => panic!("unexpected call {m}"),
+    };
+    run_case(
+        &t,
+        s.case("04-callback", Side::Client, &s.high, &s.low),
+        &mut app,
+    )
+    .unwrap();
+}
+
+fn observer_answer(c: &IncomingCall) -> Result<Value, Failure> {
+    match c.args.first() {
+        Some(Value::Str(x)) => Ok(Value::str(&format!("got {}", x.as_str()))),
+        _ => panic!("an event argument"),
+    }
+}
+
+fn int_kwarg(c: &IncomingCall, name: &str) -> i64 {
+    c.kwargs
+        .iter()
+        .find(|(k, _)| k.as_str() == name)
+        .and_then(|(_, v)| v.as_i64())
+        .expect("an int keyword argument")
+}
+
+/// The `calc` object of the minipeer scenarios (07, 10): `add`, and
+/// `fail` raising `ValueError('boom')`.
+fn calc_server(t: &Transcript, n: u64) -> impl Application {
+    let location = t.connection(n).unwrap().server.clone();
+    objects(location, &[("calc", "")], |_, c| match c.method.as_str() {
+        "fail" => Err(Failure::new("builtins.ValueError", "boom")),
+        _ => adder(c),
+    })
+}
+
+/// Our core as the server of connection `n` (tub-high), the client being
+/// whoever the recording shows; `peer` stands for the tubid of the
+/// client's certificate.
+fn server_case(s: &Shared, file: &'static str, peer: TubId) -> Case {
+    let mut case = s.case(file, Side::Server, &s.high, &s.low);
+    case.peer = peer;
+    case.variables.push(traceback_variable());
+    // Our tracebacks are shorter than Python's: the harness, which waits
+    // for as many bytes as the recording shows, would let the virtual
+    // clock run to keepalive PINGs Python never had time to send.
+    case.config.broker.keepalive = None;
+    case
+}
+
+/// The tubid a connection's client claims, or tub-low's when it sent no
+/// hello (plaintext refusals).
+fn client_tubid(s: &Shared, t: &Transcript, n: u64) -> TubId {
+    let tls = t.stream(n, Side::Client, foolscap_replay::Phase::Tls);
+    match foolscap_replay::block_value(&tls, "my-tub-id") {
+        Some(_) => hello_tubid_of(t, n, Side::Client),
+        None => s.low.tubid(),
+    }
+}
+
+/// Runs the clients' side of connections `before` through the Tub (as
+/// the server, nothing compared) before the replayed connection is
+/// accepted, so that it meets the state they left (an existing connection
+/// from the same Tub, the seqnums of `current-connection`).
+struct Preceded<'t, A> {
+    t: &'t Transcript,
+    before: Vec<u64>,
+    peer: TubId,
+    inner: A,
+    /// `Disconnected` events seen (before and during the replay).
+    disconnected: usize,
+}
+
+impl<A: Application> Preceded<'_, A> {
+    fn drain(&mut self, tub: &mut Tub) {
+        let mut buf = Vec::new();
+        loop {
+            let mut moved = false;
+            while tub.poll_transmit(&mut buf).is_some() {
+                moved = true;
+            }
+            while let Some(ev) = tub.poll_event() {
+                moved = true;
+                match ev {
+                    TubEvent::Dial { .. } => panic!("a server does not dial"),
+                    TubEvent::CloseTransport(_) => {}
+                    ev => self.event(tub, ev),
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+}
+
+impl<A: Application> Application for Preceded<'_, A> {
+    fn start(&mut self, tub: &mut Tub) {
+        self.inner.start(tub);
+        let now = std::time::Instant::now();
+        for n in self.before.clone() {
+            let c = tub.accept_clear(now, self.peer).unwrap();
+            let t = self.t;
+            for chunk in t.chunks.iter().filter(|c| c.connection == n) {
+                if chunk.from == Side::Client {
+                    tub.handle_input(c, now, &chunk.bytes);
+                }
+                self.drain(tub);
+            }
+        }
+    }
+
+    fn event(&mut self, tub: &mut Tub, ev: TubEvent) {
+        if let TubEvent::Disconnected { .. } = ev {
+            self.disconnected += 1;
+        }
+        self.inner.event(tub, ev)
+    }
+}
+
+/// Replays connection `n` of 07-negotiation with our core as the server
+/// (tub-high, `calc` registered), after connections `before`.
+fn replay_07(s: &Shared, t: &Transcript, n: u64, before: Vec<u64>) -> Result<Report, ReplayError> {
+    // conn 5 claims tubid aaaa... in its hello; its certificate's tubid
+    // (not recorded) was another one
+    let peer = if n == 5 {
+        s.low.tubid()
+    } else {
+        client_tubid(s, t, n)
+    };
+    let mut app = Preceded {
+        t,
+        before,
+        peer,
+        inner: calc_server(t, n),
+        disconnected: 0,
+    };
+    run_connection(t, n, server_case(s, "07-negotiation", peer), &mut app)
+}
+
+/// 07-negotiation, our core as the server, the connections where it
+/// answers as Python did: the plaintext refusals (unknown tubid, browser
+/// GET, empty tubid), a hello whose tubid is not the certificate's, a
+/// normal connection (6) and its duplicate (7, same key and incarnation,
+/// `last-connection: none 0`: "Duplicate connection"), unknown top-level
+/// sequences and `set-vocab` ignored (10, 11), a call to a clid not yet
+/// issued (13); and conn 4 (banana versions 1..2 only) up to the first
+/// error block.
+#[test]
+fn python_07_negotiation_with_our_core_as_server() {
+    let Some(s) = Shared::load() else { return };
+    let t = s.transcript("07-negotiation.txt");
+    for n in [1, 2, 3, 5, 6, 10, 11, 13] {
+        replay_07(&s, &t, n, vec![]).unwrap();
+    }
+    let r = replay_07(&s, &t, 7, vec![6]).unwrap();
+    assert_eq!(r.compared.tokens, 0, "{r:?}");
+    // conn 4: the minipeer answers the error block with a decision block
+    // of its own, and Python, still reading while it closes, sends a
+    // second error block: cut here, see the ignored test below
+    let mut t4 = t.clone();
+    let second = t4
+        .chunks
+        .iter()
+        .position(|c| {
+            c.connection == 4
+                && c.from == Side::Server
+                && c.bytes
+                    .starts_with(b"banana-decision-version: 1\r\nerror: No valid")
+        })
+        .expect("the second error block");
+    t4.chunks.remove(second);
+    let r = replay_07(&s, &t4, 4, vec![]).unwrap();
+    assert_eq!(r.compared.block_lines, 8, "{r:?}");
+}
+
+#[test]
+#[ignore = "reason: 07-negotiation conn 4: after our error block (\"I can't handle banana version \
+            2\") our core closes, so the client's later decision block is not read; Python, still \
+            reading while its transport closes, sends a second block: S>C negotiation blocks \
+            line #8, recorded `banana-decision-version: 1` / `error: No valid \
+            banana-negotiation sequence seen`, ours <end of stream>"]
+fn python_07_negotiation_conn4_whole() {
+    let Some(s) = Shared::load() else { return };
+    let t = s.transcript("07-negotiation.txt");
+    replay_07(&s, &t, 4, vec![]).unwrap();
+}
+
+#[test]
+#[ignore = "reason: 07-negotiation conn 8 (top-level INT): S>C banana token #0, recorded \
+            ERROR b\"BananaError(in <RootUnslicer>): ('top-level must be OPEN',)\", ours \
+            ERROR b\"BananaError(in <RootUnslicer>): ('top-level must be OPEN, got INT at byte 0',)\""]
+fn python_07_negotiation_conn8_top_level_int() {
+    let Some(s) = Shared::load() else { return };
+    let t = s.transcript("07-negotiation.txt");
+    replay_07(&s, &t, 8, vec![]).unwrap();
+}
+
+#[test]
+#[ignore = "reason: 07-negotiation conn 9 (66-digit token header): S>C banana token #0, \
+            recorded ERROR b'BananaError(in <RootUnslicer>): (\"token prefix is limited to 64 \
+            bytes: but got b\\'\\\\x01...\\\\x81\\'\",)' (420 bytes: the repr of all 67 bytes \
+            received, 66 x 01 then 81), ours ERROR b\"BananaError(in <RootUnslicer>): ('token header at byte 0 is \
+            longer than 64 digits',)\""]
+fn python_07_negotiation_conn9_long_header() {
+    let Some(s) = Shared::load() else { return };
+    let t = s.transcript("07-negotiation.txt");
+    replay_07(&s, &t, 9, vec![]).unwrap();
+}
+
+#[test]
+#[ignore = "reason: 07-negotiation conn 12 (VOCAB index 5 never defined): S>C banana token #0, \
+            recorded ERROR b'exception while processing data, more information in the logfiles' \
+            (not a BananaError in Python: a KeyError), ours ERROR b\"BananaError(in \
+            <RootUnslicer>): ('undefined VOCAB index 5 at byte 2',)\""]
+fn python_07_negotiation_conn12_undefined_vocab() {
+    let Some(s) = Shared::load() else { return };
+    let t = s.transcript("07-negotiation.txt");
+    replay_07(&s, &t, 12, vec![]).unwrap();
+}
+
+/// 08-duplicate, our core as the server (tub-high, the master), each
+/// connection after the earlier ones (their client side fed, uncompared):
+/// a second incarnation of the same key replaces the first connection (2),
+/// a reconnection offering `last-connection` (3, then 4 while 3 is still
+/// held: accepted), a third incarnation (5) and its second hint's
+/// connection refused as a duplicate (6). The `current-connection` seqnums
+/// (1..5) are compared.
+#[test]
+fn python_08_duplicate_with_our_core_as_server() {
+    let Some(s) = Shared::load() else { return };
+    let t = s.transcript("08-duplicate.txt");
+    let peer = s.low.tubid();
+    let name = swissnum(&t, "calc");
+    for n in 1..=6 {
+        let mut app = Preceded {
+            t: &t,
+            before: (1..n).collect(),
+            peer,
+            inner: objects(server_address(&t), &[(&name, "")], |_, c| adder(c)),
+            disconnected: 0,
+        };
+        let r = run_connection(&t, n, server_case(&s, "08-duplicate", peer), &mut app).unwrap();
+        let tokens = if n == 6 { 0 } else { 15 };
+        assert_eq!(r.compared.tokens, tokens, "{r:?}");
+        // each accepted connection replaced the one before; the refused
+        // one (6) replaced nothing
+        let replaced = if n == 6 { 4 } else { n as usize - 1 };
+        assert_eq!(app.disconnected, replaced, "connection {n}");
+    }
+}
+
+/// 10-minipeer-client, our core as the server an independent client
+/// (vocab table 0) called: getReferenceByName('calc'), add(1, 2), fail().
+#[test]
+fn python_10_minipeer_client_with_our_core_as_server() {
+    let Some(s) = Shared::load() else { return };
+    let t = s.transcript("10-minipeer-client.txt");
+    let peer = client_tubid(&s, &t, 1);
+    let mut app = calc_server(&t, 1);
+    let r = run_case(&t, server_case(&s, "10-minipeer-client", peer), &mut app).unwrap();
+    assert!(r.compared.tokens > 30, "{r:?}");
+}
+
+/// 11-minipeer-server, our core as the client (tub-low) of an independent
+/// server (the master, vocab table 0): add(1, 2), an unknown method
+/// answered with an `error` sequence, and a callback to a local object.
+#[test]
+fn python_11_minipeer_server_with_our_core_as_client() {
+    let Some(s) = Shared::load() else { return };
+    let t = s.transcript("11-minipeer-server.txt");
+    let furl = comment(&t, "minipeer furl").unwrap().to_owned();
+    let mut app = client_app(vec![
+        Step::Lookup(furl),
+        Step::Call(0, "add", vec![Value::int(1), Value::int(2)]),
+        Step::Call(0, "nosuch", vec![Value::int(1)]),
+        Step::CallLocal(0, "callback", vec![]),
+    ]);
+    app.answer = observer;
+    let mut case = s.case("11-minipeer-server", Side::Client, &s.low, &s.low);
+    case.peer = hello_tubid_of(&t, 1, Side::Server);
+    let r = run_case(&t, case, &mut app).unwrap();
+    assert!(r.compared.tokens > 40, "{r:?}");
+}
+
+/// 08-duplicate, our core as the client (tub-low): connection `n` made by
+/// a Tub that first made connections `before` (each: getReferenceByName,
+/// `add`, then dropped by us), so that it offers the `last-connection` it
+/// remembers from the master.
+struct DuplicateClient<'t> {
+    t: &'t Transcript,
+    before: Vec<u64>,
+    peer: TubId,
+    furl: String,
+    /// The replayed connection.
+    target: u64,
+    /// The connection whose `add` is being made.
+    current: u64,
+}
+
+/// The arguments of `add` on 08-duplicate's connection `n`.
+fn add_args_08(n: u64) -> Vec<Value> {
+    let x = [1, 3, 4, 5, 6][n as usize - 1];
+    vec![Value::int(x), Value::int(x)]
+}
+
+impl DuplicateClient<'_> {
+    fn handle(&mut self, tub: &mut Tub, ev: TubEvent) {
+        match ev {
+            TubEvent::Reference { result, .. } => {
+                let Ok(Value::Remote(r)) = result else {
+                    panic!("lookup failed: {result:?}")
+                };
+                tub.call(&r, "add", &add_args_08(self.current), &[])
+                    .unwrap();
+            }
+            TubEvent::Answer { result, .. } => {
+                result.expect("an answer");
+            }
+            TubEvent::Call(c) => panic!("unexpected call {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+impl Application for DuplicateClient<'_> {
+    fn start(&mut self, tub: &mut Tub) {
+        let now = std::time::Instant::now();
+        let furl = Furl::parse(&self.furl).unwrap();
+        let mut buf = Vec::new();
+        for n in self.before.clone() {
+            self.current = n;
+            tub.get_reference(&furl);
+            let mut conn = None;
+            let t = self.t;
+            let chunks = t.chunks.iter().filter(|c| c.connection == n);
+            for chunk in chunks.map(Some).chain([None]) {
+                if let (Some(chunk), Some(c)) = (chunk, conn) {
+                    if chunk.from == Side::Server {
+                        tub.handle_input(c, now, &chunk.bytes);
+                    }
+                }
+                loop {
+                    let mut moved = false;
+                    while tub.poll_transmit(&mut buf).is_some() {
+                        moved = true;
+                    }
+                    while let Some(ev) = tub.poll_event() {
+                        moved = true;
+                        match ev {
+                            TubEvent::Dial { dial, .. } => {
+                                conn = tub.dial_connected_clear(dial, now, self.peer);
+                            }
+                            TubEvent::CloseTransport(_) => {}
+                            ev => self.handle(tub, ev),
+                        }
+                    }
+                    if !moved {
+                        break;
+                    }
+                }
+            }
+            tub.disconnect(conn.expect("a connection"));
+            while tub.poll_event().is_some() {}
+            while tub.poll_transmit(&mut buf).is_some() {}
+        }
+        self.current = self.target;
+        tub.get_reference(&furl);
+    }
+
+    fn event(&mut self, tub: &mut Tub, ev: TubEvent) {
+        self.handle(tub, ev)
+    }
+}
+
+/// 08-duplicate, our core as the client: connections 1 and 2 (each a new
+/// Tub with the same key), 3 and 4 (the Tub of connection 2 reconnecting
+/// with `last-connection` set to the master's incarnation and seqnum of
+/// its previous connection), 5 (a third Tub). (Connection 6 is Python's
+/// client racing its FURL's second hint: our core tries hints one after
+/// another, so it never opens that connection.)
+#[test]
+fn python_08_duplicate_with_our_core_as_client() {
+    let Some(s) = Shared::load() else { return };
+    let t = s.transcript("08-duplicate.txt");
+    let furl = furl_of(&t, &s.high, &swissnum(&t, "calc"));
+    for (n, before) in [
+        (1, vec![]),
+        (2, vec![]),
+        (3, vec![2]),
+        (4, vec![2, 3]),
+        (5, vec![]),
+    ] {
+        let mut app = DuplicateClient {
+            t: &t,
+            before,
+            peer: s.high.tubid(),
+            furl: furl.clone(),
+            target: n,
+            current: n,
+        };
+        let case = s.case("08-duplicate", Side::Client, &s.low, &s.high);
+        let r = run_connection(&t, n, case, &mut app).unwrap();
+        assert_eq!(r.compared.tokens, 24, "{r:?}");
+    }
 }
