@@ -1,5 +1,6 @@
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::error::HEADER_ERROR_CONTEXT;
 use super::{Token, TokenError, TokenLimits, TypeByte};
 
 /// Incremental banana token decoder.
@@ -154,10 +155,7 @@ impl TokenDecoder {
                 }));
             }
             if i >= max {
-                return Err(TokenError::HeaderTooLong {
-                    offset: start,
-                    limit: max,
-                });
+                return Err(header_too_long(data, start, max));
             }
             if fits && b != 0 {
                 let shift = 7 * i as u32;
@@ -169,10 +167,7 @@ impl TokenDecoder {
             }
         }
         if data.len() > max {
-            return Err(TokenError::HeaderTooLong {
-                offset: start,
-                limit: max,
-            });
+            return Err(header_too_long(data, start, max));
         }
         Ok(None)
     }
@@ -321,6 +316,14 @@ fn base128_to_be_bytes(digits: &[u8]) -> Vec<u8> {
     le
 }
 
+fn header_too_long(data: &[u8], offset: u64, limit: usize) -> TokenError {
+    TokenError::HeaderTooLong {
+        offset,
+        limit,
+        received: data[..data.len().min(HEADER_ERROR_CONTEXT)].to_vec(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,7 +424,8 @@ mod tests {
             d.next_token(),
             Err(TokenError::HeaderTooLong {
                 offset: 0,
-                limit: 64
+                limit: 64,
+                ..
             })
         ));
         // errors are sticky, even when more input arrives

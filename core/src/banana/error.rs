@@ -1,5 +1,9 @@
 use thiserror::Error;
 
+/// Bytes of a too-long header that [`TokenError::HeaderTooLong`] keeps:
+/// what Python quotes in its error (65 header bytes and up to 200 more).
+pub const HEADER_ERROR_CONTEXT: usize = 265;
+
 /// A framing error in the token stream. Every one of these is fatal to the
 /// connection: Python answers them with an ERROR token and hangs up.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -7,9 +11,15 @@ use thiserror::Error;
 // others are named in the variant's message.
 #[allow(missing_docs)]
 pub enum TokenError {
-    /// More header digits than the limit (Python: 64).
+    /// More header digits than the limit (Python: 64). `received` holds
+    /// the buffered bytes from the token's start (at most
+    /// [`HEADER_ERROR_CONTEXT`]), which Python's error text quotes.
     #[error("token header at byte {offset} is longer than {limit} digits")]
-    HeaderTooLong { offset: u64, limit: usize },
+    HeaderTooLong {
+        offset: u64,
+        limit: usize,
+        received: Vec<u8>,
+    },
     /// A header value does not fit 64 bits where the token needs a number.
     #[error("{kind} header at byte {offset} does not fit in 64 bits")]
     HeaderOverflow { offset: u64, kind: &'static str },

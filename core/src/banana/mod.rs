@@ -18,7 +18,7 @@ mod token;
 mod vocab;
 
 pub use decoder::TokenDecoder;
-pub use error::TokenError;
+pub use error::{TokenError, HEADER_ERROR_CONTEXT};
 pub use limits::TokenLimits;
 pub use token::{Token, TypeByte, MAX_HEADER_DIGITS};
 pub use vocab::VocabTable;

@@ -28,8 +28,8 @@ use crate::banana::{TypeByte, VocabTable};
 use crate::furl::Furl;
 use crate::identity::TubId;
 use crate::value::{
-    DecodeError, Deserializer, EncodeError, IncomingCall, Limits, MyReference, PbEvent, RefEncoder,
-    RemoteRef, Serializer, Text, Value,
+    Deserializer, EncodeError, IncomingCall, Limits, MyReference, PbEvent, RefEncoder, RemoteRef,
+    Serializer, Text, Value,
 };
 
 pub use error::{BrokerError, CallError, CloseReason, ProtocolError};
@@ -963,14 +963,16 @@ impl Broker {
         if self.closed.is_some() {
             return;
         }
+        const INTERNAL: &str = "exception while processing data, more information in the logfiles";
         let text = match &e {
-            ProtocolError::Decode(DecodeError::Token(_)) | ProtocolError::Decode(_) => {
-                format!(
+            ProtocolError::Decode(d) => match d.python_banana_text() {
+                Some(why) => format!(
                     "BananaError(in <RootUnslicer>): ({},)",
-                    failure::py_str_repr(&e.to_string())
-                )
-            }
-            _ => "exception while processing data, more information in the logfiles".into(),
+                    failure::py_str_repr(&why)
+                ),
+                None => INTERNAL.into(),
+            },
+            _ => INTERNAL.into(),
         };
         put_error(&mut self.out, text.as_bytes());
         self.shut(CloseReason::Protocol(e));

@@ -1394,3 +1394,40 @@ fn dropped_handles_are_released_by_the_sweep() {
     drop(evs);
     assert_eq!(b.release_dropped(), 1);
 }
+
+/// The ERROR texts Python 24.9.0 sends for these malformed streams
+/// (captured in the shared reference, 07-negotiation conns 8, 9, 12).
+#[test]
+fn fatal_stream_errors_send_pythons_texts() {
+    let error_sent = |input: &[u8]| {
+        let peer = Peer::new();
+        let mut b = broker(peer.now);
+        b.handle_plaintext(peer.now, input);
+        let mut buf = Vec::new();
+        b.poll_transmit(&mut buf);
+        // the whole output is one ERROR token
+        let mut d = crate::banana::TokenDecoder::default();
+        d.feed(&buf);
+        match d.next_token() {
+            Ok(Some(crate::banana::Token::Error(text))) => text.to_vec(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        error_sent(&[0x01, 0x81]),
+        b"BananaError(in <RootUnslicer>): ('top-level must be OPEN',)"
+    );
+    let mut long = vec![0x01; 66];
+    long.push(0x81);
+    let want = format!(
+        "BananaError(in <RootUnslicer>): (\"token prefix is limited to 64 bytes: but got b'{}\\\\x81'\",)",
+        "\\\\x01".repeat(66)
+    );
+    assert_eq!(String::from_utf8(error_sent(&long)).unwrap(), want);
+    assert_eq!(want.len(), 420);
+    // OPEN, then VOCAB 5, which table 0 (this connection's) does not define
+    assert_eq!(
+        error_sent(&[0x00, 0x88, 0x05, 0x87]),
+        b"exception while processing data, more information in the logfiles"
+    );
+}

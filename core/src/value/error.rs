@@ -113,6 +113,35 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// The text of the BananaError Python raises for this stream, as its
+    /// ERROR token carries it (without the `BananaError(in ...)` frame);
+    /// `None` where Python fails with an internal exception instead (it
+    /// then sends only a generic text). Errors Python has no counterpart
+    /// for keep our own description.
+    pub fn python_banana_text(&self) -> Option<String> {
+        use DecodeError::*;
+        Some(match self {
+            Token(TokenError::HeaderTooLong { received, .. }) => format!(
+                "token prefix is limited to 64 bytes: but got {}",
+                crate::value::repr::to_python(&crate::value::Value::Bytes(
+                    bytes::Bytes::copy_from_slice(received)
+                ))
+            ),
+            Token(TokenError::InvalidTypeByte { byte, .. }) => {
+                format!("Invalid Type Byte 0x{byte:x}")
+            }
+            Token(TokenError::BodyTooLong { kind: "ERROR", .. }) => "oversized ERROR token".into(),
+            TopLevelNotOpen { .. } => "top-level must be OPEN".into(),
+            OpenInIndex { .. } => "OPEN token followed by OPEN".into(),
+            CloseMismatch { got, expected, .. } => {
+                format!("lost sync, got CLOSE({got}) but expecting {expected}")
+            }
+            // a KeyError inside Python's decoder
+            UndefinedVocab { .. } => return None,
+            other => other.to_string(),
+        })
+    }
+
     /// Whether this error costs the message or the connection.
     pub fn scope(&self) -> ErrorScope {
         use DecodeError::*;
