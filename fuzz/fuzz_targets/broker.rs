@@ -60,7 +60,12 @@ fuzz_target!(|data: &[u8]| {
         out.clear();
         broker.poll_transmit(&mut out);
         // answers echo what arrived: never wildly more than the input
-        assert!(out.len() <= 64 * (stream.len() + 64), "{} bytes out for {} in", out.len(), stream.len());
+        assert!(
+            out.len() <= 64 * (stream.len() + 64),
+            "{} bytes out for {} in",
+            out.len(),
+            stream.len()
+        );
     }
     broker.handle_timeout(start + Duration::from_secs(100_000));
     while broker.poll_event().is_some() {}

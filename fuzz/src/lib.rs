@@ -34,6 +34,27 @@ pub fn same_token(a: &Token, b: &Token) -> bool {
     }
 }
 
+/// Errors are equal, except for the bytes a too-long header quotes: those
+/// are what was buffered when it failed, which depends on the chunking (as
+/// in Python), so the chunked ones need only be a prefix of the others.
+fn same_error(chunked: &Option<TokenError>, whole: &Option<TokenError>) -> bool {
+    match (chunked, whole) {
+        (
+            Some(TokenError::HeaderTooLong {
+                offset: o1,
+                limit: l1,
+                received: r1,
+            }),
+            Some(TokenError::HeaderTooLong {
+                offset: o2,
+                limit: l2,
+                received: r2,
+            }),
+        ) => o1 == o2 && l1 == l2 && r2.starts_with(r1),
+        _ => chunked == whole,
+    }
+}
+
 /// Decodes `data` fed in chunks of `size`, pulling after every chunk.
 fn decode_tokens(data: &[u8], size: usize) -> (Vec<Token>, Option<TokenError>) {
     let mut d = TokenDecoder::new(TokenLimits {
@@ -79,9 +100,9 @@ pub fn check_token_decoder(data: &[u8]) {
     for (a, b) in tokens.iter().zip(&whole) {
         assert!(same_token(a, b), "chunked {a:?} != whole {b:?}");
     }
-    assert_eq!(
-        err, whole_err,
-        "chunked and whole decoding disagree on the error"
+    assert!(
+        same_error(&err, &whole_err),
+        "chunked and whole decoding disagree on the error: {err:?} != {whole_err:?}"
     );
 
     // Every token survives put_token -> decode unchanged, as exactly one token.

@@ -23,7 +23,9 @@ fn replay(dir: &Path) -> usize {
         files.sort();
         for f in files {
             // a running fuzzer may delete corpus files while we read them
-            let Ok(data) = std::fs::read(&f) else { continue };
+            let Ok(data) = std::fs::read(&f) else {
+                continue;
+            };
             eprintln!("replaying {}", f.display());
             foolscap_fuzz::check(&name, &data);
             n += 1;
