@@ -545,31 +545,34 @@ impl Tub {
     pub fn shutdown_within(&self, grace: Duration) -> Result<(), Error> {
         self.may_block()?;
         let deadline = Instant::now() + grace;
-        let listeners = {
-            let mut st = self.lock();
-            std::mem::take(&mut st.listeners)
-        };
+        self.stop_listening();
+        while self.calls_to_answer() > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(2));
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    /// Stops accepting connections on every listener (the connections
+    /// stay open; [`Tub::listen`] may listen again).
+    pub fn stop_listening(&self) {
+        let listeners = std::mem::take(&mut self.lock().listeners);
         match &self.shared.engine {
             Engine::Threads => {
                 for addr in listeners {
+                    // wake the accept thread so it sees it is done
                     let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
                 }
             }
             Engine::Driven(d) => d.stop_listening(),
         }
-        loop {
-            let pending: usize = {
-                let st = self.lock();
-                st.unanswered.values().sum::<usize>()
-                    + st.held.values().map(VecDeque::len).sum::<usize>()
-            };
-            if pending == 0 || Instant::now() >= deadline {
-                break;
-            }
-            thread::sleep(Duration::from_millis(2));
-        }
-        self.shutdown();
-        Ok(())
+    }
+
+    /// Calls from peers, over all connections, that have not been
+    /// answered yet (started or still held back).
+    pub fn calls_to_answer(&self) -> usize {
+        let st = self.lock();
+        st.unanswered.values().sum::<usize>() + st.held_total
     }
 
     /// Blocking waits would stall an event loop's thread (the answer

@@ -68,17 +68,23 @@ impl DriverIo for WriterIo<'_> {
     }
 }
 
-/// Starts the accept thread of a listener.
+/// Starts the accept thread of a listener. It ends (closing the
+/// listener) at the first connection after the Tub stopped listening on
+/// it or shut down.
 pub(crate) fn spawn_acceptor(tub: &Tub, listener: TcpListener) -> std::io::Result<()> {
     let weak = Arc::downgrade(&tub.shared);
+    let local = listener.local_addr()?;
     thread::Builder::new()
         .name("foolscap-accept".into())
         .spawn(move || {
             for stream in listener.incoming() {
                 let Some(shared) = weak.upgrade() else { return };
                 let tub = Tub { shared };
-                if tub.lock().shutdown {
-                    return;
+                {
+                    let st = tub.lock();
+                    if st.shutdown || !st.listeners.contains(&local) {
+                        return;
+                    }
                 }
                 if let Ok(stream) = stream {
                     let mut st = tub.lock();

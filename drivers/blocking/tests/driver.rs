@@ -118,3 +118,17 @@ fn dropping_the_last_handle_closes_the_connections() {
         .expect("the server saw the client go");
     server.shutdown();
 }
+
+#[test]
+fn stop_listening_refuses_new_peers_and_keeps_the_connected_ones() {
+    let (server, client, r) = pair();
+    let furl = server.register(Arc::new(Touchy), None).unwrap().to_string();
+    server.stop_listening();
+    let newcomer = Tub::new().unwrap();
+    assert!(newcomer.get_reference(&furl, T).is_err());
+    assert_eq!(client.call(&r, "x", &[], &[], T).unwrap(), Value::str("ok"));
+    assert_eq!(server.calls_to_answer(), 0);
+    server.shutdown();
+    client.shutdown();
+    newcomer.shutdown();
+}

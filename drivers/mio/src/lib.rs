@@ -341,11 +341,17 @@ impl Runtime {
             .drain(..)
             .collect();
         let live: Vec<Tub> = tubs.iter().filter_map(|t| t.upgrade()).collect();
-        // one deadline for all: each Tub stops listening and drains in turn
+        // all stop listening, then drain together within the one deadline
         for t in &live {
-            let _ = t.shutdown_within(
-                Duration::ZERO.max(deadline.saturating_duration_since(Instant::now())),
-            );
+            t.stop_listening();
+        }
+        let on_loop = self.inner.shared.on_loop_thread();
+        while !on_loop && Instant::now() < deadline && live.iter().any(|t| t.calls_to_answer() > 0)
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        for t in &live {
+            t.shutdown();
         }
         drop(live);
         let shared = &self.inner.shared;

@@ -62,3 +62,21 @@ fn two_tubs_on_one_loop_and_a_thread_client() {
         .unwrap_err();
     eprintln!("after shutdown: {e}");
 }
+
+#[test]
+fn stop_listening_refuses_new_peers_and_keeps_the_connected_ones() {
+    let t = Duration::from_secs(10);
+    let rt = Runtime::start(LoopConfig::default()).unwrap();
+    let server = rt.new_tub().unwrap();
+    server.listen("127.0.0.1:0").unwrap();
+    let furl = server.register(Arc::new(Echo), None).unwrap().to_string();
+    let client = rt.new_tub().unwrap();
+    let r = client.get_reference(&furl, t).unwrap();
+    let r = as_remote(&r).unwrap().clone();
+    server.stop_listening();
+    let newcomer = rt.new_tub().unwrap();
+    assert!(newcomer.get_reference(&furl, t).is_err());
+    let v = client.call(&r, "echo", &[Value::int(1)], &[], t).unwrap();
+    assert_eq!(v, Value::int(1));
+    rt.shutdown(Duration::from_secs(2));
+}
