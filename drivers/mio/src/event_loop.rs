@@ -88,8 +88,9 @@ impl Stream {
 /// Tub's lock is held while `drive` hands output to the loop, so the
 /// loop must not call back into it then.
 enum Deferred {
-    /// A write found the peer gone.
-    PeerClosed(usize),
+    /// A write found the peer gone (the slot, and its connection: the
+    /// slot may be reused before the news is delivered).
+    PeerClosed(usize, Option<ConnectionId>),
     /// A dial could not even start.
     DialFailed(usize, DialId, String),
 }
@@ -465,7 +466,8 @@ impl EventLoop {
     /// done.
     fn peer_closed(&mut self, i: usize, now: Instant) {
         if self.in_drive {
-            self.deferred.push(Deferred::PeerClosed(i));
+            let conn = self.stream(i).and_then(|s| s.conn);
+            self.deferred.push(Deferred::PeerClosed(i, conn));
             return;
         }
         let Some(s) = self.stream(i) else { return };
@@ -890,7 +892,11 @@ impl EventLoop {
                 self.in_drive = false;
                 for d in std::mem::take(&mut self.deferred) {
                     match d {
-                        Deferred::PeerClosed(i) => self.peer_closed(i, now),
+                        Deferred::PeerClosed(i, conn) => {
+                            if self.stream(i).is_some_and(|s| s.conn == conn) {
+                                self.peer_closed(i, now)
+                            }
+                        }
                         Deferred::DialFailed(tub, dial, why) => self.dial_failed(tub, dial, &why),
                     }
                 }
