@@ -518,23 +518,16 @@ impl Tub {
         for c in conns {
             st.core.disconnect(c);
         }
-        let listeners = std::mem::take(&mut st.listeners);
         self.finish(st);
         let actions = failed
             .into_iter()
             .map(|f| Action::Answer(f, Err(Error::Shutdown)))
             .collect();
         self.run(actions);
-        match &self.shared.engine {
-            Engine::Threads => {
-                for addr in listeners {
-                    // wake the accept thread so it sees the shutdown
-                    let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
-                }
-                self.shared.timer_wake.notify_all();
-                self.shared.drained.notify_all();
-            }
-            Engine::Driven(d) => d.stop_listening(),
+        self.stop_listening();
+        if let Engine::Threads = &self.shared.engine {
+            self.shared.timer_wake.notify_all();
+            self.shared.drained.notify_all();
         }
     }
 
