@@ -12,6 +12,7 @@
 //! * [`broker`]: PB calls, answers, errors and references on one
 //!   connection (§5.4-5.8, 6).
 //! * [`tub`]: a Tub's connections, objects and references together.
+//! * [`id`]: every identifier the core hands out.
 //! * [`rng`]: injectable randomness.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -19,6 +20,7 @@
 pub mod banana;
 pub mod broker;
 pub mod furl;
+pub mod id;
 pub mod identity;
 pub mod negotiation;
 pub mod rng;

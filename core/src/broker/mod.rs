@@ -35,13 +35,7 @@ use crate::value::{
 pub use error::{BrokerError, CallError, CloseReason, ProtocolError};
 pub use failure::{limits as failure_limits, Failure, FailureError, FAILURE_TYPE, NO_TRACEBACK};
 
-/// A request ID: ours count 1, 2, ...; 0 means "no answer wanted".
-pub type ReqId = u64;
-/// A connection-local object id: 0 the broker, positive objects, negative
-/// functions.
-pub type Clid = i64;
-/// The application's name for one of its local objects.
-pub type ObjectId = u64;
+pub use crate::id::{Clid, ConnectionId, ObjectId, ReqId};
 
 /// A local object the peer may reach: what a [`Registry`] returns and what
 /// [`Broker::export`] sends.
@@ -77,6 +71,16 @@ pub trait Registry {
     }
 }
 
+/// A [`Registry`] with no objects (for messages that carry none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObjects;
+
+impl Registry for NoObjects {
+    fn lookup(&self, _name: &[u8]) -> Option<Export> {
+        None
+    }
+}
+
 impl<S: BuildHasher> Registry for HashMap<Vec<u8>, Export, S> {
     fn lookup(&self, name: &[u8]) -> Option<Export> {
         self.get(name).cloned()
@@ -98,19 +102,12 @@ pub struct BrokerConfig {
     pub disconnect_timeout: Option<Duration>,
     /// Value deserializer limits.
     pub limits: Limits,
-    /// The peer's tubid: a `my-reference` FURL naming another Tub is fatal
-    /// (§5.6). `None` skips the check.
-    pub peer_tubid: Option<TubId>,
     /// Most incoming calls waiting for our answer; a call beyond it is
     /// answered with a Violation. Default: 65536.
     pub max_incoming_calls: usize,
     /// Most distinct live references imported from the peer; more is
     /// fatal. Default: 1 Mi.
     pub max_imports: usize,
-    /// This connection's number in its Tub (stamped on every
-    /// [`RemoteRef`] received, so a reference sent back over the same
-    /// connection becomes a `your-reference`). Default: 0.
-    pub connection: u64,
 }
 
 impl BrokerConfig {
@@ -128,10 +125,8 @@ impl Default for BrokerConfig {
             keepalive: Some(Self::DEFAULT_KEEPALIVE),
             disconnect_timeout: None,
             limits: Limits::default(),
-            peer_tubid: None,
             max_incoming_calls: Self::DEFAULT_MAX_INCOMING_CALLS,
             max_imports: Self::DEFAULT_MAX_IMPORTS,
-            connection: 0,
         }
     }
 }
@@ -251,7 +246,7 @@ impl ExportTable {
 struct ConnRefs<'a> {
     exports: &'a mut ExportTable,
     registry: &'a dyn Registry,
-    connection: u64,
+    connection: ConnectionId,
 }
 
 impl RefEncoder for ConnRefs<'_> {
@@ -280,7 +275,13 @@ impl RefEncoder for ConnRefs<'_> {
 /// One PB connection's broker, sans-IO.
 pub struct Broker {
     config: BrokerConfig,
-    registry: Box<dyn Registry + Send>,
+    /// This connection's number in its Tub, stamped on every [`RemoteRef`]
+    /// received, so a reference sent back over the same connection
+    /// becomes a `your-reference`.
+    connection: ConnectionId,
+    /// The peer's tubid: a `my-reference` FURL naming another Tub is fatal
+    /// (§5.6). `None` skips the check.
+    peer: Option<TubId>,
     de: Deserializer,
     ser: Serializer,
     out: BytesMut,
@@ -308,19 +309,23 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// A broker for a connection negotiated with `vocab`, serving the
-    /// objects of `registry`, started at `now`.
+    /// A broker for `connection` to `peer` (`None`: the peer's tubid is
+    /// not checked), negotiated with `vocab`, started at `now`. The objects
+    /// it serves are passed to each call that may need them (a
+    /// [`Registry`]).
     pub fn new(
         vocab: VocabTable,
         config: BrokerConfig,
-        registry: Box<dyn Registry + Send>,
+        connection: ConnectionId,
+        peer: Option<TubId>,
         now: Instant,
     ) -> Broker {
         Broker {
             de: Deserializer::new(vocab, config.limits.clone()).pb_messages(),
             ser: Serializer::new(vocab),
             config,
-            registry,
+            connection,
+            peer,
             out: BytesMut::new(),
             events: VecDeque::new(),
             next_req: 1,
@@ -348,8 +353,9 @@ impl Broker {
         self.outstanding.len()
     }
 
-    /// Feeds plaintext received at `now`.
-    pub fn handle_plaintext(&mut self, now: Instant, data: &[u8]) {
+    /// Feeds plaintext received at `now`; `objects` answers lookups and
+    /// says which copyables are accepted.
+    pub fn handle_plaintext(&mut self, now: Instant, data: &[u8], objects: &dyn Registry) {
         if self.closed.is_some() || data.is_empty() {
             return;
         }
@@ -358,7 +364,7 @@ impl Broker {
         loop {
             match self.de.poll_pb_event() {
                 Ok(Some(ev)) => {
-                    if let Err(e) = self.handle_pb(ev) {
+                    if let Err(e) = self.handle_pb(ev, objects) {
                         self.protocol_error(e);
                         return;
                     }
@@ -451,10 +457,11 @@ impl Broker {
         method: &str,
         args: &[Value],
         kwargs: &[(Text, Value)],
+        objects: &dyn Registry,
     ) -> Result<ReqId, BrokerError> {
         self.check_target(clid, args)?;
         let req = self.next_req;
-        self.write_call(req, clid, method, args, kwargs)?;
+        self.write_call(req, clid, method, args, kwargs, objects)?;
         self.next_req += 1;
         self.outstanding.insert(req, Pending::User);
         Ok(req)
@@ -467,9 +474,10 @@ impl Broker {
         method: &str,
         args: &[Value],
         kwargs: &[(Text, Value)],
+        objects: &dyn Registry,
     ) -> Result<(), BrokerError> {
         self.check_target(clid, args)?;
-        self.write_call(0, clid, method, args, kwargs)
+        self.write_call(0, clid, method, args, kwargs, objects)
     }
 
     /// Asks the peer's broker for the object published as `name` (a FURL's
@@ -481,6 +489,7 @@ impl Broker {
             "getReferenceByName",
             &[],
             &[(Text::from("name"), Value::bytes(name))],
+            &NoObjects,
         )
     }
 
@@ -501,7 +510,7 @@ impl Broker {
             (Text::from("clid"), Value::int(clid)),
             (Text::from("count"), Value::Int(count.into())),
         ];
-        if let Err(e) = self.write_call(req, 0, "decref", &[], &kwargs) {
+        if let Err(e) = self.write_call(req, 0, "decref", &[], &kwargs, &NoObjects) {
             if let Some(imp) = self.imports.get_mut(&clid) {
                 imp.received = count;
             }
@@ -533,6 +542,7 @@ impl Broker {
         method: &str,
         args: &[Value],
         kwargs: &[(Text, Value)],
+        objects: &dyn Registry,
     ) -> Result<(), BrokerError> {
         if self.closed.is_some() {
             return Err(BrokerError::Closed);
@@ -540,8 +550,8 @@ impl Broker {
         let method = if clid < 0 { "" } else { method };
         let mut refs = ConnRefs {
             exports: &mut self.exported,
-            registry: &*self.registry,
-            connection: self.config.connection,
+            registry: objects,
+            connection: self.connection,
         };
         self.ser.write_call_with(
             &mut self.out,
@@ -621,15 +631,20 @@ impl Broker {
 
     /// Answers incoming call `req_id` with `value`. On an encoding error
     /// nothing is sent and the call still waits (fail it instead).
-    pub fn answer(&mut self, req_id: ReqId, value: &Value) -> Result<(), BrokerError> {
+    pub fn answer(
+        &mut self,
+        req_id: ReqId,
+        value: &Value,
+        objects: &dyn Registry,
+    ) -> Result<(), BrokerError> {
         if req_id == 0 {
             return Ok(());
         }
         self.take_incoming(req_id)?;
         let mut refs = ConnRefs {
             exports: &mut self.exported,
-            registry: &*self.registry,
-            connection: self.config.connection,
+            registry: objects,
+            connection: self.connection,
         };
         if let Err(e) = self
             .ser
@@ -681,13 +696,13 @@ impl Broker {
 
     // ---- receiving ----
 
-    fn handle_pb(&mut self, ev: PbEvent) -> Result<(), ProtocolError> {
+    fn handle_pb(&mut self, ev: PbEvent, objects: &dyn Registry) -> Result<(), ProtocolError> {
         match ev {
-            PbEvent::Call(call) => self.incoming_call(call)?,
+            PbEvent::Call(call) => self.incoming_call(call, objects)?,
             PbEvent::Answer { req_id, mut value } => match self.outstanding.remove(&req_id) {
                 None => {} // not waiting: Python discards it
                 Some(Pending::Decref(clid)) => self.decref_done(clid),
-                Some(Pending::User) => match self.note_received(&mut value) {
+                Some(Pending::User) => match self.note_received(&mut value, objects) {
                     Ok(Ok(())) => self.events.push_back(BrokerEvent::Answer { req_id, value }),
                     Ok(Err(why)) => self.events.push_back(BrokerEvent::Failed {
                         req_id,
@@ -736,13 +751,17 @@ impl Broker {
         Ok(())
     }
 
-    fn incoming_call(&mut self, mut call: IncomingCall) -> Result<(), ProtocolError> {
+    fn incoming_call(
+        &mut self,
+        mut call: IncomingCall,
+        objects: &dyn Registry,
+    ) -> Result<(), ProtocolError> {
         let req = call.req_id;
         if req != 0 && self.incoming.contains(&req) {
             return Err(ProtocolError::DuplicateReqId(req));
         }
         if call.clid == 0 {
-            return self.broker_call(call);
+            return self.broker_call(call, objects);
         }
         let Some(object) = self.exported.exports.get(&call.clid).map(|e| e.object) else {
             self.send_error(
@@ -755,7 +774,7 @@ impl Broker {
             .args
             .iter_mut()
             .chain(call.kwargs.iter_mut().map(|(_, v)| v));
-        if let Err(why) = self.note_received_all(values)? {
+        if let Err(why) = self.note_received_all(values, objects)? {
             self.send_error(req, &Failure::violation(req, &why));
             return Ok(());
         }
@@ -782,7 +801,11 @@ impl Broker {
     }
 
     /// The clid-0 broker object (§5.8).
-    fn broker_call(&mut self, call: IncomingCall) -> Result<(), ProtocolError> {
+    fn broker_call(
+        &mut self,
+        call: IncomingCall,
+        objects: &dyn Registry,
+    ) -> Result<(), ProtocolError> {
         let req = call.req_id;
         let arg = |name: &str, pos: usize| -> Option<&Value> {
             call.kwargs
@@ -803,7 +826,7 @@ impl Broker {
                     self.send_error(req, &Failure::violation(req, "unexpected arguments"));
                     return Ok(());
                 }
-                match self.registry.lookup(name) {
+                match objects.lookup(name) {
                     Some(export) => {
                         if req != 0 {
                             let r = self.export(&export);
@@ -887,8 +910,12 @@ impl Broker {
         }
     }
 
-    fn note_received(&mut self, v: &mut Value) -> Result<Result<(), String>, ProtocolError> {
-        self.note_received_all(std::iter::once(v))
+    fn note_received(
+        &mut self,
+        v: &mut Value,
+        objects: &dyn Registry,
+    ) -> Result<Result<(), String>, ProtocolError> {
+        self.note_received_all(std::iter::once(v), objects)
     }
 
     /// Counts the `my-reference`s in received values, checks their FURLs
@@ -899,12 +926,13 @@ impl Broker {
     fn note_received_all<'a>(
         &mut self,
         values: impl Iterator<Item = &'a mut Value>,
+        objects: &dyn Registry,
     ) -> Result<Result<(), String>, ProtocolError> {
         let mut todo: Vec<&mut Value> = values.collect();
         while let Some(v) = todo.pop() {
             match v {
                 Value::MyReference(r) => {
-                    if let (Some(furl), Some(peer)) = (&r.furl, self.config.peer_tubid) {
+                    if let (Some(furl), Some(peer)) = (&r.furl, self.peer) {
                         let text = String::from_utf8_lossy(furl);
                         match Furl::parse(&text) {
                             Ok(f) if f.tubid == peer => {}
@@ -916,7 +944,7 @@ impl Broker {
                     {
                         return Err(ProtocolError::TooManyImports(self.config.max_imports));
                     }
-                    let connection = self.config.connection;
+                    let connection = self.connection;
                     let imp = self.imports.entry(r.clid).or_insert_with(|| Imported {
                         received: 0,
                         handle: RemoteRef::new(
@@ -947,7 +975,7 @@ impl Broker {
                 Value::Dict(p) => p.iter_mut().for_each(|(k, x)| todo.extend([k, x])),
                 Value::Copyable(c) => {
                     let name = c.type_name.as_str();
-                    if name != FAILURE_TYPE && !self.registry.accepts_copyable(name) {
+                    if name != FAILURE_TYPE && !objects.accepts_copyable(name) {
                         return Ok(Err(format!("unknown RemoteCopy name '{name}'")));
                     }
                     todo.extend(c.state.iter_mut().map(|(_, x)| x))

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use super::*;
 use crate::banana::encode::{put_error, put_ping_pong, put_string, put_token_header};
 use crate::banana::{TypeByte, VocabTable};
+use crate::identity::TubId;
 use crate::value::{DecodeError, Deserializer, PbEvent, Serializer, Text, Value};
 
 const FURL: &str =
@@ -501,7 +502,7 @@ impl Peer {
         }
     }
 
-    fn send(&mut self, b: &mut Broker, f: impl FnOnce(&mut Serializer, &mut BytesMut)) {
+    fn send(&mut self, b: &mut TestBroker, f: impl FnOnce(&mut Serializer, &mut BytesMut)) {
         let mut out = BytesMut::new();
         f(&mut self.ser, &mut out);
         b.handle_plaintext(self.now, &out);
@@ -509,7 +510,7 @@ impl Peer {
 
     fn call(
         &mut self,
-        b: &mut Broker,
+        b: &mut TestBroker,
         req: u64,
         clid: i64,
         m: &str,
@@ -521,16 +522,16 @@ impl Peer {
         });
     }
 
-    fn answer(&mut self, b: &mut Broker, req: u64, v: &Value) {
+    fn answer(&mut self, b: &mut TestBroker, req: u64, v: &Value) {
         self.send(b, |s, o| s.write_answer(o, req, v).unwrap());
     }
 
-    fn error(&mut self, b: &mut Broker, req: u64, v: &Value) {
+    fn error(&mut self, b: &mut TestBroker, req: u64, v: &Value) {
         self.send(b, |s, o| s.write_error(o, req, v).unwrap());
     }
 
     /// What the broker sent, decoded.
-    fn read(&mut self, b: &mut Broker) -> Vec<PbEvent> {
+    fn read(&mut self, b: &mut TestBroker) -> Vec<PbEvent> {
         let mut buf = Vec::new();
         b.poll_transmit(&mut buf);
         self.de.feed(&buf);
@@ -542,25 +543,82 @@ impl Peer {
     }
 }
 
-fn events(b: &mut Broker) -> Vec<BrokerEvent> {
+fn events(b: &mut TestBroker) -> Vec<BrokerEvent> {
     std::iter::from_fn(|| b.poll_event()).collect()
 }
 
-fn registry() -> Box<dyn Registry + Send> {
+fn registry() -> HashMap<Vec<u8>, Export> {
     let mut m = HashMap::new();
     m.insert(
         b"calc".to_vec(),
         Export {
-            object: 42,
+            object: ObjectId(42),
             interface: Bytes::new(),
             furl: Some(Bytes::from_static(FURL.as_bytes())),
         },
     );
-    Box::new(m)
+    m
 }
 
-fn broker(now: Instant) -> Broker {
-    Broker::new(t0(), BrokerConfig::default(), registry(), now)
+/// A broker and the objects it serves, passed to every call that needs
+/// them (as the Tub passes its object table).
+struct TestBroker {
+    b: Broker,
+    objects: HashMap<Vec<u8>, Export>,
+}
+
+impl std::ops::Deref for TestBroker {
+    type Target = Broker;
+    fn deref(&self) -> &Broker {
+        &self.b
+    }
+}
+
+impl std::ops::DerefMut for TestBroker {
+    fn deref_mut(&mut self) -> &mut Broker {
+        &mut self.b
+    }
+}
+
+impl TestBroker {
+    fn new(vocab: VocabTable, config: BrokerConfig, peer: Option<TubId>, now: Instant) -> Self {
+        TestBroker {
+            b: Broker::new(vocab, config, ConnectionId(0), peer, now),
+            objects: registry(),
+        }
+    }
+
+    fn handle_plaintext(&mut self, now: Instant, data: &[u8]) {
+        self.b.handle_plaintext(now, data, &self.objects)
+    }
+
+    fn call(
+        &mut self,
+        clid: Clid,
+        m: &str,
+        args: &[Value],
+        kw: &[(Text, Value)],
+    ) -> Result<ReqId, BrokerError> {
+        self.b.call(clid, m, args, kw, &self.objects)
+    }
+
+    fn call_only(
+        &mut self,
+        clid: Clid,
+        m: &str,
+        args: &[Value],
+        kw: &[(Text, Value)],
+    ) -> Result<(), BrokerError> {
+        self.b.call_only(clid, m, args, kw, &self.objects)
+    }
+
+    fn answer(&mut self, req: ReqId, v: &Value) -> Result<(), BrokerError> {
+        self.b.answer(req, v, &self.objects)
+    }
+}
+
+fn broker(now: Instant) -> TestBroker {
+    TestBroker::new(t0(), BrokerConfig::default(), None, now)
 }
 
 fn my_ref(clid: i64, furl: Option<&str>) -> Value {
@@ -579,7 +637,7 @@ fn remote_failure(evs: &[PbEvent]) -> (u64, Failure) {
 }
 
 /// A client broker holding clid 1 from the peer.
-fn client_with_ref() -> (Broker, Peer) {
+fn client_with_ref() -> (TestBroker, Peer) {
     let mut peer = Peer::new();
     let mut b = broker(peer.now);
     let req = b.get_reference_by_name(b"calc").unwrap();
@@ -603,7 +661,7 @@ fn client_with_ref() -> (Broker, Peer) {
         panic!("{evs:?}")
     };
     // the handle names the peer's clid on this connection
-    assert_eq!((r.connection(), r.clid()), (0, 1));
+    assert_eq!((r.connection(), r.clid()), (ConnectionId(0), 1));
     (b, peer)
 }
 
@@ -864,7 +922,7 @@ fn serves_get_reference_by_name_and_counts_exports() {
         events(&mut b),
         vec![BrokerEvent::Released {
             clid: 1,
-            object: 42
+            object: ObjectId(42)
         }]
     );
     // unknown clid: ignored, answered None
@@ -917,7 +975,7 @@ fn incoming_calls_are_answered_later_in_any_order() {
     };
     assert_eq!(
         (c.req_id, c.clid, c.object, c.method.as_str()),
-        (2, 1, 42, "echo")
+        (2, 1, ObjectId(42), "echo")
     );
     assert!(matches!(&evs[2], BrokerEvent::Call(c) if c.req_id == 0));
     let f = Failure::new("builtins.ValueError", "no");
@@ -1060,7 +1118,7 @@ fn keepalive_pings_an_idle_peer_and_disconnect_timeout_closes() {
         disconnect_timeout: Some(Duration::from_secs(600)),
         ..BrokerConfig::default()
     };
-    let mut b = Broker::new(VocabTable::by_index(0).unwrap(), config, registry(), t0);
+    let mut b = TestBroker::new(VocabTable::by_index(0).unwrap(), config, None, t0);
     assert_eq!(b.poll_timeout(), Some(t0 + Duration::from_secs(240)));
     b.handle_timeout(t0 + Duration::from_secs(100));
     let mut buf = Vec::new();
@@ -1087,13 +1145,8 @@ fn keepalive_pings_an_idle_peer_and_disconnect_timeout_closes() {
 #[test]
 fn a_reference_furl_must_name_the_peer() {
     let mut peer = Peer::new();
-    let config = BrokerConfig {
-        peer_tubid: Some(
-            crate::identity::TubId::parse("5ikfv7dz4s7kjm2cs6mnui7pekmu2wmp").unwrap(),
-        ),
-        ..BrokerConfig::default()
-    };
-    let mut b = Broker::new(t0(), config, registry(), peer.now);
+    let peer_tubid = TubId::parse("5ikfv7dz4s7kjm2cs6mnui7pekmu2wmp").unwrap();
+    let mut b = TestBroker::new(t0(), BrokerConfig::default(), Some(peer_tubid), peer.now);
     b.get_reference_by_name(b"calc").unwrap();
     peer.answer(&mut b, 1, &my_ref(1, Some(FURL)));
     assert!(matches!(
@@ -1230,7 +1283,7 @@ fn a_negative_decref_count_adds_as_in_python() {
         events(&mut b),
         vec![BrokerEvent::Released {
             clid: 1,
-            object: 42
+            object: ObjectId(42)
         }]
     );
     let sent = peer.read(&mut b);
@@ -1339,8 +1392,13 @@ fn live_references_travel_as_wire_references() {
     };
     peer.read(&mut b);
     // the peer's object goes home as your-reference, ours as my-reference
-    b.call(1, "m", &[Value::Remote(h.clone()), Value::Local(7)], &[])
-        .unwrap();
+    b.call(
+        1,
+        "m",
+        &[Value::Remote(h.clone()), Value::Local(ObjectId(7))],
+        &[],
+    )
+    .unwrap();
     let sent = peer.read(&mut b);
     let [PbEvent::Call(c)] = &sent[..] else {
         panic!("{sent:?}")
@@ -1359,13 +1417,13 @@ fn live_references_travel_as_wire_references() {
     let [BrokerEvent::Call(ic)] = &evs[..] else {
         panic!("{evs:?}")
     };
-    assert_eq!(ic.args, vec![Value::Local(7)]);
+    assert_eq!(ic.args, vec![Value::Local(ObjectId(7))]);
 }
 
 #[test]
 fn a_reference_from_another_connection_is_refused() {
     let (mut b, _peer) = client_with_ref();
-    let foreign = RemoteRef::new(99, 1, Bytes::new(), None);
+    let foreign = RemoteRef::new(ConnectionId(99), 1, Bytes::new(), None);
     assert_eq!(
         b.call(1, "m", &[Value::Remote(foreign)], &[]),
         Err(BrokerError::Encode(EncodeError::LiveReference(

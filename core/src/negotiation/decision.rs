@@ -3,24 +3,15 @@
 //! (§3.8).
 
 use std::collections::HashMap;
-use std::fmt;
+
 use std::time::{Duration, Instant};
 
 use super::blocks::{Block, Decision, BANANA_VERSIONS};
 use super::error::{NegotiationError, Side};
 use crate::banana::VocabTable;
+pub use crate::id::ConnectionId;
 use crate::identity::TubId;
 use crate::rng::Rng;
-
-/// Identifies one connection within a [`ConnectionTable`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId(pub u64);
-
-impl fmt::Display for ConnectionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
 
 /// A negotiated connection the table knows about.
 #[derive(Debug, Clone, PartialEq, Eq)]

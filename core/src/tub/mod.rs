@@ -1,21 +1,24 @@
 //! A Tub, sans-IO: every connection of one identity, its published objects
-//! and its references, behind one state machine (wire-protocol reference
-//! §2, 3.8, 5.8, 6).
+//! and its references, behind one state machine (docs/protocol.md §2,
+//! 3.8, 5.8, 6).
 //!
 //! A [`Tub`] owns a [`Negotiation`] then a [`Session`] and a [`Broker`]
 //! per connection, the Tub-level [`ConnectionTable`], and the table of
-//! local objects the peers may reach. A driver gives it transport events
-//! and time and carries out what it asks:
+//! local objects the peers may reach. It is driven with one vocabulary,
+//! the same at every layer: inputs are `handle_*` calls that take the
+//! time, outputs are drained with `poll_*`.
 //!
-//! * TCP: [`TubEvent::Dial`] asks for a connection to one FURL hint
-//!   (answer with [`Tub::dial_connected`] or [`Tub::dial_failed`]);
-//!   accepted sockets are announced with [`Tub::accept`]; received bytes go
-//!   to [`Tub::handle_input`], EOF and socket errors to [`Tub::handle_eof`];
-//! * output: after every call, [`Tub::poll_transmit`] until it returns
-//!   `None` (bytes per connection), then [`Tub::poll_event`]. A
-//!   [`TubEvent::CloseTransport`] comes after the last bytes of its
-//!   connection were handed out: send them, then close the socket;
-//! * time: [`Tub::poll_timeout`] / [`Tub::handle_timeout`].
+//! * Input: [`Tub::accept`] for an accepted socket, [`Tub::dial_connected`]
+//!   / [`Tub::dial_failed`] for an outbound one, [`Tub::handle_input`] for
+//!   received bytes, [`Tub::handle_eof`] for EOF and socket errors,
+//!   [`Tub::handle_timeout`] when [`Tub::poll_timeout`] is due, and
+//!   [`Tub::set_backlog`] for the bytes the transport still holds unsent.
+//! * Output, three drains, by who consumes it: [`Tub::poll_transmit`]
+//!   (bytes per connection), [`Tub::poll_transport`] (dial a hint, close a
+//!   socket after its last bytes: [`Transport`]) and [`Tub::poll_event`]
+//!   (what the application sees: [`TubEvent`]). Drain `poll_transmit`
+//!   before `poll_transport`, so a [`Transport::Close`] follows its
+//!   connection's last bytes.
 //!
 //! The application side: [`Tub::register`] publishes an object under a
 //! swissnum and returns its FURL; [`Tub::get_reference`] turns a FURL into
@@ -23,12 +26,55 @@
 //! hints in order otherwise); [`Tub::call`] calls a reference;
 //! incoming calls arrive as [`TubEvent::Call`] and are answered, at once
 //! or later, with [`Tub::answer`].
+//!
+//! Flow control lives here too: calls from a peer are handed out at most
+//! [`TubConfig::calls_per_round`] per connection between two `None`s of
+//! `poll_event`, and none while the connection's unsent output is over
+//! [`TubConfig::max_buffered_output`]; the rest wait in order.
+//! [`Tub::wants_input`] tells the driver when to stop reading a socket.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use foolscap_core::identity::Identity;
+//! use foolscap_core::rng::SeededRng;
+//! use foolscap_core::tub::{Transport, Tub, TubConfig, TubEvent};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let identity = Identity::generate()?;
+//! let mut now = Instant::now();
+//! let mut tub = Tub::new(&identity, TubConfig::default(), Box::new(SeededRng::new(1)), now)?;
+//! let mut buf = Vec::new();
+//! // one turn of a driver's loop
+//! loop {
+//!     while let Some(conn) = tub.poll_transmit(&mut buf) {
+//!         // write `buf` to `conn`'s socket, then report what it holds back
+//!         tub.set_backlog(conn, 0);
+//!     }
+//!     while let Some(cmd) = tub.poll_transport() {
+//!         match cmd {
+//!             Transport::Dial { .. } => { /* connect, then dial_connected or dial_failed */ }
+//!             Transport::Close(_conn) => { /* close the socket */ }
+//!             _ => {}
+//!         }
+//!     }
+//!     while let Some(event) = tub.poll_event() {
+//!         if let TubEvent::Call(call) = event {
+//!             tub.answer(call.id, Ok(foolscap_core::value::Value::None))?;
+//!         }
+//!     }
+//!     // sleep until a socket is readable or the next deadline, then feed it
+//!     match tub.poll_timeout() {
+//!         Some(deadline) => { now = deadline; tub.handle_timeout(now); }
+//!         None => break,
+//!     }
+//! }
+//! # let _ = Duration::ZERO; Ok(()) }
+//! ```
 
 mod error;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,18 +84,21 @@ use crate::broker::{
     ObjectId, Registry, ReqId,
 };
 use crate::furl::{new_swissnum, Furl, Hint};
+pub use crate::id::{CallId, DialId, IncomingId, LookupId};
 use crate::identity::{Identity, TubId};
 use crate::negotiation::{
-    ConnectionId, ConnectionTable, Negotiation, NegotiationConfig, NegotiationEvent,
-    RecorderHandle, Session, TlsContext,
+    ConnectionId, ConnectionTable, Negotiation, NegotiationConfig, NegotiationError,
+    NegotiationEvent, RecorderHandle, Session, TlsContext,
 };
 use crate::rng::Rng;
 use crate::value::{RemoteRef, Text, Value};
 
-pub use error::TubError;
+pub use error::{DialError, DialFailure, TransportError, TubError};
 
-/// Tub settings.
+/// Tub settings. Start from [`TubConfig::default`] and set the fields
+/// you need.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TubConfig {
     /// Negotiation parameters (timeout, block size, vocab tables).
     pub negotiation: NegotiationConfig,
@@ -67,11 +116,30 @@ pub struct TubConfig {
     /// decrypted TLS data), for transcripts. Default: none (nothing is
     /// copied).
     pub recorder: Option<RecorderHandle>,
+    /// Unsent bytes of one connection (what the transport holds, reported
+    /// with [`Tub::set_backlog`]) above which none of its peer's calls
+    /// are handed out and [`Tub::wants_input`] is false: a peer that does
+    /// not read cannot make us build answers. Default: 1 MiB.
+    pub max_buffered_output: usize,
+    /// Calls from one connection handed out per round (between two
+    /// `None`s of [`Tub::poll_event`]) while its output is under
+    /// `max_buffered_output`, so one round's answers pass the bound by at
+    /// most this many answers. Default: 16 (at least 1 is used).
+    pub calls_per_round: usize,
+    /// Calls from one connection handed out and not answered yet above
+    /// which [`Tub::wants_input`] is false. Default: 10,000.
+    pub max_unanswered_calls: usize,
 }
 
 impl TubConfig {
     /// Default `max_inbound_connections`.
     pub const DEFAULT_MAX_INBOUND_CONNECTIONS: usize = 10_000;
+    /// Default `max_buffered_output`.
+    pub const DEFAULT_MAX_BUFFERED_OUTPUT: usize = 1 << 20;
+    /// Default `calls_per_round`.
+    pub const DEFAULT_CALLS_PER_ROUND: usize = 16;
+    /// Default `max_unanswered_calls`.
+    pub const DEFAULT_MAX_UNANSWERED_CALLS: usize = 10_000;
 }
 
 impl Default for TubConfig {
@@ -82,40 +150,16 @@ impl Default for TubConfig {
             release_interval: Duration::from_secs(1),
             max_inbound_connections: Self::DEFAULT_MAX_INBOUND_CONNECTIONS,
             recorder: None,
+            max_buffered_output: Self::DEFAULT_MAX_BUFFERED_OUTPUT,
+            calls_per_round: Self::DEFAULT_CALLS_PER_ROUND,
+            max_unanswered_calls: Self::DEFAULT_MAX_UNANSWERED_CALLS,
         }
     }
 }
 
-/// A request for a TCP connection, answered with [`Tub::dial_connected`] or
-/// [`Tub::dial_failed`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DialId(pub u64);
-
-/// A [`Tub::get_reference`] request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LookupId(pub u64);
-
-/// One of our calls: the connection and its request id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallId {
-    /// The connection the call went out on.
-    pub connection: ConnectionId,
-    /// The broker's request id on it.
-    pub req_id: ReqId,
-}
-
-/// A call from a peer waiting for [`Tub::answer`] (`req_id` 0: no answer
-/// wanted, answering is a no-op).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IncomingId {
-    /// The connection the call arrived on.
-    pub connection: ConnectionId,
-    /// The caller's request id.
-    pub req_id: ReqId,
-}
-
 /// A call from a peer to one of our objects.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct IncomingCall {
     /// Pass to [`Tub::answer`].
     pub id: IncomingId,
@@ -132,28 +176,47 @@ pub struct IncomingCall {
     pub kwargs: Vec<(Text, Value)>,
 }
 
-/// What the Tub asks of its driver or reports to the application.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TubEvent {
+/// What the Tub asks of the transport ([`Tub::poll_transport`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
     /// Open a TCP connection to `host:port`, then call
     /// [`Tub::dial_connected`] or [`Tub::dial_failed`].
     Dial {
         /// The request.
         dial: DialId,
-        /// Host name or address (resolve it).
+        /// Host name or address (resolve it; IPv6 addresses come bare,
+        /// without brackets).
         host: String,
         /// TCP port.
         port: u16,
     },
     /// Send what [`Tub::poll_transmit`] gave for this connection, then
     /// close its socket. Nothing more comes for it.
-    CloseTransport(ConnectionId),
+    Close(ConnectionId),
+}
+
+/// What the Tub reports to the application ([`Tub::poll_event`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TubEvent {
     /// A connection finished negotiating.
     Connected {
         /// The connection.
         connection: ConnectionId,
         /// The peer.
         peer: TubId,
+    },
+    /// A connection failed before it was negotiated (either side: an
+    /// outbound failure also reaches the lookups that wanted it, as
+    /// [`TubError::Unreachable`]).
+    NegotiationFailed {
+        /// The connection.
+        connection: ConnectionId,
+        /// We opened it.
+        outbound: bool,
+        /// Why.
+        error: NegotiationError,
     },
     /// A negotiated connection ended (disconnect observers run here); its
     /// references are dead and its outstanding calls have failed.
@@ -187,6 +250,17 @@ pub enum TubEvent {
     ObjectUnused(ObjectId),
 }
 
+/// Calls from one connection's peer that the application has not
+/// answered ([`Tub::pending_calls`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PendingCalls {
+    /// Waiting for their turn (flow control), not handed out yet.
+    pub held: usize,
+    /// Handed out, not answered yet.
+    pub unanswered: usize,
+}
+
 #[derive(Debug, Default)]
 struct ObjectTable {
     by_name: HashMap<Vec<u8>, ObjectId>,
@@ -206,25 +280,11 @@ struct ObjectInfo {
     weak_name: Option<String>,
 }
 
-/// The object table, shared with every connection's broker.
-#[derive(Debug, Clone, Default)]
-struct SharedObjects(Arc<RwLock<ObjectTable>>);
-
-impl SharedObjects {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, ObjectTable> {
-        self.0.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ObjectTable> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Registry for SharedObjects {
+/// Every connection's broker reads the one object table through this.
+impl Registry for ObjectTable {
     fn lookup(&self, name: &[u8]) -> Option<Export> {
-        let t = self.read();
-        let object = *t.by_name.get(name)?;
-        let info = t.info.get(&object)?;
+        let object = *self.by_name.get(name)?;
+        let info = self.info.get(&object)?;
         Some(Export {
             object,
             interface: info.interface.clone(),
@@ -233,8 +293,7 @@ impl Registry for SharedObjects {
     }
 
     fn describe(&self, object: ObjectId) -> Option<Export> {
-        let t = self.read();
-        let info = t.info.get(&object)?;
+        let info = self.info.get(&object)?;
         Some(Export {
             object,
             interface: info.interface.clone(),
@@ -243,8 +302,7 @@ impl Registry for SharedObjects {
     }
 
     fn accepts_copyable(&self, type_name: &str) -> bool {
-        let t = self.read();
-        t.any_copyable || t.copyables.contains(type_name)
+        self.any_copyable || self.copyables.contains(type_name)
     }
 }
 
@@ -271,6 +329,14 @@ struct Conn {
     /// When this connection next releases the references the
     /// application dropped (set while it holds any).
     release_at: Option<Instant>,
+    /// Calls from the peer waiting for their turn, in arrival order.
+    held: VecDeque<IncomingCall>,
+    /// Calls handed out this round.
+    round: usize,
+    /// Calls handed out and not answered.
+    unanswered: usize,
+    /// Bytes the transport holds unsent ([`Tub::set_backlog`]).
+    backlog: usize,
 }
 
 impl Conn {
@@ -282,6 +348,10 @@ impl Conn {
             out: Vec::new(),
             timer: None,
             release_at: None,
+            held: VecDeque::new(),
+            round: 0,
+            unanswered: 0,
+            backlog: 0,
         }
     }
 
@@ -304,7 +374,7 @@ struct Dial {
     hints: Vec<(String, u16)>,
     /// Index of the hint being tried.
     next: usize,
-    failures: Vec<String>,
+    failures: Vec<DialFailure>,
     furl: String,
 }
 
@@ -319,7 +389,7 @@ pub struct Tub {
     table: ConnectionTable,
     config: TubConfig,
     rng: Box<dyn Rng + Send>,
-    objects: SharedObjects,
+    objects: ObjectTable,
     next_object: ObjectId,
     location: Vec<Hint>,
     conns: HashMap<ConnectionId, Conn>,
@@ -337,6 +407,15 @@ pub struct Tub {
     dirty: VecDeque<ConnectionId>,
     dirty_set: HashSet<ConnectionId>,
     events: VecDeque<TubEvent>,
+    transport: VecDeque<Transport>,
+    /// Connections with held calls, in the order they get their turns.
+    held_conns: VecDeque<ConnectionId>,
+    /// Connections that were handed calls this round.
+    round_conns: Vec<ConnectionId>,
+    /// Calls held over all connections.
+    held_total: usize,
+    /// Calls handed out and not answered, over all connections.
+    unanswered_total: usize,
     /// Every connection's next deadline, earliest first: timers cost
     /// the connections that are due, not all of them.
     timers: BTreeSet<(Instant, ConnectionId)>,
@@ -365,7 +444,7 @@ impl Tub {
         mut rng: Box<dyn Rng + Send>,
         now: Instant,
     ) -> Result<Tub, TubError> {
-        let tls = TlsContext::new(identity).map_err(|e| TubError::Tls(e.to_string()))?;
+        let tls = TlsContext::new(identity).map_err(TubError::Tls)?;
         let table = ConnectionTable::new(&mut rng);
         Ok(Tub {
             tubid: identity.tubid(),
@@ -373,8 +452,8 @@ impl Tub {
             table,
             config,
             rng,
-            objects: SharedObjects::default(),
-            next_object: 1,
+            objects: ObjectTable::default(),
+            next_object: ObjectId(1),
             location: Vec::new(),
             conns: HashMap::new(),
             by_peer: HashMap::new(),
@@ -388,6 +467,11 @@ impl Tub {
             dirty: VecDeque::new(),
             dirty_set: HashSet::new(),
             events: VecDeque::new(),
+            transport: VecDeque::new(),
+            held_conns: VecDeque::new(),
+            round_conns: Vec::new(),
+            held_total: 0,
+            unanswered_total: 0,
             timers: BTreeSet::new(),
             last_now: now,
             scratch: Vec::new(),
@@ -419,12 +503,12 @@ impl Tub {
     /// peer can pass it on); that name does not keep the object alive.
     pub fn new_object(&mut self, interface: &str) -> ObjectId {
         let id = self.next_object;
-        self.next_object += 1;
+        self.next_object.0 += 1;
         let weak_name = (!self.location.is_empty()).then(|| new_swissnum(&mut self.rng));
         let furl = weak_name.as_ref().map(|name| {
             Bytes::from(Furl::new(self.tubid, self.location.clone(), name.clone()).to_string())
         });
-        let mut t = self.objects.write();
+        let t = &mut self.objects;
         if let Some(name) = &weak_name {
             t.by_name.insert(name.clone().into_bytes(), id);
         }
@@ -449,7 +533,7 @@ impl Tub {
         };
         let furl = Furl::new(self.tubid, self.location.clone(), name.clone());
         let text = Bytes::from(furl.to_string());
-        let mut t = self.objects.write();
+        let t = &mut self.objects;
         if t.by_name.contains_key(name.as_bytes()) {
             return Err(TubError::NameInUse(name));
         }
@@ -478,7 +562,7 @@ impl Tub {
     /// given out keep working until released. Returns the object.
     pub fn unregister(&mut self, name: &str) -> Option<ObjectId> {
         let object = {
-            let mut t = self.objects.write();
+            let t = &mut self.objects;
             let object = t.by_name.remove(name.as_bytes())?;
             if let Some(info) = t.info.get_mut(&object) {
                 info.names -= 1;
@@ -494,27 +578,22 @@ impl Tub {
     /// refuses them: the call or answer carrying one fails with a
     /// Violation, and the connection goes on.
     pub fn register_copyable(&mut self, type_name: &str) {
-        self.objects.write().copyables.insert(type_name.to_owned());
+        self.objects.copyables.insert(type_name.to_owned());
     }
 
     /// Accepts copyables of every type (for tools that only print what
     /// they receive).
     pub fn accept_any_copyable(&mut self, any: bool) {
-        self.objects.write().any_copyable = any;
+        self.objects.any_copyable = any;
     }
 
     /// The object registered under `name`.
     pub fn lookup_name(&self, name: &str) -> Option<ObjectId> {
-        self.objects.read().by_name.get(name.as_bytes()).copied()
+        self.objects.by_name.get(name.as_bytes()).copied()
     }
 
     fn check_unused(&mut self, object: ObjectId) {
-        let named = self
-            .objects
-            .read()
-            .info
-            .get(&object)
-            .is_some_and(|i| i.names > 0);
+        let named = self.objects.info.get(&object).is_some_and(|i| i.names > 0);
         if named {
             return;
         }
@@ -523,11 +602,10 @@ impl Tub {
             _ => false,
         });
         if !exported {
-            let mut t = self.objects.write();
+            let t = &mut self.objects;
             if let Some(weak) = t.info.remove(&object).and_then(|i| i.weak_name) {
                 t.by_name.remove(weak.as_bytes());
             }
-            drop(t);
             self.events.push_back(TubEvent::ObjectUnused(object));
         }
     }
@@ -585,9 +663,9 @@ impl Tub {
         args: &[Value],
         kwargs: &[(Text, Value)],
     ) -> Result<CallId, TubError> {
-        let connection = ConnectionId(target.connection());
-        let broker = self.broker_mut(connection)?;
-        let req_id = broker.call(target.clid(), method, args, kwargs)?;
+        let connection = target.connection();
+        let broker = open_broker(&mut self.conns, connection)?;
+        let req_id = broker.call(target.clid(), method, args, kwargs, &self.objects)?;
         self.pump(connection, self.last_now);
         Ok(CallId { connection, req_id })
     }
@@ -600,9 +678,9 @@ impl Tub {
         args: &[Value],
         kwargs: &[(Text, Value)],
     ) -> Result<(), TubError> {
-        let connection = ConnectionId(target.connection());
-        let broker = self.broker_mut(connection)?;
-        broker.call_only(target.clid(), method, args, kwargs)?;
+        let connection = target.connection();
+        let broker = open_broker(&mut self.conns, connection)?;
+        broker.call_only(target.clid(), method, args, kwargs, &self.objects)?;
         self.pump(connection, self.last_now);
         Ok(())
     }
@@ -614,12 +692,18 @@ impl Tub {
         call: IncomingId,
         result: Result<Value, Failure>,
     ) -> Result<(), TubError> {
-        if call.req_id == 0 {
+        if !call.wants_answer() {
             return Ok(());
         }
-        let broker = self.broker_mut(call.connection)?;
+        if let Some(c) = self.conns.get_mut(&call.connection) {
+            if c.unanswered > 0 {
+                c.unanswered -= 1;
+                self.unanswered_total -= 1;
+            }
+        }
+        let broker = open_broker(&mut self.conns, call.connection)?;
         let r = match result {
-            Ok(v) => match broker.answer(call.req_id, &v) {
+            Ok(v) => match broker.answer(call.req_id, &v, &self.objects) {
                 Err(BrokerError::Encode(e)) => {
                     let f = Failure::new(
                         "foolscap.tokens.Violation",
@@ -662,10 +746,7 @@ impl Tub {
     }
 
     fn broker_mut(&mut self, connection: ConnectionId) -> Result<&mut Broker, TubError> {
-        match self.conns.get_mut(&connection).map(|c| &mut c.state) {
-            Some(ConnState::Open { broker, .. }) if !broker.is_closed() => Ok(broker),
-            _ => Err(TubError::NotConnected),
-        }
+        open_broker(&mut self.conns, connection)
     }
 
     fn send_lookup(&mut self, conn: ConnectionId, lookup: LookupId) {
@@ -699,20 +780,18 @@ impl Tub {
         };
         if let Some((host, port)) = d.hints.get(d.next).cloned() {
             d.next += 1;
-            self.events.push_back(TubEvent::Dial { dial, host, port });
+            self.transport
+                .push_back(Transport::Dial { dial, host, port });
             return;
         }
-        let d = self.dials.remove(&dial).expect("present");
-        self.dialing.remove(&d.tubid);
-        let why = if d.hints.is_empty() {
-            "the FURL has no TCP connection hints".to_owned()
-        } else {
-            d.failures.join("; ")
+        let Some(d) = self.dials.remove(&dial) else {
+            return;
         };
+        self.dialing.remove(&d.tubid);
         for lookup in self.waiting.remove(&d.tubid).unwrap_or_default() {
             let e = TubError::Unreachable {
                 furl: d.furl.clone(),
-                why: why.clone(),
+                attempts: d.failures.clone(),
             };
             self.finish_lookup(lookup, Err(e));
         }
@@ -780,10 +859,21 @@ impl Tub {
 
     /// The TCP connection for `dial` could not be opened: the next hint is
     /// tried, or the waiting lookups fail.
-    pub fn dial_failed(&mut self, dial: DialId, why: &str) {
+    pub fn dial_failed(&mut self, dial: DialId, error: TransportError) {
+        self.hint_failed(dial, DialError::Transport(error));
+    }
+
+    fn hint_failed(&mut self, dial: DialId, error: DialError) {
         if let Some(d) = self.dials.get_mut(&dial) {
-            let (h, p) = &d.hints[d.next - 1];
-            d.failures.push(format!("tcp:{h}:{p}: {why}"));
+            let Some((h, p)) = d.next.checked_sub(1).and_then(|i| d.hints.get(i)) else {
+                return;
+            };
+            let hint = if h.contains(':') {
+                format!("tcp:[{h}]:{p}")
+            } else {
+                format!("tcp:{h}:{p}")
+            };
+            d.failures.push(DialFailure { hint, error });
             self.try_next_hint(dial);
         }
     }
@@ -860,7 +950,7 @@ impl Tub {
             } => match session.handle_input(data) {
                 Ok(()) => {
                     while let Some(p) = session.poll_plaintext() {
-                        broker.handle_plaintext(now, &p);
+                        broker.handle_plaintext(now, &p, &self.objects);
                         if broker.is_closed() {
                             break;
                         }
@@ -918,6 +1008,8 @@ impl Tub {
                 if let Some(t) = conn.timer {
                     self.timers.remove(&(t, id));
                 }
+                self.held_total -= conn.held.len();
+                self.unanswered_total -= conn.unanswered;
                 self.conns.remove(&id);
             }
             if !buf.is_empty() {
@@ -927,9 +1019,128 @@ impl Tub {
         None
     }
 
-    /// The next event.
+    /// The next thing the transport must do: dial a hint, or close a
+    /// socket once the bytes [`Tub::poll_transmit`] gave for it are sent.
+    pub fn poll_transport(&mut self) -> Option<Transport> {
+        self.transport.pop_front()
+    }
+
+    /// The next application event. `None` ends a round of flow control:
+    /// held calls get their next turns in the following round.
     pub fn poll_event(&mut self) -> Option<TubEvent> {
-        self.events.pop_front()
+        if let Some(ev) = self.events.pop_front() {
+            return Some(ev);
+        }
+        // held calls, one per connection per pass, in turn
+        for _ in 0..self.held_conns.len() {
+            let Some(id) = self.held_conns.pop_front() else {
+                break;
+            };
+            let per_round = self.config.calls_per_round.max(1);
+            let max_out = self.config.max_buffered_output;
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if conn.backlog > max_out || conn.round >= per_round {
+                self.held_conns.push_back(id);
+                continue;
+            }
+            let Some(call) = conn.held.pop_front() else {
+                continue;
+            };
+            self.held_total -= 1;
+            if !conn.held.is_empty() {
+                self.held_conns.push_back(id);
+            }
+            self.hand_out(id, &call);
+            return Some(TubEvent::Call(call));
+        }
+        for id in self.round_conns.drain(..) {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.round = 0;
+            }
+        }
+        None
+    }
+
+    /// Counts a call as handed to the application.
+    fn hand_out(&mut self, id: ConnectionId, call: &IncomingCall) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.round == 0 {
+            self.round_conns.push(id);
+        }
+        conn.round += 1;
+        if call.id.wants_answer() {
+            conn.unanswered += 1;
+            self.unanswered_total += 1;
+        }
+    }
+
+    /// A call from the peer: handed out now if it is the connection's
+    /// turn, held otherwise.
+    fn incoming_call(&mut self, id: ConnectionId, call: IncomingCall) {
+        let per_round = self.config.calls_per_round.max(1);
+        let max_out = self.config.max_buffered_output;
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.held.is_empty() && conn.backlog <= max_out && conn.round < per_round {
+            self.hand_out(id, &call);
+            self.events.push_back(TubEvent::Call(call));
+            return;
+        }
+        if conn.held.is_empty() {
+            self.held_conns.push_back(id);
+        }
+        conn.held.push_back(call);
+        self.held_total += 1;
+    }
+
+    /// How many bytes the transport holds for `connection` that it has
+    /// not sent yet. Over [`TubConfig::max_buffered_output`] no more of the
+    /// peer's calls are handed out (and [`Tub::wants_input`] is false)
+    /// until it drops again: report it after writing what
+    /// [`Tub::poll_transmit`] gave, and whenever the socket drains.
+    pub fn set_backlog(&mut self, connection: ConnectionId, bytes: usize) {
+        if let Some(c) = self.conns.get_mut(&connection) {
+            c.backlog = bytes;
+        }
+    }
+
+    /// Whether the driver should read `connection`'s socket now: false
+    /// while its output is over the bound, calls of it are held, or too
+    /// many are unanswered (the peer's further calls then wait in the
+    /// kernel and in the peer).
+    pub fn wants_input(&self, connection: ConnectionId) -> bool {
+        self.conns.get(&connection).is_none_or(|c| {
+            c.held.is_empty()
+                && c.backlog <= self.config.max_buffered_output
+                && c.unanswered <= self.config.max_unanswered_calls
+        })
+    }
+
+    /// Calls from `connection`'s peer not answered yet, held or handed
+    /// out.
+    pub fn pending_calls(&self, connection: ConnectionId) -> PendingCalls {
+        self.conns
+            .get(&connection)
+            .map_or_else(PendingCalls::default, |c| PendingCalls {
+                held: c.held.len(),
+                unanswered: c.unanswered,
+            })
+    }
+
+    /// Calls held by flow control over all connections.
+    pub fn held_calls(&self) -> usize {
+        self.held_total
+    }
+
+    /// Calls from peers over all connections that have not been
+    /// answered yet (handed out or still held).
+    pub fn calls_to_answer(&self) -> usize {
+        self.held_total + self.unanswered_total
     }
 
     /// When [`Tub::handle_timeout`] should next run.
@@ -1024,7 +1235,7 @@ impl Tub {
         }
         match outcome {
             Some(NegotiationEvent::Established(session)) => self.established(id, session, now),
-            Some(NegotiationEvent::Failed(e)) => self.negotiation_failed(id, e.to_string()),
+            Some(NegotiationEvent::Failed(e)) => self.negotiation_failed(id, e),
             None => {}
         }
         self.drain_broker(id, now);
@@ -1035,19 +1246,15 @@ impl Tub {
     fn established(&mut self, id: ConnectionId, mut session: Box<Session>, now: Instant) {
         let info = session.info().clone();
         let peer = info.peer_tubid;
-        let config = BrokerConfig {
-            peer_tubid: Some(peer),
-            connection: id.0,
-            ..self.config.broker.clone()
-        };
         let mut broker = Box::new(Broker::new(
             info.vocab,
-            config,
-            Box::new(self.objects.clone()),
+            self.config.broker.clone(),
+            id,
+            Some(peer),
             now,
         ));
         while let Some(p) = session.poll_plaintext() {
-            broker.handle_plaintext(now, &p);
+            broker.handle_plaintext(now, &p, &self.objects);
         }
         let conn = self.conns.get_mut(&id).expect("present");
         let dial = conn.dial.take();
@@ -1084,12 +1291,20 @@ impl Tub {
         self.schedule_release(id, now);
     }
 
-    fn negotiation_failed(&mut self, id: ConnectionId, why: String) {
-        let conn = self.conns.get_mut(&id).expect("present");
+    fn negotiation_failed(&mut self, id: ConnectionId, error: NegotiationError) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         conn.state = ConnState::Closed;
         let dial = conn.dial.take();
+        let outbound = conn.outbound;
         self.table.connection_closed(id);
-        self.events.push_back(TubEvent::CloseTransport(id));
+        self.transport.push_back(Transport::Close(id));
+        self.events.push_back(TubEvent::NegotiationFailed {
+            connection: id,
+            outbound,
+            error: error.clone(),
+        });
         if let Some(r) = &self.config.recorder {
             r.0.closed(id);
         }
@@ -1106,12 +1321,14 @@ impl Tub {
                 }
                 return;
             }
-            self.dial_failed(dial, &why);
+            self.hint_failed(dial, DialError::Negotiation(error));
         }
     }
 
     fn drain_broker(&mut self, id: ConnectionId, now: Instant) {
         let mut released = Vec::new();
+        // in wire order: calls go through flow control after the loop
+        let mut drained = Vec::new();
         let mut closed = None;
         {
             let Some(Conn {
@@ -1124,7 +1341,7 @@ impl Tub {
             let peer = *peer;
             while let Some(ev) = broker.poll_event() {
                 match ev {
-                    BrokerEvent::Call(c) => self.events.push_back(TubEvent::Call(IncomingCall {
+                    BrokerEvent::Call(c) => drained.push(TubEvent::Call(IncomingCall {
                         id: IncomingId {
                             connection: id,
                             req_id: c.req_id,
@@ -1139,13 +1356,13 @@ impl Tub {
                         match self.lookup_calls.remove(&(id, req_id)) {
                             Some(lookup) => {
                                 if self.lookups.remove(&lookup).is_some() {
-                                    self.events.push_back(TubEvent::Reference {
+                                    drained.push(TubEvent::Reference {
                                         lookup,
                                         result: Ok(value),
                                     });
                                 }
                             }
-                            None => self.events.push_back(TubEvent::Answer {
+                            None => drained.push(TubEvent::Answer {
                                 call: CallId {
                                     connection: id,
                                     req_id,
@@ -1158,13 +1375,13 @@ impl Tub {
                         match self.lookup_calls.remove(&(id, req_id)) {
                             Some(lookup) => {
                                 if self.lookups.remove(&lookup).is_some() {
-                                    self.events.push_back(TubEvent::Reference {
+                                    drained.push(TubEvent::Reference {
                                         lookup,
                                         result: Err(TubError::Lookup(error)),
                                     });
                                 }
                             }
-                            None => self.events.push_back(TubEvent::Answer {
+                            None => drained.push(TubEvent::Answer {
                                 call: CallId {
                                     connection: id,
                                     req_id,
@@ -1179,6 +1396,12 @@ impl Tub {
                         closed = Some((peer, reason));
                     }
                 }
+            }
+        }
+        for ev in drained {
+            match ev {
+                TubEvent::Call(call) => self.incoming_call(id, call),
+                ev => self.events.push_back(ev),
             }
         }
         if let Some((peer, reason)) = closed {
@@ -1210,7 +1433,7 @@ impl Tub {
                 peer,
                 reason,
             });
-            self.events.push_back(TubEvent::CloseTransport(id));
+            self.transport.push_back(Transport::Close(id));
             if let Some(r) = &self.config.recorder {
                 r.0.closed(id);
             }
@@ -1219,6 +1442,18 @@ impl Tub {
             self.check_unused(object);
         }
         self.schedule_release(id, now);
+    }
+}
+
+/// The broker of an open connection (a free function so that callers can
+/// borrow the object table beside it).
+fn open_broker(
+    conns: &mut HashMap<ConnectionId, Conn>,
+    connection: ConnectionId,
+) -> Result<&mut Broker, TubError> {
+    match conns.get_mut(&connection).map(|c| &mut c.state) {
+        Some(ConnState::Open { broker, .. }) if !broker.is_closed() => Ok(broker),
+        _ => Err(TubError::NotConnected),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Two sans-IO Tubs wired back to back in memory.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -57,10 +58,10 @@ impl Net {
                         moved = true;
                     }
                 }
-                while let Some(ev) = self.tubs[side].poll_event() {
+                while let Some(cmd) = self.tubs[side].poll_transport() {
                     moved = true;
-                    match ev {
-                        TubEvent::Dial { dial, port, .. } => {
+                    match cmd {
+                        Transport::Dial { dial, port, .. } => {
                             if port == 1234 && self.clear {
                                 let (me, them) =
                                     (self.tubs[side].tubid(), self.tubs[1 - side].tubid());
@@ -76,17 +77,24 @@ impl Net {
                                 self.links.insert((side, c), (1 - side, s));
                                 self.links.insert((1 - side, s), (side, c));
                             } else {
-                                self.tubs[side].dial_failed(dial, "connection refused");
+                                let refused = TransportError::new(
+                                    std::io::ErrorKind::ConnectionRefused,
+                                    "connection refused",
+                                );
+                                self.tubs[side].dial_failed(dial, refused);
                             }
                         }
-                        TubEvent::CloseTransport(c) => {
+                        Transport::Close(c) => {
                             if let Some((other, oc)) = self.links.remove(&(side, c)) {
                                 self.links.remove(&(other, oc));
                                 self.tubs[other].handle_eof(oc, self.now);
                             }
                         }
-                        ev => self.events[side].push(ev),
                     }
+                }
+                while let Some(ev) = self.tubs[side].poll_event() {
+                    moved = true;
+                    self.events[side].push(ev);
                 }
             }
             if !moved {
@@ -202,7 +210,22 @@ fn unknown_names_and_unreachable_tubs_fail_the_lookup() {
     let mut net = Net::new();
     let dead = Furl::new(furl.tubid, vec![Hint::parse("tcp:127.0.0.1:9")], "calc");
     match net.reference(&dead) {
-        Err(TubError::Unreachable { why, .. }) => assert!(why.contains("refused"), "{why}"),
+        Err(e @ TubError::Unreachable { .. }) => {
+            let TubError::Unreachable { attempts, .. } = &e else {
+                unreachable!()
+            };
+            assert!(e.to_string().contains("refused"), "{e}");
+            assert!(matches!(
+                &attempts[..],
+                [DialFailure {
+                    error: DialError::Transport(TransportError {
+                        kind: std::io::ErrorKind::ConnectionRefused,
+                        ..
+                    }),
+                    ..
+                }]
+            ));
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -236,9 +259,7 @@ fn disconnect_fails_calls_and_reports_both_sides() {
     };
     let call = net.tubs[1].call(&r, "slow", &[], &[]).unwrap();
     net.run();
-    net.tubs[0].disconnect(ConnectionId(
-        net.links[&(1, ConnectionId(r.connection()))].1 .0,
-    ));
+    net.tubs[0].disconnect(ConnectionId(net.links[&(1, r.connection())].1 .0));
     net.run();
     let evs = net.take(1);
     assert!(matches!(
@@ -458,15 +479,28 @@ fn a_clear_client_refuses_a_peer_that_is_not_the_dialled_tub() {
     let other = tub(7, now);
     let furl = Furl::new(server.tubid(), vec![Hint::parse("tcp:127.0.0.1:1")], "x");
     client.get_reference(&furl);
-    let Some(TubEvent::Dial { dial, .. }) = client.poll_event() else {
+    let Some(Transport::Dial { dial, .. }) = client.poll_transport() else {
         panic!("a dial")
     };
     let c = client
         .dial_connected_clear(dial, now, other.tubid())
         .unwrap();
     client.handle_input(c, now, crate::negotiation::plaintext::SWITCHING_PROTOCOLS);
+    let cmds: Vec<Transport> = std::iter::from_fn(|| client.poll_transport()).collect();
+    assert!(cmds.contains(&Transport::Close(c)), "{cmds:?}");
+    // the application hears why: the certificate is not the dialled Tub's
     let evs: Vec<TubEvent> = std::iter::from_fn(|| client.poll_event()).collect();
-    assert!(evs.contains(&TubEvent::CloseTransport(c)), "{evs:?}");
+    assert!(
+        evs.iter().any(|e| matches!(
+            e,
+            TubEvent::NegotiationFailed {
+                connection,
+                outbound: true,
+                error: NegotiationError::WrongTub { .. },
+            } if *connection == c
+        )),
+        "{evs:?}"
+    );
 }
 
 #[test]
@@ -484,8 +518,8 @@ fn timers_are_filed_per_connection() {
     // the first deadline ends the first connection only
     t.handle_timeout(start + timeout);
     let mut closed = Vec::new();
-    while let Some(ev) = t.poll_event() {
-        if let TubEvent::CloseTransport(c) = ev {
+    while let Some(cmd) = t.poll_transport() {
+        if let Transport::Close(c) = cmd {
             closed.push(c);
         }
     }
@@ -568,9 +602,9 @@ fn the_recorder_learns_the_socket_addresses_as_client_and_server() {
     ))
     .unwrap();
     t.get_reference(&furl);
-    let dial = std::iter::from_fn(|| t.poll_event())
+    let dial = std::iter::from_fn(|| t.poll_transport())
         .find_map(|e| match e {
-            TubEvent::Dial { dial, .. } => Some(dial),
+            Transport::Dial { dial, .. } => Some(dial),
             _ => None,
         })
         .expect("a dial");

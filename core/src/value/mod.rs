@@ -34,6 +34,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::id::ConnectionId;
+
 pub use de::{Deserializer, Event, IncomingCall, PbEvent};
 pub use decimal::{Decimal, DecimalError};
 pub use error::{DecodeError, EncodeError, ErrorScope};
@@ -90,7 +92,7 @@ pub enum Value {
     /// One of our own objects, by the application's id. The broker turns
     /// a `your-reference` into this on receipt and sends it as a
     /// `my-reference`; it never appears on the wire as such.
-    Local(u64),
+    Local(crate::id::ObjectId),
     /// A live reference to an object of a peer, as the broker resolved it
     /// from a `my-reference`. Sent back over its own connection it becomes
     /// a `your-reference`.
@@ -109,7 +111,7 @@ pub enum Value {
 pub struct RemoteRef(Arc<RemoteRefInner>);
 
 struct RemoteRefInner {
-    connection: u64,
+    connection: ConnectionId,
     clid: i64,
     interface: Bytes,
     furl: Option<Bytes>,
@@ -117,7 +119,12 @@ struct RemoteRefInner {
 
 impl RemoteRef {
     /// A handle for `clid` on `connection` (brokers make these).
-    pub fn new(connection: u64, clid: i64, interface: Bytes, furl: Option<Bytes>) -> RemoteRef {
+    pub fn new(
+        connection: ConnectionId,
+        clid: i64,
+        interface: Bytes,
+        furl: Option<Bytes>,
+    ) -> RemoteRef {
         RemoteRef(Arc::new(RemoteRefInner {
             connection,
             clid,
@@ -126,9 +133,8 @@ impl RemoteRef {
         }))
     }
 
-    /// The connection the reference arrived over (a
-    /// [`crate::negotiation::ConnectionId`] number).
-    pub fn connection(&self) -> u64 {
+    /// The connection the reference arrived over.
+    pub fn connection(&self) -> ConnectionId {
         self.0.connection
     }
 
@@ -172,7 +178,7 @@ impl std::fmt::Debug for RemoteRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "RemoteRef(connection #{}, clid {})",
+            "RemoteRef(connection {}, clid {})",
             self.0.connection, self.0.clid
         )
     }
