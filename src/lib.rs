@@ -1,10 +1,14 @@
 //! foolscap-rs: Foolscap object-capability RPC, wire-compatible with Python
 //! `foolscap==24.9.0`.
 //!
-//! This facade re-exports the workspace crates; see `docs/architecture.md`.
+//! This facade re-exports the workspace crates (see `docs/architecture.md`):
+//! the application API ([`Tub`], [`Object`], [`Call`]), the engines that
+//! carry it ([`threads`], [`mio`]) and the sans-IO core ([`core`]).
 #![forbid(unsafe_code)]
 
-pub use foolscap_blocking as blocking;
+pub use foolscap_app as app;
+pub use foolscap_app::{as_remote, Call, Error, Object, Tub, TubConfig};
 pub use foolscap_core as core;
-pub use foolscap_core::{banana, broker, furl, identity, negotiation, rng, tub, value};
+pub use foolscap_core::{banana, broker, furl, id, identity, negotiation, rng, tub, value};
 pub use foolscap_mio as mio;
+pub use foolscap_threads as threads;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foolscap_blocking::{DrivenTub, DriverIo};
+use foolscap_app::{DrivenTub, DriverIo, TransportError};
 use foolscap_core::negotiation::ConnectionId;
 use foolscap_core::tub::DialId;
 use mio::net::{TcpListener, TcpStream};
@@ -37,6 +37,9 @@ struct TubEntry {
     deadline: Option<Instant>,
     /// Its held calls, as of its last drive.
     held: usize,
+    /// Its `TubConfig::max_buffered_output`: a connection's queue
+    /// dropping below it is reported at once (held calls may go on).
+    max_buffered_output: usize,
     /// Queued in `EventLoop::to_drive`.
     queued: bool,
 }
@@ -92,7 +95,7 @@ enum Deferred {
     /// slot may be reused before the news is delivered).
     PeerClosed(usize, Option<ConnectionId>),
     /// A dial could not even start.
-    DialFailed(usize, DialId, String),
+    DialFailed(usize, DialId, TransportError),
 }
 
 pub(crate) struct EventLoop {
@@ -377,17 +380,11 @@ impl EventLoop {
         }
     }
 
-    /// Whether `i`'s reading must wait: too much output queued, or too
-    /// many calls unanswered.
+    /// Whether `i`'s reading must wait: the core's flow control says so
+    /// (output over its bound, calls held, too many unanswered).
     fn must_pause(&self, s: &Stream) -> bool {
-        if s.queued() > self.config.max_buffered_output {
-            return true;
-        }
         match (s.conn, self.tubs.get(&s.tub)) {
-            (Some(c), Some(t)) => {
-                let pending = t.driven.pending_calls(c);
-                pending.held > 0 || pending.unanswered > self.config.max_unanswered_calls
-            }
+            (Some(c), Some(t)) => !t.driven.wants_input(c),
             _ => false,
         }
     }
@@ -473,7 +470,11 @@ impl EventLoop {
         let Some(s) = self.stream(i) else { return };
         match s.phase {
             Phase::Closing(_) => self.remove(i),
-            Phase::Connecting(_) => self.connect_failed(i, "connection closed".into(), now),
+            Phase::Connecting(_) => self.connect_failed(
+                i,
+                TransportError::new(ErrorKind::ConnectionReset, "connection closed"),
+                now,
+            ),
             Phase::Open => {
                 let (tub, conn) = (s.tub, s.conn);
                 if let (Some(c), Some(t)) = (conn, self.tubs.get(&tub)) {
@@ -532,12 +533,19 @@ impl EventLoop {
         }
         let after = s.queued();
         let (phase, empty, resume) = (s.phase, after == 0, s.paused && s.read_ready);
-        let tub = s.tub;
+        let (tub, conn) = (s.tub, s.conn);
         self.stats.buffered_output = self.stats.buffered_output + after - before;
-        let bound = self.config.max_buffered_output;
-        if before > bound && after <= bound {
-            // calls held for this connection may go on now
-            self.queue_drive(tub);
+        // the core hears of every drain that starts over its bound (its
+        // view is over the bound exactly when the queue is); below the
+        // bound the figure the last transmit returned stands
+        if let (Some(t), Some(c)) = (self.tubs.get(&tub), conn) {
+            if before > t.max_buffered_output && after < before && !self.in_drive {
+                t.driven.set_backlog(c, after);
+                if after <= t.max_buffered_output {
+                    // calls held for this connection may go on now
+                    self.queue_drive(tub);
+                }
+            }
         }
         if broken {
             if let Some(s) = self.stream(i) {
@@ -634,20 +642,19 @@ impl EventLoop {
                         let result = (host.as_str(), port)
                             .to_socket_addrs()
                             .map(|a| a.collect::<Vec<_>>())
-                            .map_err(|e| e.to_string());
+                            .map_err(|e| TransportError::from(&e));
                         shared.send(Command::Resolved { tub, dial, result });
                     });
                 if let Err(e) = spawned {
-                    self.dial_failed(tub, dial, &e.to_string());
+                    self.dial_failed(tub, dial, TransportError::from(&e));
                 }
             }
         }
     }
 
-    fn dial_failed(&mut self, tub: usize, dial: DialId, why: &str) {
+    fn dial_failed(&mut self, tub: usize, dial: DialId, why: TransportError) {
         if self.in_drive {
-            self.deferred
-                .push(Deferred::DialFailed(tub, dial, why.to_owned()));
+            self.deferred.push(Deferred::DialFailed(tub, dial, why));
             return;
         }
         if let Some(t) = self.tubs.get(&tub) {
@@ -658,7 +665,7 @@ impl EventLoop {
 
     /// Starts a non-blocking connect to the first of `addrs`.
     fn connect(&mut self, tub: usize, dial: DialId, mut addrs: Vec<SocketAddr>, now: Instant) {
-        let mut why = "the host name has no addresses".to_owned();
+        let mut why = TransportError::new(ErrorKind::NotFound, "the host name has no addresses");
         while !addrs.is_empty() {
             let addr = addrs.remove(0);
             match TcpStream::connect(addr) {
@@ -683,7 +690,7 @@ impl EventLoop {
                             return;
                         }
                         Err(e) => {
-                            why = e.to_string();
+                            why = TransportError::from(&e);
                             addrs = self
                                 .stream(s)
                                 .map(|st| std::mem::take(&mut st.more_addrs))
@@ -692,20 +699,20 @@ impl EventLoop {
                         }
                     }
                 }
-                Err(e) => why = e.to_string(),
+                Err(e) => why = TransportError::from(&e),
             }
         }
-        self.dial_failed(tub, dial, &why);
+        self.dial_failed(tub, dial, why);
     }
 
     fn check_connect(&mut self, i: usize, now: Instant) {
         let Some(s) = self.stream(i) else { return };
         let result = match s.sock.take_error() {
-            Ok(Some(e)) | Err(e) => Err(e.to_string()),
+            Ok(Some(e)) | Err(e) => Err(TransportError::from(&e)),
             Ok(None) => match s.sock.peer_addr() {
                 Ok(_) => Ok(()),
                 Err(e) if e.kind() == ErrorKind::NotConnected => return,
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(TransportError::from(&e)),
             },
         };
         match result {
@@ -747,13 +754,13 @@ impl EventLoop {
         }
     }
 
-    fn connect_failed(&mut self, i: usize, why: String, now: Instant) {
+    fn connect_failed(&mut self, i: usize, why: TransportError, now: Instant) {
         let Some(s) = self.stream(i) else { return };
         let (tub, dial, more) = (s.tub, s.dial.take(), std::mem::take(&mut s.more_addrs));
         self.remove(i);
         let Some(dial) = dial else { return };
         if more.is_empty() {
-            self.dial_failed(tub, dial, &why);
+            self.dial_failed(tub, dial, why);
         } else {
             self.connect(tub, dial, more, now);
         }
@@ -771,12 +778,13 @@ impl EventLoop {
         };
         for c in commands {
             match c {
-                Command::AddTub(index, driven, woken) => {
+                Command::AddTub(index, driven, woken, max_buffered_output) => {
                     self.tubs.insert(
                         index,
                         TubEntry {
                             driven,
                             woken,
+                            max_buffered_output,
                             conns: HashMap::new(),
                             listeners: Vec::new(),
                             streams: HashSet::new(),
@@ -813,7 +821,7 @@ impl EventLoop {
                 }
                 Command::Resolved { tub, dial, result } => match result {
                     Ok(addrs) => self.connect(tub, dial, addrs, now),
-                    Err(why) => self.dial_failed(tub, dial, &why),
+                    Err(why) => self.dial_failed(tub, dial, why),
                 },
             }
         }
@@ -843,7 +851,11 @@ impl EventLoop {
             };
             match s.phase {
                 Phase::Connecting(d) if d <= now => {
-                    self.connect_failed(i, "timed out connecting".into(), now)
+                    self.connect_failed(
+                        i,
+                        TransportError::new(ErrorKind::TimedOut, "timed out connecting"),
+                        now,
+                    )
                 }
                 Phase::Closing(d) if d <= now => self.remove(i),
                 _ => {}
@@ -897,7 +909,7 @@ impl EventLoop {
                                 self.peer_closed(i, now)
                             }
                         }
-                        Deferred::DialFailed(tub, dial, why) => self.dial_failed(tub, dial, &why),
+                        Deferred::DialFailed(tub, dial, why) => self.dial_failed(tub, dial, why),
                     }
                 }
                 let deadline = driven.poll_timeout();
@@ -975,14 +987,17 @@ struct Io<'a> {
 }
 
 impl DriverIo for Io<'_> {
-    fn transmit(&mut self, connection: ConnectionId, data: &mut Vec<u8>) {
+    fn transmit(&mut self, connection: ConnectionId, data: &mut Vec<u8>) -> usize {
         let slot = self
             .lp
             .tubs
             .get(&self.tub)
             .and_then(|t| t.conns.get(&connection).copied());
-        if let Some(i) = slot {
-            self.lp.transmit(i, data, self.now);
+        let Some(i) = slot else { return 0 };
+        self.lp.transmit(i, data, self.now);
+        match self.lp.slots.get(i) {
+            Some(Some(Slot::Stream(s))) => s.queued(),
+            _ => 0,
         }
     }
 
@@ -999,21 +1014,5 @@ impl DriverIo for Io<'_> {
 
     fn dial(&mut self, dial: DialId, host: String, port: u16) {
         self.lp.dial(self.tub, dial, host, port);
-    }
-
-    fn call_budget(&mut self, connection: ConnectionId) -> usize {
-        let queued = self
-            .lp
-            .tubs
-            .get(&self.tub)
-            .and_then(|t| t.conns.get(&connection).copied())
-            .and_then(|i| match self.lp.slots.get(i) {
-                Some(Some(Slot::Stream(s))) => Some(s.queued()),
-                _ => None,
-            });
-        match queued {
-            Some(q) if q > self.lp.config.max_buffered_output => 0,
-            _ => self.lp.config.calls_per_round.max(1),
-        }
     }
 }

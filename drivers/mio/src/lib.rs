@@ -11,8 +11,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The application works with [`Tub`] handles (`Send + Sync`, shared
-//! with `foolscap-blocking`): objects ([`Object`]) and answer callbacks
+//! The application works with [`Tub`] handles (`Send + Sync`, the same
+//! as every engine's, from `foolscap-app`): objects ([`Object`]) and answer callbacks
 //! run on the loop's thread and must not block; other threads call
 //! through the handle, which queues the work and wakes the loop
 //! ([`mio::Waker`]). Blocking waits ([`Tub::call`],
@@ -20,7 +20,7 @@
 //! [`Error::WouldStallLoop`].
 //!
 //! Time: the loop sleeps until the earliest of the Tubs' timers
-//! ([`foolscap_blocking::DrivenTub::poll_timeout`]: negotiation
+//! ([`foolscap_app::DrivenTub::poll_timeout`]: negotiation
 //! deadlines, keepalives, reference releases, [`Tub::after`]), dial
 //! timeouts and closing connections' deadlines.
 //!
@@ -29,16 +29,12 @@
 //! thread each (the system resolver blocks), which hands the addresses
 //! back to the loop.
 //!
-//! Backpressure ([`LoopConfig`]): bytes queued for a connection that the
-//! peer does not read are bounded: above
-//! [`LoopConfig::max_buffered_output`] the loop starts none of that
-//! connection's calls (those already read wait, in order) and stops
-//! reading its socket, so the peer's further calls (the work that makes
-//! output) wait in the kernel. Under the bound at most
-//! [`LoopConfig::calls_per_round`] calls start per round, so the queue
-//! passes the bound by at most that many answers. Reading also pauses
-//! above [`LoopConfig::max_unanswered_calls`] calls waiting for the
-//! application's answers. All resumes once the queue drains.
+//! Backpressure is the core's flow control (`TubConfig::max_buffered_output`,
+//! `calls_per_round`, `max_unanswered_calls`): the loop reports each
+//! connection's queued bytes, and while the core says not to read a
+//! connection the loop leaves its socket alone, so the peer's further
+//! calls (the work that makes output) wait in the kernel. All resumes
+//! once the queue drains.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -50,29 +46,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use foolscap_blocking::{DrivenTub, Driver};
+use foolscap_app::{DrivenTub, Driver};
 use foolscap_core::identity::Identity;
 use foolscap_core::tub::{DialId, TubConfig};
 
-pub use foolscap_blocking::{as_remote, Call, Error, Object, Tub};
+pub use foolscap_app::{as_remote, Call, Error, Object, Tub};
 
 /// Event loop settings. The defaults suit a server with many mostly idle
-/// connections.
+/// connections. Flow control is per Tub, in its `TubConfig`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoopConfig {
-    /// Bytes queued for one connection (not yet taken by the kernel)
-    /// above which the loop stops reading that connection. The queue can
-    /// pass it by what the input already read produces. Default: 1 MiB.
-    pub max_buffered_output: usize,
-    /// Calls from one connection waiting for the application's answers
-    /// above which the loop stops reading that connection. Default:
-    /// 10,000.
-    pub max_unanswered_calls: usize,
-    /// Calls from one connection the application may start per round
-    /// while its output is under `max_buffered_output` (none over it;
-    /// the rest wait, in order). One round's answers can pass the bound
-    /// by this many answers. Default: 16 (at least 1 is used).
-    pub calls_per_round: usize,
     /// Size of the loop's one read buffer (shared by every socket).
     /// Default: 64 KiB.
     pub read_chunk: usize,
@@ -86,21 +70,9 @@ pub struct LoopConfig {
     pub close_timeout: Duration,
 }
 
-impl LoopConfig {
-    /// Default `max_buffered_output`.
-    pub const DEFAULT_MAX_BUFFERED_OUTPUT: usize = 1 << 20;
-    /// Default `max_unanswered_calls`.
-    pub const DEFAULT_MAX_UNANSWERED_CALLS: usize = 10_000;
-    /// Default `calls_per_round`.
-    pub const DEFAULT_CALLS_PER_ROUND: usize = 16;
-}
-
 impl Default for LoopConfig {
     fn default() -> Self {
         LoopConfig {
-            max_buffered_output: Self::DEFAULT_MAX_BUFFERED_OUTPUT,
-            max_unanswered_calls: Self::DEFAULT_MAX_UNANSWERED_CALLS,
-            calls_per_round: Self::DEFAULT_CALLS_PER_ROUND,
             read_chunk: 64 * 1024,
             reads_per_turn: 16,
             connect_timeout: Duration::from_secs(30),
@@ -111,6 +83,7 @@ impl Default for LoopConfig {
 
 /// Counters the loop keeps (read with [`Runtime::stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoopStats {
     /// Tubs carried.
     pub tubs: usize,
@@ -177,13 +150,13 @@ pub(crate) struct Inbox {
 }
 
 pub(crate) enum Command {
-    AddTub(usize, DrivenTub, Arc<AtomicBool>),
+    AddTub(usize, DrivenTub, Arc<AtomicBool>, usize),
     Listen(usize, std::net::TcpListener),
     StopListening(usize),
     Resolved {
         tub: usize,
         dial: DialId,
-        result: Result<Vec<SocketAddr>, String>,
+        result: Result<Vec<SocketAddr>, foolscap_app::TransportError>,
     },
 }
 
@@ -243,6 +216,11 @@ impl Driver for TubLink {
     fn is_loop_thread(&self) -> bool {
         self.shared.on_loop_thread()
     }
+
+    fn release(&self) {
+        // the loop notices the dead Tub on its next drive of it
+        self.wake();
+    }
 }
 
 impl Runtime {
@@ -286,7 +264,7 @@ impl Runtime {
 
     /// A Tub with the identity in a certFile (created there if missing).
     pub fn tub_with_cert_file(&self, path: impl AsRef<std::path::Path>) -> Result<Tub, Error> {
-        let identity = foolscap_blocking::load_or_create_identity(path)?;
+        let identity = foolscap_app::load_or_create_identity(path)?;
         self.tub(identity, TubConfig::default())
     }
 
@@ -303,13 +281,14 @@ impl Runtime {
             woken: woken.clone(),
             shared: shared.clone(),
         });
+        let max_buffered_output = config.max_buffered_output;
         let (tub, driven) = Tub::with_driver(identity, config, link)?;
         self.inner
             .tubs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(driven.clone());
-        shared.send(Command::AddTub(index, driven, woken));
+        shared.send(Command::AddTub(index, driven, woken, max_buffered_output));
         Ok(tub)
     }
 
@@ -345,10 +324,10 @@ impl Runtime {
         for t in &live {
             t.stop_listening();
         }
-        let on_loop = self.inner.shared.on_loop_thread();
-        while !on_loop && Instant::now() < deadline && live.iter().any(|t| t.calls_to_answer() > 0)
-        {
-            std::thread::sleep(Duration::from_millis(2));
+        if !self.inner.shared.on_loop_thread() {
+            for t in &live {
+                t.wait_for_answers(deadline);
+            }
         }
         for t in &live {
             t.shutdown();

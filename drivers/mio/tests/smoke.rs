@@ -40,7 +40,7 @@ fn two_tubs_on_one_loop_and_a_thread_client() {
             .unwrap();
         assert_eq!(v, Value::Int(i.into()));
     }
-    let threads = foolscap_blocking::Tub::new().unwrap();
+    let threads = foolscap_threads::new_tub().unwrap();
     let r2 = threads
         .get_reference(&furl.to_string(), Duration::from_secs(10))
         .unwrap();

@@ -1,17 +1,21 @@
+use std::sync::Arc;
+
 use foolscap_core::broker::{CallError, Failure};
 use foolscap_core::furl::FurlError;
 use foolscap_core::identity::IdentityError;
 use foolscap_core::tub::TubError;
 use thiserror::Error;
 
-/// What the blocking driver reports.
+/// What the Tub handle reports.
 #[derive(Debug, Clone, Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The remote call failed (remote exception, violation, lost
     /// connection).
     #[error(transparent)]
     Call(#[from] CallError),
-    /// The Tub refused the operation or could not reach the peer.
+    /// The Tub refused the operation or could not reach the peer (with
+    /// each hint's transport or negotiation failure).
     #[error(transparent)]
     Tub(#[from] TubError),
     /// The FURL is malformed.
@@ -19,10 +23,10 @@ pub enum Error {
     Furl(#[from] FurlError),
     /// The identity could not be created or loaded.
     #[error("identity: {0}")]
-    Identity(String),
-    /// A socket operation failed.
+    Identity(#[from] IdentityError),
+    /// A socket or file operation failed (`kind()` tells which kind).
     #[error("I/O: {0}")]
-    Io(String),
+    Io(Arc<std::io::Error>),
     /// No answer within the time allowed.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
@@ -40,6 +44,14 @@ impl Error {
     pub fn failure(&self) -> Option<&Failure> {
         match self {
             Error::Call(CallError::Remote(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The kind of I/O error, for [`Error::Io`].
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        match self {
+            Error::Io(e) => Some(e.kind()),
             _ => None,
         }
     }
@@ -70,14 +82,8 @@ impl Error {
     }
 }
 
-impl From<IdentityError> for Error {
-    fn from(e: IdentityError) -> Self {
-        Error::Identity(e.to_string())
-    }
-}
-
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Io(e.to_string())
+        Error::Io(Arc::new(e))
     }
 }

@@ -1,10 +1,10 @@
-//! The blocking driver, Rust to Rust (the Python peer is exercised by the
+//! The threads engine, Rust to Rust (the Python peer is exercised by the
 //! workspace's interop tests).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use foolscap_blocking::{Call, Error, Object, Tub};
+use foolscap_app::{Call, Error, Object, Tub};
 use foolscap_core::broker::CallError;
 use foolscap_core::value::Value;
 
@@ -29,10 +29,10 @@ impl Object for Touchy {
 }
 
 fn pair() -> (Tub, Tub, foolscap_core::value::RemoteRef) {
-    let server = Tub::new().unwrap();
+    let server = foolscap_threads::new_tub().unwrap();
     server.listen("127.0.0.1:0").unwrap();
     let furl = server.register(Arc::new(Touchy), None).unwrap();
-    let client = Tub::new().unwrap();
+    let client = foolscap_threads::new_tub().unwrap();
     let Value::Remote(r) = client.get_reference(&furl.to_string(), T).unwrap() else {
         panic!("not a remote reference")
     };
@@ -124,7 +124,7 @@ fn stop_listening_refuses_new_peers_and_keeps_the_connected_ones() {
     let (server, client, r) = pair();
     let furl = server.register(Arc::new(Touchy), None).unwrap().to_string();
     server.stop_listening();
-    let newcomer = Tub::new().unwrap();
+    let newcomer = foolscap_threads::new_tub().unwrap();
     assert!(newcomer.get_reference(&furl, T).is_err());
     assert_eq!(client.call(&r, "x", &[], &[], T).unwrap(), Value::str("ok"));
     assert_eq!(server.calls_to_answer(), 0);

@@ -1,20 +1,22 @@
 //! The application side of incoming calls: [`Object`] and the [`Call`]
 //! handle that answers them.
 
-use foolscap_core::broker::{Failure, ObjectId};
+use foolscap_core::broker::Failure;
+use foolscap_core::id::{IncomingId, ObjectId};
 use foolscap_core::identity::TubId;
-use foolscap_core::tub::IncomingId;
 use foolscap_core::value::{Text, Value};
 
 use crate::Tub;
 
 /// A remotely callable object (Python's `Referenceable`).
 ///
-/// [`Object::call`] runs on the thread that read the call from its
-/// connection, so it must not block: answer at once with
+/// [`Object::call`] runs on a thread of the engine (a connection's
+/// reader thread or the timer thread on the threads engine, the loop's
+/// thread on an event loop), so it must not block: answer at once with
 /// [`Call::reply`], or keep the [`Call`] (it is `Send`) and answer later,
-/// for instance from the callback of [`Tub::call_async`] or a
-/// [`Tub::after`] timer.
+/// for instance from the callback of [`Tub::call_async`], a
+/// [`Tub::after`] timer, or a thread of the application's own that does
+/// slow work.
 pub trait Object: Send + Sync + 'static {
     /// Handles one call. Every call must be answered once; a [`Call`]
     /// dropped unanswered answers with a failure.
@@ -75,7 +77,7 @@ impl Call {
 
     /// Whether the caller wants an answer (not `callRemoteOnly`).
     pub fn wants_answer(&self) -> bool {
-        self.id.req_id != 0
+        self.id.wants_answer()
     }
 
     /// The argument named `name`, or else the positional argument `pos`.

@@ -1,15 +1,16 @@
-//! The event-loop engine's call budget ([`DriverIo::call_budget`]): calls
-//! over the budget wait, in order, and go on once it allows. Two driven
-//! Tubs are wired back to back in memory by a minimal loop written here.
+//! Flow control through the driver seam: while an engine reports a
+//! connection's unsent output over `TubConfig::max_buffered_output`, the
+//! peer's calls wait, in order, and go on once it drains, a round of
+//! `calls_per_round` at a time within one drive. Two driven Tubs are wired
+//! back to back in memory by a minimal engine written here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use foolscap_blocking::{Call, DrivenTub, Driver, DriverIo, Object, PendingCalls, Tub};
+use foolscap_app::{Call, DrivenTub, Driver, DriverIo, Object, PendingCalls, Tub, TubConfig};
 use foolscap_core::identity::Identity;
-use foolscap_core::negotiation::ConnectionId;
-use foolscap_core::tub::{DialId, TubConfig};
+use foolscap_core::id::{ConnectionId, DialId};
 use foolscap_core::value::{RemoteRef, Value};
 
 struct NoLoop;
@@ -23,29 +24,32 @@ impl Driver for NoLoop {
     fn is_loop_thread(&self) -> bool {
         false
     }
+    fn release(&self) {}
 }
+
+/// Unsent output over the default bound (1 MiB).
+const STALLED: usize = 2 << 20;
 
 /// What one side's drive asked of the transport.
 #[derive(Default)]
 struct Io {
-    budget: usize,
+    /// What this transport reports as unsent after each transmit.
+    backlog: usize,
     sent: Vec<(ConnectionId, Vec<u8>)>,
     closed: Vec<ConnectionId>,
     dials: Vec<DialId>,
 }
 
 impl DriverIo for Io {
-    fn transmit(&mut self, connection: ConnectionId, data: &mut Vec<u8>) {
+    fn transmit(&mut self, connection: ConnectionId, data: &mut Vec<u8>) -> usize {
         self.sent.push((connection, std::mem::take(data)));
+        self.backlog
     }
     fn close(&mut self, connection: ConnectionId) {
         self.closed.push(connection);
     }
     fn dial(&mut self, dial: DialId, _host: String, _port: u16) {
         self.dials.push(dial);
-    }
-    fn call_budget(&mut self, _connection: ConnectionId) -> usize {
-        self.budget
     }
 }
 
@@ -70,12 +74,11 @@ impl Net {
     fn new() -> Net {
         let side = || {
             let id = Identity::generate().unwrap();
-            Tub::with_driver(id, TubConfig::default(), Arc::new(NoLoop)).unwrap()
+            let mut config = TubConfig::default();
+            config.calls_per_round = 4;
+            Tub::with_driver(id, config, Arc::new(NoLoop)).unwrap()
         };
-        let io = || Io {
-            budget: usize::MAX,
-            ..Io::default()
-        };
+        let io = Io::default;
         Net {
             tubs: [side(), side()],
             io: [io(), io()],
@@ -124,6 +127,14 @@ impl Net {
             .map(|&(_, c)| c)
             .expect("a connection")
     }
+
+    /// The server's transport stops (or starts again) taking bytes.
+    fn stall_server(&mut self, stalled: bool) {
+        let backlog = if stalled { STALLED } else { 0 };
+        self.io[0].backlog = backlog;
+        let conn = self.server_conn();
+        self.tubs[0].1.set_backlog(conn, backlog);
+    }
 }
 
 /// A server object on side 0 and side 1's reference to it.
@@ -160,57 +171,57 @@ fn send_calls(net: &Net, r: &RemoteRef, n: i64) -> Answers {
 }
 
 #[test]
-fn calls_over_the_budget_wait_in_order_and_go_on_later() {
+fn calls_wait_in_order_while_output_is_stalled_and_go_on_later() {
     let mut net = Net::new();
     let (obj, r) = connected(&mut net);
-    net.io[0].budget = 0;
+    net.stall_server(true);
     let answers = send_calls(&net, &r, 40);
     net.run();
     let conn = net.server_conn();
     assert!(obj.0.lock().unwrap().is_empty());
-    assert_eq!(
-        net.tubs[0].1.pending_calls(conn),
-        PendingCalls {
-            held: 40,
-            unanswered: 0
-        }
-    );
+    assert_eq!(net.tubs[0].1.pending_calls(conn).held, 40);
+    assert_eq!(net.tubs[0].1.pending_calls(conn).unanswered, 0);
+    assert!(!net.tubs[0].1.wants_input(conn));
     assert!(answers.lock().unwrap().is_empty());
-    // a small budget: every call is started, in arrival order
-    net.io[0].budget = 3;
+    // drained: every call is started, in arrival order
+    net.stall_server(false);
     net.run();
     let expected: Vec<i64> = (0..40).collect();
     assert_eq!(*obj.0.lock().unwrap(), expected);
     assert_eq!(net.tubs[0].1.pending_calls(conn), PendingCalls::default());
+    assert!(net.tubs[0].1.wants_input(conn));
     let doubled: Vec<Value> = (0..40).map(|i| Value::int(i * 2)).collect();
     assert_eq!(*answers.lock().unwrap(), doubled);
 }
 
 #[test]
-fn one_drive_goes_round_until_the_budget_or_the_calls_run_out() {
+fn one_drive_goes_round_after_round_until_the_calls_run_out() {
     let mut net = Net::new();
     let (obj, r) = connected(&mut net);
-    net.io[0].budget = 0;
+    net.stall_server(true);
     send_calls(&net, &r, 10);
     net.run();
-    // one drive with a budget of 4 per round that the answers do not
-    // change (this Io ignores its queue): round after round, all go
-    net.io[0].budget = 4;
+    assert!(obj.0.lock().unwrap().is_empty());
+    // one drive, 4 calls per round, a transport that keeps up: round
+    // after round, all go
+    net.stall_server(false);
     net.tubs[0].1.drive(&mut net.io[0]);
     assert_eq!(obj.0.lock().unwrap().len(), 10);
-    // and with the budget at 0 again, new calls wait behind nothing
-    net.io[0].budget = 0;
-    send_calls(&net, &r, 2);
+    // a transport that stops taking bytes stops the next round: the
+    // answers of the first 4 are over the bound
+    send_calls(&net, &r, 10);
+    net.io[0].backlog = STALLED;
     net.run();
     let conn = net.server_conn();
-    assert_eq!(net.tubs[0].1.pending_calls(conn).held, 2);
+    assert_eq!(obj.0.lock().unwrap().len(), 14);
+    assert_eq!(net.tubs[0].1.pending_calls(conn).held, 6);
 }
 
 #[test]
 fn held_calls_go_with_their_connection() {
     let mut net = Net::new();
     let (obj, r) = connected(&mut net);
-    net.io[0].budget = 0;
+    net.stall_server(true);
     send_calls(&net, &r, 5);
     net.run();
     let conn = net.server_conn();
@@ -218,7 +229,8 @@ fn held_calls_go_with_their_connection() {
     net.tubs[1].0.disconnect(&r);
     net.run();
     assert_eq!(net.tubs[0].1.pending_calls(conn), PendingCalls::default());
-    net.io[0].budget = usize::MAX;
+    assert_eq!(net.tubs[0].1.held_calls(), 0);
+    net.io[0].backlog = 0;
     net.run();
     assert!(obj.0.lock().unwrap().is_empty());
 }

@@ -1,0 +1,223 @@
+//! The one seam between the application's [`Tub`] handle and an engine.
+//!
+//! An engine (threads, an event loop, an async runtime) owns the sockets
+//! and the threads. It makes a Tub with [`Tub::with_driver`], giving the
+//! handle a [`Driver`] (how the handle asks it for attention) and keeping
+//! the [`DrivenTub`] (how it feeds the Tub). Everything else (the core,
+//! objects, callbacks, timers, flow control) is the handle's and the
+//! core's: an engine holds no protocol logic.
+//!
+//! ```text
+//! engine                                        DrivenTub (lock held briefly)
+//! socket accepted ─────────────────────────────► accept(now) -> ConnectionId
+//! outbound socket connected / failed ──────────► dial_connected(dial, now) / dial_failed
+//! bytes read ──────────────────────────────────► handle_input(conn, now, bytes)
+//! EOF or error ────────────────────────────────► handle_eof(conn, now)
+//! socket drained ──────────────────────────────► set_backlog(conn, unsent bytes)
+//! timer due ───────────────────────────────────► handle_timeout(now); poll_timeout()
+//! woken, or after any of the above ────────────► drive(&mut io): runs objects and callbacks
+//!         DriverIo::transmit(conn, bytes) ◄────  (core output, per connection)
+//!         DriverIo::close(conn) ◄──────────────  (after its last bytes)
+//!         DriverIo::dial(dial, host, port) ◄───  (a FURL hint to connect to)
+//! before reading a socket ─────────────────────► wants_input(conn) (flow control)
+//! ```
+
+use std::sync::Weak;
+use std::time::Instant;
+
+use foolscap_core::id::{ConnectionId, DialId};
+use foolscap_core::tub::{PendingCalls, TransportError};
+
+use crate::tub::{Shared, Tub};
+use crate::Error;
+
+/// What an engine does for the Tubs it carries.
+pub trait Driver: Send + Sync + 'static {
+    /// The Tub has work (output, events, a timer that moved): run
+    /// [`DrivenTub::drive`] soon. Called from any thread, without the
+    /// Tub's lock, and often: coalesce wake-ups. The handle does not call
+    /// it while the calling thread is inside [`DrivenTub::drive`] for the
+    /// same Tub (that drive picks the work up).
+    fn wake(&self);
+    /// Accepts connections on `listener` (bound, blocking mode) for the
+    /// Tub, with [`DrivenTub::accept`].
+    fn listen(&self, listener: std::net::TcpListener) -> std::io::Result<()>;
+    /// Stops accepting on the Tub's listeners (connections stay).
+    fn stop_listening(&self);
+    /// Whether the calling thread is one that must never wait for the
+    /// network (an event loop's own thread): blocking waits there are
+    /// refused with [`Error::WouldStallLoop`].
+    fn is_loop_thread(&self) -> bool;
+    /// The application dropped its last handle: close the Tub's sockets
+    /// and let its threads end.
+    fn release(&self);
+}
+
+/// Where [`DrivenTub::drive`] puts what the core asks of the transport.
+pub trait DriverIo {
+    /// Bytes to send on `connection`, in order. Take (`std::mem::take`)
+    /// what is kept past the call; the rest of `data` is reused. Returns
+    /// the bytes now queued for the connection and not yet taken by the
+    /// kernel (the core's flow control holds the peer's calls above
+    /// `TubConfig::max_buffered_output`).
+    fn transmit(&mut self, connection: ConnectionId, data: &mut Vec<u8>) -> usize;
+    /// Send what was transmitted on `connection`, then close its socket.
+    fn close(&mut self, connection: ConnectionId);
+    /// Open a TCP connection to `host:port` (an IPv6 address comes without
+    /// brackets), then [`DrivenTub::dial_connected`] or
+    /// [`DrivenTub::dial_failed`].
+    fn dial(&mut self, dial: DialId, host: String, port: u16);
+}
+
+/// The engine's side of a [`Tub`]. It does not keep the Tub alive: once
+/// the application dropped every handle, [`DrivenTub::is_alive`] is false
+/// and the engine closes the Tub's sockets.
+#[derive(Clone)]
+pub struct DrivenTub {
+    pub(crate) shared: Weak<Shared>,
+}
+
+impl std::fmt::Debug for DrivenTub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DrivenTub")
+            .field("alive", &self.is_alive())
+            .finish()
+    }
+}
+
+impl DrivenTub {
+    /// The application's handle, while it exists.
+    pub fn upgrade(&self) -> Option<Tub> {
+        self.shared.upgrade().map(|shared| Tub { shared })
+    }
+
+    /// Whether the application still holds the Tub.
+    pub fn is_alive(&self) -> bool {
+        self.shared.strong_count() > 0
+    }
+
+    /// Whether [`Tub::shutdown`] ran (or the Tub is gone).
+    pub fn is_shut_down(&self) -> bool {
+        self.upgrade().is_none_or(|t| t.lock().shutdown)
+    }
+
+    /// A socket was accepted. Refused (close it) after shutdown or over
+    /// the Tub's connection limit.
+    pub fn accept(&self, now: Instant) -> Result<ConnectionId, Error> {
+        let tub = self.upgrade().ok_or(Error::Shutdown)?;
+        let mut st = tub.lock();
+        if st.shutdown {
+            return Err(Error::Shutdown);
+        }
+        let conn = st.core.accept(now)?;
+        st.open.insert(conn);
+        Ok(conn)
+    }
+
+    /// The TCP connection for `dial` is open: the connection to feed, or
+    /// `None` (close the socket: nobody needs it any more).
+    pub fn dial_connected(&self, dial: DialId, now: Instant) -> Option<ConnectionId> {
+        let tub = self.upgrade()?;
+        let mut st = tub.lock();
+        let conn = st.core.dial_connected(dial, now)?;
+        st.open.insert(conn);
+        Some(conn)
+    }
+
+    /// The TCP connection for `dial` could not be opened.
+    pub fn dial_failed(&self, dial: DialId, error: TransportError) {
+        if let Some(tub) = self.upgrade() {
+            tub.lock().core.dial_failed(dial, error);
+        }
+    }
+
+    /// The socket addresses of `connection`, for a recorder's transcript
+    /// (see `foolscap_core::tub::Tub::set_addresses`).
+    pub fn set_addresses(
+        &self,
+        connection: ConnectionId,
+        local: std::net::SocketAddr,
+        peer: std::net::SocketAddr,
+    ) {
+        if let Some(tub) = self.upgrade() {
+            tub.lock().core.set_addresses(connection, local, peer);
+        }
+    }
+
+    /// Bytes read from `connection`'s socket.
+    pub fn handle_input(&self, connection: ConnectionId, now: Instant, data: &[u8]) {
+        if let Some(tub) = self.upgrade() {
+            tub.lock().core.handle_input(connection, now, data);
+        }
+    }
+
+    /// `connection`'s socket reached EOF or failed.
+    pub fn handle_eof(&self, connection: ConnectionId, now: Instant) {
+        if let Some(tub) = self.upgrade() {
+            tub.lock().core.handle_eof(connection, now);
+        }
+    }
+
+    /// The bytes queued for `connection` and not yet taken by the kernel
+    /// changed (the socket drained): see [`DriverIo::transmit`].
+    pub fn set_backlog(&self, connection: ConnectionId, bytes: usize) {
+        if let Some(tub) = self.upgrade() {
+            tub.lock().core.set_backlog(connection, bytes);
+        }
+    }
+
+    /// Whether to read `connection`'s socket now (false under flow
+    /// control: output over its bound, calls held, too many unanswered).
+    pub fn wants_input(&self, connection: ConnectionId) -> bool {
+        self.upgrade()
+            .is_none_or(|t| t.lock().core.wants_input(connection))
+    }
+
+    /// When [`DrivenTub::handle_timeout`] should next run: the core's
+    /// timers and the application's [`Tub::after`] callbacks.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let tub = self.upgrade()?;
+        let st = tub.lock();
+        st.next_deadline()
+    }
+
+    /// Runs the core's timers due at `now` and queues the application
+    /// callbacks due for the next [`DrivenTub::drive`].
+    pub fn handle_timeout(&self, now: Instant) {
+        let Some(tub) = self.upgrade() else { return };
+        tub.lock().handle_timeout(now);
+    }
+
+    /// Calls from peers on `connection` that objects have not answered
+    /// yet, held or started.
+    pub fn pending_calls(&self, connection: ConnectionId) -> PendingCalls {
+        self.upgrade()
+            .map_or_else(PendingCalls::default, |t| {
+                t.lock().core.pending_calls(connection)
+            })
+    }
+
+    /// Calls from peers held by flow control over all connections.
+    pub fn held_calls(&self) -> usize {
+        self.upgrade().map_or(0, |t| t.lock().core.held_calls())
+    }
+
+    /// Hands the core's output, closes and dials to `io`, and runs the
+    /// objects and callbacks that are due, until nothing is left. Call it
+    /// after feeding input or time, and when [`Driver::wake`] asked.
+    pub fn drive(&self, io: &mut dyn DriverIo) {
+        if let Some(tub) = self.upgrade() {
+            tub.drive(io);
+        }
+    }
+
+    /// Hands the core's output, closes and dials to `io` without running
+    /// any object or callback (an engine that must not run application
+    /// code on the calling thread flushes with this, and drives
+    /// elsewhere).
+    pub fn flush(&self, io: &mut dyn DriverIo) {
+        if let Some(tub) = self.upgrade() {
+            tub.lock().flush(io);
+        }
+    }
+}

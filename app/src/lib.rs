@@ -1,0 +1,77 @@
+//! The application's face of foolscap-rs: the [`Tub`] handle, remotely
+//! callable [`Object`]s and the [`Call`]s they answer, and the one
+//! [`Driver`] seam every engine implements.
+//!
+//! A Tub is made by an engine: `foolscap_threads` (blocking `std::net`,
+//! threads per connection), `foolscap_mio` (one event-loop thread for many
+//! Tubs), or any other through [`Tub::with_driver`]. The handle is the
+//! same whichever engine carries it: cheap to clone, `Send + Sync`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use foolscap_app::{Call, Object};
+//! use foolscap_core::value::Value;
+//!
+//! /// Python's `class Adder(Referenceable): def remote_add(self, a, b)`.
+//! struct Adder;
+//!
+//! impl Object for Adder {
+//!     fn call(&self, call: Call) {
+//!         match call.method.as_str() {
+//!             "add" => {
+//!                 let a = call.arg(0, "a").and_then(Value::as_i64).unwrap_or(0);
+//!                 let b = call.arg(1, "b").and_then(Value::as_i64).unwrap_or(0);
+//!                 call.answer(Value::int(a + b)) // or keep `call` and answer later
+//!             }
+//!             _ => call.no_such_method("Adder"),
+//!         }
+//!     }
+//! }
+//! let _adder: Arc<dyn Object> = Arc::new(Adder);
+//! ```
+//!
+//! Objects run on an engine's thread and must not block: answer at once,
+//! or keep the [`Call`] (it is `Send`) and answer later, for instance from
+//! the callback of [`Tub::call_async`] or a [`Tub::after`] timer. Slow
+//! work belongs on a thread of the application's own, which answers the
+//! kept `Call` when it is done. Blocking waits ([`Tub::call`],
+//! [`Tub::get_reference`]) are for application threads.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod driven;
+mod error;
+mod object;
+mod tub;
+
+pub use driven::{DrivenTub, Driver, DriverIo};
+pub use error::Error;
+pub use foolscap_core::tub::{PendingCalls, TransportError, TubConfig};
+pub use object::{Call, Object};
+pub use tub::Tub;
+
+use foolscap_core::identity::Identity;
+use foolscap_core::value::{RemoteRef, Value};
+
+/// The identity in a certFile, or a new one written there if the file is
+/// missing (like Python's `Tub(certFile=...)`).
+pub fn load_or_create_identity(path: impl AsRef<std::path::Path>) -> Result<Identity, Error> {
+    let path = path.as_ref();
+    match std::fs::read(path) {
+        Ok(text) => Ok(Identity::from_cert_file(text)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = Identity::generate()?;
+            std::fs::write(path, id.to_cert_file())?;
+            Ok(id)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The remote reference inside a value, if it is one.
+pub fn as_remote(v: &Value) -> Option<&RemoteRef> {
+    match v.unanchored() {
+        Value::Remote(r) => Some(r),
+        _ => None,
+    }
+}

@@ -1,0 +1,645 @@
+//! The application's Tub handle: one core Tub behind a mutex, with the
+//! application's objects, answer callbacks and timers, moved by whichever
+//! engine made it.
+
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use foolscap_core::broker::Failure;
+use foolscap_core::furl::{Furl, Hint};
+use foolscap_core::id::{CallId, ConnectionId, IncomingId, LookupId, ObjectId};
+use foolscap_core::identity::{Identity, TubId};
+use foolscap_core::rng::SystemRng;
+use foolscap_core::tub::{IncomingCall, Transport, Tub as CoreTub, TubConfig, TubEvent};
+use foolscap_core::value::{RemoteRef, Text, Value};
+
+use crate::driven::{DrivenTub, Driver, DriverIo};
+use crate::{Call, Error, Object};
+
+type AnswerFn = Box<dyn FnOnce(Result<Value, Error>) + Send>;
+type TimerFn = Box<dyn FnOnce() + Send>;
+type WatchFn = Box<dyn FnOnce() + Send>;
+
+/// A Tub: its identity, objects and connections. Clones share the Tub;
+/// the handle is `Send + Sync`, so any thread may call through it. An
+/// engine makes it (`foolscap_threads::tub`, `foolscap_mio::Runtime::tub`,
+/// or any [`Driver`] with [`Tub::with_driver`]).
+#[derive(Clone)]
+pub struct Tub {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Tub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tub")
+            .field("tubid", &self.shared.tubid)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Shared {
+    tubid: TubId,
+    identity: Identity,
+    state: Mutex<State>,
+    /// Notified when the last call from a peer was answered
+    /// ([`Tub::shutdown_within`] waits on it).
+    answered: Condvar,
+    driver: Arc<dyn Driver>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.driver.release();
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) core: CoreTub,
+    /// Connections with a socket (until their close).
+    pub(crate) open: HashSet<ConnectionId>,
+    pub(crate) shutdown: bool,
+    objects: HashMap<ObjectId, Arc<dyn Object>>,
+    calls: HashMap<CallId, AnswerFn>,
+    lookups: HashMap<LookupId, AnswerFn>,
+    watchers: HashMap<ConnectionId, Vec<(u64, WatchFn)>>,
+    next_watch: u64,
+    timers: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
+    timer_fns: HashMap<u64, TimerFn>,
+    next_timer: u64,
+    /// Timer callbacks due, for the next drive.
+    due: Vec<TimerFn>,
+    /// Reused output buffer.
+    buf: Vec<u8>,
+}
+
+impl State {
+    /// The earliest of the core's deadlines and the application's timers.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let app = self.timers.peek().map(|r| r.0 .0);
+        match (self.core.poll_timeout(), app) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs the core's timers due at `now`; application timers due move
+    /// to `due`, for the next drive.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        while let Some(std::cmp::Reverse((t, id))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(f) = self.timer_fns.remove(&id) {
+                self.due.push(f);
+            }
+        }
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+        }
+    }
+
+    /// Moves the core's bytes and transport commands to `io` (bytes
+    /// first, so a close follows its connection's last bytes).
+    pub(crate) fn flush(&mut self, io: &mut dyn DriverIo) {
+        let mut buf = std::mem::take(&mut self.buf);
+        while let Some(conn) = self.core.poll_transmit(&mut buf) {
+            let queued = io.transmit(conn, &mut buf);
+            self.core.set_backlog(conn, queued);
+        }
+        self.buf = buf;
+        while let Some(cmd) = self.core.poll_transport() {
+            match cmd {
+                Transport::Dial { dial, host, port } => io.dial(dial, host, port),
+                Transport::Close(conn) => {
+                    self.open.remove(&conn);
+                    io.close(conn);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The Tubs this thread is driving (running their callbacks) right
+    /// now: work those callbacks create is left to that drive, so a whole
+    /// batch of answers shares one TLS record and one write.
+    static DRIVING: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Work to do once the lock is released.
+enum Action {
+    Object(Arc<dyn Object>, Call),
+    Answer(AnswerFn, Result<Value, Error>),
+    Run(TimerFn),
+}
+
+impl Tub {
+    /// A Tub with `identity` and `config` whose I/O `driver` carries out:
+    /// the engine keeps the [`DrivenTub`] and feeds it socket events.
+    pub fn with_driver(
+        identity: Identity,
+        config: TubConfig,
+        driver: Arc<dyn Driver>,
+    ) -> Result<(Tub, DrivenTub), Error> {
+        let core = CoreTub::new(&identity, config, Box::new(SystemRng), Instant::now())?;
+        let shared = Arc::new(Shared {
+            tubid: identity.tubid(),
+            identity,
+            driver,
+            answered: Condvar::new(),
+            state: Mutex::new(State {
+                core,
+                open: HashSet::new(),
+                shutdown: false,
+                objects: HashMap::new(),
+                calls: HashMap::new(),
+                lookups: HashMap::new(),
+                watchers: HashMap::new(),
+                next_watch: 1,
+                timers: BinaryHeap::new(),
+                timer_fns: HashMap::new(),
+                next_timer: 1,
+                due: Vec::new(),
+                buf: Vec::new(),
+            }),
+        });
+        let driven = DrivenTub {
+            shared: Arc::downgrade(&shared),
+        };
+        Ok((Tub { shared }, driven))
+    }
+
+    /// This Tub's tubid.
+    pub fn tubid(&self) -> TubId {
+        self.shared.tubid
+    }
+
+    /// This Tub's identity (write it with `to_cert_file` to keep it).
+    pub fn identity(&self) -> &Identity {
+        &self.shared.identity
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ---- listening and objects ----
+
+    /// Listens on `addr` (e.g. `"127.0.0.1:0"` or `"[::1]:0"`) and returns
+    /// the bound address. If no location was set yet, FURLs get
+    /// `tcp:HOST:PORT` for it.
+    pub fn listen(&self, addr: impl ToSocketAddrs) -> Result<SocketAddr, Error> {
+        let listener = TcpListener::bind(addr)?;
+        let local = listener.local_addr()?;
+        {
+            let mut st = self.lock();
+            if st.shutdown {
+                return Err(Error::Shutdown);
+            }
+            if st.core.location().is_empty() {
+                st.core.set_location(vec![Hint::Tcp {
+                    host: local.ip().to_string(),
+                    port: local.port(),
+                    legacy: false,
+                }]);
+            }
+        }
+        self.shared.driver.listen(listener)?;
+        Ok(local)
+    }
+
+    /// Sets the connection hints put into FURLs (e.g.
+    /// `tcp:example.org:1234`).
+    pub fn set_location(&self, hints: &[&str]) {
+        let hints = hints.iter().map(|h| Hint::parse(h)).collect();
+        self.lock().core.set_location(hints);
+    }
+
+    /// Makes `object` reachable: the [`Value::Local`] to put into calls
+    /// and answers. Not published under any name; it stays alive while a
+    /// peer holds a reference to it.
+    pub fn local(&self, object: Arc<dyn Object>) -> Value {
+        let mut st = self.lock();
+        let id = st.core.new_object(object.interface());
+        st.objects.insert(id, object);
+        Value::Local(id)
+    }
+
+    /// Publishes `object` under `name` (a random swissnum if `None`) and
+    /// returns its FURL.
+    pub fn register(&self, object: Arc<dyn Object>, name: Option<&str>) -> Result<Furl, Error> {
+        let mut st = self.lock();
+        let id = st.core.new_object(object.interface());
+        st.objects.insert(id, object);
+        match st.core.register(id, name) {
+            Ok(furl) => Ok(furl),
+            Err(e) => {
+                st.objects.remove(&id);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Accepts received `copyable`s of this type (see
+    /// [`foolscap_core::tub::Tub::register_copyable`]); others are refused
+    /// with a Violation, as Python refuses unregistered RemoteCopy types.
+    pub fn register_copyable(&self, type_name: &str) {
+        self.lock().core.register_copyable(type_name);
+    }
+
+    /// Accepts copyables of every type.
+    pub fn accept_any_copyable(&self, any: bool) {
+        self.lock().core.accept_any_copyable(any);
+    }
+
+    /// Withdraws a name given to [`Tub::register`].
+    pub fn unregister(&self, name: &str) -> bool {
+        let found = self.lock().core.unregister(name).is_some();
+        self.finish();
+        found
+    }
+
+    /// The local object behind a [`Value::Local`] id.
+    pub fn object(&self, id: ObjectId) -> Option<Arc<dyn Object>> {
+        self.lock().objects.get(&id).cloned()
+    }
+
+    // ---- references and calls ----
+
+    /// Connects to the Tub of `furl` (or reuses the connection to it) and
+    /// returns the reference: a [`Value::Remote`], or [`Value::Local`] for
+    /// one of our own FURLs.
+    pub fn get_reference(&self, furl: &str, timeout: Duration) -> Result<Value, Error> {
+        self.may_block()?;
+        let furl = Furl::parse(furl)?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.get_reference_async(&furl, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait(rx, timeout)
+    }
+
+    /// [`Tub::get_reference`] without waiting: `done` runs with the result
+    /// (on an engine thread: it must not block).
+    pub fn get_reference_async(
+        &self,
+        furl: &Furl,
+        done: impl FnOnce(Result<Value, Error>) + Send + 'static,
+    ) {
+        let mut st = self.lock();
+        let lookup = st.core.get_reference(furl);
+        st.lookups.insert(lookup, Box::new(done));
+        drop(st);
+        self.finish();
+    }
+
+    /// Calls `method` and waits for the answer. Not from inside an
+    /// [`Object::call`] or a callback (use [`Tub::call_async`]): the
+    /// answer may need the very thread that waits.
+    pub fn call(
+        &self,
+        target: &RemoteRef,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+        timeout: Duration,
+    ) -> Result<Value, Error> {
+        self.may_block()?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.call_async(target, method, args, kwargs, move |r| {
+            let _ = tx.send(r);
+        })?;
+        self.wait(rx, timeout)
+    }
+
+    /// Calls `method`; `done` runs with the answer (on an engine thread:
+    /// it must not block).
+    pub fn call_async(
+        &self,
+        target: &RemoteRef,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+        done: impl FnOnce(Result<Value, Error>) + Send + 'static,
+    ) -> Result<(), Error> {
+        let mut st = self.lock();
+        let call = st.core.call(target, method, args, kwargs)?;
+        st.calls.insert(call, Box::new(done));
+        drop(st);
+        self.finish();
+        Ok(())
+    }
+
+    /// Python's `callRemoteOnly`: sends the call, wants no answer.
+    pub fn call_only(
+        &self,
+        target: &RemoteRef,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+    ) -> Result<(), Error> {
+        self.lock().core.call_only(target, method, args, kwargs)?;
+        self.finish();
+        Ok(())
+    }
+
+    pub(crate) fn answer(
+        &self,
+        id: IncomingId,
+        result: Result<Value, Failure>,
+    ) -> Result<(), Error> {
+        let mut st = self.lock();
+        let r = st.core.answer(id, result);
+        let idle = st.core.calls_to_answer() == 0;
+        drop(st);
+        if idle {
+            self.shared.answered.notify_all();
+        }
+        self.finish();
+        r.map_err(Error::from)
+    }
+
+    /// Whether the connection `reference` lives on is still open.
+    pub fn is_connected(&self, reference: &RemoteRef) -> bool {
+        self.lock().core.is_connected(reference.connection())
+    }
+
+    /// Drops the connection `reference` arrived over.
+    pub fn disconnect(&self, reference: &RemoteRef) {
+        self.lock().core.disconnect(reference.connection());
+        self.finish();
+    }
+
+    /// Runs `f` when the connection of `reference` ends (at once if it
+    /// already has). Returns a token for [`Tub::cancel_disconnect_watch`].
+    pub fn notify_on_disconnect(
+        &self,
+        reference: &RemoteRef,
+        f: impl FnOnce() + Send + 'static,
+    ) -> u64 {
+        let mut st = self.lock();
+        let conn = reference.connection();
+        let token = st.next_watch;
+        st.next_watch += 1;
+        if st.core.is_connected(conn) {
+            st.watchers
+                .entry(conn)
+                .or_default()
+                .push((token, Box::new(f)));
+            drop(st);
+        } else {
+            drop(st);
+            f();
+        }
+        token
+    }
+
+    /// Forgets a [`Tub::notify_on_disconnect`] callback.
+    pub fn cancel_disconnect_watch(&self, token: u64) {
+        let mut removed = Vec::new();
+        let mut st = self.lock();
+        for w in st.watchers.values_mut() {
+            if let Some(i) = w.iter().position(|(t, _)| *t == token) {
+                removed.push(w.remove(i));
+            }
+        }
+        // dropped without the lock: a callback may own a `Call`, whose drop
+        // answers through the Tub
+        drop(st);
+        drop(removed);
+    }
+
+    /// Runs `f` after `delay` (on an engine thread).
+    pub fn after(&self, delay: Duration, f: impl FnOnce() + Send + 'static) {
+        let mut st = self.lock();
+        let id = st.next_timer;
+        st.next_timer += 1;
+        st.timers
+            .push(std::cmp::Reverse((Instant::now() + delay, id)));
+        st.timer_fns.insert(id, Box::new(f));
+        drop(st);
+        // the engine must see the new deadline even inside a drive
+        self.shared.driver.wake();
+    }
+
+    /// Closes every connection and listener at once; outstanding calls
+    /// (ours and lookups) fail with [`Error::Shutdown`], calls from peers
+    /// not answered yet are lost with their connection.
+    pub fn shutdown(&self) {
+        let mut st = self.lock();
+        st.shutdown = true;
+        let mut failed: Vec<AnswerFn> = st.calls.drain().map(|(_, f)| f).collect();
+        failed.extend(st.lookups.drain().map(|(_, f)| f));
+        let conns: Vec<ConnectionId> = st.open.iter().copied().collect();
+        for c in conns {
+            st.core.disconnect(c);
+        }
+        drop(st);
+        self.shared.answered.notify_all();
+        self.stop_listening();
+        let actions = failed
+            .into_iter()
+            .map(|f| Action::Answer(f, Err(Error::Shutdown)))
+            .collect();
+        self.run_actions(actions);
+        self.shared.driver.wake();
+    }
+
+    /// A clean shutdown: stops listening, lets the answers to calls
+    /// already received go out (waiting at most `grace` for them), then
+    /// [`Tub::shutdown`]. Waits on the calling thread, which must not be
+    /// an event loop's.
+    pub fn shutdown_within(&self, grace: Duration) -> Result<(), Error> {
+        self.may_block()?;
+        let deadline = Instant::now() + grace;
+        self.stop_listening();
+        self.wait_for_answers(deadline);
+        self.shutdown();
+        Ok(())
+    }
+
+    /// Waits (on the calling thread, which must not be an event loop's)
+    /// until every call from a peer received so far is answered, or
+    /// `deadline` passes, or the Tub shuts down. Returns whether all were
+    /// answered.
+    pub fn wait_for_answers(&self, deadline: Instant) -> bool {
+        let mut st = self.lock();
+        while st.core.calls_to_answer() > 0 && !st.shutdown {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = self
+                .shared
+                .answered
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st.core.calls_to_answer() == 0
+    }
+
+    /// Stops accepting connections on every listener (the connections
+    /// stay open; [`Tub::listen`] may listen again).
+    pub fn stop_listening(&self) {
+        self.shared.driver.stop_listening();
+    }
+
+    /// Calls from peers, over all connections, that have not been
+    /// answered yet (started or still held back).
+    pub fn calls_to_answer(&self) -> usize {
+        self.lock().core.calls_to_answer()
+    }
+
+    /// Blocking waits would stall an event loop's thread (the answer
+    /// needs that very thread).
+    fn may_block(&self) -> Result<(), Error> {
+        if self.shared.driver.is_loop_thread() {
+            return Err(Error::WouldStallLoop);
+        }
+        Ok(())
+    }
+
+    /// Waits for a blocking call's result. A wait inside this Tub's own
+    /// drive (a callback that blocks) must not sit on output left for the
+    /// end of that drive: the engine is woken first.
+    fn wait(
+        &self,
+        rx: mpsc::Receiver<Result<Value, Error>>,
+        timeout: Duration,
+    ) -> Result<Value, Error> {
+        if self.driving_here() {
+            self.shared.driver.wake();
+        }
+        rx.recv_timeout(timeout)
+            .map_err(|_| Error::Timeout(timeout))?
+    }
+
+    // ---- driving ----
+
+    fn key(&self) -> usize {
+        Arc::as_ptr(&self.shared) as *const () as usize
+    }
+
+    fn driving_here(&self) -> bool {
+        let key = self.key();
+        DRIVING.with(|d| d.borrow().contains(&key))
+    }
+
+    /// Asks the engine to move what the last operation produced, unless
+    /// this thread is driving this Tub already (that drive moves it, in
+    /// one batch).
+    fn finish(&self) {
+        if !self.driving_here() {
+            self.shared.driver.wake();
+        }
+    }
+
+    /// [`DrivenTub::drive`]: rounds of output, events and callbacks until
+    /// nothing is left.
+    pub(crate) fn drive(&self, io: &mut dyn DriverIo) {
+        let key = self.key();
+        DRIVING.with(|d| d.borrow_mut().push(key));
+        loop {
+            let mut st = self.lock();
+            let mut actions = self.process(&mut st, io);
+            actions.extend(st.due.drain(..).map(Action::Run));
+            drop(st);
+            if actions.is_empty() {
+                break;
+            }
+            self.run_actions(actions);
+        }
+        DRIVING.with(|d| {
+            let mut d = d.borrow_mut();
+            if let Some(i) = d.iter().rposition(|k| *k == key) {
+                d.remove(i);
+            }
+        });
+    }
+
+    /// One round: hands the core's output to `io` and turns its events
+    /// into work for the application, under the lock. The core's flow
+    /// control decides which calls from peers are handed out this round.
+    fn process(&self, st: &mut State, io: &mut dyn DriverIo) -> Vec<Action> {
+        let mut actions = Vec::new();
+        loop {
+            st.flush(io);
+            let Some(ev) = st.core.poll_event() else {
+                break;
+            };
+            match ev {
+                TubEvent::Disconnected { connection, .. } => {
+                    for (_, f) in st.watchers.remove(&connection).unwrap_or_default() {
+                        actions.push(Action::Run(f));
+                    }
+                }
+                TubEvent::Reference { lookup, result } => {
+                    if let Some(f) = st.lookups.remove(&lookup) {
+                        actions.push(Action::Answer(f, result.map_err(Error::from)));
+                    }
+                }
+                TubEvent::Answer { call, result } => {
+                    if let Some(f) = st.calls.remove(&call) {
+                        actions.push(Action::Answer(f, result.map_err(Error::from)));
+                    }
+                }
+                TubEvent::Call(c) => self.deliver(st, c, &mut actions),
+                TubEvent::ObjectUnused(id) => {
+                    st.objects.remove(&id);
+                }
+                _ => {}
+            }
+        }
+        actions
+    }
+
+    /// Hands one call from a peer to its object (or answers it with a
+    /// failure when the object is gone).
+    fn deliver(&self, st: &mut State, c: IncomingCall, actions: &mut Vec<Action>) {
+        let call = Call {
+            tub: self.clone(),
+            id: c.id,
+            object: c.object,
+            caller: c.caller,
+            method: c.method,
+            args: c.args,
+            kwargs: c.kwargs,
+            answered: false,
+        };
+        match st.objects.get(&c.object) {
+            Some(obj) => actions.push(Action::Object(obj.clone(), call)),
+            None => {
+                let mut call = call;
+                call.answered = true;
+                let f = Failure::new("builtins.KeyError", format!("no local object {}", c.object));
+                let _ = st.core.answer(c.id, Err(f));
+            }
+        }
+    }
+
+    /// A panicking object or callback costs only its own call: the panic
+    /// is caught here (an unanswered [`Call`] answers with a failure as it
+    /// unwinds) and the engine's thread goes on.
+    fn run_actions(&self, actions: Vec<Action>) {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        for a in actions {
+            match a {
+                Action::Object(obj, call) => {
+                    let _ = catch_unwind(AssertUnwindSafe(|| obj.call(call)));
+                }
+                Action::Answer(f, r) => {
+                    let _ = catch_unwind(AssertUnwindSafe(|| f(r)));
+                }
+                Action::Run(f) => {
+                    let _ = catch_unwind(AssertUnwindSafe(f));
+                }
+            }
+        }
+    }
+}

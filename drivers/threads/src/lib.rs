@@ -1,0 +1,51 @@
+//! The threads engine: blocking `std::net` sockets, an accept thread per
+//! listener, a reader and a writer thread per connection, a thread per
+//! outbound dial (host names are resolved there), and one engine thread
+//! per Tub for timers and for events nobody's input produced.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), foolscap_app::Error> {
+//! let tub = foolscap_threads::new_tub()?;
+//! tub.listen("127.0.0.1:0")?;
+//! // tub.register(object, None)?; tub.call(...) from any thread
+//! # Ok(()) }
+//! ```
+//!
+//! Where application code runs: objects and callbacks run on the reader
+//! thread of the connection whose input produced them, or on the Tub's
+//! engine thread (timers, answers to lookups of our own FURLs, calls
+//! released by flow control); never on an application thread. An
+//! application thread that calls into the Tub only moves the bytes its
+//! call produced to the writer threads.
+//!
+//! Flow control is the core's (`TubConfig::max_buffered_output`,
+//! `calls_per_round`, `max_unanswered_calls`): each writer thread counts
+//! the bytes queued for it and reports them; while the core says not to
+//! read a connection, its reader thread waits for the writer to drain or
+//! for answers, and does not read.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod engine;
+
+use foolscap_app::{load_or_create_identity, Error, Tub, TubConfig};
+use foolscap_core::identity::Identity;
+
+pub use engine::CONNECT_TIMEOUT;
+
+/// A Tub with a new identity and the default settings, carried by its
+/// own threads.
+pub fn new_tub() -> Result<Tub, Error> {
+    tub(Identity::generate()?, TubConfig::default())
+}
+
+/// A Tub with the identity in a certFile (created there if missing, like
+/// Python's `Tub(certFile=...)`).
+pub fn tub_with_cert_file(path: impl AsRef<std::path::Path>) -> Result<Tub, Error> {
+    tub(load_or_create_identity(path)?, TubConfig::default())
+}
+
+/// A Tub with a given identity and settings, carried by its own threads.
+pub fn tub(identity: Identity, config: TubConfig) -> Result<Tub, Error> {
+    engine::start(identity, config)
+}
