@@ -57,7 +57,7 @@ use bytes::Bytes;
 use foolscap::blocking::{Call, Object, Tub};
 use foolscap::broker::{Failure, ObjectId};
 use foolscap::mio::{LoopConfig, Runtime};
-use foolscap::value::{repr, AnchorId, Copyable, Int, RemoteRef, Text, Value};
+use foolscap::value::{AnchorId, Copyable, Int, RemoteRef, Text, Value};
 use num_bigint::BigInt;
 
 /// `big(n)` refuses n > 256 MiB.
@@ -120,11 +120,11 @@ fn value_error(message: impl Into<String>) -> Failure {
 /// Python's `repr(x)`.
 fn py_repr(v: &Value) -> String {
     match v.unanchored() {
-        // (repr::to_python writes float('nan') and float('inf'), which
+        // (foolscap_literal::to_python writes float('nan') and float('inf'), which
         // evaluate back to the value, where Python prints nan and inf)
         Value::Float(f) if f.is_nan() => "nan".into(),
         Value::Float(f) if f.is_infinite() => if *f > 0.0 { "inf" } else { "-inf" }.into(),
-        other => repr::to_python(other),
+        other => foolscap_literal::to_python(other),
     }
 }
 
@@ -575,7 +575,7 @@ fn py_float(v: &Value, tub: &Tub) -> Result<f64, Failure> {
                 Ok(f) if underscores_ok => Ok(f),
                 _ => Err(value_error(format!(
                     "could not convert string to float: {}",
-                    repr::to_python(v)
+                    foolscap_literal::to_python(v)
                 ))),
             }
         }

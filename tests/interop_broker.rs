@@ -19,14 +19,14 @@ use common::negotiation::{data_path, dial, identity};
 use foolscap::broker::{BrokerEvent, CallError, CloseReason};
 use foolscap::negotiation::{ConnectionTable, TlsContext};
 use foolscap::rng::SeededRng;
-use foolscap::value::{literal, Text, Value};
+use foolscap::value::{Text, Value};
 
 fn deadline() -> Instant {
     Instant::now() + Duration::from_secs(30)
 }
 
 fn py(text: &str) -> Value {
-    literal::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    foolscap_literal::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
 #[test]

@@ -13,7 +13,8 @@
 mod common;
 
 use common::*;
-use foolscap::value::{literal, repr, Value};
+use foolscap::value::Value;
+use foolscap_literal::{parse, to_python};
 use serde_json::{json, Value as Json};
 
 fn corpus(table: u32) -> Vec<Json> {
@@ -46,12 +47,12 @@ fn python_corpus_both_ways(table: u32) {
                 hex(&encode(&value, vocab))
             ));
         }
-        let text = repr::to_python(&value);
+        let text = to_python(&value);
         let mut check = json!({"name": name, "hex": hex(&encode(&value, vocab))});
         if case["evaluable"].as_bool() == Some(true) {
             check["text"] = json!(text);
             // a value built from our printed text encodes exactly as Python did
-            match literal::parse(&text) {
+            match parse(&text) {
                 Ok(parsed) => {
                     let ours = encode(&parsed, vocab);
                     if case["deterministic"].as_bool() == Some(true) {
@@ -212,7 +213,7 @@ fn generated_values_through_python() {
             let Some(py_hex) = r["hex"].as_str() else {
                 failures.push(format!(
                     "{id}: Python refused {}: {}",
-                    repr::to_python(v),
+                    to_python(v),
                     r["error"]
                 ));
                 continue;
@@ -225,8 +226,8 @@ fn generated_values_through_python() {
                     if !same_modulo_set_order(&back, &ours) {
                         failures.push(format!(
                             "{id}: {} came back as {}",
-                            repr::to_python(&ours),
-                            repr::to_python(&back)
+                            to_python(&ours),
+                            to_python(&back)
                         ));
                     }
                 }
@@ -325,7 +326,7 @@ fn receive_rules_match_python() {
             let py_ok = r["ok"].as_bool() == Some(true);
             match (&ours, py_ok) {
                 (Ok(values), true) => {
-                    let text: Vec<String> = values.iter().map(repr::to_python).collect();
+                    let text: Vec<String> = values.iter().map(to_python).collect();
                     let ours_repr = text.join("\n");
                     let py_repr = r["repr"].as_str().unwrap_or_default();
                     if ours_repr != py_repr {
@@ -451,8 +452,8 @@ fn random_streams_match_python() {
                     // Python cannot send what it decoded (a dict whose keys
                     // it cannot sort): compare the printed forms instead
                     let py_repr = r["repr"].as_str().unwrap_or_default();
-                    let ours: Vec<String> = values.iter().map(repr::to_python).collect();
-                    let same = match literal::parse(py_repr) {
+                    let ours: Vec<String> = values.iter().map(to_python).collect();
+                    let same = match parse(py_repr) {
                         Ok(theirs) => {
                             values.len() == 1 && same_modulo_set_order(&theirs, &values[0])
                         }
@@ -479,11 +480,7 @@ fn random_streams_match_python() {
                     other => failures.push(format!(
                         "{}: we {}, Python {} ({other:?})",
                         hex(s),
-                        values
-                            .iter()
-                            .map(repr::to_python)
-                            .collect::<Vec<_>>()
-                            .join(" "),
+                        values.iter().map(to_python).collect::<Vec<_>>().join(" "),
                         r["repr"]
                     )),
                 }

@@ -371,7 +371,7 @@ fn furl_of(t: &Transcript, server: &Identity, swissnum: &str) -> String {
 }
 
 fn lit(text: &str) -> Value {
-    foolscap::value::literal::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    foolscap_literal::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
 fn echo(c: &IncomingCall) -> Result<Value, Failure> {

@@ -13,8 +13,8 @@ use foolscap_blocking::{load_or_create_identity, Error, Tub};
 use foolscap_core::identity::Identity;
 use foolscap_core::negotiation::{Recorder, RecorderHandle};
 use foolscap_core::tub::TubConfig;
-use foolscap_core::value::repr::to_python;
-use foolscap_core::value::{literal, Text, Value};
+use foolscap_core::value::{Text, Value};
+use foolscap_literal::to_python;
 use foolscap_mio::{LoopConfig, Runtime};
 use foolscap_replay::TranscriptWriter;
 
@@ -87,7 +87,7 @@ pub fn run(args: CallArgs) -> ExitCode {
             Some((name, src)) => (Some(name), src),
             None => (None, text.as_str()),
         };
-        let value = match literal::parse(src) {
+        let value = match foolscap_literal::parse(src) {
             Ok(v) => v,
             Err(e) => {
                 return fail(

@@ -19,9 +19,8 @@ use std::process::ExitCode;
 use bytes::BytesMut;
 use clap::{Args, Parser, Subcommand};
 use foolscap_core::banana::{Token, TokenDecoder, TokenLimits, VocabTable};
-use foolscap_core::value::literal;
-use foolscap_core::value::repr::{to_python, write_python};
 use foolscap_core::value::{Deserializer, Event, Int, Limits, Serializer, Value};
+use foolscap_literal::{to_python, write_python};
 
 /// Encode and decode Foolscap's banana serialization.
 #[derive(Debug, Parser)]
@@ -139,7 +138,7 @@ fn encode(args: EncodeArgs) -> Outcome {
     let mut ser = Serializer::new(vocab_table(args.vocab));
     let mut out = BytesMut::new();
     for (n, text) in args.values.iter().enumerate() {
-        let value = literal::parse(text).map_err(|e| {
+        let value = foolscap_literal::parse(text).map_err(|e| {
             let mut msg = format!("VALUE #{} is not a valid literal: {e}", n + 1);
             // Point at the offending character when the argument fits a line.
             if !text.contains(['\n', '\r']) && text.chars().count() <= 200 {

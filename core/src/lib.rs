@@ -5,7 +5,8 @@
 //!
 //! * [`banana`]: the token codec (wire-protocol reference §4).
 //! * [`value`]: the value model and its streaming (de)serializer (§5.1-5.3,
-//!   5.7), plus the Python-literal syntax used by the tools.
+//!   5.7), plus the Python `repr()` quoting of str and bytes that wire
+//!   texts need (the full literal syntax is the `foolscap-literal` crate).
 //! * [`identity`], [`furl`]: Tub identities, tubids and FURLs (§2).
 //! * [`negotiation`]: connection establishment, both roles, plaintext phase,
 //!   TLS and hello/decision (§3), ending in a plaintext [`negotiation::Session`].

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use foolscap::blocking::{Call, Error, Object, Tub};
 use foolscap::broker::{CallError, Failure};
-use foolscap::value::{literal, Text, Value};
+use foolscap::value::{Text, Value};
 use serde_json::Value as Json;
 
 use super::{encode, run_script_json, vocab, Driver, Engine};
@@ -76,7 +76,7 @@ impl Object for Recorder {
 }
 
 pub fn lit(s: &str) -> Value {
-    literal::parse(s).unwrap_or_else(|e| panic!("literal {s:?}: {e}"))
+    foolscap_literal::parse(s).unwrap_or_else(|e| panic!("literal {s:?}: {e}"))
 }
 
 /// The same structure, sharing and cycles included: equal canonical bytes

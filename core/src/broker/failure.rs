@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use thiserror::Error;
 
+use crate::value::pyrepr::str_repr;
 use crate::value::{Copyable, Text, Value};
 
 /// The copyable type name a Failure travels under.
@@ -108,7 +109,7 @@ impl Failure {
             "foolscap.tokens.Violation",
             format!(
                 "Violation (<RootUnslicer>.<methodcall reqID={req_id}>): ({},)",
-                py_str_repr(why)
+                str_repr(why)
             ),
         )
     }
@@ -232,34 +233,4 @@ fn elide_traceback(s: &str) -> String {
     let head: String = s.chars().take(700).collect();
     let tail: String = s.chars().skip(n - 1200).collect();
     format!("{head}\n\n-- TRACEBACK ELIDED --\n\n{tail}")
-}
-
-/// Python's `repr()` of a str (the common cases: quote choice and the
-/// escapes of quotes, backslashes and control characters).
-pub(crate) fn py_str_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
 }

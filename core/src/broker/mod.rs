@@ -27,6 +27,7 @@ use crate::banana::encode::{put_error, put_ping_pong};
 use crate::banana::{TypeByte, VocabTable};
 use crate::furl::Furl;
 use crate::identity::TubId;
+use crate::value::pyrepr::str_repr;
 use crate::value::{
     Deserializer, EncodeError, IncomingCall, Limits, MyReference, PbEvent, RefEncoder, RemoteRef,
     Serializer, Text, Value,
@@ -837,10 +838,7 @@ impl Broker {
                         let hint: String = String::from_utf8_lossy(name).chars().take(2).collect();
                         let msg =
                             format!("unable to find reference for name starting with '{hint}'");
-                        self.send_error(
-                            req,
-                            &Failure::new("builtins.KeyError", failure::py_str_repr(&msg)),
-                        );
+                        self.send_error(req, &Failure::new("builtins.KeyError", str_repr(&msg)));
                     }
                 }
             }
@@ -994,10 +992,7 @@ impl Broker {
         const INTERNAL: &str = "exception while processing data, more information in the logfiles";
         let text = match &e {
             ProtocolError::Decode(d) => match d.python_banana_text() {
-                Some(why) => format!(
-                    "BananaError(in <RootUnslicer>): ({},)",
-                    failure::py_str_repr(&why)
-                ),
+                Some(why) => format!("BananaError(in <RootUnslicer>): ({},)", str_repr(&why)),
                 None => INTERNAL.into(),
             },
             _ => INTERNAL.into(),

@@ -123,9 +123,7 @@ impl DecodeError {
         Some(match self {
             Token(TokenError::HeaderTooLong { received, .. }) => format!(
                 "token prefix is limited to 64 bytes: but got {}",
-                crate::value::repr::to_python(&crate::value::Value::Bytes(
-                    bytes::Bytes::copy_from_slice(received)
-                ))
+                crate::value::pyrepr::bytes_repr(received)
             ),
             Token(TokenError::InvalidTypeByte { byte, .. }) => {
                 format!("Invalid Type Byte 0x{byte:x}")

@@ -21,9 +21,8 @@ mod decimal;
 mod error;
 mod int;
 mod limits;
-pub mod literal;
 mod pyops;
-pub mod repr;
+pub mod pyrepr;
 mod ser;
 mod text;
 

@@ -20,7 +20,7 @@ use foolscap_blocking::{load_or_create_identity, Call, Object, Tub};
 use foolscap_core::broker::Failure;
 use foolscap_core::negotiation::RecorderHandle;
 use foolscap_core::tub::TubConfig;
-use foolscap_core::value::{literal, Value};
+use foolscap_core::value::Value;
 use foolscap_replay::TranscriptWriter;
 
 /// The swissnum the served object is registered under.
@@ -106,7 +106,7 @@ impl Object for Observer {
 /// The arguments of the echo call (the 02-types values, sharing and a
 /// cycle included).
 pub fn rich_args() -> Vec<Value> {
-    let Value::List(mut args) = literal::parse(
+    let Value::List(mut args) = foolscap_literal::parse(
         "[[1, 2], (3, 4), {'k': 'v'}, {5}, frozenset({6}), 'h\\u00e9llo', b'bytes', True, \
          False, None, 1.5, 1180591620717411303424, -5, -1099511627776, Decimal('1.25')]",
     )

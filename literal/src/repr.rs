@@ -1,5 +1,5 @@
 //! [`Value`] → Python literal syntax (see [`to_python`]), the inverse of
-//! [`super::literal`].
+//! [`crate::parse`].
 //!
 //! The output is what Python's `repr()` prints for the same value, so that
 //! `eval()` (with `from decimal import Decimal` in scope) gives an equal
@@ -21,16 +21,17 @@
 //!   conversion stays linear in the size.
 //! * Which characters count as printable follows Python's rules for the
 //!   control, format, separator and private-use characters and the
-//!   noncharacters; other unassigned code points print as themselves.
+//!   noncharacters; other unassigned code points print as themselves
+//!   (str and bytes quote through [`foolscap_core::value::pyrepr`], as the
+//!   core's wire texts do).
 //!
 //! The printer keeps an explicit stack, so deep values never threaten the
 //! thread's stack, and [`write_python`] bounds the output: shared values
 //! are expanded at each use, so a small hostile value can stand for an
 //! exponentially large text.
 
+use foolscap_core::value::{pyrepr, AnchorId, Int, Text, Value};
 use thiserror::Error;
-
-use super::{AnchorId, Int, Text, Value};
 
 /// Why [`write_python`] gave up.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -114,70 +115,13 @@ impl Out<'_> {
 
     /// A str literal with Python's quote choice and escapes.
     fn str_repr(&mut self, s: &str) -> Result<(), ReprError> {
-        let quote = quote_for(s.as_bytes());
-        self.push_str(if quote == b'"' { "\"" } else { "'" })?;
-        let mut run = 0;
-        for (i, c) in s.char_indices() {
-            let plain = match c {
-                '\\' => false,
-                c if c as u32 == quote as u32 => false,
-                ' '..='~' => true,
-                c if (c as u32) <= 0x7f => false,
-                c => is_printable(c),
-            };
-            if plain {
-                continue;
-            }
-            self.push_str(&s[run..i])?;
-            run = i + c.len_utf8();
-            match c {
-                '\\' => self.push_str("\\\\")?,
-                '\t' => self.push_str("\\t")?,
-                '\n' => self.push_str("\\n")?,
-                '\r' => self.push_str("\\r")?,
-                c if c as u32 == quote as u32 => {
-                    self.push_str(if quote == b'"' { "\\\"" } else { "\\'" })?
-                }
-                c => {
-                    let n = c as u32;
-                    if n <= 0xff {
-                        self.push_fmt(format_args!("\\x{n:02x}"))?
-                    } else if n <= 0xffff {
-                        self.push_fmt(format_args!("\\u{n:04x}"))?
-                    } else {
-                        self.push_fmt(format_args!("\\U{n:08x}"))?
-                    }
-                }
-            }
-        }
-        self.push_str(&s[run..])?;
-        self.push_str(if quote == b'"' { "\"" } else { "'" })
+        // `Out` fails as a writer only when the bound is reached.
+        pyrepr::write_str_repr(self, s).map_err(|_| self.too_long())
     }
 
     /// A bytes literal with Python's quote choice and escapes.
     fn bytes_repr(&mut self, b: &[u8]) -> Result<(), ReprError> {
-        let quote = quote_for(b);
-        self.push_str(if quote == b'"' { "b\"" } else { "b'" })?;
-        let mut run = 0;
-        for (i, &c) in b.iter().enumerate() {
-            if (b' '..=b'~').contains(&c) && c != b'\\' && c != quote {
-                continue;
-            }
-            // b[run..i] is printable ASCII, hence a valid str.
-            self.push_str(std::str::from_utf8(&b[run..i]).unwrap_or(""))?;
-            run = i + 1;
-            match c {
-                b'\\' => self.push_str("\\\\")?,
-                b'\t' => self.push_str("\\t")?,
-                b'\n' => self.push_str("\\n")?,
-                b'\r' => self.push_str("\\r")?,
-                b'"' => self.push_str("\\\"")?,
-                b'\'' => self.push_str("\\'")?,
-                c => self.push_fmt(format_args!("\\x{c:02x}"))?,
-            }
-        }
-        self.push_str(std::str::from_utf8(&b[run..]).unwrap_or(""))?;
-        self.push_str(if quote == b'"' { "\"" } else { "'" })
+        pyrepr::write_bytes_repr(self, b).map_err(|_| self.too_long())
     }
 
     /// Optional bytes that are usually text (an interface name, a FURL).
@@ -221,61 +165,18 @@ impl Out<'_> {
     }
 }
 
+/// Lets the core's quoting functions write straight into the bounded
+/// output: a piece that does not fit fails with `fmt::Error`, which the
+/// callers turn back into [`ReprError::TooLong`].
+impl std::fmt::Write for Out<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push_str(s).map_err(|_| std::fmt::Error)
+    }
+}
+
 /// Ints with more bits print in hex (every int up to this size has fewer
 /// than Python's 4300-digit `eval` limit).
 const HEX_ABOVE_BITS: u64 = 14_000;
-
-/// Python's quote choice: `"` if the text has `'` and no `"`, else `'`.
-fn quote_for(b: &[u8]) -> u8 {
-    if b.contains(&b'\'') && !b.contains(&b'"') {
-        b'"'
-    } else {
-        b'\''
-    }
-}
-
-/// Python's `str.isprintable()` for one non-ASCII character, as far as it
-/// can be told without the Unicode tables: C1 controls, the Zs/Zl/Zp
-/// separators, the Cf format characters, private use and noncharacters are
-/// not printable (Unicode 14, as in Python 3.11).
-fn is_printable(c: char) -> bool {
-    const NOT_PRINTABLE: &[(u32, u32)] = &[
-        (0x80, 0xA0),
-        (0xAD, 0xAD),
-        (0x600, 0x605),
-        (0x61C, 0x61C),
-        (0x6DD, 0x6DD),
-        (0x70F, 0x70F),
-        (0x890, 0x891),
-        (0x8E2, 0x8E2),
-        (0x1680, 0x1680),
-        (0x180E, 0x180E),
-        (0x2000, 0x200F),
-        (0x2028, 0x202F),
-        (0x205F, 0x2064),
-        (0x2066, 0x206F),
-        (0x3000, 0x3000),
-        (0xE000, 0xF8FF),
-        (0xFDD0, 0xFDEF),
-        (0xFEFF, 0xFEFF),
-        (0xFFF9, 0xFFFB),
-        (0x110BD, 0x110BD),
-        (0x110CD, 0x110CD),
-        (0x13430, 0x1343F),
-        (0x1BCA0, 0x1BCA3),
-        (0x1D173, 0x1D17A),
-        (0xE0001, 0xE0001),
-        (0xE0020, 0xE007F),
-        (0xF0000, 0x10FFFF),
-    ];
-    let n = c as u32;
-    if n & 0xFFFE == 0xFFFE {
-        // U+xFFFE and U+xFFFF in every plane are noncharacters.
-        return false;
-    }
-    let i = NOT_PRINTABLE.partition_point(|&(_, hi)| hi < n);
-    NOT_PRINTABLE.get(i).is_none_or(|&(lo, _)| lo > n)
-}
 
 /// Python's `repr(float)`: the shortest digits that round-trip, in
 /// scientific notation when the decimal exponent is below -4 or above 16.
@@ -678,9 +579,9 @@ fn open_items<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::literal::parse;
-    use crate::value::{py_eq, Copyable, Decimal, MyReference, TheirReference};
+    use crate::parse;
     use bytes::Bytes;
+    use foolscap_core::value::{py_eq, Copyable, Decimal, MyReference, TheirReference};
     use num_bigint::BigInt;
 
     fn d(s: &str) -> Value {
@@ -840,34 +741,6 @@ mod tests {
             parse(&to_python(&Value::bytes(&all))).unwrap(),
             Value::bytes(&all)
         );
-    }
-
-    #[test]
-    fn printable_table() {
-        for c in [
-            '\u{a1}',
-            '\u{378}',
-            '\u{ac00}',
-            '\u{fffd}',
-            '\u{1f600}',
-            '\u{e0100}',
-        ] {
-            assert!(is_printable(c), "{c:?}");
-        }
-        for c in [
-            '\u{80}',
-            '\u{a0}',
-            '\u{ad}',
-            '\u{2028}',
-            '\u{2029}',
-            '\u{202f}',
-            '\u{fffe}',
-            '\u{f8ff}',
-            '\u{e007f}',
-            '\u{10ffff}',
-        ] {
-            assert!(!is_printable(c), "{c:?}");
-        }
     }
 
     #[test]

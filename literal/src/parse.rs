@@ -1,5 +1,5 @@
 //! Python literal syntax → [`Value`] (see [`parse`]), the inverse of
-//! [`super::repr`]. Used by the `foolscap` tool and by tests to write
+//! [`crate::to_python`]. Used by the `foolscap` tool and by tests to write
 //! values the way a Python programmer would.
 //!
 //! The grammar is the subset of Python expressions that spells the value
@@ -23,8 +23,7 @@ use num_bigint::BigInt;
 use num_traits::{Num, ToPrimitive};
 use thiserror::Error;
 
-use super::pyops::{py_eq, py_hash};
-use super::{Decimal, Int, Text, Value};
+use foolscap_core::value::{py_eq, py_hash, Decimal, Int, Text, Value};
 
 /// Deepest nesting of brackets and calls [`parse`] accepts.
 pub const MAX_DEPTH: usize = 1000;
@@ -1352,15 +1351,15 @@ mod tests {
         ] {
             assert_eq!(p(src), Value::Float(v), "{src}");
         }
-        assert_eq!(p("-0.0").unwrap_float().to_bits(), (-0.0f64).to_bits());
+        assert_eq!(unwrap_float(p("-0.0")).to_bits(), (-0.0f64).to_bits());
         assert_eq!(
-            p("-float('0')").unwrap_float().to_bits(),
+            unwrap_float(p("-float('0')")).to_bits(),
             (-0.0f64).to_bits()
         );
-        assert!(p("float('nan')").unwrap_float().is_nan());
-        assert!(p("float('NaN')").unwrap_float().is_nan());
+        assert!(unwrap_float(p("float('nan')")).is_nan());
+        assert!(unwrap_float(p("float('NaN')")).is_nan());
         assert_eq!(p("float('nan')"), Value::Float(f64::NAN));
-        assert!(p("-float('nan')").unwrap_float().is_nan());
+        assert!(unwrap_float(p("-float('nan')")).is_nan());
         for bad in [
             "float('x')",
             "float('1_')",
@@ -1377,12 +1376,10 @@ mod tests {
         ));
     }
 
-    impl Value {
-        fn unwrap_float(&self) -> f64 {
-            match self {
-                Value::Float(f) => *f,
-                other => panic!("not a float: {other:?}"),
-            }
+    fn unwrap_float(v: Value) -> f64 {
+        match v {
+            Value::Float(f) => f,
+            other => panic!("not a float: {other:?}"),
         }
     }
 
