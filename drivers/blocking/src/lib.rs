@@ -253,24 +253,17 @@ impl Tub {
 
     // ---- listening and objects ----
 
-    /// Listens on `addr` (e.g. `"127.0.0.1:0"`) and returns the bound
-    /// address. If no location was set yet, FURLs get `tcp:HOST:PORT` for
-    /// it.
+    /// Listens on `addr` (e.g. `"127.0.0.1:0"` or `"[::1]:0"`) and returns
+    /// the bound address. If no location was set yet, FURLs get
+    /// `tcp:HOST:PORT` for it (`tcp:[::1]:PORT` for IPv6).
     pub fn listen(&self, addr: impl ToSocketAddrs) -> Result<SocketAddr, Error> {
         let listener = TcpListener::bind(addr)?;
         let local = listener.local_addr()?;
         {
             let mut st = self.lock();
             if st.core.location().is_empty() {
-                let host = match local.ip() {
-                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-                    std::net::IpAddr::V4(ip) => ip.to_string(),
-                };
-                st.core.set_location(vec![Hint::Tcp {
-                    host,
-                    port: local.port(),
-                    legacy: false,
-                }]);
+                // the hint holds an IPv6 host bare; writing it brackets it
+                st.core.set_location(vec![Hint::from_socket_addr(local)]);
             }
             if st.shutdown {
                 return Err(Error::Shutdown);

@@ -166,8 +166,9 @@ fn dial_thread(weak: Weak<Shared>, dial: DialId, host: String, port: u16) {
     tub.finish(st);
 }
 
+/// `host` is bare, as a TCP hint holds it (`::1`, `fe80::1%eth0`, a
+/// name or a dotted quad): what the resolver takes.
 fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     let mut last = None;
     for addr in (host, port).to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
