@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example kitchen_sink -- FURLFILE [--port N] [--name SWISSNUM]
 //!                                               [--certfile PEM] [--max-seconds S]
-//!                                               [--driver mio|threads]
+//!                                               [--driver mio|threads] [--listen HOST]
 //! ```
 //!
 //! `--driver` picks the engine that carries the Tub: `mio` (the default)
@@ -14,10 +14,13 @@
 //! one timer thread). The objects are the same code on both: they never
 //! block, answering at once or later from a callback.
 //!
-//! It listens on 127.0.0.1 (port 0, the default, picks a free port),
-//! registers one `KitchenSink` under SWISSNUM (`kitchen-sink` by default)
-//! and writes its FURL, followed by a newline, to FURLFILE atomically (a
-//! temporary file renamed into place). With `--certfile` the Tub's identity
+//! It listens on `--listen HOST` (default 127.0.0.1; an IPv6 address
+//! such as `::1`, with or without brackets, or a name, which is resolved)
+//! at `--port` (0, the default, picks a free port) and puts the address
+//! it bound into its FURL (`tcp:[::1]:PORT` for IPv6). It registers one
+//! `KitchenSink` under SWISSNUM (`kitchen-sink` by default) and writes its
+//! FURL, followed by a newline, to FURLFILE atomically (a temporary file
+//! renamed into place). With `--certfile` the Tub's identity
 //! is read from that PEM file, which is created if missing. The server exits
 //! after `--max-seconds` (default 3600; a clean shutdown: on mio the
 //! runtime gets 5 s to send answers already due), or on SIGTERM/SIGINT
@@ -1614,6 +1617,7 @@ enum Driver {
 
 struct Options {
     furl_file: String,
+    listen: String,
     port: u16,
     name: String,
     cert_file: Option<String>,
@@ -1622,7 +1626,8 @@ struct Options {
 }
 
 const USAGE: &str = "usage: kitchen_sink FURLFILE [--port N] [--name SWISSNUM] \
-                     [--certfile PEM] [--max-seconds S] [--driver mio|threads]";
+                     [--certfile PEM] [--max-seconds S] [--driver mio|threads] \
+                     [--listen HOST]";
 
 /// The time `--max-seconds` leaves the mio runtime for answers already due.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -1630,6 +1635,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 fn parse_options() -> Result<Options, String> {
     let mut opts = Options {
         furl_file: String::new(),
+        listen: "127.0.0.1".into(),
         port: 0,
         name: "kitchen-sink".into(),
         cert_file: None,
@@ -1660,6 +1666,15 @@ fn parse_options() -> Result<Options, String> {
         let bad = |_| format!("bad value for {name}: {value}");
         match name.as_str() {
             "--port" => opts.port = value.parse().map_err(bad)?,
+            "--listen" => {
+                // `[::1]` as well as `::1`: brackets are how IPv6 addresses
+                // are written next to a port, so people type them
+                let host = value.strip_prefix('[').and_then(|v| v.strip_suffix(']'));
+                opts.listen = host.unwrap_or(&value).to_string();
+                if opts.listen.is_empty() {
+                    return Err(format!("bad value for {name}: {value}"));
+                }
+            }
             "--name" => opts.name = value.clone(),
             "--certfile" => opts.cert_file = Some(value.clone()),
             "--max-seconds" => {
@@ -1704,8 +1719,9 @@ fn run(opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
     // like Python's RemoteCopy registration: received Points are accepted
     // (and echoed back); other copyable types are refused with a Violation
     tub.register_copyable(POINT_TYPE);
-    // the FURL gets tcp:127.0.0.1:PORT as its location
-    tub.listen(("127.0.0.1", opts.port))?;
+    // the FURL gets the bound address as its location: tcp:127.0.0.1:PORT,
+    // tcp:[::1]:PORT
+    tub.listen((opts.listen.as_str(), opts.port))?;
     let furl = tub.register(Arc::new(KitchenSink::new()), Some(&opts.name))?;
     write_atomically(&opts.furl_file, &format!("{furl}\n"))?;
     // everything else happens on the event loop's thread or the Tub's

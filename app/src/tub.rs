@@ -202,11 +202,7 @@ impl Tub {
                 return Err(Error::Shutdown);
             }
             if st.core.location().is_empty() {
-                st.core.set_location(vec![Hint::Tcp {
-                    host: local.ip().to_string(),
-                    port: local.port(),
-                    legacy: false,
-                }]);
+                st.core.set_location(vec![Hint::from_socket_addr(local)]);
             }
         }
         self.shared.driver.listen(listener)?;

@@ -8,6 +8,7 @@
 //! Python ignores hints it has no handler for.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 use thiserror::Error;
@@ -34,9 +35,12 @@ pub struct Furl {
 pub enum Hint {
     /// `tcp:HOST:PORT`, or the legacy `HOST:PORT` (`legacy`). HOST is a DNS
     /// name, a dotted quad, or (new form only) an IPv6 address, kept here
-    /// without its brackets.
+    /// without its brackets: `tcp:[::1]:5000` has host `::1`, and writing
+    /// the hint adds the brackets back. (A host given with brackets would
+    /// be written with two pairs, which no one can dial.)
     Tcp {
-        /// Host name or address (IPv6 without brackets).
+        /// Host name or address (IPv6 bare, e.g. `::1` or `fe80::1%eth0`;
+        /// [`Hint::from_socket_addr`] makes one from an address).
         host: String,
         /// TCP port.
         port: u16,
@@ -320,6 +324,25 @@ impl Hint {
         }
     }
 
+    /// The `tcp:HOST:PORT` hint for a socket address, e.g. the one a Tub
+    /// listens on. The host is kept bare (an IPv6 address gets its
+    /// brackets only when the hint is written, so `[::1]:5000` becomes
+    /// `tcp:[::1]:5000`); a nonzero IPv6 scope id is kept as the `%zone`
+    /// Python's hint syntax allows, since a link-local address means
+    /// nothing without it.
+    pub fn from_socket_addr(addr: SocketAddr) -> Hint {
+        let host = match addr {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) if a.scope_id() != 0 => format!("{}%{}", a.ip(), a.scope_id()),
+            SocketAddr::V6(a) => a.ip().to_string(),
+        };
+        Hint::Tcp {
+            host,
+            port: addr.port(),
+            legacy: false,
+        }
+    }
+
     /// (host, port) if a plain TCP client can dial this hint. IPv6 hosts
     /// come without brackets; the host is also what goes into the request's
     /// `Host:` line.
@@ -334,12 +357,15 @@ impl Hint {
 impl fmt::Display for Hint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // an IPv6 host is bracketed here and only here (it is held
+            // bare); the legacy form cannot carry one, so it gets the new
+            // form, the only one Python accepts for IPv6
+            Hint::Tcp { host, port, .. } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Hint::Tcp {
                 host,
                 port,
                 legacy: true,
             } => write!(f, "{host}:{port}"),
-            Hint::Tcp { host, port, .. } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Hint::Tcp { host, port, .. } => write!(f, "tcp:{host}:{port}"),
             Hint::Tor { host, port } => write!(f, "tor:{host}:{port}"),
             Hint::I2p {
@@ -411,6 +437,29 @@ mod tests {
             ("tcp:[::1]:", Hint::Unknown("tcp:[::1]:".into())),
             ("tcp:host_name:1", Hint::Unknown("tcp:host_name:1".into())),
             ("tor:[::1]:80", Hint::Unknown("tor:[::1]:80".into())),
+            // IPv6 as Python's tcp handler takes it: only bracketed, only
+            // after `tcp:`, one pair of brackets, a zone of [A-Za-z0-9.]
+            (
+                "tcp:[2001:0DB8:f00e:eb00::1]:9900",
+                tcp("2001:0DB8:f00e:eb00::1", 9900, false),
+            ),
+            ("tcp:[FE8::1%en1.2]:9900", tcp("FE8::1%en1.2", 9900, false)),
+            ("tcp:[::]:7", tcp("::", 7, false)),
+            ("::1:5000", Hint::Unknown("::1:5000".into())),
+            ("tcp:::1:5000", Hint::Unknown("tcp:::1:5000".into())),
+            ("tcp:[[::1]]:5000", Hint::Unknown("tcp:[[::1]]:5000".into())),
+            (
+                "tcp:[FE8::1%%]:9900",
+                Hint::Unknown("tcp:[FE8::1%%]:9900".into()),
+            ),
+            (
+                "tcp:[2001:db8::1:9900",
+                Hint::Unknown("tcp:[2001:db8::1:9900".into()),
+            ),
+            (
+                "tcp:2001:db8::1]:9900",
+                Hint::Unknown("tcp:2001:db8::1]:9900".into()),
+            ),
             ("nocolon", Hint::Unknown("nocolon".into())),
         ];
         for (text, want) in cases {
@@ -441,6 +490,76 @@ mod tests {
         let ext = Furl::parse(&format!("pb://{T}xyz@h:1/x")).unwrap();
         assert_eq!(ext.tubid_extension, "xyz");
         assert!(ext.same_object(&Furl::new(ext.tubid, vec![], "x")));
+    }
+
+    #[test]
+    fn hints_for_socket_addresses_bracket_ipv6_once() {
+        let cases = [
+            ("[::1]:5000", "::1", "tcp:[::1]:5000"),
+            ("127.0.0.1:80", "127.0.0.1", "tcp:127.0.0.1:80"),
+            ("[2001:db8::7]:1", "2001:db8::7", "tcp:[2001:db8::7]:1"),
+            (
+                "[::ffff:1.2.3.4]:5",
+                "::ffff:1.2.3.4",
+                "tcp:[::ffff:1.2.3.4]:5",
+            ),
+            ("[::]:7", "::", "tcp:[::]:7"),
+            ("[fe80::1%3]:5000", "fe80::1%3", "tcp:[fe80::1%3]:5000"),
+        ];
+        for (addr, host, text) in cases {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let hint = Hint::from_socket_addr(addr);
+            assert_eq!(hint, tcp(host, addr.port(), false), "{addr}");
+            assert_eq!(hint.to_string(), text, "{addr}");
+            assert_eq!(Hint::parse(text), hint, "{text}");
+            assert_eq!(hint.tcp(), Some((host, addr.port())), "{text}");
+        }
+    }
+
+    #[test]
+    fn ipv6_furls_round_trip_with_bare_hosts() {
+        let tubid = TubId::parse(T).unwrap();
+        let hints = vec![
+            Hint::from_socket_addr("[::1]:5000".parse().unwrap()),
+            tcp("fe80::1%eth0", 6, false),
+            // the legacy form cannot carry IPv6: written in the new form
+            tcp("2001:db8::1", 7, true),
+            tcp("127.0.0.1", 8, false),
+        ];
+        let furl = Furl::new(tubid, hints, "sink");
+        let text = furl.to_string();
+        assert_eq!(
+            text,
+            format!(
+                "pb://{T}@tcp:[::1]:5000,tcp:[fe80::1%eth0]:6,tcp:[2001:db8::1]:7,\
+                 tcp:127.0.0.1:8/sink"
+            )
+        );
+        let back = Furl::parse(&text).unwrap();
+        assert_eq!(
+            back.tcp_hints().collect::<Vec<_>>(),
+            [
+                ("::1", 5000),
+                ("fe80::1%eth0", 6),
+                ("2001:db8::1", 7),
+                ("127.0.0.1", 8)
+            ]
+        );
+        assert_eq!(back.to_string(), text);
+    }
+
+    /// A Tub listening on `[::1]` once published `tcp:[[::1]]:PORT`: its
+    /// listener bracketed the host and writing the hint bracketed it
+    /// again. Python refuses that hint, and so does the parser.
+    #[test]
+    fn an_ipv6_listener_address_is_not_bracketed_twice() {
+        let hint = Hint::from_socket_addr("[::1]:41234".parse().unwrap());
+        let furl = Furl::new(TubId::parse(T).unwrap(), vec![hint], "x").to_string();
+        assert!(furl.contains("@tcp:[::1]:41234/"), "{furl}");
+        assert!(!furl.contains("[["), "{furl}");
+        let twice = Furl::parse(&format!("pb://{T}@tcp:[[::1]]:41234/x")).unwrap();
+        assert_eq!(twice.tcp_hints().count(), 0, "not dialable");
+        assert_eq!(twice.hints, [Hint::Unknown("tcp:[[::1]]:41234".into())]);
     }
 
     #[test]

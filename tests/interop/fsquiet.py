@@ -55,11 +55,14 @@ def write_atomically(path, text):
     os.rename(tmp, path)
 
 
-def serve(tub, obj, name, published, port=0):
-    """Once the reactor runs: listens on 127.0.0.1:`port` (0: a free one),
-    sets the location, registers `obj` as `name` and calls
-    `published(furl)`. The caller starts the Tub and the reactor."""
-    listener = tub.listenOn("tcp:%d:interface=127.0.0.1" % port)
+def serve(tub, obj, name, published, port=0, host="127.0.0.1"):
+    """Once the reactor runs: listens on `host`:`port` (0: a free one;
+    `host` an IPv4 or bare IPv6 address), sets the location, registers
+    `obj` as `name` and calls `published(furl)`. The caller starts the Tub
+    and the reactor."""
+    # colons inside an endpoint-string field must be escaped
+    interface = host.replace(":", "\\:")
+    listener = tub.listenOn("tcp:%d:interface=%s" % (port, interface))
 
     def started(tries=[0]):
         # a TCP listener is normally up at once; poll just in case
@@ -71,7 +74,10 @@ def serve(tub, obj, name, published, port=0):
                 return
             reactor.callLater(0.01, started)
             return
-        tub.setLocation("tcp:127.0.0.1:%d" % listener._lp.getHost().port)
+        bound = listener._lp.getHost()
+        # the tcp hint syntax wants IPv6 hosts bracketed
+        hint_host = "[%s]" % bound.host if ":" in bound.host else bound.host
+        tub.setLocation("tcp:%s:%d" % (hint_host, bound.port))
         published(tub.registerReference(obj, name))
 
     reactor.callWhenRunning(started)

@@ -8,13 +8,15 @@ same methods, same answers, so the interop tests can run one set of checks
 Usage (with the interpreter printed by scripts/python-env.sh):
 
   python kitchen_sink.py FURLFILE [--port N] [--name SWISSNUM]
-                         [--certfile PEM] [--max-seconds S]
+                         [--certfile PEM] [--max-seconds S] [--listen HOST]
 
-Listens on 127.0.0.1 (port 0, the default, picks a free port), registers one
-KitchenSink under SWISSNUM ("kitchen-sink" by default) and writes its FURL to
-FURLFILE atomically (a temporary file renamed into place). With --certfile,
-an existing PEM file is used as the Tub's identity; a missing one is created
-there. Exits on SIGTERM/SIGINT or after --max-seconds (default 3600).
+Listens on --listen HOST (default 127.0.0.1; an IPv6 address such as ::1,
+with or without brackets, puts tcp:[::1]:PORT into the FURL) at --port (0,
+the default, picks a free port), registers one KitchenSink under SWISSNUM
+("kitchen-sink" by default) and writes its FURL to FURLFILE atomically (a
+temporary file renamed into place). With --certfile, an existing PEM file is
+used as the Tub's identity; a missing one is created there. Exits on
+SIGTERM/SIGINT or after --max-seconds (default 3600).
 
 foolscap's and Twisted's own chatter is discarded (or sent to stderr with
 FSNEGO_DEBUG=1); nothing is printed on stdout.
@@ -255,13 +257,18 @@ def main():
     p.add_argument("--name", default="kitchen-sink")
     p.add_argument("--certfile")
     p.add_argument("--max-seconds", type=float, default=3600)
+    p.add_argument("--listen", default="127.0.0.1")
     a = p.parse_args()
+    host = a.listen
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
 
     # Tub(certFile=...) loads the PEM if it exists, else creates it there
     tub = Tub(certFile=a.certfile) if a.certfile else Tub()
     tub.startService()
     serve(tub, KitchenSink(), a.name,
-          lambda furl: write_atomically(a.furlfile, furl + "\n"), port=a.port)
+          lambda furl: write_atomically(a.furlfile, furl + "\n"), port=a.port,
+          host=host)
 
     def stop(*_):
         reactor.callFromThread(reactor.stop)

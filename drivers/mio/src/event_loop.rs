@@ -629,9 +629,10 @@ impl EventLoop {
 
     // ---- dialling ----
 
+    /// `host` is bare, as a TCP hint holds it (`::1`, `fe80::1%eth0`, a
+    /// name or a dotted quad).
     fn dial(&mut self, tub: usize, dial: DialId, host: String, port: u16) {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        match bare.parse::<IpAddr>() {
+        match host.parse::<IpAddr>() {
             Ok(ip) => self.connect(tub, dial, vec![SocketAddr::new(ip, port)], Instant::now()),
             Err(_) => {
                 // the system resolver blocks: ask it on a thread of its own
