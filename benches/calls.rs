@@ -2,13 +2,13 @@
 //!
 //! | client | server |
 //! |--------|--------|
-//! | Rust threads (blocking driver, this process) | Rust threads (this process) |
+//! | Rust threads (threads engine, this process) | Rust threads (this process) |
 //! | Rust mio (a mio event loop, this process) | Rust mio (another event loop, this process) |
 //! | Rust threads, Rust mio | Python (`benches/calls_python.py serve`) |
 //! | Python (`calls_python.py client`) | Rust threads, Rust mio |
 //! | Python | Python |
 //!
-//! "threads" is `foolscap::blocking`'s engine (`Tub::new`: a reader and a
+//! "threads" is the threads engine (`foolscap::threads::new_tub`: a reader and a
 //! writer thread per connection); "mio" is `foolscap::mio` (`Runtime`,
 //! one loop thread carrying every socket; the client's and the server's
 //! Tubs run on two separate loops, as two processes would). Blocking calls
@@ -29,9 +29,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use foolscap::blocking::{Call, Object, Tub};
 use foolscap::mio::{LoopConfig, Runtime};
 use foolscap::value::{RemoteRef, Value};
+use foolscap::{Call, Object, Tub};
 
 #[path = "../tests/common/process.rs"]
 mod process;
@@ -73,7 +73,7 @@ enum Driver {
 /// (shut it down after the Tub).
 fn new_tub(driver: Driver) -> (Tub, Option<Runtime>) {
     match driver {
-        Driver::Threads => (Tub::new().expect("tub"), None),
+        Driver::Threads => (foolscap::threads::new_tub().expect("tub"), None),
         Driver::Mio => {
             let rt = Runtime::start(LoopConfig::default()).expect("event loop");
             (rt.new_tub().expect("tub"), Some(rt))

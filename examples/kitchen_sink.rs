@@ -10,7 +10,7 @@
 //! `--driver` picks the engine that carries the Tub: `mio` (the default)
 //! runs it on a `foolscap::mio` event loop, where the objects, timers and
 //! answer callbacks all run on the loop's one thread; `threads` runs it on
-//! `foolscap::blocking`'s threads (a reader and a writer per connection,
+//! `foolscap::threads` (a reader and a writer per connection,
 //! one timer thread). The objects are the same code on both: they never
 //! block, answering at once or later from a callback.
 //!
@@ -57,10 +57,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use foolscap::blocking::{Call, Object, Tub};
 use foolscap::broker::{Failure, ObjectId};
 use foolscap::mio::{LoopConfig, Runtime};
 use foolscap::value::{AnchorId, Copyable, Int, RemoteRef, Text, Value};
+use foolscap::{Call, Object, Tub};
 use num_bigint::BigInt;
 
 /// `big(n)` refuses n > 256 MiB.
@@ -1611,7 +1611,7 @@ impl Dec {
 enum Driver {
     /// A `foolscap::mio` event loop (the default).
     Mio,
-    /// `foolscap::blocking`'s threads per connection.
+    /// `foolscap::threads` per connection.
     Threads,
 }
 
@@ -1713,8 +1713,8 @@ fn run(opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let tub = match (&runtime, &opts.cert_file) {
         (Some(rt), Some(path)) => rt.tub_with_cert_file(path)?,
         (Some(rt), None) => rt.new_tub()?,
-        (None, Some(path)) => Tub::with_cert_file(path)?,
-        (None, None) => Tub::new()?,
+        (None, Some(path)) => foolscap::threads::tub_with_cert_file(path)?,
+        (None, None) => foolscap::threads::new_tub()?,
     };
     // like Python's RemoteCopy registration: received Points are accepted
     // (and echoed back); other copyable types are refused with a Violation

@@ -53,7 +53,13 @@ fn rust_client_calls_a_python_object() {
     // add(1, 2)
     let req = c
         .broker
-        .call(clid, "add", &[Value::int(1), Value::int(2)], &[])
+        .call(
+            clid,
+            "add",
+            &[Value::int(1), Value::int(2)],
+            &[],
+            &*c.objects,
+        )
         .unwrap();
     assert_eq!(c.wait(req, deadline()), Ok(Value::int(3)));
 
@@ -61,7 +67,13 @@ fn rust_client_calls_a_python_object() {
     let reqs: Vec<u64> = (0..5)
         .map(|i| {
             c.broker
-                .call(clid, "add", &[Value::int(i), Value::int(100)], &[])
+                .call(
+                    clid,
+                    "add",
+                    &[Value::int(i), Value::int(100)],
+                    &[],
+                    &*c.objects,
+                )
                 .unwrap()
         })
         .collect();
@@ -70,7 +82,7 @@ fn rust_client_calls_a_python_object() {
     }
 
     // a method raising ValueError: a typed failure
-    let req = c.broker.call(clid, "fail", &[], &[]).unwrap();
+    let req = c.broker.call(clid, "fail", &[], &[], &*c.objects).unwrap();
     let Err(CallError::Remote(f)) = c.wait(req, deadline()) else {
         panic!("fail() did not fail remotely")
     };
@@ -88,7 +100,10 @@ fn rust_client_calls_a_python_object() {
     assert!(f.traceback.starts_with("Traceback"), "{}", f.traceback);
 
     // an unknown method
-    let req = c.broker.call(clid, "nosuch", &[], &[]).unwrap();
+    let req = c
+        .broker
+        .call(clid, "nosuch", &[], &[], &*c.objects)
+        .unwrap();
     let Err(CallError::Remote(f)) = c.wait(req, deadline()) else {
         panic!("nosuch() did not fail remotely")
     };
@@ -97,9 +112,9 @@ fn rust_client_calls_a_python_object() {
 
     // callRemoteOnly: no answer, but the call ran (calls start in order)
     c.broker
-        .call_only(clid, "note", &[Value::str("quiet")], &[])
+        .call_only(clid, "note", &[Value::str("quiet")], &[], &*c.objects)
         .unwrap();
-    let req = c.broker.call(clid, "notes", &[], &[]).unwrap();
+    let req = c.broker.call(clid, "notes", &[], &[], &*c.objects).unwrap();
     assert_eq!(c.wait(req, deadline()), Ok(py("['quiet']")));
 
     // rich values, shared containers and keywords survive a round trip
@@ -113,7 +128,10 @@ fn rust_client_calls_a_python_object() {
     let shared = Value::Anchor(1000, Box::new(py("[10, 20]")));
     args.push(Value::List(vec![shared, Value::Alias(1000)]));
     let kwargs = [(Text::from("kw"), Value::str("value"))];
-    let req = c.broker.call(clid, "echo", &args, &kwargs).unwrap();
+    let req = c
+        .broker
+        .call(clid, "echo", &args, &kwargs, &*c.objects)
+        .unwrap();
     let got = c.wait(req, deadline()).expect("echo");
     let Value::List(parts) = got else {
         panic!("{got:?}")
@@ -145,7 +163,7 @@ fn rust_client_calls_a_python_object() {
         }
     }
     assert_eq!(c.broker.outstanding_calls(), 0, "decref answered");
-    assert!(c.broker.call(clid, "add", &[], &[]).is_err());
+    assert!(c.broker.call(clid, "add", &[], &[], &*c.objects).is_err());
 
     // closing fails nothing (nothing outstanding) and reports Closed
     c.broker.close();
@@ -196,7 +214,10 @@ fn python_client_calls_a_rust_object() {
     // Python send decref(clid=1, count=1), which retired our export; the
     // connection ended with Python's Tub stopping
     assert!(
-        seen.contains(&BrokerEvent::Released { clid: 1, object: 1 }),
+        seen.contains(&BrokerEvent::Released {
+            clid: 1,
+            object: foolscap::id::ObjectId(1)
+        }),
         "{seen:?}"
     );
     let calls: Vec<&str> = seen

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use common::process::{KillOnDrop, TempDir};
 use common::{python, Driver, Engine};
-use foolscap::blocking::{Call, Error, Object, Tub};
 use foolscap::broker::{CallError, Failure};
 use foolscap::value::{RemoteRef, Value};
+use foolscap::{Call, Error, Object, Tub};
 
 /// Generous limit per call and per wait: CI machines are slow and shared.
 const T: Duration = Duration::from_secs(60);

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use common::kitchen::{Client, Server, T};
 use common::{run_script_json, Driver, Engine};
-use foolscap::blocking::{Call, Object};
 use foolscap::value::{RemoteRef, Value};
+use foolscap::{Call, Object};
 use serde_json::Value as Json;
 
 const ENGINES: [Driver; 2] = [Driver::Mio, Driver::Threads];

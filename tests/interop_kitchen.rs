@@ -16,9 +16,9 @@ use common::kitchen::{
     lit, python_checker, same_structure, Client, Recorder, Server, ECHO_LITERALS, T,
 };
 use common::Driver;
-use foolscap::blocking::Error;
 use foolscap::broker::CallError;
 use foolscap::value::{AnchorId, Copyable, Text, Value};
+use foolscap::Error;
 
 fn assert_checker_passes(server: &Server) {
     let (passed, failed) = python_checker(&server.furl);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use foolscap::broker::Failure;
 use foolscap::furl::{Furl, Hint};
 use foolscap::identity::{Identity, TubId};
-use foolscap::tub::{IncomingCall, Tub, TubConfig, TubEvent};
+use foolscap::tub::{IncomingCall, Transport, Tub, TubConfig, TubEvent};
 use foolscap::value::Value;
 use foolscap_replay::{
     replay, Application, Part, Replay, ReplayError, Report, Side, Transcript, Variable,
@@ -792,7 +792,7 @@ fn live_session_with_python_is_recorded_and_replays_mio() {
     live_session_with_python_is_recorded_and_replays(common::Driver::Mio);
 }
 
-/// The same with our client on the blocking driver's threads.
+/// The same with our client on the threads engine.
 #[test]
 fn live_session_with_python_is_recorded_and_replays_threads() {
     live_session_with_python_is_recorded_and_replays(common::Driver::Threads);
@@ -801,7 +801,7 @@ fn live_session_with_python_is_recorded_and_replays_threads() {
 fn live_session_with_python_is_recorded_and_replays(driver: common::Driver) {
     use std::sync::Arc;
 
-    use foolscap::blocking;
+    use foolscap::app as blocking;
     use foolscap::negotiation::RecorderHandle;
     use foolscap_replay::TranscriptWriter;
 
@@ -829,10 +829,7 @@ fn live_session_with_python_is_recorded_and_replays(driver: common::Driver) {
     let identity = Identity::generate().unwrap();
     let writer = Arc::new(TranscriptWriter::create(&path).unwrap());
     writer.comment(&format!("furl: {furl}"));
-    let config = TubConfig {
-        recorder: Some(RecorderHandle::new(writer.clone())),
-        ..TubConfig::default()
-    };
+    let config = TubConfig::default().with_recorder(RecorderHandle::new(writer.clone()));
     let engine = common::Engine::start(driver);
     let tub = engine.tub_with(identity.clone(), config);
     let t = Duration::from_secs(30);
@@ -1104,13 +1101,15 @@ impl<A: Application> Preceded<'_, A> {
             while tub.poll_transmit(&mut buf).is_some() {
                 moved = true;
             }
+            while let Some(cmd) = tub.poll_transport() {
+                moved = true;
+                if let Transport::Dial { .. } = cmd {
+                    panic!("a server does not dial")
+                }
+            }
             while let Some(ev) = tub.poll_event() {
                 moved = true;
-                match ev {
-                    TubEvent::Dial { .. } => panic!("a server does not dial"),
-                    TubEvent::CloseTransport(_) => {}
-                    ev => self.event(tub, ev),
-                }
+                self.event(tub, ev);
             }
             if !moved {
                 return;
@@ -1338,15 +1337,15 @@ impl Application for DuplicateClient<'_> {
                     while tub.poll_transmit(&mut buf).is_some() {
                         moved = true;
                     }
+                    while let Some(cmd) = tub.poll_transport() {
+                        moved = true;
+                        if let Transport::Dial { dial, .. } = cmd {
+                            conn = tub.dial_connected_clear(dial, now, self.peer);
+                        }
+                    }
                     while let Some(ev) = tub.poll_event() {
                         moved = true;
-                        match ev {
-                            TubEvent::Dial { dial, .. } => {
-                                conn = tub.dial_connected_clear(dial, now, self.peer);
-                            }
-                            TubEvent::CloseTransport(_) => {}
-                            ev => self.handle(tub, ev),
-                        }
+                        self.handle(tub, ev);
                     }
                     if !moved {
                         break;
@@ -1356,6 +1355,7 @@ impl Application for DuplicateClient<'_> {
             tub.disconnect(conn.expect("a connection"));
             while tub.poll_event().is_some() {}
             while tub.poll_transmit(&mut buf).is_some() {}
+            while tub.poll_transport().is_some() {}
         }
         self.current = self.target;
         tub.get_reference(&furl);

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use foolscap::mio::{as_remote, LoopConfig, Runtime};
 use foolscap::value::Value;
+use foolscap::TubConfig;
 
 /// Hang guard for any one wait.
 const GUARD: Duration = Duration::from_secs(120);
@@ -375,14 +376,14 @@ fn peer_that_never_reads_is_bounded() {
     const BOUND: usize = 256 * 1024;
     // one round of calls_per_round answers, plus the one being written;
     // an answer on the wire: the string, its header, TLS framing
-    const SLACK: usize = (LoopConfig::DEFAULT_CALLS_PER_ROUND + 1) * (NEVER_READ_ANSWER + 1024);
+    const SLACK: usize = (TubConfig::DEFAULT_CALLS_PER_ROUND + 1) * (NEVER_READ_ANSWER + 1024);
     let _serial = serial();
     load::raise_nofile(4_096);
-    let server_rt = runtime(LoopConfig {
-        max_buffered_output: BOUND,
-        ..LoopConfig::default()
-    });
-    let (_server, obj, furl) = load::serve(&server_rt, 100);
+    let server_rt = runtime(LoopConfig::default());
+    let mut config = TubConfig::default();
+    config.max_buffered_output = BOUND;
+    config.max_inbound_connections = 100;
+    let (_server, obj, furl) = load::serve_with(&server_rt, config);
     let stalled = never_reading_peer(&furl, &obj, || server_rt.stats());
     let stats = server_rt.stats();
     eprintln!("mio: bound {BOUND}, slack {SLACK}, stalled {stalled:?}, final {stats:?}");
@@ -397,14 +398,14 @@ fn peer_that_never_reads_is_bounded() {
     server_rt.shutdown(Duration::from_secs(5));
 }
 
-/// The same peer against the threads engine (`Tub::new`): its writer
-/// queue is bounded by `foolscap::blocking::MAX_BUFFERED_OUTPUT` the same
+/// The same peer against the threads engine (`foolscap::threads`): its writer
+/// queue is bounded by `TubConfig::max_buffered_output` the same
 /// way (no loop statistics there: the calls started and the memory tell).
 #[test]
 fn peer_that_never_reads_is_bounded_on_the_threads_engine() {
     let _serial = serial();
     load::raise_nofile(4_096);
-    let server = foolscap::blocking::Tub::new().unwrap();
+    let server = foolscap::threads::new_tub().unwrap();
     server.listen("127.0.0.1:0").unwrap();
     let obj = load::Load::new();
     let furl = server.register(obj.clone(), None).unwrap().to_string();

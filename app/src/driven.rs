@@ -191,10 +191,9 @@ impl DrivenTub {
     /// Calls from peers on `connection` that objects have not answered
     /// yet, held or started.
     pub fn pending_calls(&self, connection: ConnectionId) -> PendingCalls {
-        self.upgrade()
-            .map_or_else(PendingCalls::default, |t| {
-                t.lock().core.pending_calls(connection)
-            })
+        self.upgrade().map_or_else(PendingCalls::default, |t| {
+            t.lock().core.pending_calls(connection)
+        })
     }
 
     /// Calls from peers held by flow control over all connections.

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use foolscap_app::{Call, DrivenTub, Driver, DriverIo, Object, PendingCalls, Tub, TubConfig};
-use foolscap_core::identity::Identity;
 use foolscap_core::id::{ConnectionId, DialId};
+use foolscap_core::identity::Identity;
 use foolscap_core::value::{RemoteRef, Value};
 
 struct NoLoop;

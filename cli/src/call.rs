@@ -1,6 +1,6 @@
 //! `foolscap call FURL METHOD [ARG...] [NAME=ARG...]`: one remote call,
 //! made from the main thread through a Tub on the mio event loop
-//! (`--driver mio`, the default) or on the blocking driver's threads
+//! (`--driver mio`, the default) or on the threads engine
 //! (`--driver threads`).
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use foolscap_blocking::{load_or_create_identity, Error, Tub};
+use foolscap_app::{load_or_create_identity, Error, Tub};
 use foolscap_core::identity::Identity;
 use foolscap_core::negotiation::{Recorder, RecorderHandle};
 use foolscap_core::tub::TubConfig;
@@ -23,7 +23,7 @@ use foolscap_replay::TranscriptWriter;
 pub enum Driver {
     /// A mio event loop on a thread of its own.
     Mio,
-    /// The blocking driver: a reader and a writer thread per connection.
+    /// The threads engine: a reader and a writer thread per connection.
     Threads,
 }
 
@@ -125,19 +125,17 @@ pub fn run(args: CallArgs) -> ExitCode {
         },
         None => None,
     };
-    let config = TubConfig {
-        recorder: recorder
-            .clone()
-            .map(|w| RecorderHandle::new(w as Arc<dyn Recorder>)),
-        ..TubConfig::default()
-    };
+    let mut config = TubConfig::default();
+    config.recorder = recorder
+        .clone()
+        .map(|w| RecorderHandle::new(w as Arc<dyn Recorder>));
     let identity = match &args.certfile {
         Some(path) => load_or_create_identity(path),
         None => Identity::generate().map_err(Error::from),
     };
     let tub = identity.and_then(|id| match &runtime {
         Some(rt) => rt.tub(id, config),
-        None => Tub::with_identity(id, config),
+        None => foolscap_threads::tub(id, config),
     });
     let tub = match tub {
         Ok(t) => t,

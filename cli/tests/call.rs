@@ -9,7 +9,7 @@
 
 use std::process::{Command, Stdio};
 
-#[path = "../../../tests/common/process.rs"]
+#[path = "../../tests/common/process.rs"]
 mod process;
 
 use process::Server;

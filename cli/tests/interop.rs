@@ -8,7 +8,7 @@ use std::process::Command;
 
 #[test]
 fn cli_against_python_foolscap() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let env = Command::new("bash")
         .arg(root.join("scripts/python-env.sh"))
         .output()

@@ -16,6 +16,7 @@ use foolscap::broker::{
     Broker, BrokerConfig, BrokerEvent, CallError, Export, Failure, InboundCall, Registry,
 };
 use foolscap::furl::{Furl, Hint};
+use foolscap::id::ConnectionId;
 use foolscap::identity::Identity;
 use foolscap::negotiation::{ConnectionTable, Negotiation, Session, TlsContext};
 use foolscap::rng::SeededRng;
@@ -30,19 +31,24 @@ pub struct BrokerConn {
     pub sock: TcpStream,
     pub session: Box<Session>,
     pub broker: Broker,
+    pub objects: Box<dyn Registry + Send>,
 }
 
 impl BrokerConn {
     pub fn new(sock: TcpStream, session: Box<Session>, registry: Box<dyn Registry + Send>) -> Self {
         let info = session.info().clone();
-        let config = BrokerConfig {
-            peer_tubid: Some(info.peer_tubid),
-            ..BrokerConfig::default()
-        };
+        let broker = Broker::new(
+            info.vocab,
+            BrokerConfig::default(),
+            ConnectionId(0),
+            Some(info.peer_tubid),
+            Instant::now(),
+        );
         let mut conn = BrokerConn {
             sock,
             session,
-            broker: Broker::new(info.vocab, config, registry, Instant::now()),
+            broker,
+            objects: registry,
         };
         conn.take_plaintext(); // bytes glued to the decision
         conn
@@ -50,7 +56,8 @@ impl BrokerConn {
 
     fn take_plaintext(&mut self) {
         while let Some(p) = self.session.poll_plaintext() {
-            self.broker.handle_plaintext(Instant::now(), &p);
+            self.broker
+                .handle_plaintext(Instant::now(), &p, &*self.objects);
         }
     }
 
@@ -168,7 +175,10 @@ pub fn serve_target(conn: &mut BrokerConn, call: InboundCall) {
         other => Err(Failure::no_such_method("Target", other)),
     };
     match result {
-        Ok(v) => conn.broker.answer(req_id, &v).expect("answer"),
+        Ok(v) => conn
+            .broker
+            .answer(req_id, &v, &*conn.objects)
+            .expect("answer"),
         Err(f) => conn.broker.fail(req_id, &f).expect("fail"),
     }
 }
@@ -210,7 +220,7 @@ pub fn start_rust_target(identity: &Identity) -> RustTarget {
         registry.insert(
             b"target".to_vec(),
             Export {
-                object: 1,
+                object: foolscap::id::ObjectId(1),
                 interface: Bytes::new(),
                 furl: Some(Bytes::from(furl_text.into_bytes())),
             },

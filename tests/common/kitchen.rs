@@ -5,9 +5,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use foolscap::blocking::{Call, Error, Object, Tub};
 use foolscap::broker::{CallError, Failure};
 use foolscap::value::{Text, Value};
+use foolscap::{Call, Error, Object, Tub};
 use serde_json::Value as Json;
 
 use super::{encode, run_script_json, vocab, Driver, Engine};

@@ -173,10 +173,13 @@ pub fn identities(n: usize) -> Vec<Identity> {
 /// A server Tub on `rt` listening on 127.0.0.1 with a [`Load`] registered
 /// as [`NAME`]; accepts up to `max_inbound` connections.
 pub fn serve(rt: &Runtime, max_inbound: usize) -> (Tub, Arc<Load>, String) {
-    let config = TubConfig {
-        max_inbound_connections: max_inbound,
-        ..TubConfig::default()
-    };
+    let mut config = TubConfig::default();
+    config.max_inbound_connections = max_inbound;
+    serve_with(rt, config)
+}
+
+/// [`serve`] with the server Tub's settings given.
+pub fn serve_with(rt: &Runtime, config: TubConfig) -> (Tub, Arc<Load>, String) {
     let tub = rt
         .tub(Identity::generate().expect("identity"), config)
         .expect("server tub");

@@ -184,7 +184,7 @@ pub fn decode_verdict(bytes: &[u8], table: VocabTable) -> Result<Vec<Value>, Dec
 }
 
 /// The engine that carries a Tub: the mio event loop or threads per
-/// socket (`foolscap::blocking`).
+/// socket (`foolscap::threads`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
     Mio,
@@ -228,10 +228,10 @@ impl Engine {
     }
 
     /// A Tub with a new identity.
-    pub fn tub(&self) -> foolscap::blocking::Tub {
+    pub fn tub(&self) -> foolscap::Tub {
         match &self.runtime {
             Some(rt) => rt.new_tub().expect("mio tub"),
-            None => foolscap::blocking::Tub::new().expect("threads tub"),
+            None => foolscap::threads::new_tub().expect("threads tub"),
         }
     }
 
@@ -240,10 +240,10 @@ impl Engine {
         &self,
         identity: foolscap::identity::Identity,
         config: foolscap::tub::TubConfig,
-    ) -> foolscap::blocking::Tub {
+    ) -> foolscap::Tub {
         match &self.runtime {
             Some(rt) => rt.tub(identity, config).expect("mio tub"),
-            None => foolscap::blocking::Tub::with_identity(identity, config).expect("threads tub"),
+            None => foolscap::threads::tub(identity, config).expect("threads tub"),
         }
     }
 }

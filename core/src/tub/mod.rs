@@ -140,6 +140,12 @@ impl TubConfig {
     pub const DEFAULT_CALLS_PER_ROUND: usize = 16;
     /// Default `max_unanswered_calls`.
     pub const DEFAULT_MAX_UNANSWERED_CALLS: usize = 10_000;
+
+    /// These settings with `recorder` as the transcript tap.
+    pub fn with_recorder(mut self, recorder: RecorderHandle) -> TubConfig {
+        self.recorder = Some(recorder);
+        self
+    }
 }
 
 impl Default for TubConfig {

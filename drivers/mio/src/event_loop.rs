@@ -851,13 +851,11 @@ impl EventLoop {
                 continue;
             };
             match s.phase {
-                Phase::Connecting(d) if d <= now => {
-                    self.connect_failed(
-                        i,
-                        TransportError::new(ErrorKind::TimedOut, "timed out connecting"),
-                        now,
-                    )
-                }
+                Phase::Connecting(d) if d <= now => self.connect_failed(
+                    i,
+                    TransportError::new(ErrorKind::TimedOut, "timed out connecting"),
+                    now,
+                ),
                 Phase::Closing(d) if d <= now => self.remove(i),
                 _ => {}
             }

@@ -1,4 +1,4 @@
-//! Records a live session with the blocking driver, for
+//! Records a live session with the threads engine, for
 //! `scripts/record-transcripts.sh`: the Rust side of the scenario that
 //! `tests/interop/fsrecord.py` plays on the Python side.
 //!
@@ -16,7 +16,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use foolscap_blocking::{load_or_create_identity, Call, Object, Tub};
+use foolscap_app::{load_or_create_identity, Call, Object, Tub};
 use foolscap_core::broker::Failure;
 use foolscap_core::negotiation::RecorderHandle;
 use foolscap_core::tub::TubConfig;
@@ -31,12 +31,9 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn tub(certfile: &str, out: &str) -> Result<(Tub, Arc<TranscriptWriter>)> {
     let writer = Arc::new(TranscriptWriter::create(out)?);
-    let config = TubConfig {
-        recorder: Some(RecorderHandle::new(writer.clone())),
-        ..TubConfig::default()
-    };
+    let config = TubConfig::default().with_recorder(RecorderHandle::new(writer.clone()));
     Ok((
-        Tub::with_identity(load_or_create_identity(certfile)?, config)?,
+        foolscap_threads::tub(load_or_create_identity(certfile)?, config)?,
         writer,
     ))
 }

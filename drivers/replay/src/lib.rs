@@ -45,7 +45,7 @@
 //! # Regenerating the project's transcripts
 //!
 //! `bash scripts/record-transcripts.sh` runs live sessions between the
-//! blocking driver (`drivers/replay/examples/record.rs`, recording) and
+//! threads engine (`drivers/replay/examples/record.rs`, recording) and
 //! Python foolscap 24.9.0 in both directions and rewrites
 //! `tests/transcripts/*.txt`; `tests/replay.rs` replays them (no Python
 //! needed) and the Python reference captures.

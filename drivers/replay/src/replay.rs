@@ -16,7 +16,7 @@ use foolscap_core::banana::VocabTable;
 use foolscap_core::identity::{Identity, TubId};
 use foolscap_core::negotiation::{ConnectionId, Direction, RecordPhase, Recorder, RecorderHandle};
 use foolscap_core::rng::SeededRng;
-use foolscap_core::tub::{Tub, TubConfig, TubEvent};
+use foolscap_core::tub::{Transport, Tub, TubConfig, TubEvent};
 use thiserror::Error;
 
 use crate::compare::{self, block_value, Compared, Difference, Origin, Variable};
@@ -141,10 +141,10 @@ impl<A: Application> Run<'_, A> {
                     self.transmitted.extend_from_slice(&buf);
                 }
             }
-            while let Some(ev) = self.tub.poll_event() {
+            while let Some(cmd) = self.tub.poll_transport() {
                 moved = true;
-                match ev {
-                    TubEvent::Dial { dial, host, port } => {
+                match cmd {
+                    Transport::Dial { dial, host, port } => {
                         if self.conn.is_some() {
                             return Err(ReplayError::Setup(format!(
                                 "a second dial (to {host}:{port}): one connection is replayed"
@@ -155,13 +155,17 @@ impl<A: Application> Run<'_, A> {
                             ReplayError::Setup("the Tub dropped its dial".into())
                         })?);
                     }
-                    TubEvent::CloseTransport(c) => {
+                    Transport::Close(c) => {
                         if Some(c) == self.conn {
                             self.closed = true;
                         }
                     }
-                    ev => self.app.event(&mut self.tub, ev),
+                    _ => {}
                 }
+            }
+            while let Some(ev) = self.tub.poll_event() {
+                moved = true;
+                self.app.event(&mut self.tub, ev);
             }
             if !moved {
                 return Ok(());
@@ -200,10 +204,8 @@ pub fn replay<A: Application>(spec: Replay<'_>, app: &mut A) -> Result<Report, R
     }
     let chunks: Vec<_> = t.chunks.iter().filter(|c| c.connection == n).collect();
     let sent = Arc::new(Sent::default());
-    let config = TubConfig {
-        recorder: Some(RecorderHandle::new(sent.clone())),
-        ..spec.config
-    };
+    let mut config = spec.config;
+    config.recorder = Some(RecorderHandle::new(sent.clone()));
     let start = Instant::now();
     let tub = Tub::new(
         &spec.identity,

@@ -113,10 +113,7 @@ impl Driver for Engine {
             driven.flush(&mut io);
             self.finish_io(io);
         }
-        self.work
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pending = true;
+        self.work.lock().unwrap_or_else(|e| e.into_inner()).pending = true;
         self.work_cv.notify_one();
         self.notify_readers();
     }
@@ -124,9 +121,11 @@ impl Driver for Engine {
     fn listen(&self, listener: TcpListener) -> std::io::Result<()> {
         let stopped = Arc::new(AtomicBool::new(false));
         let dup = listener.try_clone()?;
-        let driven = self.driven.get().cloned().ok_or_else(|| {
-            std::io::Error::other("the engine has no Tub")
-        })?;
+        let driven = self
+            .driven
+            .get()
+            .cloned()
+            .ok_or_else(|| std::io::Error::other("the engine has no Tub"))?;
         let engine = self.self_arc();
         let s = stopped.clone();
         thread::Builder::new()
@@ -143,7 +142,8 @@ impl Driver for Engine {
     }
 
     fn stop_listening(&self) {
-        let listeners = std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|e| e.into_inner()));
+        let listeners =
+            std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|e| e.into_inner()));
         for l in listeners {
             l.stop();
         }
@@ -199,7 +199,9 @@ impl DriverIo for WriterIo<'_> {
 impl Engine {
     fn self_arc(&self) -> Arc<Engine> {
         // `self` is borrowed from an `Arc`, so it is alive
-        self.me.upgrade().expect("the engine is alive while borrowed")
+        self.me
+            .upgrade()
+            .expect("the engine is alive while borrowed")
     }
 
     fn lock_writers(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Writer>> {
@@ -219,13 +221,11 @@ impl Engine {
             let Some(driven) = self.driven.get().cloned() else {
                 return;
             };
-            let spawned = thread::Builder::new()
-                .name("foolscap-dial".into())
-                .spawn({
-                    let engine = self.self_arc();
-                    let host = host.clone();
-                    move || engine.dial_thread(dial, &host, port)
-                });
+            let spawned = thread::Builder::new().name("foolscap-dial".into()).spawn({
+                let engine = self.self_arc();
+                let host = host.clone();
+                move || engine.dial_thread(dial, &host, port)
+            });
             if let Err(e) = spawned {
                 driven.dial_failed(dial, TransportError::from(&e));
             }
@@ -436,7 +436,12 @@ impl Engine {
 /// `accept` errors (out of file descriptors or memory) are answered with
 /// a growing pause, never a spin, and the connections we have are served
 /// meanwhile.
-fn accept_loop(engine: Arc<Engine>, driven: DrivenTub, listener: TcpListener, stopped: &AtomicBool) {
+fn accept_loop(
+    engine: Arc<Engine>,
+    driven: DrivenTub,
+    listener: TcpListener,
+    stopped: &AtomicBool,
+) {
     let mut backoff = ACCEPT_BACKOFF.0;
     loop {
         let accepted = listener.accept();
