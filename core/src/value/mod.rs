@@ -22,9 +22,11 @@ mod error;
 mod int;
 mod limits;
 pub mod literal;
+mod pb;
 mod pyops;
 pub mod repr;
 mod ser;
+mod sharing;
 mod text;
 
 #[cfg(feature = "arbitrary")]
@@ -34,11 +36,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use de::{Deserializer, Event, IncomingCall, PbEvent};
+pub use de::{Deserializer, Event};
 pub use decimal::{Decimal, DecimalError};
 pub use error::{DecodeError, EncodeError, ErrorScope};
 pub use int::Int;
 pub use limits::Limits;
+pub use pb::{IncomingCall, PbEvent};
 pub use pyops::{py_eq, py_hash};
 pub use ser::{NoRefs, RefEncoder, Serializer};
 pub use text::Text;
