@@ -21,9 +21,11 @@ mod decimal;
 mod error;
 mod int;
 mod limits;
+mod pb;
 mod pyops;
 pub mod pyrepr;
 mod ser;
+mod sharing;
 mod text;
 
 #[cfg(feature = "arbitrary")]
@@ -35,11 +37,12 @@ use bytes::Bytes;
 
 use crate::id::ConnectionId;
 
-pub use de::{Deserializer, Event, IncomingCall, PbEvent};
+pub use de::{Deserializer, Event};
 pub use decimal::{Decimal, DecimalError};
 pub use error::{DecodeError, EncodeError, ErrorScope};
 pub use int::Int;
 pub use limits::Limits;
+pub use pb::{IncomingCall, PbEvent};
 pub use pyops::{py_eq, py_hash};
 pub use ser::{NoRefs, RefEncoder, Serializer};
 pub use text::Text;

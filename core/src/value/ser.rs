@@ -1,4 +1,8 @@
 //! Value → tokens, byte-for-byte as Python foolscap's slicers write them.
+//!
+//! The PB messages that carry values (`call`, `answer`, `error`) are
+//! written by the [`Serializer`] methods in `pb.rs`, next to the rules that
+//! read them.
 
 use bytes::BytesMut;
 use smallvec::SmallVec;
@@ -138,115 +142,8 @@ impl Serializer {
         r
     }
 
-    /// Writes a PB `call` (wire-protocol reference §5.4): reqID, clid,
-    /// method name, then `arguments` with the positional values and the
-    /// keyword arguments in sorted name order. Arguments form one sharing
-    /// scope. On error nothing is written and the OPEN counter is
-    /// unchanged.
-    pub fn write_call(
-        &mut self,
-        out: &mut BytesMut,
-        req_id: u64,
-        clid: i64,
-        method: &[u8],
-        args: &[Value],
-        kwargs: &[(Text, Value)],
-    ) -> Result<(), EncodeError> {
-        self.write_call_with(out, req_id, clid, method, args, kwargs, &mut NoRefs)
-    }
-
-    /// [`Serializer::write_call`] with live references encoded by `refs`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn write_call_with(
-        &mut self,
-        out: &mut BytesMut,
-        req_id: u64,
-        clid: i64,
-        method: &[u8],
-        args: &[Value],
-        kwargs: &[(Text, Value)],
-        refs: &mut dyn RefEncoder,
-    ) -> Result<(), EncodeError> {
-        let mut sorted: Vec<&(Text, Value)> = kwargs.iter().collect();
-        sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut anchors = Anchors::default();
-        for v in args.iter().chain(sorted.iter().map(|(_, v)| v)) {
-            anchors.add_root(v);
-        }
-        self.transaction(out, |me, out| {
-            let call = me.open_sequence(out, b"call");
-            put_token_header(out, req_id, TypeByte::Int);
-            put_i64(out, clid);
-            me.put_bytes(out, method);
-            let arguments = me.open_sequence(out, b"arguments");
-            put_token_header(out, args.len() as u64, TypeByte::Int);
-            for v in args {
-                me.write_value(v, out, &mut anchors, refs)?;
-            }
-            for (name, v) in sorted {
-                me.put_bytes(out, name.as_bytes());
-                me.write_value(v, out, &mut anchors, refs)?;
-            }
-            me.close(out, arguments);
-            me.close(out, call);
-            Ok(())
-        })
-    }
-
-    /// Writes a PB `answer`: reqID and one value (its own sharing scope).
-    pub fn write_answer(
-        &mut self,
-        out: &mut BytesMut,
-        req_id: u64,
-        value: &Value,
-    ) -> Result<(), EncodeError> {
-        self.write_reply(out, b"answer", req_id, value, &mut NoRefs)
-    }
-
-    /// [`Serializer::write_answer`] with live references encoded by
-    /// `refs`.
-    pub fn write_answer_with(
-        &mut self,
-        out: &mut BytesMut,
-        req_id: u64,
-        value: &Value,
-        refs: &mut dyn RefEncoder,
-    ) -> Result<(), EncodeError> {
-        self.write_reply(out, b"answer", req_id, value, refs)
-    }
-
-    /// Writes a PB `error`: reqID and the failure (normally the
-    /// `twisted.python.failure.Failure` copyable).
-    pub fn write_error(
-        &mut self,
-        out: &mut BytesMut,
-        req_id: u64,
-        failure: &Value,
-    ) -> Result<(), EncodeError> {
-        self.write_reply(out, b"error", req_id, failure, &mut NoRefs)
-    }
-
-    fn write_reply(
-        &mut self,
-        out: &mut BytesMut,
-        open_type: &[u8],
-        req_id: u64,
-        value: &Value,
-        refs: &mut dyn RefEncoder,
-    ) -> Result<(), EncodeError> {
-        let mut anchors = Anchors::default();
-        anchors.add_root(value);
-        self.transaction(out, |me, out| {
-            let id = me.open_sequence(out, open_type);
-            put_token_header(out, req_id, TypeByte::Int);
-            me.write_value(value, out, &mut anchors, refs)?;
-            me.close(out, id);
-            Ok(())
-        })
-    }
-
     /// Runs `write`; on error, takes back what it wrote.
-    fn transaction(
+    pub(super) fn transaction(
         &mut self,
         out: &mut BytesMut,
         write: impl FnOnce(&mut Self, &mut BytesMut) -> Result<(), EncodeError>,
@@ -262,7 +159,8 @@ impl Serializer {
     }
 
     /// Writes `value` inside a message whose anchor scope the caller owns
-    /// (the broker writes call arguments this way).
+    /// (the PB message writers in `pb.rs` write call arguments, answers and
+    /// failures this way).
     pub(crate) fn write_value<'a>(
         &mut self,
         value: &'a Value,

@@ -1,0 +1,619 @@
+//! Tokens → values: a streaming deserializer with an explicit, bounded
+//! stack, mirroring the receive rules of Python foolscap's unslicers.
+//!
+//! This file drives the stream: bytes to tokens, message boundaries and
+//! budgets, discarding refused messages, and each OPEN's index phase.
+//! `frames.rs` holds the sequence kinds and their receive rules. The PB
+//! messages (`call`, `answer`, `error`, `arguments`) are frames too, whose
+//! rules live in `../pb.rs`; the sharing post-passes that run when a
+//! message completes live in `../sharing.rs`.
+
+mod frames;
+
+use bytes::Bytes;
+
+pub(super) use frames::{Frame, OpenFrame, Slot};
+use frames::{Pending, SeqKind, SlotKind};
+
+use super::pb::{discarded, PbEvent, PbFrame, PbRequest};
+use super::sharing::{anchor_pass, dedup_pass};
+use super::{DecodeError, ErrorScope, Int, Limits, Text, Value};
+use crate::banana::{Token, TokenDecoder, VocabTable};
+
+/// What the deserializer reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A complete top-level value.
+    Value(Value),
+    /// A top-level message was refused (a message-scoped error: unknown
+    /// open type, ABORT, a value-level limit, ...) and discarded up to its
+    /// CLOSE. The stream stays usable.
+    Discarded(DecodeError),
+    /// A PING with its number; the connection answers with PONG.
+    Ping(u64),
+    /// A PONG with its number.
+    Pong(u64),
+    /// The peer's ERROR message; it is about to close the connection.
+    PeerError(Bytes),
+}
+
+/// What one step of decoding produced.
+#[derive(Debug)]
+pub(super) enum Out {
+    Ev(Event),
+    Pb(PbEvent),
+}
+
+impl From<Event> for Out {
+    fn from(e: Event) -> Out {
+        Out::Ev(e)
+    }
+}
+
+#[derive(Debug)]
+struct IndexPhase {
+    close_id: u64,
+    slot: u32,
+    /// First index token of a `copyable` waiting for the type name.
+    copyable: bool,
+}
+
+#[derive(Debug)]
+struct Discard {
+    levels: usize,
+    error: DecodeError,
+    /// The PB message being discarded, if its reqID was known.
+    pb: Option<PbRequest>,
+}
+
+/// A streaming value deserializer for one direction of a connection.
+///
+/// Feed it bytes as they arrive and poll events. Each top-level OPEN
+/// starts a message; its value is delivered once its CLOSE arrives. The
+/// whole message is never needed in one buffer, the stack is explicit
+/// (bounded by [`Limits::max_depth`]), and every other resource a peer can
+/// make us hold is bounded by a [`Limits`] field.
+///
+/// Errors of [`ErrorScope::Message`] are reported as
+/// [`Event::Discarded`]; errors of [`ErrorScope::Connection`] are returned
+/// as `Err` and are sticky.
+#[derive(Debug)]
+pub struct Deserializer {
+    tokens: TokenDecoder,
+    pub(super) vocab: VocabTable,
+    pub(super) limits: Limits,
+    /// Receiver-side OPEN counter: every OPEN, including discarded ones.
+    object_count: u64,
+    pub(super) stack: Vec<OpenFrame>,
+    index: Option<IndexPhase>,
+    discard: Option<Discard>,
+    /// Object number of the current message's first OPEN.
+    msg_base: u64,
+    pub(super) slots: Vec<Slot>,
+    msg_bytes: usize,
+    references: usize,
+    pub(super) needs_dedup: bool,
+    failed: Option<DecodeError>,
+    /// Stream offset of the token being handled.
+    pub(super) offset: u64,
+    /// Whether bare primitive tokens are values at the top level (a value
+    /// stream, like foolscap's storage banana) or a protocol error (a PB
+    /// connection, where only OPEN may start a message).
+    pub(super) top_level_primitives: bool,
+    /// Whether this is a PB connection: top-level sequences are `call`,
+    /// `answer` and `error` only.
+    pub(super) pb: bool,
+}
+
+const VALUE_SIZE: usize = std::mem::size_of::<Value>();
+
+pub(super) type Step = Result<Option<Out>, DecodeError>;
+
+impl Deserializer {
+    /// A deserializer for a stream that uses `vocab` as its incoming table.
+    pub fn new(vocab: VocabTable, limits: Limits) -> Self {
+        Deserializer {
+            tokens: TokenDecoder::new(limits.tokens.clone()),
+            vocab,
+            limits,
+            object_count: 0,
+            stack: Vec::new(),
+            index: None,
+            discard: None,
+            msg_base: 0,
+            slots: Vec::new(),
+            msg_bytes: 0,
+            references: 0,
+            needs_dedup: false,
+            failed: None,
+            offset: 0,
+            top_level_primitives: true,
+            pb: false,
+        }
+    }
+
+    /// Refuses bare primitive tokens at the top level ("top-level must be
+    /// OPEN"), as a PB connection does. Value streams accept them.
+    pub fn require_top_level_open(mut self) -> Self {
+        self.top_level_primitives = false;
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Appends received bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.tokens.feed(data);
+    }
+
+    /// Appends received bytes without copying them where possible.
+    pub fn feed_bytes(&mut self, data: Bytes) {
+        self.tokens.feed_bytes(data);
+    }
+
+    /// Stream offset of the next undecoded byte.
+    pub fn offset(&self) -> u64 {
+        self.tokens.offset()
+    }
+
+    /// Received bytes not yet decoded into tokens.
+    pub fn buffered(&self) -> usize {
+        self.tokens.buffered()
+    }
+
+    /// Whether a message is partly received (false between messages).
+    pub fn in_message(&self) -> bool {
+        !self.stack.is_empty() || self.index.is_some() || self.discard.is_some()
+    }
+
+    /// Decodes as far as the buffered bytes allow and returns the next
+    /// event, `Ok(None)` when more bytes are needed.
+    ///
+    /// On a PB connection use [`Deserializer::poll_pb_event`]; this method
+    /// skips PB messages.
+    pub fn poll_event(&mut self) -> Result<Option<Event>, DecodeError> {
+        loop {
+            match self.poll_out()? {
+                None => return Ok(None),
+                Some(Out::Ev(e)) => return Ok(Some(e)),
+                Some(Out::Pb(_)) => {}
+            }
+        }
+    }
+
+    pub(super) fn poll_out(&mut self) -> Result<Option<Out>, DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        loop {
+            let before = self.tokens.offset();
+            let token = match self.tokens.next_token() {
+                Ok(Some(t)) => t,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(self.fatal(e.into())),
+            };
+            self.offset = before;
+            let step = self.handle(token, (self.tokens.offset() - before) as usize);
+            match step {
+                Ok(Some(ev)) => return Ok(Some(ev)),
+                Ok(None) => {}
+                Err(e) if e.scope() == ErrorScope::Message => {
+                    if let Some(ev) = self.start_discard(e) {
+                        return Ok(Some(ev));
+                    }
+                }
+                Err(e) => return Err(self.fatal(e)),
+            }
+        }
+    }
+
+    fn fatal(&mut self, e: DecodeError) -> DecodeError {
+        self.failed = Some(e.clone());
+        self.stack.clear();
+        self.slots.clear();
+        e
+    }
+
+    /// Drops the partial message and skips the rest of it.
+    fn start_discard(&mut self, error: DecodeError) -> Option<Out> {
+        let levels = self.stack.len() + self.index.is_some() as usize;
+        let pb = match self.stack.first().map(|f| &f.frame) {
+            Some(Frame::Pb(frame)) => frame.request(&error),
+            _ => None,
+        };
+        self.stack.clear();
+        self.index = None;
+        self.reset_message();
+        if levels == 0 {
+            return Some(discarded(error, pb));
+        }
+        self.discard = Some(Discard { levels, error, pb });
+        None
+    }
+
+    pub(super) fn reset_message(&mut self) {
+        self.slots.clear();
+        self.msg_bytes = 0;
+        self.references = 0;
+        self.needs_dedup = false;
+    }
+
+    fn charge(&mut self, bytes: usize) -> Result<(), DecodeError> {
+        self.msg_bytes = self.msg_bytes.saturating_add(bytes);
+        if self.msg_bytes > self.limits.max_message_bytes {
+            return Err(DecodeError::MessageTooLarge {
+                offset: self.offset,
+                limit: self.limits.max_message_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn vocab_word(&self, index: u64) -> Result<Bytes, DecodeError> {
+        self.vocab
+            .word(index)
+            .map(Bytes::from_static)
+            .ok_or(DecodeError::UndefinedVocab {
+                offset: self.offset,
+                index,
+            })
+    }
+
+    fn handle(&mut self, token: Token, wire_len: usize) -> Step {
+        let token = match self.fast_item(token, wire_len)? {
+            Some(token) => token,
+            None => return Ok(None),
+        };
+        match token {
+            Token::Ping(n) => return Ok(Some(Event::Ping(n).into())),
+            Token::Pong(n) => return Ok(Some(Event::Pong(n).into())),
+            Token::Error(msg) => return Ok(Some(Event::PeerError(msg).into())),
+            _ => {}
+        }
+        if let Some(d) = &mut self.discard {
+            match token {
+                Token::Open(_) => {
+                    self.object_count += 1;
+                    d.levels += 1;
+                }
+                Token::Close(_) => {
+                    d.levels -= 1;
+                    if d.levels == 0 {
+                        let d = self.discard.take().expect("discarding");
+                        return Ok(Some(discarded(d.error, d.pb)));
+                    }
+                }
+                Token::Vocab(i) => {
+                    self.vocab_word(i)?;
+                }
+                _ => {}
+            }
+            return Ok(None);
+        }
+        if self.stack.is_empty() && self.index.is_none() {
+            return match token {
+                Token::Open(close_id) => {
+                    self.msg_base = self.object_count;
+                    self.charge(wire_len)?;
+                    self.begin_open(close_id)
+                }
+                Token::Int(_)
+                | Token::Neg(_)
+                | Token::LongInt(_)
+                | Token::LongNeg(_)
+                | Token::Float(_)
+                | Token::String(_)
+                | Token::Vocab(_)
+                    if self.top_level_primitives =>
+                {
+                    self.primitive(token)
+                }
+                other => Err(DecodeError::TopLevelNotOpen {
+                    offset: self.offset,
+                    token: other.type_byte().name(),
+                }),
+            };
+        }
+        self.charge(wire_len)?;
+        if self.index.is_some() {
+            return self.index_token(token);
+        }
+        match token {
+            Token::Open(close_id) => {
+                // Count the OPEN even when it is refused, so that discarding
+                // finds its CLOSE and later reference numbers stay right.
+                let allowed = self.check_open_allowed();
+                self.begin_open(close_id)?;
+                allowed.map(|()| None)
+            }
+            Token::Close(n) => {
+                let top = self.stack.last().expect("inside a sequence");
+                if top.close_id != n {
+                    return Err(DecodeError::CloseMismatch {
+                        offset: self.offset,
+                        got: n,
+                        expected: top.close_id,
+                    });
+                }
+                let top = self.stack.pop().expect("inside a sequence");
+                match top {
+                    OpenFrame {
+                        frame: Frame::Pb(frame @ PbFrame::Arguments { .. }),
+                        ..
+                    } => self.finish_arguments(frame),
+                    OpenFrame {
+                        frame: Frame::Pb(frame),
+                        ..
+                    } => self.finish_pb(frame),
+                    top => {
+                        let (value, waits) = self.finish(top)?;
+                        self.deliver(value, waits)
+                    }
+                }
+            }
+            Token::Abort(_) => Err(DecodeError::Aborted {
+                offset: self.offset,
+            }),
+            primitive => self.primitive(primitive),
+        }
+    }
+
+    /// The hot path: a number or byte string inside a list, tuple or set.
+    /// Gives the token back when it needs the general path.
+    #[inline]
+    fn fast_item(&mut self, token: Token, wire_len: usize) -> Result<Option<Token>, DecodeError> {
+        if self.discard.is_some() || self.index.is_some() {
+            return Ok(Some(token));
+        }
+        let Some(OpenFrame {
+            frame: Frame::Seq { items, .. },
+            ..
+        }) = self.stack.last_mut()
+        else {
+            return Ok(Some(token));
+        };
+        let value = match token {
+            Token::Int(v) if v <= i64::MAX as u64 => Value::Int(Int::Small(v as i64)),
+            Token::Neg(v) if v <= i64::MAX as u64 => Value::Int(Int::Small(-(v as i64))),
+            Token::Float(f) => Value::Float(f),
+            Token::String(b) => Value::Bytes(b),
+            other => return Ok(Some(other)),
+        };
+        if items.len() >= self.limits.max_container_items {
+            return Err(DecodeError::TooManyItems {
+                offset: self.offset,
+                limit: self.limits.max_container_items,
+            });
+        }
+        items.push(value);
+        self.charge(wire_len + VALUE_SIZE)?;
+        Ok(None)
+    }
+
+    /// Counts an OPEN and enters its index phase.
+    fn begin_open(&mut self, close_id: u64) -> Step {
+        self.object_count += 1;
+        let slot = self.slots.len();
+        self.charge(std::mem::size_of::<Slot>())?;
+        self.slots.push(Slot {
+            kind: SlotKind::Other,
+            referenced: false,
+            trailing_dropped: 0,
+            pending: Pending::new(),
+            broken: false,
+            frozenset: false,
+            opened_at: self.msg_bytes,
+            cost: 0,
+        });
+        self.index = Some(IndexPhase {
+            close_id,
+            slot: slot as u32,
+            copyable: false,
+        });
+        if self.stack.len() + 1 > self.limits.max_depth {
+            return Err(DecodeError::TooDeep {
+                offset: self.offset,
+                limit: self.limits.max_depth,
+            });
+        }
+        Ok(None)
+    }
+
+    fn index_token(&mut self, token: Token) -> Step {
+        let name = match token {
+            Token::String(s) => {
+                if s.len() > self.limits.max_index_bytes {
+                    return Err(DecodeError::BadIndexToken {
+                        offset: self.offset,
+                        why: format!(
+                            "STRING token is too long, {}>{}",
+                            s.len(),
+                            self.limits.max_index_bytes
+                        ),
+                    });
+                }
+                s
+            }
+            Token::Vocab(i) => self.vocab_word(i)?,
+            Token::Open(_) => {
+                return Err(DecodeError::OpenInIndex {
+                    offset: self.offset,
+                })
+            }
+            Token::Close(_) => {
+                return Err(DecodeError::CloseInIndex {
+                    offset: self.offset,
+                })
+            }
+            Token::Abort(_) => {
+                return Err(DecodeError::Aborted {
+                    offset: self.offset,
+                })
+            }
+            other => {
+                return Err(DecodeError::BadIndexToken {
+                    offset: self.offset,
+                    why: format!(
+                        "index token {} not STRING or VOCAB",
+                        other.type_byte().name()
+                    ),
+                })
+            }
+        };
+        if let Some(frame) = self.open_pb_frame(&name)? {
+            return self.push_frame(Frame::Pb(frame), SlotKind::Other);
+        }
+        let phase = self.index.as_mut().expect("in index phase");
+        let utf8 = |b: &Bytes, offset| {
+            Text::from_utf8(b.clone()).map_err(|_| DecodeError::InvalidUtf8 {
+                offset,
+                what: "an open type",
+            })
+        };
+        if phase.copyable {
+            let type_name = utf8(&name, self.offset)?;
+            let frame = Frame::Copyable {
+                type_name,
+                state: Vec::new(),
+                attr: None,
+            };
+            return self.push_frame(
+                frame,
+                SlotKind::Immutable {
+                    closed: false,
+                    hashable: true,
+                },
+            );
+        }
+        let (frame, kind) = match &name[..] {
+            b"list" => (
+                Frame::Seq {
+                    kind: SeqKind::List,
+                    items: Vec::new(),
+                    pending: Pending::new(),
+                },
+                SlotKind::List,
+            ),
+            b"tuple" => (
+                Frame::Seq {
+                    kind: SeqKind::Tuple,
+                    items: Vec::new(),
+                    pending: Pending::new(),
+                },
+                SlotKind::Immutable {
+                    closed: false,
+                    hashable: true,
+                },
+            ),
+            b"set" => (
+                Frame::Seq {
+                    kind: SeqKind::Set,
+                    items: Vec::new(),
+                    pending: Pending::new(),
+                },
+                SlotKind::Set,
+            ),
+            b"immutable-set" => (
+                Frame::Seq {
+                    kind: SeqKind::FrozenSet,
+                    items: Vec::new(),
+                    pending: Pending::new(),
+                },
+                SlotKind::Immutable {
+                    closed: false,
+                    hashable: true,
+                },
+            ),
+            b"dict" => (
+                Frame::Dict {
+                    pairs: Vec::new(),
+                    key: None,
+                    index: None,
+                },
+                SlotKind::Dict,
+            ),
+            b"none" => (Frame::None, SlotKind::Other),
+            b"boolean" => (Frame::Bool(None), SlotKind::Other),
+            b"unicode" => (Frame::Unicode(None), SlotKind::Other),
+            b"decimal" => (Frame::Decimal(None), SlotKind::Other),
+            b"reference" => (Frame::Reference(None), SlotKind::Other),
+            b"my-reference" => (
+                Frame::MyRef {
+                    clid: None,
+                    interface: None,
+                    furl: None,
+                },
+                SlotKind::Other,
+            ),
+            b"your-reference" => (Frame::YourRef(None), SlotKind::Other),
+            b"their-reference" => (
+                Frame::TheirRef {
+                    gift: None,
+                    furl: None,
+                },
+                SlotKind::Other,
+            ),
+            b"copyable" => {
+                phase.copyable = true;
+                return Ok(None);
+            }
+            other => {
+                return Err(DecodeError::UnknownOpenType {
+                    offset: self.offset,
+                    name: String::from_utf8_lossy(other).into_owned(),
+                })
+            }
+        };
+        self.push_frame(frame, kind)
+    }
+
+    fn push_frame(&mut self, frame: Frame, kind: SlotKind) -> Step {
+        let phase = self.index.take().expect("in index phase");
+        let slot = &mut self.slots[phase.slot as usize];
+        slot.kind = kind;
+        slot.frozenset = matches!(
+            frame,
+            Frame::Seq {
+                kind: SeqKind::FrozenSet,
+                ..
+            }
+        );
+        self.stack.push(OpenFrame {
+            close_id: phase.close_id,
+            slot: phase.slot,
+            frame,
+        });
+        Ok(None)
+    }
+
+    pub(super) fn unexpected(&self, token: &Token, rule: &'static str) -> DecodeError {
+        DecodeError::UnexpectedToken {
+            offset: self.offset,
+            sequence: self.stack.last().map_or("top level", |f| f.frame.name()),
+            token: token.type_byte().name(),
+            rule,
+        }
+    }
+
+    fn finish_message(&mut self, mut value: Value) -> Out {
+        if self.slots.iter().any(|s| s.broken) {
+            self.reset_message();
+            return Event::Discarded(DecodeError::UnresolvableCycle {
+                offset: self.offset,
+            })
+            .into();
+        }
+        if self.slots.iter().any(|s| s.referenced) {
+            let mut next = 0u32;
+            anchor_pass(&mut value, &mut next, &self.slots, &mut Default::default());
+        }
+        if self.needs_dedup {
+            dedup_pass(&mut value);
+        }
+        self.reset_message();
+        Event::Value(value).into()
+    }
+}

@@ -1,0 +1,743 @@
+//! The PB message grammar (wire-protocol reference §4.10, 5.4, 5.5), in
+//! both directions: the top-level `call`, `answer` and `error` sequences
+//! and a call's `arguments`, the order of their fields and the token rules
+//! a receiver enforces on them (Python foolscap's call, answer and error
+//! unslicers), and the writing of them by the [`Serializer`].
+//!
+//! The generic value decoder (`de/`) knows only that a frame may be one
+//! of these ([`Frame::Pb`]): it hands such a frame's tokens, child values
+//! and CLOSE to this module. What travels inside the messages is ordinary
+//! values.
+
+use bytes::{Bytes, BytesMut};
+
+use super::de::{Deserializer, Event, Frame, OpenFrame, Out, Slot, Step};
+use super::ser::{Anchors, NoRefs, RefEncoder, Serializer};
+use super::sharing::{anchor_pass, dedup_pass};
+use super::{DecodeError, EncodeError, Text, Value};
+use crate::banana::encode::{put_i64, put_token_header};
+use crate::banana::{Token, TypeByte};
+
+/// The top-level messages of a PB connection, by the open type that
+/// starts each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MessageKind {
+    /// `call` (§5.4): reqID, clid, method name, then `arguments`.
+    Call,
+    /// `answer` (§5.5): reqID and the result.
+    Answer,
+    /// `error` (§5.5): reqID and the failure.
+    Error,
+}
+
+impl MessageKind {
+    /// The open type (first index token) of the message.
+    fn open_type(self) -> &'static str {
+        match self {
+            MessageKind::Call => "call",
+            MessageKind::Answer => "answer",
+            MessageKind::Error => "error",
+        }
+    }
+
+    /// The message an open type starts, if it starts one.
+    fn from_open_type(name: &[u8]) -> Option<MessageKind> {
+        [MessageKind::Call, MessageKind::Answer, MessageKind::Error]
+            .into_iter()
+            .find(|kind| kind.open_type().as_bytes() == name)
+    }
+}
+
+/// The open type of a call's argument list, the call's last field.
+const ARGUMENTS: &str = "arguments";
+
+/// A `call` message as received (wire-protocol reference §5.4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingCall {
+    /// Request ID; 0 means no answer is wanted.
+    pub req_id: u64,
+    /// Target clid: 0 is the broker, positive an object, negative a
+    /// function or bound method.
+    pub clid: i64,
+    /// Method name (empty, and ignored, when `clid < 0`).
+    pub method: Text,
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments in wire order; a repeated name keeps its first
+    /// position and its last value, as Python's dict does.
+    pub kwargs: Vec<(Text, Value)>,
+}
+
+/// What the deserializer reports on a PB connection (see
+/// [`Deserializer::pb_messages`]): the three top-level messages, the
+/// violations the broker must answer, and the stream-level events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PbEvent {
+    /// A complete `call`.
+    Call(IncomingCall),
+    /// A complete `answer`.
+    Answer {
+        /// The request it answers.
+        req_id: u64,
+        /// The result.
+        value: Value,
+    },
+    /// A complete `error`; `failure` is the body as sent (normally a
+    /// `twisted.python.failure.Failure` copyable).
+    Error {
+        /// The request it fails.
+        req_id: u64,
+        /// The failure value.
+        failure: Value,
+    },
+    /// A call whose reqID was known was refused (a Violation, not ABORT)
+    /// and discarded; Python answers it with an `error` (unless reqID 0).
+    CallViolation {
+        /// The refused call's reqID.
+        req_id: u64,
+        /// Why.
+        error: DecodeError,
+    },
+    /// An `answer` or `error` whose reqID was known was refused and
+    /// discarded; Python fails that local request with the Violation.
+    AnswerViolation {
+        /// The request to fail.
+        req_id: u64,
+        /// Why.
+        error: DecodeError,
+    },
+    /// A top-level message was discarded silently (unknown top-level
+    /// sequence, a Violation before the reqID, ABORT in a call, ...).
+    Discarded(DecodeError),
+    /// A PING; answer with PONG.
+    Ping(u64),
+    /// A PONG.
+    Pong(u64),
+    /// The peer's ERROR message.
+    PeerError(Bytes),
+}
+
+/// A PB sequence being received, in the state it needs (the decoder's
+/// [`Frame::Pb`]).
+#[derive(Debug)]
+pub(super) enum PbFrame {
+    /// PB `call`: reqID, clid, method name, then `arguments`.
+    Call {
+        req_id: Option<u64>,
+        clid: Option<i64>,
+        method: Option<Text>,
+        args: Option<Arguments>,
+    },
+    /// PB `arguments`: count, positional values, keyword name/value pairs.
+    Arguments {
+        count: Option<usize>,
+        args: Arguments,
+        name: Option<Text>,
+    },
+    /// PB `answer`.
+    Answer {
+        req_id: Option<u64>,
+        value: Option<Value>,
+    },
+    /// PB `error`.
+    Error {
+        req_id: Option<u64>,
+        value: Option<Value>,
+    },
+}
+
+/// Positional and keyword arguments of a call, in wire order.
+#[derive(Debug, Default)]
+pub(super) struct Arguments {
+    positional: Vec<Value>,
+    keyword: Vec<(Text, Value)>,
+}
+
+/// A PB message whose reqID is known.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PbRequest {
+    Call(u64),
+    Answer(u64),
+}
+
+impl PbFrame {
+    /// The empty frame of a top-level message.
+    fn message(kind: MessageKind) -> PbFrame {
+        match kind {
+            MessageKind::Call => PbFrame::Call {
+                req_id: None,
+                clid: None,
+                method: None,
+                args: None,
+            },
+            MessageKind::Answer => PbFrame::Answer {
+                req_id: None,
+                value: None,
+            },
+            MessageKind::Error => PbFrame::Error {
+                req_id: None,
+                value: None,
+            },
+        }
+    }
+
+    /// The sequence's open type, as errors name it.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            PbFrame::Call { .. } => MessageKind::Call.open_type(),
+            PbFrame::Arguments { .. } => ARGUMENTS,
+            PbFrame::Answer { .. } => MessageKind::Answer.open_type(),
+            PbFrame::Error { .. } => MessageKind::Error.open_type(),
+        }
+    }
+
+    /// The request that refusing this top-level message for `error` must
+    /// answer, if its reqID arrived (a call refused by ABORT is dropped
+    /// silently).
+    pub(super) fn request(&self, error: &DecodeError) -> Option<PbRequest> {
+        match self {
+            PbFrame::Call {
+                req_id: Some(r), ..
+            } if !matches!(error, DecodeError::Aborted { .. }) => Some(PbRequest::Call(*r)),
+            PbFrame::Answer {
+                req_id: Some(r), ..
+            }
+            | PbFrame::Error {
+                req_id: Some(r), ..
+            } => Some(PbRequest::Answer(*r)),
+            _ => None,
+        }
+    }
+
+    /// Takes a finished child value (the decoder's `deliver`).
+    pub(super) fn take_value(&mut self, value: Value) {
+        match self {
+            PbFrame::Arguments { count, args, name } => {
+                if args.positional.len() < count.unwrap_or(0) {
+                    args.positional.push(value);
+                } else {
+                    let name = name.take().expect("keyword name checked on arrival");
+                    // Python's dict: a repeated name keeps its place and
+                    // takes the new value (the old one stays for the anchor
+                    // pass, which needs every OPEN in wire order)
+                    args.keyword.push((name, value));
+                }
+            }
+            PbFrame::Answer { value: slot, .. } | PbFrame::Error { value: slot, .. } => {
+                *slot = Some(value);
+            }
+            PbFrame::Call { .. } => {
+                unreachable!("{} frames take no child values", self.name())
+            }
+        }
+    }
+}
+
+impl Deserializer {
+    /// Makes this a PB connection's deserializer (implies
+    /// [`Deserializer::require_top_level_open`]): the only top-level
+    /// sequences are `call`, `answer` and `error` (wire-protocol reference
+    /// §4.10, 5.4, 5.5), any other is discarded silently; poll it with
+    /// [`Deserializer::poll_pb_event`].
+    pub fn pb_messages(mut self) -> Self {
+        self.top_level_primitives = false;
+        self.pb = true;
+        self
+    }
+
+    /// Decodes as far as the buffered bytes allow and returns the next
+    /// event of a PB connection, `Ok(None)` when more bytes are needed.
+    /// `Err` is fatal (send ERROR and close) and sticky.
+    pub fn poll_pb_event(&mut self) -> Result<Option<PbEvent>, DecodeError> {
+        Ok(self.poll_out()?.map(|out| match out {
+            Out::Pb(p) => p,
+            Out::Ev(Event::Ping(n)) => PbEvent::Ping(n),
+            Out::Ev(Event::Pong(n)) => PbEvent::Pong(n),
+            Out::Ev(Event::PeerError(m)) => PbEvent::PeerError(m),
+            Out::Ev(Event::Discarded(e)) => PbEvent::Discarded(e),
+            // unreachable in PB mode: top-level values are refused
+            Out::Ev(Event::Value(_)) => PbEvent::Discarded(DecodeError::UnknownOpenType {
+                offset: self.offset,
+                name: "value".into(),
+            }),
+        }))
+    }
+
+    /// The PB frame that the open type `name` starts, if it starts one: at
+    /// the top level of a PB connection one of the three messages (any
+    /// other sequence is refused), inside a `call` its `arguments` (and
+    /// nothing else). `None` elsewhere: that OPEN starts a value.
+    pub(super) fn open_pb_frame(&self, name: &[u8]) -> Result<Option<PbFrame>, DecodeError> {
+        if self.pb && self.stack.is_empty() {
+            return match MessageKind::from_open_type(name) {
+                Some(kind) => Ok(Some(PbFrame::message(kind))),
+                None => Err(DecodeError::UnknownOpenType {
+                    offset: self.offset,
+                    name: String::from_utf8_lossy(name).into_owned(),
+                }),
+            };
+        }
+        if let Some(OpenFrame {
+            frame: Frame::Pb(PbFrame::Call { .. }),
+            ..
+        }) = self.stack.last()
+        {
+            if name != ARGUMENTS.as_bytes() {
+                return Err(DecodeError::UnexpectedToken {
+                    offset: self.offset,
+                    sequence: "call",
+                    token: "OPEN",
+                    rule: "arguments must be an 'arguments' sequence",
+                });
+            }
+            return Ok(Some(PbFrame::Arguments {
+                count: None,
+                args: Arguments::default(),
+                name: None,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Python's `checkToken` for an OPEN arriving inside a PB frame.
+    pub(super) fn check_open_in_pb(&self, frame: &PbFrame) -> Result<(), DecodeError> {
+        let refuse = |rule| {
+            Err(DecodeError::UnexpectedToken {
+                offset: self.offset,
+                sequence: frame.name(),
+                token: "OPEN",
+                rule,
+            })
+        };
+        match frame {
+            PbFrame::Call { req_id: None, .. } => refuse("request ID must be an INT"),
+            PbFrame::Call { clid: None, .. } => refuse("object ID must be an INT/NEG"),
+            PbFrame::Call { method: None, .. } => refuse("method name must be a STRING"),
+            PbFrame::Call { args: None, .. } => Ok(()),
+            PbFrame::Call { .. } => refuse("too many objects given to CallUnslicer"),
+            PbFrame::Arguments { count: None, .. } => refuse("posarg count must be an INT"),
+            PbFrame::Arguments {
+                count: Some(n),
+                args,
+                name: None,
+            } if args.positional.len() >= *n => refuse("kwarg name must be a STRING"),
+            PbFrame::Arguments { args, .. } => {
+                self.check_items(args.positional.len() + args.keyword.len())
+            }
+            PbFrame::Answer { req_id: None, .. } | PbFrame::Error { req_id: None, .. } => {
+                refuse("request ID must be an INT")
+            }
+            PbFrame::Answer { value: Some(_), .. } | PbFrame::Error { value: Some(_), .. } => {
+                refuse("stop sending me stuff!")
+            }
+            PbFrame::Answer { .. } | PbFrame::Error { .. } => Ok(()),
+        }
+    }
+
+    /// The token rules of `call`, `arguments`, `answer` and `error`
+    /// (Python's `checkToken`s). Gives the token back when it is a value.
+    pub(super) fn pb_primitive(
+        &mut self,
+        top_index: usize,
+        token: Token,
+    ) -> Result<Option<Token>, DecodeError> {
+        let offset = self.offset;
+        let vocab = self.vocab;
+        let string = |t: &Token| -> Result<Option<Bytes>, DecodeError> {
+            Ok(match t {
+                Token::String(s) => Some(s.clone()),
+                Token::Vocab(i) => Some(
+                    vocab
+                        .word(*i)
+                        .map(Bytes::from_static)
+                        .ok_or(DecodeError::UndefinedVocab { offset, index: *i })?,
+                ),
+                _ => None,
+            })
+        };
+        let Frame::Pb(frame) = &mut self.stack[top_index].frame else {
+            return Ok(Some(token));
+        };
+        match frame {
+            PbFrame::Call {
+                req_id,
+                clid,
+                method,
+                args,
+            } => {
+                let rule = if req_id.is_none() {
+                    let Token::Int(r) = token else {
+                        return Err(pb_unexpected(
+                            offset,
+                            "call",
+                            &token,
+                            "request ID must be an INT",
+                        ));
+                    };
+                    *req_id = Some(r);
+                    return Ok(None);
+                } else if clid.is_none() {
+                    let c = match token {
+                        Token::Int(v) => i64::try_from(v).ok(),
+                        Token::Neg(v) => 0i64.checked_sub_unsigned(v),
+                        _ => {
+                            return Err(pb_unexpected(
+                                offset,
+                                "call",
+                                &token,
+                                "object ID must be an INT/NEG",
+                            ))
+                        }
+                    };
+                    *clid = Some(c.ok_or_else(|| {
+                        pb_unexpected(offset, "call", &token, "object ID out of range")
+                    })?);
+                    return Ok(None);
+                } else if method.is_none() {
+                    let negative = clid.is_some_and(|c| c < 0);
+                    let Some(s) = string(&token)? else {
+                        return Err(pb_unexpected(
+                            offset,
+                            "call",
+                            &token,
+                            "method name must be a STRING",
+                        ));
+                    };
+                    let text = if negative {
+                        // the target is a function: Python ignores the name
+                        Text::from("")
+                    } else {
+                        Text::from_utf8(s).map_err(|_| DecodeError::InvalidUtf8 {
+                            offset,
+                            what: "a method name",
+                        })?
+                    };
+                    if let Frame::Pb(PbFrame::Call { method, .. }) =
+                        &mut self.stack[top_index].frame
+                    {
+                        *method = Some(text);
+                    }
+                    return Ok(None);
+                } else if args.is_none() {
+                    "arguments must be an 'arguments' sequence"
+                } else {
+                    "too many objects given to CallUnslicer"
+                };
+                Err(pb_unexpected(offset, "call", &token, rule))
+            }
+            PbFrame::Arguments {
+                count: count @ None,
+                ..
+            } => {
+                let Token::Int(n) = token else {
+                    return Err(pb_unexpected(
+                        offset,
+                        "arguments",
+                        &token,
+                        "posarg count must be an INT",
+                    ));
+                };
+                let limit = self.limits.max_container_items;
+                *count = Some(
+                    usize::try_from(n)
+                        .ok()
+                        .filter(|n| *n <= limit)
+                        .ok_or(DecodeError::TooManyItems { offset, limit })?,
+                );
+                Ok(None)
+            }
+            PbFrame::Arguments {
+                count: Some(n),
+                args,
+                name: None,
+            } if args.positional.len() >= *n => {
+                let Some(s) = string(&token)? else {
+                    return Err(pb_unexpected(
+                        offset,
+                        "arguments",
+                        &token,
+                        "kwarg name must be a STRING",
+                    ));
+                };
+                let text = Text::from_utf8(s).map_err(|_| DecodeError::InvalidUtf8 {
+                    offset,
+                    what: "a keyword argument name",
+                })?;
+                if let Frame::Pb(PbFrame::Arguments { name, .. }) = &mut self.stack[top_index].frame
+                {
+                    *name = Some(text);
+                }
+                Ok(None)
+            }
+            PbFrame::Arguments { .. } => Ok(Some(token)),
+            PbFrame::Answer { req_id, value } | PbFrame::Error { req_id, value } => {
+                if req_id.is_none() {
+                    let Token::Int(r) = token else {
+                        return Err(self.unexpected(&token, "request ID must be an INT"));
+                    };
+                    *req_id = Some(r);
+                    return Ok(None);
+                }
+                if value.is_some() {
+                    return Err(self.unexpected(&token, "stop sending me stuff!"));
+                }
+                Ok(Some(token))
+            }
+        }
+    }
+
+    /// Closes an `arguments` sequence into its `call` frame.
+    pub(super) fn finish_arguments(&mut self, frame: PbFrame) -> Step {
+        let PbFrame::Arguments { count, args, name } = frame else {
+            unreachable!()
+        };
+        if count.is_none_or(|n| args.positional.len() < n) || name.is_some() {
+            return Err(DecodeError::Incomplete {
+                offset: self.offset,
+                sequence: "arguments",
+            });
+        }
+        if let Some(OpenFrame {
+            frame: Frame::Pb(PbFrame::Call { args: slot, .. }),
+            ..
+        }) = self.stack.last_mut()
+        {
+            *slot = Some(args);
+        }
+        Ok(None)
+    }
+
+    /// Completes a top-level `call`, `answer` or `error`: resolves its
+    /// sharing (anchors numbered from the message's first OPEN) and reports
+    /// it.
+    pub(super) fn finish_pb(&mut self, frame: PbFrame) -> Step {
+        let offset = self.offset;
+        let incomplete = |sequence| DecodeError::Incomplete { offset, sequence };
+        let (pb, first_open) = match &frame {
+            PbFrame::Call {
+                req_id: Some(r),
+                args: Some(_),
+                ..
+            } => (PbRequest::Call(*r), 2),
+            PbFrame::Call { .. } => return Err(incomplete("call")),
+            PbFrame::Answer {
+                req_id: Some(r),
+                value: Some(_),
+            }
+            | PbFrame::Error {
+                req_id: Some(r),
+                value: Some(_),
+            } => (PbRequest::Answer(*r), 1),
+            PbFrame::Answer { .. } => return Err(incomplete("answer")),
+            _ => return Err(incomplete("error")),
+        };
+        if self.slots.iter().any(|s| s.broken) {
+            self.reset_message();
+            return Ok(Some(discarded(
+                DecodeError::UnresolvableCycle { offset },
+                Some(pb),
+            )));
+        }
+        let referenced = self.slots.iter().any(|s| s.referenced);
+        let dedup = self.needs_dedup;
+        let fix = |v: &mut Value, next: &mut u32, slots: &[Slot]| {
+            if referenced {
+                anchor_pass(v, next, slots, &mut Default::default());
+            }
+            if dedup {
+                dedup_pass(v);
+            }
+        };
+        let mut next = first_open;
+        let event = match frame {
+            PbFrame::Call {
+                req_id: Some(req_id),
+                clid: Some(clid),
+                method: Some(method),
+                args: Some(mut args),
+            } => {
+                for v in args
+                    .positional
+                    .iter_mut()
+                    .chain(args.keyword.iter_mut().map(|(_, v)| v))
+                {
+                    fix(v, &mut next, &self.slots);
+                }
+                PbEvent::Call(IncomingCall {
+                    req_id,
+                    clid,
+                    method,
+                    args: args.positional,
+                    kwargs: merge_keywords(args.keyword),
+                })
+            }
+            PbFrame::Answer {
+                req_id: Some(req_id),
+                value: Some(mut value),
+            } => {
+                fix(&mut value, &mut next, &self.slots);
+                PbEvent::Answer { req_id, value }
+            }
+            PbFrame::Error {
+                req_id: Some(req_id),
+                value: Some(mut failure),
+            } => {
+                fix(&mut failure, &mut next, &self.slots);
+                PbEvent::Error { req_id, failure }
+            }
+            _ => unreachable!("checked above"),
+        };
+        self.reset_message();
+        Ok(Some(Out::Pb(event)))
+    }
+}
+
+/// The event for a discarded message: a violation to answer when the
+/// message's reqID was known.
+pub(super) fn discarded(error: DecodeError, pb: Option<PbRequest>) -> Out {
+    Out::Pb(match pb {
+        Some(PbRequest::Call(req_id)) => PbEvent::CallViolation { req_id, error },
+        Some(PbRequest::Answer(req_id)) => PbEvent::AnswerViolation { req_id, error },
+        None => return Event::Discarded(error).into(),
+    })
+}
+
+/// A fatal "wrong token here" error inside a PB sequence.
+fn pb_unexpected(
+    offset: u64,
+    sequence: &'static str,
+    token: &Token,
+    rule: &'static str,
+) -> DecodeError {
+    DecodeError::UnexpectedToken {
+        offset,
+        sequence,
+        token: token.type_byte().name(),
+        rule,
+    }
+}
+
+/// Keyword arguments as Python's dict keeps them: a repeated name stays at
+/// its first position with its last value.
+fn merge_keywords(pairs: Vec<(Text, Value)>) -> Vec<(Text, Value)> {
+    let mut out: Vec<(Text, Value)> = Vec::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => out.push((name, value)),
+        }
+    }
+    out
+}
+
+/// Writing PB messages. Each message is one sharing scope; on error
+/// nothing is written and the OPEN counter is unchanged.
+impl Serializer {
+    /// Writes a PB `call` (wire-protocol reference §5.4): reqID, clid,
+    /// method name, then `arguments` with the positional values and the
+    /// keyword arguments in sorted name order. Arguments form one sharing
+    /// scope. On error nothing is written and the OPEN counter is
+    /// unchanged.
+    pub fn write_call(
+        &mut self,
+        out: &mut BytesMut,
+        req_id: u64,
+        clid: i64,
+        method: &[u8],
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+    ) -> Result<(), EncodeError> {
+        self.write_call_with(out, req_id, clid, method, args, kwargs, &mut NoRefs)
+    }
+
+    /// [`Serializer::write_call`] with live references encoded by `refs`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_call_with(
+        &mut self,
+        out: &mut BytesMut,
+        req_id: u64,
+        clid: i64,
+        method: &[u8],
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+        refs: &mut dyn RefEncoder,
+    ) -> Result<(), EncodeError> {
+        let mut sorted: Vec<&(Text, Value)> = kwargs.iter().collect();
+        sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut anchors = Anchors::default();
+        for v in args.iter().chain(sorted.iter().map(|(_, v)| v)) {
+            anchors.add_root(v);
+        }
+        self.transaction(out, |me, out| {
+            let call = me.open_sequence(out, MessageKind::Call.open_type().as_bytes());
+            put_token_header(out, req_id, TypeByte::Int);
+            put_i64(out, clid);
+            me.put_bytes(out, method);
+            let arguments = me.open_sequence(out, ARGUMENTS.as_bytes());
+            put_token_header(out, args.len() as u64, TypeByte::Int);
+            for v in args {
+                me.write_value(v, out, &mut anchors, refs)?;
+            }
+            for (name, v) in sorted {
+                me.put_bytes(out, name.as_bytes());
+                me.write_value(v, out, &mut anchors, refs)?;
+            }
+            me.close(out, arguments);
+            me.close(out, call);
+            Ok(())
+        })
+    }
+
+    /// Writes a PB `answer`: reqID and one value (its own sharing scope).
+    pub fn write_answer(
+        &mut self,
+        out: &mut BytesMut,
+        req_id: u64,
+        value: &Value,
+    ) -> Result<(), EncodeError> {
+        self.write_reply(out, MessageKind::Answer, req_id, value, &mut NoRefs)
+    }
+
+    /// [`Serializer::write_answer`] with live references encoded by
+    /// `refs`.
+    pub fn write_answer_with(
+        &mut self,
+        out: &mut BytesMut,
+        req_id: u64,
+        value: &Value,
+        refs: &mut dyn RefEncoder,
+    ) -> Result<(), EncodeError> {
+        self.write_reply(out, MessageKind::Answer, req_id, value, refs)
+    }
+
+    /// Writes a PB `error`: reqID and the failure (normally the
+    /// `twisted.python.failure.Failure` copyable).
+    pub fn write_error(
+        &mut self,
+        out: &mut BytesMut,
+        req_id: u64,
+        failure: &Value,
+    ) -> Result<(), EncodeError> {
+        self.write_reply(out, MessageKind::Error, req_id, failure, &mut NoRefs)
+    }
+
+    /// Writes an `answer` or `error`: reqID, then the value.
+    fn write_reply(
+        &mut self,
+        out: &mut BytesMut,
+        kind: MessageKind,
+        req_id: u64,
+        value: &Value,
+        refs: &mut dyn RefEncoder,
+    ) -> Result<(), EncodeError> {
+        let mut anchors = Anchors::default();
+        anchors.add_root(value);
+        self.transaction(out, |me, out| {
+            let id = me.open_sequence(out, kind.open_type().as_bytes());
+            put_token_header(out, req_id, TypeByte::Int);
+            me.write_value(value, out, &mut anchors, refs)?;
+            me.close(out, id);
+            Ok(())
+        })
+    }
+}
