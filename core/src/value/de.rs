@@ -28,7 +28,7 @@ pub enum Event {
     PeerError(Bytes),
 }
 
-/// A `call` message as received (wire-protocol reference §5.4).
+/// A `call` message as received (docs/protocol.md §5.4).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncomingCall {
     /// Request ID; 0 means no answer is wanted.
@@ -355,7 +355,7 @@ impl Deserializer {
 
     /// Makes this a PB connection's deserializer (implies
     /// [`Deserializer::require_top_level_open`]): the only top-level
-    /// sequences are `call`, `answer` and `error` (wire-protocol reference
+    /// sequences are `call`, `answer` and `error` (docs/protocol.md
     /// §4.10, 5.4, 5.5), any other is discarded silently; poll it with
     /// [`Deserializer::poll_pb_event`].
     pub fn pb_messages(mut self) -> Self {

@@ -138,7 +138,7 @@ impl Serializer {
         r
     }
 
-    /// Writes a PB `call` (wire-protocol reference §5.4): reqID, clid,
+    /// Writes a PB `call` (docs/protocol.md §5.4): reqID, clid,
     /// method name, then `arguments` with the positional values and the
     /// keyword arguments in sorted name order. Arguments form one sharing
     /// scope. On error nothing is written and the OPEN counter is
