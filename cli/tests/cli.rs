@@ -58,7 +58,7 @@ fn hex(b: &[u8]) -> String {
 
 #[test]
 fn encode_matches_the_wire_reference() {
-    // wire-protocol reference §5.2, with open numbers starting at 0
+    // docs/protocol.md §5.2, with open numbers starting at 0
     let v1 = [
         ("None", "0088008700 89"),
         ("True", "00880187 0181 0089"),

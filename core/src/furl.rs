@@ -1,4 +1,4 @@
-//! FURLs: `pb://TUBID@HINT,HINT,.../SWISSNUM` (wire-protocol reference
+//! FURLs: `pb://TUBID@HINT,HINT,.../SWISSNUM` (docs/protocol.md
 //! §2.4-2.6).
 //!
 //! [`Furl::parse`] accepts what Python's `decode_furl` accepts (with the

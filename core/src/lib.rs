@@ -3,7 +3,7 @@
 //! Bytes in, bytes and events out: nothing here touches sockets, threads,
 //! clocks or global state. The layers, bottom up:
 //!
-//! * [`banana`]: the token codec (wire-protocol reference §4).
+//! * [`banana`]: the token codec (docs/protocol.md §4).
 //! * [`value`]: the value model and its streaming (de)serializer (§5.1-5.3,
 //!   5.7), plus the Python `repr()` quoting of str and bytes that wire
 //!   texts need (the full literal syntax is the `foolscap-literal` crate).

@@ -1,5 +1,5 @@
 //! The banana token layer: the self-delimiting tokens every Foolscap
-//! connection speaks once negotiation is over (wire-protocol reference §4).
+//! connection speaks once negotiation is over (docs/protocol.md §4).
 //!
 //! * [`TokenDecoder`] turns bytes (split anywhere) into [`Token`]s.
 //! * [`encode`] writes tokens into a [`bytes::BytesMut`] exactly as Python

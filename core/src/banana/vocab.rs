@@ -1,6 +1,6 @@
 use sha1::{Digest, Sha1};
 
-/// A negotiated initial vocabulary table (wire-protocol reference §4.5).
+/// A negotiated initial vocabulary table (docs/protocol.md §4.5).
 ///
 /// Both directions of a connection start with the table chosen in the
 /// negotiation decision; foolscap never changes it afterwards. Table 0 is

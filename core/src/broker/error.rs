@@ -5,7 +5,7 @@ use super::failure::{Failure, FailureError};
 use super::{Clid, ReqId};
 use crate::value::{DecodeError, EncodeError};
 
-/// Why a connection ended (wire-protocol reference §4.8, 4.10, 6.6).
+/// Why a connection ended (docs/protocol.md §4.8, 4.10, 6.6).
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum CloseReason {
     /// We closed it ([`super::Broker::close`]).

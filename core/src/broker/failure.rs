@@ -1,5 +1,5 @@
 //! Remote exceptions: the `twisted.python.failure.Failure` copyable
-//! (wire-protocol reference §5.5).
+//! (docs/protocol.md §5.5).
 
 use bytes::Bytes;
 use thiserror::Error;

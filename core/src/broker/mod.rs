@@ -1,5 +1,5 @@
 //! The broker: PB calls, answers and errors over a negotiated connection
-//! (wire-protocol reference §5.4-5.8, 6), sans-IO.
+//! (docs/protocol.md §5.4-5.8, 6), sans-IO.
 //!
 //! A [`Broker`] takes the plaintext banana a [`crate::negotiation::Session`]
 //! delivers and gives back plaintext to send, events and timers, in the

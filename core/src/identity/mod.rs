@@ -1,5 +1,5 @@
 //! Tub identity: the certificate and key a Tub presents, and the tubid
-//! derived from it (wire-protocol reference §2.1-2.3).
+//! derived from it (docs/protocol.md §2.1-2.3).
 //!
 //! * [`TubId`]: lowercase unpadded base32 of SHA-1 over the certificate
 //!   DER, exactly as Python computes it.

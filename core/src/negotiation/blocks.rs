@@ -1,4 +1,4 @@
-//! Negotiation blocks inside TLS (wire-protocol reference §3.5-3.7):
+//! Negotiation blocks inside TLS (docs/protocol.md §3.5-3.7):
 //! `key: value` lines ended by a blank line. Hellos go both ways, then the
 //! master sends a decision; a side that gives up sends an error block.
 

@@ -1,4 +1,4 @@
-//! Evaluating hellos and decisions (wire-protocol reference §3.5-3.6) and
+//! Evaluating hellos and decisions (docs/protocol.md §3.5-3.6) and
 //! the duplicate-connection rules with the Tub-level tables they need
 //! (§3.8).
 

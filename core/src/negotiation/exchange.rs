@@ -18,7 +18,7 @@ use super::NegotiationConfig;
 use crate::identity::TubId;
 
 /// What the peer expects from us next, which decides how a failure is
-/// reported (reference §3.7).
+/// reported (docs/protocol.md §3.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SendPhase {
     /// Our hello is out; the peer reads blocks: send an error block.

@@ -1,4 +1,4 @@
-//! Connection negotiation (wire-protocol reference §3), both roles, as a
+//! Connection negotiation (docs/protocol.md §3), both roles, as a
 //! sans-IO state machine: bytes in, bytes and events out, time passed in.
 //!
 //! ```text

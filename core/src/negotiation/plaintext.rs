@@ -1,4 +1,4 @@
-//! The plaintext phase (wire-protocol reference §3.2): the client's
+//! The plaintext phase (docs/protocol.md §3.2): the client's
 //! `GET /id/TUBID` request, the server's `101 Switching Protocols` reply
 //! and its `500` refusals, plus the block buffer every negotiation phase
 //! reads with.

@@ -1,4 +1,4 @@
-//! TLS for foolscap connections (wire-protocol reference §3.3-3.4), through
+//! TLS for foolscap connections (docs/protocol.md §3.3-3.4), through
 //! rustls' sans-IO connections.
 //!
 //! Both sides present their certificate; the TLS server requires the

@@ -1,6 +1,6 @@
 //! A Tub, sans-IO: every connection of one identity, its published objects
-//! and its references, behind one state machine (docs/protocol.md §2,
-//! 3.8, 5.8, 6).
+//! and its references, behind one state machine (docs/protocol.md
+//! §2, 3.8, 5.8, 6).
 //!
 //! A [`Tub`] owns a [`Negotiation`] then a [`Session`] and a [`Broker`]
 //! per connection, the Tub-level [`ConnectionTable`], and the table of

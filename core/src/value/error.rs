@@ -2,7 +2,7 @@ use thiserror::Error;
 
 use crate::banana::TokenError;
 
-/// How much an error costs (wire-protocol reference §4.10).
+/// How much an error costs (docs/protocol.md §4.10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorScope {
     /// A "Violation": the offending top-level message is discarded up to

@@ -1,5 +1,5 @@
-//! The value model: what travels inside banana sequences (wire-protocol
-//! reference §5.1-5.3, 5.6, 5.7), and its streaming (de)serializer.
+//! The value model: what travels inside banana sequences
+//! (docs/protocol.md §5.1-5.3, 5.6, 5.7), and its streaming (de)serializer.
 //!
 //! [`Value`] mirrors Python's data model closely enough that a value
 //! survives a round trip through a Python peer unchanged: bytes and str,

@@ -1,4 +1,4 @@
-//! The PB message grammar (wire-protocol reference §4.10, 5.4, 5.5), in
+//! The PB message grammar (docs/protocol.md §4.10, 5.4, 5.5), in
 //! both directions: the top-level `call`, `answer` and `error` sequences
 //! and a call's `arguments`, the order of their fields and the token rules
 //! a receiver enforces on them (Python foolscap's call, answer and error
@@ -51,7 +51,7 @@ impl MessageKind {
 /// The open type of a call's argument list, the call's last field.
 const ARGUMENTS: &str = "arguments";
 
-/// A `call` message as received (wire-protocol reference §5.4).
+/// A `call` message as received (docs/protocol.md §5.4).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncomingCall {
     /// Request ID; 0 means no answer is wanted.
@@ -236,7 +236,7 @@ impl PbFrame {
 impl Deserializer {
     /// Makes this a PB connection's deserializer (implies
     /// [`Deserializer::require_top_level_open`]): the only top-level
-    /// sequences are `call`, `answer` and `error` (wire-protocol reference
+    /// sequences are `call`, `answer` and `error` (docs/protocol.md
     /// §4.10, 5.4, 5.5), any other is discarded silently; poll it with
     /// [`Deserializer::poll_pb_event`].
     pub fn pb_messages(mut self) -> Self {
@@ -633,7 +633,7 @@ fn merge_keywords(pairs: Vec<(Text, Value)>) -> Vec<(Text, Value)> {
 /// Writing PB messages. Each message is one sharing scope; on error
 /// nothing is written and the OPEN counter is unchanged.
 impl Serializer {
-    /// Writes a PB `call` (wire-protocol reference §5.4): reqID, clid,
+    /// Writes a PB `call` (docs/protocol.md §5.4): reqID, clid,
     /// method name, then `arguments` with the positional values and the
     /// keyword arguments in sorted name order. Arguments form one sharing
     /// scope. On error nothing is written and the OPEN counter is

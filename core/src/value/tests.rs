@@ -131,7 +131,7 @@ fn round_trip_both_tables_and_bytewise() {
 
 #[test]
 fn bytes_from_the_reference() {
-    // wire-protocol reference §5.2, open-IDs renumbered from 0
+    // docs/protocol.md §5.2, open-IDs renumbered from 0
     let v1 = VocabTable::V1;
     assert_eq!(
         hex(&encode(&Value::None, v1)),
