@@ -155,11 +155,7 @@ impl<A: Application> Run<'_, A> {
                             ReplayError::Setup("the Tub dropped its dial".into())
                         })?);
                     }
-                    Transport::Close(c) => {
-                        if Some(c) == self.conn {
-                            self.closed = true;
-                        }
-                    }
+                    Transport::Close(c) if Some(c) == self.conn => self.closed = true,
                     _ => {}
                 }
             }
