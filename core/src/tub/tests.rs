@@ -1022,3 +1022,62 @@ fn a_third_tub_follows_a_furl_passed_along() {
     assert_eq!(net.answer_of(2, c), Ok(want));
     assert_eq!(net.sockets(), 2);
 }
+
+#[test]
+fn answering_a_call_twice_leaves_the_counts_alone() {
+    let mut net = flow_net();
+    let (_, furl) = net.publish(0, "calc");
+    let r = net.remote(1, &furl);
+    let (_, conn) = net.peer_end(1, r.connection()).unwrap();
+    net[1].call(&r, "a", &[], &[]).unwrap();
+    net[1].call(&r, "b", &[], &[]).unwrap();
+    net.run();
+    let calls = net.take_calls(0);
+    assert_eq!(net[0].pending_calls(conn), pending(0, 2));
+    net[0].answer(calls[0].id, Ok(Value::None)).unwrap();
+    assert_eq!(
+        net[0].answer(calls[0].id, Ok(Value::None)),
+        Err(TubError::Broker(BrokerError::UnknownRequest(
+            calls[0].id.req_id
+        )))
+    );
+    let f = Failure::new("builtins.ValueError", "again");
+    assert!(net[0].answer(calls[0].id, Err(f)).is_err());
+    let bogus = IncomingId {
+        connection: conn,
+        req_id: 99,
+    };
+    assert!(net[0].answer(bogus, Ok(Value::None)).is_err());
+    assert_eq!(net[0].pending_calls(conn), pending(0, 1));
+    assert_eq!(net[0].calls_to_answer(), 1);
+}
+
+#[test]
+fn calls_held_on_a_connection_that_ends_are_dropped() {
+    let mut net = flow_net();
+    let (_, furl) = net.publish(0, "calc");
+    net.respond_with(0, |_| Ok(Value::bytes(&[7; 1500])));
+    let r = net.remote(1, &furl);
+    let (_, conn) = net.peer_end(1, r.connection()).unwrap();
+    net.set_reading(1, r.connection(), false);
+    for i in 0..40 {
+        net[1].call(&r, "m", &[Value::int(i)], &[]).unwrap();
+    }
+    net.run();
+    net.take(0);
+    assert_eq!(net[0].pending_calls(conn), pending(36, 0));
+    // the connection ends; a driver that asks for events before bytes
+    // must not be handed the held calls of a dead connection
+    let now = net.now();
+    net[0].handle_eof(conn, now);
+    // its socket is gone: nothing is left unsent
+    net[0].set_backlog(conn, 0);
+    let evs: Vec<TubEvent> = std::iter::from_fn(|| net[0].poll_event()).collect();
+    assert!(
+        matches!(&evs[..], [TubEvent::Disconnected { connection, .. }] if *connection == conn),
+        "{evs:?}"
+    );
+    assert_eq!(net[0].pending_calls(conn), pending(0, 0));
+    assert_eq!(net[0].held_calls(), 0);
+    assert_eq!(net[0].calls_to_answer(), 0);
+}
