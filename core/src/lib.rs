@@ -15,6 +15,8 @@
 //! * [`tub`]: a Tub's connections, objects and references together.
 //! * [`id`]: every identifier the core hands out.
 //! * [`rng`]: injectable randomness.
+//! * `testing` (with the `testing` feature, and in this crate's tests): a
+//!   simulated network of Tubs on a virtual clock.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -25,5 +27,7 @@ pub mod id;
 pub mod identity;
 pub mod negotiation;
 pub mod rng;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tub;
 pub mod value;

@@ -225,7 +225,9 @@ pub enum TubEvent {
         error: NegotiationError,
     },
     /// A negotiated connection ended (disconnect observers run here); its
-    /// references are dead and its outstanding calls have failed.
+    /// references are dead and its outstanding calls have failed. Its
+    /// peer's calls held by flow control are dropped, and those handed
+    /// out no longer count as waiting for an answer.
     Disconnected {
         /// The connection.
         connection: ConnectionId,
@@ -701,12 +703,6 @@ impl Tub {
         if !call.wants_answer() {
             return Ok(());
         }
-        if let Some(c) = self.conns.get_mut(&call.connection) {
-            if c.unanswered > 0 {
-                c.unanswered -= 1;
-                self.unanswered_total -= 1;
-            }
-        }
         let broker = open_broker(&mut self.conns, call.connection)?;
         let r = match result {
             Ok(v) => match broker.answer(call.req_id, &v, &self.objects) {
@@ -722,6 +718,15 @@ impl Tub {
             },
             Err(f) => broker.fail(call.req_id, &f).map_err(TubError::from),
         };
+        // a call answered twice, or never received, is not counted off
+        // again: the flow-control counts would drift low
+        let answered = !matches!(r, Err(TubError::Broker(BrokerError::UnknownRequest(_))));
+        if let Some(c) = self.conns.get_mut(&call.connection) {
+            if answered && c.unanswered > 0 {
+                c.unanswered -= 1;
+                self.unanswered_total -= 1;
+            }
+        }
         self.pump(call.connection, self.last_now);
         r
     }
@@ -1143,7 +1148,7 @@ impl Tub {
         self.held_total
     }
 
-    /// Calls from peers over all connections that have not been
+    /// Calls from peers over all open connections that have not been
     /// answered yet (handed out or still held).
     pub fn calls_to_answer(&self) -> usize {
         self.held_total + self.unanswered_total
@@ -1428,6 +1433,13 @@ impl Tub {
             }
             if let Some(c) = self.conns.get_mut(&id) {
                 c.state = ConnState::Closed;
+                // held calls die with the connection (never handed out
+                // after its Disconnected), and handed-out ones cannot be
+                // answered any more: neither is left to answer
+                self.held_total -= c.held.len();
+                c.held.clear();
+                self.unanswered_total -= c.unanswered;
+                c.unanswered = 0;
             }
             self.mark_dirty(id);
             self.table.connection_closed(id);

@@ -1,22 +1,12 @@
-//! Two sans-IO Tubs wired back to back in memory.
+//! The core Tub on the simulated network of [`crate::testing`], and alone.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::broker::CallError;
 use crate::rng::SeededRng;
-
-struct Net {
-    tubs: [Tub; 2],
-    /// (tub index, connection) -> (other tub index, its connection)
-    links: HashMap<(usize, ConnectionId), (usize, ConnectionId)>,
-    events: [Vec<TubEvent>; 2],
-    now: Instant,
-    /// Connect without TLS (the replay channel).
-    clear: bool,
-}
+use crate::testing::{Net, NetConfig, FIRST_PORT};
 
 fn tub(seed: u64, now: Instant) -> Tub {
     tub_with(seed, now, TubConfig::default())
@@ -27,108 +17,26 @@ fn tub_with(seed: u64, now: Instant, config: TubConfig) -> Tub {
     Tub::new(&id, config, Box::new(SeededRng::new(seed)), now).unwrap()
 }
 
-impl Net {
-    fn new() -> Net {
-        Self::with_configs(TubConfig::default(), TubConfig::default(), false)
-    }
+/// Tub 0 serves, tub 1 calls.
+fn net_with(server: TubConfig, client: TubConfig, clear: bool) -> Net {
+    let config = NetConfig {
+        clear,
+        ..NetConfig::default()
+    };
+    Net::with_config(config, vec![server, client])
+}
 
-    fn with_configs(server: TubConfig, client: TubConfig, clear: bool) -> Net {
-        let now = Instant::now();
-        let mut server = tub_with(1, now, server);
-        server.set_location(vec![Hint::parse("tcp:127.0.0.1:1234")]);
-        Net {
-            tubs: [server, tub_with(2, now, client)],
-            links: HashMap::new(),
-            events: [Vec::new(), Vec::new()],
-            now,
-            clear,
-        }
-    }
+/// Answers every call to tub 0 with `[method, args]`.
+fn serve(net: &mut Net) {
+    net.answer_calls(0, echo);
+    net.run();
+}
 
-    /// Moves bytes both ways and collects events until nothing moves;
-    /// dials to port 1234 reach tub 0, any other port is refused.
-    fn run(&mut self) {
-        loop {
-            let mut moved = false;
-            for side in 0..2 {
-                let mut buf = Vec::new();
-                while let Some(conn) = self.tubs[side].poll_transmit(&mut buf) {
-                    if let Some(&(other, oc)) = self.links.get(&(side, conn)) {
-                        self.tubs[other].handle_input(oc, self.now, &buf);
-                        moved = true;
-                    }
-                }
-                while let Some(cmd) = self.tubs[side].poll_transport() {
-                    moved = true;
-                    match cmd {
-                        Transport::Dial { dial, port, .. } => {
-                            if port == 1234 && self.clear {
-                                let (me, them) =
-                                    (self.tubs[side].tubid(), self.tubs[1 - side].tubid());
-                                let c = self.tubs[side]
-                                    .dial_connected_clear(dial, self.now, them)
-                                    .unwrap();
-                                let s = self.tubs[1 - side].accept_clear(self.now, me).unwrap();
-                                self.links.insert((side, c), (1 - side, s));
-                                self.links.insert((1 - side, s), (side, c));
-                            } else if port == 1234 {
-                                let c = self.tubs[side].dial_connected(dial, self.now).unwrap();
-                                let s = self.tubs[1 - side].accept(self.now).unwrap();
-                                self.links.insert((side, c), (1 - side, s));
-                                self.links.insert((1 - side, s), (side, c));
-                            } else {
-                                let refused = TransportError::new(
-                                    std::io::ErrorKind::ConnectionRefused,
-                                    "connection refused",
-                                );
-                                self.tubs[side].dial_failed(dial, refused);
-                            }
-                        }
-                        Transport::Close(c) => {
-                            if let Some((other, oc)) = self.links.remove(&(side, c)) {
-                                self.links.remove(&(other, oc));
-                                self.tubs[other].handle_eof(oc, self.now);
-                            }
-                        }
-                    }
-                }
-                while let Some(ev) = self.tubs[side].poll_event() {
-                    moved = true;
-                    self.events[side].push(ev);
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    fn take(&mut self, side: usize) -> Vec<TubEvent> {
-        std::mem::take(&mut self.events[side])
-    }
-
-    /// Answers every call to tub 0 with `[method, args]`.
-    fn serve(&mut self) {
-        for ev in self.take(0) {
-            if let TubEvent::Call(c) = ev {
-                let v = Value::List(vec![Value::str(c.method.as_str()), Value::List(c.args)]);
-                self.tubs[0].answer(c.id, Ok(v)).unwrap();
-            }
-        }
-        self.run();
-    }
-
-    fn reference(&mut self, furl: &Furl) -> Result<Value, TubError> {
-        let lookup = self.tubs[1].get_reference(furl);
-        self.run();
-        let evs = self.take(1);
-        evs.into_iter()
-            .find_map(|e| match e {
-                TubEvent::Reference { lookup: l, result } if l == lookup => Some(result),
-                _ => None,
-            })
-            .expect("a Reference event")
-    }
+fn echo(c: &IncomingCall) -> Result<Value, Failure> {
+    Ok(Value::List(vec![
+        Value::str(c.method.as_str()),
+        Value::List(c.args.clone()),
+    ]))
 }
 
 fn answers(evs: Vec<TubEvent>) -> Vec<(CallId, Result<Value, CallError>)> {
@@ -142,14 +50,14 @@ fn answers(evs: Vec<TubEvent>) -> Vec<(CallId, Result<Value, CallError>)> {
 
 #[test]
 fn get_reference_then_call_and_answer() {
-    let mut net = Net::new();
-    let obj = net.tubs[0].new_object("");
-    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
+    let mut net = Net::new(2);
+    let obj = net[0].new_object("");
+    let furl = net[0].register(obj, Some("calc")).unwrap();
     assert_eq!(furl.to_string().split('/').next_back(), Some("calc"));
-    let Ok(Value::Remote(r)) = net.reference(&furl) else {
+    let Ok(Value::Remote(r)) = net.reference(1, &furl) else {
         panic!("no reference")
     };
-    let call = net.tubs[1].call(&r, "add", &[Value::int(1)], &[]).unwrap();
+    let call = net[1].call(&r, "add", &[Value::int(1)], &[]).unwrap();
     net.run();
     let evs = net.take(0);
     assert!(evs.iter().any(|e| matches!(e, TubEvent::Connected { .. })));
@@ -157,30 +65,30 @@ fn get_reference_then_call_and_answer() {
         panic!("no call")
     };
     assert_eq!((c.object, c.method.as_str()), (obj, "add"));
-    assert_eq!(c.caller, net.tubs[1].tubid());
-    net.tubs[0].answer(c.id, Ok(Value::int(3))).unwrap();
+    assert_eq!(c.caller, net[1].tubid());
+    net[0].answer(c.id, Ok(Value::int(3))).unwrap();
     net.run();
     assert_eq!(answers(net.take(1)), vec![(call, Ok(Value::int(3)))]);
 }
 
 #[test]
 fn one_connection_per_remote_tub() {
-    let mut net = Net::new();
-    let a = net.tubs[0].new_object("");
-    let b = net.tubs[0].new_object("");
-    let fa = net.tubs[0].register(a, Some("a")).unwrap();
-    let fb = net.tubs[0].register(b, None).unwrap();
-    let Ok(Value::Remote(ra)) = net.reference(&fa) else {
+    let mut net = Net::new(2);
+    let a = net[0].new_object("");
+    let b = net[0].new_object("");
+    let fa = net[0].register(a, Some("a")).unwrap();
+    let fb = net[0].register(b, None).unwrap();
+    let Ok(Value::Remote(ra)) = net.reference(1, &fa) else {
         panic!()
     };
-    let Ok(Value::Remote(rb)) = net.reference(&fb) else {
+    let Ok(Value::Remote(rb)) = net.reference(1, &fb) else {
         panic!()
     };
     assert_eq!(ra.connection(), rb.connection());
     assert_ne!(ra, rb);
-    assert_eq!(net.links.len(), 2, "one TCP connection");
+    assert_eq!(net.sockets(), 1, "one TCP connection");
     // the same FURL twice gives the same handle
-    let Ok(Value::Remote(ra2)) = net.reference(&fa) else {
+    let Ok(Value::Remote(ra2)) = net.reference(1, &fa) else {
         panic!()
     };
     assert_eq!(ra, ra2);
@@ -188,11 +96,11 @@ fn one_connection_per_remote_tub() {
 
 #[test]
 fn unknown_names_and_unreachable_tubs_fail_the_lookup() {
-    let mut net = Net::new();
-    let obj = net.tubs[0].new_object("");
-    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
+    let mut net = Net::new(2);
+    let obj = net[0].new_object("");
+    let furl = net[0].register(obj, Some("calc")).unwrap();
     let wrong = Furl::new(furl.tubid, furl.hints.clone(), "nope");
-    match net.reference(&wrong) {
+    match net.reference(1, &wrong) {
         Err(TubError::Lookup(CallError::Remote(f))) => assert_eq!(f.type_name, "builtins.KeyError"),
         other => panic!("{other:?}"),
     }
@@ -201,15 +109,15 @@ fn unknown_names_and_unreachable_tubs_fail_the_lookup() {
         Hint::parse("tcp:127.0.0.1:9"),
         Hint::parse("tcp:127.0.0.1:1234"),
     ];
-    let mut net = Net::new();
-    let obj = net.tubs[0].new_object("");
-    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
+    let mut net = Net::new(2);
+    let obj = net[0].new_object("");
+    let furl = net[0].register(obj, Some("calc")).unwrap();
     let two = Furl::new(furl.tubid, hints, "calc");
-    assert!(matches!(net.reference(&two), Ok(Value::Remote(_))));
+    assert!(matches!(net.reference(1, &two), Ok(Value::Remote(_))));
     // nothing answers
-    let mut net = Net::new();
+    let mut net = Net::new(2);
     let dead = Furl::new(furl.tubid, vec![Hint::parse("tcp:127.0.0.1:9")], "calc");
-    match net.reference(&dead) {
+    match net.reference(1, &dead) {
         Err(e @ TubError::Unreachable { .. }) => {
             let TubError::Unreachable { attempts, .. } = &e else {
                 unreachable!()
@@ -232,34 +140,35 @@ fn unknown_names_and_unreachable_tubs_fail_the_lookup() {
 
 #[test]
 fn our_own_furl_gives_the_local_object() {
-    let mut net = Net::new();
-    let obj = net.tubs[0].new_object("");
-    let furl = net.tubs[0].register(obj, Some("me")).unwrap();
-    let lookup = net.tubs[0].get_reference(&furl);
+    let mut net = Net::new(2);
+    let obj = net[0].new_object("");
+    let furl = net[0].register(obj, Some("me")).unwrap();
+    let lookup = net[0].get_reference(&furl);
     assert_eq!(
-        net.tubs[0].poll_event(),
+        net[0].poll_event(),
         Some(TubEvent::Reference {
             lookup,
             result: Ok(Value::Local(obj))
         })
     );
     assert_eq!(
-        net.tubs[0].register(obj, Some("me")),
+        net[0].register(obj, Some("me")),
         Err(TubError::NameInUse("me".into()))
     );
 }
 
 #[test]
 fn disconnect_fails_calls_and_reports_both_sides() {
-    let mut net = Net::new();
-    let obj = net.tubs[0].new_object("");
-    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
-    let Ok(Value::Remote(r)) = net.reference(&furl) else {
+    let mut net = Net::new(2);
+    let obj = net[0].new_object("");
+    let furl = net[0].register(obj, Some("calc")).unwrap();
+    let Ok(Value::Remote(r)) = net.reference(1, &furl) else {
         panic!()
     };
-    let call = net.tubs[1].call(&r, "slow", &[], &[]).unwrap();
+    let call = net[1].call(&r, "slow", &[], &[]).unwrap();
     net.run();
-    net.tubs[0].disconnect(ConnectionId(net.links[&(1, r.connection())].1 .0));
+    let (_, theirs) = net.peer_end(1, r.connection()).unwrap();
+    net[0].disconnect(theirs);
     net.run();
     let evs = net.take(1);
     assert!(matches!(
@@ -274,27 +183,25 @@ fn disconnect_fails_calls_and_reports_both_sides() {
         .iter()
         .any(|e| matches!(e, TubEvent::Disconnected { .. })));
     assert_eq!(
-        net.tubs[1].call(&r, "again", &[], &[]),
+        net[1].call(&r, "again", &[], &[]),
         Err(TubError::NotConnected)
     );
     // a new lookup dials again
-    assert!(matches!(net.reference(&furl), Ok(Value::Remote(_))));
+    assert!(matches!(net.reference(1, &furl), Ok(Value::Remote(_))));
 }
 
 #[test]
 fn objects_travel_both_ways_and_unused_ones_are_reported() {
-    let mut net = Net::new();
-    let obj = net.tubs[0].new_object("");
-    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
-    let Ok(Value::Remote(r)) = net.reference(&furl) else {
+    let mut net = Net::new(2);
+    let obj = net[0].new_object("");
+    let furl = net[0].register(obj, Some("calc")).unwrap();
+    let Ok(Value::Remote(r)) = net.reference(1, &furl) else {
         panic!()
     };
     // tub 1 sends one of its objects; tub 0 receives a Remote and echoes
     // it back, so tub 1 gets its Local object home
-    let mine = net.tubs[1].new_object("");
-    net.tubs[1]
-        .call(&r, "m", &[Value::Local(mine)], &[])
-        .unwrap();
+    let mine = net[1].new_object("");
+    net[1].call(&r, "m", &[Value::Local(mine)], &[]).unwrap();
     net.run();
     let Some(TubEvent::Call(c)) = net
         .take(0)
@@ -305,37 +212,33 @@ fn objects_travel_both_ways_and_unused_ones_are_reported() {
     };
     assert!(matches!(c.args[0], Value::Remote(_)));
     let back = c.args[0].clone();
-    net.tubs[0].answer(c.id, Ok(back)).unwrap();
+    net[0].answer(c.id, Ok(back)).unwrap();
     drop(c);
     net.run();
     assert_eq!(answers(net.take(1))[0].1, Ok(Value::Local(mine)));
     // tub 0 dropped every handle: after the sweep it releases, and tub 1
     // learns its object is unused
-    net.now += Duration::from_secs(2);
-    net.tubs[0].handle_timeout(net.now);
-    net.run();
+    net.advance(Duration::from_secs(2));
     assert!(net.take(1).contains(&TubEvent::ObjectUnused(mine)));
     // the registered object is never reported unused
     drop(r);
-    net.now += Duration::from_secs(2);
-    net.tubs[1].handle_timeout(net.now);
-    net.run();
+    net.advance(Duration::from_secs(2));
     assert!(!net.take(0).contains(&TubEvent::ObjectUnused(obj)));
-    net.serve();
+    serve(&mut net);
 }
 
 #[test]
 fn objects_sent_with_a_location_get_a_furl_like_python() {
-    let mut net = Net::new();
-    let obj = net.tubs[0].new_object("");
-    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
-    let Ok(Value::Remote(r)) = net.reference(&furl) else {
+    let mut net = Net::new(2);
+    let obj = net[0].new_object("");
+    let furl = net[0].register(obj, Some("calc")).unwrap();
+    let Ok(Value::Remote(r)) = net.reference(1, &furl) else {
         panic!()
     };
     // the registered name is the one sent, not an automatic one
     assert_eq!(r.furl().map(|f| &f[..]), Some(furl.to_string().as_bytes()));
-    let counter = net.tubs[0].new_object("");
-    net.tubs[1].call(&r, "make", &[], &[]).unwrap();
+    let counter = net[0].new_object("");
+    net[1].call(&r, "make", &[], &[]).unwrap();
     net.run();
     let Some(TubEvent::Call(c)) = net
         .take(0)
@@ -344,16 +247,16 @@ fn objects_sent_with_a_location_get_a_furl_like_python() {
     else {
         panic!()
     };
-    net.tubs[0].answer(c.id, Ok(Value::Local(counter))).unwrap();
+    net[0].answer(c.id, Ok(Value::Local(counter))).unwrap();
     net.run();
     let Ok(Value::Remote(cr)) = answers(net.take(1)).remove(0).1 else {
         panic!()
     };
     let text = String::from_utf8(cr.furl().expect("a FURL").to_vec()).unwrap();
     let cfurl = Furl::parse(&text).unwrap();
-    assert_eq!(cfurl.tubid, net.tubs[0].tubid());
+    assert_eq!(cfurl.tubid, net[0].tubid());
     // that FURL leads to the same object
-    assert_eq!(net.reference(&cfurl), Ok(Value::Remote(cr)));
+    assert_eq!(net.reference(1, &cfurl), Ok(Value::Remote(cr)));
 }
 
 #[test]
@@ -423,15 +326,15 @@ fn recorded_call(clear: bool) -> (Arc<Memory>, Arc<Memory>) {
         recorder: Some(RecorderHandle::new(m.clone())),
         ..TubConfig::default()
     };
-    let mut net = Net::with_configs(config(&sm), config(&cm), clear);
-    let obj = net.tubs[0].new_object("");
-    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
-    let Value::Remote(r) = net.reference(&furl).unwrap() else {
+    let mut net = net_with(config(&sm), config(&cm), clear);
+    let obj = net[0].new_object("");
+    let furl = net[0].register(obj, Some("calc")).unwrap();
+    let Value::Remote(r) = net.reference(1, &furl).unwrap() else {
         panic!("a remote reference")
     };
-    net.tubs[1].call(&r, "add", &[Value::int(1)], &[]).unwrap();
+    net[1].call(&r, "add", &[Value::int(1)], &[]).unwrap();
     net.run();
-    net.serve();
+    serve(&mut net);
     assert_eq!(answers(net.take(1)).len(), 1);
     (sm, cm)
 }
@@ -457,7 +360,7 @@ fn the_recorder_sees_the_plaintext_phase_and_the_decrypted_stream() {
         let opened = client.opened.lock().unwrap().clone();
         assert_eq!(opened.len(), 1);
         assert!(opened[0].1);
-        assert_eq!(opened[0].2, Some(("127.0.0.1".to_owned(), 1234)));
+        assert_eq!(opened[0].2, Some(("127.0.0.1".to_owned(), FIRST_PORT)));
         assert!(!server.opened.lock().unwrap()[0].1);
     }
 }
@@ -551,32 +454,32 @@ fn an_established_connection_files_its_keepalive() {
         },
         ..TubConfig::default()
     };
-    let mut net = Net::with_configs(config.clone(), config, false);
-    let obj = net.tubs[0].new_object("");
-    let furl = net.tubs[0].register(obj, Some("calc")).unwrap();
-    assert!(matches!(net.reference(&furl), Ok(Value::Remote(_))));
+    let mut net = net_with(config.clone(), config, false);
+    let obj = net[0].new_object("");
+    let furl = net[0].register(obj, Some("calc")).unwrap();
+    assert!(matches!(net.reference(1, &furl), Ok(Value::Remote(_))));
     for side in 0..2 {
-        assert_eq!(net.tubs[side].timers.len(), 1);
-        let due = net.tubs[side].poll_timeout().expect("a keepalive");
-        assert!(due <= net.now + keepalive, "{side}");
+        assert_eq!(net[side].timers.len(), 1);
+        let due = net[side].poll_timeout().expect("a keepalive");
+        assert!(due <= net.now() + keepalive, "{side}");
     }
     // traffic later moves the deadline on
-    net.now += Duration::from_secs(20);
-    let Ok(Value::Remote(r)) = net.reference(&furl) else {
+    net.advance(Duration::from_secs(20));
+    let Ok(Value::Remote(r)) = net.reference(1, &furl) else {
         panic!()
     };
-    net.tubs[1].call(&r, "m", &[], &[]).unwrap();
+    net[1].call(&r, "m", &[], &[]).unwrap();
     net.run();
-    net.serve();
-    let due = net.tubs[0].poll_timeout().expect("a keepalive");
+    serve(&mut net);
+    let due = net[0].poll_timeout().expect("a keepalive");
     assert!(
-        due > net.now,
+        due > net.now(),
         "deadline {due:?} not moved past {:?}",
-        net.now
+        net.now()
     );
     // nothing is due before it
-    net.tubs[0].handle_timeout(due - Duration::from_millis(1));
-    assert_eq!(net.tubs[0].poll_timeout(), Some(due));
+    net[0].handle_timeout(due - Duration::from_millis(1));
+    assert_eq!(net[0].poll_timeout(), Some(due));
 }
 
 #[test]
@@ -617,4 +520,564 @@ fn the_recorder_learns_the_socket_addresses_as_client_and_server() {
             (d, "127.0.0.1:5000".to_owned(), "[::1]:6000".to_owned()),
         ]
     );
+}
+
+// ---- on the simulated network, with time ----
+
+const SECOND: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
+
+fn broker_timers(keepalive: Option<Duration>, disconnect: Option<Duration>) -> BrokerConfig {
+    BrokerConfig {
+        keepalive,
+        disconnect_timeout: disconnect,
+        ..BrokerConfig::default()
+    }
+}
+
+fn recorded(m: &Arc<Memory>, broker: BrokerConfig) -> TubConfig {
+    TubConfig {
+        broker,
+        recorder: Some(RecorderHandle::new(m.clone())),
+        ..TubConfig::default()
+    }
+}
+
+impl Memory {
+    /// The plaintext writes of one direction inside TLS that were exactly
+    /// `bytes`.
+    fn count(&self, direction: Direction, bytes: &[u8]) -> usize {
+        let records = self.records.lock().unwrap();
+        records
+            .iter()
+            .filter(|r| r.1 == direction && r.2 == RecordPhase::Tls && r.3 == bytes)
+            .count()
+    }
+}
+
+/// The PB tokens of an idle connection: PING and PONG with number 0.
+const PING: &[u8] = &[0x8e];
+const PONG: &[u8] = &[0x8f];
+
+#[test]
+fn keepalives_keep_an_idle_connection_up_and_silence_ends_it() {
+    let (sm, cm) = (Arc::new(Memory::default()), Arc::new(Memory::default()));
+    // the server drops a connection after 45 s without input, the client
+    // pings after 30 s without input
+    let server = recorded(&sm, broker_timers(None, Some(45 * SECOND)));
+    let client = recorded(&cm, broker_timers(Some(30 * SECOND), None));
+    let mut net = net_with(server, client, false);
+    let (_, furl) = net.publish(0, "calc");
+    let r = net.remote(1, &furl);
+    let start = net.now();
+    net.take(0);
+    net.take(1);
+    // ten idle minutes, in no time: a PING every 30 s, each answered
+    net.run_until(start + 600 * SECOND);
+    assert_eq!(net.now(), start + 600 * SECOND);
+    assert_eq!(cm.count(Direction::Sent, PING), 20);
+    assert_eq!(sm.count(Direction::Received, PING), 20);
+    assert_eq!(sm.count(Direction::Sent, PONG), 20);
+    assert_eq!(cm.count(Direction::Received, PONG), 20);
+    assert_eq!(sm.count(Direction::Sent, PING), 0, "the server never pings");
+    assert!(net[1].is_connected(r.connection()));
+    assert_eq!(net.take(0), vec![]);
+    assert_eq!(net.take(1), vec![]);
+    // the server stops reading: the client's PINGs (and a call) pile up
+    // unseen, and 45 s after the last one it read the server drops the
+    // connection; the client learns at once (no latency)
+    let (_, server_conn) = net.peer_end(1, r.connection()).unwrap();
+    net.set_reading(0, server_conn, false);
+    let call = net[1].call(&r, "late", &[], &[]).unwrap();
+    net.run_until(start + 700 * SECOND);
+    let dropped = start + 645 * SECOND;
+    let server_peer = net.tubid(1);
+    assert_eq!(
+        net.take_timed(0),
+        vec![(
+            dropped,
+            TubEvent::Disconnected {
+                connection: server_conn,
+                peer: server_peer,
+                reason: CloseReason::IdleTimeout
+            }
+        )]
+    );
+    let client_evs = net.take_timed(1);
+    assert!(
+        matches!(
+            &client_evs[..],
+            [
+                (t1, TubEvent::Answer { call: c, result: Err(CallError::ConnectionLost(CloseReason::Lost)) }),
+                (t2, TubEvent::Disconnected { reason: CloseReason::Lost, .. }),
+            ] if *c == call && *t1 == dropped && *t2 == dropped
+        ),
+        "{client_evs:?}"
+    );
+    assert_eq!(cm.count(Direction::Sent, PING), 21, "one more while unread");
+    assert_eq!(net.sockets(), 0);
+}
+
+#[test]
+fn negotiation_times_out_on_either_side() {
+    let long = TubConfig {
+        negotiation: NegotiationConfig {
+            timeout: 1000 * SECOND,
+            ..NegotiationConfig::default()
+        },
+        ..TubConfig::default()
+    };
+    let mut net = net_with(long, TubConfig::default(), false);
+    let (_, furl) = net.publish(0, "calc");
+    // the server reads nothing: the client's GET is never answered
+    net.set_tub_reading(0, false);
+    let start = net.now();
+    let lookup = net[1].get_reference(&furl);
+    let timeout = NegotiationConfig::default().timeout;
+    net.run_until(start + timeout - MS);
+    assert_eq!(net.take(1), vec![]);
+    assert_eq!(net.sockets(), 1);
+    net.advance(MS);
+    let evs = net.take_timed(1);
+    let [(
+        t1,
+        TubEvent::NegotiationFailed {
+            outbound: true,
+            error: NegotiationError::Timeout,
+            ..
+        },
+    ), (
+        t2,
+        TubEvent::Reference {
+            lookup: l,
+            result: Err(e),
+        },
+    )] = &evs[..]
+    else {
+        panic!("{evs:?}")
+    };
+    assert_eq!((*t1, *t2, *l), (start + timeout, start + timeout, lookup));
+    let TubError::Unreachable { attempts, .. } = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        attempts,
+        &vec![DialFailure {
+            hint: format!("tcp:127.0.0.1:{FIRST_PORT}"),
+            error: DialError::Negotiation(NegotiationError::Timeout),
+        }]
+    );
+    // the server's own deadline, counted from its accept, ends its side
+    net.run_until(start + 1000 * SECOND);
+    let evs = net.take_timed(0);
+    assert!(
+        matches!(
+            &evs[..],
+            [(t, TubEvent::NegotiationFailed { outbound: false, error: NegotiationError::Timeout, .. })]
+                if *t == start + 1000 * SECOND
+        ),
+        "{evs:?}"
+    );
+    assert_eq!(net.sockets(), 0);
+    assert_eq!(net[0].poll_timeout(), None);
+    // reading again, the server is reachable as ever
+    net.set_tub_reading(0, true);
+    assert!(matches!(net.reference(1, &furl), Ok(Value::Remote(_))));
+}
+
+/// A lookup and calls with bytes cut at random and 5 ms / 25 ms one-way
+/// latency (from the caller / to it); returns how long the lookup took and
+/// the caller's answers with their virtual times (the same for every seed:
+/// the pieces of one write arrive together). `server` 0 has the smaller
+/// tubid (the caller is the negotiation master), 1 the larger.
+fn calls_with_latency(
+    seed: u64,
+    clear: bool,
+    server: usize,
+) -> (Duration, Vec<(Duration, TubEvent)>) {
+    let config = NetConfig {
+        seed,
+        clear,
+        latency: 25 * MS,
+        ..NetConfig::default()
+    };
+    let mut net = Net::with_config(config, vec![TubConfig::default(); 2]);
+    let client = 1 - server;
+    net.set_latency(client, server, 5 * MS);
+    let (_, furl) = net.publish(server, "calc");
+    net.respond_with(server, echo);
+    let start = net.now();
+    let r = net.remote(client, &furl);
+    let lookup = net.now() - start;
+    // one call: one round trip
+    let t = net.now();
+    let call = net[client].call(&r, "add", &[Value::int(1)], &[]).unwrap();
+    let want = Value::List(vec![Value::str("add"), Value::List(vec![Value::int(1)])]);
+    assert_eq!(net.answer_of(client, call), Ok(want));
+    assert_eq!(net.now() - t, 30 * MS);
+    // a burst: every answer, right, one round trip later
+    let t = net.now();
+    let calls: Vec<CallId> = (0..30)
+        .map(|i| {
+            let big = Value::bytes(&vec![i as u8; 100 * i]);
+            net[client]
+                .call(&r, "m", &[Value::int(i as i64), big], &[])
+                .unwrap()
+        })
+        .collect();
+    net.drive();
+    let mut got = net.take_timed(client);
+    got.retain(|(_, e)| matches!(e, TubEvent::Answer { .. }));
+    assert_eq!(got.len(), 30);
+    for (i, (at, ev)) in got.iter().enumerate() {
+        let TubEvent::Answer {
+            call,
+            result: Ok(Value::List(v)),
+        } = ev
+        else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(*call, calls[i]);
+        let args = vec![Value::int(i as i64), Value::bytes(&vec![i as u8; 100 * i])];
+        assert_eq!(v[1], Value::List(args));
+        assert_eq!(*at - t, 30 * MS);
+    }
+    let timeline = got.into_iter().map(|(at, e)| (at - start, e)).collect();
+    (lookup, timeline)
+}
+
+#[test]
+fn calls_cross_random_splits_and_latency() {
+    let rtt = 30 * MS;
+    // round trips to a reference: the dial; GET and 101 (with the server's
+    // hello when there is no TLS); without TLS, the master's decision
+    // (when the server is the master, the client's hello first); the
+    // lookup itself. TLS adds its handshake and the hello exchange inside
+    for (clear, server, trips) in [(true, 0, 3), (true, 1, 4), (false, 0, 5), (false, 1, 5)] {
+        let (lookup, timeline) = calls_with_latency(0, clear, server);
+        assert_eq!(lookup, trips * rtt, "clear {clear}, server {server}");
+        for seed in 1..5 {
+            let (l, t) = calls_with_latency(seed, clear, server);
+            assert_eq!(l, lookup, "seed {seed}");
+            assert_eq!(t, timeline, "seed {seed}");
+        }
+    }
+}
+
+/// Tub 0 (the server) with small flow-control bounds; bytes whole, and
+/// every unread byte counts as backlog, so the counts below are exact.
+fn flow_net() -> Net {
+    let server = TubConfig {
+        max_buffered_output: 4096,
+        calls_per_round: 4,
+        max_unanswered_calls: 30,
+        ..TubConfig::default()
+    };
+    let config = NetConfig {
+        split: false,
+        socket_buffer: 0,
+        ..NetConfig::default()
+    };
+    Net::with_config(config, vec![server, TubConfig::default()])
+}
+
+fn pending(held: usize, unanswered: usize) -> PendingCalls {
+    PendingCalls { held, unanswered }
+}
+
+#[test]
+fn calls_are_handed_out_per_round_and_unanswered_ones_stop_reading() {
+    let mut net = flow_net();
+    let (_, furl) = net.publish(0, "calc");
+    let r = net.remote(1, &furl);
+    let (_, conn) = net.peer_end(1, r.connection()).unwrap();
+    net.take(0);
+    let calls: Vec<CallId> = (0..40)
+        .map(|i| net[1].call(&r, "m", &[Value::int(i)], &[]).unwrap())
+        .collect();
+    // one write carries all 40; the server hands out 4 per round
+    let mut rounds = Vec::new();
+    while net.step() {
+        let n = net.events(0).count();
+        if n > 0 {
+            rounds.push(n);
+            assert_eq!(net[0].calls_to_answer(), 40);
+            let handed: usize = rounds.iter().sum();
+            assert_eq!(net[0].pending_calls(conn), pending(40 - handed, handed));
+            assert_eq!(net[0].held_calls(), 40 - handed);
+            net.take(0);
+        }
+    }
+    assert_eq!(rounds, vec![4; 10]);
+    // 40 handed out, none answered: over max_unanswered_calls the server
+    // stops reading, and a further call waits in the network
+    assert_eq!(net[0].pending_calls(conn), pending(0, 40));
+    assert!(!net[0].wants_input(conn));
+    let late = net[1].call(&r, "late", &[], &[]).unwrap();
+    net.run();
+    assert_eq!(net.take(0), vec![]);
+    assert!(net.unread_bytes() > 0);
+    // answered out of order down to the bound, it reads again
+    for &c in calls[..10].iter().rev() {
+        let id = IncomingId {
+            connection: conn,
+            req_id: c.req_id,
+        };
+        net[0].answer(id, Ok(Value::int(c.req_id as i64))).unwrap();
+    }
+    assert_eq!(net[0].pending_calls(conn), pending(0, 30));
+    assert!(net[0].wants_input(conn));
+    net.run();
+    let evs = net.take(0);
+    assert!(
+        matches!(&evs[..], [TubEvent::Call(c)] if c.id.req_id == late.req_id),
+        "{evs:?}"
+    );
+    assert_eq!(net[0].calls_to_answer(), 31);
+    let mut answers = net.take_answers(1);
+    answers.sort_by_key(|(c, _)| c.req_id);
+    let want: Vec<_> = calls[..10]
+        .iter()
+        .map(|c| (*c, Ok(Value::int(c.req_id as i64))))
+        .collect();
+    assert_eq!(answers, want);
+}
+
+#[test]
+fn a_stalled_reader_holds_calls_until_the_backlog_drops() {
+    let mut net = flow_net();
+    let (_, furl) = net.publish(0, "calc");
+    let r = net.remote(1, &furl);
+    let (_, conn) = net.peer_end(1, r.connection()).unwrap();
+    net.take(0);
+    // every answer carries 1,500 bytes: four of them pass the 4 KiB bound
+    let answered = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let log = answered.clone();
+    net.respond_with(0, move |c| {
+        log.borrow_mut().push(c.args[0].clone());
+        Ok(Value::List(vec![
+            c.args[0].clone(),
+            Value::bytes(&[7; 1500]),
+        ]))
+    });
+    // the client stops reading its answers
+    net.set_reading(1, r.connection(), false);
+    let calls: Vec<CallId> = (0..40)
+        .map(|i| net[1].call(&r, "m", &[Value::int(i)], &[]).unwrap())
+        .collect();
+    net.run();
+    // one round of 4 went out; their answers fill the client's pipe, so
+    // the server holds the rest and reads no more
+    assert_eq!(answered.borrow().len(), 4);
+    assert!(net.backlog(0, conn) > 4096, "{}", net.backlog(0, conn));
+    assert!(net.backlog(0, conn) < 4096 + 4 * 1600);
+    assert_eq!(net[0].pending_calls(conn), pending(36, 0));
+    assert_eq!(net[0].held_calls(), 36);
+    assert_eq!(net[0].calls_to_answer(), 36);
+    assert!(!net[0].wants_input(conn));
+    assert_eq!(net.take_answers(1), vec![]);
+    // time changes nothing while the client does not read
+    net.advance(10 * SECOND);
+    assert_eq!(net[0].pending_calls(conn), pending(36, 0));
+    // reading again, the calls go on, never more than 4 per round
+    net.set_reading(1, r.connection(), true);
+    let mut done = 4;
+    while net.step() {
+        let now = answered.borrow().len();
+        assert!(now - done <= 4, "{done} -> {now}");
+        done = now;
+    }
+    assert_eq!(done, 40);
+    let want: Vec<Value> = (0..40).map(Value::int).collect();
+    assert_eq!(*answered.borrow(), want, "in order");
+    assert_eq!(net[0].pending_calls(conn), pending(0, 0));
+    assert_eq!(net[0].calls_to_answer(), 0);
+    assert!(net[0].wants_input(conn));
+    assert_eq!(net.backlog(0, conn), 0);
+    let answers = net.take_answers(1);
+    assert_eq!(answers.len(), 40);
+    for ((call, result), (i, want)) in answers.iter().zip(calls.iter().enumerate()) {
+        assert_eq!(call, want);
+        let Ok(Value::List(v)) = result else {
+            panic!("{result:?}")
+        };
+        assert_eq!(v[0], Value::int(i as i64));
+    }
+}
+
+#[test]
+fn many_concurrent_calls_answered_out_of_order() {
+    let config = NetConfig {
+        seed: 3,
+        latency: 10 * MS,
+        ..NetConfig::default()
+    };
+    let mut net = Net::with_config(config, vec![TubConfig::default(); 2]);
+    let (_, furl) = net.publish(0, "calc");
+    let r = net.remote(1, &furl);
+    let (_, conn) = net.peer_end(1, r.connection()).unwrap();
+    let calls: Vec<CallId> = (0..200)
+        .map(|i| net[1].call(&r, "square", &[Value::int(i)], &[]).unwrap())
+        .collect();
+    net.drive();
+    let incoming = net.take_calls(0);
+    assert_eq!(incoming.len(), 200);
+    let args: Vec<Value> = incoming.iter().map(|c| c.args[0].clone()).collect();
+    assert_eq!(
+        args,
+        (0..200).map(Value::int).collect::<Vec<_>>(),
+        "in order"
+    );
+    assert_eq!(net[0].pending_calls(conn), pending(0, 200));
+    // a deterministic shuffle; every seventh call fails
+    let mut order: Vec<usize> = (0..200).collect();
+    let mut rng = SeededRng::new(9);
+    for i in (1..order.len()).rev() {
+        let mut b = [0u8; 8];
+        rng.fill(&mut b);
+        order.swap(i, (u64::from_le_bytes(b) % (i as u64 + 1)) as usize);
+    }
+    let result = |i: usize| -> Result<Value, Failure> {
+        if i.is_multiple_of(7) {
+            Err(Failure::new("builtins.ValueError", format!("no {i}")))
+        } else {
+            Ok(Value::int((i * i) as i64))
+        }
+    };
+    for (n, &i) in order.iter().enumerate() {
+        net[0].answer(incoming[i].id, result(i)).unwrap();
+        assert_eq!(net[0].calls_to_answer(), 199 - n);
+        // answers go out in small groups, interleaved with the network
+        if n % 16 == 15 {
+            net.step();
+        }
+    }
+    net.drive();
+    let answers = net.take_answers(1);
+    let got: Vec<CallId> = answers.iter().map(|(c, _)| *c).collect();
+    let want: Vec<CallId> = order.iter().map(|&i| calls[i]).collect();
+    assert_eq!(got, want, "answers arrive in the order given");
+    for ((call, got), &i) in answers.iter().zip(&order) {
+        assert_eq!(*call, calls[i]);
+        match (got, result(i)) {
+            (Err(CallError::Remote(f)), Err(want)) => {
+                assert_eq!((&f.type_name, &f.value), (&want.type_name, &want.value))
+            }
+            (got, want) => assert_eq!(got.clone().ok(), want.ok(), "call {i}"),
+        }
+    }
+    assert_eq!(net[0].pending_calls(conn), pending(0, 0));
+}
+
+#[test]
+fn a_third_tub_follows_a_furl_passed_along() {
+    let mut net = Net::new(2);
+    let third = net.add_tub(TubConfig::default());
+    assert_eq!((net.len(), third), (3, 2));
+    let (_, furl) = net.publish(0, "calc");
+    net.respond_with(0, echo);
+    let (_, inbox) = net.publish(2, "inbox");
+    let calc = net.remote(1, &furl);
+    let to_third = net.remote(1, &inbox);
+    assert_ne!(calc.connection(), to_third.connection());
+    // a live reference cannot go to another Tub (gifts are not sent) ...
+    let refused = net[1].call(&to_third, "take", &[Value::Remote(calc.clone())], &[]);
+    assert!(
+        matches!(refused, Err(TubError::Broker(BrokerError::Encode(_)))),
+        "{refused:?}"
+    );
+    // ... its FURL can
+    let text = calc.furl().expect("sent with a FURL").clone();
+    net[1]
+        .call_only(&to_third, "take", &[Value::Bytes(text)], &[])
+        .unwrap();
+    net.run();
+    let [call] = &net.take_calls(2)[..] else {
+        panic!("one call")
+    };
+    let Value::Bytes(text) = &call.args[0] else {
+        panic!("{:?}", call.args)
+    };
+    let passed = Furl::parse(std::str::from_utf8(text).unwrap()).unwrap();
+    assert_eq!(passed, furl);
+    let from_third = net.remote(2, &passed);
+    let c = net[2]
+        .call(&from_third, "add", &[Value::int(2)], &[])
+        .unwrap();
+    let want = Value::List(vec![Value::str("add"), Value::List(vec![Value::int(2)])]);
+    assert_eq!(net.answer_of(2, c), Ok(want.clone()));
+    // three connections, tub 0 serving two of them
+    assert_eq!(net.sockets(), 3);
+    let (a, b) = (net.connection(0, 1).unwrap(), net.connection(0, 2).unwrap());
+    assert_ne!(a, b);
+    assert_eq!(net.connection(1, 2), Some(to_third.connection()));
+    // one of them ends, the others go on
+    net[0].disconnect(a);
+    net.run();
+    assert!(!net[1].is_connected(calc.connection()));
+    assert!(net[1].is_connected(to_third.connection()));
+    let c = net[2]
+        .call(&from_third, "add", &[Value::int(2)], &[])
+        .unwrap();
+    assert_eq!(net.answer_of(2, c), Ok(want));
+    assert_eq!(net.sockets(), 2);
+}
+
+#[test]
+fn answering_a_call_twice_leaves_the_counts_alone() {
+    let mut net = flow_net();
+    let (_, furl) = net.publish(0, "calc");
+    let r = net.remote(1, &furl);
+    let (_, conn) = net.peer_end(1, r.connection()).unwrap();
+    net[1].call(&r, "a", &[], &[]).unwrap();
+    net[1].call(&r, "b", &[], &[]).unwrap();
+    net.run();
+    let calls = net.take_calls(0);
+    assert_eq!(net[0].pending_calls(conn), pending(0, 2));
+    net[0].answer(calls[0].id, Ok(Value::None)).unwrap();
+    assert_eq!(
+        net[0].answer(calls[0].id, Ok(Value::None)),
+        Err(TubError::Broker(BrokerError::UnknownRequest(
+            calls[0].id.req_id
+        )))
+    );
+    let f = Failure::new("builtins.ValueError", "again");
+    assert!(net[0].answer(calls[0].id, Err(f)).is_err());
+    let bogus = IncomingId {
+        connection: conn,
+        req_id: 99,
+    };
+    assert!(net[0].answer(bogus, Ok(Value::None)).is_err());
+    assert_eq!(net[0].pending_calls(conn), pending(0, 1));
+    assert_eq!(net[0].calls_to_answer(), 1);
+}
+
+#[test]
+fn calls_held_on_a_connection_that_ends_are_dropped() {
+    let mut net = flow_net();
+    let (_, furl) = net.publish(0, "calc");
+    net.respond_with(0, |_| Ok(Value::bytes(&[7; 1500])));
+    let r = net.remote(1, &furl);
+    let (_, conn) = net.peer_end(1, r.connection()).unwrap();
+    net.set_reading(1, r.connection(), false);
+    for i in 0..40 {
+        net[1].call(&r, "m", &[Value::int(i)], &[]).unwrap();
+    }
+    net.run();
+    net.take(0);
+    assert_eq!(net[0].pending_calls(conn), pending(36, 0));
+    // the connection ends; a driver that asks for events before bytes
+    // must not be handed the held calls of a dead connection
+    let now = net.now();
+    net[0].handle_eof(conn, now);
+    // its socket is gone: nothing is left unsent
+    net[0].set_backlog(conn, 0);
+    let evs: Vec<TubEvent> = std::iter::from_fn(|| net[0].poll_event()).collect();
+    assert!(
+        matches!(&evs[..], [TubEvent::Disconnected { connection, .. }] if *connection == conn),
+        "{evs:?}"
+    );
+    assert_eq!(net[0].pending_calls(conn), pending(0, 0));
+    assert_eq!(net[0].held_calls(), 0);
+    assert_eq!(net[0].calls_to_answer(), 0);
 }
