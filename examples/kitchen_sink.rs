@@ -778,7 +778,7 @@ fn describe_plain(
         Value::Bytes(_) => "bytes".into(),
         Value::Str(_) => "str".into(),
         // (a gift would reach the method as a RemoteReference in Python)
-        Value::Remote(_) | Value::TheirReference(_) => "rref".into(),
+        Value::Remote(_) => "rref".into(),
         Value::Local(id) => format!("local:{}", class_of(tub, *id)),
         Value::Copyable(c) => format!("copyable:{}", c.type_name.as_str()),
         Value::List(items) => format!("list[{}]", all(items, false)),

@@ -19,8 +19,8 @@ use std::process::ExitCode;
 use bytes::BytesMut;
 use clap::{Args, Parser, Subcommand};
 use foolscap_core::banana::{Token, TokenDecoder, TokenLimits, VocabTable};
-use foolscap_core::value::{Deserializer, Event, Int, Limits, Serializer, Value};
-use foolscap_literal::{to_python, write_python};
+use foolscap_core::value::{Deserializer, Event, Int, Limits, Serializer, Value, WireRefs};
+use foolscap_literal::{to_python, write_python_with};
 
 /// Encode and decode Foolscap's banana serialization.
 #[derive(Debug, Parser)]
@@ -236,8 +236,12 @@ fn print_values(data: &[u8], vocab: VocabTable, max_output: usize) -> Outcome {
         eprintln!("{msg}");
         Ok(())
     };
+    // reference sequences print as what they are (`<my-reference ...>`),
+    // one top-level value at a time
+    let mut refs = WireRefs::default();
     loop {
-        let event = match de.poll_event() {
+        refs.table.clear();
+        let event = match de.poll_event_with(&mut refs) {
             Ok(Some(ev)) => ev,
             Ok(None) => break,
             Err(e) => {
@@ -251,7 +255,9 @@ fn print_values(data: &[u8], vocab: VocabTable, max_output: usize) -> Outcome {
                 line.clear();
                 // The bound covers the whole output, newlines included.
                 let budget = max_output.saturating_sub(printed).saturating_sub(1);
-                if printed >= max_output || write_python(&v, &mut line, budget).is_err() {
+                if printed >= max_output
+                    || write_python_with(&v, &mut line, budget, Some(&refs)).is_err()
+                {
                     stdout.flush()?;
                     return fail(format!(
                         "value #{count} would take the output past --max-output ({max_output} bytes)"

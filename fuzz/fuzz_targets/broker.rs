@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use foolscap_core::banana::VocabTable;
 use foolscap_core::broker::{Broker, BrokerConfig, BrokerEvent, Export};
+use foolscap_core::id::{ConnectionId, ObjectId};
 use foolscap_core::value::{Limits, Value};
 use libfuzzer_sys::fuzz_target;
 
@@ -41,20 +42,20 @@ fuzz_target!(|data: &[u8]| {
     registry.insert(
         b"calc".to_vec(),
         Export {
-            object: 7,
+            object: ObjectId(7),
             interface: Bytes::new(),
             furl: None,
         },
     );
     let start = Instant::now();
-    let mut broker = Broker::new(vocab, config, Box::new(registry), start);
+    let mut broker = Broker::new(vocab, config, ConnectionId(1), None, start);
     let mut out = Vec::new();
     for (i, piece) in stream.chunks(chunk).enumerate() {
         let now = start + Duration::from_secs(i as u64);
-        broker.handle_plaintext(now, piece);
+        broker.handle_plaintext(now, piece, &registry);
         while let Some(ev) = broker.poll_event() {
             if let BrokerEvent::Call(call) = ev {
-                let _ = broker.answer(call.req_id, &Value::List(call.args));
+                let _ = broker.answer(call.req_id, &Value::List(call.args), &registry);
             }
         }
         out.clear();

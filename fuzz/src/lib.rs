@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use foolscap_core::banana::{
     encode::put_token, Token, TokenDecoder, TokenError, TokenLimits, VocabTable,
 };
-use foolscap_core::value::{Deserializer, Event, Limits, Serializer, Value};
+use foolscap_core::value::{Deserializer, Event, Limits, Serializer, Value, WireRef, WireRefs};
 
 /// Chunk size picked by the first input byte: 0 means "everything at once".
 fn chunk_size(b: u8) -> usize {
@@ -156,9 +156,14 @@ pub fn small_limits() -> Limits {
 
 /// Serializes one value as one message with a fresh serializer.
 pub fn encode(vocab: VocabTable, v: &Value) -> Bytes {
+    encode_with(vocab, v, &mut WireRefs::default())
+}
+
+/// [`encode`], writing the reference sequences `refs` stands in for.
+pub fn encode_with(vocab: VocabTable, v: &Value, refs: &mut WireRefs) -> Bytes {
     let mut out = BytesMut::new();
     Serializer::new(vocab)
-        .serialize(v, &mut out)
+        .serialize_with(v, &mut out, refs)
         .unwrap_or_else(|e| panic!("serializing {v:?} failed: {e}"));
     out.freeze()
 }
@@ -166,13 +171,18 @@ pub fn encode(vocab: VocabTable, v: &Value) -> Bytes {
 /// Decodes bytes that must hold exactly one value (a fresh deserializer,
 /// default limits, fed everything at once).
 pub fn decode_one(vocab: VocabTable, wire: &[u8]) -> Value {
+    decode_one_with(vocab, wire, &mut WireRefs::default())
+}
+
+/// [`decode_one`], keeping reference sequences in `refs`.
+pub fn decode_one_with(vocab: VocabTable, wire: &[u8], refs: &mut WireRefs) -> Value {
     let mut de = Deserializer::new(vocab, Limits::default());
     de.feed(wire);
-    let v = match de.poll_event() {
+    let v = match de.poll_event_with(refs) {
         Ok(Some(Event::Value(v))) => v,
         other => panic!("decoding {wire:02x?} gave {other:?} instead of a value"),
     };
-    match de.poll_event() {
+    match de.poll_event_with(refs) {
         Ok(None) => {}
         other => panic!("decoding {wire:02x?} gave {other:?} after the value"),
     }
@@ -199,16 +209,18 @@ pub fn check_value_deserializer(data: &[u8]) {
     if first & 0x40 != 0 {
         de = de.require_top_level_open();
     }
+    // reference sequences are kept (a broker would resolve them)
+    let mut refs = WireRefs::default();
     'feed: for chunk in chunks(stream, chunk_size(first)) {
         de.feed(chunk);
         loop {
-            match de.poll_event() {
-                Ok(Some(Event::Value(v))) => check_reencode(vocab, &v),
+            match de.poll_event_with(&mut refs) {
+                Ok(Some(Event::Value(v))) => check_reencode(vocab, &v, &refs),
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {
                     assert_eq!(
-                        de.poll_event(),
+                        de.poll_event_with(&mut refs),
                         Err(e.clone()),
                         "decode errors must be sticky"
                     );
@@ -222,8 +234,8 @@ pub fn check_value_deserializer(data: &[u8]) {
 /// A decoded value re-encodes, decodes to the same value (up to dict pair
 /// order and anchor numbering, which a re-encoding legitimately changes),
 /// and the re-encoding is a fixed point.
-pub fn check_reencode(vocab: VocabTable, v1: &Value) {
-    if has_wide_clid(v1) {
+pub fn check_reencode(vocab: VocabTable, v1: &Value, refs: &WireRefs) {
+    if has_wide_clid(v1, refs) {
         // Known, Python-compatible asymmetry: the receiver accepts a
         // my-reference clid sent as INT/NEG of any size (Python's
         // ReferenceUnslicer does too), but a clid outside [-2**31, 2**31)
@@ -232,14 +244,10 @@ pub fn check_reencode(vocab: VocabTable, v1: &Value) {
         // NEG"). See regressions/value_deserializer/myref-clid-2pow31.
         return;
     }
-    let b1 = {
-        let mut out = BytesMut::new();
-        match Serializer::new(vocab).serialize(v1, &mut out) {
-            Ok(()) => out.freeze(),
-            Err(e) => panic!("serializing {v1:?} failed: {e}"),
-        }
-    };
-    let v2 = decode_one(vocab, &b1);
+    // one table both ways: equal reference sequences share a stand-in
+    let mut refs = refs.clone();
+    let b1 = encode_with(vocab, v1, &mut refs);
+    let v2 = decode_one_with(vocab, &b1, &mut refs);
     // Sorting dict keys may move the first occurrence of a shared value
     // (the anchor) to another place, as Python's re-sending does; values
     // with anchors are checked by the byte fixed point below.
@@ -250,7 +258,7 @@ pub fn check_reencode(vocab: VocabTable, v1: &Value) {
             "decode(encode(v)) != v\n v = {v1:?}\n wire = {b1:02x?}\n got = {v2:?}"
         );
     }
-    let b2 = encode(vocab, &v2);
+    let b2 = encode_with(vocab, &v2, &mut refs);
     assert_eq!(b1, b2, "encode(decode(encode(v))) != encode(v) for {v1:?}");
     if !has_dict(v1) && !has_anchor(v1) {
         assert_eq!(
@@ -301,10 +309,10 @@ fn children(v: &Value) -> Vec<&Value> {
     }
 }
 
-fn has_wide_clid(v: &Value) -> bool {
+fn has_wide_clid(v: &Value, refs: &WireRefs) -> bool {
     const LIM: i64 = 1 << 31;
-    matches!(v, Value::MyReference(r) if !(-LIM..LIM).contains(&r.clid))
-        || children(v).into_iter().any(has_wide_clid)
+    matches!(refs.get(v), Some(WireRef::My(r)) if !(-LIM..LIM).contains(&r.clid))
+        || children(v).into_iter().any(|c| has_wide_clid(c, refs))
 }
 
 fn has_anchor(v: &Value) -> bool {

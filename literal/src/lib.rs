@@ -28,4 +28,4 @@ mod parse;
 mod repr;
 
 pub use parse::{parse, LiteralError, MAX_DEPTH};
-pub use repr::{to_python, write_python, ReprError};
+pub use repr::{to_python, write_python, write_python_with, ReprError};

@@ -30,7 +30,7 @@
 //! are expanded at each use, so a small hostile value can stand for an
 //! exponentially large text.
 
-use foolscap_core::value::{pyrepr, AnchorId, Int, Text, Value};
+use foolscap_core::value::{pyrepr, AnchorId, Int, Text, Value, WireRef, WireRefs};
 use thiserror::Error;
 
 /// Why [`write_python`] gave up.
@@ -57,6 +57,19 @@ pub fn to_python(v: &Value) -> String {
 /// Appends the Python text of `v` to `out`, failing once more than
 /// `max_len` bytes would be appended. On failure `out` is left as it was.
 pub fn write_python(v: &Value, out: &mut String, max_len: usize) -> Result<(), ReprError> {
+    write_python_with(v, out, max_len, None)
+}
+
+/// [`write_python`] for a value decoded with `refs` (a printer of
+/// captured streams): the stand-ins of reference sequences print as
+/// `<my-reference clid=3 interface='' furl=None>`,
+/// `<your-reference clid=5>` or `<their-reference gift_id=1 furl='...'>`.
+pub fn write_python_with(
+    v: &Value,
+    out: &mut String,
+    max_len: usize,
+    refs: Option<&WireRefs>,
+) -> Result<(), ReprError> {
     let start = out.len();
     let mut p = Printer {
         out: Out {
@@ -67,6 +80,7 @@ pub fn write_python(v: &Value, out: &mut String, max_len: usize) -> Result<(), R
         root: v,
         anchors: None,
         active: hashbrown::HashMap::new(),
+        refs,
     };
     let r = p.run(v);
     if r.is_err() {
@@ -330,6 +344,9 @@ struct Printer<'a, 'o> {
     /// Anchors being printed (ancestors of the current position), with
     /// their nesting count and recursion marker.
     active: hashbrown::HashMap<AnchorId, (u32, &'static str)>,
+    /// The reference sequences behind stand-in values, if printing a
+    /// captured stream.
+    refs: Option<&'a WireRefs>,
 }
 
 /// Python's recursion marker for a value of this type.
@@ -529,22 +546,24 @@ impl<'a> Printer<'a, '_> {
                 });
                 Ok(())
             }
-            Value::MyReference(r) => {
-                out.push_fmt(format_args!("<my-reference clid={} interface=", r.clid))?;
-                out.opt_text(r.interface.as_deref())?;
-                out.push_str(" furl=")?;
-                out.opt_text(r.furl.as_deref())?;
-                out.push_str(">")
-            }
-            Value::YourReference(clid) => {
-                out.push_fmt(format_args!("<your-reference clid={clid}>"))
-            }
-            Value::TheirReference(r) => {
-                out.push_fmt(format_args!("<their-reference gift_id={} furl=", r.gift_id))?;
-                out.opt_text(Some(&r.furl))?;
-                out.push_str(">")
-            }
-            Value::Local(id) => out.push_fmt(format_args!("<local object {id}>")),
+            Value::Local(id) => match self.refs.and_then(|r| r.get(v)) {
+                Some(WireRef::My(r)) => {
+                    out.push_fmt(format_args!("<my-reference clid={} interface=", r.clid))?;
+                    out.opt_text(r.interface.as_deref())?;
+                    out.push_str(" furl=")?;
+                    out.opt_text(r.furl.as_deref())?;
+                    out.push_str(">")
+                }
+                Some(WireRef::Your(clid)) => {
+                    out.push_fmt(format_args!("<your-reference clid={clid}>"))
+                }
+                Some(WireRef::Their(r)) => {
+                    out.push_fmt(format_args!("<their-reference gift_id={} furl=", r.gift_id))?;
+                    out.opt_text(Some(&r.furl))?;
+                    out.push_str(">")
+                }
+                _ => out.push_fmt(format_args!("<local object {id}>")),
+            },
             Value::Remote(r) => out.push_fmt(format_args!(
                 "<RemoteReference connection={} clid={}>",
                 r.connection(),
@@ -780,45 +799,51 @@ mod tests {
 
     #[test]
     fn references_and_copyables() {
-        let mine = Value::MyReference(Box::new(MyReference {
+        let mut refs = WireRefs::default();
+        let printed = |refs: &WireRefs, v: &Value| {
+            let mut s = String::new();
+            write_python_with(v, &mut s, usize::MAX, Some(refs)).unwrap();
+            s
+        };
+        let mine = refs.value(WireRef::My(MyReference {
             clid: 3,
             interface: Some(Bytes::new()),
             furl: None,
         }));
         assert_eq!(
-            to_python(&mine),
+            printed(&refs, &mine),
             "<my-reference clid=3 interface='' furl=None>"
         );
-        let mine = Value::MyReference(Box::new(MyReference {
+        let mine = refs.value(WireRef::My(MyReference {
             clid: -2,
             interface: Some(Bytes::from_static(b"RIFoo")),
             furl: Some(Bytes::from_static(b"pb://x@y/z\xff")),
         }));
         assert_eq!(
-            to_python(&mine),
+            printed(&refs, &mine),
             r"<my-reference clid=-2 interface='RIFoo' furl=b'pb://x@y/z\xff'>"
         );
-        let mine = Value::MyReference(Box::new(MyReference {
+        let mine = refs.value(WireRef::My(MyReference {
             clid: 1,
             interface: None,
             furl: None,
         }));
         assert_eq!(
-            to_python(&mine),
+            printed(&refs, &mine),
             "<my-reference clid=1 interface=None furl=None>"
         );
-        assert_eq!(
-            to_python(&Value::YourReference(5)),
-            "<your-reference clid=5>"
-        );
-        let theirs = Value::TheirReference(Box::new(TheirReference {
+        let yours = refs.value(WireRef::Your(5));
+        assert_eq!(printed(&refs, &yours), "<your-reference clid=5>");
+        let theirs = refs.value(WireRef::Their(TheirReference {
             gift_id: 1,
             furl: Bytes::from_static(b"pb://t@h/s"),
         }));
         assert_eq!(
-            to_python(&theirs),
+            printed(&refs, &theirs),
             "<their-reference gift_id=1 furl='pb://t@h/s'>"
         );
+        // without the table a stand-in is what it is: a local object
+        assert_eq!(to_python(&yours), "<local object 3>");
         let point = Value::Copyable(Box::new(Copyable {
             type_name: Text::from("kitchen-sink.Point"),
             state: vec![

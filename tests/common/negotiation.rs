@@ -20,7 +20,7 @@ use foolscap::negotiation::{
     ConnectionTable, Negotiation, NegotiationConfig, NegotiationError, NegotiationEvent, Session,
     SessionInfo, TlsContext,
 };
-use foolscap::value::{MyReference, Serializer, Value};
+use foolscap::value::{MyReference, RefEncoder, Serializer, Value, WireRef, WireRefs};
 use serde_json::Value as Json;
 
 use super::{repo_root, PyProcess};
@@ -315,10 +315,17 @@ impl Conn {
 
     /// Sends `answer` to a call.
     pub fn answer(&mut self, req: i64, value: &Value) {
+        self.answer_with(req, value, &mut foolscap::value::NoRefs)
+    }
+
+    /// Sends `answer` to a call, its reference sequences as `refs` says.
+    pub fn answer_with(&mut self, req: i64, value: &Value, refs: &mut dyn RefEncoder) {
         let mut out = BytesMut::new();
         let answer = self.ser.open_sequence(&mut out, b"answer");
         encode::put_i64(&mut out, req);
-        self.ser.serialize(value, &mut out).expect("serializable");
+        self.ser
+            .serialize_with(value, &mut out, refs)
+            .expect("serializable");
         self.ser.close(&mut out, answer);
         self.send(&out).expect("send answer");
     }
@@ -566,6 +573,7 @@ fn serve_connection(
     ));
     let mut conn = Conn::new(sock, session);
     let mut sent_furl = false;
+    let mut refs = WireRefs::default();
     while !stop.load(Ordering::SeqCst) {
         let deadline = Instant::now() + Duration::from_millis(200);
         let msg = match conn.next_message(deadline) {
@@ -595,7 +603,7 @@ fn serve_connection(
             (0, b"getReferenceByName") => {
                 let first = !sent_furl;
                 sent_furl = true;
-                Value::MyReference(Box::new(MyReference {
+                refs.value(WireRef::My(MyReference {
                     clid: 1,
                     interface: first.then(|| bytes::Bytes::from_static(b"")),
                     furl: first.then(|| bytes::Bytes::from(furl.clone().into_bytes())),
@@ -607,7 +615,7 @@ fn serve_connection(
             }
             _ => Value::None,
         };
-        conn.answer(req, &answer);
+        conn.answer_with(req, &answer, &mut refs);
     }
     table.lock().unwrap().connection_closed(info.connection_id);
     registry.lock().unwrap().remove(&info.connection_id);

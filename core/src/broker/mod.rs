@@ -29,8 +29,8 @@ use crate::furl::Furl;
 use crate::identity::TubId;
 use crate::value::pyrepr::str_repr;
 use crate::value::{
-    Deserializer, EncodeError, IncomingCall, Limits, MyReference, PbEvent, RefEncoder, RemoteRef,
-    Serializer, Text, Value,
+    DecodeError, Deserializer, EncodeError, IncomingCall, Limits, MyReference, PbEvent, RefDecoder,
+    RefEncoder, RemoteRef, Serializer, Text, Value, WireRef,
 };
 
 pub use error::{BrokerError, CallError, CloseReason, ProtocolError};
@@ -215,7 +215,7 @@ struct ExportTable {
 }
 
 impl ExportTable {
-    fn export_as(&mut self, export: &Export, function: bool) -> Value {
+    fn export_as(&mut self, export: &Export, function: bool) -> WireRef {
         let key = (export.object, function);
         let clid = *self.clid_of.entry(key).or_insert_with(|| {
             let n = self.next_clid;
@@ -234,11 +234,11 @@ impl ExportTable {
         });
         e.refcount += 1;
         let first = e.refcount == 1;
-        Value::MyReference(Box::new(MyReference {
+        WireRef::My(MyReference {
             clid,
             interface: first.then(|| e.interface.clone()),
             furl: if first { e.furl.clone() } else { None },
-        }))
+        })
     }
 }
 
@@ -251,7 +251,7 @@ struct ConnRefs<'a> {
 }
 
 impl RefEncoder for ConnRefs<'_> {
-    fn encode_ref(&mut self, v: &Value) -> Result<Value, EncodeError> {
+    fn encode_ref(&mut self, v: &Value) -> Result<WireRef, EncodeError> {
         match v {
             Value::Local(object) => {
                 let export = self.registry.describe(*object).unwrap_or(Export {
@@ -266,9 +266,100 @@ impl RefEncoder for ConnRefs<'_> {
                 Ok(self.exports.export_as(&export, false))
             }
             Value::Remote(r) if r.connection() == self.connection && r.clid() > 0 => {
-                Ok(Value::YourReference(r.clid() as u64))
+                Ok(WireRef::Your(r.clid() as u64))
             }
             other => Err(EncodeError::LiveReference(other.type_name())),
+        }
+    }
+}
+
+/// Writes one prepared wire reference (the answer to `getReferenceByName`).
+struct Prepared(Option<WireRef>);
+
+impl RefEncoder for Prepared {
+    fn encode_ref(&mut self, v: &Value) -> Result<WireRef, EncodeError> {
+        self.0
+            .take()
+            .ok_or(EncodeError::LiveReference(v.type_name()))
+    }
+}
+
+/// Turns the reference sequences of a message being decoded into live
+/// references, as each closes (Python tracks them the same way): a
+/// `my-reference` becomes the connection's one [`RemoteRef`] handle for its
+/// clid (counted for `decref`, its FURL checked against the peer), a
+/// `your-reference` the [`Value::Local`] object it names.
+struct Received<'a> {
+    imports: &'a mut HashMap<Clid, Imported>,
+    exports: &'a ExportTable,
+    config: &'a BrokerConfig,
+    connection: ConnectionId,
+    peer: Option<TubId>,
+    /// The error that ends the connection, kept typed for its close
+    /// reason.
+    fatal: Option<ProtocolError>,
+}
+
+impl Received<'_> {
+    fn fatal(&mut self, e: ProtocolError, offset: u64) -> DecodeError {
+        let why = e.to_string();
+        self.fatal = Some(e);
+        DecodeError::RefusedReference {
+            offset,
+            why,
+            fatal: true,
+        }
+    }
+}
+
+impl RefDecoder for Received<'_> {
+    fn decode_ref(&mut self, r: WireRef, offset: u64) -> Result<Value, DecodeError> {
+        match r {
+            WireRef::My(r) => {
+                if let (Some(furl), Some(peer)) = (&r.furl, self.peer) {
+                    let text = String::from_utf8_lossy(furl);
+                    match Furl::parse(&text) {
+                        Ok(f) if f.tubid == peer => {}
+                        _ => {
+                            let e = ProtocolError::BadReferenceFurl(text.into_owned());
+                            return Err(self.fatal(e, offset));
+                        }
+                    }
+                }
+                if !self.imports.contains_key(&r.clid)
+                    && self.imports.len() >= self.config.max_imports
+                {
+                    let e = ProtocolError::TooManyImports(self.config.max_imports);
+                    return Err(self.fatal(e, offset));
+                }
+                let connection = self.connection;
+                let imp = self.imports.entry(r.clid).or_insert_with(|| Imported {
+                    received: 0,
+                    handle: RemoteRef::new(
+                        connection,
+                        r.clid,
+                        r.interface.clone().unwrap_or_default(),
+                        r.furl.clone(),
+                    ),
+                });
+                imp.received += 1;
+                Ok(Value::Remote(imp.handle.clone()))
+            }
+            WireRef::Your(clid) => i64::try_from(clid)
+                .ok()
+                .and_then(|c| self.exports.exports.get(&c))
+                .map(|e| Value::Local(e.object))
+                .ok_or_else(|| DecodeError::RefusedReference {
+                    offset,
+                    why: format!("unknown clid {clid} in your-reference"),
+                    fatal: false,
+                }),
+            // gifts are not followed yet: the message is refused
+            WireRef::Their(_) => Err(DecodeError::RefusedReference {
+                offset,
+                why: "their-reference (a gift) is not supported yet".into(),
+                fatal: false,
+            }),
         }
     }
 }
@@ -363,7 +454,17 @@ impl Broker {
         self.last_rx = now;
         self.de.feed(data);
         loop {
-            match self.de.poll_pb_event() {
+            let mut refs = Received {
+                imports: &mut self.imports,
+                exports: &self.exported,
+                config: &self.config,
+                connection: self.connection,
+                peer: self.peer,
+                fatal: None,
+            };
+            let ev = self.de.poll_pb_event_with(&mut refs);
+            let fatal = refs.fatal.take();
+            match ev {
                 Ok(Some(ev)) => {
                     if let Err(e) = self.handle_pb(ev, objects) {
                         self.protocol_error(e);
@@ -375,7 +476,7 @@ impl Broker {
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    self.protocol_error(e.into());
+                    self.protocol_error(fatal.unwrap_or_else(|| e.into()));
                     return;
                 }
             }
@@ -568,28 +669,6 @@ impl Broker {
 
     // ---- their calls ----
 
-    /// Sends a reference to a local object: a `my-reference` to put in an
-    /// answer or argument, counted as sent (send it). The first one after
-    /// each full release carries the interface name and FURL.
-    pub fn export(&mut self, export: &Export) -> Value {
-        self.export_as(export, false)
-    }
-
-    /// Like [`Broker::export`] for a function or bound method (negative
-    /// clid; the peer calls it with keyword arguments only).
-    pub fn export_function(&mut self, object: ObjectId) -> Value {
-        let export = Export {
-            object,
-            interface: Bytes::new(),
-            furl: None,
-        };
-        self.export_as(&export, true)
-    }
-
-    fn export_as(&mut self, export: &Export, function: bool) -> Value {
-        self.exported.export_as(export, function)
-    }
-
     /// Whether `object` is exported on this connection (the peer may still
     /// call it).
     pub fn exports_object(&self, object: ObjectId) -> bool {
@@ -700,21 +779,18 @@ impl Broker {
     fn handle_pb(&mut self, ev: PbEvent, objects: &dyn Registry) -> Result<(), ProtocolError> {
         match ev {
             PbEvent::Call(call) => self.incoming_call(call, objects)?,
-            PbEvent::Answer { req_id, mut value } => match self.outstanding.remove(&req_id) {
+            PbEvent::Answer { req_id, value } => match self.outstanding.remove(&req_id) {
                 None => {} // not waiting: Python discards it
                 Some(Pending::Decref(clid)) => self.decref_done(clid),
-                Some(Pending::User) => match self.note_received(&mut value, objects) {
-                    Ok(Ok(())) => self.events.push_back(BrokerEvent::Answer { req_id, value }),
-                    Ok(Err(why)) => self.events.push_back(BrokerEvent::Failed {
-                        req_id,
-                        error: CallError::Violation(why),
-                    }),
-                    Err(fatal) => {
-                        // fails with the connection, like every other call
-                        self.outstanding.insert(req_id, Pending::User);
-                        return Err(fatal);
+                Some(Pending::User) => {
+                    match Self::check_copyables(std::iter::once(&value), objects) {
+                        Ok(()) => self.events.push_back(BrokerEvent::Answer { req_id, value }),
+                        Err(why) => self.events.push_back(BrokerEvent::Failed {
+                            req_id,
+                            error: CallError::Violation(why),
+                        }),
                     }
-                },
+                }
             },
             PbEvent::Error { req_id, failure } => {
                 let Some(pending) = self.outstanding.remove(&req_id) else {
@@ -754,7 +830,7 @@ impl Broker {
 
     fn incoming_call(
         &mut self,
-        mut call: IncomingCall,
+        call: IncomingCall,
         objects: &dyn Registry,
     ) -> Result<(), ProtocolError> {
         let req = call.req_id;
@@ -771,11 +847,8 @@ impl Broker {
             );
             return Ok(());
         };
-        let values = call
-            .args
-            .iter_mut()
-            .chain(call.kwargs.iter_mut().map(|(_, v)| v));
-        if let Err(why) = self.note_received_all(values, objects)? {
+        let values = call.args.iter().chain(call.kwargs.iter().map(|(_, v)| v));
+        if let Err(why) = Self::check_copyables(values, objects) {
             self.send_error(req, &Failure::violation(req, &why));
             return Ok(());
         }
@@ -830,8 +903,15 @@ impl Broker {
                 match objects.lookup(name) {
                     Some(export) => {
                         if req != 0 {
-                            let r = self.export(&export);
-                            self.send_answer(req, &r);
+                            let wire = self.exported.export_as(&export, false);
+                            self.ser
+                                .write_answer_with(
+                                    &mut self.out,
+                                    req,
+                                    &Value::Local(export.object),
+                                    &mut Prepared(Some(wire)),
+                                )
+                                .expect("a my-reference always serializes");
                         }
                     }
                     None => {
@@ -908,81 +988,32 @@ impl Broker {
         }
     }
 
-    fn note_received(
-        &mut self,
-        v: &mut Value,
+    /// Checks the copyables in received values against the accepted
+    /// RemoteCopy names; `Err(why)` is a Violation. (References were
+    /// resolved while the message was decoded: [`Received`].)
+    fn check_copyables<'a>(
+        values: impl Iterator<Item = &'a Value>,
         objects: &dyn Registry,
-    ) -> Result<Result<(), String>, ProtocolError> {
-        self.note_received_all(std::iter::once(v), objects)
-    }
-
-    /// Counts the `my-reference`s in received values, checks their FURLs
-    /// and turns each into the connection's [`RemoteRef`] handle for its
-    /// clid; turns each `your-reference` into the [`Value::Local`] object it
-    /// names (a Violation if it names no live export). `Ok(Err(why))` is a
-    /// Violation.
-    fn note_received_all<'a>(
-        &mut self,
-        values: impl Iterator<Item = &'a mut Value>,
-        objects: &dyn Registry,
-    ) -> Result<Result<(), String>, ProtocolError> {
-        let mut todo: Vec<&mut Value> = values.collect();
+    ) -> Result<(), String> {
+        let mut todo: Vec<&Value> = values.collect();
         while let Some(v) = todo.pop() {
             match v {
-                Value::MyReference(r) => {
-                    if let (Some(furl), Some(peer)) = (&r.furl, self.peer) {
-                        let text = String::from_utf8_lossy(furl);
-                        match Furl::parse(&text) {
-                            Ok(f) if f.tubid == peer => {}
-                            _ => return Err(ProtocolError::BadReferenceFurl(text.into_owned())),
-                        }
-                    }
-                    if !self.imports.contains_key(&r.clid)
-                        && self.imports.len() >= self.config.max_imports
-                    {
-                        return Err(ProtocolError::TooManyImports(self.config.max_imports));
-                    }
-                    let connection = self.connection;
-                    let imp = self.imports.entry(r.clid).or_insert_with(|| Imported {
-                        received: 0,
-                        handle: RemoteRef::new(
-                            connection,
-                            r.clid,
-                            r.interface.clone().unwrap_or_default(),
-                            r.furl.clone(),
-                        ),
-                    });
-                    imp.received += 1;
-                    *v = Value::Remote(imp.handle.clone());
-                }
-                Value::YourReference(clid) => {
-                    let object = i64::try_from(*clid)
-                        .ok()
-                        .and_then(|c| self.exported.exports.get(&c))
-                        .map(|e| e.object);
-                    match object {
-                        Some(object) => *v = Value::Local(object),
-                        None => {
-                            return Ok(Err(format!("unknown clid {clid} in your-reference")));
-                        }
-                    }
-                }
                 Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
                     todo.extend(i)
                 }
-                Value::Dict(p) => p.iter_mut().for_each(|(k, x)| todo.extend([k, x])),
+                Value::Dict(p) => p.iter().for_each(|(k, x)| todo.extend([k, x])),
                 Value::Copyable(c) => {
                     let name = c.type_name.as_str();
                     if name != FAILURE_TYPE && !objects.accepts_copyable(name) {
-                        return Ok(Err(format!("unknown RemoteCopy name '{name}'")));
+                        return Err(format!("unknown RemoteCopy name '{name}'"));
                     }
-                    todo.extend(c.state.iter_mut().map(|(_, x)| x))
+                    todo.extend(c.state.iter().map(|(_, x)| x))
                 }
                 Value::Anchor(_, inner) => todo.push(inner),
                 _ => {}
             }
         }
-        Ok(Ok(()))
+        Ok(())
     }
 
     fn protocol_error(&mut self, e: ProtocolError) {

@@ -10,6 +10,7 @@ use crate::banana::encode::{put_error, put_ping_pong, put_string, put_token_head
 use crate::banana::{TypeByte, VocabTable};
 use crate::identity::TubId;
 use crate::value::{DecodeError, Deserializer, PbEvent, Serializer, Text, Value};
+use crate::value::{WireRef, WireRefs};
 
 const FURL: &str =
     "pb://vfbzu4bxrxknny4zy66zjcdszk5wc4k5@tcp:127.0.0.1:39375/calc5wuq7sfhgpqbltonngv7lp6dmqf";
@@ -101,12 +102,9 @@ fn writes_the_transcript_bootstrap_bytes() {
     // the answer: my-reference clid 1, iface '', FURL
     let mut ser = Serializer::new(t1());
     let mut out = BytesMut::new();
-    let r = Value::MyReference(Box::new(MyReference {
-        clid: 1,
-        interface: Some(Bytes::new()),
-        furl: Some(Bytes::from_static(FURL.as_bytes())),
-    }));
-    ser.write_answer(&mut out, 1, &r).unwrap();
+    let mut refs = WireRefs::default();
+    let r = refs.value(my_ref(1, Some(FURL)));
+    ser.write_answer_with(&mut out, 1, &r, &mut refs).unwrap();
     let mut want = hex("0088 0d87 0181 0188 0f87 0181 0082 5982");
     want.extend_from_slice(FURL.as_bytes());
     want.extend(hex("0189 0089"));
@@ -491,6 +489,8 @@ struct Peer {
     ser: Serializer,
     de: Deserializer,
     now: Instant,
+    /// Reference sequences both ways, by stand-in value.
+    refs: WireRefs,
 }
 
 impl Peer {
@@ -499,6 +499,7 @@ impl Peer {
             ser: Serializer::new(t0()),
             de: Deserializer::new(t0(), Limits::default()).pb_messages(),
             now: Instant::now(),
+            refs: WireRefs::default(),
         }
     }
 
@@ -517,13 +518,32 @@ impl Peer {
         args: &[Value],
         kw: &[(Text, Value)],
     ) {
-        self.send(b, |s, o| {
-            s.write_call(o, req, clid, m.as_bytes(), args, kw).unwrap()
-        });
+        let mut out = BytesMut::new();
+        self.ser
+            .write_call_with(&mut out, req, clid, m.as_bytes(), args, kw, &mut self.refs)
+            .unwrap();
+        b.handle_plaintext(self.now, &out);
     }
 
     fn answer(&mut self, b: &mut TestBroker, req: u64, v: &Value) {
-        self.send(b, |s, o| s.write_answer(o, req, v).unwrap());
+        let mut out = BytesMut::new();
+        self.ser
+            .write_answer_with(&mut out, req, v, &mut self.refs)
+            .unwrap();
+        b.handle_plaintext(self.now, &out);
+    }
+
+    /// The stand-in value that sends `r` (the same one for equal `r`s).
+    fn v(&mut self, r: WireRef) -> Value {
+        self.refs.value(r)
+    }
+
+    /// The reference sequence a value read from the broker stands for.
+    fn wire(&self, v: &Value) -> WireRef {
+        self.refs
+            .get(v)
+            .cloned()
+            .unwrap_or_else(|| panic!("not a reference: {v:?}"))
     }
 
     fn error(&mut self, b: &mut TestBroker, req: u64, v: &Value) {
@@ -536,7 +556,7 @@ impl Peer {
         b.poll_transmit(&mut buf);
         self.de.feed(&buf);
         let mut out = Vec::new();
-        while let Some(ev) = self.de.poll_pb_event().unwrap() {
+        while let Some(ev) = self.de.poll_pb_event_with(&mut self.refs).unwrap() {
             out.push(ev);
         }
         out
@@ -621,12 +641,21 @@ fn broker(now: Instant) -> TestBroker {
     TestBroker::new(t0(), BrokerConfig::default(), None, now)
 }
 
-fn my_ref(clid: i64, furl: Option<&str>) -> Value {
-    Value::MyReference(Box::new(MyReference {
+fn my_ref(clid: i64, furl: Option<&str>) -> WireRef {
+    WireRef::My(MyReference {
         clid,
         interface: Some(Bytes::new()),
         furl: furl.map(|f| Bytes::copy_from_slice(f.as_bytes())),
-    }))
+    })
+}
+
+/// A `my-reference` after the first: the clid alone.
+fn bare_ref(clid: i64) -> WireRef {
+    WireRef::My(MyReference {
+        clid,
+        interface: None,
+        furl: None,
+    })
 }
 
 fn remote_failure(evs: &[PbEvent]) -> (u64, Failure) {
@@ -651,7 +680,8 @@ fn client_with_ref() -> (TestBroker, Peer) {
         (1, 0, "getReferenceByName")
     );
     assert_eq!(c.kwargs, vec![kw("name", Value::bytes(b"calc"))]);
-    peer.answer(&mut b, 1, &my_ref(1, None));
+    let mine = peer.v(my_ref(1, None));
+    peer.answer(&mut b, 1, &mine);
     let evs = events(&mut b);
     let [BrokerEvent::Answer {
         req_id: 1,
@@ -790,15 +820,8 @@ fn release_sends_decref_with_the_received_count() {
     let (mut b, mut peer) = client_with_ref();
     // received a second time inside an answer
     let r = b.call(1, "me", &[], &[]).unwrap();
-    peer.answer(
-        &mut b,
-        r,
-        &Value::List(vec![Value::MyReference(Box::new(MyReference {
-            clid: 1,
-            interface: None,
-            furl: None,
-        }))]),
-    );
+    let again = peer.v(bare_ref(1));
+    peer.answer(&mut b, r, &Value::List(vec![again]));
     events(&mut b);
     peer.read(&mut b);
     let d = b.release(1).unwrap().unwrap();
@@ -828,16 +851,12 @@ fn serves_get_reference_by_name_and_counts_exports() {
         peer.read(&mut b),
         vec![PbEvent::Answer {
             req_id: 1,
-            value: my_ref(1, Some(FURL))
+            value: peer.v(my_ref(1, Some(FURL)))
         }]
     );
     // later sends carry only the clid
     peer.call(&mut b, 2, 0, "getReferenceByName", &[], &name);
-    let later = Value::MyReference(Box::new(MyReference {
-        clid: 1,
-        interface: None,
-        furl: None,
-    }));
+    let later = peer.v(bare_ref(1));
     assert_eq!(
         peer.read(&mut b),
         vec![PbEvent::Answer {
@@ -947,7 +966,7 @@ fn serves_get_reference_by_name_and_counts_exports() {
         peer.read(&mut b),
         vec![PbEvent::Answer {
             req_id: 10,
-            value: my_ref(2, Some(FURL))
+            value: peer.v(my_ref(2, Some(FURL)))
         }]
     );
 }
@@ -1022,7 +1041,8 @@ fn incoming_calls_are_answered_later_in_any_order() {
     assert_eq!(f.type_name, "foolscap.tokens.Violation");
     assert!(!b.is_closed());
     // a your-reference to something we never exported
-    peer.call(&mut b, 6, 1, "m", &[Value::YourReference(9)], &[]);
+    let unknown = peer.v(WireRef::Your(9));
+    peer.call(&mut b, 6, 1, "m", &[unknown], &[]);
     let (_, f) = remote_failure(&peer.read(&mut b));
     assert_eq!(f.type_name, "foolscap.tokens.Violation");
 }
@@ -1148,7 +1168,8 @@ fn a_reference_furl_must_name_the_peer() {
     let peer_tubid = TubId::parse("5ikfv7dz4s7kjm2cs6mnui7pekmu2wmp").unwrap();
     let mut b = TestBroker::new(t0(), BrokerConfig::default(), Some(peer_tubid), peer.now);
     b.get_reference_by_name(b"calc").unwrap();
-    peer.answer(&mut b, 1, &my_ref(1, Some(FURL)));
+    let mine = peer.v(my_ref(1, Some(FURL)));
+    peer.answer(&mut b, 1, &mine);
     assert!(matches!(
         events(&mut b).last(),
         Some(BrokerEvent::Closed(CloseReason::Protocol(
@@ -1240,11 +1261,7 @@ fn a_reference_received_again_during_decref_stays_alive() {
     // the peer sends clid 1 again before it sees the decref
     let r = b.get_reference_by_name(b"calc").unwrap();
     peer.read(&mut b);
-    let again = Value::MyReference(Box::new(MyReference {
-        clid: 1,
-        interface: None,
-        furl: None,
-    }));
+    let again = peer.v(bare_ref(1));
     peer.answer(&mut b, r, &again);
     peer.answer(&mut b, d, &Value::None);
     let evs = events(&mut b);
@@ -1302,6 +1319,8 @@ fn mutated_streams_never_panic() {
     // answers, errors
     let mut ser = Serializer::new(t0());
     let mut stream = BytesMut::new();
+    let mut refs = WireRefs::default();
+    let (three, one) = (refs.value(my_ref(3, None)), refs.value(my_ref(1, None)));
     let shared = Value::Anchor(0, Box::new(Value::List(vec![Value::int(1)])));
     ser.write_call(
         &mut stream,
@@ -1312,16 +1331,18 @@ fn mutated_streams_never_panic() {
         &[kw("name", Value::bytes(b"calc"))],
     )
     .unwrap();
-    ser.write_call(
+    ser.write_call_with(
         &mut stream,
         2,
         1,
         b"m",
-        &[shared, Value::Alias(0), my_ref(3, None)],
+        &[shared, Value::Alias(0), three],
         &[kw("k", Value::Tuple(vec![Value::str("x")]))],
+        &mut refs,
     )
     .unwrap();
-    ser.write_answer(&mut stream, 1, &my_ref(1, None)).unwrap();
+    ser.write_answer_with(&mut stream, 1, &one, &mut refs)
+        .unwrap();
     ser.write_error(
         &mut stream,
         2,
@@ -1373,15 +1394,8 @@ fn mutated_streams_never_panic() {
 fn live_references_travel_as_wire_references() {
     let (mut b, mut peer) = client_with_ref();
     let r = b.call(1, "me", &[], &[]).unwrap();
-    peer.answer(
-        &mut b,
-        r,
-        &Value::MyReference(Box::new(MyReference {
-            clid: 1,
-            interface: None,
-            furl: None,
-        })),
-    );
+    let again = peer.v(bare_ref(1));
+    peer.answer(&mut b, r, &again);
     let evs = events(&mut b);
     let [BrokerEvent::Answer {
         value: Value::Remote(h),
@@ -1403,8 +1417,8 @@ fn live_references_travel_as_wire_references() {
     let [PbEvent::Call(c)] = &sent[..] else {
         panic!("{sent:?}")
     };
-    assert_eq!(c.args[0], Value::YourReference(1));
-    let Value::MyReference(mine) = &c.args[1] else {
+    assert_eq!(peer.wire(&c.args[0]), WireRef::Your(1));
+    let WireRef::My(mine) = peer.wire(&c.args[1]) else {
         panic!("{:?}", c.args[1])
     };
     // object 7 is not in the registry: no interface name, no FURL
@@ -1412,7 +1426,8 @@ fn live_references_travel_as_wire_references() {
     assert_eq!(mine.furl, None);
     // the peer sends it back: it arrives as the local object
     let clid = mine.clid as u64;
-    peer.call(&mut b, 9, 1, "x", &[Value::YourReference(clid)], &[]);
+    let yours = peer.v(WireRef::Your(clid));
+    peer.call(&mut b, 9, 1, "x", &[yours], &[]);
     let evs = events(&mut b);
     let [BrokerEvent::Call(ic)] = &evs[..] else {
         panic!("{evs:?}")
@@ -1446,7 +1461,8 @@ fn dropped_handles_are_released_by_the_sweep() {
     // a handle still held is not released
     let r = b.get_reference_by_name(b"calc").unwrap();
     peer.read(&mut b);
-    peer.answer(&mut b, r, &my_ref(2, None));
+    let mine = peer.v(my_ref(2, None));
+    peer.answer(&mut b, r, &mine);
     let evs = events(&mut b);
     assert_eq!(b.release_dropped(), 0);
     drop(evs);

@@ -102,8 +102,7 @@ pub use error::{DialError, DialFailure, TransportError, TubError};
 pub struct TubConfig {
     /// Negotiation parameters (timeout, block size, vocab tables).
     pub negotiation: NegotiationConfig,
-    /// Broker parameters for every connection (keepalive, limits);
-    /// `peer_tubid` and `connection` are filled in per connection.
+    /// Broker parameters for every connection (keepalive, limits).
     pub broker: BrokerConfig,
     /// How often received references that the application dropped are
     /// released (`decref`). Default: 1 s.

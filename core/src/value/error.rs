@@ -110,6 +110,16 @@ pub enum DecodeError {
     /// More `reference` sequences than [`super::Limits::max_references`].
     #[error("more than {limit} shared references in one message at byte {offset}")]
     TooManyReferences { offset: u64, limit: usize },
+
+    // ---- either: the receiver's RefDecoder decides ----
+    /// A reference sequence the receiver refused ([`super::RefDecoder`]):
+    /// a Violation, or (`fatal`) the end of the connection.
+    #[error("{why}")]
+    RefusedReference {
+        offset: u64,
+        why: String,
+        fatal: bool,
+    },
 }
 
 impl DecodeError {
@@ -136,6 +146,8 @@ impl DecodeError {
             }
             // a KeyError inside Python's decoder
             UndefinedVocab { .. } => return None,
+            // an exception inside Python's reference tracking
+            RefusedReference { fatal: true, .. } => return None,
             other => other.to_string(),
         })
     }
@@ -152,7 +164,8 @@ impl DecodeError {
             | TooDeep { .. }
             | TooManyItems { .. }
             | MessageTooLarge { .. }
-            | TooManyReferences { .. } => ErrorScope::Message,
+            | TooManyReferences { .. }
+            | RefusedReference { fatal: false, .. } => ErrorScope::Message,
             _ => ErrorScope::Connection,
         }
     }

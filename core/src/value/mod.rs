@@ -27,6 +27,7 @@ pub mod pyrepr;
 mod ser;
 mod sharing;
 mod text;
+mod wire_refs;
 
 #[cfg(feature = "arbitrary")]
 mod arbitrary_impl;
@@ -44,8 +45,9 @@ pub use int::Int;
 pub use limits::Limits;
 pub use pb::{IncomingCall, PbEvent};
 pub use pyops::{py_eq, py_hash};
-pub use ser::{NoRefs, RefEncoder, Serializer};
+pub use ser::{NoRefs, RefDecoder, RefEncoder, Serializer};
 pub use text::Text;
+pub use wire_refs::WireRefs;
 
 /// Identifies one shared container within one top-level message.
 pub type AnchorId = u32;
@@ -83,17 +85,11 @@ pub enum Value {
     Anchor(AnchorId, Box<Value>),
     /// A later occurrence of the anchored container with this id.
     Alias(AnchorId),
-    /// `my-reference`: an object that lives on the sender's side.
-    MyReference(Box<MyReference>),
-    /// `your-reference`: an object the receiver exported earlier, by clid.
-    YourReference(u64),
-    /// `their-reference`: a gift of a third Tub's object.
-    TheirReference(Box<TheirReference>),
     /// `copyable`: a pass-by-copy object (type name and attribute state).
     Copyable(Box<Copyable>),
     /// One of our own objects, by the application's id. The broker turns
-    /// a `your-reference` into this on receipt and sends it as a
-    /// `my-reference`; it never appears on the wire as such.
+    /// a received `your-reference` into this and sends it as a
+    /// `my-reference` ([`WireRef`]); it never appears on the wire as such.
     Local(crate::id::ObjectId),
     /// A live reference to an object of a peer, as the broker resolved it
     /// from a `my-reference`. Sent back over its own connection it becomes
@@ -186,6 +182,33 @@ impl std::fmt::Debug for RemoteRef {
     }
 }
 
+/// A reference as it travels: one of the three reference sequences. The
+/// application never sees these: a connection's broker turns received ones
+/// into [`Value::Remote`] and [`Value::Local`] while the message is decoded
+/// (a [`RefDecoder`]), and those back into these while it is encoded (a
+/// [`RefEncoder`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireRef {
+    /// `my-reference`: an object that lives on the sender's side.
+    My(MyReference),
+    /// `your-reference`: an object the receiver exported earlier, by clid.
+    Your(u64),
+    /// `their-reference`: a gift of a third Tub's object.
+    Their(TheirReference),
+}
+
+impl WireRef {
+    /// The sequence's open type (`"my-reference"`, ...).
+    pub fn sequence(&self) -> &'static str {
+        match self {
+            WireRef::My(_) => "my-reference",
+            WireRef::Your(_) => "your-reference",
+            WireRef::Their(_) => "their-reference",
+        }
+    }
+}
+
 /// The body of a `my-reference` sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MyReference {
@@ -251,9 +274,6 @@ impl Value {
             Value::Dict(_) => "dict",
             Value::Anchor(_, v) => v.type_name(),
             Value::Alias(_) => "alias",
-            Value::MyReference(_) => "my-reference",
-            Value::YourReference(_) => "your-reference",
-            Value::TheirReference(_) => "their-reference",
             Value::Copyable(_) => "copyable",
             Value::Local(_) => "local object",
             Value::Remote(_) => "remote reference",
@@ -324,9 +344,6 @@ impl PartialEq for Value {
             (Dict(a), Dict(b)) => a == b,
             (Anchor(i, a), Anchor(j, b)) => i == j && a == b,
             (Alias(i), Alias(j)) => i == j,
-            (MyReference(a), MyReference(b)) => a == b,
-            (YourReference(a), YourReference(b)) => a == b,
-            (TheirReference(a), TheirReference(b)) => a == b,
             (Copyable(a), Copyable(b)) => a.type_name == b.type_name && a.state == b.state,
             (Local(a), Local(b)) => a == b,
             (Remote(a), Remote(b)) => a == b,

@@ -247,9 +247,20 @@ impl Deserializer {
 
     /// Decodes as far as the buffered bytes allow and returns the next
     /// event of a PB connection, `Ok(None)` when more bytes are needed.
-    /// `Err` is fatal (send ERROR and close) and sticky.
+    /// `Err` is fatal (send ERROR and close) and sticky. Reference
+    /// sequences are refused (a Violation); a broker decodes them with
+    /// [`Deserializer::poll_pb_event_with`].
     pub fn poll_pb_event(&mut self) -> Result<Option<PbEvent>, DecodeError> {
-        Ok(self.poll_out()?.map(|out| match out {
+        self.poll_pb_event_with(&mut super::NoRefs)
+    }
+
+    /// [`Deserializer::poll_pb_event`], turning reference sequences into
+    /// live references with `refs` as each one closes.
+    pub fn poll_pb_event_with(
+        &mut self,
+        refs: &mut dyn super::RefDecoder,
+    ) -> Result<Option<PbEvent>, DecodeError> {
+        Ok(self.poll_out(refs)?.map(|out| match out {
             Out::Pb(p) => p,
             Out::Ev(Event::Ping(n)) => PbEvent::Ping(n),
             Out::Ev(Event::Pong(n)) => PbEvent::Pong(n),

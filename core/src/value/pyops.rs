@@ -298,18 +298,6 @@ fn hash_into<H: Hasher>(v: &Value, h: &mut H) -> Option<()> {
             6u8.hash(h);
             id.hash(h);
         }
-        Value::MyReference(r) => {
-            7u8.hash(h);
-            r.clid.hash(h);
-        }
-        Value::YourReference(clid) => {
-            8u8.hash(h);
-            clid.hash(h);
-        }
-        Value::TheirReference(r) => {
-            9u8.hash(h);
-            r.furl.hash(h);
-        }
         Value::Copyable(c) => {
             10u8.hash(h);
             c.type_name.hash(h);
@@ -358,8 +346,6 @@ pub fn py_eq(a: &Value, b: &Value) -> bool {
                 && y.iter().all(|q| x.iter().any(|p| py_eq(p, q)))
         }
         (Value::Anchor(i, _) | Value::Alias(i), Value::Anchor(j, _) | Value::Alias(j)) => i == j,
-        (Value::MyReference(x), Value::MyReference(y)) => x.clid == y.clid,
-        (Value::YourReference(x), Value::YourReference(y)) => x == y,
         (Value::Local(x), Value::Local(y)) => x == y,
         (Value::Remote(x), Value::Remote(y)) => x == y,
         _ => false,

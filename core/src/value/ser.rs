@@ -8,26 +8,46 @@ use bytes::BytesMut;
 use smallvec::SmallVec;
 
 use super::pyops::py_cmp;
-use super::{AnchorId, Copyable, EncodeError, Text, Value};
+use super::{AnchorId, Copyable, DecodeError, EncodeError, Text, Value, WireRef};
 use crate::banana::encode::{put_big, put_float, put_i64, put_string, put_token_header};
 use crate::banana::{TypeByte, VocabTable};
 
 /// Turns the application's live references ([`Value::Local`],
-/// [`Value::Remote`]) into their wire form for one connection: a
-/// `my-reference`, `your-reference` or `their-reference` value. The broker
+/// [`Value::Remote`]) into their wire form for one connection. The broker
 /// provides one; plain serialization refuses live references.
 pub trait RefEncoder {
     /// The wire form of the live reference `v`.
-    fn encode_ref(&mut self, v: &Value) -> Result<Value, EncodeError>;
+    fn encode_ref(&mut self, v: &Value) -> Result<WireRef, EncodeError>;
 }
 
-/// The [`RefEncoder`] of plain serialization: live references are refused.
+/// Turns the reference sequences of a message being decoded into the
+/// application's values, for one connection. The broker provides one;
+/// plain decoding refuses references.
+pub trait RefDecoder {
+    /// The value for `r`, received at byte `offset`. An error with
+    /// [`crate::value::ErrorScope::Message`] scope refuses the message (a
+    /// Violation); with `Connection` scope it ends the stream.
+    fn decode_ref(&mut self, r: WireRef, offset: u64) -> Result<Value, DecodeError>;
+}
+
+/// Plain (de)serialization: live references and reference sequences are
+/// refused, as Python's `foolscap.storage` refuses them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoRefs;
 
 impl RefEncoder for NoRefs {
-    fn encode_ref(&mut self, v: &Value) -> Result<Value, EncodeError> {
+    fn encode_ref(&mut self, v: &Value) -> Result<WireRef, EncodeError> {
         Err(EncodeError::LiveReference(v.type_name()))
+    }
+}
+
+impl RefDecoder for NoRefs {
+    fn decode_ref(&mut self, r: WireRef, offset: u64) -> Result<Value, DecodeError> {
+        Err(DecodeError::RefusedReference {
+            offset,
+            why: format!("{} outside a PB connection", r.sequence()),
+            fatal: false,
+        })
     }
 }
 
@@ -128,13 +148,24 @@ impl Serializer {
     }
 
     /// Writes one top-level message holding `value`. On error nothing is
-    /// written and the OPEN counter is unchanged.
+    /// written and the OPEN counter is unchanged. Live references are
+    /// refused ([`NoRefs`]).
     pub fn serialize(&mut self, value: &Value, out: &mut BytesMut) -> Result<(), EncodeError> {
+        self.serialize_with(value, out, &mut NoRefs)
+    }
+
+    /// [`Serializer::serialize`], writing live references as `refs` says.
+    pub fn serialize_with(
+        &mut self,
+        value: &Value,
+        out: &mut BytesMut,
+        refs: &mut dyn RefEncoder,
+    ) -> Result<(), EncodeError> {
         let start_len = out.len();
         let start_count = self.open_count;
         let mut anchors = Anchors::default();
         anchors.add_root(value);
-        let r = self.write_value(value, out, &mut anchors, &mut NoRefs);
+        let r = self.write_value(value, out, &mut anchors, refs);
         if r.is_err() {
             out.truncate(start_len);
             self.open_count = start_count;
@@ -313,24 +344,16 @@ impl Serializer {
             }
             Value::Local(_) | Value::Remote(_) => {
                 let wire = refs.encode_ref(value)?;
-                match wire {
-                    Value::MyReference(_) | Value::YourReference(_) | Value::TheirReference(_) => {
-                        self.put_wire_ref(out, &wire)
-                    }
-                    other => return Err(EncodeError::LiveReference(other.type_name())),
-                }
-            }
-            Value::MyReference(_) | Value::YourReference(_) | Value::TheirReference(_) => {
-                self.put_wire_ref(out, value)
+                self.put_wire_ref(out, &wire);
             }
         }
         Ok(())
     }
 
     /// Writes a `my-reference`, `your-reference` or `their-reference`.
-    fn put_wire_ref(&mut self, out: &mut BytesMut, value: &Value) {
-        match value {
-            Value::MyReference(r) => {
+    fn put_wire_ref(&mut self, out: &mut BytesMut, wire: &WireRef) {
+        match wire {
+            WireRef::My(r) => {
                 let id = self.open_sequence(out, b"my-reference");
                 put_i64(out, r.clid);
                 if r.interface.is_some() || r.furl.is_some() {
@@ -341,18 +364,17 @@ impl Serializer {
                 }
                 self.close(out, id);
             }
-            Value::YourReference(clid) => {
+            WireRef::Your(clid) => {
                 let id = self.open_sequence(out, b"your-reference");
                 put_token_header(out, *clid, TypeByte::Int);
                 self.close(out, id);
             }
-            Value::TheirReference(r) => {
+            WireRef::Their(r) => {
                 let id = self.open_sequence(out, b"their-reference");
                 put_token_header(out, r.gift_id, TypeByte::Int);
                 self.put_bytes(out, &r.furl);
                 self.close(out, id);
             }
-            _ => {}
         }
     }
 

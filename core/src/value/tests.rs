@@ -100,17 +100,57 @@ fn sample_values() -> Vec<Value> {
                 (Text::from("y"), Value::int(2)),
             ],
         })),
-        Value::MyReference(Box::new(MyReference {
+    ]
+}
+
+fn wire_refs() -> Vec<WireRef> {
+    vec![
+        WireRef::My(MyReference {
             clid: -2,
             interface: Some(bytes::Bytes::from_static(b"")),
             furl: None,
-        })),
-        Value::YourReference(3),
-        Value::TheirReference(Box::new(TheirReference {
+        }),
+        WireRef::My(MyReference {
+            clid: 7,
+            interface: Some(bytes::Bytes::from_static(b"RIFoo")),
+            furl: Some(bytes::Bytes::from_static(b"pb://x@tcp:h:1/y")),
+        }),
+        WireRef::Your(3),
+        WireRef::Their(TheirReference {
             gift_id: 1,
             furl: bytes::Bytes::from_static(b"pb://x@tcp:h:1/y"),
-        })),
+        }),
     ]
+}
+
+#[test]
+fn reference_sequences_round_trip_through_ref_codecs() {
+    for vocab in [VocabTable::EMPTY, VocabTable::V1] {
+        let mut out_refs = WireRefs::default();
+        let items: Vec<Value> = wire_refs().into_iter().map(|r| out_refs.value(r)).collect();
+        let v = Value::List(items);
+        let mut out = BytesMut::new();
+        Serializer::new(vocab)
+            .serialize_with(&v, &mut out, &mut out_refs)
+            .unwrap();
+        let mut de = Deserializer::new(vocab, Limits::default());
+        de.feed(&out);
+        let mut in_refs = WireRefs::default();
+        let Some(Event::Value(back)) = de.poll_event_with(&mut in_refs).unwrap() else {
+            panic!("one value")
+        };
+        assert_eq!(back, v);
+        assert_eq!(in_refs.table, wire_refs());
+        // without a RefDecoder the message is refused, the stream goes on
+        let mut de = Deserializer::new(vocab, Limits::default());
+        de.feed(&out);
+        de.feed(&encode(&Value::int(5), vocab));
+        match de.poll_event().unwrap() {
+            Some(Event::Discarded(DecodeError::RefusedReference { fatal: false, .. })) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(de.poll_event().unwrap(), Some(Event::Value(Value::int(5))));
+    }
 }
 
 #[test]

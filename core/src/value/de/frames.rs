@@ -12,7 +12,8 @@ use crate::value::pb::PbFrame;
 use crate::value::pyops::{py_eq, py_hash};
 use crate::value::sharing::{count_opens, has_duplicates};
 use crate::value::{
-    AnchorId, Copyable, Decimal, DecodeError, Int, MyReference, Text, TheirReference, Value,
+    AnchorId, Copyable, Decimal, DecodeError, Int, MyReference, RefDecoder, Text, TheirReference,
+    Value, WireRef,
 };
 
 /// The sequence kinds a frame can be, in the state they need.
@@ -400,7 +401,11 @@ impl Deserializer {
     }
 
     /// Turns a closed frame into its value, with what it still waits for.
-    pub(super) fn finish(&mut self, open: OpenFrame) -> Result<(Value, Pending), DecodeError> {
+    pub(super) fn finish(
+        &mut self,
+        open: OpenFrame,
+        refs: &mut dyn RefDecoder,
+    ) -> Result<(Value, Pending), DecodeError> {
         let offset = self.offset;
         let incomplete = |sequence| DecodeError::Incomplete { offset, sequence };
         let slot = open.slot as usize;
@@ -443,17 +448,21 @@ impl Deserializer {
                 clid,
                 interface,
                 furl,
-            } => Value::MyReference(Box::new(MyReference {
-                clid: clid.ok_or_else(|| incomplete("my-reference"))?,
-                interface,
-                furl,
-            })),
-            Frame::YourRef(clid) => {
-                Value::YourReference(clid.ok_or_else(|| incomplete("your-reference"))?)
-            }
+            } => refs.decode_ref(
+                WireRef::My(MyReference {
+                    clid: clid.ok_or_else(|| incomplete("my-reference"))?,
+                    interface,
+                    furl,
+                }),
+                offset,
+            )?,
+            Frame::YourRef(clid) => refs.decode_ref(
+                WireRef::Your(clid.ok_or_else(|| incomplete("your-reference"))?),
+                offset,
+            )?,
             Frame::TheirRef { gift, furl } => match (gift, furl) {
                 (Some(gift_id), Some(furl)) => {
-                    Value::TheirReference(Box::new(TheirReference { gift_id, furl }))
+                    refs.decode_ref(WireRef::Their(TheirReference { gift_id, furl }), offset)?
                 }
                 _ => return Err(incomplete("their-reference")),
             },

@@ -17,7 +17,7 @@ use frames::{Pending, SeqKind, SlotKind};
 
 use super::pb::{discarded, PbEvent, PbFrame, PbRequest};
 use super::sharing::{anchor_pass, dedup_pass};
-use super::{DecodeError, ErrorScope, Int, Limits, Text, Value};
+use super::{DecodeError, ErrorScope, Int, Limits, NoRefs, RefDecoder, Text, Value};
 use crate::banana::{Token, TokenDecoder, VocabTable};
 
 /// What the deserializer reports.
@@ -173,10 +173,21 @@ impl Deserializer {
     /// event, `Ok(None)` when more bytes are needed.
     ///
     /// On a PB connection use [`Deserializer::poll_pb_event`]; this method
-    /// skips PB messages.
+    /// skips PB messages. Reference sequences are refused (a Violation), as
+    /// `foolscap.storage` refuses them; [`Deserializer::poll_event_with`]
+    /// decodes them.
     pub fn poll_event(&mut self) -> Result<Option<Event>, DecodeError> {
+        self.poll_event_with(&mut NoRefs)
+    }
+
+    /// [`Deserializer::poll_event`], turning reference sequences into
+    /// values with `refs`.
+    pub fn poll_event_with(
+        &mut self,
+        refs: &mut dyn RefDecoder,
+    ) -> Result<Option<Event>, DecodeError> {
         loop {
-            match self.poll_out()? {
+            match self.poll_out(refs)? {
                 None => return Ok(None),
                 Some(Out::Ev(e)) => return Ok(Some(e)),
                 Some(Out::Pb(_)) => {}
@@ -184,7 +195,10 @@ impl Deserializer {
         }
     }
 
-    pub(super) fn poll_out(&mut self) -> Result<Option<Out>, DecodeError> {
+    pub(super) fn poll_out(
+        &mut self,
+        refs: &mut dyn RefDecoder,
+    ) -> Result<Option<Out>, DecodeError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -196,7 +210,7 @@ impl Deserializer {
                 Err(e) => return Err(self.fatal(e.into())),
             };
             self.offset = before;
-            let step = self.handle(token, (self.tokens.offset() - before) as usize);
+            let step = self.handle(token, (self.tokens.offset() - before) as usize, refs);
             match step {
                 Ok(Some(ev)) => return Ok(Some(ev)),
                 Ok(None) => {}
@@ -262,7 +276,7 @@ impl Deserializer {
             })
     }
 
-    fn handle(&mut self, token: Token, wire_len: usize) -> Step {
+    fn handle(&mut self, token: Token, wire_len: usize, refs: &mut dyn RefDecoder) -> Step {
         let token = match self.fast_item(token, wire_len)? {
             Some(token) => token,
             None => return Ok(None),
@@ -349,7 +363,7 @@ impl Deserializer {
                         ..
                     } => self.finish_pb(frame),
                     top => {
-                        let (value, waits) = self.finish(top)?;
+                        let (value, waits) = self.finish(top, refs)?;
                         self.deliver(value, waits)
                     }
                 }
