@@ -60,6 +60,7 @@ fn negotiate(
                 return s;
             }
             Some(NegotiationEvent::Failed(e)) => panic!("negotiation failed: {e}"),
+            Some(other) => panic!("unexpected negotiation event {other:?}"),
             None => {}
         }
         assert!(Instant::now() < deadline, "negotiation took too long");

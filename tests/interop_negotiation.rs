@@ -91,10 +91,7 @@ fn python_made_cert_files_give_the_tubid_python_reports() {
 #[test]
 fn rust_client_negotiates_with_python_in_both_roles() {
     let generated = Identity::generate().unwrap();
-    let tls12 = TlsOptions {
-        tls12: true,
-        tls13: false,
-    };
+    let tls12 = TlsOptions::tls12_only();
     let cases = [
         // (rust client, python server, client is master, TLS options)
         (
@@ -159,10 +156,7 @@ fn python_client_negotiates_with_a_rust_listener_in_both_roles() {
     let generated = Identity::generate().unwrap();
     let generated_file = dir.join("rust-made.pem");
     std::fs::write(&generated_file, generated.to_cert_file()).unwrap();
-    let tls12 = TlsOptions {
-        tls12: true,
-        tls13: false,
-    };
+    let tls12 = TlsOptions::tls12_only();
     let cases = [
         // (rust server identity, python client certfile, TLS options)
         (

@@ -114,13 +114,9 @@ fn random_bytes_never_panic() {
             }
         }
         for vocab in [VocabTable::V1, VocabTable::EMPTY] {
-            let mut de = Deserializer::new(
-                vocab,
-                Limits {
-                    max_depth: 32,
-                    ..Limits::default()
-                },
-            );
+            let mut limits = Limits::default();
+            limits.max_depth = 32;
+            let mut de = Deserializer::new(vocab, limits);
             de.feed(&input);
             while let Ok(Some(_)) = de.poll_event() {}
         }

@@ -274,6 +274,7 @@ fn print_values(data: &[u8], vocab: VocabTable, max_output: usize) -> Outcome {
                 &mut stdout,
                 format!("# ERROR {}", to_python(&Value::Bytes(msg))),
             )?,
+            other => note(&mut stdout, format!("# {other:?}"))?,
         }
     }
     stdout.flush()?;

@@ -69,6 +69,7 @@ pub enum Hint {
 /// Why a string is not a FURL.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub enum FurlError {
     #[error("not a FURL: {furl:?} does not start with \"pb://\"")]
     NotPb { furl: String },

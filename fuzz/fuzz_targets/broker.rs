@@ -14,7 +14,7 @@ use bytes::Bytes;
 use foolscap_core::banana::VocabTable;
 use foolscap_core::broker::{Broker, BrokerConfig, BrokerEvent, Export};
 use foolscap_core::id::{ConnectionId, ObjectId};
-use foolscap_core::value::{Limits, Value};
+use foolscap_core::value::Value;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -30,14 +30,9 @@ fuzz_target!(|data: &[u8]| {
         0 => stream.len().max(1),
         n => n,
     };
-    let config = BrokerConfig {
-        limits: Limits {
-            max_message_bytes: 1 << 20,
-            max_depth: 64,
-            ..Limits::default()
-        },
-        ..BrokerConfig::default()
-    };
+    let mut config = BrokerConfig::default();
+    config.limits.max_message_bytes = 1 << 20;
+    config.limits.max_depth = 64;
     let mut registry = HashMap::new();
     registry.insert(
         b"calc".to_vec(),

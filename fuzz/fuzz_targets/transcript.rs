@@ -8,11 +8,10 @@ use foolscap_replay::{ParseLimits, Phase, Side, Transcript};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let limits = ParseLimits {
-        max_line_bytes: 4096,
-        max_file_bytes: 1 << 16,
-        max_connections: 16,
-    };
+    let mut limits = ParseLimits::default();
+    limits.max_line_bytes = 4096;
+    limits.max_file_bytes = 1 << 16;
+    limits.max_connections = 16;
     let Ok(t) = Transcript::parse_with(data, &limits) else {
         return;
     };

@@ -57,10 +57,9 @@ fn same_error(chunked: &Option<TokenError>, whole: &Option<TokenError>) -> bool 
 
 /// Decodes `data` fed in chunks of `size`, pulling after every chunk.
 fn decode_tokens(data: &[u8], size: usize) -> (Vec<Token>, Option<TokenError>) {
-    let mut d = TokenDecoder::new(TokenLimits {
-        max_string_bytes: 1 << 20,
-        ..TokenLimits::default()
-    });
+    let mut limits = TokenLimits::default();
+    limits.max_string_bytes = 1 << 20;
+    let mut d = TokenDecoder::new(limits);
     let mut out = Vec::new();
     for chunk in chunks(data, size) {
         d.feed(chunk);
@@ -140,18 +139,14 @@ pub fn check_token_decoder(data: &[u8]) {
 
 /// Small limits so one fuzz input cannot make the deserializer hold much.
 pub fn small_limits() -> Limits {
-    Limits {
-        tokens: TokenLimits {
-            max_string_bytes: 1 << 20,
-            max_longint_bytes: 4 << 10,
-            ..TokenLimits::default()
-        },
-        max_depth: 64,
-        max_container_items: 1 << 16,
-        max_message_bytes: 1 << 20,
-        max_references: 1 << 12,
-        ..Limits::default()
-    }
+    let mut limits = Limits::default();
+    limits.tokens.max_string_bytes = 1 << 20;
+    limits.tokens.max_longint_bytes = 4 << 10;
+    limits.max_depth = 64;
+    limits.max_container_items = 1 << 16;
+    limits.max_message_bytes = 1 << 20;
+    limits.max_references = 1 << 12;
+    limits
 }
 
 /// Serializes one value as one message with a fresh serializer.

@@ -31,6 +31,7 @@ pub const MAX_DEPTH: usize = 1000;
 /// Why [`parse`] refused its input. Every variant names the character
 /// (not byte) offset into the input where the problem starts.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum LiteralError {
     /// A token other than the ones the grammar allows there.
     #[error("expected {expected} at character {offset}, found {found}")]

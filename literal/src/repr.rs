@@ -35,6 +35,7 @@ use thiserror::Error;
 
 /// Why [`write_python`] gave up.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ReprError {
     /// The text would be longer than the caller's bound.
     #[error("printed value would exceed {limit} bytes")]

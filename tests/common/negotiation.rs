@@ -38,10 +38,9 @@ pub fn identity(name: &str) -> Identity {
 
 /// Negotiation settings for tests: Python's, with a short timeout.
 pub fn test_config() -> NegotiationConfig {
-    NegotiationConfig {
-        timeout: Duration::from_secs(20),
-        ..NegotiationConfig::default()
-    }
+    let mut config = NegotiationConfig::default();
+    config.timeout = Duration::from_secs(20);
+    config
 }
 
 fn write_all(sock: &mut TcpStream, data: &[u8]) -> bool {
@@ -74,6 +73,7 @@ pub fn negotiate(
                 write_all(sock, &out);
                 return Err(e);
             }
+            Some(other) => panic!("unexpected negotiation event {other:?}"),
             None => {}
         }
         if !sent {

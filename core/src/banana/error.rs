@@ -10,6 +10,7 @@ pub const HEADER_ERROR_CONTEXT: usize = 265;
 // Fields: `offset` is the stream offset of the offending token; the
 // others are named in the variant's message.
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub enum TokenError {
     /// More header digits than the limit (Python: 64). `received` holds
     /// the buffered bytes from the token's start (at most

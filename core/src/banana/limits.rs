@@ -3,6 +3,7 @@
 /// Every limit is fatal to the connection when exceeded (the peer broke the
 /// framing or tried to make us buffer too much); see [`super::TokenError`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TokenLimits {
     /// Longest header, in base-128 digits. Python's limit is 64 and it is
     /// not configurable there; lowering it below 10 would reject legitimate

@@ -7,6 +7,7 @@ use crate::value::{DecodeError, EncodeError};
 
 /// Why a connection ended (docs/protocol.md §4.8, 4.10, 6.6).
 #[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// We closed it ([`super::Broker::close`]).
     #[error("closed locally")]
@@ -27,6 +28,7 @@ pub enum CloseReason {
 
 /// A protocol error by the peer: fatal, answered with an ERROR token.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// The token stream or a sequence was malformed.
     #[error(transparent)]
@@ -47,6 +49,7 @@ pub enum ProtocolError {
 
 /// Why one of our outgoing calls failed.
 #[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
 pub enum CallError {
     /// The remote method raised (the peer's `error` message).
     #[error("remote exception {0}")]
@@ -62,6 +65,7 @@ pub enum CallError {
 
 /// A local API misuse or a value that cannot be sent.
 #[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
 pub enum BrokerError {
     /// The connection is closed.
     #[error("the connection is closed")]

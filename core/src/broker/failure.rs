@@ -29,6 +29,7 @@ pub struct Failure {
 
 /// Why a received Failure copyable was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum FailureError {
     /// Not a `twisted.python.failure.Failure` copyable (a Violation).
     #[error("error body is not a {FAILURE_TYPE} copyable but a {0}")]

@@ -94,6 +94,7 @@ impl<S: BuildHasher> Registry for HashMap<Vec<u8>, Export, S> {
 
 /// Broker settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BrokerConfig {
     /// Send PING after this long without receiving anything (Python's
     /// `keepaliveTimeout`). Default: 240 s.
@@ -152,6 +153,7 @@ pub struct InboundCall {
 
 /// What the broker reports.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum BrokerEvent {
     /// The peer calls one of our objects.
     Call(InboundCall),

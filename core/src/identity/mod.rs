@@ -61,6 +61,7 @@ pub struct TubId([u8; 32]);
 /// A string that is not a tubid.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub enum TubIdError {
     /// Not 32 characters.
     #[error("a tubid has 32 characters, {text:?} has {len}")]
@@ -205,6 +206,7 @@ fn x509_error_text(e: &X509Error) -> &'static str {
 
 /// Why an identity could not be loaded or made.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum IdentityError {
     /// No `CERTIFICATE` PEM section.
     #[error("no certificate (PEM \"CERTIFICATE\" section) in the certFile")]

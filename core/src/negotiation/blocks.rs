@@ -19,6 +19,7 @@ pub const BANANA_VERSIONS: (u32, u32) = (3, 3);
 /// internal error).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub enum BlockError {
     #[error("negotiation block line {line:?} has no ':'")]
     NoColon { line: String },

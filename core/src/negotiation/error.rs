@@ -18,6 +18,7 @@ pub enum Side {
 /// Python would tell the peer about it; `Display` says more.
 #[derive(Debug, Clone, PartialEq, Error)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub enum NegotiationError {
     /// The plaintext request or response was refused or malformed.
     #[error(transparent)]

@@ -66,6 +66,7 @@ use session::Channel;
 
 /// Negotiation parameters, Python's by default.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NegotiationConfig {
     /// Time from TCP connect/accept to an established session. Python:
     /// 120 s for the server (and for a client's whole attempt).
@@ -94,6 +95,7 @@ impl Default for NegotiationConfig {
 
 /// How a negotiation ended.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum NegotiationEvent {
     /// The connection is ready for banana.
     Established(Box<Session>),

@@ -92,6 +92,7 @@ impl BlockBuffer {
 
 /// How a server refused a request (the text of its `500` reply).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Refusal {
     /// `unknown TubID <tubid>`: the server holds no Tub with that tubid.
     UnknownTubId(String),
@@ -131,6 +132,7 @@ impl Refusal {
 /// A failure in the plaintext phase.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub enum PlaintextError {
     #[error(transparent)]
     TooLong(#[from] HeaderTooLong),

@@ -46,6 +46,7 @@ pub struct SessionInfo {
 
 /// A TLS failure after negotiation (fatal to the connection).
 #[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
 pub enum SessionError {
     /// The record layer failed (bad record, alert from the peer, ...).
     #[error("TLS failed: {0}")]

@@ -29,12 +29,23 @@ use crate::identity::{spki_of, split_spki, Identity, TubId};
 
 /// Which TLS versions to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsOptions {
     /// Also offer and accept TLS 1.2 (Python's minimum; every Python peer
     /// negotiates TLS 1.3 when its OpenSSL has it). Default: true.
     pub tls12: bool,
     /// Offer and accept TLS 1.3. Default: true.
     pub tls13: bool,
+}
+
+impl TlsOptions {
+    /// TLS 1.2 only (what a peer without TLS 1.3 offers).
+    pub fn tls12_only() -> TlsOptions {
+        TlsOptions {
+            tls12: true,
+            tls13: false,
+        }
+    }
 }
 
 impl Default for TlsOptions {

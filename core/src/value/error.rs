@@ -20,6 +20,7 @@ pub enum ErrorScope {
 // Fields: `offset` is the stream offset of the offending token; the
 // others are named in the variant's message.
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub enum DecodeError {
     // ---- connection-fatal: the stream is malformed ----
     /// Broken token framing.
@@ -173,6 +174,7 @@ impl DecodeError {
 
 /// A value the serializer cannot send.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// An [`super::Value::Alias`] whose anchor was not serialized earlier
     /// in the same message (or is not an ancestor still being written).

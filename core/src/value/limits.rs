@@ -9,6 +9,7 @@ use crate::banana::TokenLimits;
 /// discards that one message ([`super::ErrorScope::Message`]); exceeding a
 /// token-level limit ([`TokenLimits`]) breaks framing and is fatal.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Token framing limits (header digits, STRING/LONGINT/ERROR bodies).
     pub tokens: TokenLimits,

@@ -72,6 +72,7 @@ pub struct IncomingCall {
 /// [`Deserializer::pb_messages`]): the three top-level messages, the
 /// violations the broker must answer, and the stream-level events.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum PbEvent {
     /// A complete `call`.
     Call(IncomingCall),

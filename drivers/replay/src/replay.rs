@@ -79,6 +79,7 @@ pub struct Report {
 
 /// Why a replay failed.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ReplayError {
     /// The transcript has no such connection, or nothing from the peer.
     #[error("transcript: {0}")]

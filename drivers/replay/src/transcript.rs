@@ -125,6 +125,7 @@ pub struct Transcript {
 
 /// Bounds on what [`Transcript::parse_with`] accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ParseLimits {
     /// Longest line, in bytes (a data line holds twice its payload).
     /// Default: 64 MiB.
@@ -156,6 +157,7 @@ impl Default for ParseLimits {
 
 /// Why a transcript was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ParseError {
     /// The file is larger than `max_file_bytes`.
     #[error("transcript of {size} bytes is larger than the limit of {limit}")]

@@ -32,7 +32,7 @@ pub(crate) fn start(identity: Identity, config: TubConfig) -> Result<Tub, Error>
     let engine = Arc::new_cyclic(|me| Engine {
         me: me.clone(),
         driven: OnceLock::new(),
-        writers: Mutex::new(HashMap::new()),
+        writers: Mutex::new(Writers::default()),
         listeners: Mutex::new(Vec::new()),
         work: Mutex::new(Work::default()),
         work_cv: Condvar::new(),
@@ -62,7 +62,7 @@ struct Engine {
     me: Weak<Engine>,
     driven: OnceLock<DrivenTub>,
     /// Each open connection's writer thread.
-    writers: Mutex<HashMap<ConnectionId, Writer>>,
+    writers: Mutex<Writers>,
     /// Listening sockets (a duplicate of each, to end its accept loop).
     listeners: Mutex<Vec<Listening>>,
     work: Mutex<Work>,
@@ -90,6 +90,19 @@ impl Listening {
             let _ = TcpStream::from(OwnedFd::from(dup)).shutdown(Shutdown::Both);
         }
     }
+}
+
+/// The writer threads, and what was sent to connections whose socket is
+/// not attached yet: the core knows a connection (and may already give
+/// its first bytes to a drive on another thread) a moment before its
+/// writer exists.
+#[derive(Default)]
+struct Writers {
+    by_conn: HashMap<ConnectionId, Writer>,
+    /// Bytes for connections not attached yet, in order.
+    early: HashMap<ConnectionId, Vec<u8>>,
+    /// Connections the core closed before they were attached.
+    closed_early: std::collections::HashSet<ConnectionId>,
 }
 
 /// A connection's writer thread, and the bytes queued for it.
@@ -158,7 +171,7 @@ impl Driver for Engine {
         self.stop_listening();
         // writers close their sockets, which ends the readers
         let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(|e| e.into_inner()));
-        for (_, w) in writers {
+        for (_, w) in writers.by_conn {
             let _ = w.tx.send(WriterMsg::Close);
         }
         self.work_cv.notify_all();
@@ -174,20 +187,32 @@ struct WriterIo<'a> {
 
 impl DriverIo for WriterIo<'_> {
     fn transmit(&mut self, connection: ConnectionId, data: &mut Vec<u8>) -> usize {
-        let writers = self.engine.lock_writers();
-        match writers.get(&connection) {
+        let mut writers = self.engine.lock_writers();
+        match writers.by_conn.get(&connection) {
             Some(w) => {
                 let queued = w.queued.fetch_add(data.len(), Ordering::AcqRel) + data.len();
                 let _ = w.tx.send(WriterMsg::Data(std::mem::take(data)));
                 queued
             }
-            None => 0,
+            None => {
+                // not attached yet: the writer gets these first
+                let early = writers.early.entry(connection).or_default();
+                early.extend_from_slice(data);
+                early.len()
+            }
         }
     }
 
     fn close(&mut self, connection: ConnectionId) {
-        if let Some(w) = self.engine.lock_writers().remove(&connection) {
-            let _ = w.tx.send(WriterMsg::Close);
+        let mut writers = self.engine.lock_writers();
+        match writers.by_conn.remove(&connection) {
+            Some(w) => {
+                let _ = w.tx.send(WriterMsg::Close);
+            }
+            None => {
+                writers.early.remove(&connection);
+                writers.closed_early.insert(connection);
+            }
         }
     }
 
@@ -204,7 +229,7 @@ impl Engine {
             .expect("the engine is alive while borrowed")
     }
 
-    fn lock_writers(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Writer>> {
+    fn lock_writers(&self) -> std::sync::MutexGuard<'_, Writers> {
         self.writers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -266,7 +291,7 @@ impl Engine {
                 work.pending = false;
                 continue;
             }
-            if driven.is_shut_down() && self.lock_writers().is_empty() {
+            if driven.is_shut_down() && self.lock_writers().by_conn.is_empty() {
                 return;
             }
             // sleep until the next deadline (at most a second, to notice
@@ -294,17 +319,41 @@ impl Engine {
         thread::Builder::new()
             .name("foolscap-write".into())
             .spawn(move || engine.writer_thread(conn, &mut writer, rx, &q))?;
-        self.lock_writers().insert(conn, Writer { tx, queued });
+        {
+            let mut writers = self.lock_writers();
+            if writers.closed_early.remove(&conn) {
+                // the core gave up on it meanwhile: the writer shuts the
+                // socket as its channel closes, which ends the reader too
+                writers.early.remove(&conn);
+                return Ok(());
+            }
+            // what the core sent before the writer existed goes first
+            if let Some(early) = writers.early.remove(&conn) {
+                queued.fetch_add(early.len(), Ordering::AcqRel);
+                let _ = tx.send(WriterMsg::Data(early));
+            }
+            writers.by_conn.insert(conn, Writer { tx, queued });
+        }
         let engine = self.clone();
         let spawned = thread::Builder::new()
             .name("foolscap-read".into())
             .spawn(move || engine.reader_thread(conn, reader));
         if let Err(e) = spawned {
             // the writer ends with its channel
-            self.lock_writers().remove(&conn);
+            self.lock_writers().by_conn.remove(&conn);
             return Err(e);
         }
         Ok(())
+    }
+
+    /// A connection the core knows but that got no threads: the core
+    /// closes it, and nothing of it is kept here.
+    fn refuse(&self, driven: &DrivenTub, conn: ConnectionId) {
+        driven.handle_eof(conn, Instant::now());
+        self.drive();
+        let mut writers = self.lock_writers();
+        writers.early.remove(&conn);
+        writers.closed_early.remove(&conn);
     }
 
     fn dial_thread(self: Arc<Self>, dial: DialId, host: &str, port: u16) {
@@ -319,7 +368,7 @@ impl Engine {
                         driven.set_addresses(conn, l, p);
                     }
                     if self.attach(conn, stream).is_err() {
-                        driven.handle_eof(conn, Instant::now());
+                        self.refuse(&driven, conn);
                     }
                 }
                 None => {
@@ -351,7 +400,7 @@ impl Engine {
             }
             driven.handle_input(conn, Instant::now(), &buf[..n]);
             self.drive();
-            if !self.lock_writers().contains_key(&conn) {
+            if !self.lock_writers().by_conn.contains_key(&conn) {
                 return;
             }
             self.hold_back(&driven, conn);
@@ -364,7 +413,7 @@ impl Engine {
     fn hold_back(&self, driven: &DrivenTub, conn: ConnectionId) {
         loop {
             if driven.wants_input(conn)
-                || !self.lock_writers().contains_key(&conn)
+                || !self.lock_writers().by_conn.contains_key(&conn)
                 || driven.is_shut_down()
             {
                 return;
@@ -468,7 +517,7 @@ fn accept_loop(
         }
         if engine.attach(conn, stream).is_err() {
             // no thread for it: an ordinary refused connection
-            driven.handle_eof(conn, Instant::now());
+            engine.refuse(&driven, conn);
         }
         engine.drive();
     }

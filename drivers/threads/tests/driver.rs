@@ -132,3 +132,42 @@ fn stop_listening_refuses_new_peers_and_keeps_the_connected_ones() {
     client.shutdown();
     newcomer.shutdown();
 }
+
+/// A connection's first bytes may be handed out by a drive on another
+/// thread before the dial thread has attached the socket's writer: they
+/// must wait for it, not vanish (which stalled negotiation until the
+/// caller's timeout). Other threads keep the client's engine busy while
+/// it dials, again and again.
+#[test]
+fn first_bytes_of_a_dial_are_not_lost_to_a_concurrent_drive() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = foolscap_threads::new_tub().unwrap();
+    server.listen("127.0.0.1:0").unwrap();
+    let furl = server.register(Arc::new(Touchy), None).unwrap().to_string();
+    for _ in 0..30 {
+        let client = foolscap_threads::new_tub().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy: Vec<_> = (0..2)
+            .map(|_| {
+                let (client, stop) = (client.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        // every wake-up flushes the core's output
+                        client.after(Duration::from_secs(3600), || {});
+                    }
+                })
+            })
+            .collect();
+        let got = client.get_reference(&furl, Duration::from_secs(10));
+        stop.store(true, Ordering::Relaxed);
+        for b in busy {
+            b.join().unwrap();
+        }
+        let Value::Remote(r) = got.expect("a reference within 10 s") else {
+            panic!("not a remote reference")
+        };
+        assert_eq!(client.call(&r, "x", &[], &[], T).unwrap(), Value::str("ok"));
+        client.shutdown();
+    }
+    server.shutdown();
+}

@@ -22,6 +22,7 @@ use crate::banana::{Token, TokenDecoder, VocabTable};
 
 /// What the deserializer reports.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// A complete top-level value.
     Value(Value),
