@@ -39,10 +39,11 @@
 //!   the answer of a call back into the caller (`call_back`);
 //! - returning new objects ([`Tub::local`], `make_counter`);
 //! - binding positional and keyword arguments the way Python does
-//!   ([`bind`]);
+//!   ([`Signature`], [`Call::bind`]);
 //! - working with shared and cyclic values ([`Value::Anchor`] and
-//!   [`Value::Alias`]): resolving aliases ([`Scope`]), and keeping parts of
-//!   a message or sending them in another one ([`Detacher`], [`renumber`]);
+//!   [`Value::Alias`]): resolving aliases ([`Scope::resolve`]), and keeping
+//!   parts of a message or sending them in another one ([`Scope::detach`],
+//!   [`renumber`]);
 //! - accepting a copyable type ([`Tub::register_copyable`], in `run`).
 //!
 //! Much of the rest only makes the answers Python's to the letter: the
@@ -51,7 +52,7 @@
 //! `add` and `pow2` need ([`Dec`]). A server of your own can skip all that.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{self, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,8 +60,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use foolscap::broker::{Failure, ObjectId};
 use foolscap::mio::{LoopConfig, Runtime};
+use foolscap::sharing::renumber;
 use foolscap::value::{AnchorId, Copyable, Int, RemoteRef, Text, Value};
-use foolscap::{Call, Object, Tub};
+use foolscap::{BoundArgs, Call, Object, Scope, Signature, Tub};
 use num_bigint::BigInt;
 
 /// `big(n)` refuses n > 256 MiB.
@@ -142,293 +144,8 @@ fn py_str(v: &Value) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// Argument binding
-// ---------------------------------------------------------------------------
-
-/// A method's Python signature (after `self`).
-struct Signature {
-    name: &'static str,
-    /// Named parameters; the first `required` have no default.
-    params: &'static [&'static str],
-    required: usize,
-    /// Whether the method takes `*args`.
-    star_args: bool,
-    /// Whether the method takes `**kwargs`.
-    star_kwargs: bool,
-}
-
-impl Signature {
-    /// `def name(self, params...)`, the parameters after `required` having
-    /// defaults.
-    const fn new(name: &'static str, params: &'static [&'static str], required: usize) -> Self {
-        Signature {
-            name,
-            params,
-            required,
-            star_args: false,
-            star_kwargs: false,
-        }
-    }
-
-    /// `def name(self, params..., *args)`.
-    const fn with_star_args(name: &'static str, params: &'static [&'static str]) -> Self {
-        Signature {
-            star_args: true,
-            ..Signature::new(name, params, params.len())
-        }
-    }
-}
-
-/// A call's arguments bound to a method's parameters.
-struct Args {
-    /// One slot per parameter; `None` for one with a default that was not
-    /// passed.
-    params: Vec<Option<Value>>,
-    /// What `*args` collected.
-    rest: Vec<Value>,
-    /// What `**kwargs` collected, in wire order.
-    extra: Vec<(Text, Value)>,
-}
-
-impl Args {
-    /// A required parameter (binding made sure it is there).
-    fn get(&self, i: usize) -> &Value {
-        self.params[i].as_ref().expect("required parameter")
-    }
-
-    /// A parameter with a default.
-    fn get_opt(&self, i: usize) -> Option<&Value> {
-        self.params[i].as_ref()
-    }
-
-    /// Every argument value: together they are one sharing scope.
-    fn values(&self) -> impl Iterator<Item = &Value> {
-        self.params
-            .iter()
-            .flatten()
-            .chain(&self.rest)
-            .chain(self.extra.iter().map(|(_, v)| v))
-    }
-}
-
-/// Binds `args` and `kwargs` to `sig` as Python binds a call of
-/// `class.remote_<name>`, with Python's `TypeError` messages when they do
-/// not fit.
-fn bind(
-    class: &str,
-    sig: &Signature,
-    args: Vec<Value>,
-    kwargs: Vec<(Text, Value)>,
-) -> Result<Args, Failure> {
-    let qualname = format!("{class}.remote_{}()", sig.name);
-    let n = sig.params.len();
-    let given = args.len();
-    let mut params: Vec<Option<Value>> = (0..n).map(|_| None).collect();
-    let mut rest = Vec::new();
-    for (i, v) in args.into_iter().enumerate() {
-        if i < n {
-            params[i] = Some(v);
-        } else {
-            rest.push(v);
-        }
-    }
-    let mut extra = Vec::new();
-    for (name, v) in kwargs {
-        match sig.params.iter().position(|p| *p == name.as_str()) {
-            Some(i) if params[i].is_some() => {
-                return Err(type_error(format!(
-                    "{qualname} got multiple values for argument '{}'",
-                    name.as_str()
-                )))
-            }
-            Some(i) => params[i] = Some(v),
-            None if sig.star_kwargs => extra.push((name, v)),
-            None => {
-                return Err(type_error(format!(
-                    "{qualname} got an unexpected keyword argument '{}'",
-                    name.as_str()
-                )))
-            }
-        }
-    }
-    if given > n && !sig.star_args {
-        // CPython counts `self` in both numbers
-        let (total, given) = (n + 1, given + 1);
-        let (takes, plural) = if sig.required < n {
-            (format!("from {} to {total}", sig.required + 1), "s")
-        } else {
-            (total.to_string(), if total == 1 { "" } else { "s" })
-        };
-        return Err(type_error(format!(
-            "{qualname} takes {takes} positional argument{plural} but {given} {} given",
-            if given == 1 { "was" } else { "were" }
-        )));
-    }
-    let missing: Vec<String> = (0..sig.required)
-        .filter(|&i| params[i].is_none())
-        .map(|i| format!("'{}'", sig.params[i]))
-        .collect();
-    if !missing.is_empty() {
-        let list = match missing.len() {
-            1 => missing[0].clone(),
-            2 => format!("{} and {}", missing[0], missing[1]),
-            k => format!("{}, and {}", missing[..k - 1].join(", "), missing[k - 1]),
-        };
-        return Err(type_error(format!(
-            "{qualname} missing {} required positional argument{}: {list}",
-            missing.len(),
-            if missing.len() == 1 { "" } else { "s" }
-        )));
-    }
-    Ok(Args {
-        params,
-        rest,
-        extra,
-    })
-}
-
-// ---------------------------------------------------------------------------
 // Shared and cyclic values
 // ---------------------------------------------------------------------------
-
-/// The anchored values of one message (for a call: all its arguments
-/// together), by anchor id: what each [`Value::Alias`] stands for.
-struct Scope<'a> {
-    anchors: HashMap<AnchorId, &'a Value>,
-}
-
-impl<'a> Scope<'a> {
-    fn new(roots: impl IntoIterator<Item = &'a Value>) -> Scope<'a> {
-        let mut anchors = HashMap::new();
-        let mut todo: Vec<&'a Value> = roots.into_iter().collect();
-        while let Some(v) = todo.pop() {
-            match v {
-                Value::Anchor(id, inner) => {
-                    anchors.entry(*id).or_insert(&**inner);
-                    todo.push(inner);
-                }
-                Value::List(items)
-                | Value::Tuple(items)
-                | Value::Set(items)
-                | Value::FrozenSet(items) => todo.extend(items),
-                Value::Dict(pairs) => todo.extend(pairs.iter().flat_map(|(k, x)| [k, x])),
-                Value::Copyable(c) => todo.extend(c.state.iter().map(|(_, x)| x)),
-                _ => {}
-            }
-        }
-        Scope { anchors }
-    }
-
-    /// The value itself: through an anchor, or what an alias refers to.
-    fn resolve(&self, v: &'a Value) -> &'a Value {
-        match v {
-            Value::Anchor(_, inner) => inner,
-            Value::Alias(id) => self.anchors.get(id).copied().unwrap_or(v),
-            v => v,
-        }
-    }
-}
-
-/// Copies values out of their message so that they can be kept, or sent in
-/// another message (an answer, a call): an alias whose anchor is not among
-/// the copied values brings a copy of the anchored value along, and an
-/// anchor met a second time becomes an alias. Values copied by one
-/// Detacher share as they did in the original message.
-struct Detacher<'s, 'a> {
-    scope: &'s Scope<'a>,
-    defined: HashSet<AnchorId>,
-}
-
-impl<'s, 'a> Detacher<'s, 'a> {
-    fn new(scope: &'s Scope<'a>) -> Self {
-        Detacher {
-            scope,
-            defined: HashSet::new(),
-        }
-    }
-
-    fn copy(&mut self, v: &Value) -> Value {
-        let copy_all = |d: &mut Self, items: &[Value]| -> Vec<Value> {
-            items.iter().map(|x| d.copy(x)).collect()
-        };
-        match v {
-            Value::Anchor(id, _) | Value::Alias(id) => {
-                if !self.defined.insert(*id) {
-                    return Value::Alias(*id);
-                }
-                let inner = match v {
-                    Value::Anchor(_, inner) => &**inner,
-                    _ => match self.scope.anchors.get(id) {
-                        Some(inner) => *inner,
-                        None => return v.clone(),
-                    },
-                };
-                Value::Anchor(*id, Box::new(self.copy(inner)))
-            }
-            Value::List(items) => Value::List(copy_all(self, items)),
-            Value::Tuple(items) => Value::Tuple(copy_all(self, items)),
-            Value::Set(items) => Value::Set(copy_all(self, items)),
-            Value::FrozenSet(items) => Value::FrozenSet(copy_all(self, items)),
-            Value::Dict(pairs) => Value::Dict(
-                pairs
-                    .iter()
-                    .map(|(k, x)| (self.copy(k), self.copy(x)))
-                    .collect(),
-            ),
-            Value::Copyable(c) => Value::Copyable(Box::new(Copyable {
-                type_name: c.type_name.clone(),
-                state: c
-                    .state
-                    .iter()
-                    .map(|(name, x)| (name.clone(), self.copy(x)))
-                    .collect(),
-            })),
-            other => other.clone(),
-        }
-    }
-}
-
-/// Gives the anchors of a self-contained value fresh ids taken from
-/// `next`, so that values kept from different messages can travel in one.
-fn renumber(v: &Value, next: &mut AnchorId) -> Value {
-    fn walk(v: &Value, ids: &mut HashMap<AnchorId, AnchorId>, next: &mut AnchorId) -> Value {
-        let mut new_id = |id: AnchorId| {
-            *ids.entry(id).or_insert_with(|| {
-                *next += 1;
-                *next - 1
-            })
-        };
-        match v {
-            Value::Anchor(id, inner) => {
-                let id = new_id(*id);
-                Value::Anchor(id, Box::new(walk(inner, ids, next)))
-            }
-            Value::Alias(id) => Value::Alias(new_id(*id)),
-            Value::List(items) => Value::List(items.iter().map(|x| walk(x, ids, next)).collect()),
-            Value::Tuple(items) => Value::Tuple(items.iter().map(|x| walk(x, ids, next)).collect()),
-            Value::Set(items) => Value::Set(items.iter().map(|x| walk(x, ids, next)).collect()),
-            Value::FrozenSet(items) => {
-                Value::FrozenSet(items.iter().map(|x| walk(x, ids, next)).collect())
-            }
-            Value::Dict(pairs) => Value::Dict(
-                pairs
-                    .iter()
-                    .map(|(k, x)| (walk(k, ids, next), walk(x, ids, next)))
-                    .collect(),
-            ),
-            Value::Copyable(c) => Value::Copyable(Box::new(Copyable {
-                type_name: c.type_name.clone(),
-                state: c
-                    .state
-                    .iter()
-                    .map(|(name, x)| (name.clone(), walk(x, ids, next)))
-                    .collect(),
-            })),
-            other => other.clone(),
-        }
-    }
-    walk(v, &mut HashMap::new(), next)
-}
 
 /// Which object a decoded argument is, as Python's `is` sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -591,8 +308,8 @@ fn py_float(v: &Value, tub: &Tub) -> Result<f64, Failure> {
 
 /// Python's `a + b` (`op` is `"+"`), or `a += b` (`op` is `"+="`), for
 /// resolved values. A list or tuple result holds the items of both as they
-/// are (aliases included): the caller makes it self-contained with a
-/// [`Detacher`].
+/// are (aliases included): the caller makes it self-contained with
+/// [`Scope::detach`].
 fn py_add(a: &Value, b: &Value, op: &str, tub: &Tub) -> Result<Value, Failure> {
     // list += iterable extends the list with the items
     if let (Value::List(x), "+=") = (a, op) {
@@ -666,7 +383,7 @@ fn add_in_scope(
     tub: &Tub,
 ) -> Result<Value, Failure> {
     let sum = py_add(scope.resolve(a), scope.resolve(b), op, tub)?;
-    Ok(Detacher::new(scope).copy(&sum))
+    Ok(scope.detach(&sum))
 }
 
 /// Python's `len(x)`.
@@ -812,8 +529,8 @@ struct Counter {
 }
 
 const COUNTER_METHODS: &[Signature] = &[
-    Signature::new("increment", &["by"], 0),
-    Signature::new("get", &[], 0),
+    Signature::new("increment", &["by"]).defaults(1),
+    Signature::new("get", &[]),
 ];
 
 impl Object for Counter {
@@ -821,27 +538,21 @@ impl Object for Counter {
         "Counter"
     }
 
-    fn call(&self, mut call: Call) {
-        let method = call.method.as_str().to_string();
-        let Some(sig) = COUNTER_METHODS.iter().find(|s| s.name == method) else {
+    fn call(&self, call: Call) {
+        let method = call.method.as_str();
+        let Some(sig) = COUNTER_METHODS.iter().find(|s| s.method() == method) else {
             return call.no_such_method("Counter");
         };
-        let (args, kwargs) = (
-            std::mem::take(&mut call.args),
-            std::mem::take(&mut call.kwargs),
-        );
-        let result = bind("Counter", sig, args, kwargs).and_then(|args| {
+        let result = call.bind("Counter", sig).and_then(|args| {
             let mut value = self.value.lock().unwrap_or_else(|e| e.into_inner());
-            if method == "increment" {
+            if sig.method() == "increment" {
                 // self.value += by (the two come from different messages:
                 // give their anchors distinct ids first)
-                let scope = Scope::new(args.values());
-                let by = match args.get_opt(0) {
-                    Some(by) => Detacher::new(&scope).copy(by),
+                let by = match args.get(0) {
+                    Some(by) => args.scope().detach(by),
                     None => Value::int(1),
                 };
-                let mut next = 0;
-                let both = [renumber(&value, &mut next), renumber(&by, &mut next)];
+                let both = renumber([&*value, &by]);
                 *value = add_in_scope(&both[0], &both[1], "+=", &Scope::new(&both), call.tub())?;
             }
             Ok(value.clone())
@@ -860,38 +571,42 @@ struct KitchenSink {
     held: Mutex<Identity>,
 }
 
+/// The methods' Python signatures (`def remote_<name>(self, ...)`).
 const SINK_METHODS: &[Signature] = &[
     // values
-    Signature::new("echo", &["x"], 1),
-    Signature {
-        star_kwargs: true,
-        ..Signature::with_star_args("echo_args", &[])
-    },
-    Signature::new("add", &["a", "b"], 2),
-    Signature::new("length", &["x"], 1),
-    Signature::new("big", &["n"], 1),
-    Signature::new("pow2", &["n"], 1),
-    Signature::new("point", &["x", "y"], 2),
-    Signature::new("types", &["x"], 1),
+    Signature::new("echo", &["x"]),
+    Signature::new("echo_args", &[]).star_args().star_kwargs(),
+    Signature::new("add", &["a", "b"]),
+    Signature::new("length", &["x"]),
+    Signature::new("big", &["n"]),
+    Signature::new("pow2", &["n"]),
+    Signature::new("point", &["x", "y"]),
+    Signature::new("types", &["x"]),
     // failures
-    Signature::new("fail", &["msg"], 1),
-    Signature::new("divzero", &[], 0),
-    Signature::new("fail_later", &["msg", "seconds"], 1),
+    Signature::new("fail", &["msg"]),
+    Signature::new("divzero", &[]),
+    Signature::new("fail_later", &["msg", "seconds"]).defaults(1),
     // references
-    Signature::new("make_counter", &["start"], 0),
-    Signature::new("get_self", &[], 0),
-    Signature::with_star_args("call_back", &["ref", "method"]),
-    Signature::with_star_args("call_back_only", &["ref", "method"]),
-    Signature::new("is_same", &["a", "b"], 2),
-    Signature::new("hold", &["x"], 1),
-    Signature::new("is_held", &["x"], 1),
+    Signature::new("make_counter", &["start"]).defaults(1),
+    Signature::new("get_self", &[]),
+    Signature::new("call_back", &["ref", "method"]).star_args(),
+    Signature::new("call_back_only", &["ref", "method"]).star_args(),
+    Signature::new("is_same", &["a", "b"]),
+    Signature::new("hold", &["x"]),
+    Signature::new("is_held", &["x"]),
     // state and timing
-    Signature::new("count_calls", &[], 0),
-    Signature::new("note", &["x"], 1),
-    Signature::new("notes", &[], 0),
-    Signature::new("sleep", &["seconds"], 1),
-    Signature::new("hangup", &["ref", "seconds"], 1),
+    Signature::new("count_calls", &[]),
+    Signature::new("note", &["x"]),
+    Signature::new("notes", &[]),
+    Signature::new("sleep", &["seconds"]),
+    Signature::new("hangup", &["ref", "seconds"]).defaults(1),
 ];
+
+/// Required parameter `i` as it is in the message (anchor or alias kept:
+/// what identity and cycles are told by).
+fn raw<'c>(args: &BoundArgs<'c>, i: usize) -> &'c Value {
+    args.raw(i).expect("binding checked required parameters")
+}
 
 impl KitchenSink {
     fn new() -> Self {
@@ -907,26 +622,27 @@ impl KitchenSink {
         &self,
         call: &Call,
         method: &str,
-        args: &Args,
-        scope: &Scope<'_>,
+        args: &BoundArgs<'_>,
         message: u64,
     ) -> Result<Value, Failure> {
         let tub = call.tub();
-        let arg = |i| scope.resolve(args.get(i));
+        let scope = args.scope();
+        let arg = |i| &args[i];
         match method {
             // -- values ----------------------------------------------------
-            "echo" => Ok(Detacher::new(scope).copy(args.get(0))),
+            "echo" => Ok(scope.detach(raw(args, 0))),
             "echo_args" => {
                 // [list(args), dict(kwargs)]
+                let rest = args.rest().iter().map(|&v| v.clone()).collect();
                 let kwargs = args
-                    .extra
+                    .extra()
                     .iter()
-                    .map(|(name, v)| (Value::Str(name.clone()), v.clone()))
+                    .map(|&(name, v)| (Value::Str(name.clone()), v.clone()))
                     .collect();
-                let answer = Value::List(vec![Value::List(args.rest.clone()), Value::Dict(kwargs)]);
-                Ok(Detacher::new(scope).copy(&answer))
+                let answer = Value::List(vec![Value::List(rest), Value::Dict(kwargs)]);
+                Ok(scope.detach(&answer))
             }
-            "add" => add_in_scope(args.get(0), args.get(1), "+", scope, tub),
+            "add" => add_in_scope(raw(args, 0), raw(args, 1), "+", scope, tub),
             "length" => py_len(arg(0), tub),
             "big" => {
                 let n = arg(0);
@@ -984,17 +700,18 @@ impl KitchenSink {
                 }
             }
             "point" => {
-                let mut d = Detacher::new(scope);
+                let state = ["x", "y"]
+                    .into_iter()
+                    .map(Text::from)
+                    .zip(scope.detach_all([raw(args, 0), raw(args, 1)]))
+                    .collect();
                 Ok(Value::Copyable(Box::new(Copyable {
                     type_name: Text::from(POINT_TYPE),
-                    state: vec![
-                        (Text::from("x"), d.copy(args.get(0))),
-                        (Text::from("y"), d.copy(args.get(1))),
-                    ],
+                    state,
                 })))
             }
             "types" => Ok(Value::str(&describe(
-                args.get(0),
+                raw(args, 0),
                 scope,
                 tub,
                 &mut Vec::new(),
@@ -1006,8 +723,8 @@ impl KitchenSink {
 
             // -- references ------------------------------------------------
             "make_counter" => {
-                let start = match args.get_opt(0) {
-                    Some(v) => Detacher::new(scope).copy(v),
+                let start = match args.get(0) {
+                    Some(v) => scope.detach(v),
                     None => Value::int(0),
                 };
                 Ok(tub.local(Arc::new(Counter {
@@ -1016,30 +733,30 @@ impl KitchenSink {
             }
             "get_self" => Ok(Value::Local(call.object())),
             "call_back_only" => {
-                let (target, method) = call_target(args, scope, tub, "callRemoteOnly")?;
-                let rest = detach_all(&args.rest, scope);
+                let (target, method) = call_target(args, tub, "callRemoteOnly")?;
+                let rest = scope.detach_all(args.rest().iter().copied());
                 // like callRemoteOnly, ignore what happens to it
                 let _ = tub.call_only(&target, &method, &rest, &[]);
                 Ok(Value::None)
             }
             "is_same" => Ok(Value::Bool(
-                identity(args.get(0), scope, message) == identity(args.get(1), scope, message),
+                identity(raw(args, 0), scope, message) == identity(raw(args, 1), scope, message),
             )),
             "hold" => {
                 *self.held.lock().unwrap_or_else(|e| e.into_inner()) =
-                    identity(args.get(0), scope, message);
+                    identity(raw(args, 0), scope, message);
                 Ok(Value::None)
             }
             "is_held" => {
                 let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-                Ok(Value::Bool(identity(args.get(0), scope, message) == *held))
+                Ok(Value::Bool(identity(raw(args, 0), scope, message) == *held))
             }
 
             // -- state -----------------------------------------------------
             "count_calls" => Ok(Value::int(self.calls.load(atomic::Ordering::SeqCst) as i64)),
             "note" => {
                 let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
-                notes.push_back(Detacher::new(scope).copy(args.get(0)));
+                notes.push_back(scope.detach(raw(args, 0)));
                 while notes.len() > MAX_NOTES {
                     notes.pop_front();
                 }
@@ -1048,17 +765,14 @@ impl KitchenSink {
             "notes" => {
                 // notes from different calls: give their anchors distinct ids
                 let notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
-                let mut next = 0;
-                Ok(Value::List(
-                    notes.iter().map(|n| renumber(n, &mut next)).collect(),
-                ))
+                Ok(Value::List(renumber(notes.iter())))
             }
             "hangup" => {
                 let Value::Remote(target) = arg(0) else {
                     return Err(no_attribute(arg(0), "tracker", tub));
                 };
-                let seconds = match args.get_opt(1) {
-                    Some(s) => call_later_seconds(scope.resolve(s), tub)?,
+                let seconds = match args.get(1) {
+                    Some(s) => call_later_seconds(s, tub)?,
                     None => 0.1,
                 };
                 // drop the connection over which ref arrived, after answering
@@ -1082,16 +796,15 @@ fn no_attribute(v: &Value, name: &str, tub: &Tub) -> Failure {
 /// The `ref` and `method` arguments of call_back and call_back_only
 /// (`ref.call_with(method, ...)` in Python).
 fn call_target(
-    args: &Args,
-    scope: &Scope<'_>,
+    args: &BoundArgs<'_>,
     tub: &Tub,
     call_with: &str,
 ) -> Result<(RemoteRef, String), Failure> {
-    let target = match scope.resolve(args.get(0)) {
+    let target = match &args[0] {
         Value::Remote(r) => r.clone(),
         other => return Err(no_attribute(other, call_with, tub)),
     };
-    match scope.resolve(args.get(1)) {
+    match &args[1] {
         Value::Str(m) => Ok((target, m.as_str().to_string())),
         // (what foolscap says when it cannot send the method name)
         other => Err(type_error(format!(
@@ -1099,12 +812,6 @@ fn call_target(
             py_type(other, tub)
         ))),
     }
-}
-
-/// Arguments of one message copied into a new one (they share as before).
-fn detach_all(values: &[Value], scope: &Scope<'_>) -> Vec<Value> {
-    let mut d = Detacher::new(scope);
-    values.iter().map(|v| d.copy(v)).collect()
 }
 
 /// A timer delay in seconds (negative: at once; at most 30 years, which
@@ -1123,30 +830,27 @@ impl Object for KitchenSink {
         "KitchenSink"
     }
 
-    fn call(&self, mut call: Call) {
+    fn call(&self, call: Call) {
         // every call delivered counts, unknown methods and bad arguments too
         let message = self.calls.fetch_add(1, atomic::Ordering::SeqCst) + 1;
-        let method = call.method.as_str().to_string();
-        let Some(sig) = SINK_METHODS.iter().find(|s| s.name == method) else {
+        let Some(sig) = SINK_METHODS
+            .iter()
+            .find(|s| s.method() == call.method.as_str())
+        else {
             return call.no_such_method("KitchenSink");
         };
-        let (args, kwargs) = (
-            std::mem::take(&mut call.args),
-            std::mem::take(&mut call.kwargs),
-        );
-        let args = match bind("KitchenSink", sig, args, kwargs) {
+        let args = match call.bind("KitchenSink", sig) {
             Ok(args) => args,
             Err(f) => return call.fail(f),
         };
-        let scope = Scope::new(args.values());
         let tub = call.tub().clone();
-        match method.as_str() {
+        match sig.method() {
             // -- the methods that answer later --------------------------------
             "fail_later" => {
                 // KeyError's str() is the repr of its argument
-                let failure = py_exception("KeyError", py_repr(scope.resolve(args.get(0))));
-                let seconds = match args.get_opt(1) {
-                    Some(s) => match call_later_seconds(scope.resolve(s), &tub) {
+                let failure = py_exception("KeyError", py_repr(&args[0]));
+                let seconds = match args.get(1) {
+                    Some(s) => match call_later_seconds(s, &tub) {
                         Ok(s) => s,
                         Err(f) => return call.fail(f),
                     },
@@ -1155,7 +859,7 @@ impl Object for KitchenSink {
                 tub.after(delay(seconds), move || call.fail(failure));
             }
             "sleep" => {
-                let seconds = match py_float(scope.resolve(args.get(0)), &tub) {
+                let seconds = match py_float(&args[0], &tub) {
                     Ok(s) => s,
                     Err(f) => return call.fail(f),
                 };
@@ -1172,11 +876,11 @@ impl Object for KitchenSink {
             }
             "call_back" => {
                 // the answer (or failure) of the call back is our answer
-                let (target, method) = match call_target(&args, &scope, &tub, "callRemote") {
+                let (target, method) = match call_target(&args, &tub, "callRemote") {
                     Ok(t) => t,
                     Err(f) => return call.fail(f),
                 };
-                let rest = detach_all(&args.rest, &scope);
+                let rest = args.scope().detach_all(args.rest().iter().copied());
                 // the Call goes to the callback, unless the call cannot start
                 let slot = Arc::new(Mutex::new(Some(call)));
                 let in_callback = slot.clone();
@@ -1194,7 +898,7 @@ impl Object for KitchenSink {
             }
             // -- the others answer at once ----------------------------------
             _ => {
-                let result = self.answer_now(&call, &method, &args, &scope, message);
+                let result = self.answer_now(&call, sig.method(), &args, message);
                 call.reply(result);
             }
         }

@@ -2,12 +2,16 @@
 //! `foolscap==24.9.0`.
 //!
 //! This facade re-exports the workspace crates (see `docs/architecture.md`):
-//! the application API ([`Tub`], [`Object`], [`Call`]), the engines that
+//! the application API ([`Tub`], [`Object`], [`Call`], with Python's
+//! argument binding ([`Signature`]) and shared values across messages
+//! ([`Scope`], [`sharing`])), the engines that
 //! carry it ([`threads`], [`mio`]) and the sans-IO core ([`core`]).
 #![forbid(unsafe_code)]
 
 pub use foolscap_app as app;
-pub use foolscap_app::{as_remote, Call, Error, Object, Tub, TubConfig};
+pub use foolscap_app::{
+    as_remote, sharing, BoundArgs, Call, Error, Object, Scope, Signature, Tub, TubConfig,
+};
 pub use foolscap_core as core;
 pub use foolscap_core::{banana, broker, furl, id, identity, negotiation, rng, tub, value};
 pub use foolscap_mio as mio;

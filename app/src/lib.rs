@@ -30,6 +30,13 @@
 //! let _adder: Arc<dyn Object> = Arc::new(Adder);
 //! ```
 //!
+//! Arguments arrive as Python sent them. [`Call::bind`] binds them to a
+//! method's [`Signature`] with Python's rules and `TypeError`s. A container
+//! passed twice in one call (`f(x, x)`) arrives once, the later
+//! occurrences as [`Value::Alias`]es: [`Call::arg`] and [`BoundArgs`]
+//! resolve them, and [`Call::detach`] copies a value out of its call so
+//! that it can be kept or sent in another message (see [`sharing`]).
+//!
 //! Objects run on an engine's thread and must not block: answer at once,
 //! or keep the [`Call`] (it is `Send`) and answer later, for instance from
 //! the callback of [`Tub::call_async`] or a [`Tub::after`] timer. Slow
@@ -39,15 +46,19 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod args;
 mod driven;
 mod error;
 mod object;
+pub mod sharing;
 mod tub;
 
+pub use args::{BoundArgs, Signature};
 pub use driven::{DrivenTub, Driver, DriverIo};
 pub use error::Error;
 pub use foolscap_core::tub::{PendingCalls, TransportError, TubConfig};
 pub use object::{Call, Object};
+pub use sharing::Scope;
 pub use tub::Tub;
 
 use foolscap_core::identity::Identity;

@@ -66,9 +66,11 @@ impl Object for Target {
                 call.fail(Failure::new("builtins.ValueError", msg))
             }
             "call_back" => {
-                let (Some(Value::Remote(observer)), Some(x)) =
-                    (call.arg(0, "observer").cloned(), call.arg(1, "x").cloned())
-                else {
+                // x goes on in another message: detached from this one
+                let (Some(Value::Remote(observer)), Some(x)) = (
+                    call.arg(0, "observer").cloned(),
+                    call.arg(1, "x").map(|x| call.detach(x)),
+                ) else {
                     return call.fail(Failure::new("builtins.TypeError", "bad arguments"));
                 };
                 let tub = call.tub().clone();
