@@ -22,6 +22,7 @@ use crate::{Call, Error, Object};
 type AnswerFn = Box<dyn FnOnce(Result<Value, Error>) + Send>;
 type TimerFn = Box<dyn FnOnce() + Send>;
 type WatchFn = Box<dyn FnOnce() + Send>;
+type ConnectionWatchFn = Arc<dyn Fn(&TubEvent) + Send + Sync>;
 
 /// A Tub: its identity, objects and connections. Clones share the Tub;
 /// the handle is `Send + Sync`, so any thread may call through it. An
@@ -66,6 +67,8 @@ pub(crate) struct State {
     lookups: HashMap<LookupId, AnswerFn>,
     watchers: HashMap<ConnectionId, Vec<(u64, WatchFn)>>,
     next_watch: u64,
+    /// Observers of every connection's news ([`Tub::watch_connections`]).
+    connection_watchers: Vec<ConnectionWatchFn>,
     timers: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     timer_fns: HashMap<u64, TimerFn>,
     next_timer: u64,
@@ -161,6 +164,7 @@ impl Tub {
                 lookups: HashMap::new(),
                 watchers: HashMap::new(),
                 next_watch: 1,
+                connection_watchers: Vec::new(),
                 timers: BinaryHeap::new(),
                 timer_fns: HashMap::new(),
                 next_timer: 1,
@@ -410,6 +414,15 @@ impl Tub {
         drop(removed);
     }
 
+    /// Calls `f` (on an engine thread) with the news of every connection:
+    /// [`TubEvent::Connected`], [`TubEvent::Disconnected`] and
+    /// [`TubEvent::NegotiationFailed`] (an inbound connection that never
+    /// became a peer, or an outbound one, with the typed reason), for
+    /// logging and monitoring.
+    pub fn watch_connections(&self, f: impl Fn(&TubEvent) + Send + Sync + 'static) {
+        self.lock().connection_watchers.push(Arc::new(f));
+    }
+
     /// Runs `f` after `delay` (on an engine thread).
     pub fn after(&self, delay: Duration, f: impl FnOnce() + Send + 'static) {
         let mut st = self.lock();
@@ -569,6 +582,17 @@ impl Tub {
             let Some(ev) = st.core.poll_event() else {
                 break;
             };
+            if matches!(
+                ev,
+                TubEvent::Connected { .. }
+                    | TubEvent::Disconnected { .. }
+                    | TubEvent::NegotiationFailed { .. }
+            ) {
+                for w in &st.connection_watchers {
+                    let (w, ev) = (w.clone(), ev.clone());
+                    actions.push(Action::Run(Box::new(move || w(&ev))));
+                }
+            }
             match ev {
                 TubEvent::Disconnected { connection, .. } => {
                     for (_, f) in st.watchers.remove(&connection).unwrap_or_default() {

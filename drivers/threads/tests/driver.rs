@@ -171,3 +171,60 @@ fn first_bytes_of_a_dial_are_not_lost_to_a_concurrent_drive() {
     }
     server.shutdown();
 }
+
+/// Connection news reaches the application typed: a peer that speaks no
+/// Foolscap is an inbound negotiation failure with its reason (Python
+/// logs it; before, nobody heard of it), a real peer connects and goes.
+#[test]
+fn connection_news_is_reported_typed() {
+    use foolscap_core::negotiation::NegotiationError;
+    use foolscap_core::tub::TubEvent;
+    use std::io::Write;
+    use std::sync::Mutex;
+    let server = foolscap_threads::new_tub().unwrap();
+    let addr = server.listen("127.0.0.1:0").unwrap();
+    let furl = server.register(Arc::new(Touchy), None).unwrap().to_string();
+    let news: Arc<Mutex<Vec<TubEvent>>> = Arc::default();
+    let n = news.clone();
+    server.watch_connections(move |ev| n.lock().unwrap().push(ev.clone()));
+    // not Foolscap at all
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.write_all(b"HELLO? this is not http\r\n\r\n").unwrap();
+    let seen = |f: &dyn Fn(&TubEvent) -> bool| {
+        let deadline = std::time::Instant::now() + T;
+        while std::time::Instant::now() < deadline {
+            if news.lock().unwrap().iter().any(f) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    };
+    assert!(
+        seen(&|e| matches!(
+            e,
+            TubEvent::NegotiationFailed {
+                outbound: false,
+                error: NegotiationError::Plaintext(_),
+                ..
+            }
+        )),
+        "{:?}",
+        news.lock().unwrap()
+    );
+    // a real client: connected, then gone
+    let client = foolscap_threads::new_tub().unwrap();
+    let Value::Remote(r) = client.get_reference(&furl, T).unwrap() else {
+        panic!("not a remote reference")
+    };
+    let peer = client.tubid();
+    assert!(seen(
+        &|e| matches!(e, TubEvent::Connected { peer: p, .. } if *p == peer)
+    ));
+    client.disconnect(&r);
+    assert!(seen(
+        &|e| matches!(e, TubEvent::Disconnected { peer: p, .. } if *p == peer)
+    ));
+    server.shutdown();
+    client.shutdown();
+}
