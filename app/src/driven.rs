@@ -213,10 +213,25 @@ impl DrivenTub {
     /// Hands the core's output, closes and dials to `io` without running
     /// any object or callback (an engine that must not run application
     /// code on the calling thread flushes with this, and drives
-    /// elsewhere).
-    pub fn flush(&self, io: &mut dyn DriverIo) {
-        if let Some(tub) = self.upgrade() {
-            tub.lock().flush(io);
+    /// elsewhere), and says whether a drive is needed for the rest.
+    pub fn flush(&self, io: &mut dyn DriverIo) -> Flushed {
+        match self.upgrade() {
+            Some(tub) => {
+                let mut st = tub.lock();
+                st.flush(io);
+                st.after_flush()
+            }
+            None => Flushed::default(),
         }
     }
+}
+
+/// What [`DrivenTub::flush`] left to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Flushed {
+    /// Events or callbacks wait for a [`DrivenTub::drive`].
+    pub drive: bool,
+    /// The Tub's next deadline ([`DrivenTub::poll_timeout`]).
+    pub next_timeout: Option<Instant>,
 }

@@ -54,7 +54,7 @@ pub mod sharing;
 mod tub;
 
 pub use args::{BoundArgs, Signature};
-pub use driven::{DrivenTub, Driver, DriverIo};
+pub use driven::{DrivenTub, Driver, DriverIo, Flushed};
 pub use error::Error;
 pub use foolscap_core::tub::{PendingCalls, TransportError, TubConfig};
 pub use object::{Call, Object};

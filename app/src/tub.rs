@@ -16,7 +16,7 @@ use foolscap_core::rng::SystemRng;
 use foolscap_core::tub::{IncomingCall, Transport, Tub as CoreTub, TubConfig, TubEvent};
 use foolscap_core::value::{RemoteRef, Text, Value};
 
-use crate::driven::{DrivenTub, Driver, DriverIo};
+use crate::driven::{DrivenTub, Driver, DriverIo, Flushed};
 use crate::{Call, Error, Object};
 
 type AnswerFn = Box<dyn FnOnce(Result<Value, Error>) + Send>;
@@ -108,6 +108,19 @@ impl State {
     /// Moves the core's bytes and transport commands to `io` (bytes
     /// first, so a close follows its connection's last bytes).
     pub(crate) fn flush(&mut self, io: &mut dyn DriverIo) {
+        self.flush_io(io);
+    }
+
+    /// What a flush left for a drive: events, due timer callbacks, and the
+    /// next deadline.
+    pub(crate) fn after_flush(&self) -> Flushed {
+        Flushed {
+            drive: self.core.has_events() || !self.due.is_empty(),
+            next_timeout: self.next_deadline(),
+        }
+    }
+
+    fn flush_io(&mut self, io: &mut dyn DriverIo) {
         let mut buf = std::mem::take(&mut self.buf);
         while let Some(conn) = self.core.poll_transmit(&mut buf) {
             let queued = io.transmit(conn, &mut buf);

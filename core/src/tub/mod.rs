@@ -1073,6 +1073,22 @@ impl Tub {
         None
     }
 
+    /// Whether [`Tub::poll_event`] has something to give now (an event, or
+    /// a held call whose turn it is).
+    pub fn has_events(&self) -> bool {
+        if !self.events.is_empty() {
+            return true;
+        }
+        let per_round = self.config.calls_per_round.max(1);
+        self.held_conns.iter().any(|id| {
+            self.conns.get(id).is_some_and(|c| {
+                !c.held.is_empty()
+                    && c.backlog <= self.config.max_buffered_output
+                    && c.round < per_round
+            })
+        })
+    }
+
     /// Counts a call as handed to the application.
     fn hand_out(&mut self, id: ConnectionId, call: &IncomingCall) {
         let Some(conn) = self.conns.get_mut(&id) else {

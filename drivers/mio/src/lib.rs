@@ -4,7 +4,7 @@
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let runtime = foolscap_mio::Runtime::start(foolscap_mio::LoopConfig::default())?;
-//! let tub = runtime.new_tub()?; // the same handle as foolscap-blocking's
+//! let tub = runtime.new_tub()?; // the same handle as every engine's (foolscap-app)
 //! tub.listen("127.0.0.1:0")?;
 //! // tub.register(object, None)?, tub.call(...), ... from any thread
 //! runtime.shutdown(std::time::Duration::from_secs(5));

@@ -35,8 +35,8 @@ pub trait Application {
     /// (when replaying the client) start the first `get_reference`.
     fn start(&mut self, tub: &mut Tub);
 
-    /// Every event of the Tub except `Dial` and `CloseTransport` (the
-    /// harness handles those). Drop references you no longer need: the
+    /// Every application event of the Tub (the harness carries out its
+    /// transport commands, `Dial` and `Close`). Drop references you no longer need: the
     /// core releases them (`decref`) when the clock reaches its sweep.
     fn event(&mut self, tub: &mut Tub, event: TubEvent);
 }

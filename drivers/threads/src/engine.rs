@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use foolscap_app::{DrivenTub, Driver, DriverIo, Error, Tub, TubConfig};
+use foolscap_app::{DrivenTub, Driver, DriverIo, Error, Flushed, Tub, TubConfig};
 use foolscap_core::id::{ConnectionId, DialId};
 use foolscap_core::identity::Identity;
 use foolscap_core::tub::TransportError;
@@ -39,6 +39,8 @@ pub(crate) fn start(identity: Identity, config: TubConfig) -> Result<Tub, Error>
         drained: Mutex::new(()),
         drained_cv: Condvar::new(),
         released: AtomicBool::new(false),
+        held_readers: AtomicUsize::new(0),
+        max_buffered_output: config.max_buffered_output,
     });
     let (tub, driven) = Tub::with_driver(identity, config, engine.clone())?;
     let _ = engine.driven.set(driven);
@@ -54,6 +56,9 @@ pub(crate) fn start(identity: Identity, config: TubConfig) -> Result<Tub, Error>
 struct Work {
     /// Something to drive (set by [`Driver::wake`]).
     pending: bool,
+    /// The deadline the engine thread sleeps toward (`None`: awake; it
+    /// reads the Tub's next deadline before it sleeps again).
+    sleeping_until: Option<Instant>,
 }
 
 /// One Tub's threads engine.
@@ -73,6 +78,10 @@ struct Engine {
     drained_cv: Condvar,
     /// The application dropped the Tub.
     released: AtomicBool,
+    /// Reader threads waiting in [`Engine::hold_back`].
+    held_readers: AtomicUsize,
+    /// The Tub's `TubConfig::max_buffered_output`.
+    max_buffered_output: usize,
 }
 
 struct Listening {
@@ -120,15 +129,33 @@ impl Driver for Engine {
     fn wake(&self) {
         // the calling thread (an application's, usually) only moves the
         // bytes its call produced; events and objects run on the engine
-        // thread
-        if let Some(driven) = self.driven.get() {
-            let mut io = self.io();
-            driven.flush(&mut io);
-            self.finish_io(io);
+        // thread, woken only when there are some or a deadline moved
+        // earlier (a call's answer comes back through its reader thread)
+        let flushed = match self.driven.get() {
+            Some(driven) => {
+                let mut io = self.io();
+                let f = driven.flush(&mut io);
+                self.finish_io(io);
+                f
+            }
+            None => Flushed::default(),
+        };
+        let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        let earlier = match (flushed.next_timeout, work.sleeping_until) {
+            (Some(t), Some(sleeping)) => t < sleeping,
+            _ => false,
+        };
+        if flushed.drive || earlier || self.released.load(Ordering::Acquire) {
+            work.pending = true;
+            drop(work);
+            self.work_cv.notify_one();
+        } else {
+            drop(work);
         }
-        self.work.lock().unwrap_or_else(|e| e.into_inner()).pending = true;
-        self.work_cv.notify_one();
-        self.notify_readers();
+        // answers may let a reader held back by flow control go on
+        if self.held_readers.load(Ordering::Acquire) > 0 {
+            self.notify_readers();
+        }
     }
 
     fn listen(&self, listener: TcpListener) -> std::io::Result<()> {
@@ -285,7 +312,6 @@ impl Engine {
             let now = Instant::now();
             driven.handle_timeout(now);
             self.drive();
-            let next = driven.poll_timeout();
             let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
             if work.pending {
                 work.pending = false;
@@ -295,14 +321,18 @@ impl Engine {
                 return;
             }
             // sleep until the next deadline (at most a second, to notice
-            // the Tub going away)
+            // the Tub going away), read under the work lock so a wake
+            // that files an earlier one sees `sleeping_until`
+            let next = driven.poll_timeout();
             let wait = next
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
                 .min(Duration::from_secs(1));
+            work.sleeping_until = Some(now + wait);
             let (mut work, _) = self
                 .work_cv
                 .wait_timeout(work, wait)
                 .unwrap_or_else(|e| e.into_inner());
+            work.sleeping_until = None;
             work.pending = false;
         }
     }
@@ -420,13 +450,14 @@ impl Engine {
             }
             self.drive();
             let guard = self.drained.lock().unwrap_or_else(|e| e.into_inner());
-            if driven.wants_input(conn) {
-                return;
+            self.held_readers.fetch_add(1, Ordering::AcqRel);
+            if !driven.wants_input(conn) {
+                let _ = self
+                    .drained_cv
+                    .wait_timeout(guard, HOLD_BACK_RECHECK)
+                    .unwrap_or_else(|e| e.into_inner());
             }
-            let _ = self
-                .drained_cv
-                .wait_timeout(guard, HOLD_BACK_RECHECK)
-                .unwrap_or_else(|e| e.into_inner());
+            self.held_readers.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -438,12 +469,17 @@ impl Engine {
         queued: &AtomicUsize,
     ) {
         let driven = self.driven.get().cloned();
+        // the core hears of a drain that starts over its bound (its view
+        // is over the bound exactly when the queue is; below it the figure
+        // the last transmit returned stands), and held-back readers with it
         let drained = |written: usize| {
-            let left = queued.fetch_sub(written, Ordering::AcqRel) - written;
-            if let Some(d) = &driven {
-                d.set_backlog(conn, left);
+            let before = queued.fetch_sub(written, Ordering::AcqRel);
+            if before > self.max_buffered_output {
+                if let Some(d) = &driven {
+                    d.set_backlog(conn, before - written);
+                }
+                self.notify_readers();
             }
-            self.notify_readers();
         };
         let mut batch = Vec::new();
         while let Ok(msg) = rx.recv() {
