@@ -47,14 +47,14 @@
 //! flight; [`Net::wait_for`] steps and jumps until a condition holds.
 //!
 //! ```
-//! use std::time::Duration;
+//! use std::time::{Duration, Instant};
 //! use foolscap_core::testing::{Net, NetConfig};
 //! use foolscap_core::tub::{TubConfig, TubEvent};
 //! use foolscap_core::value::Value;
 //!
 //! // two Tubs, 20 ms apart, bytes cut at random points
 //! let config = NetConfig { latency: Duration::from_millis(20), ..NetConfig::default() };
-//! let mut net = Net::with_config(config, vec![TubConfig::default(); 2]);
+//! let mut net = Net::with_config(config, vec![TubConfig::default(); 2], Instant::now());
 //! let (_calc, furl) = net.publish(0, "calc");
 //! // Tub 0 answers every call with the number of arguments
 //! net.respond_with(0, |call| Ok(Value::int(call.args.len() as i64)));
@@ -216,15 +216,21 @@ impl IndexMut<usize> for Net {
 }
 
 impl Net {
-    /// `tubs` Tubs with default settings, on a default network.
-    pub fn new(tubs: usize) -> Net {
-        Net::with_config(NetConfig::default(), vec![TubConfig::default(); tubs])
+    /// `tubs` Tubs with default settings, on a default network, its
+    /// virtual clock starting at `start` (the core reads no clock: a test
+    /// passes `Instant::now()`).
+    pub fn new(tubs: usize, start: Instant) -> Net {
+        Net::with_config(
+            NetConfig::default(),
+            vec![TubConfig::default(); tubs],
+            start,
+        )
     }
 
-    /// A Tub per config, on a network configured by `config`.
-    pub fn with_config(config: NetConfig, tubs: Vec<TubConfig>) -> Net {
-        // the only reading of the real clock: everything after is virtual
-        let now = Instant::now();
+    /// A Tub per config, on a network configured by `config`, its virtual
+    /// clock starting at `start`.
+    pub fn with_config(config: NetConfig, tubs: Vec<TubConfig>, start: Instant) -> Net {
+        let now = start;
         let mut net = Net {
             rng: SeededRng::new(config.seed ^ 0x6e65_745f_7365_6564),
             config,
@@ -885,7 +891,7 @@ mod tests {
 
     #[test]
     fn time_moves_only_when_asked() {
-        let mut net = Net::new(2);
+        let mut net = Net::new(2, Instant::now());
         let start = net.now();
         assert!(!net.step(), "nothing to do");
         assert_eq!(net.next_deadline(), None);
@@ -906,7 +912,7 @@ mod tests {
             latency: Duration::from_millis(7),
             ..NetConfig::default()
         };
-        let mut net = Net::with_config(config, vec![TubConfig::default(); 2]);
+        let mut net = Net::with_config(config, vec![TubConfig::default(); 2], Instant::now());
         let (_, furl) = net.publish(0, "x");
         let start = net.now();
         for hint in ["tcp:127.0.0.1:9", "tcp:example.org:1234"] {
@@ -933,7 +939,11 @@ mod tests {
             max_inbound_connections: 0,
             ..TubConfig::default()
         };
-        let mut net = Net::with_config(NetConfig::default(), vec![server, TubConfig::default()]);
+        let mut net = Net::with_config(
+            NetConfig::default(),
+            vec![server, TubConfig::default()],
+            Instant::now(),
+        );
         let (_, furl) = net.publish(0, "x");
         let Err(e) = net.reference(1, &furl) else {
             panic!("connected")
@@ -952,7 +962,7 @@ mod tests {
             latency: Duration::from_millis(3),
             ..NetConfig::default()
         };
-        let mut net = Net::with_config(config, vec![TubConfig::default(); 2]);
+        let mut net = Net::with_config(config, vec![TubConfig::default(); 2], Instant::now());
         let (_, furl) = net.publish(0, "x");
         let r = net.remote(1, &furl);
         let call = net[1].call(&r, "m", &[], &[]).unwrap();

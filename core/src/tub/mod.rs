@@ -33,42 +33,53 @@
 //! [`TubConfig::max_buffered_output`]; the rest wait in order.
 //! [`Tub::wants_input`] tells the driver when to stop reading a socket.
 //!
+//! A driver's run loop, compiled and run here with no network at all: a
+//! lookup of one of our own FURLs is answered with the object itself.
+//!
 //! ```
-//! use std::time::{Duration, Instant};
+//! use std::time::Instant;
+//! use foolscap_core::furl::Hint;
 //! use foolscap_core::identity::Identity;
 //! use foolscap_core::rng::SeededRng;
 //! use foolscap_core::tub::{Transport, Tub, TubConfig, TubEvent};
+//! use foolscap_core::value::Value;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let identity = Identity::generate()?;
-//! let mut now = Instant::now();
+//! let mut now = Instant::now(); // the driver reads the clock, never the core
 //! let mut tub = Tub::new(&identity, TubConfig::default(), Box::new(SeededRng::new(1)), now)?;
+//! tub.set_location(vec![Hint::parse("tcp:127.0.0.1:5000")]);
+//! let object = tub.new_object("");
+//! let furl = tub.register(object, Some("calc"))?;
+//! let lookup = tub.get_reference(&furl);
 //! let mut buf = Vec::new();
-//! // one turn of a driver's loop
-//! loop {
-//!     while let Some(conn) = tub.poll_transmit(&mut buf) {
-//!         // write `buf` to `conn`'s socket, then report what it holds back
-//!         tub.set_backlog(conn, 0);
-//!     }
-//!     while let Some(cmd) = tub.poll_transport() {
-//!         match cmd {
-//!             Transport::Dial { .. } => { /* connect, then dial_connected or dial_failed */ }
-//!             Transport::Close(_conn) => { /* close the socket */ }
-//!             _ => {}
-//!         }
-//!     }
-//!     while let Some(event) = tub.poll_event() {
-//!         if let TubEvent::Call(call) = event {
-//!             tub.answer(call.id, Ok(foolscap_core::value::Value::None))?;
-//!         }
-//!     }
-//!     // sleep until a socket is readable or the next deadline, then feed it
-//!     match tub.poll_timeout() {
-//!         Some(deadline) => { now = deadline; tub.handle_timeout(now); }
-//!         None => break,
+//! let mut found = None;
+//! // one turn of a driver's loop: bytes, then transport, then events
+//! while let Some(conn) = tub.poll_transmit(&mut buf) {
+//!     // write `buf` to `conn`'s socket, then report what it holds back
+//!     tub.set_backlog(conn, 0);
+//! }
+//! while let Some(cmd) = tub.poll_transport() {
+//!     match cmd {
+//!         Transport::Dial { .. } => { /* connect, then dial_connected or dial_failed */ }
+//!         Transport::Close(_conn) => { /* close the socket */ }
+//!         _ => {}
 //!     }
 //! }
-//! # let _ = Duration::ZERO; Ok(()) }
+//! while let Some(event) = tub.poll_event() {
+//!     match event {
+//!         TubEvent::Reference { lookup: l, result } if l == lookup => found = Some(result?),
+//!         TubEvent::Call(call) => tub.answer(call.id, Ok(Value::None))?,
+//!         _ => {}
+//!     }
+//! }
+//! assert_eq!(found, Some(Value::Local(object)));
+//! // then sleep until a socket is ready or the next deadline
+//! if let Some(deadline) = tub.poll_timeout() {
+//!     now = deadline;
+//!     tub.handle_timeout(now);
+//! }
+//! # Ok(()) }
 //! ```
 
 mod error;

@@ -23,7 +23,7 @@ fn net_with(server: TubConfig, client: TubConfig, clear: bool) -> Net {
         clear,
         ..NetConfig::default()
     };
-    Net::with_config(config, vec![server, client])
+    Net::with_config(config, vec![server, client], Instant::now())
 }
 
 /// Answers every call to tub 0 with `[method, args]`.
@@ -50,7 +50,7 @@ fn answers(evs: Vec<TubEvent>) -> Vec<(CallId, Result<Value, CallError>)> {
 
 #[test]
 fn get_reference_then_call_and_answer() {
-    let mut net = Net::new(2);
+    let mut net = Net::new(2, Instant::now());
     let obj = net[0].new_object("");
     let furl = net[0].register(obj, Some("calc")).unwrap();
     assert_eq!(furl.to_string().split('/').next_back(), Some("calc"));
@@ -73,7 +73,7 @@ fn get_reference_then_call_and_answer() {
 
 #[test]
 fn one_connection_per_remote_tub() {
-    let mut net = Net::new(2);
+    let mut net = Net::new(2, Instant::now());
     let a = net[0].new_object("");
     let b = net[0].new_object("");
     let fa = net[0].register(a, Some("a")).unwrap();
@@ -96,7 +96,7 @@ fn one_connection_per_remote_tub() {
 
 #[test]
 fn unknown_names_and_unreachable_tubs_fail_the_lookup() {
-    let mut net = Net::new(2);
+    let mut net = Net::new(2, Instant::now());
     let obj = net[0].new_object("");
     let furl = net[0].register(obj, Some("calc")).unwrap();
     let wrong = Furl::new(furl.tubid, furl.hints.clone(), "nope");
@@ -109,13 +109,13 @@ fn unknown_names_and_unreachable_tubs_fail_the_lookup() {
         Hint::parse("tcp:127.0.0.1:9"),
         Hint::parse("tcp:127.0.0.1:1234"),
     ];
-    let mut net = Net::new(2);
+    let mut net = Net::new(2, Instant::now());
     let obj = net[0].new_object("");
     let furl = net[0].register(obj, Some("calc")).unwrap();
     let two = Furl::new(furl.tubid, hints, "calc");
     assert!(matches!(net.reference(1, &two), Ok(Value::Remote(_))));
     // nothing answers
-    let mut net = Net::new(2);
+    let mut net = Net::new(2, Instant::now());
     let dead = Furl::new(furl.tubid, vec![Hint::parse("tcp:127.0.0.1:9")], "calc");
     match net.reference(1, &dead) {
         Err(e @ TubError::Unreachable { .. }) => {
@@ -140,7 +140,7 @@ fn unknown_names_and_unreachable_tubs_fail_the_lookup() {
 
 #[test]
 fn our_own_furl_gives_the_local_object() {
-    let mut net = Net::new(2);
+    let mut net = Net::new(2, Instant::now());
     let obj = net[0].new_object("");
     let furl = net[0].register(obj, Some("me")).unwrap();
     let lookup = net[0].get_reference(&furl);
@@ -159,7 +159,7 @@ fn our_own_furl_gives_the_local_object() {
 
 #[test]
 fn disconnect_fails_calls_and_reports_both_sides() {
-    let mut net = Net::new(2);
+    let mut net = Net::new(2, Instant::now());
     let obj = net[0].new_object("");
     let furl = net[0].register(obj, Some("calc")).unwrap();
     let Ok(Value::Remote(r)) = net.reference(1, &furl) else {
@@ -192,7 +192,7 @@ fn disconnect_fails_calls_and_reports_both_sides() {
 
 #[test]
 fn objects_travel_both_ways_and_unused_ones_are_reported() {
-    let mut net = Net::new(2);
+    let mut net = Net::new(2, Instant::now());
     let obj = net[0].new_object("");
     let furl = net[0].register(obj, Some("calc")).unwrap();
     let Ok(Value::Remote(r)) = net.reference(1, &furl) else {
@@ -229,7 +229,7 @@ fn objects_travel_both_ways_and_unused_ones_are_reported() {
 
 #[test]
 fn objects_sent_with_a_location_get_a_furl_like_python() {
-    let mut net = Net::new(2);
+    let mut net = Net::new(2, Instant::now());
     let obj = net[0].new_object("");
     let furl = net[0].register(obj, Some("calc")).unwrap();
     let Ok(Value::Remote(r)) = net.reference(1, &furl) else {
@@ -701,7 +701,7 @@ fn calls_with_latency(
         latency: 25 * MS,
         ..NetConfig::default()
     };
-    let mut net = Net::with_config(config, vec![TubConfig::default(); 2]);
+    let mut net = Net::with_config(config, vec![TubConfig::default(); 2], Instant::now());
     let client = 1 - server;
     net.set_latency(client, server, 5 * MS);
     let (_, furl) = net.publish(server, "calc");
@@ -778,7 +778,7 @@ fn flow_net() -> Net {
         socket_buffer: 0,
         ..NetConfig::default()
     };
-    Net::with_config(config, vec![server, TubConfig::default()])
+    Net::with_config(config, vec![server, TubConfig::default()], Instant::now())
 }
 
 fn pending(held: usize, unanswered: usize) -> PendingCalls {
@@ -912,7 +912,7 @@ fn many_concurrent_calls_answered_out_of_order() {
         latency: 10 * MS,
         ..NetConfig::default()
     };
-    let mut net = Net::with_config(config, vec![TubConfig::default(); 2]);
+    let mut net = Net::with_config(config, vec![TubConfig::default(); 2], Instant::now());
     let (_, furl) = net.publish(0, "calc");
     let r = net.remote(1, &furl);
     let (_, conn) = net.peer_end(1, r.connection()).unwrap();
@@ -971,7 +971,7 @@ fn many_concurrent_calls_answered_out_of_order() {
 
 #[test]
 fn a_third_tub_follows_a_furl_passed_along() {
-    let mut net = Net::new(2);
+    let mut net = Net::new(2, Instant::now());
     let third = net.add_tub(TubConfig::default());
     assert_eq!((net.len(), third), (3, 2));
     let (_, furl) = net.publish(0, "calc");
