@@ -38,8 +38,8 @@ pub use failure::{limits as failure_limits, Failure, FailureError, FAILURE_TYPE,
 
 pub use crate::id::{Clid, ConnectionId, ObjectId, ReqId};
 
-/// A local object the peer may reach: what a [`Registry`] returns and what
-/// [`Broker::export`] sends.
+/// A local object the peer may reach: what a [`Registry`] returns, and
+/// what a `my-reference` to it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Export {
     /// The application's id for the object.
