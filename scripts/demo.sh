@@ -7,9 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== Setting up: the Python peer (a cached virtualenv under target/) and a release build"
+echo "   (the first build compiles every crate: a few minutes; later runs take seconds)"
 py=$(bash scripts/python-env.sh)
-cargo build --release -q -p foolscap-cli
-cargo build --release -q -p foolscap --example kitchen_sink
+cargo build --release -p foolscap-cli --bin foolscap -p foolscap --example kitchen_sink 2>&1 \
+    | grep -E '^(error|warning: unused)|Compiling foolscap|Finished' || true
+test -x target/release/foolscap -a -x target/release/examples/kitchen_sink \
+    || { echo "the build failed (run: cargo build --release -p foolscap-cli --bin foolscap -p foolscap --example kitchen_sink)" >&2; exit 1; }
 fs=target/release/foolscap
 work=$(mktemp -d)
 pids=()
