@@ -165,6 +165,16 @@ impl Deserializer {
         self.tokens.buffered()
     }
 
+    /// Memory the message in progress holds, as charged against
+    /// [`Limits::max_message_bytes`] (its wire bytes plus
+    /// `size_of::<Value>()` per decoded value), plus the received bytes
+    /// not yet decoded (a partial token). 0 between messages with nothing
+    /// buffered; a message being discarded holds nothing but its buffer.
+    pub fn in_progress_bytes(&self) -> usize {
+        let message = if self.in_message() { self.msg_bytes } else { 0 };
+        message.saturating_add(self.tokens.buffered())
+    }
+
     /// Whether a message is partly received (false between messages).
     pub fn in_message(&self) -> bool {
         !self.stack.is_empty() || self.index.is_some() || self.discard.is_some()
