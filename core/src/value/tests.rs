@@ -597,3 +597,49 @@ fn sorting_a_dict_may_put_an_alias_before_its_anchor() {
         ])
     );
 }
+
+/// What a message in progress holds ([`Deserializer::in_progress_bytes`],
+/// which the Tub's inbound budget sums): nothing between messages, its
+/// wire bytes plus one `Value` per decoded item while it lasts, nothing
+/// once delivered. Prints the bytes per decoded small int (a `Value` is
+/// 40 bytes: `Bytes` and `Text` are 32, the tag 8; an int is 2 on the
+/// wire).
+#[test]
+fn a_message_in_progress_holds_its_wire_bytes_and_a_value_per_item() {
+    use crate::banana::encode::{put_string, put_token_header};
+    use crate::banana::TypeByte;
+    const N: usize = 100_000;
+    let mut de = Deserializer::new(VocabTable::EMPTY, Limits::default());
+    assert_eq!(de.in_progress_bytes(), 0);
+    let mut head = BytesMut::new();
+    put_token_header(&mut head, 1, TypeByte::Open);
+    put_string(&mut head, b"list");
+    de.feed(&head);
+    assert_eq!(de.poll_event(), Ok(None));
+    let opened = de.in_progress_bytes();
+    assert!(opened >= head.len(), "{opened}");
+    // half a token waits undecoded
+    de.feed(&[5]);
+    assert_eq!(de.poll_event(), Ok(None));
+    assert_eq!(de.in_progress_bytes(), opened + 1);
+    de.feed(&[0x81]);
+    de.feed(&[7, 0x81].repeat(N - 1));
+    assert_eq!(de.poll_event(), Ok(None));
+    let held = de.in_progress_bytes() - opened;
+    let value = std::mem::size_of::<Value>();
+    assert_eq!(held, N * (2 + value));
+    eprintln!(
+        "size_of: Value {value}, Int {}, Bytes {}, Text {}, Vec<Value> {}; \
+         a small int in a message in progress: 2 wire bytes, {} bytes counted",
+        std::mem::size_of::<Int>(),
+        std::mem::size_of::<bytes::Bytes>(),
+        std::mem::size_of::<Text>(),
+        std::mem::size_of::<Vec<Value>>(),
+        held / N
+    );
+    let mut close = BytesMut::new();
+    put_token_header(&mut close, 1, TypeByte::Close);
+    de.feed(&close);
+    assert!(matches!(de.poll_event(), Ok(Some(Event::Value(Value::List(v)))) if v.len() == N));
+    assert_eq!(de.in_progress_bytes(), 0);
+}
