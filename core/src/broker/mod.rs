@@ -442,9 +442,9 @@ impl Broker {
         self.closed.is_some()
     }
 
-    /// Memory the peer's message in progress holds: its cost as charged
-    /// against [`Limits::max_message_bytes`] plus received bytes not yet
-    /// decoded ([`Deserializer::in_progress_bytes`]); 0 once closed.
+    /// Memory the peer's message in progress holds: its wire bytes and
+    /// decoded items, plus received bytes not yet decoded
+    /// ([`Deserializer::in_progress_bytes`]); 0 once closed.
     pub fn inbound_bytes(&self) -> usize {
         if self.closed.is_some() {
             0

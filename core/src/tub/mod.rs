@@ -140,9 +140,9 @@ pub struct TubConfig {
     /// which [`Tub::wants_input`] is false. Default: 10,000.
     pub max_unanswered_calls: usize,
     /// Memory budget of the messages in progress over all connections
-    /// (each one's cost as [`Broker::inbound_bytes`] counts it: wire bytes
-    /// plus `size_of::<Value>()` per decoded value plus undecoded
-    /// bytes). Over it, [`Tub::wants_input`] turns false for the
+    /// (each one's as [`Broker::inbound_bytes`] counts it: wire bytes, a
+    /// `Value` per decoded item or 8 bytes per int of a run held packed,
+    /// and undecoded bytes). Over it, [`Tub::wants_input`] turns false for the
     /// connections holding the most, one more at each input; once every
     /// connection with a message in progress is paused and the sum is
     /// still over, the one holding the largest is dropped with

@@ -1102,9 +1102,13 @@ fn unfinished_call(req_id: u64) -> Vec<u8> {
     b.to_vec()
 }
 
-/// `n` small INTs (two bytes each on the wire, 42 bytes of budget).
-fn ints(n: usize) -> Vec<u8> {
-    [7u8, 0x81].repeat(n)
+/// `n` empty byte strings (two bytes each on the wire, 42 bytes of
+/// budget: a `Value` each; ints would be held packed, 8 bytes each).
+fn items(n: usize) -> Vec<u8> {
+    let mut b = bytes::BytesMut::new();
+    crate::banana::encode::put_string(&mut b, b"");
+    assert_eq!(b.len(), 2);
+    b.repeat(n)
 }
 
 fn budget_net(attackers: usize) -> (Net, Furl, Vec<(usize, ConnectionId)>) {
@@ -1164,30 +1168,30 @@ fn over_the_inbound_budget_the_largest_messages_pause_then_the_largest_is_droppe
         (tb, client_b, 1600),
         (tc, client_c, 1000),
     ] {
-        net.inject(t, conn, &ints(n));
+        net.inject(t, conn, &items(n));
     }
     net.run();
-    // 4,600 ints of 42 bytes (plus the calls' heads): under 200,000
+    // 4,600 items of 42 bytes (plus the calls' heads): under 200,000
     let held = net[0].inbound_bytes();
     assert!((4600 * 42..4600 * 42 + 1000).contains(&held), "{held}");
     assert!([a, b, c].iter().all(|&x| net[0].wants_input(x)));
     let call = net[4].call(&legit, "m", &[Value::int(1)], &[]).unwrap();
     assert_eq!(net.answer_of(4, call), Ok(Value::int(1)));
     // over the budget: the largest running one pauses at each input
-    net.inject(tc, client_c, &ints(500));
+    net.inject(tc, client_c, &items(500));
     net.run();
     assert!(net[0].inbound_bytes() > 200_000);
     assert!(!net[0].wants_input(a));
     assert!(net[0].wants_input(b) && net[0].wants_input(c));
     // a paused connection's bytes wait
-    net.inject(ta, client_a, &ints(10));
+    net.inject(ta, client_a, &items(10));
     net.run();
     assert!(net.unread_bytes() > 0);
-    net.inject(tc, client_c, &ints(1));
+    net.inject(tc, client_c, &items(1));
     net.run();
     assert!(!net[0].wants_input(b));
     assert!(net[0].wants_input(c));
-    net.inject(tc, client_c, &ints(1));
+    net.inject(tc, client_c, &items(1));
     net.run();
     assert!(!net[0].wants_input(c));
     assert!(net[0].wants_input(legit_end), "nothing in progress");
@@ -1219,7 +1223,7 @@ fn over_the_inbound_budget_the_largest_messages_pause_then_the_largest_is_droppe
         "{client_saw:?}"
     );
     // one message over the per-connection budget is dropped at once
-    net.inject(tb, client_b, &ints(2500));
+    net.inject(tb, client_b, &items(2500));
     net.run();
     let e = dropped_for(&mut net, b).expect("b dropped");
     assert!(
