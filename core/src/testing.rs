@@ -680,6 +680,14 @@ impl Net {
         moved
     }
 
+    /// Writes `data` on Tub `tub`'s end of `connection` behind what it
+    /// wrote so far, as a hostile peer would: hand-made bytes that the Tub
+    /// itself never produced (with [`NetConfig::clear`], plaintext banana
+    /// after negotiation). Nothing happens if the end is closed.
+    pub fn inject(&mut self, tub: usize, connection: ConnectionId, data: &[u8]) {
+        self.send((tub, connection), data);
+    }
+
     /// Tub `i`'s dial reaches Tub `j`, which accepts it.
     fn connect(&mut self, i: usize, dial: DialId, j: usize) {
         let (now, clear) = (self.now, self.config.clear);

@@ -45,6 +45,28 @@ pub enum ProtocolError {
     /// More imported references than `BrokerConfig::max_imports`.
     #[error("more than {0} live references imported from the peer")]
     TooManyImports(usize),
+    /// The peer's message in progress held more memory than
+    /// `TubConfig::max_connection_inbound_bytes` (`held` bytes, as
+    /// [`crate::broker::Broker::inbound_bytes`] counts them).
+    #[error(
+        "message in progress holds {held} bytes, over the per-connection inbound budget of {limit}"
+    )]
+    ConnectionInboundBudget {
+        /// What the message in progress held.
+        held: usize,
+        /// The per-connection budget.
+        limit: usize,
+    },
+    /// The messages in progress over all of the Tub's connections held
+    /// more than `TubConfig::max_inbound_bytes` while every connection
+    /// with one was paused, and this connection's was the largest.
+    #[error("message in progress holds {held} bytes, the largest while the Tub's inbound budget of {limit} is exceeded")]
+    TubInboundBudget {
+        /// What this connection's message in progress held.
+        held: usize,
+        /// The Tub-wide budget.
+        limit: usize,
+    },
 }
 
 /// Why one of our outgoing calls failed.

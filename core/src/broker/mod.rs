@@ -442,6 +442,25 @@ impl Broker {
         self.closed.is_some()
     }
 
+    /// Memory the peer's message in progress holds: its wire bytes and
+    /// decoded items, plus received bytes not yet decoded
+    /// ([`Deserializer::in_progress_bytes`]); 0 once closed.
+    pub fn inbound_bytes(&self) -> usize {
+        if self.closed.is_some() {
+            0
+        } else {
+            self.de.in_progress_bytes()
+        }
+    }
+
+    /// Ends the connection for a protocol error found outside the broker
+    /// (the Tub's inbound memory budget): an ERROR token goes out as for
+    /// every protocol error, outstanding calls fail, then
+    /// [`BrokerEvent::Closed`].
+    pub fn fail_protocol(&mut self, error: ProtocolError) {
+        self.protocol_error(error);
+    }
+
     /// Our calls still waiting for an answer.
     pub fn outstanding_calls(&self) -> usize {
         self.outstanding.len()

@@ -92,7 +92,7 @@ use bytes::Bytes;
 
 use crate::broker::{
     Broker, BrokerConfig, BrokerError, BrokerEvent, CallError, CloseReason, Export, Failure,
-    ObjectId, Registry, ReqId,
+    ObjectId, ProtocolError, Registry, ReqId,
 };
 use crate::furl::{new_swissnum, Furl, Hint};
 pub use crate::id::{CallId, DialId, IncomingId, LookupId};
@@ -139,6 +139,21 @@ pub struct TubConfig {
     /// Calls from one connection handed out and not answered yet above
     /// which [`Tub::wants_input`] is false. Default: 10,000.
     pub max_unanswered_calls: usize,
+    /// Memory budget of the messages in progress over all connections
+    /// (each one's as [`Broker::inbound_bytes`] counts it: wire bytes, a
+    /// `Value` per decoded item or 8 bytes per int of a run held packed,
+    /// and undecoded bytes). Over it, [`Tub::wants_input`] turns false for the
+    /// connections holding the most, one more at each input; once every
+    /// connection with a message in progress is paused and the sum is
+    /// still over, the one holding the largest is dropped with
+    /// [`ProtocolError::TubInboundBudget`]. At least
+    /// [`crate::value::Limits::max_message_bytes`], so that any message
+    /// those limits accept can complete alone. Default: 640 MiB.
+    pub max_inbound_bytes: usize,
+    /// Memory budget of one connection's message in progress (counted as
+    /// for `max_inbound_bytes`); a connection over it is dropped with
+    /// [`ProtocolError::ConnectionInboundBudget`]. Default: 640 MiB.
+    pub max_connection_inbound_bytes: usize,
 }
 
 impl TubConfig {
@@ -150,6 +165,10 @@ impl TubConfig {
     pub const DEFAULT_CALLS_PER_ROUND: usize = 16;
     /// Default `max_unanswered_calls`.
     pub const DEFAULT_MAX_UNANSWERED_CALLS: usize = 10_000;
+    /// Default `max_inbound_bytes`.
+    pub const DEFAULT_MAX_INBOUND_BYTES: usize = 640 << 20;
+    /// Default `max_connection_inbound_bytes`.
+    pub const DEFAULT_MAX_CONNECTION_INBOUND_BYTES: usize = 640 << 20;
 
     /// These settings with `recorder` as the transcript tap.
     pub fn with_recorder(mut self, recorder: RecorderHandle) -> TubConfig {
@@ -169,6 +188,8 @@ impl Default for TubConfig {
             max_buffered_output: Self::DEFAULT_MAX_BUFFERED_OUTPUT,
             calls_per_round: Self::DEFAULT_CALLS_PER_ROUND,
             max_unanswered_calls: Self::DEFAULT_MAX_UNANSWERED_CALLS,
+            max_inbound_bytes: Self::DEFAULT_MAX_INBOUND_BYTES,
+            max_connection_inbound_bytes: Self::DEFAULT_MAX_CONNECTION_INBOUND_BYTES,
         }
     }
 }
@@ -355,6 +376,13 @@ struct Conn {
     unanswered: usize,
     /// Bytes the transport holds unsent ([`Tub::set_backlog`]).
     backlog: usize,
+    /// What the peer's message in progress holds
+    /// ([`Broker::inbound_bytes`]), as last counted into
+    /// `Tub::inbound_total`.
+    inbound: usize,
+    /// Paused because the Tub's inbound budget is exceeded (in force
+    /// while it is).
+    inbound_paused: bool,
 }
 
 impl Conn {
@@ -370,6 +398,8 @@ impl Conn {
             round: 0,
             unanswered: 0,
             backlog: 0,
+            inbound: 0,
+            inbound_paused: false,
         }
     }
 
@@ -434,6 +464,8 @@ pub struct Tub {
     held_total: usize,
     /// Calls handed out and not answered, over all connections.
     unanswered_total: usize,
+    /// What the messages in progress hold, over all connections.
+    inbound_total: usize,
     /// Every connection's next deadline, earliest first: timers cost
     /// the connections that are due, not all of them.
     timers: BTreeSet<(Instant, ConnectionId)>,
@@ -490,6 +522,7 @@ impl Tub {
             round_conns: Vec::new(),
             held_total: 0,
             unanswered_total: 0,
+            inbound_total: 0,
             timers: BTreeSet::new(),
             last_now: now,
             scratch: Vec::new(),
@@ -985,6 +1018,7 @@ impl Tub {
             ConnState::Closed => return,
         }
         self.pump(connection, now);
+        self.enforce_inbound(connection, now);
     }
 
     /// The connection's socket reached EOF or failed.
@@ -1031,6 +1065,7 @@ impl Tub {
                 }
                 self.held_total -= conn.held.len();
                 self.unanswered_total -= conn.unanswered;
+                self.inbound_total -= conn.inbound;
                 self.conns.remove(&id);
             }
             if !buf.is_empty() {
@@ -1155,7 +1190,104 @@ impl Tub {
             c.held.is_empty()
                 && c.backlog <= self.config.max_buffered_output
                 && c.unanswered <= self.config.max_unanswered_calls
+                && !(c.inbound_paused && self.inbound_total > self.config.max_inbound_bytes)
         })
+    }
+
+    /// What the peers' messages in progress hold over all connections
+    /// (see [`TubConfig::max_inbound_bytes`]).
+    pub fn inbound_bytes(&self) -> usize {
+        self.inbound_total
+    }
+
+    /// Counts `id`'s message in progress into `inbound_total` again.
+    fn count_inbound(&mut self, id: ConnectionId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let held = match &conn.state {
+            ConnState::Open { broker, .. } => broker.inbound_bytes(),
+            _ => 0,
+        };
+        self.inbound_total = self.inbound_total - conn.inbound + held;
+        conn.inbound = held;
+        if held == 0 {
+            conn.inbound_paused = false;
+        }
+    }
+
+    /// Enforces the inbound memory budgets after `id`'s input: `id` is
+    /// dropped over the per-connection one; over the Tub's, the running
+    /// connection holding the most is paused, or, when every connection
+    /// with a message in progress is paused already, the one holding the
+    /// largest is dropped (and the rest go on).
+    fn enforce_inbound(&mut self, id: ConnectionId, now: Instant) {
+        let per_conn = self.config.max_connection_inbound_bytes;
+        if let Some(held) = self.conns.get(&id).map(|c| c.inbound) {
+            if held > per_conn {
+                let e = ProtocolError::ConnectionInboundBudget {
+                    held,
+                    limit: per_conn,
+                };
+                self.drop_for_memory(id, e, now);
+            }
+        }
+        let limit = self.config.max_inbound_bytes;
+        loop {
+            if self.inbound_total <= limit {
+                for c in self.conns.values_mut() {
+                    c.inbound_paused = false;
+                }
+                return;
+            }
+            // largest first; on a tie, the newest connection
+            let key = |(id, c): (&ConnectionId, &Conn)| (c.inbound, *id);
+            let running = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.inbound > 0 && !c.inbound_paused)
+                .max_by_key(|&e| key(e))
+                .map(|(id, _)| *id);
+            if let Some(r) = running {
+                self.conns.get_mut(&r).expect("present").inbound_paused = true;
+                return;
+            }
+            let Some((largest, held)) = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.inbound > 0)
+                .max_by_key(|&e| key(e))
+                .map(|(id, c)| (*id, c.inbound))
+            else {
+                return;
+            };
+            let e = ProtocolError::TubInboundBudget { held, limit };
+            self.drop_for_memory(largest, e, now);
+            for c in self.conns.values_mut() {
+                c.inbound_paused = false;
+            }
+        }
+    }
+
+    /// Ends `id` for `error` (an ERROR token goes out) and accounts for
+    /// it.
+    fn drop_for_memory(&mut self, id: ConnectionId, error: ProtocolError, now: Instant) {
+        if let Some(Conn {
+            state: ConnState::Open { broker, .. },
+            ..
+        }) = self.conns.get_mut(&id)
+        {
+            broker.fail_protocol(error);
+        }
+        self.pump(id, now);
+        if let Some(c) = self.conns.get(&id) {
+            if c.inbound > 0 {
+                // cannot happen: a closed broker holds nothing; never loop
+                self.inbound_total -= c.inbound;
+                let c = self.conns.get_mut(&id).expect("present");
+                c.inbound = 0;
+            }
+        }
     }
 
     /// Calls from `connection`'s peer not answered yet, held or handed
@@ -1276,6 +1408,7 @@ impl Tub {
             None => {}
         }
         self.drain_broker(id, now);
+        self.count_inbound(id);
         self.mark_dirty(id);
         self.refresh_timer(id);
     }

@@ -1081,3 +1081,162 @@ fn calls_held_on_a_connection_that_ends_are_dropped() {
     assert_eq!(net[0].held_calls(), 0);
     assert_eq!(net[0].calls_to_answer(), 0);
 }
+
+// ---- the inbound memory budget ----
+
+/// The start of a call whose one argument is a list, never closed.
+fn unfinished_call(req_id: u64) -> Vec<u8> {
+    use crate::banana::encode::{put_string, put_token_header};
+    use crate::banana::TypeByte;
+    let mut b = bytes::BytesMut::new();
+    put_token_header(&mut b, 1_000_000, TypeByte::Open);
+    put_string(&mut b, b"call");
+    put_token_header(&mut b, req_id, TypeByte::Int);
+    put_token_header(&mut b, 1, TypeByte::Int);
+    put_string(&mut b, b"m");
+    put_token_header(&mut b, 1_000_001, TypeByte::Open);
+    put_string(&mut b, b"arguments");
+    put_token_header(&mut b, 1, TypeByte::Int);
+    put_token_header(&mut b, 1_000_002, TypeByte::Open);
+    put_string(&mut b, b"list");
+    b.to_vec()
+}
+
+/// `n` empty byte strings (two bytes each on the wire, 42 bytes of
+/// budget: a `Value` each; ints would be held packed, 8 bytes each).
+fn items(n: usize) -> Vec<u8> {
+    let mut b = bytes::BytesMut::new();
+    crate::banana::encode::put_string(&mut b, b"");
+    assert_eq!(b.len(), 2);
+    b.repeat(n)
+}
+
+fn budget_net(attackers: usize) -> (Net, Furl, Vec<(usize, ConnectionId)>) {
+    let server = TubConfig {
+        max_inbound_bytes: 200_000,
+        max_connection_inbound_bytes: 150_000,
+        ..TubConfig::default()
+    };
+    let config = NetConfig {
+        clear: true,
+        split: false,
+        ..NetConfig::default()
+    };
+    // the attackers, then one more Tub for ordinary calls
+    let tubs = vec![TubConfig::default(); attackers + 1];
+    let mut net = Net::with_config(config, [vec![server], tubs].concat(), Instant::now());
+    let (_, furl) = net.publish(0, "calc");
+    net.respond_with(0, |c| Ok(Value::int(c.args.len() as i64)));
+    let ends = (1..=attackers)
+        .map(|t| {
+            let r = net.remote(t, &furl);
+            let (_, server_end) = net.peer_end(t, r.connection()).unwrap();
+            net.inject(t, r.connection(), &unfinished_call(99));
+            (t, server_end)
+        })
+        .collect();
+    net.run();
+    (net, furl, ends)
+}
+
+fn dropped_for(net: &mut Net, conn: ConnectionId) -> Option<ProtocolError> {
+    net.take(0).into_iter().find_map(|e| match e {
+        TubEvent::Disconnected {
+            connection,
+            reason: CloseReason::Protocol(p),
+            ..
+        } if connection == conn => Some(p),
+        _ => None,
+    })
+}
+
+#[test]
+fn over_the_inbound_budget_the_largest_messages_pause_then_the_largest_is_dropped() {
+    // tubs 1-3 send unfinished calls, tub 4 makes ordinary calls
+    let (mut net, furl, ends) = budget_net(3);
+    let [(ta, a), (tb, b), (tc, c)] = ends[..] else {
+        unreachable!()
+    };
+    let client_a = net.peer_end(0, a).unwrap().1;
+    let client_b = net.peer_end(0, b).unwrap().1;
+    let client_c = net.peer_end(0, c).unwrap().1;
+    let legit = net.remote(4, &furl);
+    let legit_end = net.peer_end(4, legit.connection()).unwrap().1;
+    net.take(0);
+    for (t, conn, n) in [
+        (ta, client_a, 2000),
+        (tb, client_b, 1600),
+        (tc, client_c, 1000),
+    ] {
+        net.inject(t, conn, &items(n));
+    }
+    net.run();
+    // 4,600 items of 42 bytes (plus the calls' heads): under 200,000
+    let held = net[0].inbound_bytes();
+    assert!((4600 * 42..4600 * 42 + 1000).contains(&held), "{held}");
+    assert!([a, b, c].iter().all(|&x| net[0].wants_input(x)));
+    let call = net[4].call(&legit, "m", &[Value::int(1)], &[]).unwrap();
+    assert_eq!(net.answer_of(4, call), Ok(Value::int(1)));
+    // over the budget: the largest running one pauses at each input
+    net.inject(tc, client_c, &items(500));
+    net.run();
+    assert!(net[0].inbound_bytes() > 200_000);
+    assert!(!net[0].wants_input(a));
+    assert!(net[0].wants_input(b) && net[0].wants_input(c));
+    // a paused connection's bytes wait
+    net.inject(ta, client_a, &items(10));
+    net.run();
+    assert!(net.unread_bytes() > 0);
+    net.inject(tc, client_c, &items(1));
+    net.run();
+    assert!(!net[0].wants_input(b));
+    assert!(net[0].wants_input(c));
+    net.inject(tc, client_c, &items(1));
+    net.run();
+    assert!(!net[0].wants_input(c));
+    assert!(net[0].wants_input(legit_end), "nothing in progress");
+    // every message in progress is paused and the budget still exceeded:
+    // the next input drops the largest, and only it; the legitimate
+    // call is answered
+    assert_eq!(dropped_for(&mut net, a), None);
+    let call = net[4]
+        .call(&legit, "m", &[Value::int(1), Value::int(2)], &[])
+        .unwrap();
+    assert_eq!(net.answer_of(4, call), Ok(Value::int(2)));
+    let e = dropped_for(&mut net, a).expect("a dropped");
+    let ProtocolError::TubInboundBudget { held, limit } = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(limit, 200_000);
+    assert!(held > 2000 * 42, "{held}");
+    assert!(!net[0].is_connected(a));
+    assert!(net[0].is_connected(b) && net[0].is_connected(c));
+    assert!(net[0].inbound_bytes() < 200_000);
+    assert!([b, c].iter().all(|&x| net[0].wants_input(x)));
+    // the dropped peer heard an ERROR token
+    let client_saw = net.take(ta).into_iter().find_map(|e| match e {
+        TubEvent::Disconnected { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert!(
+        matches!(&client_saw, Some(CloseReason::PeerError(text)) if text.starts_with(b"exception while processing data")),
+        "{client_saw:?}"
+    );
+    // one message over the per-connection budget is dropped at once
+    net.inject(tb, client_b, &items(2500));
+    net.run();
+    let e = dropped_for(&mut net, b).expect("b dropped");
+    assert!(
+        matches!(e, ProtocolError::ConnectionInboundBudget { held, limit: 150_000 } if held > 150_000),
+        "{e:?}"
+    );
+    assert!(net[0].is_connected(c));
+    let call = net[4].call(&legit, "m", &[], &[]).unwrap();
+    assert_eq!(net.answer_of(4, call), Ok(Value::int(0)));
+    // a connection that goes away counts no more
+    assert!(net[0].inbound_bytes() > 1500 * 42);
+    net[tc].disconnect(client_c);
+    net.run();
+    assert!(!net[0].is_connected(c));
+    assert_eq!(net[0].inbound_bytes(), 0);
+}

@@ -597,3 +597,79 @@ fn sorting_a_dict_may_put_an_alias_before_its_anchor() {
         ])
     );
 }
+
+/// What a message in progress holds ([`Deserializer::in_progress_bytes`],
+/// which the Tub's inbound budget sums): nothing between messages; while
+/// it lasts, its wire bytes plus 8 bytes per int a sequence received in a
+/// row (held packed) or one `Value` per other item; nothing once
+/// delivered. Prints the bytes per decoded small int (a `Value` is 40
+/// bytes: `Bytes` and `Text` are 32, the tag 8; an int is 2 on the wire).
+#[test]
+fn a_message_in_progress_holds_its_wire_bytes_and_packed_ints() {
+    use crate::banana::encode::{put_string, put_token_header};
+    use crate::banana::TypeByte;
+    const N: usize = 100_000;
+    let mut de = Deserializer::new(VocabTable::EMPTY, Limits::default());
+    assert_eq!(de.in_progress_bytes(), 0);
+    let mut head = BytesMut::new();
+    put_token_header(&mut head, 1, TypeByte::Open);
+    put_string(&mut head, b"list");
+    de.feed(&head);
+    assert_eq!(de.poll_event(), Ok(None));
+    let opened = de.in_progress_bytes();
+    assert!(opened >= head.len(), "{opened}");
+    // half a token waits undecoded
+    let mut ints = BytesMut::new();
+    for i in 0..N as u64 {
+        let ty = if i % 2 == 0 {
+            TypeByte::Int
+        } else {
+            TypeByte::Neg
+        };
+        put_token_header(&mut ints, i % 100, ty);
+    }
+    let wire = ints.len();
+    de.feed(&ints[..1]);
+    assert_eq!(de.poll_event(), Ok(None));
+    assert_eq!(de.in_progress_bytes(), opened + 1);
+    de.feed(&ints[1..]);
+    assert_eq!(de.poll_event(), Ok(None));
+    let held = de.in_progress_bytes() - opened;
+    let value = std::mem::size_of::<Value>();
+    assert!(
+        (wire + 8 * N..=wire + 16 * N).contains(&held),
+        "{held} for {N} ints in {wire} bytes"
+    );
+    eprintln!(
+        "size_of: Value {value}, Int {}, Bytes {}, Text {}, Vec<Value> {}; \
+         {N} small ints in a message in progress: {wire} wire bytes, {} bytes held \
+         ({:.1} per int; {} as Values)",
+        std::mem::size_of::<Int>(),
+        std::mem::size_of::<bytes::Bytes>(),
+        std::mem::size_of::<Text>(),
+        std::mem::size_of::<Vec<Value>>(),
+        held,
+        held as f64 / N as f64,
+        wire + N * value,
+    );
+    // another kind of item turns them into Values
+    let mut more = BytesMut::new();
+    put_string(&mut more, b"x");
+    de.feed(&more);
+    assert_eq!(de.poll_event(), Ok(None));
+    assert_eq!(
+        de.in_progress_bytes() - opened,
+        wire + more.len() + (N + 1) * value
+    );
+    let mut close = BytesMut::new();
+    put_token_header(&mut close, 1, TypeByte::Close);
+    de.feed(&close);
+    let Ok(Some(Event::Value(Value::List(v)))) = de.poll_event() else {
+        panic!("a list")
+    };
+    assert_eq!(v.len(), N + 1);
+    assert_eq!(v[..4], [0, -1, 2, -3].map(Value::int));
+    assert_eq!(v[N - 1], Value::int(-99));
+    assert_eq!(v[N], Value::bytes(b"x"));
+    assert_eq!(de.in_progress_bytes(), 0);
+}

@@ -91,6 +91,12 @@ pub struct Deserializer {
     /// Object number of the current message's first OPEN.
     msg_base: u64,
     pub(super) slots: Vec<Slot>,
+    /// The run of `i64` ints that the top list, tuple or set received
+    /// last, not yet in its `items`: 8 bytes each instead of a `Value`'s
+    /// 40 while the message is in progress. Moved into `items` before any
+    /// other token is handled (so the frames always see every item) and
+    /// before the sequence closes.
+    packed: Vec<i64>,
     msg_bytes: usize,
     references: usize,
     pub(super) needs_dedup: bool,
@@ -123,6 +129,7 @@ impl Deserializer {
             discard: None,
             msg_base: 0,
             slots: Vec::new(),
+            packed: Vec::new(),
             msg_bytes: 0,
             references: 0,
             needs_dedup: false,
@@ -163,6 +170,27 @@ impl Deserializer {
     /// Received bytes not yet decoded into tokens.
     pub fn buffered(&self) -> usize {
         self.tokens.buffered()
+    }
+
+    /// Memory the message in progress holds, as charged against
+    /// [`Limits::max_message_bytes`] (its wire bytes plus
+    /// `size_of::<Value>()` per decoded value), plus the received bytes
+    /// not yet decoded (a partial token). 0 between messages with nothing
+    /// buffered; a message being discarded holds nothing but its buffer.
+    ///
+    /// Ints that a list, tuple or set received in a row are held packed
+    /// (8 bytes each) until another token arrives or the sequence closes,
+    /// and count as such here, while `max_message_bytes` counts them as
+    /// the `Value`s they become.
+    pub fn in_progress_bytes(&self) -> usize {
+        let message = if self.in_message() {
+            let packed_as_values = self.packed.len() * VALUE_SIZE;
+            (self.msg_bytes - packed_as_values.min(self.msg_bytes))
+                .saturating_add(self.packed.capacity() * std::mem::size_of::<i64>())
+        } else {
+            0
+        };
+        message.saturating_add(self.tokens.buffered())
     }
 
     /// Whether a message is partly received (false between messages).
@@ -229,6 +257,7 @@ impl Deserializer {
         self.failed = Some(e.clone());
         self.stack.clear();
         self.slots.clear();
+        self.packed = Vec::new();
         e
     }
 
@@ -251,6 +280,7 @@ impl Deserializer {
 
     pub(super) fn reset_message(&mut self) {
         self.slots.clear();
+        self.packed = Vec::new();
         self.msg_bytes = 0;
         self.references = 0;
         self.needs_dedup = false;
@@ -282,6 +312,9 @@ impl Deserializer {
             Some(token) => token,
             None => return Ok(None),
         };
+        if !self.packed.is_empty() {
+            self.unpack();
+        }
         match token {
             Token::Ping(n) => return Ok(Some(Event::Ping(n).into())),
             Token::Pong(n) => return Ok(Some(Event::Pong(n).into())),
@@ -377,7 +410,9 @@ impl Deserializer {
     }
 
     /// The hot path: a number or byte string inside a list, tuple or set.
-    /// Gives the token back when it needs the general path.
+    /// An `i64` int joins the packed run; anything else moves the run into
+    /// the items first. Gives the token back when it needs the general
+    /// path.
     #[inline]
     fn fast_item(&mut self, token: Token, wire_len: usize) -> Result<Option<Token>, DecodeError> {
         if self.discard.is_some() || self.index.is_some() {
@@ -390,22 +425,44 @@ impl Deserializer {
         else {
             return Ok(Some(token));
         };
-        let value = match token {
-            Token::Int(v) if v <= i64::MAX as u64 => Value::Int(Int::Small(v as i64)),
-            Token::Neg(v) if v <= i64::MAX as u64 => Value::Int(Int::Small(-(v as i64))),
-            Token::Float(f) => Value::Float(f),
-            Token::String(b) => Value::Bytes(b),
+        let int = match token {
+            Token::Int(v) if v <= i64::MAX as u64 => Ok(v as i64),
+            Token::Neg(v) if v <= i64::MAX as u64 => Ok(-(v as i64)),
+            Token::Float(f) => Err(Value::Float(f)),
+            Token::String(b) => Err(Value::Bytes(b)),
             other => return Ok(Some(other)),
         };
-        if items.len() >= self.limits.max_container_items {
+        if items.len() + self.packed.len() >= self.limits.max_container_items {
             return Err(DecodeError::TooManyItems {
                 offset: self.offset,
                 limit: self.limits.max_container_items,
             });
         }
-        items.push(value);
+        match int {
+            Ok(i) => self.packed.push(i),
+            Err(value) => {
+                if !self.packed.is_empty() {
+                    unpack_into(items, &mut self.packed);
+                }
+                items.push(value);
+            }
+        }
         self.charge(wire_len + VALUE_SIZE)?;
         Ok(None)
+    }
+
+    /// Moves the packed ints into the top sequence's items.
+    fn unpack(&mut self) {
+        if let Some(OpenFrame {
+            frame: Frame::Seq { items, .. },
+            ..
+        }) = self.stack.last_mut()
+        {
+            unpack_into(items, &mut self.packed);
+        } else {
+            debug_assert!(false, "packed ints without a sequence");
+            self.packed = Vec::new();
+        }
     }
 
     /// Counts an OPEN and enters its index phase.
@@ -630,5 +687,17 @@ impl Deserializer {
         }
         self.reset_message();
         Event::Value(value).into()
+    }
+}
+
+/// Appends `packed` to `items` as `Value`s and empties it (its memory goes
+/// back unless it is small).
+fn unpack_into(items: &mut Vec<Value>, packed: &mut Vec<i64>) {
+    items.reserve(packed.len());
+    items.extend(packed.iter().map(|&i| Value::Int(Int::Small(i))));
+    if packed.capacity() > 1024 {
+        *packed = Vec::new();
+    } else {
+        packed.clear();
     }
 }
