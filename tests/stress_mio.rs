@@ -382,7 +382,8 @@ fn peer_that_never_reads_is_bounded() {
     let server_rt = runtime(LoopConfig::default());
     let mut config = TubConfig::default();
     config.max_buffered_output = BOUND;
-    config.max_inbound_connections = 100;
+    config.max_negotiating_connections = 100;
+    config.max_established_connections = 100;
     let (_server, obj, furl) = load::serve_with(&server_rt, config);
     let stalled = never_reading_peer(&furl, &obj, || server_rt.stats());
     let stats = server_rt.stats();
@@ -573,4 +574,72 @@ fn ten_thousand_idle_connections() {
         rt.shutdown(Duration::from_secs(5));
     }
     eprintln!("10k idle: shut down at {:?}", t0.elapsed());
+}
+
+// ---------------------------------------------------------------- 5
+
+/// Silent peers fill both connection limits of a server loop (lowered
+/// here): negotiated peers with fresh tubids that hold nothing, and raw
+/// sockets that never send a byte. A legitimate client still connects and
+/// its call is answered: at the established cap an idle silent peer is
+/// evicted for it, at the negotiating limit the oldest silent socket. The
+/// server never holds more sockets than the two limits allow.
+#[test]
+fn silent_peers_at_the_connection_limits_do_not_lock_a_client_out() {
+    const NEGOTIATING: usize = 64;
+    const ESTABLISHED: usize = 32;
+    const NEGOTIATED: usize = 48;
+    const RAW: usize = 300;
+    let _serial = serial();
+    load::raise_nofile(4_096);
+    let server_rt = runtime(LoopConfig::default());
+    let mut config = TubConfig::default();
+    config.max_negotiating_connections = NEGOTIATING;
+    config.max_established_connections = ESTABLISHED;
+    let (_server, obj, furl) = load::serve_with(&server_rt, config);
+    let client_rt = runtime(LoopConfig::default());
+    let ids = load::identities(NEGOTIATED);
+    let (attackers, _) =
+        load::connect_silent_many(std::slice::from_ref(&client_rt), ids, &furl, 16, GUARD)
+            .expect("silent peers");
+    assert!(
+        load::wait_until(GUARD, || server_rt.stats().sockets == ESTABLISHED),
+        "{:?}",
+        server_rt.stats()
+    );
+    let raw: Vec<TcpStream> = (0..RAW)
+        .map(|_| TcpStream::connect(("127.0.0.1", furl_port(&furl))).expect("connect"))
+        .collect();
+    assert!(
+        load::wait_until(GUARD, || server_rt.stats().sockets
+            == ESTABLISHED + NEGOTIATING),
+        "{:?}",
+        server_rt.stats()
+    );
+    let t = Instant::now();
+    let (client, answer) = load::connect_and_call(&client_rt, &furl, GUARD);
+    let took = t.elapsed();
+    assert_eq!(answer.expect("the client's call"), Value::int(5));
+    assert_eq!(obj.calls.load(Ordering::Relaxed), 1);
+    // the server closed the oldest raw sockets (and one more for the
+    // client's socket while it negotiated)
+    let closed = raw
+        .iter()
+        .filter(|s| {
+            s.set_nonblocking(true).unwrap();
+            // nothing is ever sent to them: EOF or a reset once closed
+            !matches!((&**s).read(&mut [0u8; 1]),
+                Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    eprintln!(
+        "limits {NEGOTIATING}/{ESTABLISHED}, {NEGOTIATED} silent peers, {RAW} raw sockets: \
+         client connect + call {took:?}; {closed} raw sockets closed; server {:?}",
+        server_rt.stats()
+    );
+    assert!(closed > RAW - NEGOTIATING, "{closed} closed");
+    assert!(server_rt.stats().sockets <= ESTABLISHED + NEGOTIATING);
+    drop((client, attackers, raw));
+    client_rt.shutdown(Duration::from_secs(5));
+    server_rt.shutdown(Duration::from_secs(5));
 }

@@ -544,6 +544,22 @@ impl Broker {
         self.shut(CloseReason::Local);
     }
 
+    /// Closes the connection to make room for another
+    /// ([`CloseReason::Evicted`]); like [`Broker::close`] otherwise.
+    pub fn evict(&mut self) {
+        self.shut(CloseReason::Evicted);
+    }
+
+    /// Whether the connection holds nothing: no reference either way, no
+    /// call either way (ours outstanding, theirs unanswered).
+    pub fn is_unused(&self) -> bool {
+        self.closed.is_none()
+            && self.imports.is_empty()
+            && self.exported.exports.is_empty()
+            && self.outstanding.is_empty()
+            && self.incoming.is_empty()
+    }
+
     /// The transport ended (EOF, TLS close, socket error).
     pub fn connection_lost(&mut self) {
         self.shut(CloseReason::Lost);
