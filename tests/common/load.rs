@@ -483,7 +483,8 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// are searched for anywhere in a line.
 pub fn serve_stdio(config: foolscap::mio::LoopConfig, max_inbound: usize) {
     use std::io::{BufRead, Write};
-    raise_nofile(max_inbound as u64 + 1_000);
+    // up to max_inbound established and as many negotiating
+    raise_nofile(2 * max_inbound as u64 + 1_000);
     let rt = Runtime::start(config).expect("runtime");
     let (tub, load, furl) = serve(&rt, max_inbound);
     let mut out = std::io::stdout();

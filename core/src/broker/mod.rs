@@ -550,14 +550,20 @@ impl Broker {
         self.shut(CloseReason::Evicted);
     }
 
-    /// Whether the connection holds nothing: no reference either way, no
-    /// call either way (ours outstanding, theirs unanswered).
+    /// Whether the connection holds nothing for either application: no
+    /// reference of the peer that our application holds, none of ours the
+    /// peer holds, no call either way (ours outstanding, theirs
+    /// unanswered). What the broker keeps on its own does not count: a
+    /// reference received in a message the application never saw (a
+    /// peer can put one in the arguments of a call to our broker without
+    /// any FURL) and the `decref` of one, which a silent peer never
+    /// answers.
     pub fn is_unused(&self) -> bool {
         self.closed.is_none()
-            && self.imports.is_empty()
             && self.exported.exports.is_empty()
-            && self.outstanding.is_empty()
             && self.incoming.is_empty()
+            && self.imports.values().all(|i| i.handle.handle_count() == 1)
+            && self.outstanding.values().all(|p| *p != Pending::User)
     }
 
     /// The transport ended (EOF, TLS close, socket error).
