@@ -658,7 +658,8 @@ fn env_usize(name: &str, default: usize) -> usize {
 /// with fresh tubids, then `LOCKOUT_RAW` (default 9,000) raw sockets that
 /// never send a byte, kept coming at `LOCKOUT_FLOOD` new ones a second
 /// (default 0; the oldest of this side's are dropped beyond
-/// `LOCKOUT_RAW`); then `LOCKOUT_SAMPLES` (default 20) legitimate clients
+/// `LOCKOUT_RAW`; the first ones from `LOCKOUT_FLOOD_THREADS`, default
+/// 16, threads at once); then `LOCKOUT_SAMPLES` (default 20) legitimate clients
 /// one after the other, each a fresh Tub that connects and calls once.
 /// Prints the latencies; asserts only that every call is answered.
 #[test]
@@ -668,6 +669,7 @@ fn lockout_latency_at_default_limits() {
     let raw = env_usize("LOCKOUT_RAW", 9_000);
     let flood = env_usize("LOCKOUT_FLOOD", 0);
     let samples = env_usize("LOCKOUT_SAMPLES", 20);
+    let threads = env_usize("LOCKOUT_FLOOD_THREADS", 16).max(1);
     let _serial = serial();
     let limit = load::raise_nofile(20_000);
     let t0 = Instant::now();
@@ -705,18 +707,23 @@ fn lockout_latency_at_default_limits() {
     let flooder = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let mut held = std::collections::VecDeque::new();
-            let mut opened = 0usize;
-            while held.len() < raw {
-                match TcpStream::connect(("127.0.0.1", port)) {
-                    Ok(s) => held.push_back(s),
-                    Err(e) => {
-                        eprintln!("lockout: raw connect {}: {e}", held.len());
-                        break;
-                    }
-                }
-                opened += 1;
-            }
+            // in parallel: a connect whose SYN met a full listen queue
+            // waits a second for its retry, and must not hold up the rest
+            let parts: Vec<_> = (0..threads)
+                .map(|t| {
+                    let n = raw / threads + usize::from(t < raw % threads);
+                    std::thread::spawn(move || {
+                        (0..n)
+                            .map_while(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut held: std::collections::VecDeque<TcpStream> = parts
+                .into_iter()
+                .flat_map(|h| h.join().expect("raw connects"))
+                .collect();
+            let mut opened = held.len();
             let _ = ready_tx.send(held.len());
             let start = Instant::now();
             while flood > 0 && !stop.load(Ordering::Relaxed) {

@@ -128,8 +128,10 @@ pub struct TubConfig {
     pub max_negotiating_connections: usize,
     /// Most established (negotiated) connections, either direction. A
     /// connection negotiated at the cap evicts the established one idle
-    /// the longest among those that hold no reference and no call in
-    /// either direction ([`CloseReason::Evicted`]); if every one holds
+    /// the longest among those that hold no reference and no call for
+    /// either application ([`Broker::is_unused`]: what only the broker
+    /// holds does not count) and is closed ([`CloseReason::Evicted`]);
+    /// if every one holds
     /// something, the new one is closed instead
     /// ([`NegotiationError::TooManyConnections`]). Default: 10,000.
     pub max_established_connections: usize,
