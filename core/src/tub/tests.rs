@@ -348,8 +348,8 @@ fn under_pressure_negotiations_get_the_short_deadline() {
     assert_eq!(t.poll_timeout(), Some(later + long));
 }
 
-/// A server (Tub 0) whose negotiating connections are capped at `limit`,
-/// a client (Tub 1), 5 ms apart.
+/// A server (Tub 0) with `server`'s settings, a client (Tub 1) and
+/// `extra` more Tubs, 5 ms apart.
 fn capped_net(server: TubConfig, extra: usize) -> Net {
     let config = NetConfig {
         latency: Duration::from_millis(5),
@@ -358,6 +358,19 @@ fn capped_net(server: TubConfig, extra: usize) -> Net {
     let mut tubs = vec![server, TubConfig::default()];
     tubs.extend(std::iter::repeat_n(TubConfig::default(), extra));
     Net::with_config(config, tubs, Instant::now())
+}
+
+/// The virtual time a client of [`capped_net`] takes to connect and call
+/// when nothing else is connected.
+fn unhindered_connect_and_call() -> Duration {
+    let mut net = capped_net(TubConfig::default(), 0);
+    let (_, furl) = net.publish(0, "calc");
+    net.respond_with(0, |c| Ok(Value::int(c.args.len() as i64)));
+    let start = net.now();
+    let calc = net.remote(1, &furl);
+    let call = net[1].call(&calc, "add", &[Value::int(1)], &[]).unwrap();
+    assert_eq!(net.answer_of(1, call), Ok(Value::int(1)));
+    net.now() - start
 }
 
 fn evicted_negotiations(net: &Net) -> usize {
@@ -386,15 +399,15 @@ fn silent_sockets_at_the_negotiation_limit_do_not_lock_a_client_out() {
     net.respond_with(0, |c| Ok(Value::int(c.args.len() as i64)));
     let silent: Vec<ConnectionId> = (0..LIMIT).map(|_| net.connect_silent(0).unwrap()).collect();
     assert_eq!(net[0].negotiating_connections(), LIMIT);
-    // the client's connection takes the oldest one's place
+    // the client's connection takes the oldest one's place, at once: it
+    // takes the virtual time it takes with no silent socket at all
     let start = net.now();
     let calc = net.remote(1, &furl);
     let call = net[1].call(&calc, "add", &[Value::int(1)], &[]).unwrap();
     assert_eq!(net.answer_of(1, call), Ok(Value::int(1)));
-    eprintln!(
-        "full negotiation limit: connect + call took {:?} (virtual)",
-        net.now() - start
-    );
+    let took = net.now() - start;
+    eprintln!("full negotiation limit: connect + call took {took:?} (virtual)");
+    assert_eq!(took, unhindered_connect_and_call());
     assert_eq!(evicted_negotiations(&net), 1);
     assert!(!net.is_open(0, silent[0]));
     // under pressure the rest are dropped 10 s after the last accept,
@@ -501,10 +514,9 @@ fn silent_negotiated_connections_at_the_cap_are_evicted_idle_first() {
     let calc = net.remote(1, &furl);
     let call = net[1].call(&calc, "add", &[Value::int(1)], &[]).unwrap();
     assert_eq!(net.answer_of(1, call), Ok(Value::int(1)));
-    eprintln!(
-        "full established cap: connect + call took {:?} (virtual)",
-        net.now() - start
-    );
+    let took = net.now() - start;
+    eprintln!("full established cap: connect + call took {took:?} (virtual)");
+    assert_eq!(took, unhindered_connect_and_call());
     assert_eq!(evictions(&net), vec![conn_of[&attackers[0]]]);
     // more attackers evict each other, never the client, which holds a
     // reference
