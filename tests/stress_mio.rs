@@ -382,7 +382,8 @@ fn peer_that_never_reads_is_bounded() {
     let server_rt = runtime(LoopConfig::default());
     let mut config = TubConfig::default();
     config.max_buffered_output = BOUND;
-    config.max_inbound_connections = 100;
+    config.max_negotiating_connections = 100;
+    config.max_established_connections = 100;
     let (_server, obj, furl) = load::serve_with(&server_rt, config);
     let stalled = never_reading_peer(&furl, &obj, || server_rt.stats());
     let stats = server_rt.stats();
@@ -573,4 +574,204 @@ fn ten_thousand_idle_connections() {
         rt.shutdown(Duration::from_secs(5));
     }
     eprintln!("10k idle: shut down at {:?}", t0.elapsed());
+}
+
+// ---------------------------------------------------------------- 5
+
+/// Silent peers fill both connection limits of a server loop (lowered
+/// here): negotiated peers with fresh tubids that hold nothing, and raw
+/// sockets that never send a byte. A legitimate client still connects and
+/// its call is answered: at the established cap an idle silent peer is
+/// evicted for it, at the negotiating limit the oldest silent socket. The
+/// server never holds more sockets than the two limits allow.
+#[test]
+fn silent_peers_at_the_connection_limits_do_not_lock_a_client_out() {
+    const NEGOTIATING: usize = 64;
+    const ESTABLISHED: usize = 32;
+    const NEGOTIATED: usize = 48;
+    const RAW: usize = 300;
+    let _serial = serial();
+    load::raise_nofile(4_096);
+    let server_rt = runtime(LoopConfig::default());
+    let mut config = TubConfig::default();
+    config.max_negotiating_connections = NEGOTIATING;
+    config.max_established_connections = ESTABLISHED;
+    let (_server, obj, furl) = load::serve_with(&server_rt, config);
+    let client_rt = runtime(LoopConfig::default());
+    let ids = load::identities(NEGOTIATED);
+    let (attackers, _) =
+        load::connect_silent_many(std::slice::from_ref(&client_rt), ids, &furl, 16, GUARD)
+            .expect("silent peers");
+    assert!(
+        load::wait_until(GUARD, || server_rt.stats().sockets == ESTABLISHED),
+        "{:?}",
+        server_rt.stats()
+    );
+    let raw: Vec<TcpStream> = (0..RAW)
+        .map(|_| TcpStream::connect(("127.0.0.1", furl_port(&furl))).expect("connect"))
+        .collect();
+    assert!(
+        load::wait_until(GUARD, || server_rt.stats().sockets
+            == ESTABLISHED + NEGOTIATING),
+        "{:?}",
+        server_rt.stats()
+    );
+    let t = Instant::now();
+    let (client, answer) = load::connect_and_call(&client_rt, &furl, GUARD);
+    let took = t.elapsed();
+    assert_eq!(answer.expect("the client's call"), Value::int(5));
+    assert_eq!(obj.calls.load(Ordering::Relaxed), 1);
+    // the server closed the oldest raw sockets (and one more for the
+    // client's socket while it negotiated)
+    let closed = raw
+        .iter()
+        .filter(|s| {
+            s.set_nonblocking(true).unwrap();
+            // nothing is ever sent to them: EOF or a reset once closed
+            !matches!((&**s).read(&mut [0u8; 1]),
+                Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    eprintln!(
+        "limits {NEGOTIATING}/{ESTABLISHED}, {NEGOTIATED} silent peers, {RAW} raw sockets: \
+         client connect + call {took:?}; {closed} raw sockets closed; server {:?}",
+        server_rt.stats()
+    );
+    assert!(closed > RAW - NEGOTIATING, "{closed} closed");
+    assert!(server_rt.stats().sockets <= ESTABLISHED + NEGOTIATING);
+    drop((client, attackers, raw));
+    client_rt.shutdown(Duration::from_secs(5));
+    server_rt.shutdown(Duration::from_secs(5));
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Not a test: a measurement, run by hand (`cargo test --release --test
+/// stress_mio lockout_latency -- --ignored --nocapture`). A server with
+/// the default limits (10,000 negotiating, 10,000 established) in a child
+/// process; `LOCKOUT_NEGOTIATED` (default 10,000) silent negotiated peers
+/// with fresh tubids, then `LOCKOUT_RAW` (default 9,000) raw sockets that
+/// never send a byte, kept coming at `LOCKOUT_FLOOD` new ones a second
+/// (default 0; the oldest of this side's are dropped beyond
+/// `LOCKOUT_RAW`; the first ones from `LOCKOUT_FLOOD_THREADS`, default
+/// 16, threads at once); then `LOCKOUT_SAMPLES` (default 20) legitimate clients
+/// one after the other, each a fresh Tub that connects and calls once.
+/// Prints the latencies; asserts only that every call is answered.
+#[test]
+#[ignore = "measurement, run by hand"]
+fn lockout_latency_at_default_limits() {
+    let negotiated = env_usize("LOCKOUT_NEGOTIATED", 10_000);
+    let raw = env_usize("LOCKOUT_RAW", 9_000);
+    let flood = env_usize("LOCKOUT_FLOOD", 0);
+    let samples = env_usize("LOCKOUT_SAMPLES", 20);
+    let threads = env_usize("LOCKOUT_FLOOD_THREADS", 16).max(1);
+    let _serial = serial();
+    let limit = load::raise_nofile(20_000);
+    let t0 = Instant::now();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "server_child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(
+        SERVE_CHILD,
+        TubConfig::DEFAULT_MAX_ESTABLISHED_CONNECTIONS.to_string(),
+    );
+    let mut server = load::ServerProcess::spawn(cmd, GUARD).expect("server process");
+    let furl = server.furl.clone();
+    let port = furl_port(&furl);
+    let rts = [
+        runtime(LoopConfig::default()),
+        runtime(LoopConfig::default()),
+    ];
+    let ids = load::identities(negotiated);
+    let (attackers, other) =
+        load::connect_silent_many(&rts, ids, &furl, 256, GUARD).expect("silent peers");
+    let t_neg = t0.elapsed();
+    let stats = server.stats(GUARD).unwrap();
+    eprintln!(
+        "lockout: file limit {limit}; {negotiated} silent negotiated peers in {t_neg:?} \
+         ({other} lookups ended otherwise); server {stats:?}"
+    );
+    // the raw flood, on a thread of its own
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // in parallel: a connect whose SYN met a full listen queue
+            // waits a second for its retry, and must not hold up the rest
+            let parts: Vec<_> = (0..threads)
+                .map(|t| {
+                    let n = raw / threads + usize::from(t < raw % threads);
+                    std::thread::spawn(move || {
+                        (0..n)
+                            .map_while(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut held: std::collections::VecDeque<TcpStream> = parts
+                .into_iter()
+                .flat_map(|h| h.join().expect("raw connects"))
+                .collect();
+            let mut opened = held.len();
+            let _ = ready_tx.send(held.len());
+            let start = Instant::now();
+            while flood > 0 && !stop.load(Ordering::Relaxed) {
+                let due = (start.elapsed().as_secs_f64() * flood as f64) as usize;
+                while opened < raw + due {
+                    if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+                        held.push_back(s);
+                    }
+                    opened += 1;
+                    if held.len() > raw {
+                        held.pop_front();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            opened
+        })
+    };
+    let raw_open = ready_rx.recv_timeout(GUARD).expect("raw sockets");
+    let t_raw = t0.elapsed();
+    let stats = server.stats(GUARD).unwrap();
+    eprintln!("lockout: {raw_open} raw sockets open at {t_raw:?}; server {stats:?}");
+    let mut took = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..samples {
+        let t = Instant::now();
+        let (client, answer) = load::connect_and_call(&rts[0], &furl, GUARD);
+        took.push(t.elapsed());
+        assert_eq!(answer.expect("the client's call"), Value::int(5));
+        clients.push(client);
+    }
+    let stats = server.stats(GUARD).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let opened = flooder.join().unwrap();
+    took.sort();
+    eprintln!(
+        "lockout: {samples} clients connect + call: min {:?} median {:?} max {:?} \
+         (all {took:?}); raw sockets opened {opened}; server after {stats:?}",
+        took[0],
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    drop(server);
+    drop((clients, attackers));
+    for rt in &rts {
+        rt.shutdown(Duration::from_secs(5));
+    }
 }

@@ -473,6 +473,22 @@ impl Net {
         self.ends.get(&(tub, connection))?.peer
     }
 
+    /// A socket from outside the net that Tub `tub` accepts now and that
+    /// never sends a byte nor reads one (a silent attacker): its id on
+    /// the Tub, or why [`Tub::accept`] refused it. It stays until the Tub
+    /// closes it.
+    pub fn connect_silent(&mut self, tub: usize) -> Result<ConnectionId, TubError> {
+        let now = self.now;
+        let id = self.nodes[tub].tub.accept(now)?;
+        self.ends.insert((tub, id), End::new(None));
+        Ok(id)
+    }
+
+    /// Whether Tub `tub` still has `connection`'s socket open.
+    pub fn is_open(&self, tub: usize, connection: ConnectionId) -> bool {
+        self.ends.contains_key(&(tub, connection))
+    }
+
     /// Simulated TCP connections with at least one end open.
     pub fn sockets(&self) -> usize {
         self.ends
@@ -944,7 +960,7 @@ mod tests {
     #[test]
     fn a_refused_accept_is_eof_for_the_client() {
         let server = TubConfig {
-            max_inbound_connections: 0,
+            max_negotiating_connections: 0,
             ..TubConfig::default()
         };
         let mut net = Net::with_config(

@@ -171,10 +171,12 @@ pub fn identities(n: usize) -> Vec<Identity> {
 }
 
 /// A server Tub on `rt` listening on 127.0.0.1 with a [`Load`] registered
-/// as [`NAME`]; accepts up to `max_inbound` connections.
+/// as [`NAME`]; up to `max_inbound` connections negotiating and as many
+/// established.
 pub fn serve(rt: &Runtime, max_inbound: usize) -> (Tub, Arc<Load>, String) {
     let mut config = TubConfig::default();
-    config.max_inbound_connections = max_inbound;
+    config.max_negotiating_connections = max_inbound;
+    config.max_established_connections = max_inbound;
     serve_with(rt, config)
 }
 
@@ -481,7 +483,8 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// are searched for anywhere in a line.
 pub fn serve_stdio(config: foolscap::mio::LoopConfig, max_inbound: usize) {
     use std::io::{BufRead, Write};
-    raise_nofile(max_inbound as u64 + 1_000);
+    // up to max_inbound established and as many negotiating
+    raise_nofile(2 * max_inbound as u64 + 1_000);
     let rt = Runtime::start(config).expect("runtime");
     let (tub, load, furl) = serve(&rt, max_inbound);
     let mut out = std::io::stdout();
@@ -609,4 +612,85 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Negotiated silent peers: one client Tub per identity (spread over
+/// `rts`) connects to the Tub of `furl`, looks up a name that does not
+/// exist there (so it holds nothing), and stays connected, silent. At most
+/// `window` negotiate at once. Returns the Tubs (keep them: dropping one
+/// closes its connection) and how many lookups failed other than with the
+/// server's "no such name" (connections closed, refused).
+pub fn connect_silent_many(
+    rts: &[Runtime],
+    ids: Vec<Identity>,
+    furl: &str,
+    window: usize,
+    timeout: Duration,
+) -> Result<(Vec<Tub>, usize), String> {
+    let base = foolscap::furl::Furl::parse(furl).map_err(|e| e.to_string())?;
+    let wrong = foolscap::furl::Furl::new(base.tubid, base.hints.clone(), "nothing-here");
+    let (tx, rx) = mpsc::channel::<Result<Value, foolscap::mio::Error>>();
+    let mut tubs = Vec::with_capacity(ids.len());
+    let mut pending = 0usize;
+    let mut other = 0usize;
+    let mut take = |r: Result<Value, foolscap::mio::Error>| {
+        // the expected outcome is a remote KeyError
+        let unknown = matches!(&r, Err(e) if e.to_string().contains("KeyError"));
+        if !unknown {
+            other += 1;
+        }
+    };
+    for (i, id) in ids.into_iter().enumerate() {
+        while pending >= window {
+            let r = rx
+                .recv_timeout(timeout)
+                .map_err(|_| format!("no lookup answered within {timeout:?}"))?;
+            pending -= 1;
+            take(r);
+        }
+        let tub = rts[i % rts.len()]
+            .tub(id, TubConfig::default())
+            .map_err(|e| e.to_string())?;
+        let tx = tx.clone();
+        tub.get_reference_async(&wrong, move |r| {
+            let _ = tx.send(r);
+        });
+        tubs.push(tub);
+        pending += 1;
+    }
+    while pending > 0 {
+        let r = rx
+            .recv_timeout(timeout)
+            .map_err(|_| format!("no lookup answered within {timeout:?}"))?;
+        pending -= 1;
+        take(r);
+    }
+    Ok((tubs, other))
+}
+
+/// A legitimate client: a fresh Tub on `rt` looks up `furl` and calls
+/// `add(2, 3)` on it. Returns the Tub (it keeps the connection) and the
+/// answer.
+pub fn connect_and_call(
+    rt: &Runtime,
+    furl: &str,
+    timeout: Duration,
+) -> (Tub, Result<Value, foolscap::mio::Error>) {
+    let tub = rt
+        .tub(
+            Identity::generate().expect("identity"),
+            TubConfig::default(),
+        )
+        .expect("client tub");
+    let answer = tub.get_reference(furl, timeout).and_then(|r| {
+        let target = as_remote(&r).expect("a remote reference").clone();
+        tub.call(
+            &target,
+            "add",
+            &[Value::int(2), Value::int(3)],
+            &[],
+            timeout,
+        )
+    });
+    (tub, answer)
 }

@@ -18,6 +18,11 @@ pub enum CloseReason {
     /// The peer sent an ERROR token.
     #[error("peer reported an error: {}", String::from_utf8_lossy(.0))]
     PeerError(Bytes),
+    /// The Tub closed it to make room for a new connection at
+    /// `TubConfig::max_established_connections`: it was the one idle the
+    /// longest of those holding no references and no calls.
+    #[error("evicted: the connection cap was reached and this connection was idle")]
+    Evicted,
     /// Nothing arrived for `disconnect_timeout`.
     #[error("no data received for the disconnect timeout")]
     IdleTimeout,

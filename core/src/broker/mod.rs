@@ -563,6 +563,28 @@ impl Broker {
         self.shut(CloseReason::Local);
     }
 
+    /// Closes the connection to make room for another
+    /// ([`CloseReason::Evicted`]); like [`Broker::close`] otherwise.
+    pub fn evict(&mut self) {
+        self.shut(CloseReason::Evicted);
+    }
+
+    /// Whether the connection holds nothing for either application: no
+    /// reference of the peer that our application holds, none of ours the
+    /// peer holds, no call either way (ours outstanding, theirs
+    /// unanswered). What the broker keeps on its own does not count: a
+    /// reference received in a message the application never saw (a
+    /// peer can put one in the arguments of a call to our broker without
+    /// any FURL) and the `decref` of one, which a silent peer never
+    /// answers.
+    pub fn is_unused(&self) -> bool {
+        self.closed.is_none()
+            && self.exported.exports.is_empty()
+            && self.incoming.is_empty()
+            && self.imports.values().all(|i| i.handle.handle_count() == 1)
+            && self.outstanding.values().all(|p| *p != Pending::User)
+    }
+
     /// The transport ended (EOF, TLS close, socket error).
     pub fn connection_lost(&mut self) {
         self.shut(CloseReason::Lost);

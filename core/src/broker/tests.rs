@@ -1505,3 +1505,51 @@ fn fatal_stream_errors_send_pythons_texts() {
         b"exception while processing data, more information in the logfiles"
     );
 }
+
+#[test]
+fn what_only_the_broker_holds_leaves_a_connection_unused() {
+    let mut peer = Peer::new();
+    let mut b = broker(peer.now);
+    assert!(b.is_unused());
+    // a peer without any FURL puts a reference in the arguments of a call
+    // to our broker: refused, but the reference was received
+    let r = peer.v(my_ref(7, None));
+    peer.call(&mut b, 1, 0, "getReferenceByName", &[r], &[]);
+    remote_failure(&peer.read(&mut b));
+    assert_eq!(b.imported_count(), 1);
+    assert!(b.is_unused());
+    // its decref, which a silent peer never answers
+    assert_eq!(b.release_dropped(), 1);
+    assert_eq!(b.outstanding_calls(), 1);
+    assert!(b.is_unused());
+    // a call of our application counts
+    let (mut b, _peer) = client_with_ref();
+    assert!(b.is_unused());
+    b.call(1, "add", &[], &[]).unwrap();
+    assert!(!b.is_unused());
+}
+
+#[test]
+fn a_reference_the_application_holds_or_an_export_makes_it_used() {
+    let (mut b, mut peer) = client_with_ref();
+    let r = b.get_reference_by_name(b"calc").unwrap();
+    peer.read(&mut b);
+    let again = peer.v(bare_ref(1));
+    peer.answer(&mut b, r, &again);
+    let held = events(&mut b);
+    assert!(!b.is_unused(), "{held:?}");
+    drop(held);
+    assert!(b.is_unused());
+    // a peer that looked up one of our objects holds it
+    let mut peer = Peer::new();
+    let mut b = broker(peer.now);
+    peer.call(
+        &mut b,
+        1,
+        0,
+        "getReferenceByName",
+        &[Value::bytes(b"calc")],
+        &[],
+    );
+    assert!(!b.is_unused());
+}

@@ -86,6 +86,16 @@ pub enum NegotiationError {
     /// The peer closed the connection during negotiation.
     #[error("the peer closed the connection during negotiation")]
     Closed,
+    /// Dropped by the Tub to make room: it was the oldest inbound
+    /// connection still negotiating when a new one arrived at
+    /// `TubConfig::max_negotiating_connections`.
+    #[error("evicted: the oldest of {limit} connections still negotiating")]
+    Evicted { limit: usize },
+    /// Negotiated, but `TubConfig::max_established_connections` are
+    /// established and none can be evicted (each holds references or
+    /// calls): the new connection is closed instead.
+    #[error("refused: {limit} connections are established and all are in use")]
+    TooManyConnections { limit: usize },
 }
 
 impl NegotiationError {

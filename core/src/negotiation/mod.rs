@@ -71,6 +71,14 @@ pub struct NegotiationConfig {
     /// Time from TCP connect/accept to an established session. Python:
     /// 120 s for the server (and for a client's whole attempt).
     pub timeout: Duration,
+    /// The shorter deadline of an inbound negotiation while the Tub is
+    /// under pressure (more than half of
+    /// [`crate::tub::TubConfig::max_negotiating_connections`] in use): the
+    /// Tub gives it to every inbound connection accepted then and cuts the
+    /// longer deadlines of those already negotiating to it. Python has no
+    /// such mode. Default: 10 s
+    /// ([`NegotiationConfig::DEFAULT_TIMEOUT_UNDER_PRESSURE`]).
+    pub timeout_under_pressure: Duration,
     /// Longest request, response or block, blank line included. Python:
     /// 4096.
     pub max_block_bytes: usize,
@@ -82,10 +90,18 @@ pub struct NegotiationConfig {
     pub handle_old_duplicate_connections: Option<Duration>,
 }
 
+impl NegotiationConfig {
+    /// Default `timeout` (Python's).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+    /// Default `timeout_under_pressure`.
+    pub const DEFAULT_TIMEOUT_UNDER_PRESSURE: Duration = Duration::from_secs(10);
+}
+
 impl Default for NegotiationConfig {
     fn default() -> Self {
         NegotiationConfig {
-            timeout: Duration::from_secs(120),
+            timeout: Self::DEFAULT_TIMEOUT,
+            timeout_under_pressure: Self::DEFAULT_TIMEOUT_UNDER_PRESSURE,
             max_block_bytes: plaintext::MAX_BLOCK_BYTES,
             vocab_range: crate::banana::VocabTable::RANGE,
             handle_old_duplicate_connections: None,
@@ -254,6 +270,14 @@ impl Negotiation {
     /// negotiation runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
         (self.phase != Phase::Finished).then_some(self.deadline)
+    }
+
+    /// Brings the deadline forward to `at` if it is later (never moves it
+    /// back). Re-read [`Negotiation::poll_timeout`] after.
+    pub fn shorten_deadline(&mut self, at: Instant) {
+        if at < self.deadline {
+            self.deadline = at;
+        }
     }
 
     /// Fails the negotiation if its time is up. Nothing is sent (Python

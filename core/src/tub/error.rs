@@ -31,8 +31,10 @@ pub enum TubError {
     /// `KeyError`), or the connection ended first.
     #[error("reference lookup failed: {0}")]
     Lookup(CallError),
-    /// An accepted socket was refused: this many connections exist.
-    #[error("refusing a connection: {0} connections are open")]
+    /// An accepted socket was refused: `TubConfig::max_negotiating_connections`
+    /// is this (0: accepting is off). A full table never refuses: the
+    /// oldest negotiating connection is evicted instead.
+    #[error("refusing a connection: the limit of negotiating connections is {0}")]
     TooManyConnections(usize),
     /// The reference's connection is not open (any more).
     #[error("the connection is not open (dead reference)")]

@@ -118,10 +118,23 @@ pub struct TubConfig {
     /// How often received references that the application dropped are
     /// released (`decref`). Default: 1 s.
     pub release_interval: Duration,
-    /// Most connections (established or negotiating) while accepting more;
-    /// [`Tub::accept`] refuses beyond it with
-    /// [`TubError::TooManyConnections`]. Default: 10,000.
-    pub max_inbound_connections: usize,
+    /// Most accepted connections still negotiating (not authenticated
+    /// yet). At the limit [`Tub::accept`] evicts the oldest of them (it
+    /// fails with [`NegotiationError::Evicted`] and its socket is closed)
+    /// instead of refusing the new one; above half of it, inbound
+    /// negotiations get [`NegotiationConfig::timeout_under_pressure`]
+    /// instead of [`NegotiationConfig::timeout`]. 0 refuses every
+    /// accepted socket ([`TubError::TooManyConnections`]). Default: 10,000.
+    pub max_negotiating_connections: usize,
+    /// Most established (negotiated) connections, either direction. A
+    /// connection negotiated at the cap evicts the established one idle
+    /// the longest among those that hold no reference and no call for
+    /// either application ([`Broker::is_unused`]: what only the broker
+    /// holds does not count) and is closed ([`CloseReason::Evicted`]);
+    /// if every one holds
+    /// something, the new one is closed instead
+    /// ([`NegotiationError::TooManyConnections`]). Default: 10,000.
+    pub max_established_connections: usize,
     /// Sees every connection's application bytes (plaintext phase and
     /// decrypted TLS data), for transcripts. Default: none (nothing is
     /// copied).
@@ -157,8 +170,10 @@ pub struct TubConfig {
 }
 
 impl TubConfig {
-    /// Default `max_inbound_connections`.
-    pub const DEFAULT_MAX_INBOUND_CONNECTIONS: usize = 10_000;
+    /// Default `max_negotiating_connections`.
+    pub const DEFAULT_MAX_NEGOTIATING_CONNECTIONS: usize = 10_000;
+    /// Default `max_established_connections`.
+    pub const DEFAULT_MAX_ESTABLISHED_CONNECTIONS: usize = 10_000;
     /// Default `max_buffered_output`.
     pub const DEFAULT_MAX_BUFFERED_OUTPUT: usize = 1 << 20;
     /// Default `calls_per_round`.
@@ -183,7 +198,8 @@ impl Default for TubConfig {
             negotiation: NegotiationConfig::default(),
             broker: BrokerConfig::default(),
             release_interval: Duration::from_secs(1),
-            max_inbound_connections: Self::DEFAULT_MAX_INBOUND_CONNECTIONS,
+            max_negotiating_connections: Self::DEFAULT_MAX_NEGOTIATING_CONNECTIONS,
+            max_established_connections: Self::DEFAULT_MAX_ESTABLISHED_CONNECTIONS,
             recorder: None,
             max_buffered_output: Self::DEFAULT_MAX_BUFFERED_OUTPUT,
             calls_per_round: Self::DEFAULT_CALLS_PER_ROUND,
@@ -383,10 +399,13 @@ struct Conn {
     /// Paused because the Tub's inbound budget is exceeded (in force
     /// while it is).
     inbound_paused: bool,
+    /// The last call either way (or the connection's start): which idle
+    /// connection is evicted first at the established cap.
+    last_active: Instant,
 }
 
 impl Conn {
-    fn new(state: ConnState, dial: Option<DialId>) -> Conn {
+    fn new(state: ConnState, dial: Option<DialId>, now: Instant) -> Conn {
         Conn {
             state,
             outbound: dial.is_some(),
@@ -400,6 +419,7 @@ impl Conn {
             backlog: 0,
             inbound: 0,
             inbound_paused: false,
+            last_active: now,
         }
     }
 
@@ -473,6 +493,11 @@ pub struct Tub {
     last_now: Instant,
     /// Reused buffer for plaintext on its way to TLS.
     scratch: Vec<u8>,
+    /// Accepted connections still negotiating, oldest (smallest id)
+    /// first.
+    negotiating: BTreeSet<ConnectionId>,
+    /// Connections established and not closed yet.
+    established: usize,
 }
 
 impl std::fmt::Debug for Tub {
@@ -526,6 +551,8 @@ impl Tub {
             timers: BTreeSet::new(),
             last_now: now,
             scratch: Vec::new(),
+            negotiating: BTreeSet::new(),
+            established: 0,
         })
     }
 
@@ -717,6 +744,7 @@ impl Tub {
         let connection = target.connection();
         let broker = open_broker(&mut self.conns, connection)?;
         let req_id = broker.call(target.clid(), method, args, kwargs, &self.objects)?;
+        self.touch(connection);
         self.pump(connection, self.last_now);
         Ok(CallId { connection, req_id })
     }
@@ -732,6 +760,7 @@ impl Tub {
         let connection = target.connection();
         let broker = open_broker(&mut self.conns, connection)?;
         broker.call_only(target.clid(), method, args, kwargs, &self.objects)?;
+        self.touch(connection);
         self.pump(connection, self.last_now);
         Ok(())
     }
@@ -770,6 +799,7 @@ impl Tub {
                 self.unanswered_total -= 1;
             }
         }
+        self.touch(call.connection);
         self.pump(call.connection, self.last_now);
         r
     }
@@ -810,6 +840,7 @@ impl Tub {
         match self.broker_mut(conn) {
             Ok(b) => match b.get_reference_by_name(name.as_bytes()) {
                 Ok(req) => {
+                    self.touch(conn);
                     self.lookup_calls.insert((conn, req), lookup);
                     self.mark_dirty(conn);
                 }
@@ -905,7 +936,7 @@ impl Tub {
         }
         self.conns.insert(
             id,
-            Conn::new(ConnState::Negotiating(Box::new(neg)), Some(dial)),
+            Conn::new(ConnState::Negotiating(Box::new(neg)), Some(dial), now),
         );
         self.pump(id, now);
         Some(id)
@@ -932,9 +963,11 @@ impl Tub {
         }
     }
 
-    /// A socket was accepted: negotiation starts as the server. Refused
-    /// (close the socket) once `max_inbound_connections` connections are
-    /// open or negotiating.
+    /// A socket was accepted: negotiation starts as the server. At
+    /// [`TubConfig::max_negotiating_connections`] the oldest connection
+    /// still negotiating is evicted to make room (a [`Transport::Close`]
+    /// for it follows); refused (close the socket) only when that limit
+    /// is 0.
     pub fn accept(&mut self, now: Instant) -> Result<ConnectionId, TubError> {
         self.accept_with(now, None)
     }
@@ -955,9 +988,15 @@ impl Tub {
         clear: Option<TubId>,
     ) -> Result<ConnectionId, TubError> {
         self.tick(now);
-        let limit = self.config.max_inbound_connections;
-        if self.conns.len() >= limit {
-            return Err(TubError::TooManyConnections(limit));
+        let limit = self.config.max_negotiating_connections;
+        if limit == 0 {
+            return Err(TubError::TooManyConnections(0));
+        }
+        while self.negotiating.len() >= limit {
+            let Some(&oldest) = self.negotiating.first() else {
+                break;
+            };
+            self.evict_negotiation(oldest, limit);
         }
         let mut neg =
             Negotiation::server(&self.tls, &mut self.table, &self.config.negotiation, now);
@@ -969,10 +1008,86 @@ impl Tub {
         if let Some(peer) = clear {
             neg = neg.without_tls(peer);
         }
-        self.conns
-            .insert(id, Conn::new(ConnState::Negotiating(Box::new(neg)), None));
+        self.conns.insert(
+            id,
+            Conn::new(ConnState::Negotiating(Box::new(neg)), None, now),
+        );
+        self.negotiating.insert(id);
         self.refresh_timer(id);
+        if self.negotiating.len() > limit / 2 {
+            self.shorten_negotiations(now + self.config.negotiation.timeout_under_pressure);
+        }
         Ok(id)
+    }
+
+    /// Inbound connections still negotiating (not authenticated yet).
+    pub fn negotiating_connections(&self) -> usize {
+        self.negotiating.len()
+    }
+
+    /// Connections established and not closed yet.
+    pub fn established_connections(&self) -> usize {
+        self.established
+    }
+
+    /// Drops an inbound connection still negotiating, to make room.
+    fn evict_negotiation(&mut self, id: ConnectionId, limit: usize) {
+        if !self.negotiating.remove(&id) {
+            return;
+        }
+        self.negotiation_failed(id, NegotiationError::Evicted { limit });
+        self.mark_dirty(id);
+        self.refresh_timer(id);
+    }
+
+    /// Under pressure: no inbound negotiation may last past `cutoff`. The
+    /// deadlines grow with the ids (every accept gets a later one, and a
+    /// cut keeps the order), so the walk from the newest stops at the
+    /// first one already due by then: each connection is cut at most once
+    /// per pressure spell.
+    fn shorten_negotiations(&mut self, cutoff: Instant) {
+        let mut cut = Vec::new();
+        for &id in self.negotiating.iter().rev() {
+            let Some(Conn {
+                state: ConnState::Negotiating(neg),
+                ..
+            }) = self.conns.get_mut(&id)
+            else {
+                continue;
+            };
+            if neg.poll_timeout().is_none_or(|t| t <= cutoff) {
+                break;
+            }
+            neg.shorten_deadline(cutoff);
+            cut.push(id);
+        }
+        for id in cut {
+            self.refresh_timer(id);
+        }
+    }
+
+    /// The established connection to evict for a new one: the one idle
+    /// the longest (last call either way) among those holding no
+    /// reference and no call in either direction.
+    fn idle_victim(&self, except: ConnectionId) -> Option<ConnectionId> {
+        self.conns
+            .iter()
+            .filter(|&(&id, c)| {
+                id != except
+                    && c.held.is_empty()
+                    && c.unanswered == 0
+                    && matches!(&c.state, ConnState::Open { broker, .. } if broker.is_unused())
+            })
+            .min_by_key(|&(&id, c)| (c.last_active, id))
+            .map(|(&id, _)| id)
+    }
+
+    /// Notes a call on `connection` (either way) for the idle order.
+    fn touch(&mut self, connection: ConnectionId) {
+        let now = self.last_now;
+        if let Some(c) = self.conns.get_mut(&connection) {
+            c.last_active = now;
+        }
     }
 
     /// The socket addresses of a connection, for the recorder
@@ -1155,9 +1270,11 @@ impl Tub {
     fn incoming_call(&mut self, id: ConnectionId, call: IncomingCall) {
         let per_round = self.config.calls_per_round.max(1);
         let max_out = self.config.max_buffered_output;
+        let now = self.last_now;
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        conn.last_active = now;
         if conn.held.is_empty() && conn.backlog <= max_out && conn.round < per_round {
             self.hand_out(id, &call);
             self.events.push_back(TubEvent::Call(call));
@@ -1416,6 +1533,28 @@ impl Tub {
     fn established(&mut self, id: ConnectionId, mut session: Box<Session>, now: Instant) {
         let info = session.info().clone();
         let peer = info.peer_tubid;
+        self.negotiating.remove(&id);
+        // one to the same peer is replaced: the count does not grow
+        let replaces = info.replaced.is_some() || self.by_peer.contains_key(&peer);
+        let cap = self.config.max_established_connections;
+        if !replaces && self.established >= cap {
+            match self.idle_victim(id) {
+                Some(victim) => {
+                    if let Ok(b) = self.broker_mut(victim) {
+                        b.evict();
+                    }
+                    self.pump(victim, now);
+                }
+                None => {
+                    self.negotiation_failed(
+                        id,
+                        NegotiationError::TooManyConnections { limit: cap },
+                    );
+                    return;
+                }
+            }
+        }
+        self.established += 1;
         let mut broker = Box::new(Broker::new(
             info.vocab,
             self.config.broker.clone(),
@@ -1462,6 +1601,7 @@ impl Tub {
     }
 
     fn negotiation_failed(&mut self, id: ConnectionId, error: NegotiationError) {
+        self.negotiating.remove(&id);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -1571,7 +1711,10 @@ impl Tub {
         for ev in drained {
             match ev {
                 TubEvent::Call(call) => self.incoming_call(id, call),
-                ev => self.events.push_back(ev),
+                ev => {
+                    self.touch(id);
+                    self.events.push_back(ev);
+                }
             }
         }
         if let Some((peer, reason)) = closed {
@@ -1592,6 +1735,7 @@ impl Tub {
             }
             if let Some(c) = self.conns.get_mut(&id) {
                 c.state = ConnState::Closed;
+                self.established -= 1;
                 // held calls die with the connection (never handed out
                 // after its Disconnected), and handed-out ones cannot be
                 // answered any more: neither is left to answer

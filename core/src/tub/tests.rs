@@ -259,24 +259,316 @@ fn objects_sent_with_a_location_get_a_furl_like_python() {
     assert_eq!(net.reference(1, &cfurl), Ok(Value::Remote(cr)));
 }
 
-#[test]
-fn accepting_stops_at_the_connection_limit() {
-    let now = Instant::now();
-    let id = Identity::generate().unwrap();
-    let config = TubConfig {
-        max_inbound_connections: 2,
-        ..TubConfig::default()
-    };
-    let mut t = Tub::new(&id, config, Box::new(SeededRng::new(3)), now).unwrap();
-    let a = t.accept(now).unwrap();
-    t.accept(now).unwrap();
-    assert_eq!(t.accept(now), Err(TubError::TooManyConnections(2)));
-    // a closed connection makes room again
-    t.handle_eof(a, now);
+/// Drains a lone Tub: its transport commands and events.
+fn drain_lone(t: &mut Tub) -> (Vec<Transport>, Vec<TubEvent>) {
     let mut buf = Vec::new();
     while t.poll_transmit(&mut buf).is_some() {}
-    while t.poll_event().is_some() {}
-    assert!(t.accept(now).is_ok());
+    let transport = std::iter::from_fn(|| t.poll_transport()).collect();
+    let events = std::iter::from_fn(|| t.poll_event()).collect();
+    (transport, events)
+}
+
+#[test]
+fn at_the_negotiation_limit_the_oldest_is_evicted() {
+    let now = Instant::now();
+    let config = TubConfig {
+        max_negotiating_connections: 4,
+        ..TubConfig::default()
+    };
+    let mut t = tub_with(3, now, config);
+    let first: Vec<ConnectionId> = (0..4).map(|_| t.accept(now).unwrap()).collect();
+    assert_eq!(drain_lone(&mut t), (vec![], vec![]));
+    // the fifth is accepted; the oldest makes room
+    let e = t.accept(now).unwrap();
+    let evicted = NegotiationError::Evicted { limit: 4 };
+    assert_eq!(
+        drain_lone(&mut t),
+        (
+            vec![Transport::Close(first[0])],
+            vec![TubEvent::NegotiationFailed {
+                connection: first[0],
+                outbound: false,
+                error: evicted.clone()
+            }]
+        )
+    );
+    assert_eq!(t.negotiating_connections(), 4);
+    // the next one evicts the next oldest, never the newest
+    t.accept(now).unwrap();
+    let (closes, _) = drain_lone(&mut t);
+    assert_eq!(closes, vec![Transport::Close(first[1])]);
+    assert_eq!(t.negotiating_connections(), 4);
+    assert!(t.conns.contains_key(&e));
+    // a limit of 0 refuses
+    let config = TubConfig {
+        max_negotiating_connections: 0,
+        ..TubConfig::default()
+    };
+    let mut t = tub_with(4, now, config);
+    assert_eq!(t.accept(now), Err(TubError::TooManyConnections(0)));
+}
+
+#[test]
+fn under_pressure_negotiations_get_the_short_deadline() {
+    let now = Instant::now();
+    let config = TubConfig {
+        max_negotiating_connections: 4,
+        ..TubConfig::default()
+    };
+    let long = NegotiationConfig::DEFAULT_TIMEOUT;
+    let short = NegotiationConfig::DEFAULT_TIMEOUT_UNDER_PRESSURE;
+    let mut t = tub_with(3, now, config);
+    // up to half the limit: Python's 120 s
+    t.accept(now).unwrap();
+    t.accept(now + Duration::from_secs(1)).unwrap();
+    assert_eq!(t.poll_timeout(), Some(now + long));
+    // the third is over half: every inbound negotiation ends by 10 s
+    // from now
+    let at = now + Duration::from_secs(2);
+    t.accept(at).unwrap();
+    assert_eq!(t.poll_timeout(), Some(at + short));
+    assert_eq!(
+        t.timers.iter().map(|&(d, _)| d).collect::<Vec<_>>(),
+        vec![at + short; 3]
+    );
+    t.handle_timeout(at + short);
+    let (closes, events) = drain_lone(&mut t);
+    assert_eq!(closes.len(), 3);
+    assert!(events.iter().all(|e| matches!(
+        e,
+        TubEvent::NegotiationFailed {
+            error: NegotiationError::Timeout,
+            ..
+        }
+    )));
+    assert_eq!(t.negotiating_connections(), 0);
+    // the pressure is gone: the long deadline again
+    let later = at + short;
+    t.accept(later).unwrap();
+    assert_eq!(t.poll_timeout(), Some(later + long));
+}
+
+/// A server (Tub 0) with `server`'s settings, a client (Tub 1) and
+/// `extra` more Tubs, 5 ms apart.
+fn capped_net(server: TubConfig, extra: usize) -> Net {
+    let config = NetConfig {
+        latency: Duration::from_millis(5),
+        ..NetConfig::default()
+    };
+    let mut tubs = vec![server, TubConfig::default()];
+    tubs.extend(std::iter::repeat_n(TubConfig::default(), extra));
+    Net::with_config(config, tubs, Instant::now())
+}
+
+/// The virtual time a client of [`capped_net`] takes to connect and call
+/// when nothing else is connected.
+fn unhindered_connect_and_call() -> Duration {
+    let mut net = capped_net(TubConfig::default(), 0);
+    let (_, furl) = net.publish(0, "calc");
+    net.respond_with(0, |c| Ok(Value::int(c.args.len() as i64)));
+    let start = net.now();
+    let calc = net.remote(1, &furl);
+    let call = net[1].call(&calc, "add", &[Value::int(1)], &[]).unwrap();
+    assert_eq!(net.answer_of(1, call), Ok(Value::int(1)));
+    net.now() - start
+}
+
+fn evicted_negotiations(net: &Net) -> usize {
+    net.events(0)
+        .filter(|e| {
+            matches!(
+                e,
+                TubEvent::NegotiationFailed {
+                    error: NegotiationError::Evicted { .. },
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+#[test]
+fn silent_sockets_at_the_negotiation_limit_do_not_lock_a_client_out() {
+    const LIMIT: usize = 8;
+    let server = TubConfig {
+        max_negotiating_connections: LIMIT,
+        ..TubConfig::default()
+    };
+    let mut net = capped_net(server, 0);
+    let (_, furl) = net.publish(0, "calc");
+    net.respond_with(0, |c| Ok(Value::int(c.args.len() as i64)));
+    let silent: Vec<ConnectionId> = (0..LIMIT).map(|_| net.connect_silent(0).unwrap()).collect();
+    assert_eq!(net[0].negotiating_connections(), LIMIT);
+    // the client's connection takes the oldest one's place, at once: it
+    // takes the virtual time it takes with no silent socket at all
+    let start = net.now();
+    let calc = net.remote(1, &furl);
+    let call = net[1].call(&calc, "add", &[Value::int(1)], &[]).unwrap();
+    assert_eq!(net.answer_of(1, call), Ok(Value::int(1)));
+    let took = net.now() - start;
+    eprintln!("full negotiation limit: connect + call took {took:?} (virtual)");
+    assert_eq!(took, unhindered_connect_and_call());
+    assert_eq!(evicted_negotiations(&net), 1);
+    assert!(!net.is_open(0, silent[0]));
+    // under pressure the rest are dropped 10 s after the last accept,
+    // not 120 s
+    net.advance(NegotiationConfig::DEFAULT_TIMEOUT_UNDER_PRESSURE);
+    assert!(silent.iter().all(|&c| !net.is_open(0, c)));
+    assert_eq!(net[0].negotiating_connections(), 0);
+    assert!(net[1].is_connected(calc.connection()));
+}
+
+#[test]
+fn a_client_connects_and_calls_while_silent_sockets_keep_arriving() {
+    // one silent socket per virtual millisecond, a client 5 ms away: its
+    // negotiation takes a few round trips, far fewer than LIMIT arrivals
+    const LIMIT: usize = 100;
+    let server = TubConfig {
+        max_negotiating_connections: LIMIT,
+        ..TubConfig::default()
+    };
+    let mut net = capped_net(server, 0);
+    let (_, furl) = net.publish(0, "calc");
+    net.respond_with(0, |c| Ok(Value::int(c.args.len() as i64)));
+    for _ in 0..LIMIT {
+        net.connect_silent(0).unwrap();
+    }
+    let tick = Duration::from_millis(1);
+    let start = net.now();
+    let lookup = net[1].get_reference(&furl);
+    let flood = |net: &mut Net| {
+        net.connect_silent(0).unwrap();
+        assert!(net[0].negotiating_connections() <= LIMIT);
+        net.advance(tick);
+    };
+    let calc = loop {
+        flood(&mut net);
+        let got = net.take_event(
+            1,
+            |e| matches!(e, TubEvent::Reference { lookup: l, .. } if *l == lookup),
+        );
+        if let Some(TubEvent::Reference { result, .. }) = got {
+            match result.unwrap() {
+                Value::Remote(r) => break r,
+                v => panic!("{v:?}"),
+            }
+        }
+        assert!(net.now() - start < Duration::from_secs(60), "no connection");
+    };
+    let call = net[1]
+        .call(&calc, "add", &[Value::int(1), Value::int(2)], &[])
+        .unwrap();
+    let answer = loop {
+        flood(&mut net);
+        if let Some((_, a)) = net.take_answers(1).into_iter().find(|(c, _)| *c == call) {
+            break a;
+        }
+        assert!(net.now() - start < Duration::from_secs(60), "no answer");
+    };
+    assert_eq!(answer, Ok(Value::int(2)));
+    let evicted = evicted_negotiations(&net);
+    eprintln!(
+        "under a flood of 1 silent socket/ms: connect + call took {:?} (virtual), {evicted} evicted",
+        net.now() - start
+    );
+    assert!(evicted > 0);
+}
+
+fn evictions(net: &Net) -> Vec<ConnectionId> {
+    net.events(0)
+        .filter_map(|e| match e {
+            TubEvent::Disconnected {
+                connection,
+                reason: CloseReason::Evicted,
+                ..
+            } => Some(*connection),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn silent_negotiated_connections_at_the_cap_are_evicted_idle_first() {
+    const CAP: usize = 4;
+    const ATTACKERS: usize = CAP + 2;
+    let server = TubConfig {
+        max_established_connections: CAP,
+        ..TubConfig::default()
+    };
+    let mut net = capped_net(server, ATTACKERS);
+    let (_, furl) = net.publish(0, "calc");
+    net.respond_with(0, |c| Ok(Value::int(c.args.len() as i64)));
+    // attackers connect (fresh tubids), look up a name that does not
+    // exist, and stay silent
+    let wrong = Furl::new(furl.tubid, furl.hints.clone(), "nothing-here");
+    let attackers: Vec<usize> = (2..2 + ATTACKERS).collect();
+    let mut conn_of = HashMap::new();
+    for &a in &attackers[..CAP] {
+        assert!(matches!(net.reference(a, &wrong), Err(TubError::Lookup(_))));
+        conn_of.insert(a, net.connection(0, a).unwrap());
+        net.advance(Duration::from_secs(1));
+    }
+    assert_eq!(net[0].established_connections(), CAP);
+    // the client gets in: the attacker idle the longest makes room
+    let start = net.now();
+    let calc = net.remote(1, &furl);
+    let call = net[1].call(&calc, "add", &[Value::int(1)], &[]).unwrap();
+    assert_eq!(net.answer_of(1, call), Ok(Value::int(1)));
+    let took = net.now() - start;
+    eprintln!("full established cap: connect + call took {took:?} (virtual)");
+    assert_eq!(took, unhindered_connect_and_call());
+    assert_eq!(evictions(&net), vec![conn_of[&attackers[0]]]);
+    // more attackers evict each other, never the client, which holds a
+    // reference
+    for &a in &attackers[CAP..] {
+        assert!(matches!(net.reference(a, &wrong), Err(TubError::Lookup(_))));
+    }
+    assert_eq!(
+        evictions(&net),
+        attackers[..3]
+            .iter()
+            .map(|a| conn_of[a])
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(net[0].established_connections(), CAP);
+    assert!(net[1].is_connected(calc.connection()));
+    let call = net[1].call(&calc, "add", &[], &[]).unwrap();
+    assert_eq!(net.answer_of(1, call), Ok(Value::int(0)));
+}
+
+#[test]
+fn at_the_cap_with_every_connection_in_use_the_new_one_is_closed() {
+    const CAP: usize = 2;
+    let server = TubConfig {
+        max_established_connections: CAP,
+        ..TubConfig::default()
+    };
+    let mut net = capped_net(server, 2);
+    let (_, furl) = net.publish(0, "calc");
+    // Tubs 1 and 2 hold references: neither can be evicted
+    net.remote(1, &furl);
+    net.remote(2, &furl);
+    let Err(e) = net.reference(3, &furl) else {
+        panic!("connected beyond the cap")
+    };
+    // the client may have finished its side first: then it sees the
+    // connection drop
+    assert!(
+        matches!(
+            e,
+            TubError::Unreachable { .. } | TubError::Lookup(CallError::ConnectionLost(_))
+        ),
+        "{e:?}"
+    );
+    assert!(net.events(0).any(|e| matches!(
+        e,
+        TubEvent::NegotiationFailed {
+            error: NegotiationError::TooManyConnections { limit: CAP },
+            ..
+        }
+    )));
+    assert_eq!(evictions(&net), vec![]);
+    assert_eq!(net[0].established_connections(), CAP);
 }
 
 type RecordedBytes = (ConnectionId, Direction, RecordPhase, Vec<u8>);
