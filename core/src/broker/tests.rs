@@ -1505,3 +1505,125 @@ fn fatal_stream_errors_send_pythons_texts() {
         b"exception while processing data, more information in the logfiles"
     );
 }
+
+#[test]
+fn a_reference_across_call_arguments_finds_its_frozenset() {
+    // call(frozenset{1}, <reference to it>): as inside one answer, the
+    // reference yields a tuple of the set's items (Python 24.9.0 echoes
+    // these bytes back as [frozenset({1}), (1,)], tests/interop_broker.rs)
+    let mut out = BytesMut::new();
+    Serializer::new(t1())
+        .write_call(
+            &mut out,
+            3,
+            1,
+            b"echo",
+            &[
+                Value::Anchor(9, Box::new(Value::FrozenSet(vec![Value::int(1)]))),
+                Value::Alias(9),
+            ],
+            &[],
+        )
+        .unwrap();
+    let evs = pb_events(t1(), &out).unwrap();
+    let [PbEvent::Call(call)] = &evs[..] else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(
+        call.args,
+        vec![
+            Value::FrozenSet(vec![Value::int(1)]),
+            Value::Tuple(vec![Value::int(1)]),
+        ]
+    );
+    // the same two values in one answer list
+    let mut out = BytesMut::new();
+    let list = Value::List(vec![
+        Value::Anchor(9, Box::new(Value::FrozenSet(vec![Value::int(1)]))),
+        Value::Alias(9),
+    ]);
+    Serializer::new(t1())
+        .write_answer(&mut out, 3, &list)
+        .unwrap();
+    let evs = pb_events(t1(), &out).unwrap();
+    assert_eq!(
+        evs,
+        vec![PbEvent::Answer {
+            req_id: 3,
+            value: Value::List(call.args.clone()),
+        }]
+    );
+}
+
+#[test]
+fn abort_edge_cases_follow_python() {
+    let add = hex("02880b87 0281 0181 0382616464 03880c87 0281 0181 0281 0389 0289");
+    // ABORT with nothing open: Python's PB root absorbs it, the stream
+    // goes on (tests/interop_broker.rs proves it against Python)
+    let mut input = hex("008a");
+    input.extend_from_slice(&add);
+    let evs = pb_events(t1(), &input).unwrap();
+    assert!(
+        matches!(&evs[..], [PbEvent::Call(c)] if c.req_id == 2),
+        "{evs:?}"
+    );
+    // ABORT right after an OPEN, before the open type: Python stays in the
+    // index phase and loses sync at the CLOSE (or the next OPEN): fatal
+    assert!(matches!(
+        pb_events(t1(), &hex("0088 008a 0089")),
+        Err(DecodeError::AbortInIndex { .. })
+    ));
+    // storage mode still refuses a top-level ABORT
+    let mut de = Deserializer::new(t1(), Limits::default());
+    de.feed(&hex("008a"));
+    assert!(matches!(
+        de.poll_event(),
+        Err(DecodeError::TopLevelNotOpen { .. })
+    ));
+}
+
+#[test]
+fn a_posarg_count_the_arguments_never_reach_is_fatal_as_in_python() {
+    // count 2**40 (far over max_container_items), one argument, CLOSE:
+    // Python takes any count and raises "'arguments' sequence ended too
+    // early" at the CLOSE (a BananaError: it hangs up)
+    let b = raw(|s, b| {
+        s.open_sequence(b, b"call");
+        put_token_header(b, 1, TypeByte::Int);
+        put_token_header(b, 1, TypeByte::Int);
+        put_string(b, b"m");
+        let a = s.open_sequence(b, b"arguments");
+        put_token_header(b, 1 << 40, TypeByte::Int);
+        put_token_header(b, 7, TypeByte::Int);
+        s.close(b, a);
+    });
+    let e = fatal(&b);
+    assert!(
+        matches!(
+            e,
+            DecodeError::Incomplete {
+                sequence: "arguments",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.python_banana_text().as_deref(),
+        Some("'arguments' sequence ended too early")
+    );
+    // a count that the arguments reach is fine however it was written
+    let b = raw(|s, b| {
+        let c = s.open_sequence(b, b"call");
+        put_token_header(b, 1, TypeByte::Int);
+        put_token_header(b, 1, TypeByte::Int);
+        put_string(b, b"m");
+        let a = s.open_sequence(b, b"arguments");
+        put_token_header(b, 1, TypeByte::Int);
+        put_token_header(b, 7, TypeByte::Int);
+        s.close(b, a);
+        s.close(b, c);
+    });
+    let evs = pb_events(t0(), &b).unwrap();
+    assert!(matches!(&evs[..], [PbEvent::Call(c)] if c.args == [Value::int(7)]));
+}

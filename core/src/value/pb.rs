@@ -131,7 +131,7 @@ pub(super) enum PbFrame {
     },
     /// PB `arguments`: count, positional values, keyword name/value pairs.
     Arguments {
-        count: Option<usize>,
+        count: Option<u64>,
         args: Arguments,
         name: Option<Text>,
     },
@@ -214,7 +214,7 @@ impl PbFrame {
     pub(super) fn take_value(&mut self, value: Value) {
         match self {
             PbFrame::Arguments { count, args, name } => {
-                if args.positional.len() < count.unwrap_or(0) {
+                if (args.positional.len() as u64) < count.unwrap_or(0) {
                     args.positional.push(value);
                 } else {
                     let name = name.take().expect("keyword name checked on arrival");
@@ -332,7 +332,7 @@ impl Deserializer {
                 count: Some(n),
                 args,
                 name: None,
-            } if args.positional.len() >= *n => refuse("kwarg name must be a STRING"),
+            } if args.positional.len() as u64 >= *n => refuse("kwarg name must be a STRING"),
             PbFrame::Arguments { args, .. } => {
                 self.check_items(args.positional.len() + args.keyword.len())
             }
@@ -449,20 +449,18 @@ impl Deserializer {
                         "posarg count must be an INT",
                     ));
                 };
-                let limit = self.limits.max_container_items;
-                *count = Some(
-                    usize::try_from(n)
-                        .ok()
-                        .filter(|n| *n <= limit)
-                        .ok_or(DecodeError::TooManyItems { offset, limit })?,
-                );
+                // Any count is taken, as Python takes it: the items that
+                // actually arrive are bounded (`max_container_items`), and
+                // a count the arguments never reach is fatal at the CLOSE
+                // (Python: "'arguments' sequence ended too early").
+                *count = Some(n);
                 Ok(None)
             }
             PbFrame::Arguments {
                 count: Some(n),
                 args,
                 name: None,
-            } if args.positional.len() >= *n => {
+            } if args.positional.len() as u64 >= *n => {
                 let Some(s) = string(&token)? else {
                     return Err(pb_unexpected(
                         offset,
@@ -503,7 +501,7 @@ impl Deserializer {
         let PbFrame::Arguments { count, args, name } = frame else {
             unreachable!()
         };
-        if count.is_none_or(|n| args.positional.len() < n) || name.is_some() {
+        if count.is_none_or(|n| (args.positional.len() as u64) < n) || name.is_some() {
             return Err(DecodeError::Incomplete {
                 offset: self.offset,
                 sequence: "arguments",
@@ -552,15 +550,21 @@ impl Deserializer {
         }
         let referenced = self.slots.iter().any(|s| s.referenced);
         let dedup = self.needs_dedup;
-        let fix = |v: &mut Value, next: &mut u32, slots: &[Slot]| {
+        // One sharing scope for the whole message: a `reference` in one
+        // call argument may name a container in another (a frozenset's
+        // copies included), and set merging may move an anchor between them.
+        let fix = |roots: &mut [&mut Value], slots: &[Slot]| {
             if referenced {
-                anchor_pass(v, next, slots, &mut Default::default());
+                let mut next = first_open;
+                let mut frozen = Default::default();
+                for v in roots.iter_mut() {
+                    anchor_pass(v, &mut next, slots, &mut frozen);
+                }
             }
             if dedup {
-                dedup_pass(v);
+                dedup_pass(roots);
             }
         };
-        let mut next = first_open;
         let event = match frame {
             PbFrame::Call {
                 req_id: Some(req_id),
@@ -568,13 +572,12 @@ impl Deserializer {
                 method: Some(method),
                 args: Some(mut args),
             } => {
-                for v in args
+                let mut roots: Vec<&mut Value> = args
                     .positional
                     .iter_mut()
                     .chain(args.keyword.iter_mut().map(|(_, v)| v))
-                {
-                    fix(v, &mut next, &self.slots);
-                }
+                    .collect();
+                fix(&mut roots, &self.slots);
                 PbEvent::Call(IncomingCall {
                     req_id,
                     clid,
@@ -587,14 +590,14 @@ impl Deserializer {
                 req_id: Some(req_id),
                 value: Some(mut value),
             } => {
-                fix(&mut value, &mut next, &self.slots);
+                fix(&mut [&mut value], &self.slots);
                 PbEvent::Answer { req_id, value }
             }
             PbFrame::Error {
                 req_id: Some(req_id),
                 value: Some(mut failure),
             } => {
-                fix(&mut failure, &mut next, &self.slots);
+                fix(&mut [&mut failure], &self.slots);
                 PbEvent::Error { req_id, failure }
             }
             _ => unreachable!("checked above"),

@@ -597,3 +597,79 @@ fn sorting_a_dict_may_put_an_alias_before_its_anchor() {
         ])
     );
 }
+
+#[test]
+fn set_members_merge_under_python_equality_shared_or_not() {
+    // (stream, what Python 24.9.0 decodes it to and re-sends, checked with
+    // foolscap.storage's banana in the interop venv)
+    let cases = [
+        // frozenset([(), <reference to that ()>, ()]) (found by fuzzing):
+        // Python: frozenset({()})
+        (
+            "88078701880587018988028701818901880587018989",
+            "008807870188058701890089",
+        ),
+        // [frozenset([(1,), t=(1,)]), t]: Python keeps the first (1,) in
+        // the set; t lives on in the list
+        (
+            "0088048701880787028805870181028903880587018103890189048802870381048900 89",
+            "00880487018807870288058701810289018903880587018103890089",
+        ),
+        // the same with t = (1.0,): the set keeps (1,), the list (1.0,)
+        (
+            "008804870188078702880587018102890388058784 3ff0000000000000 03890189048802870381048900 89",
+            "00880487018807870288058701810289018903880587843ff000000000000003890089",
+        ),
+        // frozenset([((),), (<reference to the inner ()>,)]): one element
+        (
+            "0088078701880587028805870289018903880587048802870281048903890089",
+            "008807870188058702880587028901890089",
+        ),
+    ];
+    for (input, python) in cases {
+        let v = decode_one(&unhex(input), VocabTable::V1).unwrap();
+        let again = encode(&v, VocabTable::V1);
+        assert_eq!(hex(&again), python, "decoded {input} as {v:?}");
+        // and the re-encoding is a fixed point
+        let v2 = decode_one(&again, VocabTable::V1).unwrap();
+        assert_eq!(hex(&encode(&v2, VocabTable::V1)), python);
+    }
+    let v = decode_one(&unhex(cases[0].0), VocabTable::V1).unwrap();
+    let Value::FrozenSet(items) = &v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(items.len(), 1, "{v:?}");
+    let v = decode_one(&unhex(cases[2].0), VocabTable::V1).unwrap();
+    assert_eq!(
+        v,
+        Value::List(vec![
+            Value::FrozenSet(vec![Value::Tuple(vec![Value::int(1)])]),
+            Value::Anchor(3, Box::new(Value::Tuple(vec![Value::Float(1.0)]))),
+        ])
+    );
+}
+
+#[test]
+fn serializer_writes_a_set_as_python_holds_it() {
+    // a shared tuple and an equal unshared one are one element, as the
+    // receiver (and Python's set) would merge them
+    let shared = Value::Anchor(1, Box::new(Value::Tuple(vec![])));
+    let v = Value::FrozenSet(vec![shared.clone(), Value::Alias(1), Value::Tuple(vec![])]);
+    assert_eq!(hex(&encode(&v, VocabTable::V1)), "008807870188058701890089");
+    // an anchor dropped from the set is written in full where its alias is
+    let v = Value::List(vec![
+        Value::FrozenSet(vec![
+            Value::Tuple(vec![Value::int(1)]),
+            Value::Anchor(7, Box::new(Value::Tuple(vec![Value::Float(1.0)]))),
+        ]),
+        Value::Alias(7),
+    ]);
+    assert_eq!(
+        hex(&encode(&v, VocabTable::V1)),
+        "00880487018807870288058701810289018903880587843ff000000000000003890089"
+    );
+    // plain duplicates too
+    let v = Value::Set(vec![Value::int(1), Value::Float(1.0), Value::int(2)]);
+    let back = decode_one(&encode(&v, VocabTable::V1), VocabTable::V1).unwrap();
+    assert_eq!(back, Value::Set(vec![Value::int(1), Value::int(2)]));
+}

@@ -627,9 +627,10 @@ impl Deserializer {
                 });
             }
         }
-        // An alias may name an element of the same set; that only shows
-        // once anchors are in place, so let the dedup pass look.
-        if items.iter().any(|v| matches!(v, Value::Alias(_))) || has_duplicates(items) {
+        // An alias (anywhere in the elements, this message has had one if
+        // `references` counts any) may make two elements equal; that only
+        // shows once anchors are in place, so let the dedup pass look.
+        if items.len() > 1 && (self.references > 0 || has_duplicates(items)) {
             self.needs_dedup = true;
         }
         Ok(())

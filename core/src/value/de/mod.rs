@@ -310,6 +310,10 @@ impl Deserializer {
         }
         if self.stack.is_empty() && self.index.is_none() {
             return match token {
+                // Python's PB root absorbs the "violation" an ABORT with
+                // nothing open raises: the token is ignored (storage mode
+                // keeps refusing it, as Python's storage root reports it)
+                Token::Abort(_) if self.pb => Ok(None),
                 Token::Open(close_id) => {
                     self.msg_base = self.object_count;
                     self.charge(wire_len)?;
@@ -463,8 +467,11 @@ impl Deserializer {
                     offset: self.offset,
                 })
             }
+            // Python reports it to the parent but stays in the index
+            // phase, so the sequence's CLOSE (or any OPEN) that must follow
+            // loses sync and it hangs up: fatal here too
             Token::Abort(_) => {
-                return Err(DecodeError::Aborted {
+                return Err(DecodeError::AbortInIndex {
                     offset: self.offset,
                 })
             }
@@ -626,7 +633,7 @@ impl Deserializer {
             anchor_pass(&mut value, &mut next, &self.slots, &mut Default::default());
         }
         if self.needs_dedup {
-            dedup_pass(&mut value);
+            dedup_pass(&mut [&mut value]);
         }
         self.reset_message();
         Event::Value(value).into()
