@@ -1627,3 +1627,22 @@ fn a_posarg_count_the_arguments_never_reach_is_fatal_as_in_python() {
     let evs = pb_events(t0(), &b).unwrap();
     assert!(matches!(&evs[..], [PbEvent::Call(c)] if c.args == [Value::int(7)]));
 }
+
+#[test]
+fn a_reference_equal_to_another_dict_key_in_a_call_is_fatal() {
+    let dict = Value::Dict(vec![
+        (
+            Value::Anchor(4, Box::new(Value::Tuple(vec![Value::int(1)]))),
+            Value::int(1),
+        ),
+        (Value::Alias(4), Value::int(2)),
+    ]);
+    let mut out = BytesMut::new();
+    Serializer::new(t1())
+        .write_call(&mut out, 3, 1, b"echo", &[dict], &[])
+        .unwrap();
+    assert!(matches!(
+        pb_events(t1(), &out),
+        Err(DecodeError::DuplicateKey { .. })
+    ));
+}

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::de::{Deserializer, Event, Frame, OpenFrame, Out, Slot, Step};
 use super::ser::{Anchors, NoRefs, RefEncoder, Serializer};
-use super::sharing::{anchor_pass, dedup_pass};
+use super::sharing::{anchor_pass, dedup_pass, duplicate_dict_key};
 use super::{DecodeError, EncodeError, Text, Value};
 use crate::banana::encode::{put_i64, put_token_header};
 use crate::banana::{Token, TypeByte};
@@ -550,6 +550,8 @@ impl Deserializer {
         }
         let referenced = self.slots.iter().any(|s| s.referenced);
         let dedup = self.needs_dedup;
+        let key_check = self.needs_key_check;
+        let duplicate_key = DecodeError::DuplicateKey { offset };
         // One sharing scope for the whole message: a `reference` in one
         // call argument may name a container in another (a frozenset's
         // copies included), and set merging may move an anchor between them.
@@ -564,6 +566,10 @@ impl Deserializer {
             if dedup {
                 dedup_pass(roots);
             }
+            if key_check && duplicate_dict_key(roots) {
+                return Err(duplicate_key.clone());
+            }
+            Ok(())
         };
         let event = match frame {
             PbFrame::Call {
@@ -577,7 +583,7 @@ impl Deserializer {
                     .iter_mut()
                     .chain(args.keyword.iter_mut().map(|(_, v)| v))
                     .collect();
-                fix(&mut roots, &self.slots);
+                fix(&mut roots, &self.slots)?;
                 PbEvent::Call(IncomingCall {
                     req_id,
                     clid,
@@ -590,14 +596,14 @@ impl Deserializer {
                 req_id: Some(req_id),
                 value: Some(mut value),
             } => {
-                fix(&mut [&mut value], &self.slots);
+                fix(&mut [&mut value], &self.slots)?;
                 PbEvent::Answer { req_id, value }
             }
             PbFrame::Error {
                 req_id: Some(req_id),
                 value: Some(mut failure),
             } => {
-                fix(&mut [&mut failure], &self.slots);
+                fix(&mut [&mut failure], &self.slots)?;
                 PbEvent::Error { req_id, failure }
             }
             _ => unreachable!("checked above"),

@@ -156,6 +156,36 @@ pub(super) fn dedup_pass(roots: &mut [&mut Value]) {
     }
 }
 
+/// Whether some dict in the message has two keys Python's `==` finds
+/// equal once references are resolved (a key and a `reference` to it, or
+/// tuples holding them). Keys are checked as they arrive, but an alias can
+/// only be compared once the message is complete; Python refuses such a
+/// dict ("duplicate key", a BananaError).
+pub(super) fn duplicate_dict_key(roots: &[&mut Value]) -> bool {
+    let mut tuples = hashbrown::HashMap::new();
+    for r in roots.iter() {
+        collect_tuples(r, &mut tuples);
+    }
+    let cmp = SetEq::new(&tuples);
+    roots.iter().any(|r| dict_keys_repeat(r, &cmp))
+}
+
+fn dict_keys_repeat(v: &Value, cmp: &SetEq<'_>) -> bool {
+    match v {
+        Value::Dict(p) => {
+            (p.len() > 1 && cmp.mask_by(p.len(), |i| &p[i].0).is_some())
+                || p.iter()
+                    .any(|(k, x)| dict_keys_repeat(k, cmp) || dict_keys_repeat(x, cmp))
+        }
+        Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
+            i.iter().any(|c| dict_keys_repeat(c, cmp))
+        }
+        Value::Copyable(c) => c.state.iter().any(|(_, x)| dict_keys_repeat(x, cmp)),
+        Value::Anchor(_, inner) => dict_keys_repeat(inner, cmp),
+        _ => false,
+    }
+}
+
 /// Anchored tuples by anchor id, as copies whose anchors are aliases (so
 /// each node is copied once however deep the sharing).
 pub(crate) fn collect_tuples(v: &Value, out: &mut hashbrown::HashMap<u32, Value>) {
@@ -363,20 +393,25 @@ impl<'t> SetEq<'t> {
     /// Which of `items` a Python set keeps (the first of equal ones);
     /// `None` when all are distinct.
     pub(crate) fn keep_mask(&self, items: &[Value]) -> Option<Vec<bool>> {
-        let mut keep = vec![true; items.len()];
+        self.mask_by(items.len(), |i| &items[i])
+    }
+
+    /// [`SetEq::keep_mask`] over `n` values given by index.
+    fn mask_by<'v>(&self, n: usize, item: impl Fn(usize) -> &'v Value) -> Option<Vec<bool>> {
+        let mut keep = vec![true; n];
         let mut any = false;
-        if items.len() < 16 {
-            for (i, a) in items.iter().enumerate() {
-                if (0..i).any(|j| keep[j] && self.eq(&items[j], a)) {
+        if n < 16 {
+            for i in 0..n {
+                if (0..i).any(|j| keep[j] && self.eq(item(j), item(i))) {
                     keep[i] = false;
                     any = true;
                 }
             }
         } else {
             let mut seen: hashbrown::HashMap<u64, SmallVec<[usize; 1]>> = hashbrown::HashMap::new();
-            for (i, v) in items.iter().enumerate() {
-                let bucket = seen.entry(self.hash(v)).or_default();
-                if bucket.iter().any(|&j| self.eq(&items[j], v)) {
+            for i in 0..n {
+                let bucket = seen.entry(self.hash(item(i))).or_default();
+                if bucket.iter().any(|&j| self.eq(item(j), item(i))) {
                     keep[i] = false;
                     any = true;
                 } else {

@@ -673,3 +673,32 @@ fn serializer_writes_a_set_as_python_holds_it() {
     let back = decode_one(&encode(&v, VocabTable::V1), VocabTable::V1).unwrap();
     assert_eq!(back, Value::Set(vec![Value::int(1), Value::int(2)]));
 }
+
+#[test]
+fn a_reference_equal_to_another_dict_key_is_a_duplicate_key() {
+    // Python 24.9.0 refuses both: BananaError "duplicate key ..." (fatal)
+    for input in [
+        // {t: 1, <reference to t>: 2} with t = (1,)
+        "0088038701880587018101890181028802870181028902810089",
+        // {(t,): 1, (<reference to t>,): 2}
+        "0088038701880587028805870181028901890181038805870488028702810489038902810089",
+    ] {
+        assert!(
+            matches!(
+                decode_one(&unhex(input), VocabTable::V1),
+                Err(DecodeError::DuplicateKey { .. })
+            ),
+            "{input}"
+        );
+    }
+    // a reference that is not a key, and keys that differ, are fine
+    let ok = Value::Dict(vec![
+        (
+            Value::Anchor(1, Box::new(Value::Tuple(vec![Value::int(1)]))),
+            Value::int(1),
+        ),
+        (Value::Tuple(vec![Value::int(2)]), Value::Alias(1)),
+    ]);
+    let bytes = encode(&ok, VocabTable::V1);
+    assert_eq!(decode_one(&bytes, VocabTable::V1).unwrap(), ok);
+}

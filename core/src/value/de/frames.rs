@@ -508,7 +508,7 @@ impl Deserializer {
     pub(super) fn deliver(&mut self, value: Value, waits: Pending) -> Step {
         let offset = self.offset;
         if self.stack.is_empty() {
-            return Ok(Some(self.finish_message(value)));
+            return self.finish_message(value).map(Some);
         }
         let waits = self.waits_of(&value, waits);
         let top = self.stack.last_mut().expect("inside a sequence");
@@ -537,6 +537,7 @@ impl Deserializer {
             Frame::Dict {
                 key: None, pairs, ..
             } => {
+                let pairs_empty = pairs.is_empty();
                 if pairs.len() >= self.limits.max_container_items {
                     return Err(DecodeError::TooManyItems {
                         offset,
@@ -553,6 +554,9 @@ impl Deserializer {
                     });
                 }
                 self.check_duplicate_key(&value)?;
+                if self.references > 0 && !pairs_empty {
+                    self.needs_key_check = true;
+                }
                 if let Some(OpenFrame {
                     frame: Frame::Dict { key, .. },
                     ..
