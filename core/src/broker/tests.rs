@@ -1646,3 +1646,44 @@ fn a_reference_equal_to_another_dict_key_in_a_call_is_fatal() {
         Err(DecodeError::DuplicateKey { .. })
     ));
 }
+
+#[test]
+fn a_repeated_keyword_keeps_what_other_arguments_share_with_its_first_value() {
+    // m(x=L, y=<reference to L>, x=3) with L = [10]: Python's kwargs are
+    // {x: 3, y: L}; the list must survive in y, not as a dangling alias
+    let mut b = BytesMut::new();
+    let mut ser = Serializer::new(t0());
+    let c = ser.open_sequence(&mut b, b"call");
+    put_token_header(&mut b, 1, TypeByte::Int);
+    put_token_header(&mut b, 1, TypeByte::Int);
+    put_string(&mut b, b"m");
+    let a = ser.open_sequence(&mut b, b"arguments");
+    put_token_header(&mut b, 0, TypeByte::Int);
+    put_string(&mut b, b"x");
+    let list = ser.open_sequence(&mut b, b"list");
+    put_token_header(&mut b, 10, TypeByte::Int);
+    ser.close(&mut b, list);
+    put_string(&mut b, b"y");
+    let r = ser.open_sequence(&mut b, b"reference");
+    put_token_header(&mut b, list, TypeByte::Int);
+    ser.close(&mut b, r);
+    put_string(&mut b, b"x");
+    put_token_header(&mut b, 3, TypeByte::Int);
+    ser.close(&mut b, a);
+    ser.close(&mut b, c);
+    let evs = pb_events(t0(), &b).unwrap();
+    let [PbEvent::Call(call)] = &evs[..] else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(call.kwargs[0], kw("x", Value::int(3)));
+    assert_eq!(call.kwargs[1].0.as_str(), "y");
+    let Value::Anchor(_, inner) = &call.kwargs[1].1 else {
+        panic!("{:?}", call.kwargs)
+    };
+    assert_eq!(**inner, Value::List(vec![Value::int(10)]));
+    // and the call can be sent on
+    let mut again = BytesMut::new();
+    Serializer::new(t0())
+        .write_call(&mut again, 1, 1, b"m", &call.args, &call.kwargs)
+        .unwrap();
+}

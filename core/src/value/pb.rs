@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::de::{Deserializer, Event, Frame, OpenFrame, Out, Slot, Step};
 use super::ser::{Anchors, NoRefs, RefEncoder, Serializer};
-use super::sharing::{anchor_pass, dedup_pass, duplicate_dict_key};
+use super::sharing::{anchor_pass, dedup_pass, duplicate_dict_key, rehome_dropped};
 use super::{DecodeError, EncodeError, Text, Value};
 use crate::banana::encode::{put_i64, put_token_header};
 use crate::banana::{Token, TypeByte};
@@ -584,12 +584,21 @@ impl Deserializer {
                     .chain(args.keyword.iter_mut().map(|(_, v)| v))
                     .collect();
                 fix(&mut roots, &self.slots)?;
+                let (mut kwargs, dropped) = merge_keywords(args.keyword);
+                let mut positional = args.positional;
+                if !dropped.is_empty() {
+                    let mut roots: Vec<&mut Value> = positional
+                        .iter_mut()
+                        .chain(kwargs.iter_mut().map(|(_, v)| v))
+                        .collect();
+                    rehome_dropped(dropped, &mut roots);
+                }
                 PbEvent::Call(IncomingCall {
                     req_id,
                     clid,
                     method,
-                    args: args.positional,
-                    kwargs: merge_keywords(args.keyword),
+                    args: positional,
+                    kwargs,
                 })
             }
             PbFrame::Answer {
@@ -640,15 +649,18 @@ fn pb_unexpected(
 
 /// Keyword arguments as Python's dict keeps them: a repeated name stays at
 /// its first position with its last value.
-fn merge_keywords(pairs: Vec<(Text, Value)>) -> Vec<(Text, Value)> {
+/// Also returns the values replaced (they may hold anchors other
+/// arguments alias, see `sharing::rehome_dropped`).
+fn merge_keywords(pairs: Vec<(Text, Value)>) -> (Vec<(Text, Value)>, Vec<Value>) {
     let mut out: Vec<(Text, Value)> = Vec::with_capacity(pairs.len());
+    let mut dropped = Vec::new();
     for (name, value) in pairs {
         match out.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = value,
+            Some(slot) => dropped.push(std::mem::replace(&mut slot.1, value)),
             None => out.push((name, value)),
         }
     }
-    out
+    (out, dropped)
 }
 
 /// Writing PB messages. Each message is one sharing scope; on error

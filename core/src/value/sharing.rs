@@ -186,6 +186,21 @@ fn dict_keys_repeat(v: &Value, cmp: &SetEq<'_>) -> bool {
     }
 }
 
+/// Values a message drops after the passes (a repeated keyword's earlier
+/// value) may hold anchors that other values alias: each such anchored
+/// value moves to its first alias among `roots`.
+pub(super) fn rehome_dropped(dropped: Vec<Value>, roots: &mut [&mut Value]) {
+    let mut homeless = hashbrown::HashMap::new();
+    for mut v in dropped {
+        evict(&mut v, &mut homeless);
+    }
+    if !homeless.is_empty() {
+        for r in roots.iter_mut() {
+            rehome(r, &mut homeless);
+        }
+    }
+}
+
 /// Anchored tuples by anchor id, as copies whose anchors are aliases (so
 /// each node is copied once however deep the sharing).
 pub(crate) fn collect_tuples(v: &Value, out: &mut hashbrown::HashMap<u32, Value>) {
@@ -409,10 +424,10 @@ impl<'t> SetEq<'t> {
             }
         } else {
             let mut seen: hashbrown::HashMap<u64, SmallVec<[usize; 1]>> = hashbrown::HashMap::new();
-            for i in 0..n {
+            for (i, kept) in keep.iter_mut().enumerate() {
                 let bucket = seen.entry(self.hash(item(i))).or_default();
                 if bucket.iter().any(|&j| self.eq(item(j), item(i))) {
-                    keep[i] = false;
+                    *kept = false;
                     any = true;
                 } else {
                     bucket.push(i);
