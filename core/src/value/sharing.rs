@@ -303,10 +303,41 @@ fn rehome(v: &mut Value, homeless: &mut hashbrown::HashMap<u32, Value>) {
 /// be shared: an anchor or alias to a tuple stands for that tuple's items;
 /// any other anchor or alias only for itself. Results for pairs of shared
 /// tuples are remembered, so deep sharing costs no more than its size.
+///
+/// A reference lets a small message describe a value nested far deeper
+/// than `Limits::max_depth` (each tuple holding a `reference` to the one
+/// before); comparing it recursively would exhaust the stack. Comparison
+/// and hashing give up below [`MAX_COMPARE_DEPTH`] levels: the two values
+/// count as different (hash 0), so their set keeps both. Python's own
+/// comparison fails there (RecursionError) near its recursion limit, 1000.
 pub(crate) struct SetEq<'t> {
     tuples: &'t hashbrown::HashMap<u32, Value>,
     hashes: std::cell::RefCell<hashbrown::HashMap<u32, u64>>,
     equal: std::cell::RefCell<hashbrown::HashMap<(u32, u32), bool>>,
+    depth: std::cell::Cell<u32>,
+}
+
+/// How deep [`SetEq`] follows tuples, frozensets and references.
+pub(crate) const MAX_COMPARE_DEPTH: u32 = 1000;
+
+/// Counts one level of [`SetEq`] recursion while alive.
+struct Level<'a>(&'a std::cell::Cell<u32>);
+
+impl<'a> Level<'a> {
+    fn enter(depth: &'a std::cell::Cell<u32>) -> Option<Self> {
+        let d = depth.get();
+        if d >= MAX_COMPARE_DEPTH {
+            return None;
+        }
+        depth.set(d + 1);
+        Some(Level(depth))
+    }
+}
+
+impl Drop for Level<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl<'t> SetEq<'t> {
@@ -315,6 +346,7 @@ impl<'t> SetEq<'t> {
             tuples,
             hashes: Default::default(),
             equal: Default::default(),
+            depth: Default::default(),
         }
     }
 
@@ -338,6 +370,9 @@ impl<'t> SetEq<'t> {
             return true;
         }
         let (Some(x), Some(y)) = (ra, rb) else {
+            return false;
+        };
+        let Some(_level) = Level::enter(&self.depth) else {
             return false;
         };
         let key = match (ia, ib) {
@@ -373,6 +408,9 @@ impl<'t> SetEq<'t> {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             parts.hash(&mut h);
             h.finish()
+        };
+        let Some(_level) = Level::enter(&self.depth) else {
+            return 0;
         };
         let (id, resolved) = self.resolve(v);
         let Some(x) = resolved else {

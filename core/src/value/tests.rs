@@ -702,3 +702,41 @@ fn a_reference_equal_to_another_dict_key_is_a_duplicate_key() {
     let bytes = encode(&ok, VocabTable::V1);
     assert_eq!(decode_one(&bytes, VocabTable::V1).unwrap(), ok);
 }
+
+/// `[t0, t1, ..., frozenset([t_n, t_n-1])]` where t0 = () and each
+/// t_k = (t_k-1,) shares the one before: comparing the last two chases
+/// `n` references.
+fn tuple_chain(n: u32) -> Value {
+    let mut items = vec![Value::Anchor(0, Box::new(Value::Tuple(vec![])))];
+    for k in 1..=n {
+        items.push(Value::Anchor(
+            k,
+            Box::new(Value::Tuple(vec![Value::Alias(k - 1)])),
+        ));
+    }
+    items.push(Value::FrozenSet(vec![Value::Alias(n), Value::Alias(n - 1)]));
+    Value::List(items)
+}
+
+#[test]
+fn long_reference_chains_in_set_members_do_not_exhaust_the_stack() {
+    // encoding compares the members (the serializer writes a set as
+    // Python holds it), and so does decoding; both stop chasing at
+    // MAX_COMPARE_DEPTH and take the members for different
+    let v = tuple_chain(200_000);
+    let bytes = encode(&v, VocabTable::V1);
+    let back = decode_one(&bytes, VocabTable::V1).unwrap();
+    let Value::List(items) = &back else { panic!() };
+    let Some(Value::FrozenSet(members)) = items.last() else {
+        panic!()
+    };
+    assert_eq!(members.len(), 2);
+    // short chains are compared in full: the two differ
+    let v = tuple_chain(50);
+    let back = decode_one(&encode(&v, VocabTable::V1), VocabTable::V1).unwrap();
+    let Value::List(items) = &back else { panic!() };
+    let Some(Value::FrozenSet(members)) = items.last() else {
+        panic!()
+    };
+    assert_eq!(members.len(), 2);
+}
