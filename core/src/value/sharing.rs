@@ -7,8 +7,6 @@
 //! [`Value::Alias`] and its target's slot is marked referenced (see
 //! `de/frames.rs`); these passes run only when the message needs them.
 
-use smallvec::SmallVec;
-
 use super::de::Slot;
 use super::pyops::{py_eq, py_hash};
 use super::{Copyable, Value};
@@ -118,15 +116,18 @@ pub(super) fn has_duplicates(items: &[Value]) -> bool {
             .enumerate()
             .any(|(i, a)| items[..i].iter().any(|b| py_eq(a, b)));
     }
-    let mut seen: hashbrown::HashMap<u64, SmallVec<[usize; 1]>> = hashbrown::HashMap::new();
-    for (i, v) in items.iter().enumerate() {
-        let bucket = seen.entry(py_hash(v).unwrap_or(0)).or_default();
-        if bucket.iter().any(|&j| py_eq(&items[j], v)) {
-            return true;
-        }
-        bucket.push(i);
-    }
-    false
+    // sorted by hash: equal values end up side by side
+    let mut order: Vec<(u64, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (py_hash(v).unwrap_or(0), i))
+        .collect();
+    order.sort_unstable();
+    order.chunk_by(|a, b| a.0 == b.0).any(|run| {
+        run.iter()
+            .enumerate()
+            .any(|(r, &(_, i))| run[..r].iter().any(|&(_, j)| py_eq(&items[j], &items[i])))
+    })
 }
 
 /// Merges equal set elements as Python's `set.add` does (the first one is
@@ -461,14 +462,19 @@ impl<'t> SetEq<'t> {
                 }
             }
         } else {
-            let mut seen: hashbrown::HashMap<u64, SmallVec<[usize; 1]>> = hashbrown::HashMap::new();
-            for (i, kept) in keep.iter_mut().enumerate() {
-                let bucket = seen.entry(self.hash(item(i))).or_default();
-                if bucket.iter().any(|&j| self.eq(item(j), item(i))) {
-                    *kept = false;
-                    any = true;
-                } else {
-                    bucket.push(i);
+            // sorted by (hash, position): equal values end up side by side,
+            // each run in arrival order (cheaper than a hash table here)
+            let mut order: Vec<(u64, usize)> = (0..n).map(|i| (self.hash(item(i)), i)).collect();
+            order.sort_unstable();
+            for run in order.chunk_by(|a, b| a.0 == b.0) {
+                for (r, &(_, i)) in run.iter().enumerate().skip(1) {
+                    if run[..r]
+                        .iter()
+                        .any(|&(_, j)| keep[j] && self.eq(item(j), item(i)))
+                    {
+                        keep[i] = false;
+                        any = true;
+                    }
                 }
             }
         }

@@ -740,3 +740,49 @@ fn long_reference_chains_in_set_members_do_not_exhaust_the_stack() {
     };
     assert_eq!(members.len(), 2);
 }
+
+#[test]
+fn large_sets_merge_like_small_ones() {
+    // 40 members (the sorted-by-hash path): 0..20, then 19.0 down to 0.0,
+    // then a shared (1,) with an alias and an equal plain one
+    let mut items: Vec<Value> = (0..20).map(Value::int).collect();
+    items.extend((0..20).rev().map(|i| Value::Float(i as f64)));
+    let shared = Value::Anchor(1, Box::new(Value::Tuple(vec![Value::int(1)])));
+    let with_shared = |mut items: Vec<Value>| {
+        items.push(shared.clone());
+        items.push(Value::Alias(1));
+        items.push(Value::Tuple(vec![Value::int(1)]));
+        items
+    };
+    let mut want: Vec<Value> = (0..20).map(Value::int).collect();
+    want.push(shared.clone());
+    // the encoder writes only the first of equal members...
+    let bytes = encode(&Value::Set(with_shared(items.clone())), VocabTable::V1);
+    assert_eq!(bytes, encode(&Value::Set(want.clone()), VocabTable::V1));
+    // ...and the decoder keeps only the first of those it receives
+    let mut raw = BytesMut::new();
+    let mut ser = Serializer::new(VocabTable::V1);
+    let list = ser.open_sequence(&mut raw, b"list");
+    let set = ser.open_sequence(&mut raw, b"set");
+    for v in &items {
+        ser.write_value(v, &mut raw, &mut Default::default(), &mut NoRefs)
+            .unwrap();
+    }
+    let t = ser.open_sequence(&mut raw, b"tuple");
+    crate::banana::encode::put_token_header(&mut raw, 1, crate::banana::TypeByte::Int);
+    ser.close(&mut raw, t);
+    let r = ser.open_sequence(&mut raw, b"reference");
+    crate::banana::encode::put_token_header(&mut raw, t, crate::banana::TypeByte::Int);
+    ser.close(&mut raw, r);
+    let t2 = ser.open_sequence(&mut raw, b"tuple");
+    crate::banana::encode::put_token_header(&mut raw, 1, crate::banana::TypeByte::Int);
+    ser.close(&mut raw, t2);
+    ser.close(&mut raw, set);
+    ser.close(&mut raw, list);
+    let back = decode_one(&raw, VocabTable::V1).unwrap();
+    let Value::List(outer) = back else { panic!() };
+    let Value::Set(got) = &outer[0] else { panic!() };
+    assert_eq!(got.len(), 21, "{got:?}");
+    assert_eq!(got[..20], want[..20]);
+    assert!(matches!(&got[20], Value::Anchor(_, t) if **t == Value::Tuple(vec![Value::int(1)])));
+}
