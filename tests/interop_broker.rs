@@ -50,6 +50,10 @@ fn rust_client_calls_a_python_object() {
     assert!(r.furl().is_some(), "first transmission carries the FURL");
     let clid = r.clid();
 
+    // an ABORT with nothing open: Python's PB root ignores it (we do too)
+    c.session.write_plaintext(&[0x00, 0x8a]);
+    c.flush();
+
     // add(1, 2)
     let req = c
         .broker
@@ -152,6 +156,19 @@ fn rust_client_calls_a_python_object() {
     assert_eq!(**inner, py("[10, 20]"));
     assert_eq!(parts[1], py("{'kw': 'value'}"));
 
+    // a `reference` in one argument to a frozenset in another: Python's
+    // receiver turns it into a tuple of the set's items (one scope per call)
+    let args = [
+        Value::Anchor(7, Box::new(Value::FrozenSet(vec![Value::int(1)]))),
+        Value::Alias(7),
+    ];
+    let req = c
+        .broker
+        .call(clid, "echo", &args, &[], &*c.objects)
+        .unwrap();
+    let got = c.wait(req, deadline()).expect("echo");
+    assert_eq!(got, py("[[frozenset([1]), (1,)], {}]"));
+
     // release the reference: decref(clid, count) is answered, then the
     // clid is gone
     let d = c.broker.release(clid).unwrap().expect("a decref call");
@@ -231,5 +248,90 @@ fn python_client_calls_a_rust_object() {
     assert!(
         matches!(seen.last(), Some(BrokerEvent::Closed(_))),
         "{seen:?}"
+    );
+}
+
+/// Connects to a fresh Python target, gets the object, writes `raw` (a
+/// plaintext banana stream, `{clid}` patched in by the caller) and returns
+/// how the connection ends.
+fn python_answers_raw(raw: impl FnOnce(i64) -> Vec<u8>) -> Option<BrokerEvent> {
+    let server = PyTarget::start(&data_path("tub-high"));
+    let tls = TlsContext::new(&identity("tub-low")).unwrap();
+    let table = Mutex::new(ConnectionTable::new(&mut SeededRng::new(12)));
+    let conn = dial(&tls, &table, &server.furl, deadline()).expect("negotiation");
+    let common::negotiation::Conn { sock, session, .. } = conn;
+    let mut c = BrokerConn::new(sock, session, Box::new(HashMap::new()));
+    let req = c
+        .broker
+        .get_reference_by_name(server.furl.swissnum.as_bytes())
+        .unwrap();
+    let Ok(Value::Remote(r)) = c.wait(req, deadline()) else {
+        panic!("getReferenceByName")
+    };
+    c.session.write_plaintext(&raw(r.clid()));
+    c.flush();
+    let ev = c.next_event(deadline());
+    c.close();
+    ev
+}
+
+/// The raw `call` sequence (reqID 40, method `add`) with its `arguments`
+/// written by `args`.
+fn raw_call(clid: i64, args: impl FnOnce(&mut bytes::BytesMut)) -> Vec<u8> {
+    use foolscap::banana::{encode as enc, TypeByte};
+    let mut out = bytes::BytesMut::new();
+    enc::put_token_header(&mut out, 90, TypeByte::Open);
+    enc::put_string(&mut out, b"call");
+    enc::put_token_header(&mut out, 40, TypeByte::Int);
+    enc::put_token_header(&mut out, clid as u64, TypeByte::Int);
+    enc::put_string(&mut out, b"add");
+    args(&mut out);
+    enc::put_token_header(&mut out, 90, TypeByte::Close);
+    out.to_vec()
+}
+
+#[test]
+fn python_hangs_up_on_a_short_argument_count_and_an_abort_before_the_open_type() {
+    use foolscap::banana::{encode as enc, TypeByte};
+    // a posarg count of 2**40 with two arguments: Python takes the count
+    // and hangs up at the CLOSE ("'arguments' sequence ended too early");
+    // our decoder refuses the same bytes the same way (broker unit tests)
+    let ev = python_answers_raw(|clid| {
+        raw_call(clid, |out| {
+            enc::put_token_header(out, 91, TypeByte::Open);
+            enc::put_string(out, b"arguments");
+            enc::put_token_header(out, 1 << 40, TypeByte::Int);
+            enc::put_token_header(out, 1, TypeByte::Int);
+            enc::put_token_header(out, 2, TypeByte::Int);
+            enc::put_token_header(out, 91, TypeByte::Close);
+        })
+    });
+    match &ev {
+        Some(BrokerEvent::Closed(CloseReason::PeerError(text))) => {
+            let text = String::from_utf8_lossy(text);
+            assert!(
+                text.contains("'arguments' sequence ended too early"),
+                "{text}"
+            );
+        }
+        other => panic!("Python did not hang up: {other:?}"),
+    }
+    // OPEN, ABORT, CLOSE where the arguments belong: Python hangs up
+    let ev = python_answers_raw(|clid| {
+        raw_call(clid, |out| {
+            enc::put_token_header(out, 91, TypeByte::Open);
+            enc::put_token_header(out, 91, TypeByte::Abort);
+            enc::put_token_header(out, 91, TypeByte::Close);
+        })
+    });
+    assert!(
+        matches!(ev, Some(BrokerEvent::Closed(_))),
+        "Python did not hang up: {ev:?}"
+    );
+    // the same at the top level
+    let ev = python_answers_raw(|_| vec![0x5a, 0x88, 0x5a, 0x8a, 0x5a, 0x89]);
+    assert!(
+        matches!(ev, Some(BrokerEvent::Closed(_))),
+        "Python did not hang up: {ev:?}"
     );
 }

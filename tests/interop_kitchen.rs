@@ -191,6 +191,15 @@ fn keywords_and_echo_args(c: &Client) {
     );
 }
 
+/// `frozenset([t, t, ()])` with one shared empty tuple `t`.
+fn shared_and_equal_tuples() -> Value {
+    Value::FrozenSet(vec![
+        Value::Anchor(900, Box::new(Value::Tuple(vec![]))),
+        Value::Alias(900),
+        Value::Tuple(vec![]),
+    ])
+}
+
 fn add_length_pow2(c: &Client) {
     let cases = [
         ("1", "2", "3"),
@@ -206,6 +215,9 @@ fn add_length_pow2(c: &Client) {
     }
     assert_eq!(c.ok("length", &[lit("[1, 2, 3]")]), Value::int(3));
     assert_eq!(c.ok("length", &[lit("'abcd'")]), Value::int(4));
+    // a shared () and an equal unshared one are one member (fuzz finding
+    // frozenset-anchored-and-equal-tuple): 1, as Python's set holds them
+    assert_eq!(c.ok("length", &[shared_and_equal_tuples()]), Value::int(1));
     assert_eq!(c.ok("pow2", &[Value::int(0)]), Value::int(1));
     assert_eq!(c.ok("pow2", &[Value::int(64)]), lit("18446744073709551616"));
     let big = c.ok("pow2", &[Value::int(100_000)]);
@@ -445,6 +457,7 @@ fn types(c: &Client) {
         (me, "local:KitchenSink"),
         (point, "copyable:kitchen-sink.Point"),
         (cyclic_list(), "list[int,cycle]"),
+        (shared_and_equal_tuples(), "frozenset[tuple[]]"),
         (
             shared_list(),
             "list[list[int,int],list[int,int],tuple[list[int,int]]]",

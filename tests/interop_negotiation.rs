@@ -439,3 +439,52 @@ fn furls_python_writes_parse_and_print_back() {
     assert!(text.starts_with(&format!("pb://{}@tcp:127.0.0.1:", py.tubid)));
     assert!(text.ends_with("/calc"));
 }
+
+#[test]
+fn certificates_python_does_not_take_for_self_signed_are_refused_both_ways() {
+    // (mkcert form, whether Python's OpenSSL takes it): a "self-signature"
+    // by another key of the same type passes (OpenSSL never checks it);
+    // one whose signature algorithm does not suit the key, or whose
+    // authority key id is not its own, is not self-signed to OpenSSL and
+    // fails with "unknown ca" (docs/protocol.md §3.3)
+    let dir = temp_dir("selfsigned");
+    for (form, accepted) in [("ec-by-ec", true), ("ec-by-rsa", false), ("ec-akid", false)] {
+        let file = dir.join(format!("{form}.pem"));
+        let out = fsnego(
+            &["mkcert", file.to_str().unwrap(), "--form", form],
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        let id = Identity::from_cert_file(std::fs::read_to_string(&file).unwrap()).unwrap();
+        // Rust client with that certificate, Python server
+        let py = PyServer::start(&data_path("tub-high"));
+        let tls = TlsContext::new(&id).unwrap();
+        let python_took = match dial(&tls, &table(1), &py.furl, deadline()) {
+            Ok(mut conn) => {
+                conn.get_reference_and_add(&py.furl.swissnum, 1, 2, deadline())
+                    .unwrap_or_else(|e| panic!("{form}: {e}"));
+                true
+            }
+            Err(_) => false,
+        };
+        assert_eq!(python_took, accepted, "{form}: Python's verdict");
+        // Python client with that certificate, Rust server
+        let server = RustServer::start(&identity("tub-mid"), 5);
+        let out = fsnego(
+            &["connect", file.to_str().unwrap(), &server.furl.to_string()],
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0]["ok"], accepted, "{form}: our verdict: {out:?}");
+        match server.event(Duration::from_secs(10)) {
+            Some(ServerEvent::Established(info, _)) if accepted => {
+                assert_eq!(info.peer_tubid, id.tubid())
+            }
+            Some(ServerEvent::Failed(e)) if !accepted => {
+                assert!(e.to_string().contains("UnknownIssuer"), "{form}: {e}")
+            }
+            other => panic!("{form}: server saw {other:?}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -19,11 +19,14 @@ their stdin closes or after --lifetime seconds, clients after --timeout.
       Tub 1 connects and calls add; then Tub 2 (same identity, new
       incarnation) does the same while Tub 1's connection is up. Reports
       whether Tub 1's reference was disconnected (replaced) and both results.
-  mkcert OUT [--form pkcs8|pkcs1-keyfirst|ec]
+  mkcert OUT [--form pkcs8|pkcs1-keyfirst|ec|ec-by-ec|ec-by-rsa|ec-akid]
       Writes a new certFile and prints the tubid Python computes for it:
       foolscap's own (pkcs8), the same with a PKCS#1 key placed before the
       certificate, or an ECDSA P-256 X.509 v3 identity made with
-      `cryptography` (SEC1 key).
+      `cryptography` (SEC1 key). The ec-by-* forms name themselves as
+      issuer but are signed by another key: another P-256 key, an RSA key,
+      or another P-256 key that an authority key id names (beside the
+      certificate's own subject key id).
   tubid CERTFILE...
       The tubid Python computes for each file: {"file", "tubid"}.
   bench CERTFILE FURL --count N
@@ -121,14 +124,24 @@ def cmd_mkcert(a):
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
     import datetime
-    if a.form == "ec":
+    if a.form.startswith("ec"):
+        from cryptography.hazmat.primitives.asymmetric import rsa
         key = ec.generate_private_key(ec.SECP256R1())
+        signer = {"ec": key,
+                  "ec-by-ec": ec.generate_private_key(ec.SECP256R1()),
+                  "ec-akid": ec.generate_private_key(ec.SECP256R1()),
+                  "ec-by-rsa": rsa.generate_private_key(65537, 2048)}[a.form]
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "newpb_thingy")])
         now = datetime.datetime.now(datetime.timezone.utc)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(key.public_key()).serial_number(1)
-                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365))
-                .sign(key, hashes.SHA256()))
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.public_key()).serial_number(1)
+                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365)))
+        if a.form == "ec-akid":
+            builder = builder.add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False
+            ).add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), False)
+        cert = builder.sign(signer, hashes.SHA256())
         data = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
             serialization.NoEncryption())
@@ -199,7 +212,8 @@ def main():
         c.add_argument("--timeout", type=float, default=120)
     m = sub.add_parser("mkcert")
     m.add_argument("out")
-    m.add_argument("--form", choices=["pkcs8", "pkcs1-keyfirst", "ec"], default="pkcs8")
+    m.add_argument("--form", choices=["pkcs8", "pkcs1-keyfirst", "ec", "ec-by-ec",
+                                      "ec-by-rsa", "ec-akid"], default="pkcs8")
     t = sub.add_parser("tubid")
     t.add_argument("files", nargs="+")
     a = p.parse_args()

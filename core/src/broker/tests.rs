@@ -1553,3 +1553,185 @@ fn a_reference_the_application_holds_or_an_export_makes_it_used() {
     );
     assert!(!b.is_unused());
 }
+
+#[test]
+fn a_reference_across_call_arguments_finds_its_frozenset() {
+    // call(frozenset{1}, <reference to it>): as inside one answer, the
+    // reference yields a tuple of the set's items (Python 24.9.0 echoes
+    // these bytes back as [frozenset({1}), (1,)], tests/interop_broker.rs)
+    let mut out = BytesMut::new();
+    Serializer::new(t1())
+        .write_call(
+            &mut out,
+            3,
+            1,
+            b"echo",
+            &[
+                Value::Anchor(9, Box::new(Value::FrozenSet(vec![Value::int(1)]))),
+                Value::Alias(9),
+            ],
+            &[],
+        )
+        .unwrap();
+    let evs = pb_events(t1(), &out).unwrap();
+    let [PbEvent::Call(call)] = &evs[..] else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(
+        call.args,
+        vec![
+            Value::FrozenSet(vec![Value::int(1)]),
+            Value::Tuple(vec![Value::int(1)]),
+        ]
+    );
+    // the same two values in one answer list
+    let mut out = BytesMut::new();
+    let list = Value::List(vec![
+        Value::Anchor(9, Box::new(Value::FrozenSet(vec![Value::int(1)]))),
+        Value::Alias(9),
+    ]);
+    Serializer::new(t1())
+        .write_answer(&mut out, 3, &list)
+        .unwrap();
+    let evs = pb_events(t1(), &out).unwrap();
+    assert_eq!(
+        evs,
+        vec![PbEvent::Answer {
+            req_id: 3,
+            value: Value::List(call.args.clone()),
+        }]
+    );
+}
+
+#[test]
+fn abort_edge_cases_follow_python() {
+    let add = hex("02880b87 0281 0181 0382616464 03880c87 0281 0181 0281 0389 0289");
+    // ABORT with nothing open: Python's PB root absorbs it, the stream
+    // goes on (tests/interop_broker.rs proves it against Python)
+    let mut input = hex("008a");
+    input.extend_from_slice(&add);
+    let evs = pb_events(t1(), &input).unwrap();
+    assert!(
+        matches!(&evs[..], [PbEvent::Call(c)] if c.req_id == 2),
+        "{evs:?}"
+    );
+    // ABORT right after an OPEN, before the open type: Python stays in the
+    // index phase and loses sync at the CLOSE (or the next OPEN): fatal
+    assert!(matches!(
+        pb_events(t1(), &hex("0088 008a 0089")),
+        Err(DecodeError::AbortInIndex { .. })
+    ));
+    // storage mode still refuses a top-level ABORT
+    let mut de = Deserializer::new(t1(), Limits::default());
+    de.feed(&hex("008a"));
+    assert!(matches!(
+        de.poll_event(),
+        Err(DecodeError::TopLevelNotOpen { .. })
+    ));
+}
+
+#[test]
+fn a_posarg_count_the_arguments_never_reach_is_fatal_as_in_python() {
+    // count 2**40 (far over max_container_items), one argument, CLOSE:
+    // Python takes any count and raises "'arguments' sequence ended too
+    // early" at the CLOSE (a BananaError: it hangs up)
+    let b = raw(|s, b| {
+        s.open_sequence(b, b"call");
+        put_token_header(b, 1, TypeByte::Int);
+        put_token_header(b, 1, TypeByte::Int);
+        put_string(b, b"m");
+        let a = s.open_sequence(b, b"arguments");
+        put_token_header(b, 1 << 40, TypeByte::Int);
+        put_token_header(b, 7, TypeByte::Int);
+        s.close(b, a);
+    });
+    let e = fatal(&b);
+    assert!(
+        matches!(
+            e,
+            DecodeError::Incomplete {
+                sequence: "arguments",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.python_banana_text().as_deref(),
+        Some("'arguments' sequence ended too early")
+    );
+    // a count that the arguments reach is fine however it was written
+    let b = raw(|s, b| {
+        let c = s.open_sequence(b, b"call");
+        put_token_header(b, 1, TypeByte::Int);
+        put_token_header(b, 1, TypeByte::Int);
+        put_string(b, b"m");
+        let a = s.open_sequence(b, b"arguments");
+        put_token_header(b, 1, TypeByte::Int);
+        put_token_header(b, 7, TypeByte::Int);
+        s.close(b, a);
+        s.close(b, c);
+    });
+    let evs = pb_events(t0(), &b).unwrap();
+    assert!(matches!(&evs[..], [PbEvent::Call(c)] if c.args == [Value::int(7)]));
+}
+
+#[test]
+fn a_reference_equal_to_another_dict_key_in_a_call_is_fatal() {
+    let dict = Value::Dict(vec![
+        (
+            Value::Anchor(4, Box::new(Value::Tuple(vec![Value::int(1)]))),
+            Value::int(1),
+        ),
+        (Value::Alias(4), Value::int(2)),
+    ]);
+    let mut out = BytesMut::new();
+    Serializer::new(t1())
+        .write_call(&mut out, 3, 1, b"echo", &[dict], &[])
+        .unwrap();
+    assert!(matches!(
+        pb_events(t1(), &out),
+        Err(DecodeError::DuplicateKey { .. })
+    ));
+}
+
+#[test]
+fn a_repeated_keyword_keeps_what_other_arguments_share_with_its_first_value() {
+    // m(x=L, y=<reference to L>, x=3) with L = [10]: Python's kwargs are
+    // {x: 3, y: L}; the list must survive in y, not as a dangling alias
+    let mut b = BytesMut::new();
+    let mut ser = Serializer::new(t0());
+    let c = ser.open_sequence(&mut b, b"call");
+    put_token_header(&mut b, 1, TypeByte::Int);
+    put_token_header(&mut b, 1, TypeByte::Int);
+    put_string(&mut b, b"m");
+    let a = ser.open_sequence(&mut b, b"arguments");
+    put_token_header(&mut b, 0, TypeByte::Int);
+    put_string(&mut b, b"x");
+    let list = ser.open_sequence(&mut b, b"list");
+    put_token_header(&mut b, 10, TypeByte::Int);
+    ser.close(&mut b, list);
+    put_string(&mut b, b"y");
+    let r = ser.open_sequence(&mut b, b"reference");
+    put_token_header(&mut b, list, TypeByte::Int);
+    ser.close(&mut b, r);
+    put_string(&mut b, b"x");
+    put_token_header(&mut b, 3, TypeByte::Int);
+    ser.close(&mut b, a);
+    ser.close(&mut b, c);
+    let evs = pb_events(t0(), &b).unwrap();
+    let [PbEvent::Call(call)] = &evs[..] else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(call.kwargs[0], kw("x", Value::int(3)));
+    assert_eq!(call.kwargs[1].0.as_str(), "y");
+    let Value::Anchor(_, inner) = &call.kwargs[1].1 else {
+        panic!("{:?}", call.kwargs)
+    };
+    assert_eq!(**inner, Value::List(vec![Value::int(10)]));
+    // and the call can be sent on
+    let mut again = BytesMut::new();
+    Serializer::new(t0())
+        .write_call(&mut again, 1, 1, b"m", &call.args, &call.kwargs)
+        .unwrap();
+}

@@ -167,6 +167,97 @@ pub fn spki_of(cert_der: &[u8]) -> Result<&[u8], CertificateError> {
     Ok(spki)
 }
 
+/// Whether OpenSSL (under Python foolscap) would take a peer's certificate
+/// as self-signed, the only kind its verify callback lets through (§3.3):
+/// issuer and subject are the same name, an AuthorityKeyIdentifier (if
+/// any) names the certificate itself (key id, serial, issuer), and the
+/// signature algorithm suits the certificate's own key type. Like
+/// OpenSSL, the self-signature itself is not verified (a certificate whose
+/// "self-signature" was made by another key of the same type passes in
+/// Python too); one signed with another key type is refused (OpenSSL then
+/// looks for an issuer and fails with "unknown ca"). Names are compared by
+/// their DER bytes (OpenSSL compares canonical forms: a name written in
+/// two different encodings passes there, not here).
+pub fn check_self_signed(cert_der: &[u8]) -> Result<(), CertificateError> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    let (_, cert) = X509CertificateParser::new()
+        .with_deep_parse_extensions(true)
+        .parse(cert_der)
+        .map_err(|_| CertificateError("unparsable certificate"))?;
+    let tbs = &cert.tbs_certificate;
+    if tbs.issuer.as_raw() != tbs.subject.as_raw() {
+        return Err(CertificateError("issuer is not the subject"));
+    }
+    let mut skid = None;
+    let mut akid = None;
+    for ext in tbs.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => skid = Some(k.0),
+            ParsedExtension::AuthorityKeyIdentifier(a) => akid = Some(a),
+            ParsedExtension::ParseError { .. } => {
+                return Err(CertificateError("malformed extension"));
+            }
+            _ => {}
+        }
+    }
+    if let Some(akid) = akid {
+        if let (Some(k), Some(s)) = (&akid.key_identifier, skid) {
+            if k.0 != s {
+                return Err(CertificateError(
+                    "authority key id is not the subject key id",
+                ));
+            }
+        }
+        if akid
+            .authority_cert_serial
+            .is_some_and(|serial| serial != tbs.raw_serial())
+        {
+            return Err(CertificateError("authority serial is not the serial"));
+        }
+        let dir_name = akid
+            .authority_cert_issuer
+            .iter()
+            .flatten()
+            .find_map(|g| match g {
+                GeneralName::DirectoryName(n) => Some(n),
+                _ => None,
+            });
+        if dir_name.is_some_and(|n| n.as_raw() != tbs.issuer.as_raw()) {
+            return Err(CertificateError("authority issuer is not the issuer"));
+        }
+    }
+    let sig = tbs.signature.algorithm.to_id_string();
+    let key = tbs.subject_pki.algorithm.algorithm.to_id_string();
+    const RSA: &str = "1.2.840.113549.1.1.1";
+    const RSA_PSS: &str = "1.2.840.113549.1.1.10";
+    const EC: &str = "1.2.840.10045.2.1";
+    let suits = match sig.as_str() {
+        // md5/sha1/sha224/sha256/sha384/sha512 WithRSAEncryption
+        "1.2.840.113549.1.1.4"
+        | "1.2.840.113549.1.1.5"
+        | "1.2.840.113549.1.1.14"
+        | "1.2.840.113549.1.1.11"
+        | "1.2.840.113549.1.1.12"
+        | "1.2.840.113549.1.1.13" => key == RSA,
+        RSA_PSS => key == RSA || key == RSA_PSS,
+        // ecdsa-with-SHA1, -SHA224, -SHA256, -SHA384, -SHA512
+        "1.2.840.10045.4.1"
+        | "1.2.840.10045.4.3.1"
+        | "1.2.840.10045.4.3.2"
+        | "1.2.840.10045.4.3.3"
+        | "1.2.840.10045.4.3.4" => key == EC,
+        // Ed25519, Ed448
+        "1.3.101.112" | "1.3.101.113" => key == sig,
+        _ => false,
+    };
+    if !suits {
+        return Err(CertificateError(
+            "signature algorithm does not suit the key",
+        ));
+    }
+    Ok(())
+}
+
 /// Splits a DER SubjectPublicKeyInfo into the contents of its
 /// AlgorithmIdentifier (the form rustls' signature algorithms compare
 /// against) and the public key bits (a BIT STRING without unused bits).

@@ -240,6 +240,8 @@ fn self_signature_is_not_checked() {
         let last = cert.len() - 1;
         cert[last] ^= 0x55; // inside the signature value
         assert_eq!(spki_of(&cert), spki_of(id.certificate_der()));
+        // OpenSSL (Python) never verifies a self-signature either
+        assert_eq!(check_self_signed(&cert), Ok(()));
         let forged = Identity::from_der(cert, id.private_key_der().clone_key()).expect("loads");
         assert_ne!(forged.tubid(), id.tubid());
     }
@@ -299,4 +301,81 @@ fn v3_certificate_with_extensions_is_fine() {
         spki_of(id.certificate_der()).unwrap(),
         key.subject_public_key_info()
     );
+}
+
+/// A certificate for a fresh P-256 key with `CN=newpb_thingy` as subject,
+/// signed by `signer` under the issuer name `issuer_cn` (with `akid`: an
+/// authority key id naming `signer`, and a subject key id).
+fn cert_signed_by(signer: &rcgen::KeyPair, issuer_cn: &str, akid: bool) -> Vec<u8> {
+    use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer, KeyPair};
+    let name = |cn: &str| {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        dn
+    };
+    let subject_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = name("newpb_thingy");
+    params.use_authority_key_identifier_extension = akid;
+    if akid {
+        // a CA certificate: rcgen then writes its subject key id too
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    }
+    let mut issuer_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    issuer_params.distinguished_name = name(issuer_cn);
+    let issuer = Issuer::new(issuer_params, signer);
+    params
+        .signed_by(&subject_key, &issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+}
+
+#[test]
+fn only_what_openssl_takes_for_self_signed_passes() {
+    use rcgen::KeyPair;
+    // a P-256 "self-signature" made by another P-256 key: Python's OpenSSL
+    // does not verify self-signatures and accepts it
+    let other_ec = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = cert_signed_by(&other_ec, "newpb_thingy", false);
+    assert_eq!(check_self_signed(&cert), Ok(()));
+    // signed with an RSA key: the signature algorithm does not suit the
+    // P-256 key, OpenSSL looks for an issuer and refuses ("unknown ca")
+    let high = Identity::from_cert_file(HIGH).unwrap();
+    let PrivateKeyDer::Pkcs8(rsa) = high.private_key_der() else {
+        panic!("HIGH holds a PKCS#8 key")
+    };
+    let rsa = KeyPair::from_pkcs8_der_and_sign_algo(rsa, &rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = cert_signed_by(&rsa, "newpb_thingy", false);
+    assert_eq!(
+        check_self_signed(&cert),
+        Err(CertificateError(
+            "signature algorithm does not suit the key"
+        ))
+    );
+    // issued under another name
+    let cert = cert_signed_by(&other_ec, "some CA", false);
+    assert_eq!(
+        check_self_signed(&cert),
+        Err(CertificateError("issuer is not the subject"))
+    );
+    // an authority key id naming the other key, not the subject key id
+    let cert = cert_signed_by(&other_ec, "newpb_thingy", true);
+    assert_eq!(
+        check_self_signed(&cert),
+        Err(CertificateError(
+            "authority key id is not the subject key id"
+        ))
+    );
+    // what Python and we generate passes
+    for id in [
+        Identity::from_cert_file(HIGH).unwrap(),
+        Identity::from_cert_file(MID).unwrap(),
+        Identity::from_cert_file(LOW).unwrap(),
+        Identity::from_cert_file(EXPIRED_V1).unwrap(),
+        Identity::generate().unwrap(),
+    ] {
+        assert_eq!(check_self_signed(id.certificate_der()), Ok(()));
+    }
+    assert!(check_self_signed(&[0x30, 0x00]).is_err());
 }

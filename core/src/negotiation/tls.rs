@@ -3,12 +3,16 @@
 //!
 //! Both sides present their certificate; the TLS server requires the
 //! client's. Peer certificates are never checked against a CA store, for
-//! validity dates, or for their self-signature (Python checks none of
-//! that for self-signed certificates either); X.509 v1 certificates are
-//! fine. What is checked: the certificate parses far enough to yield its
-//! public key, the handshake signature verifies with that raw key (TLS 1.3
-//! and TLS 1.2), and on the client side the certificate hashes to the
-//! tubid the FURL names, before the client sends anything of its own.
+//! validity dates, or for their self-signature (Python's OpenSSL checks
+//! none of that for self-signed certificates either); X.509 v1
+//! certificates are fine. What is checked: the certificate parses far
+//! enough to yield its public key, it is what OpenSSL takes for
+//! self-signed (`identity::check_self_signed`: same issuer and subject, no
+//! foreign authority key id, a signature algorithm that suits its own key;
+//! otherwise refused as an unknown issuer, as Python refuses it), the
+//! handshake signature verifies with that raw key (TLS 1.3 and TLS 1.2),
+//! and on the client side the certificate hashes to the tubid the FURL
+//! names, before the client sends anything of its own.
 
 use std::sync::Arc;
 
@@ -25,7 +29,7 @@ use rustls::{
 };
 use thiserror::Error;
 
-use crate::identity::{spki_of, split_spki, Identity, TubId};
+use crate::identity::{check_self_signed, spki_of, split_spki, Identity, TubId};
 
 /// Which TLS versions to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +204,10 @@ impl PeerVerifier {
             }
         }
         spki_of(cert).map_err(|_| bad_encoding())?;
+        // Python's OpenSSL accepts only what it takes for self-signed
+        // (docs/protocol.md §3.3); the alert is the same "unknown ca"
+        check_self_signed(cert)
+            .map_err(|_| Error::InvalidCertificate(CertificateError::UnknownIssuer))?;
         Ok(())
     }
 

@@ -39,6 +39,10 @@ pub enum DecodeError {
     /// OPEN where an index token (the open type) was required.
     #[error("OPEN token followed by OPEN at byte {offset}")]
     OpenInIndex { offset: u64 },
+    /// ABORT before the sequence said what type it is (Python then loses
+    /// sync at the sequence's CLOSE and hangs up).
+    #[error("ABORT before the open type at byte {offset}")]
+    AbortInIndex { offset: u64 },
     /// CLOSE before the sequence said what type it is.
     #[error("CLOSE before the open type at byte {offset}")]
     CloseInIndex { offset: u64 },
@@ -142,6 +146,10 @@ impl DecodeError {
             Token(TokenError::BodyTooLong { kind: "ERROR", .. }) => "oversized ERROR token".into(),
             TopLevelNotOpen { .. } => "top-level must be OPEN".into(),
             OpenInIndex { .. } => "OPEN token followed by OPEN".into(),
+            Incomplete {
+                sequence: "arguments",
+                ..
+            } => "'arguments' sequence ended too early".into(),
             CloseMismatch { got, expected, .. } => {
                 format!("lost sync, got CLOSE({got}) but expecting {expected}")
             }

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::de::{Deserializer, Event, Frame, OpenFrame, Out, Slot, Step};
 use super::ser::{Anchors, NoRefs, RefEncoder, Serializer};
-use super::sharing::{anchor_pass, dedup_pass};
+use super::sharing::{anchor_pass, dedup_pass, duplicate_dict_key, rehome_dropped};
 use super::{DecodeError, EncodeError, Text, Value};
 use crate::banana::encode::{put_i64, put_token_header};
 use crate::banana::{Token, TypeByte};
@@ -131,7 +131,7 @@ pub(super) enum PbFrame {
     },
     /// PB `arguments`: count, positional values, keyword name/value pairs.
     Arguments {
-        count: Option<usize>,
+        count: Option<u64>,
         args: Arguments,
         name: Option<Text>,
     },
@@ -214,7 +214,7 @@ impl PbFrame {
     pub(super) fn take_value(&mut self, value: Value) {
         match self {
             PbFrame::Arguments { count, args, name } => {
-                if args.positional.len() < count.unwrap_or(0) {
+                if (args.positional.len() as u64) < count.unwrap_or(0) {
                     args.positional.push(value);
                 } else {
                     let name = name.take().expect("keyword name checked on arrival");
@@ -332,7 +332,7 @@ impl Deserializer {
                 count: Some(n),
                 args,
                 name: None,
-            } if args.positional.len() >= *n => refuse("kwarg name must be a STRING"),
+            } if args.positional.len() as u64 >= *n => refuse("kwarg name must be a STRING"),
             PbFrame::Arguments { args, .. } => {
                 self.check_items(args.positional.len() + args.keyword.len())
             }
@@ -449,20 +449,18 @@ impl Deserializer {
                         "posarg count must be an INT",
                     ));
                 };
-                let limit = self.limits.max_container_items;
-                *count = Some(
-                    usize::try_from(n)
-                        .ok()
-                        .filter(|n| *n <= limit)
-                        .ok_or(DecodeError::TooManyItems { offset, limit })?,
-                );
+                // Any count is taken, as Python takes it: the items that
+                // actually arrive are bounded (`max_container_items`), and
+                // a count the arguments never reach is fatal at the CLOSE
+                // (Python: "'arguments' sequence ended too early").
+                *count = Some(n);
                 Ok(None)
             }
             PbFrame::Arguments {
                 count: Some(n),
                 args,
                 name: None,
-            } if args.positional.len() >= *n => {
+            } if args.positional.len() as u64 >= *n => {
                 let Some(s) = string(&token)? else {
                     return Err(pb_unexpected(
                         offset,
@@ -503,7 +501,7 @@ impl Deserializer {
         let PbFrame::Arguments { count, args, name } = frame else {
             unreachable!()
         };
-        if count.is_none_or(|n| args.positional.len() < n) || name.is_some() {
+        if count.is_none_or(|n| (args.positional.len() as u64) < n) || name.is_some() {
             return Err(DecodeError::Incomplete {
                 offset: self.offset,
                 sequence: "arguments",
@@ -552,15 +550,27 @@ impl Deserializer {
         }
         let referenced = self.slots.iter().any(|s| s.referenced);
         let dedup = self.needs_dedup;
-        let fix = |v: &mut Value, next: &mut u32, slots: &[Slot]| {
+        let key_check = self.needs_key_check;
+        let duplicate_key = DecodeError::DuplicateKey { offset };
+        // One sharing scope for the whole message: a `reference` in one
+        // call argument may name a container in another (a frozenset's
+        // copies included), and set merging may move an anchor between them.
+        let fix = |roots: &mut [&mut Value], slots: &[Slot]| {
             if referenced {
-                anchor_pass(v, next, slots, &mut Default::default());
+                let mut next = first_open;
+                let mut frozen = Default::default();
+                for v in roots.iter_mut() {
+                    anchor_pass(v, &mut next, slots, &mut frozen);
+                }
             }
             if dedup {
-                dedup_pass(v);
+                dedup_pass(roots);
             }
+            if key_check && duplicate_dict_key(roots) {
+                return Err(duplicate_key.clone());
+            }
+            Ok(())
         };
-        let mut next = first_open;
         let event = match frame {
             PbFrame::Call {
                 req_id: Some(req_id),
@@ -568,33 +578,41 @@ impl Deserializer {
                 method: Some(method),
                 args: Some(mut args),
             } => {
-                for v in args
+                let mut roots: Vec<&mut Value> = args
                     .positional
                     .iter_mut()
                     .chain(args.keyword.iter_mut().map(|(_, v)| v))
-                {
-                    fix(v, &mut next, &self.slots);
+                    .collect();
+                fix(&mut roots, &self.slots)?;
+                let (mut kwargs, dropped) = merge_keywords(args.keyword);
+                let mut positional = args.positional;
+                if !dropped.is_empty() {
+                    let mut roots: Vec<&mut Value> = positional
+                        .iter_mut()
+                        .chain(kwargs.iter_mut().map(|(_, v)| v))
+                        .collect();
+                    rehome_dropped(dropped, &mut roots);
                 }
                 PbEvent::Call(IncomingCall {
                     req_id,
                     clid,
                     method,
-                    args: args.positional,
-                    kwargs: merge_keywords(args.keyword),
+                    args: positional,
+                    kwargs,
                 })
             }
             PbFrame::Answer {
                 req_id: Some(req_id),
                 value: Some(mut value),
             } => {
-                fix(&mut value, &mut next, &self.slots);
+                fix(&mut [&mut value], &self.slots)?;
                 PbEvent::Answer { req_id, value }
             }
             PbFrame::Error {
                 req_id: Some(req_id),
                 value: Some(mut failure),
             } => {
-                fix(&mut failure, &mut next, &self.slots);
+                fix(&mut [&mut failure], &self.slots)?;
                 PbEvent::Error { req_id, failure }
             }
             _ => unreachable!("checked above"),
@@ -631,15 +649,18 @@ fn pb_unexpected(
 
 /// Keyword arguments as Python's dict keeps them: a repeated name stays at
 /// its first position with its last value.
-fn merge_keywords(pairs: Vec<(Text, Value)>) -> Vec<(Text, Value)> {
+/// Also returns the values replaced (they may hold anchors other
+/// arguments alias, see `sharing::rehome_dropped`).
+fn merge_keywords(pairs: Vec<(Text, Value)>) -> (Vec<(Text, Value)>, Vec<Value>) {
     let mut out: Vec<(Text, Value)> = Vec::with_capacity(pairs.len());
+    let mut dropped = Vec::new();
     for (name, value) in pairs {
         match out.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = value,
+            Some(slot) => dropped.push(std::mem::replace(&mut slot.1, value)),
             None => out.push((name, value)),
         }
     }
-    out
+    (out, dropped)
 }
 
 /// Writing PB messages. Each message is one sharing scope; on error

@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use smallvec::SmallVec;
 
 use super::pyops::py_cmp;
+use super::sharing::{collect_tuples, SetEq};
 use super::{AnchorId, Copyable, DecodeError, EncodeError, Text, Value, WireRef};
 use crate::banana::encode::{put_big, put_float, put_i64, put_string, put_token_header};
 use crate::banana::{TypeByte, VocabTable};
@@ -66,6 +67,11 @@ pub struct Serializer {
 enum Frame<'a> {
     Items {
         iter: std::slice::Iter<'a, Value>,
+        close: u64,
+    },
+    /// A set's elements less those equal to an earlier one.
+    Kept {
+        iter: std::vec::IntoIter<&'a Value>,
         close: u64,
     },
     Pairs {
@@ -212,6 +218,15 @@ impl Serializer {
                         continue;
                     }
                 },
+                Frame::Kept { iter, close } => match iter.next() {
+                    Some(v) => v,
+                    None => {
+                        let id = *close;
+                        stack.pop();
+                        self.close(out, id);
+                        continue;
+                    }
+                },
                 Frame::Pairs {
                     iter,
                     pending_value,
@@ -292,8 +307,8 @@ impl Serializer {
             }
             Value::List(items) => self.push_items(out, b"list", items, stack),
             Value::Tuple(items) => self.push_items(out, b"tuple", items, stack),
-            Value::Set(items) => self.push_items(out, b"set", items, stack),
-            Value::FrozenSet(items) => self.push_items(out, b"immutable-set", items, stack),
+            Value::Set(items) => self.push_set(out, b"set", items, anchors, stack),
+            Value::FrozenSet(items) => self.push_set(out, b"immutable-set", items, anchors, stack),
             Value::Dict(pairs) => {
                 let close = self.open_sequence(out, b"dict");
                 stack.push(Frame::Pairs {
@@ -384,6 +399,37 @@ impl Serializer {
         self.close(out, open);
     }
 
+    /// A set's elements as a Python set holds them: of equal elements
+    /// (Python's `==`, a shared tuple equal to an unshared one) only the
+    /// first, as the receiver would merge them (`sharing::dedup_pass`).
+    fn push_set<'a>(
+        &mut self,
+        out: &mut BytesMut,
+        open_type: &[u8],
+        items: &'a [Value],
+        anchors: &mut Anchors<'a>,
+        stack: &mut SmallVec<[Frame<'a>; 16]>,
+    ) {
+        let keep = if items.len() > 1 {
+            SetEq::new(anchors.tuples()).keep_mask(items)
+        } else {
+            None
+        };
+        let Some(keep) = keep else {
+            return self.push_items(out, open_type, items, stack);
+        };
+        let kept: Vec<&'a Value> = items
+            .iter()
+            .zip(keep)
+            .filter_map(|(v, k)| k.then_some(v))
+            .collect();
+        let close = self.open_sequence(out, open_type);
+        stack.push(Frame::Kept {
+            iter: kept.into_iter(),
+            close,
+        });
+    }
+
     fn push_items<'a>(
         &mut self,
         out: &mut BytesMut,
@@ -454,6 +500,8 @@ pub(crate) struct Anchors<'a> {
     anchor_nodes: hashbrown::HashSet<AnchorId>,
     roots: SmallVec<[&'a Value; 4]>,
     index: Option<hashbrown::HashMap<AnchorId, &'a Value>>,
+    /// Anchored tuples (for comparing set elements), built on first need.
+    tuples: Option<hashbrown::HashMap<AnchorId, Value>>,
 }
 
 impl<'a> Anchors<'a> {
@@ -461,6 +509,19 @@ impl<'a> Anchors<'a> {
     pub(crate) fn add_root(&mut self, v: &'a Value) {
         self.roots.push(v);
         self.index = None;
+        self.tuples = None;
+    }
+
+    /// The message's anchored tuples by id (see `sharing::SetEq`).
+    fn tuples(&mut self) -> &hashbrown::HashMap<AnchorId, Value> {
+        let roots = &self.roots;
+        self.tuples.get_or_insert_with(|| {
+            let mut out = hashbrown::HashMap::new();
+            for r in roots {
+                collect_tuples(r, &mut out);
+            }
+            out
+        })
     }
 
     fn define(&mut self, id: AnchorId, open: u64) {

@@ -673,3 +673,192 @@ fn a_message_in_progress_holds_its_wire_bytes_and_packed_ints() {
     assert_eq!(v[N], Value::bytes(b"x"));
     assert_eq!(de.in_progress_bytes(), 0);
 }
+
+#[test]
+fn set_members_merge_under_python_equality_shared_or_not() {
+    // (stream, what Python 24.9.0 decodes it to and re-sends, checked with
+    // foolscap.storage's banana in the interop venv)
+    let cases = [
+        // frozenset([(), <reference to that ()>, ()]) (found by fuzzing):
+        // Python: frozenset({()})
+        (
+            "88078701880587018988028701818901880587018989",
+            "008807870188058701890089",
+        ),
+        // [frozenset([(1,), t=(1,)]), t]: Python keeps the first (1,) in
+        // the set; t lives on in the list
+        (
+            "0088048701880787028805870181028903880587018103890189048802870381048900 89",
+            "00880487018807870288058701810289018903880587018103890089",
+        ),
+        // the same with t = (1.0,): the set keeps (1,), the list (1.0,)
+        (
+            "008804870188078702880587018102890388058784 3ff0000000000000 03890189048802870381048900 89",
+            "00880487018807870288058701810289018903880587843ff000000000000003890089",
+        ),
+        // frozenset([((),), (<reference to the inner ()>,)]): one element
+        (
+            "0088078701880587028805870289018903880587048802870281048903890089",
+            "008807870188058702880587028901890089",
+        ),
+    ];
+    for (input, python) in cases {
+        let v = decode_one(&unhex(input), VocabTable::V1).unwrap();
+        let again = encode(&v, VocabTable::V1);
+        assert_eq!(hex(&again), python, "decoded {input} as {v:?}");
+        // and the re-encoding is a fixed point
+        let v2 = decode_one(&again, VocabTable::V1).unwrap();
+        assert_eq!(hex(&encode(&v2, VocabTable::V1)), python);
+    }
+    let v = decode_one(&unhex(cases[0].0), VocabTable::V1).unwrap();
+    let Value::FrozenSet(items) = &v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(items.len(), 1, "{v:?}");
+    let v = decode_one(&unhex(cases[2].0), VocabTable::V1).unwrap();
+    assert_eq!(
+        v,
+        Value::List(vec![
+            Value::FrozenSet(vec![Value::Tuple(vec![Value::int(1)])]),
+            Value::Anchor(3, Box::new(Value::Tuple(vec![Value::Float(1.0)]))),
+        ])
+    );
+}
+
+#[test]
+fn serializer_writes_a_set_as_python_holds_it() {
+    // a shared tuple and an equal unshared one are one element, as the
+    // receiver (and Python's set) would merge them
+    let shared = Value::Anchor(1, Box::new(Value::Tuple(vec![])));
+    let v = Value::FrozenSet(vec![shared.clone(), Value::Alias(1), Value::Tuple(vec![])]);
+    assert_eq!(hex(&encode(&v, VocabTable::V1)), "008807870188058701890089");
+    // an anchor dropped from the set is written in full where its alias is
+    let v = Value::List(vec![
+        Value::FrozenSet(vec![
+            Value::Tuple(vec![Value::int(1)]),
+            Value::Anchor(7, Box::new(Value::Tuple(vec![Value::Float(1.0)]))),
+        ]),
+        Value::Alias(7),
+    ]);
+    assert_eq!(
+        hex(&encode(&v, VocabTable::V1)),
+        "00880487018807870288058701810289018903880587843ff000000000000003890089"
+    );
+    // plain duplicates too
+    let v = Value::Set(vec![Value::int(1), Value::Float(1.0), Value::int(2)]);
+    let back = decode_one(&encode(&v, VocabTable::V1), VocabTable::V1).unwrap();
+    assert_eq!(back, Value::Set(vec![Value::int(1), Value::int(2)]));
+}
+
+#[test]
+fn a_reference_equal_to_another_dict_key_is_a_duplicate_key() {
+    // Python 24.9.0 refuses both: BananaError "duplicate key ..." (fatal)
+    for input in [
+        // {t: 1, <reference to t>: 2} with t = (1,)
+        "0088038701880587018101890181028802870181028902810089",
+        // {(t,): 1, (<reference to t>,): 2}
+        "0088038701880587028805870181028901890181038805870488028702810489038902810089",
+    ] {
+        assert!(
+            matches!(
+                decode_one(&unhex(input), VocabTable::V1),
+                Err(DecodeError::DuplicateKey { .. })
+            ),
+            "{input}"
+        );
+    }
+    // a reference that is not a key, and keys that differ, are fine
+    let ok = Value::Dict(vec![
+        (
+            Value::Anchor(1, Box::new(Value::Tuple(vec![Value::int(1)]))),
+            Value::int(1),
+        ),
+        (Value::Tuple(vec![Value::int(2)]), Value::Alias(1)),
+    ]);
+    let bytes = encode(&ok, VocabTable::V1);
+    assert_eq!(decode_one(&bytes, VocabTable::V1).unwrap(), ok);
+}
+
+/// `[t0, t1, ..., frozenset([t_n, t_n-1])]` where t0 = () and each
+/// t_k = (t_k-1,) shares the one before: comparing the last two chases
+/// `n` references.
+fn tuple_chain(n: u32) -> Value {
+    let mut items = vec![Value::Anchor(0, Box::new(Value::Tuple(vec![])))];
+    for k in 1..=n {
+        items.push(Value::Anchor(
+            k,
+            Box::new(Value::Tuple(vec![Value::Alias(k - 1)])),
+        ));
+    }
+    items.push(Value::FrozenSet(vec![Value::Alias(n), Value::Alias(n - 1)]));
+    Value::List(items)
+}
+
+#[test]
+fn long_reference_chains_in_set_members_do_not_exhaust_the_stack() {
+    // encoding compares the members (the serializer writes a set as
+    // Python holds it), and so does decoding; both stop chasing at
+    // MAX_COMPARE_DEPTH and take the members for different
+    let v = tuple_chain(200_000);
+    let bytes = encode(&v, VocabTable::V1);
+    let back = decode_one(&bytes, VocabTable::V1).unwrap();
+    let Value::List(items) = &back else { panic!() };
+    let Some(Value::FrozenSet(members)) = items.last() else {
+        panic!()
+    };
+    assert_eq!(members.len(), 2);
+    // short chains are compared in full: the two differ
+    let v = tuple_chain(50);
+    let back = decode_one(&encode(&v, VocabTable::V1), VocabTable::V1).unwrap();
+    let Value::List(items) = &back else { panic!() };
+    let Some(Value::FrozenSet(members)) = items.last() else {
+        panic!()
+    };
+    assert_eq!(members.len(), 2);
+}
+
+#[test]
+fn large_sets_merge_like_small_ones() {
+    // 40 members (the sorted-by-hash path): 0..20, then 19.0 down to 0.0,
+    // then a shared (1,) with an alias and an equal plain one
+    let mut items: Vec<Value> = (0..20).map(Value::int).collect();
+    items.extend((0..20).rev().map(|i| Value::Float(i as f64)));
+    let shared = Value::Anchor(1, Box::new(Value::Tuple(vec![Value::int(1)])));
+    let with_shared = |mut items: Vec<Value>| {
+        items.push(shared.clone());
+        items.push(Value::Alias(1));
+        items.push(Value::Tuple(vec![Value::int(1)]));
+        items
+    };
+    let mut want: Vec<Value> = (0..20).map(Value::int).collect();
+    want.push(shared.clone());
+    // the encoder writes only the first of equal members...
+    let bytes = encode(&Value::Set(with_shared(items.clone())), VocabTable::V1);
+    assert_eq!(bytes, encode(&Value::Set(want.clone()), VocabTable::V1));
+    // ...and the decoder keeps only the first of those it receives
+    let mut raw = BytesMut::new();
+    let mut ser = Serializer::new(VocabTable::V1);
+    let list = ser.open_sequence(&mut raw, b"list");
+    let set = ser.open_sequence(&mut raw, b"set");
+    for v in &items {
+        ser.write_value(v, &mut raw, &mut Default::default(), &mut NoRefs)
+            .unwrap();
+    }
+    let t = ser.open_sequence(&mut raw, b"tuple");
+    crate::banana::encode::put_token_header(&mut raw, 1, crate::banana::TypeByte::Int);
+    ser.close(&mut raw, t);
+    let r = ser.open_sequence(&mut raw, b"reference");
+    crate::banana::encode::put_token_header(&mut raw, t, crate::banana::TypeByte::Int);
+    ser.close(&mut raw, r);
+    let t2 = ser.open_sequence(&mut raw, b"tuple");
+    crate::banana::encode::put_token_header(&mut raw, 1, crate::banana::TypeByte::Int);
+    ser.close(&mut raw, t2);
+    ser.close(&mut raw, set);
+    ser.close(&mut raw, list);
+    let back = decode_one(&raw, VocabTable::V1).unwrap();
+    let Value::List(outer) = back else { panic!() };
+    let Value::Set(got) = &outer[0] else { panic!() };
+    assert_eq!(got.len(), 21, "{got:?}");
+    assert_eq!(got[..20], want[..20]);
+    assert!(matches!(&got[20], Value::Anchor(_, t) if **t == Value::Tuple(vec![Value::int(1)])));
+}

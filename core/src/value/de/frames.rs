@@ -508,7 +508,7 @@ impl Deserializer {
     pub(super) fn deliver(&mut self, value: Value, waits: Pending) -> Step {
         let offset = self.offset;
         if self.stack.is_empty() {
-            return Ok(Some(self.finish_message(value)));
+            return self.finish_message(value).map(Some);
         }
         let waits = self.waits_of(&value, waits);
         let top = self.stack.last_mut().expect("inside a sequence");
@@ -537,6 +537,7 @@ impl Deserializer {
             Frame::Dict {
                 key: None, pairs, ..
             } => {
+                let pairs_empty = pairs.is_empty();
                 if pairs.len() >= self.limits.max_container_items {
                     return Err(DecodeError::TooManyItems {
                         offset,
@@ -553,6 +554,9 @@ impl Deserializer {
                     });
                 }
                 self.check_duplicate_key(&value)?;
+                if self.references > 0 && !pairs_empty {
+                    self.needs_key_check = true;
+                }
                 if let Some(OpenFrame {
                     frame: Frame::Dict { key, .. },
                     ..
@@ -627,9 +631,10 @@ impl Deserializer {
                 });
             }
         }
-        // An alias may name an element of the same set; that only shows
-        // once anchors are in place, so let the dedup pass look.
-        if items.iter().any(|v| matches!(v, Value::Alias(_))) || has_duplicates(items) {
+        // An alias (anywhere in the elements, this message has had one if
+        // `references` counts any) may make two elements equal; that only
+        // shows once anchors are in place, so let the dedup pass look.
+        if items.len() > 1 && (self.references > 0 || has_duplicates(items)) {
             self.needs_dedup = true;
         }
         Ok(())

@@ -16,7 +16,7 @@ pub(super) use frames::{Frame, OpenFrame, Slot};
 use frames::{Pending, SeqKind, SlotKind};
 
 use super::pb::{discarded, PbEvent, PbFrame, PbRequest};
-use super::sharing::{anchor_pass, dedup_pass};
+use super::sharing::{anchor_pass, dedup_pass, duplicate_dict_key};
 use super::{DecodeError, ErrorScope, Int, Limits, NoRefs, RefDecoder, Text, Value};
 use crate::banana::{Token, TokenDecoder, VocabTable};
 
@@ -100,6 +100,9 @@ pub struct Deserializer {
     msg_bytes: usize,
     references: usize,
     pub(super) needs_dedup: bool,
+    /// A dict key arrived after a `reference` beside other keys: keys are
+    /// compared again once aliases resolve (`sharing::duplicate_dict_key`).
+    pub(super) needs_key_check: bool,
     failed: Option<DecodeError>,
     /// Stream offset of the token being handled.
     pub(super) offset: u64,
@@ -133,6 +136,7 @@ impl Deserializer {
             msg_bytes: 0,
             references: 0,
             needs_dedup: false,
+            needs_key_check: false,
             failed: None,
             offset: 0,
             top_level_primitives: true,
@@ -284,6 +288,7 @@ impl Deserializer {
         self.msg_bytes = 0;
         self.references = 0;
         self.needs_dedup = false;
+        self.needs_key_check = false;
     }
 
     fn charge(&mut self, bytes: usize) -> Result<(), DecodeError> {
@@ -343,6 +348,10 @@ impl Deserializer {
         }
         if self.stack.is_empty() && self.index.is_none() {
             return match token {
+                // Python's PB root absorbs the "violation" an ABORT with
+                // nothing open raises: the token is ignored (storage mode
+                // keeps refusing it, as Python's storage root reports it)
+                Token::Abort(_) if self.pb => Ok(None),
                 Token::Open(close_id) => {
                     self.msg_base = self.object_count;
                     self.charge(wire_len)?;
@@ -520,8 +529,11 @@ impl Deserializer {
                     offset: self.offset,
                 })
             }
+            // Python reports it to the parent but stays in the index
+            // phase, so the sequence's CLOSE (or any OPEN) that must follow
+            // loses sync and it hangs up: fatal here too
             Token::Abort(_) => {
-                return Err(DecodeError::Aborted {
+                return Err(DecodeError::AbortInIndex {
                     offset: self.offset,
                 })
             }
@@ -670,23 +682,28 @@ impl Deserializer {
         }
     }
 
-    fn finish_message(&mut self, mut value: Value) -> Out {
+    pub(super) fn finish_message(&mut self, mut value: Value) -> Result<Out, DecodeError> {
         if self.slots.iter().any(|s| s.broken) {
             self.reset_message();
-            return Event::Discarded(DecodeError::UnresolvableCycle {
+            return Ok(Event::Discarded(DecodeError::UnresolvableCycle {
                 offset: self.offset,
             })
-            .into();
+            .into());
         }
         if self.slots.iter().any(|s| s.referenced) {
             let mut next = 0u32;
             anchor_pass(&mut value, &mut next, &self.slots, &mut Default::default());
         }
         if self.needs_dedup {
-            dedup_pass(&mut value);
+            dedup_pass(&mut [&mut value]);
+        }
+        if self.needs_key_check && duplicate_dict_key(&[&mut value]) {
+            return Err(DecodeError::DuplicateKey {
+                offset: self.offset,
+            });
         }
         self.reset_message();
-        Event::Value(value).into()
+        Ok(Event::Value(value).into())
     }
 }
 
