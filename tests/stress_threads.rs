@@ -10,7 +10,6 @@
 //! own. Every timeout is a hang guard, never a speed requirement; the
 //! tests take a process-wide lock and run one at a time.
 
-#[allow(dead_code)]
 mod common;
 #[path = "common/load.rs"]
 mod load;
@@ -520,6 +519,22 @@ fn idle_connection_figures() {
         stats.sockets,
         stats.calls,
         stats.rss_kib
+    );
+    assert_eq!(served, Ok(5));
+    // then each sends one byte: a reader thread each, within the limit
+    let mut idle = idle;
+    for s in &mut idle {
+        let _ = s.write_all(b"G");
+    }
+    let spoken = wait_threads(&mut server, after.calls + idle.len() as u64);
+    let served = legitimate_call(&server.furl);
+    eprintln!(
+        "FIGURE {} connections that sent a byte: server threads {}, RSS {} KiB \
+         (+{:.1} KiB each); legitimate call {served:?}",
+        idle.len(),
+        spoken.calls,
+        spoken.rss_kib,
+        spoken.rss_kib.saturating_sub(after.rss_kib) as f64 / idle.len() as f64
     );
     assert_eq!(served, Ok(5));
 }

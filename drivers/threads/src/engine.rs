@@ -62,6 +62,28 @@ pub struct ThreadsConfig {
     pub max_read_buffer: usize,
 }
 
+/// Why a connection or dial got no thread: the engine runs
+/// [`ThreadsConfig::max_threads`] connection threads already (carried in
+/// an `std::io::Error` of kind `Other`: a dial fails with it, an
+/// accepted connection is closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyThreads {
+    /// The limit in force.
+    pub limit: usize,
+}
+
+impl std::fmt::Display for TooManyThreads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the threads engine runs its limit of {} connection threads",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for TooManyThreads {}
+
 impl ThreadsConfig {
     /// Default `max_threads`.
     pub const DEFAULT_MAX_THREADS: usize = 12_000;
@@ -531,9 +553,7 @@ impl Engine {
             })
             .is_err()
         {
-            return Err(std::io::Error::other(format!(
-                "the threads engine runs its limit of {max} connection threads"
-            )));
+            return Err(std::io::Error::other(TooManyThreads { limit: max }));
         }
         /// Gives the thread's place back however the thread ends.
         struct Counted(Arc<Engine>);

@@ -42,7 +42,7 @@ mod engine;
 use foolscap_app::{load_or_create_identity, Error, Tub, TubConfig};
 use foolscap_core::identity::Identity;
 
-pub use engine::{ThreadsConfig, CONNECT_TIMEOUT};
+pub use engine::{ThreadsConfig, TooManyThreads, CONNECT_TIMEOUT};
 
 /// A Tub with a new identity and the default settings, carried by its
 /// own threads.
