@@ -38,12 +38,12 @@ pub struct ThreadsConfig {
     /// connection that needs a thread past the limit is closed (an
     /// ordinary refused connection; the number of connections is the
     /// core's [`TubConfig::max_inbound_connections`]), a dial fails.
-    /// Default: [`ThreadsConfig::DEFAULT_MAX_THREADS`] (12,000), lowered
-    /// at start to what the system's memory-map limit leaves room for
-    /// (on Linux `vm.max_map_count`, 65,530 by default: each thread costs
-    /// four maps, and a thread that cannot map its signal stack aborts
-    /// the process), so an idle connection (one thread) never takes the
-    /// process down.
+    /// Default: [`ThreadsConfig::DEFAULT_MAX_THREADS`] (12,000). Whatever
+    /// it says, the connection threads of all the process's threads-engine
+    /// Tubs together stay within what the system's memory-map limit
+    /// leaves room for (on Linux 9/10 of `vm.max_map_count` over four
+    /// maps a thread: 14,744 at the default 65,530), as a thread that
+    /// cannot map its signal stack aborts the process.
     pub max_threads: usize,
     /// Stack size of the engine's threads. Objects run on connection
     /// readers (an object called by a peer runs on the reader thread of
@@ -63,9 +63,10 @@ pub struct ThreadsConfig {
 }
 
 /// Why a connection or dial got no thread: the engine runs
-/// [`ThreadsConfig::max_threads`] connection threads already (carried in
-/// an `std::io::Error` of kind `Other`: a dial fails with it, an
-/// accepted connection is closed).
+/// [`ThreadsConfig::max_threads`] connection threads already, or the
+/// process as many as the memory-map limit allows (carried in an
+/// `std::io::Error` of kind `Other`: a dial fails with it, an accepted
+/// connection is closed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManyThreads {
     /// The limit in force.
@@ -103,17 +104,30 @@ impl Default for ThreadsConfig {
     }
 }
 
-/// `max_threads` lowered to what the memory-map limit allows: a tenth of
-/// the maps stay for the rest of the process (heap, libraries, other
-/// Tubs' threads).
-fn thread_budget(max_threads: usize) -> usize {
-    let maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|t| t.trim().parse::<usize>().ok());
-    match maps {
-        Some(maps) => max_threads.min(maps / 10 * 9 / MAPS_PER_THREAD),
-        None => max_threads,
-    }
+/// Connection threads the memory-map limit leaves room for, in the whole
+/// process (a tenth of the maps stay for the heap, libraries and other
+/// threads).
+fn map_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|t| t.trim().parse::<usize>().ok())
+            .map_or(usize::MAX, |maps| maps / 10 * 9 / MAPS_PER_THREAD)
+    })
+}
+
+/// Connection and dial threads of every threads-engine Tub of the
+/// process: together they stay within [`map_budget`].
+static PROCESS_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Takes a place in `counter` if it is under `max`.
+fn reserve(counter: &AtomicUsize, max: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
 }
 
 /// The longest a reader held back by flow control sleeps before it looks
@@ -141,7 +155,7 @@ pub(crate) fn start(
         released: AtomicBool::new(false),
         held_readers: AtomicUsize::new(0),
         max_buffered_output: config.max_buffered_output,
-        max_threads: thread_budget(threads.max_threads),
+        max_threads: threads.max_threads,
         threads: AtomicUsize::new(0),
         stack_size: threads.stack_size,
         max_read_buffer: threads.max_read_buffer.max(READ_START),
@@ -188,7 +202,7 @@ struct Engine {
     held_readers: AtomicUsize,
     /// The Tub's `TubConfig::max_buffered_output`.
     max_buffered_output: usize,
-    /// [`ThreadsConfig::max_threads`], lowered to the system's map limit.
+    /// [`ThreadsConfig::max_threads`].
     max_threads: usize,
     /// Connection and dial threads running (or reserved to start).
     threads: AtomicUsize,
@@ -546,20 +560,21 @@ impl Engine {
         f: impl FnOnce() + Send + 'static,
     ) -> std::io::Result<()> {
         let max = self.max_threads;
-        if self
-            .threads
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_err()
-        {
+        if !reserve(&self.threads, max) {
             return Err(std::io::Error::other(TooManyThreads { limit: max }));
         }
-        /// Gives the thread's place back however the thread ends.
+        if !reserve(&PROCESS_THREADS, map_budget()) {
+            self.threads.fetch_sub(1, Ordering::AcqRel);
+            return Err(std::io::Error::other(TooManyThreads {
+                limit: map_budget(),
+            }));
+        }
+        /// Gives the thread's places back however the thread ends.
         struct Counted(Arc<Engine>);
         impl Drop for Counted {
             fn drop(&mut self) {
                 self.0.threads.fetch_sub(1, Ordering::AcqRel);
+                PROCESS_THREADS.fetch_sub(1, Ordering::AcqRel);
             }
         }
         let counted = Counted(self.self_arc());
