@@ -407,9 +407,9 @@ const FLOOD_BOUND: usize = 1 << 20;
 /// queued for it pass `max_buffered_output` the server stops reading it
 /// (the flood stalls in the kernel's buffers, well short of 32 MiB), and
 /// the server's memory grows by about the bound, not by the flood.
-/// `peak` is the most output the engine ever queued for one connection,
-/// where it counts it.
-fn ping_flood(server: &Tub, peak: impl Fn() -> Option<usize>) {
+/// `peak` is the most output the engine ever queued for one connection
+/// and the most its output buffer held, where it counts them.
+fn ping_flood(server: &Tub, peak: impl Fn() -> Option<(usize, usize)>) {
     let furl: Furl = server
         .register(load::Load::new(), None)
         .unwrap()
@@ -448,10 +448,18 @@ fn ping_flood(server: &Tub, peak: impl Fn() -> Option<usize>) {
         FLOOD / 1024
     );
     assert!(sent < FLOOD, "the server read the whole flood");
-    if let Some(peak) = peak() {
-        eprintln!("PING flood: peak output queued for the peer {peak} bytes");
+    if let Some((peak, buffer)) = peak() {
+        eprintln!(
+            "PING flood: peak output queued for the peer {peak} bytes, \
+             its buffer held at most {buffer} bytes"
+        );
         // the bound, plus the PONGs for one read of PINGs (64 KiB), framed
         assert!(peak <= FLOOD_BOUND + 128 * 1024, "{peak} bytes queued");
+        // what was written does not stay: twice what is queued at most
+        assert!(
+            buffer <= 2 * (FLOOD_BOUND + 128 * 1024),
+            "{buffer} bytes held"
+        );
     }
     // the bound, plus what one read of PINGs answers, plus buffers
     assert!(growth < 8 * 1024, "RSS grew by {growth} KiB");
@@ -481,7 +489,10 @@ fn ping_flood_is_bounded_on_the_mio_engine() {
         .tub(Identity::generate().unwrap(), flood_config())
         .unwrap();
     server.listen("127.0.0.1:0").unwrap();
-    ping_flood(&server, || Some(rt.stats().peak_buffered_output));
+    ping_flood(&server, || {
+        let stats = rt.stats();
+        Some((stats.peak_buffered_output, stats.peak_output_buffer))
+    });
     drop(server);
     rt.shutdown(Duration::from_secs(5));
 }

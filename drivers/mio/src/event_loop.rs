@@ -584,6 +584,7 @@ impl EventLoop {
         } else {
             s.out.extend_from_slice(data);
         }
+        self.stats.peak_output_buffer = self.stats.peak_output_buffer.max(s.out.len());
         let queued = s.queued();
         let writing = matches!(s.phase, Phase::Open | Phase::Closing(_));
         self.stats.buffered_output += queued - before;
