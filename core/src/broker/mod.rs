@@ -504,6 +504,12 @@ impl Broker {
         }
     }
 
+    /// Bytes written (answers, PONGs, calls) and not yet taken by
+    /// [`Broker::poll_transmit`].
+    pub fn pending_output(&self) -> usize {
+        self.out.len()
+    }
+
     /// Appends plaintext to send to `buf`; returns how many bytes.
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
         let n = self.out.len();

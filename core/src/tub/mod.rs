@@ -405,6 +405,19 @@ struct Conn {
 }
 
 impl Conn {
+    /// Output made here and not yet given out by [`Tub::poll_transmit`]
+    /// (PONGs and answers the last input produced, before the transport
+    /// drove the Tub): it counts toward the output bound with the
+    /// transport's backlog, so a transport that reads several times
+    /// before it drives stops reading in time.
+    fn unpolled_output(&self) -> usize {
+        let broker = match &self.state {
+            ConnState::Open { broker, .. } => broker.pending_output(),
+            _ => 0,
+        };
+        self.out.len().saturating_add(broker)
+    }
+
     fn new(state: ConnState, dial: Option<DialId>, now: Instant) -> Conn {
         Conn {
             state,
@@ -1299,13 +1312,15 @@ impl Tub {
     }
 
     /// Whether the driver should read `connection`'s socket now: false
-    /// while its output is over the bound, calls of it are held, or too
-    /// many are unanswered (the peer's further calls then wait in the
-    /// kernel and in the peer).
+    /// while its output (the transport's backlog and what this Tub made
+    /// but [`Tub::poll_transmit`] has not given out yet, PONGs included)
+    /// is over the bound, calls of it are held, or too many are
+    /// unanswered (the peer's further calls then wait in the kernel and
+    /// in the peer).
     pub fn wants_input(&self, connection: ConnectionId) -> bool {
         self.conns.get(&connection).is_none_or(|c| {
             c.held.is_empty()
-                && c.backlog <= self.config.max_buffered_output
+                && c.backlog.saturating_add(c.unpolled_output()) <= self.config.max_buffered_output
                 && c.unanswered <= self.config.max_unanswered_calls
                 && !(c.inbound_paused && self.inbound_total > self.config.max_inbound_bytes)
         })

@@ -571,11 +571,20 @@ impl EventLoop {
             return;
         }
         let before = s.queued();
+        // what was written goes before more is added, once it is at least
+        // half the buffer: the buffer holds at most twice what is queued
+        // (a peer that reads slowly but never quite catches up would
+        // otherwise keep everything since the queue was last empty)
+        if s.sent > 0 && s.sent >= s.out.len() / 2 {
+            s.out.drain(..s.sent);
+            s.sent = 0;
+        }
         if s.out.is_empty() {
             std::mem::swap(&mut s.out, data);
         } else {
             s.out.extend_from_slice(data);
         }
+        self.stats.peak_output_buffer = self.stats.peak_output_buffer.max(s.out.len());
         let queued = s.queued();
         let writing = matches!(s.phase, Phase::Open | Phase::Closing(_));
         self.stats.buffered_output += queued - before;

@@ -95,6 +95,9 @@ pub struct LoopStats {
     pub buffered_output: usize,
     /// The most bytes ever queued for one connection.
     pub peak_buffered_output: usize,
+    /// The most bytes one connection's output buffer ever held, written
+    /// ones not yet dropped included (at most about twice what is queued).
+    pub peak_output_buffer: usize,
     /// Connections whose reading is paused (backpressure).
     pub paused: usize,
     /// Times any connection's reading was paused.

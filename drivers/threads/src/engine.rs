@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread;
@@ -17,8 +17,118 @@ use foolscap_core::tub::TransportError;
 /// How long a TCP connect to one address may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Bytes read from a socket at a time.
-const READ_CHUNK: usize = 64 * 1024;
+/// The read buffer a connection starts with: an idle or half-open
+/// connection holds no more (it doubles while reads fill it, up to
+/// [`ThreadsConfig::max_read_buffer`]).
+const READ_START: usize = 1024;
+
+/// Memory maps one thread costs (its stack and guard page, and the
+/// signal stack and guard page the Rust runtime gives every thread).
+const MAPS_PER_THREAD: usize = 4;
+
+/// Settings of the threads engine (the Tub's own are in [`TubConfig`]).
+/// Start from [`ThreadsConfig::default`] and set the fields you need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ThreadsConfig {
+    /// Most threads the engine runs for connections at once: a reader per
+    /// connection that has sent a byte (accepted sockets wait for their
+    /// first byte on one watcher thread for all), a writer per connection
+    /// that has had something to send, a thread per outbound dial. A
+    /// connection that needs a thread past the limit is closed (an
+    /// ordinary refused connection; the number of connections is the
+    /// core's [`TubConfig::max_inbound_connections`]), a dial fails.
+    /// Default: [`ThreadsConfig::DEFAULT_MAX_THREADS`] (12,000). Whatever
+    /// it says, the connection threads of all the process's threads-engine
+    /// Tubs together stay within what the system's memory-map limit
+    /// leaves room for (on Linux 9/10 of `vm.max_map_count` over four
+    /// maps a thread: 14,744 at the default 65,530), as a thread that
+    /// cannot map its signal stack aborts the process.
+    pub max_threads: usize,
+    /// Stack size of the engine's threads. Objects run on connection
+    /// readers (an object called by a peer runs on the reader thread of
+    /// that peer's connection) and on the engine thread (timers,
+    /// released calls); any thread may end up dropping the Tub's state.
+    /// Default: [`ThreadsConfig::DEFAULT_STACK_SIZE`] (2 MiB, Rust's
+    /// own: the deepest value the decoder accepts, nested
+    /// `Limits::max_depth` deep, takes between 1 and 2 MiB to decode,
+    /// answer and drop in a debug build). It is address space: a thread
+    /// keeps only the pages it touched resident (about 11 KiB for a
+    /// reader waiting for input, whatever the size).
+    pub stack_size: usize,
+    /// Largest read buffer of one connection: it starts at 1 KiB and
+    /// doubles while reads fill it. Default:
+    /// [`ThreadsConfig::DEFAULT_MAX_READ_BUFFER`] (64 KiB).
+    pub max_read_buffer: usize,
+}
+
+/// Why a connection or dial got no thread: the engine runs
+/// [`ThreadsConfig::max_threads`] connection threads already, or the
+/// process as many as the memory-map limit allows (carried in an
+/// `std::io::Error` of kind `Other`: a dial fails with it, an accepted
+/// connection is closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyThreads {
+    /// The limit in force.
+    pub limit: usize,
+}
+
+impl std::fmt::Display for TooManyThreads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the threads engine runs its limit of {} connection threads",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for TooManyThreads {}
+
+impl ThreadsConfig {
+    /// Default `max_threads`.
+    pub const DEFAULT_MAX_THREADS: usize = 12_000;
+    /// Default `stack_size`.
+    pub const DEFAULT_STACK_SIZE: usize = 2 * 1024 * 1024;
+    /// Default `max_read_buffer`.
+    pub const DEFAULT_MAX_READ_BUFFER: usize = 64 * 1024;
+}
+
+impl Default for ThreadsConfig {
+    fn default() -> Self {
+        ThreadsConfig {
+            max_threads: Self::DEFAULT_MAX_THREADS,
+            stack_size: Self::DEFAULT_STACK_SIZE,
+            max_read_buffer: Self::DEFAULT_MAX_READ_BUFFER,
+        }
+    }
+}
+
+/// Connection threads the memory-map limit leaves room for, in the whole
+/// process (a tenth of the maps stay for the heap, libraries and other
+/// threads).
+fn map_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|t| t.trim().parse::<usize>().ok())
+            .map_or(usize::MAX, |maps| maps / 10 * 9 / MAPS_PER_THREAD)
+    })
+}
+
+/// Connection and dial threads of every threads-engine Tub of the
+/// process: together they stay within [`map_budget`].
+static PROCESS_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Takes a place in `counter` if it is under `max`.
+fn reserve(counter: &AtomicUsize, max: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
 
 /// The longest a reader held back by flow control sleeps before it looks
 /// again (it is normally woken at once; this only bounds a missed wake).
@@ -28,7 +138,11 @@ const HOLD_BACK_RECHECK: Duration = Duration::from_secs(1);
 /// file descriptors or memory): doubling from the first to the last.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
-pub(crate) fn start(identity: Identity, config: TubConfig) -> Result<Tub, Error> {
+pub(crate) fn start(
+    identity: Identity,
+    config: TubConfig,
+    threads: ThreadsConfig,
+) -> Result<Tub, Error> {
     let engine = Arc::new_cyclic(|me| Engine {
         me: me.clone(),
         driven: OnceLock::new(),
@@ -41,12 +155,18 @@ pub(crate) fn start(identity: Identity, config: TubConfig) -> Result<Tub, Error>
         released: AtomicBool::new(false),
         held_readers: AtomicUsize::new(0),
         max_buffered_output: config.max_buffered_output,
+        max_threads: threads.max_threads,
+        threads: AtomicUsize::new(0),
+        stack_size: threads.stack_size,
+        max_read_buffer: threads.max_read_buffer.max(READ_START),
+        watcher: OnceLock::new(),
     });
     let (tub, driven) = Tub::with_driver(identity, config, engine.clone())?;
     let _ = engine.driven.set(driven);
     let e = engine.clone();
     thread::Builder::new()
         .name("foolscap-engine".into())
+        .stack_size(threads.stack_size)
         .spawn(move || e.engine_thread())?;
     Ok(tub)
 }
@@ -82,6 +202,105 @@ struct Engine {
     held_readers: AtomicUsize,
     /// The Tub's `TubConfig::max_buffered_output`.
     max_buffered_output: usize,
+    /// [`ThreadsConfig::max_threads`].
+    max_threads: usize,
+    /// Connection and dial threads running (or reserved to start).
+    threads: AtomicUsize,
+    /// [`ThreadsConfig::stack_size`].
+    stack_size: usize,
+    /// [`ThreadsConfig::max_read_buffer`].
+    max_read_buffer: usize,
+    /// Accepted sockets waiting for their first byte (started with the
+    /// first listener; `None` if no poller could be made: readers then
+    /// start at once).
+    watcher: OnceLock<Option<Arc<Watcher>>>,
+}
+
+/// Accepted sockets that have not sent a byte yet wait here, all on one
+/// thread, with no reader thread of their own: an idle or half-open
+/// connection costs its socket and the core's state, not a thread. The
+/// first byte (or the end) starts its reader.
+struct Watcher {
+    registry: mio::Registry,
+    waiting: Mutex<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    next: usize,
+    /// The reader's socket of each watched connection, by its token.
+    by_token: HashMap<usize, (ConnectionId, Sock)>,
+}
+
+impl Watcher {
+    /// Makes the poller and starts its thread.
+    fn start(engine: &Arc<Engine>) -> std::io::Result<Arc<Watcher>> {
+        let poll = mio::Poll::new()?;
+        let watcher = Arc::new(Watcher {
+            registry: poll.registry().try_clone()?,
+            waiting: Mutex::new(Waiting::default()),
+        });
+        let w = watcher.clone();
+        let e = engine.clone();
+        thread::Builder::new()
+            .name("foolscap-watch".into())
+            .stack_size(engine.stack_size)
+            .spawn(move || w.run(poll, &e))?;
+        Ok(watcher)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Watches `reader` (the reader's socket of `conn`) for its first
+    /// byte.
+    fn watch(&self, conn: ConnectionId, reader: Sock) -> std::io::Result<()> {
+        let fd = reader.as_raw_fd();
+        let token = {
+            let mut w = self.lock();
+            let token = w.next;
+            w.next = w.next.wrapping_add(1);
+            w.by_token.insert(token, (conn, reader));
+            token
+        };
+        let registered = self.registry.register(
+            &mut mio::unix::SourceFd(&fd),
+            mio::Token(token),
+            mio::Interest::READABLE,
+        );
+        if registered.is_err() {
+            self.lock().by_token.remove(&token);
+        }
+        registered
+    }
+
+    fn run(&self, mut poll: mio::Poll, engine: &Engine) {
+        let mut events = mio::Events::with_capacity(256);
+        loop {
+            if engine.released.load(Ordering::Acquire) || !engine.is_driven_alive() {
+                // the sockets close with the map
+                self.lock().by_token.clear();
+                return;
+            }
+            if poll
+                .poll(&mut events, Some(Duration::from_secs(1)))
+                .is_err()
+            {
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            for ev in &events {
+                let Some((conn, reader)) = self.lock().by_token.remove(&ev.token().0) else {
+                    continue;
+                };
+                let _ = self
+                    .registry
+                    .deregister(&mut mio::unix::SourceFd(&reader.as_raw_fd()));
+                engine.start_reader_or_refuse(conn, reader);
+            }
+        }
+    }
 }
 
 struct Listening {
@@ -114,9 +333,30 @@ struct Writers {
     closed_early: std::collections::HashSet<ConnectionId>,
 }
 
-/// A connection's writer thread, and the bytes queued for it.
+/// A connection's writer thread, and the bytes queued for it. The thread
+/// starts with the connection's first bytes to send: a connection that
+/// sends nothing (idle, or half-open: a server speaks only after the
+/// client's request) costs only its reader thread.
 struct Writer {
     tx: mpsc::Sender<WriterMsg>,
+    queued: Arc<AtomicUsize>,
+    /// Until the writer thread starts: its socket and its channel's end.
+    idle: Option<IdleWriter>,
+}
+
+/// A connection's socket, shared by its reader and writer (and the
+/// watcher): one file descriptor per connection.
+type Sock = Arc<TcpStream>;
+
+struct IdleWriter {
+    stream: Sock,
+    rx: mpsc::Receiver<WriterMsg>,
+}
+
+/// A writer thread to start once the Tub's lock is released.
+struct StartWriter {
+    conn: ConnectionId,
+    idle: IdleWriter,
     queued: Arc<AtomicUsize>,
 }
 
@@ -167,9 +407,11 @@ impl Driver for Engine {
             .cloned()
             .ok_or_else(|| std::io::Error::other("the engine has no Tub"))?;
         let engine = self.self_arc();
+        self.watcher.get_or_init(|| Watcher::start(&engine).ok());
         let s = stopped.clone();
         thread::Builder::new()
             .name("foolscap-accept".into())
+            .stack_size(self.stack_size)
             .spawn(move || accept_loop(engine, driven, listener, &s))?;
         self.listeners
             .lock()
@@ -199,7 +441,14 @@ impl Driver for Engine {
         // writers close their sockets, which ends the readers
         let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(|e| e.into_inner()));
         for (_, w) in writers.by_conn {
-            let _ = w.tx.send(WriterMsg::Close);
+            match w.idle {
+                Some(idle) => {
+                    let _ = idle.stream.shutdown(Shutdown::Both);
+                }
+                None => {
+                    let _ = w.tx.send(WriterMsg::Close);
+                }
+            }
         }
         self.work_cv.notify_all();
         self.notify_readers();
@@ -210,15 +459,23 @@ impl Driver for Engine {
 struct WriterIo<'a> {
     engine: &'a Engine,
     dials: Vec<(DialId, String, u16)>,
+    start: Vec<StartWriter>,
 }
 
 impl DriverIo for WriterIo<'_> {
     fn transmit(&mut self, connection: ConnectionId, data: &mut Vec<u8>) -> usize {
         let mut writers = self.engine.lock_writers();
-        match writers.by_conn.get(&connection) {
+        match writers.by_conn.get_mut(&connection) {
             Some(w) => {
                 let queued = w.queued.fetch_add(data.len(), Ordering::AcqRel) + data.len();
                 let _ = w.tx.send(WriterMsg::Data(std::mem::take(data)));
+                if let Some(idle) = w.idle.take() {
+                    self.start.push(StartWriter {
+                        conn: connection,
+                        idle,
+                        queued: w.queued.clone(),
+                    });
+                }
                 queued
             }
             None => {
@@ -233,9 +490,15 @@ impl DriverIo for WriterIo<'_> {
     fn close(&mut self, connection: ConnectionId) {
         let mut writers = self.engine.lock_writers();
         match writers.by_conn.remove(&connection) {
-            Some(w) => {
-                let _ = w.tx.send(WriterMsg::Close);
-            }
+            Some(w) => match w.idle {
+                // nothing was ever sent: no writer to flush, just close
+                Some(idle) => {
+                    let _ = idle.stream.shutdown(Shutdown::Both);
+                }
+                None => {
+                    let _ = w.tx.send(WriterMsg::Close);
+                }
+            },
             None => {
                 writers.early.remove(&connection);
                 writers.closed_early.insert(connection);
@@ -264,23 +527,114 @@ impl Engine {
         WriterIo {
             engine: self,
             dials: Vec::new(),
+            start: Vec::new(),
         }
     }
 
-    /// Starts the dials `drive` asked for (outside the Tub's lock).
+    /// Starts the writers and dials `drive` asked for (outside the Tub's
+    /// lock).
     fn finish_io(&self, io: WriterIo<'_>) {
+        for w in io.start {
+            self.start_writer(w);
+        }
         for (dial, host, port) in io.dials {
             let Some(driven) = self.driven.get().cloned() else {
                 return;
             };
-            let spawned = thread::Builder::new().name("foolscap-dial".into()).spawn({
-                let engine = self.self_arc();
-                let host = host.clone();
-                move || engine.dial_thread(dial, &host, port)
+            let engine = self.self_arc();
+            let spawned = self.spawn_counted("foolscap-dial", self.stack_size, move || {
+                engine.dial_thread(dial, &host, port)
             });
             if let Err(e) = spawned {
                 driven.dial_failed(dial, TransportError::from(&e));
             }
+        }
+    }
+
+    /// Starts a connection thread within [`ThreadsConfig::max_threads`]
+    /// (it counts until `f` returns).
+    fn spawn_counted(
+        &self,
+        name: &str,
+        stack_size: usize,
+        f: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
+        let max = self.max_threads;
+        if !reserve(&self.threads, max) {
+            return Err(std::io::Error::other(TooManyThreads { limit: max }));
+        }
+        if !reserve(&PROCESS_THREADS, map_budget()) {
+            self.threads.fetch_sub(1, Ordering::AcqRel);
+            return Err(std::io::Error::other(TooManyThreads {
+                limit: map_budget(),
+            }));
+        }
+        /// Gives the thread's places back however the thread ends.
+        struct Counted(Arc<Engine>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.threads.fetch_sub(1, Ordering::AcqRel);
+                PROCESS_THREADS.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let counted = Counted(self.self_arc());
+        let spawned = thread::Builder::new()
+            .name(name.into())
+            .stack_size(stack_size)
+            .spawn(move || {
+                let _counted = counted;
+                f();
+            });
+        // on failure the closure, and `counted` with it, is dropped
+        spawned.map(drop)
+    }
+
+    fn is_driven_alive(&self) -> bool {
+        self.driven.get().is_some_and(|d| d.is_alive())
+    }
+
+    /// A watched connection spoke (or ended): its reader starts, or, with
+    /// no thread for it, it is refused. One the core closed meanwhile is
+    /// just dropped.
+    fn start_reader_or_refuse(&self, conn: ConnectionId, reader: Sock) {
+        if !self.lock_writers().by_conn.contains_key(&conn) {
+            return;
+        }
+        let engine = self.self_arc();
+        let spawned = self.spawn_counted("foolscap-read", self.stack_size, move || {
+            engine.reader_thread(conn, reader)
+        });
+        if spawned.is_err() {
+            self.close_unattached(conn);
+            if let Some(driven) = self.driven.get() {
+                self.refuse(driven, conn);
+            }
+        }
+    }
+
+    /// Closes the socket of a connection whose reader could not start.
+    fn close_unattached(&self, conn: ConnectionId) {
+        if let Some(w) = self.lock_writers().by_conn.remove(&conn) {
+            if let Some(idle) = w.idle {
+                let _ = idle.stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Starts a connection's writer thread; without one the connection is
+    /// closed (its reader sees the end and tells the core).
+    fn start_writer(&self, w: StartWriter) {
+        let StartWriter { conn, idle, queued } = w;
+        let shut = idle.stream.clone();
+        let engine = self.self_arc();
+        let IdleWriter { stream, rx } = idle;
+        let spawned = self.spawn_counted("foolscap-write", self.stack_size, move || {
+            engine.writer_thread(conn, &stream, rx, &queued)
+        });
+        if spawned.is_err() {
+            // its entry stays until the core closes it (sends to it go
+            // nowhere)
+            let _ = shut.shutdown(Shutdown::Both);
         }
     }
 
@@ -337,41 +691,65 @@ impl Engine {
         }
     }
 
-    /// Registers a socket for `conn` and starts its reader and writer.
-    fn attach(self: &Arc<Self>, conn: ConnectionId, stream: TcpStream) -> std::io::Result<()> {
+    /// Registers a socket for `conn` and starts its reader, or (`watch`:
+    /// an accepted socket) has it wait for its first byte in the watcher;
+    /// its writer starts with its first bytes to send.
+    fn attach(
+        self: &Arc<Self>,
+        conn: ConnectionId,
+        stream: TcpStream,
+        watch: bool,
+    ) -> std::io::Result<()> {
         stream.set_nodelay(true)?;
-        let reader = stream.try_clone()?;
+        let stream = Arc::new(stream);
+        let reader = stream.clone();
         let (tx, rx) = mpsc::channel::<WriterMsg>();
         let queued = Arc::new(AtomicUsize::new(0));
-        let engine = self.clone();
-        let q = queued.clone();
-        let mut writer = stream;
-        thread::Builder::new()
-            .name("foolscap-write".into())
-            .spawn(move || engine.writer_thread(conn, &mut writer, rx, &q))?;
+        let mut start = None;
         {
             let mut writers = self.lock_writers();
             if writers.closed_early.remove(&conn) {
-                // the core gave up on it meanwhile: the writer shuts the
-                // socket as its channel closes, which ends the reader too
+                // the core gave up on it meanwhile
                 writers.early.remove(&conn);
+                let _ = stream.shutdown(Shutdown::Both);
                 return Ok(());
             }
-            // what the core sent before the writer existed goes first
+            let mut idle = Some(IdleWriter { stream, rx });
+            // what the core sent before the socket was attached goes first
             if let Some(early) = writers.early.remove(&conn) {
                 queued.fetch_add(early.len(), Ordering::AcqRel);
                 let _ = tx.send(WriterMsg::Data(early));
+                start = idle.take().map(|idle| StartWriter {
+                    conn,
+                    idle,
+                    queued: queued.clone(),
+                });
             }
-            writers.by_conn.insert(conn, Writer { tx, queued });
+            writers.by_conn.insert(conn, Writer { tx, queued, idle });
         }
-        let engine = self.clone();
-        let spawned = thread::Builder::new()
-            .name("foolscap-read".into())
-            .spawn(move || engine.reader_thread(conn, reader));
+        let watcher = match watch && start.is_none() {
+            true => self.watcher.get().cloned().flatten(),
+            false => None,
+        };
+        let spawned = match watcher {
+            Some(w) => w.watch(conn, reader),
+            None => {
+                let engine = self.clone();
+                self.spawn_counted("foolscap-read", self.stack_size, move || {
+                    engine.reader_thread(conn, reader)
+                })
+            }
+        };
         if let Err(e) = spawned {
-            // the writer ends with its channel
-            self.lock_writers().by_conn.remove(&conn);
+            // the socket closes as its entry (or the writer's channel) goes
+            self.close_unattached(conn);
+            if let Some(w) = start {
+                let _ = w.idle.stream.shutdown(Shutdown::Both);
+            }
             return Err(e);
+        }
+        if let Some(w) = start {
+            self.start_writer(w);
         }
         Ok(())
     }
@@ -397,7 +775,7 @@ impl Engine {
                     if let (Ok(l), Ok(p)) = (stream.local_addr(), stream.peer_addr()) {
                         driven.set_addresses(conn, l, p);
                     }
-                    if self.attach(conn, stream).is_err() {
+                    if self.attach(conn, stream, false).is_err() {
                         self.refuse(&driven, conn);
                     }
                 }
@@ -410,16 +788,18 @@ impl Engine {
         self.drive();
     }
 
-    fn reader_thread(self: Arc<Self>, conn: ConnectionId, mut stream: TcpStream) {
+    fn reader_thread(self: Arc<Self>, conn: ConnectionId, stream: Sock) {
         let Some(driven) = self.driven.get().cloned() else {
             return;
         };
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut buf = vec![0u8; READ_START];
         loop {
-            let n = match stream.read(&mut buf) {
+            let n = match (&*stream).read(&mut buf) {
                 Ok(0) | Err(_) => 0,
                 Ok(n) => n,
             };
+            // a busy connection reads more at a time
+            let grow = n == buf.len() && buf.len() < self.max_read_buffer;
             if !driven.is_alive() {
                 return;
             }
@@ -429,6 +809,9 @@ impl Engine {
                 return;
             }
             driven.handle_input(conn, Instant::now(), &buf[..n]);
+            if grow {
+                buf.resize((buf.len() * 2).min(self.max_read_buffer), 0);
+            }
             self.drive();
             if !self.lock_writers().by_conn.contains_key(&conn) {
                 return;
@@ -464,10 +847,11 @@ impl Engine {
     fn writer_thread(
         &self,
         conn: ConnectionId,
-        stream: &mut TcpStream,
+        stream: &TcpStream,
         rx: mpsc::Receiver<WriterMsg>,
         queued: &AtomicUsize,
     ) {
+        let mut stream = stream;
         let driven = self.driven.get().cloned();
         // the core hears of a drain that starts over its bound (its view
         // is over the bound exactly when the queue is; below it the figure
@@ -527,7 +911,7 @@ fn accept_loop(
     listener: TcpListener,
     stopped: &AtomicBool,
 ) {
-    let mut backoff = ACCEPT_BACKOFF.0;
+    let mut backoff = None;
     loop {
         let accepted = listener.accept();
         if stopped.load(Ordering::Acquire) || !driven.is_alive() || driven.is_shut_down() {
@@ -535,12 +919,13 @@ fn accept_loop(
         }
         let stream = match accepted {
             Ok((stream, _)) => {
-                backoff = ACCEPT_BACKOFF.0;
+                backoff = None;
                 stream
             }
             Err(_) => {
-                thread::sleep(backoff);
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                let pause = accept_backoff(backoff);
+                thread::sleep(pause);
+                backoff = Some(pause);
                 continue;
             }
         };
@@ -551,11 +936,20 @@ fn accept_loop(
         if let (Ok(l), Ok(p)) = (stream.local_addr(), stream.peer_addr()) {
             driven.set_addresses(conn, l, p);
         }
-        if engine.attach(conn, stream).is_err() {
+        if engine.attach(conn, stream, true).is_err() {
             // no thread for it: an ordinary refused connection
             engine.refuse(&driven, conn);
         }
         engine.drive();
+    }
+}
+
+/// The pause after a failed `accept`, given the one after the failure
+/// before (`None`: the last `accept` succeeded).
+fn accept_backoff(previous: Option<Duration>) -> Duration {
+    match previous {
+        None => ACCEPT_BACKOFF.0,
+        Some(p) => (p * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1),
     }
 }
 
@@ -569,4 +963,25 @@ fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("the host name has no addresses")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Out of file descriptors, every `accept` fails at once: the loop
+    /// pauses 10 ms, then twice as long each time up to 1 s (never a
+    /// spin), and starts over after a success.
+    #[test]
+    fn accept_errors_back_off_from_10_ms_to_1_s() {
+        let mut pauses = Vec::new();
+        let mut previous = None;
+        for _ in 0..10 {
+            let p = accept_backoff(previous);
+            pauses.push(p.as_millis());
+            previous = Some(p);
+        }
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(accept_backoff(None), Duration::from_millis(10));
+    }
 }

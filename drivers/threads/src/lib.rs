@@ -1,7 +1,8 @@
 //! The threads engine: blocking `std::net` sockets, an accept thread per
-//! listener, a reader and a writer thread per connection, a thread per
-//! outbound dial (host names are resolved there), and one engine thread
-//! per Tub for timers and for events nobody's input produced.
+//! listener, a reader and a writer thread per connection that speaks, a
+//! thread per outbound dial (host names are resolved there), one watcher
+//! thread for accepted sockets that have not spoken yet, and one engine
+//! thread per Tub for timers and for events nobody's input produced.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), foolscap_app::Error> {
@@ -18,6 +19,16 @@
 //! application thread that calls into the Tub only moves the bytes its
 //! call produced to the writer threads.
 //!
+//! Resources: an accepted socket waits for its first byte on one watcher
+//! thread (a `mio` poller) shared by all, so an idle or half-open
+//! connection costs its socket and the core's state, no thread. Its
+//! reader thread starts with its first byte, with a read buffer of 1 KiB
+//! that doubles while reads fill it; its writer thread starts with its
+//! first bytes to send. [`ThreadsConfig::max_threads`] bounds the threads
+//! of all connections and dials: a connection that needs a thread past
+//! it is closed (a dial fails). Objects run with
+//! [`ThreadsConfig::stack_size`] of stack (2 MiB by default).
+//!
 //! Flow control is the core's (`TubConfig::max_buffered_output`,
 //! `calls_per_round`, `max_unanswered_calls`): each writer thread counts
 //! the bytes queued for it and reports them; while the core says not to
@@ -31,7 +42,7 @@ mod engine;
 use foolscap_app::{load_or_create_identity, Error, Tub, TubConfig};
 use foolscap_core::identity::Identity;
 
-pub use engine::CONNECT_TIMEOUT;
+pub use engine::{ThreadsConfig, TooManyThreads, CONNECT_TIMEOUT};
 
 /// A Tub with a new identity and the default settings, carried by its
 /// own threads.
@@ -47,5 +58,15 @@ pub fn tub_with_cert_file(path: impl AsRef<std::path::Path>) -> Result<Tub, Erro
 
 /// A Tub with a given identity and settings, carried by its own threads.
 pub fn tub(identity: Identity, config: TubConfig) -> Result<Tub, Error> {
-    engine::start(identity, config)
+    tub_with(identity, config, ThreadsConfig::default())
+}
+
+/// A Tub with a given identity, settings and engine settings (threads,
+/// stacks, read buffers), carried by its own threads.
+pub fn tub_with(
+    identity: Identity,
+    config: TubConfig,
+    threads: ThreadsConfig,
+) -> Result<Tub, Error> {
+    engine::start(identity, config, threads)
 }
