@@ -37,7 +37,8 @@ pub struct ThreadsConfig {
     /// that has had something to send, a thread per outbound dial. A
     /// connection that needs a thread past the limit is closed (an
     /// ordinary refused connection; the number of connections is the
-    /// core's [`TubConfig::max_inbound_connections`]), a dial fails.
+    /// core's [`TubConfig::max_negotiating_connections`] and
+    /// [`TubConfig::max_established_connections`]), a dial fails.
     /// Default: [`ThreadsConfig::DEFAULT_MAX_THREADS`] (12,000). Whatever
     /// it says, the connection threads of all the process's threads-engine
     /// Tubs together stay within what the system's memory-map limit
