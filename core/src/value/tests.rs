@@ -862,3 +862,25 @@ fn large_sets_merge_like_small_ones() {
     assert_eq!(got[..20], want[..20]);
     assert!(matches!(&got[20], Value::Anchor(_, t) if **t == Value::Tuple(vec![Value::int(1)])));
 }
+
+/// Fuzz finding: a frozenset referenced from inside itself through a dict
+/// in a copyable (`frozenset([copyable('', none={0: <ref to the set>})])`).
+/// Python builds it (the reference becomes a tuple of the set's items);
+/// our values cannot hold that cycle, and the decoder used to deliver the
+/// set with an alias pointing at nothing. The message is refused now,
+/// and the stream goes on.
+#[test]
+fn a_frozenset_referenced_from_inside_itself_is_refused() {
+    let stream = [
+        0x88, 0x07, 0x87, 0x88, 0x12, 0x87, 0x82, 0x87, 0x88, 0x03, 0x87, 0x81, 0x88, 0x02, 0x87,
+        0x81, 0x89, 0x89, 0x89, 0x89,
+    ];
+    let mut de = Deserializer::new(VocabTable::V1, Limits::default());
+    de.feed(&stream);
+    de.feed(&encode(&Value::int(5), VocabTable::V1));
+    match de.poll_event().unwrap() {
+        Some(Event::Discarded(DecodeError::UnresolvableCycle { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(de.poll_event().unwrap(), Some(Event::Value(Value::int(5))));
+}

@@ -387,6 +387,16 @@ impl Deserializer {
         if slot.kind == SlotKind::Other {
             return Err(dangling);
         }
+        if slot.frozenset && matches!(slot.kind, SlotKind::Immutable { closed: false, .. }) {
+            // A frozenset referenced from inside itself (through a list,
+            // dict or copyable). Python builds it, the inner reference
+            // becoming a tuple of the set's items that contains them;
+            // our values cannot hold that cycle, so the message is
+            // refused (docs/protocol.md §10).
+            return Err(DecodeError::UnresolvableCycle {
+                offset: self.offset,
+            });
+        }
         slot.referenced = true;
         let copy_cost = if slot.frozenset { slot.cost } else { 0 };
         self.charge(copy_cost)?;
