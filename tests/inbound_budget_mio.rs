@@ -17,11 +17,13 @@
 #[path = "common/load.rs"]
 mod load;
 
+use load::{furl_port, serial, with_port};
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use foolscap::mio::{as_remote, LoopConfig, Runtime};
@@ -32,28 +34,6 @@ use foolscap::TubConfig;
 const GUARD: Duration = Duration::from_secs(300);
 
 const CHILD: &str = "INBOUND_BUDGET_SERVE";
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The TCP port in a `pb://TUBID@tcp:127.0.0.1:PORT/NAME` FURL.
-fn furl_port(furl: &str) -> u16 {
-    let hints = furl.split('@').nth(1).expect("hints");
-    let first = hints.split(['/', ',']).next().expect("hint");
-    first.rsplit(':').next().unwrap().parse().expect("port")
-}
-
-fn with_port(furl: &str, port: u16) -> String {
-    let old = furl_port(furl);
-    furl.replacen(
-        &format!("tcp:127.0.0.1:{old}/"),
-        &format!("tcp:127.0.0.1:{port}/"),
-        1,
-    )
-}
 
 /// A `/proc/PID/status` field, KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {

@@ -13,11 +13,13 @@
 #[path = "common/load.rs"]
 mod load;
 
+use load::{furl_port, serial, with_port};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use foolscap::mio::{as_remote, LoopConfig, Runtime};
@@ -27,30 +29,8 @@ use foolscap::TubConfig;
 /// Hang guard for any one wait.
 const GUARD: Duration = Duration::from_secs(120);
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn runtime(config: LoopConfig) -> Runtime {
     Runtime::start(config).expect("start runtime")
-}
-
-/// The TCP port in a `pb://TUBID@tcp:127.0.0.1:PORT/NAME` FURL.
-fn furl_port(furl: &str) -> u16 {
-    let hints = furl.split('@').nth(1).expect("hints");
-    let first = hints.split(['/', ',']).next().expect("hint");
-    first.rsplit(':').next().unwrap().parse().expect("port")
-}
-
-fn with_port(furl: &str, port: u16) -> String {
-    let old = furl_port(furl);
-    furl.replacen(
-        &format!("tcp:127.0.0.1:{old}/"),
-        &format!("tcp:127.0.0.1:{port}/"),
-        1,
-    )
 }
 
 // ---------------------------------------------------------------- 1

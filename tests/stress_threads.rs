@@ -14,10 +14,12 @@ mod common;
 #[path = "common/load.rs"]
 mod load;
 
+use load::{furl_port, serial};
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -32,19 +34,6 @@ use foolscap::{as_remote, Tub, TubConfig};
 
 /// Hang guard for any one wait.
 const GUARD: Duration = Duration::from_secs(120);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The TCP port in a `pb://TUBID@tcp:127.0.0.1:PORT/NAME` FURL.
-fn furl_port(furl: &str) -> u16 {
-    let hints = furl.split('@').nth(1).expect("hints");
-    let first = hints.split(['/', ',']).next().expect("hint");
-    first.rsplit(':').next().unwrap().parse().expect("port")
-}
 
 // ---------------------------------------------------------------- child server
 

@@ -694,3 +694,28 @@ pub fn connect_and_call(
     });
     (tub, answer)
 }
+
+/// One test at a time in a test binary that measures its own process (or
+/// its children's) memory and sockets.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The TCP port in a `pb://TUBID@tcp:127.0.0.1:PORT/NAME` FURL.
+pub fn furl_port(furl: &str) -> u16 {
+    let hints = furl.split('@').nth(1).expect("hints");
+    let first = hints.split(['/', ',']).next().expect("hint");
+    first.rsplit(':').next().unwrap().parse().expect("port")
+}
+
+/// The same FURL with its loopback hint's port replaced (to go through a
+/// relay).
+pub fn with_port(furl: &str, port: u16) -> String {
+    let old = furl_port(furl);
+    furl.replacen(
+        &format!("tcp:127.0.0.1:{old}/"),
+        &format!("tcp:127.0.0.1:{port}/"),
+        1,
+    )
+}
