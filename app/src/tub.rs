@@ -105,12 +105,6 @@ impl State {
         }
     }
 
-    /// Moves the core's bytes and transport commands to `io` (bytes
-    /// first, so a close follows its connection's last bytes).
-    pub(crate) fn flush(&mut self, io: &mut dyn DriverIo) {
-        self.flush_io(io);
-    }
-
     /// What a flush left for a drive: events, due timer callbacks, and the
     /// next deadline.
     pub(crate) fn after_flush(&self) -> Flushed {
@@ -120,7 +114,9 @@ impl State {
         }
     }
 
-    fn flush_io(&mut self, io: &mut dyn DriverIo) {
+    /// Moves the core's bytes and transport commands to `io` (bytes
+    /// first, so a close follows its connection's last bytes).
+    pub(crate) fn flush(&mut self, io: &mut dyn DriverIo) {
         let mut buf = std::mem::take(&mut self.buf);
         while let Some(conn) = self.core.poll_transmit(&mut buf) {
             let queued = io.transmit(conn, &mut buf);
