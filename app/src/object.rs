@@ -4,7 +4,9 @@
 use foolscap_core::broker::Failure;
 use foolscap_core::id::{IncomingId, ObjectId};
 use foolscap_core::identity::TubId;
+use foolscap_core::schema::InterfaceSchema;
 use foolscap_core::value::{Text, Value};
+use std::sync::Arc;
 
 use crate::{BoundArgs, Scope, Signature, Tub};
 
@@ -28,8 +30,16 @@ pub trait Object: Send + Sync + 'static {
     }
 
     /// The RemoteInterface name sent with the first reference (`""`: none).
+    /// An object with a [`Object::schema`] announces the schema's name.
     fn interface(&self) -> &str {
         ""
+    }
+
+    /// The RemoteInterface this object implements, if it declares one:
+    /// calls to it are checked against the schema as a Python receiver
+    /// checks them (docs/protocol.md §6.5), and its name is announced.
+    fn schema(&self) -> Option<Arc<InterfaceSchema>> {
+        None
     }
 }
 

@@ -15,6 +15,7 @@
 //! * [`tub`]: a Tub's connections, objects and references together.
 //! * [`id`]: every identifier the core hands out.
 //! * [`rng`]: injectable randomness.
+//! * [`schema`]: RemoteInterface constraints and method schemas (§6.5).
 //! * `testing` (with the `testing` feature, and in this crate's tests): a
 //!   simulated network of Tubs on a virtual clock.
 #![deny(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod id;
 pub mod identity;
 pub mod negotiation;
 pub mod rng;
+pub mod schema;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tub;
