@@ -13,6 +13,7 @@ use foolscap_core::furl::{Furl, Hint};
 use foolscap_core::id::{CallId, ConnectionId, IncomingId, LookupId, ObjectId};
 use foolscap_core::identity::{Identity, TubId};
 use foolscap_core::rng::SystemRng;
+use foolscap_core::schema::InterfaceSchema;
 use foolscap_core::tub::{IncomingCall, Transport, Tub as CoreTub, TubConfig, TubEvent};
 use foolscap_core::value::{RemoteRef, Text, Value};
 
@@ -252,6 +253,13 @@ impl Tub {
                 Err(e.into())
             }
         }
+    }
+
+    /// Makes RemoteInterface `schema` known to this Tub: references
+    /// announced with its name are checked against it when we call them,
+    /// as Python checks references whose interface it knows.
+    pub fn add_interface(&self, schema: Arc<InterfaceSchema>) {
+        self.lock().core.add_interface(schema);
     }
 
     /// Accepts received `copyable`s of this type (see

@@ -86,6 +86,7 @@ mod error;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -102,6 +103,7 @@ use crate::negotiation::{
     NegotiationEvent, RecorderHandle, Session, TlsContext,
 };
 use crate::rng::Rng;
+use crate::schema::InterfaceSchema;
 use crate::value::{RemoteRef, Text, Value};
 
 pub use error::{DialError, DialFailure, TransportError, TubError};
@@ -511,6 +513,10 @@ pub struct Tub {
     negotiating: BTreeSet<ConnectionId>,
     /// Connections established and not closed yet.
     established: usize,
+    /// The RemoteInterfaces this program knows, by announced name: a
+    /// reference announced with one of these names is checked against it
+    /// (Python's per-process RemoteInterface registry, per Tub here).
+    interfaces: HashMap<String, Arc<InterfaceSchema>>,
 }
 
 impl std::fmt::Debug for Tub {
@@ -566,6 +572,7 @@ impl Tub {
             scratch: Vec::new(),
             negotiating: BTreeSet::new(),
             established: 0,
+            interfaces: HashMap::new(),
         })
     }
 
@@ -662,6 +669,18 @@ impl Tub {
         };
         self.check_unused(object);
         Some(object)
+    }
+
+    /// Makes RemoteInterface `schema` known to this Tub, replacing one of
+    /// the same name: references announced with its name are checked
+    /// against it when we call them (docs/protocol.md §6.5).
+    pub fn add_interface(&mut self, schema: Arc<InterfaceSchema>) {
+        self.interfaces.insert(schema.name().to_owned(), schema);
+    }
+
+    /// The known RemoteInterface called `name`.
+    pub fn interface(&self, name: &str) -> Option<&Arc<InterfaceSchema>> {
+        self.interfaces.get(name)
     }
 
     /// Accepts received `copyable`s of type `type_name` (Python's
