@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Create (or reuse) the Python virtualenv used by the interop tests.
 #
+# Usage: python-env.sh            the foolscap venv (interop-venv)
+#        python-env.sh tahoe      a second venv (tahoe-venv) with tahoe-lafs
+#                                 and the same foolscap, for the tests that
+#                                 run a real Tahoe-LAFS storage node. It is
+#                                 separate so that Tahoe's dependencies never
+#                                 change what the foolscap interop tests run.
+#
 # The venv lives at "$CARGO_TARGET_DIR/interop-venv" (or "<repo>/target/
 # interop-venv" when CARGO_TARGET_DIR is unset; a relative CARGO_TARGET_DIR is
 # taken relative to the repository root). It contains the reference
@@ -24,6 +31,8 @@ set -euo pipefail
 
 FOOLSCAP_REQ="foolscap==24.9.0"
 FOOLSCAP_VERSION="24.9.0"
+TAHOE_REQ="tahoe-lafs==1.20.0"
+flavour=${1:-foolscap}
 
 die() {
     echo "python-env.sh: error: $*" >&2
@@ -41,11 +50,21 @@ case "$target_dir" in
     *) target_dir="$repo_root/$target_dir" ;;
 esac
 
-venv="$target_dir/interop-venv"
+case "$flavour" in
+    foolscap)
+        venv="$target_dir/interop-venv"
+        requirements=("$FOOLSCAP_REQ")
+        ;;
+    tahoe)
+        venv="$target_dir/tahoe-venv"
+        requirements=("$FOOLSCAP_REQ" "$TAHOE_REQ")
+        ;;
+    *) die "unknown venv '$flavour' (expected: foolscap or tahoe)" ;;
+esac
 py="$venv/bin/python"
 marker="$venv/.interop-foolscap-ok"
-lock="$target_dir/interop-venv.lock"
-marker_text="$FOOLSCAP_REQ"
+lock="$venv.lock"
+marker_text="${requirements[*]}"
 
 # True when the venv is complete: the marker is present and names the
 # expected requirement, and the venv's interpreter still starts (it breaks
@@ -92,8 +111,9 @@ fi
     || die "creating the virtualenv at $venv failed"
 [ -x "$py" ] || die "the new virtualenv has no $py"
 
-"$py" -m pip install --quiet --disable-pip-version-check "$FOOLSCAP_REQ" >&2 \
-    || die "pip install $FOOLSCAP_REQ into $venv failed"
+echo "python-env.sh: installing ${requirements[*]} into $venv (once; about 15 s)" >&2
+"$py" -m pip install --quiet --disable-pip-version-check "${requirements[@]}" >&2 \
+    || die "pip install ${requirements[*]} into $venv failed"
 
 # Verify by importing it, including the pieces the interop script drives.
 "$py" - "$FOOLSCAP_VERSION" >&2 <<'EOF' || die "foolscap is not importable in $venv after installation"

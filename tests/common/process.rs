@@ -30,16 +30,30 @@ pub fn repo_root() -> &'static Path {
 /// skip: without Python they fail, loudly.
 pub fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(repo_root().join("scripts/python-env.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/python-env.sh");
-        assert!(out.status.success(), "scripts/python-env.sh failed");
-        let path = String::from_utf8(out.stdout).expect("utf-8 path");
-        PathBuf::from(path.lines().last().expect("python path").trim())
-    })
+    PY.get_or_init(|| venv_python("foolscap"))
+}
+
+/// The interpreter of the second cached virtualenv, with `tahoe-lafs`
+/// beside the same foolscap (`scripts/python-env.sh tahoe`); its `bin/`
+/// holds the `tahoe` command.
+pub fn tahoe_python() -> &'static Path {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| venv_python("tahoe"))
+}
+
+fn venv_python(flavour: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/python-env.sh"))
+        .arg(flavour)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/python-env.sh");
+    assert!(
+        out.status.success(),
+        "scripts/python-env.sh {flavour} failed"
+    );
+    let path = String::from_utf8(out.stdout).expect("utf-8 path");
+    PathBuf::from(path.lines().last().expect("python path").trim())
 }
 
 /// A directory (`foolscap-rs-TAG-PID-N` in the system's temporary
@@ -98,35 +112,29 @@ impl Drop for KillOnDrop {
 /// examples only as test harnesses).
 pub fn example_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable");
-        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(repo_root()).args([
-            "build",
-            "-q",
-            "-p",
-            "foolscap",
-            "--example",
-            "kitchen_sink",
-        ]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .status()
-            .expect("run cargo build --example kitchen_sink");
-        assert!(
-            status.success(),
-            "cargo build --example kitchen_sink failed"
-        );
-        let bin = dir.join("examples").join("kitchen_sink");
-        assert!(bin.exists(), "{} is missing", bin.display());
-        bin
-    })
-    .clone()
+    BIN.get_or_init(|| build_example("kitchen_sink")).clone()
+}
+
+/// Builds example `name` of the `foolscap` crate in the profile of the
+/// running test or bench and returns its path.
+pub fn build_example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root())
+        .args(["build", "-q", "-p", "foolscap", "--example", name]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build --example {name}: {e}"));
+    assert!(status.success(), "cargo build --example {name} failed");
+    let bin = dir.join("examples").join(name);
+    assert!(bin.exists(), "{} is missing", bin.display());
+    bin
 }
 
 /// A server process that writes its FURL (and a newline) to a file named
