@@ -799,9 +799,11 @@ fn call_target(
     args: &BoundArgs<'_>,
     tub: &Tub,
     call_with: &str,
-) -> Result<(RemoteRef, String), Failure> {
+) -> Result<(Value, String), Failure> {
+    // one of our own objects come home is called as Python calls a
+    // LocalReferenceable: on a later turn
     let target = match &args[0] {
-        Value::Remote(r) => r.clone(),
+        v @ (Value::Remote(_) | Value::Local(_)) => v.clone(),
         other => return Err(no_attribute(other, call_with, tub)),
     };
     match &args[1] {

@@ -98,6 +98,7 @@ fn run_rust_checks(server: &Server, driver: Driver) {
         ("counters_and_self", counters_and_self),
         ("identity", identity),
         ("notes_and_call_only", notes_and_call_only),
+        ("call_back_home", call_back_home),
         ("call_backs", call_backs),
         ("types", types),
         ("concurrency", concurrency),
@@ -435,6 +436,31 @@ fn call_backs(c: &Client) {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(rec.seen.lock().unwrap()[0], Value::str("hi"));
+}
+
+/// One of the server's own counters sent back to it: the server calls it
+/// as a local object, eventually (the `call_back_only` increment has run
+/// before our next call arrives).
+fn call_back_home(c: &Client) {
+    let counter = c.ok("make_counter", &[Value::int(5)]);
+    let got = c.ok(
+        "call_back",
+        &[counter.clone(), Value::str("increment"), Value::int(2)],
+    );
+    assert_eq!(got, Value::int(7));
+    let only = c.ok(
+        "call_back_only",
+        &[counter.clone(), Value::str("increment"), Value::int(3)],
+    );
+    assert_eq!(only, Value::None);
+    let now = c
+        .tub
+        .call(&counter, "increment", &[Value::int(0)], &[], T)
+        .unwrap();
+    assert_eq!(now, Value::int(10));
+    let f = c.failure("call_back", &[counter, Value::str("nope")]);
+    assert_eq!(f.type_name, "builtins.AttributeError");
+    assert_eq!(f.value, "'Counter' object has no attribute 'remote_nope'");
 }
 
 fn types(c: &Client) {

@@ -37,6 +37,9 @@ pub enum Error {
     /// would stall the loop (use the `_async` form there).
     #[error("a blocking wait on the event loop's thread would stall it; use the async form")]
     WouldStallLoop,
+    /// A call on a value that is no reference (its Python type name).
+    #[error("'{0}' object has no attribute 'callRemote'")]
+    NotAReference(&'static str),
 }
 
 impl Error {

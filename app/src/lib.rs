@@ -59,7 +59,7 @@ pub use error::Error;
 pub use foolscap_core::tub::{PendingCalls, TransportError, TubConfig};
 pub use object::{Call, Object};
 pub use sharing::Scope;
-pub use tub::Tub;
+pub use tub::{Callable, Target, Tub};
 
 use foolscap_core::identity::Identity;
 use foolscap_core::value::{RemoteRef, Value};

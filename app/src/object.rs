@@ -57,6 +57,9 @@ pub struct Call {
     /// Keyword arguments in wire order.
     pub kwargs: Vec<(Text, Value)>,
     pub(crate) answered: bool,
+    /// Where the answer goes when the call came from this Tub itself (a
+    /// reference come home, [`Tub::call_async`] on a [`Value::Local`]).
+    pub(crate) local: Option<crate::tub::AnswerFn>,
 }
 
 impl std::fmt::Debug for Call {
@@ -375,6 +378,9 @@ impl Call {
     /// Answers with a value or a failure.
     pub fn reply(mut self, result: Result<Value, Failure>) {
         self.answered = true;
+        if let Some(done) = self.local.take() {
+            return self.tub.answer_local(done, result);
+        }
         // a connection that closed meanwhile has nobody to answer
         let _ = self.tub.answer(self.id, result);
     }
@@ -403,7 +409,12 @@ impl Drop for Call {
                 "builtins.RuntimeError",
                 format!("{} was never answered", self.method.as_str()),
             );
-            let _ = self.tub.answer(self.id, Err(f));
+            match self.local.take() {
+                Some(done) => self.tub.answer_local(done, Err(f)),
+                None => {
+                    let _ = self.tub.answer(self.id, Err(f));
+                }
+            }
         }
     }
 }

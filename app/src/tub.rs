@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use foolscap_core::broker::Failure;
+use foolscap_core::broker::{CallError, Failure};
 use foolscap_core::furl::{Furl, Hint};
 use foolscap_core::id::{CallId, ConnectionId, IncomingId, LookupId, ObjectId};
 use foolscap_core::identity::{Identity, TubId};
@@ -20,10 +20,68 @@ use foolscap_core::value::{RemoteRef, Text, Value};
 use crate::driven::{DrivenTub, Driver, DriverIo, Flushed};
 use crate::{Call, Error, Object};
 
-type AnswerFn = Box<dyn FnOnce(Result<Value, Error>) + Send>;
+pub(crate) type AnswerFn = Box<dyn FnOnce(Result<Value, Error>) + Send>;
 type TimerFn = Box<dyn FnOnce() + Send>;
+
+/// The connection id of calls to our own objects (no connection carries
+/// them; no real connection gets this id).
+pub(crate) const LOCAL_CONNECTION: ConnectionId = ConnectionId(u64::MAX);
 type WatchFn = Box<dyn FnOnce() + Send>;
 type ConnectionWatchFn = Arc<dyn Fn(&TubEvent) + Send + Sync>;
+
+/// What a call is made on: one of a peer's objects, or one of ours (a
+/// reference that came home, Python's `LocalReferenceable`).
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A peer's object, called over its connection.
+    Remote(&'a RemoteRef),
+    /// One of this Tub's objects, called on a later turn of the engine.
+    Local(ObjectId),
+}
+
+/// Anything [`Tub::call`] and its siblings can call: a [`RemoteRef`], or a
+/// [`Value`] holding a [`Value::Remote`] or a [`Value::Local`], so an
+/// object does not need to know whether a reference it received is one of
+/// its peer's objects or one of its own come home.
+pub trait Callable {
+    /// The reference, `None` when the value is not one.
+    fn target(&self) -> Option<Target<'_>>;
+
+    /// Python's type name of what is not a reference (for the error).
+    fn kind(&self) -> &'static str {
+        "reference"
+    }
+}
+
+impl Callable for RemoteRef {
+    fn target(&self) -> Option<Target<'_>> {
+        Some(Target::Remote(self))
+    }
+}
+
+impl Callable for Value {
+    fn target(&self) -> Option<Target<'_>> {
+        match self.unanchored() {
+            Value::Remote(r) => Some(Target::Remote(r)),
+            Value::Local(id) => Some(Target::Local(*id)),
+            _ => None,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        self.unanchored().type_name()
+    }
+}
+
+impl<T: Callable + ?Sized> Callable for &T {
+    fn target(&self) -> Option<Target<'_>> {
+        (**self).target()
+    }
+
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+}
 
 /// A Tub: its identity, objects and connections. Clones share the Tub;
 /// the handle is `Send + Sync`, so any thread may call through it. An
@@ -320,7 +378,7 @@ impl Tub {
     /// answer may need the very thread that waits.
     pub fn call(
         &self,
-        target: &RemoteRef,
+        target: &(impl Callable + ?Sized),
         method: &str,
         args: &[Value],
         kwargs: &[(Text, Value)],
@@ -335,34 +393,107 @@ impl Tub {
     }
 
     /// Calls `method`; `done` runs with the answer (on an engine thread:
-    /// it must not block).
+    /// it must not block). `target` may be one of our own objects (a
+    /// [`Value::Local`] that came home): the call then starts on a later
+    /// turn of the engine, never inside this one, as Python's
+    /// `LocalReferenceable` does, and its failure arrives as
+    /// [`Error::Call`] with the object's [`Failure`].
     pub fn call_async(
         &self,
-        target: &RemoteRef,
+        target: &(impl Callable + ?Sized),
         method: &str,
         args: &[Value],
         kwargs: &[(Text, Value)],
         done: impl FnOnce(Result<Value, Error>) + Send + 'static,
     ) -> Result<(), Error> {
+        let remote = match target.target() {
+            Some(Target::Remote(r)) => r,
+            Some(Target::Local(id)) => {
+                return self.call_local(id, method, args, kwargs, 1, Box::new(done))
+            }
+            None => return Err(Error::NotAReference(target.kind())),
+        };
         let mut st = self.lock();
-        let call = st.core.call(target, method, args, kwargs)?;
+        let call = st.core.call(remote, method, args, kwargs)?;
         st.calls.insert(call, Box::new(done));
         drop(st);
         self.finish();
         Ok(())
     }
 
-    /// Python's `callRemoteOnly`: sends the call, wants no answer.
+    /// Python's `callRemoteOnly`: sends the call, wants no answer (for
+    /// one of our own objects: runs it on a later turn, its answer
+    /// ignored).
     pub fn call_only(
         &self,
-        target: &RemoteRef,
+        target: &(impl Callable + ?Sized),
         method: &str,
         args: &[Value],
         kwargs: &[(Text, Value)],
     ) -> Result<(), Error> {
-        self.lock().core.call_only(target, method, args, kwargs)?;
+        let remote = match target.target() {
+            Some(Target::Remote(r)) => r,
+            Some(Target::Local(id)) => {
+                return self.call_local(id, method, args, kwargs, 0, Box::new(|_| {}))
+            }
+            None => return Err(Error::NotAReference(target.kind())),
+        };
+        self.lock().core.call_only(remote, method, args, kwargs)?;
         self.finish();
         Ok(())
+    }
+
+    /// An eventual send to one of our own objects: the [`Call`] reaches
+    /// the object on the engine's next turn (never inside the caller's),
+    /// and its answer reaches `done` on a turn after that.
+    fn call_local(
+        &self,
+        object: ObjectId,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+        req_id: u64,
+        done: AnswerFn,
+    ) -> Result<(), Error> {
+        let mut st = self.lock();
+        if st.shutdown {
+            return Err(Error::Shutdown);
+        }
+        let call = Call {
+            tub: self.clone(),
+            id: IncomingId {
+                connection: LOCAL_CONNECTION,
+                req_id,
+            },
+            object,
+            caller: self.shared.tubid,
+            method: Text::from(method),
+            args: args.to_vec(),
+            kwargs: kwargs.to_vec(),
+            answered: false,
+            local: Some(done),
+        };
+        let run: TimerFn = match st.objects.get(&object).cloned() {
+            Some(obj) => Box::new(move || obj.call(call)),
+            // an object the Tub forgot: Python's getattr would fail
+            None => Box::new(move || {
+                let f = Failure::new("builtins.KeyError", format!("no local object {object}"));
+                call.fail(f)
+            }),
+        };
+        st.due.push(run);
+        drop(st);
+        self.shared.driver.wake();
+        Ok(())
+    }
+
+    /// Delivers the answer of a local call on a later turn.
+    pub(crate) fn answer_local(&self, done: AnswerFn, result: Result<Value, Failure>) {
+        let result = result.map_err(|f| Error::Call(CallError::Remote(f)));
+        let mut st = self.lock();
+        st.due.push(Box::new(move || done(result)));
+        drop(st);
+        self.shared.driver.wake();
     }
 
     pub(crate) fn answer(
@@ -648,6 +779,7 @@ impl Tub {
             args: c.args,
             kwargs: c.kwargs,
             answered: false,
+            local: None,
         };
         match st.objects.get(&c.object) {
             Some(obj) => actions.push(Action::Object(obj.clone(), call)),

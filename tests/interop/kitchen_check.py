@@ -630,6 +630,24 @@ def check_call_back_only(ctx):
 
 
 @check
+def check_call_back_home(ctx):
+    # a reference to the server's own object comes home: the server calls
+    # it as a local object (Python adapts it to a LocalReferenceable)
+    c = yield ctx.call("make_counter", 5)
+    r = yield ctx.call("call_back", c, "increment", 2)
+    expect(r == 7, "call_back(counter, increment, 2) = %s" % short(r))
+    r = yield ctx.call("call_back_only", c, "increment", 3)
+    expect(r is None, "call_back_only(counter) answered %s" % short(r))
+    # the eventual increment ran before any later call arrived
+    r = yield c.callRemote("increment", 0)
+    expect(r == 10, "counter after call_back_only: %s" % short(r))
+    detail = yield expect_failure(ctx.call("call_back", c, "nope"),
+                                  "builtins.AttributeError",
+                                  "'Counter' object has no attribute 'remote_nope'")
+    return "own counter called back: 7, then 10; %s" % detail
+
+
+@check
 def check_types_example(ctx):
     r = yield ctx.call("types", (1, b"x", ["s"]))
     expect(r == "tuple[int,bytes,list[str]]", "types((1, b'x', ['s'])) = %r" % r)

@@ -34,6 +34,7 @@ from twisted.internet import reactor  # noqa: E402
 from twisted.internet.task import deferLater  # noqa: E402
 
 from foolscap.api import Copyable, Referenceable, RemoteCopy, Tub  # noqa: E402
+from foolscap.ipb import IRemoteReference  # noqa: E402
 from foolscap.referenceable import RemoteReference  # noqa: E402
 
 # 2**100000 has more than 4300 digits; let the interpreter print it if asked
@@ -203,11 +204,13 @@ class KitchenSink(Referenceable):
         return self
 
     def remote_call_back(self, ref, method, *args):
-        # the answer (or failure) of the call-back is our answer
-        return ref.callRemote(method, *args)
+        # the answer (or failure) of the call-back is our answer; one of our
+        # own objects come home is adapted to a local reference (anything
+        # else that is no reference stays as it is, and fails as it did)
+        return IRemoteReference(ref, ref).callRemote(method, *args)
 
     def remote_call_back_only(self, ref, method, *args):
-        ref.callRemoteOnly(method, *args)
+        IRemoteReference(ref, ref).callRemoteOnly(method, *args)
         return None
 
     def remote_is_same(self, a, b):
