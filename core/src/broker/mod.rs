@@ -30,7 +30,7 @@ use crate::identity::TubId;
 use crate::value::pyrepr::str_repr;
 use crate::value::{
     DecodeError, Deserializer, EncodeError, IncomingCall, Limits, MyReference, PbEvent, RefDecoder,
-    RefEncoder, RemoteRef, Serializer, Text, Value, WireRef,
+    RefEncoder, RemoteRef, Serializer, Text, TheirReference, Value, WireRef,
 };
 
 pub use error::{BrokerError, CallError, CloseReason, ProtocolError};
@@ -110,6 +110,10 @@ pub struct BrokerConfig {
     /// Most distinct live references imported from the peer; more is
     /// fatal. Default: 1 Mi.
     pub max_imports: usize,
+    /// Most gifts (`their-reference`s) in one received message; a message
+    /// with more is refused with a Violation (its gifts are not looked
+    /// up). Default: 1024.
+    pub max_gifts_per_message: usize,
 }
 
 impl BrokerConfig {
@@ -119,6 +123,8 @@ impl BrokerConfig {
     pub const DEFAULT_MAX_INCOMING_CALLS: usize = 1 << 16;
     /// Default `max_imports`.
     pub const DEFAULT_MAX_IMPORTS: usize = 1 << 20;
+    /// Default `max_gifts_per_message`.
+    pub const DEFAULT_MAX_GIFTS_PER_MESSAGE: usize = 1024;
 }
 
 impl Default for BrokerConfig {
@@ -129,6 +135,7 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             max_incoming_calls: Self::DEFAULT_MAX_INCOMING_CALLS,
             max_imports: Self::DEFAULT_MAX_IMPORTS,
+            max_gifts_per_message: Self::DEFAULT_MAX_GIFTS_PER_MESSAGE,
         }
     }
 }
@@ -182,6 +189,60 @@ pub enum BrokerEvent {
     /// The connection ended; flush [`Broker::poll_transmit`] (it may hold
     /// an ERROR token) and close the transport. Nothing follows.
     Closed(CloseReason),
+    /// A call from the peer carrying gifts (`their-reference`s): each
+    /// gift stands in the arguments as [`gift_slot`]`(i)` until the Tub
+    /// has looked it up ([`fill_gifts`]). The call is registered as
+    /// waiting for an answer (answer or fail it as any other).
+    CallWithGifts(InboundCall, Vec<TheirReference>),
+    /// One of our calls succeeded with an answer carrying gifts, standing
+    /// in it as [`gift_slot`]`(i)`.
+    AnswerWithGifts {
+        /// Our request.
+        req_id: ReqId,
+        /// The result, with gift slots.
+        value: Value,
+        /// The gifts, by slot.
+        gifts: Vec<TheirReference>,
+    },
+}
+
+/// The stand-in for the `index`-th gift of a received message, until the
+/// gift is looked up: a [`Value::Local`] with an id no object gets
+/// (counted down from the top of the range).
+pub fn gift_slot(index: usize) -> Value {
+    Value::Local(ObjectId(u64::MAX - 1 - index as u64))
+}
+
+/// The gift index a [`gift_slot`] stands for.
+pub fn gift_index(v: &Value, gifts: usize) -> Option<usize> {
+    match v {
+        Value::Local(ObjectId(id)) => {
+            let i = u64::MAX.checked_sub(1)?.checked_sub(*id)?;
+            usize::try_from(i).ok().filter(|i| *i < gifts)
+        }
+        _ => None,
+    }
+}
+
+/// Replaces every [`gift_slot`] in `v` (of a message with `resolved.len()`
+/// gifts) by the value its gift resolved to.
+pub fn fill_gifts(v: &mut Value, resolved: &[Value]) {
+    let mut todo: Vec<&mut Value> = vec![v];
+    while let Some(v) = todo.pop() {
+        if let Some(i) = gift_index(v, resolved.len()) {
+            *v = resolved[i].clone();
+            continue;
+        }
+        match v {
+            Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
+                todo.extend(i.iter_mut())
+            }
+            Value::Dict(p) => p.iter_mut().for_each(|(k, x)| todo.extend([k, x])),
+            Value::Copyable(c) => todo.extend(c.state.iter_mut().map(|(_, x)| x)),
+            Value::Anchor(_, inner) => todo.push(inner),
+            _ => {}
+        }
+    }
 }
 
 /// What an outstanding call of ours is for.
@@ -244,10 +305,90 @@ impl ExportTable {
     }
 }
 
+/// The gifts we sent on one connection (docs/protocol.md §5.6): giftIDs
+/// from 1, one entry per (connection, clid) of the gifted reference while
+/// `decgift`s have not brought its count to 0. An entry holds a clone of
+/// the reference, so its owner's connection does not release it.
+#[derive(Debug)]
+struct GiftTable {
+    next_id: u64,
+    by_source: HashMap<(ConnectionId, Clid), u64>,
+    gifts: HashMap<u64, Gift>,
+}
+
+#[derive(Debug)]
+struct Gift {
+    count: u64,
+    held: RemoteRef,
+}
+
+impl GiftTable {
+    fn new() -> GiftTable {
+        GiftTable {
+            next_id: 1,
+            by_source: HashMap::new(),
+            gifts: HashMap::new(),
+        }
+    }
+
+    fn give(&mut self, r: &RemoteRef) -> WireRef {
+        let key = (r.connection(), r.clid());
+        let id = match self.by_source.get(&key) {
+            Some(&id) => id,
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.by_source.insert(key, id);
+                self.gifts.insert(
+                    id,
+                    Gift {
+                        count: 0,
+                        held: r.clone(),
+                    },
+                );
+                id
+            }
+        };
+        if let Some(g) = self.gifts.get_mut(&id) {
+            g.count += 1;
+        }
+        // no FURL (its owner has no location): Python sends ''
+        WireRef::Their(TheirReference {
+            gift_id: id,
+            furl: r.furl().cloned().unwrap_or_default(),
+        })
+    }
+
+    /// `decgift(giftID, count)`: `false` for an unknown giftID.
+    fn release(&mut self, id: u64, count: i64) -> bool {
+        let Some(g) = self.gifts.get_mut(&id) else {
+            return false;
+        };
+        if count > 0 {
+            g.count = g.count.saturating_sub(count as u64);
+        } else {
+            // Python's subtraction adds
+            g.count = g.count.saturating_add(count.unsigned_abs());
+        }
+        if g.count == 0 {
+            let g = self.gifts.remove(&id).expect("present");
+            self.by_source.remove(&(g.held.connection(), g.held.clid()));
+        }
+        true
+    }
+
+    fn clear(&mut self) {
+        self.gifts.clear();
+        self.by_source.clear();
+    }
+}
+
 /// Sends live references on one connection: our objects as
-/// `my-reference`s, the peer's own objects back as `your-reference`s.
+/// `my-reference`s, the peer's own objects back as `your-reference`s,
+/// references from other connections as gifts (`their-reference`).
 struct ConnRefs<'a> {
     exports: &'a mut ExportTable,
+    gifts: &'a mut GiftTable,
     registry: &'a dyn Registry,
     connection: ConnectionId,
 }
@@ -270,6 +411,9 @@ impl RefEncoder for ConnRefs<'_> {
             Value::Remote(r) if r.connection() == self.connection && r.clid() > 0 => {
                 Ok(WireRef::Your(r.clid() as u64))
             }
+            // a function going home would be a NEG your-reference, which
+            // kills a Python receiver's connection: refused
+            Value::Remote(r) if r.connection() != self.connection => Ok(self.gifts.give(r)),
             other => Err(EncodeError::LiveReference(other.type_name())),
         }
     }
@@ -297,6 +441,8 @@ struct Received<'a> {
     config: &'a BrokerConfig,
     connection: ConnectionId,
     peer: Option<TubId>,
+    /// The gifts of the message being decoded, by slot.
+    gifts: &'a mut Vec<TheirReference>,
     /// The error that ends the connection, kept typed for its close
     /// reason.
     fatal: Option<ProtocolError>,
@@ -356,12 +502,21 @@ impl RefDecoder for Received<'_> {
                     why: format!("unknown clid {clid} in your-reference"),
                     fatal: false,
                 }),
-            // gifts are not followed yet: the message is refused
-            WireRef::Their(_) => Err(DecodeError::RefusedReference {
-                offset,
-                why: "their-reference (a gift) is not supported yet".into(),
-                fatal: false,
-            }),
+            // the Tub looks the gift up before the message is delivered
+            WireRef::Their(t) => {
+                if self.gifts.len() >= self.config.max_gifts_per_message {
+                    return Err(DecodeError::RefusedReference {
+                        offset,
+                        why: format!(
+                            "more than {} gifts in one message",
+                            self.config.max_gifts_per_message
+                        ),
+                        fatal: false,
+                    });
+                }
+                self.gifts.push(t);
+                Ok(gift_slot(self.gifts.len() - 1))
+            }
         }
     }
 }
@@ -385,6 +540,10 @@ pub struct Broker {
     incoming: hashbrown::HashSet<ReqId>,
     exported: ExportTable,
     imports: HashMap<Clid, Imported>,
+    /// Gifts we sent on this connection.
+    gifts: GiftTable,
+    /// Gifts of the peer's message being decoded.
+    msg_gifts: Vec<TheirReference>,
     last_rx: Instant,
     last_ping: Option<Instant>,
     closed: Option<CloseReason>,
@@ -431,6 +590,8 @@ impl Broker {
                 clid_of: HashMap::new(),
             },
             imports: HashMap::new(),
+            gifts: GiftTable::new(),
+            msg_gifts: Vec::new(),
             last_rx: now,
             last_ping: None,
             closed: None,
@@ -481,13 +642,20 @@ impl Broker {
                 config: &self.config,
                 connection: self.connection,
                 peer: self.peer,
+                gifts: &mut self.msg_gifts,
                 fatal: None,
             };
             let ev = self.de.poll_pb_event_with(&mut refs);
             let fatal = refs.fatal.take();
             match ev {
                 Ok(Some(ev)) => {
-                    if let Err(e) = self.handle_pb(ev, objects) {
+                    // a message ended: its gifts go with it (or with it
+                    // refused, nowhere)
+                    let gifts = match ev {
+                        PbEvent::Ping(_) | PbEvent::Pong(_) | PbEvent::PeerError(_) => Vec::new(),
+                        _ => std::mem::take(&mut self.msg_gifts),
+                    };
+                    if let Err(e) = self.handle_pb(ev, gifts, objects) {
                         self.protocol_error(e);
                         return;
                     }
@@ -701,6 +869,7 @@ impl Broker {
         let method = if clid < 0 { "" } else { method };
         let mut refs = ConnRefs {
             exports: &mut self.exported,
+            gifts: &mut self.gifts,
             registry: objects,
             connection: self.connection,
         };
@@ -758,6 +927,26 @@ impl Broker {
         self.imports.len()
     }
 
+    /// Gifts we sent on this connection that the peer has not
+    /// acknowledged (`decgift`) yet: each holds its reference.
+    pub fn gifts_held(&self) -> usize {
+        self.gifts.gifts.len()
+    }
+
+    /// Acknowledges a received gift once it was looked up, success or
+    /// failure: `decgift(count=1, giftID)` with reqID 0, as Python does
+    /// (nothing for giftID 0).
+    pub fn decgift(&mut self, gift_id: u64) -> Result<(), BrokerError> {
+        if gift_id == 0 {
+            return Ok(());
+        }
+        let kwargs = [
+            (Text::from("count"), Value::int(1)),
+            (Text::from("giftID"), Value::Int(gift_id.into())),
+        ];
+        self.write_call(0, 0, "decgift", &[], &kwargs, &NoObjects)
+    }
+
     /// Answers incoming call `req_id` with `value`. On an encoding error
     /// nothing is sent and the call still waits (fail it instead).
     pub fn answer(
@@ -772,6 +961,7 @@ impl Broker {
         self.take_incoming(req_id)?;
         let mut refs = ConnRefs {
             exports: &mut self.exported,
+            gifts: &mut self.gifts,
             registry: objects,
             connection: self.connection,
         };
@@ -825,14 +1015,26 @@ impl Broker {
 
     // ---- receiving ----
 
-    fn handle_pb(&mut self, ev: PbEvent, objects: &dyn Registry) -> Result<(), ProtocolError> {
+    fn handle_pb(
+        &mut self,
+        ev: PbEvent,
+        gifts: Vec<TheirReference>,
+        objects: &dyn Registry,
+    ) -> Result<(), ProtocolError> {
         match ev {
-            PbEvent::Call(call) => self.incoming_call(call, objects)?,
+            PbEvent::Call(call) => self.incoming_call(call, gifts, objects)?,
             PbEvent::Answer { req_id, value } => match self.outstanding.remove(&req_id) {
                 None => {} // not waiting: Python discards it
                 Some(Pending::Decref(clid)) => self.decref_done(clid),
                 Some(Pending::User) => {
                     match Self::check_copyables(std::iter::once(&value), objects) {
+                        Ok(()) if !gifts.is_empty() => {
+                            self.events.push_back(BrokerEvent::AnswerWithGifts {
+                                req_id,
+                                value,
+                                gifts,
+                            })
+                        }
                         Ok(()) => self.events.push_back(BrokerEvent::Answer { req_id, value }),
                         Err(why) => self.events.push_back(BrokerEvent::Failed {
                             req_id,
@@ -880,6 +1082,7 @@ impl Broker {
     fn incoming_call(
         &mut self,
         call: IncomingCall,
+        gifts: Vec<TheirReference>,
         objects: &dyn Registry,
     ) -> Result<(), ProtocolError> {
         let req = call.req_id;
@@ -912,14 +1115,19 @@ impl Broker {
             }
             self.incoming.insert(req);
         }
-        self.events.push_back(BrokerEvent::Call(InboundCall {
+        let inbound = InboundCall {
             req_id: req,
             clid: call.clid,
             object,
             method: call.method,
             args: call.args,
             kwargs: call.kwargs,
-        }));
+        };
+        self.events.push_back(if gifts.is_empty() {
+            BrokerEvent::Call(inbound)
+        } else {
+            BrokerEvent::CallWithGifts(inbound, gifts)
+        });
         Ok(())
     }
 
@@ -986,9 +1194,22 @@ impl Broker {
                 }
             }
             "decgift" => {
-                // we never send gifts: Python's lookup of the giftID fails
-                let gift = arg("giftID", 0).and_then(Value::as_i64).unwrap_or(0);
-                self.send_error(req, &Failure::new("builtins.KeyError", gift.to_string()));
+                let (Some(gift), Some(count)) = (
+                    arg("giftID", 0).and_then(Value::as_i64),
+                    arg("count", 1).and_then(Value::as_i64),
+                ) else {
+                    let why = "decgift needs giftID= and count= ints";
+                    self.send_error(req, &Failure::violation(req, why));
+                    return Ok(());
+                };
+                let known = u64::try_from(gift).is_ok_and(|g| self.gifts.release(g, count));
+                if known {
+                    self.send_answer(req, &Value::None);
+                } else {
+                    // Python's table lookup raises (nothing is sent for
+                    // reqID 0, the usual case)
+                    self.send_error(req, &Failure::new("builtins.KeyError", gift.to_string()));
+                }
             }
             other => {
                 let f = Failure::no_such_method("Broker", other);
@@ -1100,6 +1321,8 @@ impl Broker {
         self.exported.exports.clear();
         self.exported.clid_of.clear();
         self.imports.clear();
+        self.gifts.clear();
+        self.msg_gifts.clear();
         self.events.push_back(BrokerEvent::Closed(reason));
     }
 }

@@ -10,7 +10,7 @@ use crate::banana::encode::{put_error, put_ping_pong, put_string, put_token_head
 use crate::banana::{TypeByte, VocabTable};
 use crate::identity::TubId;
 use crate::value::{DecodeError, Deserializer, PbEvent, Serializer, Text, Value};
-use crate::value::{WireRef, WireRefs};
+use crate::value::{TheirReference, WireRef, WireRefs};
 
 const FURL: &str =
     "pb://vfbzu4bxrxknny4zy66zjcdszk5wc4k5@tcp:127.0.0.1:39375/calc5wuq7sfhgpqbltonngv7lp6dmqf";
@@ -1435,16 +1435,150 @@ fn live_references_travel_as_wire_references() {
     assert_eq!(ic.args, vec![Value::Local(ObjectId(7))]);
 }
 
+fn gift(gift_id: u64, furl: &str) -> WireRef {
+    WireRef::Their(TheirReference {
+        gift_id,
+        furl: Bytes::copy_from_slice(furl.as_bytes()),
+    })
+}
+
+/// docs/protocol.md §5.6: a reference from another connection goes as a
+/// gift; giftIDs from 1, reused while the entry lives; held until the
+/// `decgift`s bring its count to 0.
 #[test]
-fn a_reference_from_another_connection_is_refused() {
-    let (mut b, _peer) = client_with_ref();
-    let foreign = RemoteRef::new(ConnectionId(99), 1, Bytes::new(), None);
+fn a_reference_from_another_connection_is_sent_as_a_gift() {
+    let (mut b, mut peer) = client_with_ref();
+    let foreign = RemoteRef::new(ConnectionId(99), 1, Bytes::new(), Some(FURL.into()));
+    let furlless = RemoteRef::new(ConnectionId(99), 2, Bytes::new(), None);
+    let args = [
+        Value::Remote(foreign.clone()),
+        Value::List(vec![Value::Remote(foreign.clone())]),
+        Value::Remote(furlless.clone()),
+    ];
+    b.call(1, "m", &args, &[]).unwrap();
+    let sent = peer.read(&mut b);
+    let [PbEvent::Call(c)] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(peer.wire(&c.args[0]), gift(1, FURL));
+    let Value::List(inner) = &c.args[1] else {
+        panic!("{:?}", c.args[1])
+    };
+    assert_eq!(peer.wire(&inner[0]), gift(1, FURL));
+    // no FURL: Python sends ''
+    assert_eq!(peer.wire(&c.args[2]), gift(2, ""));
+    assert_eq!(b.gifts_held(), 2);
+    drop(args);
+    // the gift table holds the reference (its owner's broker would not
+    // release it)
+    assert_eq!(foreign.handle_count(), 2);
+    let decgift = |peer: &mut Peer, b: &mut TestBroker, id: i64, count: i64| {
+        let kwargs = [kw("count", Value::int(count)), kw("giftID", Value::int(id))];
+        peer.call(b, 0, 0, "decgift", &[], &kwargs);
+    };
+    decgift(&mut peer, &mut b, 1, 1);
+    assert_eq!(b.gifts_held(), 2, "one of two sends acknowledged");
+    decgift(&mut peer, &mut b, 1, 1);
+    decgift(&mut peer, &mut b, 2, 1);
+    assert_eq!(b.gifts_held(), 0);
+    assert_eq!(foreign.handle_count(), 1);
+    // an unknown giftID with reqID 0: nothing comes back
+    decgift(&mut peer, &mut b, 5, 1);
+    assert!(peer.read(&mut b).is_empty());
+    assert!(!b.is_closed());
+    // a new send takes a new giftID
+    b.call(1, "m", &[Value::Remote(foreign.clone())], &[])
+        .unwrap();
+    let sent = peer.read(&mut b);
+    let [PbEvent::Call(c)] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(peer.wire(&c.args[0]), gift(3, FURL));
+    // and the connection's loss drops the table
+    b.connection_lost();
+    assert_eq!(b.gifts_held(), 0);
+    assert_eq!(foreign.handle_count(), 1);
+}
+
+/// A received gift stands as a slot in its call until the Tub looks it
+/// up; the broker sends `decgift` as Python does (never for giftID 0).
+#[test]
+fn a_received_gift_is_reported_with_its_call_and_acknowledged_on_request() {
+    let mut peer = Peer::new();
+    let mut b = broker(peer.now);
+    let g = peer.v(gift(4, FURL));
+    let args = [Value::List(vec![g.clone(), Value::int(1)]), g];
+    peer.call(&mut b, 3, 0, "x", &[], &[]);
+    let _ = events(&mut b);
+    let _ = peer.read(&mut b);
+    // a call to an exported object carries the gift
+    let export = Export {
+        object: ObjectId(7),
+        interface: Bytes::new(),
+        furl: None,
+    };
+    let _ = b.exported.export_as(&export, false);
+    peer.call(&mut b, 4, 1, "take", &args, &[]);
+    let evs = events(&mut b);
+    let [BrokerEvent::CallWithGifts(c, gifts)] = &evs[..] else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(gifts.len(), 2, "each their-reference is its own gift");
     assert_eq!(
-        b.call(1, "m", &[Value::Remote(foreign)], &[]),
-        Err(BrokerError::Encode(EncodeError::LiveReference(
-            "remote reference"
-        )))
+        c.args,
+        vec![Value::List(vec![gift_slot(0), Value::int(1)]), gift_slot(1)]
     );
+    let mut filled = c.args.clone();
+    let resolved = [Value::str("x"), Value::str("y")];
+    for v in filled.iter_mut() {
+        fill_gifts(v, &resolved);
+    }
+    assert_eq!(
+        filled,
+        vec![
+            Value::List(vec![Value::str("x"), Value::int(1)]),
+            Value::str("y")
+        ]
+    );
+    b.decgift(4).unwrap();
+    b.decgift(0).unwrap();
+    let sent = peer.read(&mut b);
+    let [PbEvent::Call(d)] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    assert_eq!((d.req_id, d.clid, d.method.as_str()), (0, 0, "decgift"));
+    assert_eq!(
+        d.kwargs,
+        vec![kw("count", Value::int(1)), kw("giftID", Value::int(4))]
+    );
+}
+
+/// More gifts in one message than the limit: the message is refused.
+#[test]
+fn too_many_gifts_in_one_message_refuse_it() {
+    let mut peer = Peer::new();
+    let config = BrokerConfig {
+        max_gifts_per_message: 2,
+        ..BrokerConfig::default()
+    };
+    let mut b = TestBroker::new(t0(), config, None, peer.now);
+    let export = Export {
+        object: ObjectId(7),
+        interface: Bytes::new(),
+        furl: None,
+    };
+    let _ = b.exported.export_as(&export, false);
+    let args: Vec<Value> = (1..=3).map(|i| peer.v(gift(i, FURL))).collect();
+    peer.call(&mut b, 4, 1, "take", &args, &[]);
+    assert!(events(&mut b).is_empty());
+    let (req, f) = remote_failure(&peer.read(&mut b));
+    assert_eq!(req, 4);
+    assert!(
+        f.value.contains("more than 2 gifts in one message"),
+        "{}",
+        f.value
+    );
+    assert!(!b.is_closed());
 }
 
 #[test]

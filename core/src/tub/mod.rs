@@ -92,8 +92,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::broker::{
-    Broker, BrokerConfig, BrokerError, BrokerEvent, CallError, CloseReason, Export, Failure,
-    ObjectId, ProtocolError, Registry, ReqId,
+    fill_gifts, Broker, BrokerConfig, BrokerError, BrokerEvent, CallError, CloseReason, Export,
+    Failure, ObjectId, ProtocolError, Registry, ReqId,
 };
 use crate::furl::{new_swissnum, Furl, Hint};
 pub use crate::id::{CallId, DialId, IncomingId, LookupId};
@@ -104,7 +104,8 @@ use crate::negotiation::{
 };
 use crate::rng::Rng;
 use crate::schema::InterfaceSchema;
-use crate::value::{RemoteRef, Text, Value};
+use crate::value::pyrepr::str_repr;
+use crate::value::{RemoteRef, Text, TheirReference, Value};
 
 pub use error::{DialError, DialFailure, TransportError, TubError};
 
@@ -169,6 +170,25 @@ pub struct TubConfig {
     /// for `max_inbound_bytes`); a connection over it is dropped with
     /// [`ProtocolError::ConnectionInboundBudget`]. Default: 640 MiB.
     pub max_connection_inbound_bytes: usize,
+    /// Follow gifts (`their-reference`s) received from peers (Python's
+    /// `accept-gifts` option). Off: a call carrying one fails with
+    /// Python's Violation `gifts are prohibited in this Tub`, nothing is
+    /// looked up and no `decgift` is sent. Default: on.
+    pub accept_gifts: bool,
+    /// Longest a received message waits for its gifts to be looked up;
+    /// a gift still unresolved then fails as Python's connection timeout
+    /// does (`foolscap.tokens.NegotiationError`, `no connection
+    /// established within client timeout`). Default: 120 s (Python's
+    /// client connection timeout).
+    pub gift_timeout: Duration,
+    /// Most gifts being looked up at once over all connections; a gift
+    /// beyond it fails at once (a `foolscap.tokens.Violation`), so a
+    /// flood of gifts holds no more. Default: 10,000.
+    pub max_pending_gifts: usize,
+    /// Calls from one connection queued behind a call that waits for its
+    /// gifts (Python delivers them in order, after it); above it
+    /// [`Tub::wants_input`] is false for that connection. Default: 1,000.
+    pub max_calls_behind_gifts: usize,
 }
 
 impl TubConfig {
@@ -186,6 +206,12 @@ impl TubConfig {
     pub const DEFAULT_MAX_INBOUND_BYTES: usize = 640 << 20;
     /// Default `max_connection_inbound_bytes`.
     pub const DEFAULT_MAX_CONNECTION_INBOUND_BYTES: usize = 640 << 20;
+    /// Default `gift_timeout`.
+    pub const DEFAULT_GIFT_TIMEOUT: Duration = Duration::from_secs(120);
+    /// Default `max_pending_gifts`.
+    pub const DEFAULT_MAX_PENDING_GIFTS: usize = 10_000;
+    /// Default `max_calls_behind_gifts`.
+    pub const DEFAULT_MAX_CALLS_BEHIND_GIFTS: usize = 1_000;
 
     /// These settings with `recorder` as the transcript tap.
     pub fn with_recorder(mut self, recorder: RecorderHandle) -> TubConfig {
@@ -208,6 +234,10 @@ impl Default for TubConfig {
             max_unanswered_calls: Self::DEFAULT_MAX_UNANSWERED_CALLS,
             max_inbound_bytes: Self::DEFAULT_MAX_INBOUND_BYTES,
             max_connection_inbound_bytes: Self::DEFAULT_MAX_CONNECTION_INBOUND_BYTES,
+            accept_gifts: true,
+            gift_timeout: Self::DEFAULT_GIFT_TIMEOUT,
+            max_pending_gifts: Self::DEFAULT_MAX_PENDING_GIFTS,
+            max_calls_behind_gifts: Self::DEFAULT_MAX_CALLS_BEHIND_GIFTS,
         }
     }
 }
@@ -404,6 +434,48 @@ struct Conn {
     /// The last call either way (or the connection's start): which idle
     /// connection is evicted first at the established cap.
     last_active: Instant,
+    /// Calls waiting for a gift-carrying call ahead of them (its
+    /// [`GiftWait`]) to resolve its gifts, in arrival order.
+    behind_gifts: VecDeque<Queued>,
+}
+
+/// A call in [`Conn::behind_gifts`].
+enum Queued {
+    /// Waits for its own gifts.
+    Gifts(u64),
+    /// Ready, waits for those ahead.
+    Ready(IncomingCall),
+    /// A gift of it failed: answered with this failure in its turn.
+    Failed(IncomingId, Failure),
+}
+
+/// Where a message waiting for its gifts goes once they are resolved.
+enum GiftRoute {
+    /// A peer's call: delivered (or failed) in its connection's order.
+    Call(IncomingCall),
+    /// The answer to one of our calls.
+    Answer(CallId, Value),
+    /// The answer to a lookup (`getReferenceByName`).
+    Lookup(LookupId, Value),
+}
+
+/// A received message waiting for its gifts (docs/protocol.md §5.6).
+struct GiftWait {
+    /// The connection the gifts came over (`decgift` goes there).
+    connection: ConnectionId,
+    route: Option<GiftRoute>,
+    gifts: Vec<TheirReference>,
+    /// What each gift resolved to.
+    resolved: Vec<Value>,
+    /// Which gifts are resolved (or failed).
+    done: Vec<bool>,
+    /// The lookup resolving each gift, while it runs.
+    lookups: Vec<Option<LookupId>>,
+    /// The first gift that failed to resolve.
+    failure: Option<Failure>,
+    /// Gifts not resolved yet.
+    left: usize,
+    deadline: Instant,
 }
 
 impl Conn {
@@ -435,6 +507,7 @@ impl Conn {
             inbound: 0,
             inbound_paused: false,
             last_active: now,
+            behind_gifts: VecDeque::new(),
         }
     }
 
@@ -517,6 +590,15 @@ pub struct Tub {
     /// reference announced with one of these names is checked against it
     /// (Python's per-process RemoteInterface registry, per Tub here).
     interfaces: HashMap<String, Arc<InterfaceSchema>>,
+    /// Received messages waiting for their gifts, by number.
+    gift_waits: HashMap<u64, GiftWait>,
+    next_gift_wait: u64,
+    /// The lookups that resolve gifts: (wait, gift index).
+    gift_lookups: HashMap<LookupId, (u64, usize)>,
+    /// Each gift wait's deadline ([`TubConfig::gift_timeout`]).
+    gift_deadlines: BTreeSet<(Instant, u64)>,
+    /// Gifts being looked up ([`TubConfig::max_pending_gifts`]).
+    pending_gifts: usize,
 }
 
 impl std::fmt::Debug for Tub {
@@ -573,6 +655,11 @@ impl Tub {
             negotiating: BTreeSet::new(),
             established: 0,
             interfaces: HashMap::new(),
+            gift_waits: HashMap::new(),
+            next_gift_wait: 1,
+            gift_lookups: HashMap::new(),
+            gift_deadlines: BTreeSet::new(),
+            pending_gifts: 0,
         })
     }
 
@@ -733,8 +820,7 @@ impl Tub {
                 .lookup_name(&furl.swissnum)
                 .map(Value::Local)
                 .ok_or_else(|| TubError::UnknownName(short(&furl.swissnum)));
-            self.events
-                .push_back(TubEvent::Reference { lookup, result });
+            self.lookup_done(lookup, result);
             return lookup;
         }
         self.lookups.insert(lookup, Lookup { furl: furl.clone() });
@@ -884,8 +970,21 @@ impl Tub {
 
     fn finish_lookup(&mut self, lookup: LookupId, result: Result<Value, TubError>) {
         if self.lookups.remove(&lookup).is_some() {
-            self.events
-                .push_back(TubEvent::Reference { lookup, result });
+            self.lookup_done(lookup, result);
+        }
+    }
+
+    /// A lookup finished: to the gift it resolves, or to the application.
+    fn lookup_done(&mut self, lookup: LookupId, result: Result<Value, TubError>) {
+        match self.gift_lookups.remove(&lookup) {
+            Some((wait, index)) => {
+                self.pending_gifts -= 1;
+                let result = result.map_err(|e| gift_failure(&e));
+                self.gift_resolved(wait, index, result, true);
+            }
+            None => self
+                .events
+                .push_back(TubEvent::Reference { lookup, result }),
         }
     }
 
@@ -1339,6 +1438,7 @@ impl Tub {
     pub fn wants_input(&self, connection: ConnectionId) -> bool {
         self.conns.get(&connection).is_none_or(|c| {
             c.held.is_empty()
+                && c.behind_gifts.len() <= self.config.max_calls_behind_gifts
                 && c.backlog.saturating_add(c.unpolled_output()) <= self.config.max_buffered_output
                 && c.unanswered <= self.config.max_unanswered_calls
                 && !(c.inbound_paused && self.inbound_total > self.config.max_inbound_bytes)
@@ -1465,13 +1565,19 @@ impl Tub {
 
     /// When [`Tub::handle_timeout`] should next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(t, _)| t)
+        let conns = self.timers.first().map(|&(t, _)| t);
+        let gifts = self.gift_deadlines.first().map(|&(t, _)| t);
+        match (conns, gifts) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs every timer due at `now`: negotiation deadlines, keepalives,
     /// disconnect timeouts, and the release of dropped references.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tick(now);
+        self.gift_timeouts(now);
         let due: Vec<ConnectionId> = self
             .timers
             .range(..=(now, ConnectionId(u64::MAX)))
@@ -1496,6 +1602,283 @@ impl Tub {
                 ConnState::Closed => {}
             }
             self.pump(id, now);
+        }
+    }
+
+    // ---- gifts received (docs/protocol.md §5.6) ----
+
+    /// Gifts being looked up over all connections.
+    pub fn pending_gifts(&self) -> usize {
+        self.pending_gifts
+    }
+
+    /// Received messages waiting for their gifts.
+    pub fn messages_waiting_for_gifts(&self) -> usize {
+        self.gift_waits.len()
+    }
+
+    /// Gifts we sent that their recipients have not acknowledged
+    /// (`decgift`), over all connections: each holds its reference.
+    pub fn gifts_held(&self) -> usize {
+        self.conns
+            .values()
+            .map(|c| match &c.state {
+                ConnState::Open { broker, .. } => broker.gifts_held(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// A peer's call: behind a call waiting for its gifts if there is one
+    /// (Python's inbound queue is ordered), to flow control otherwise.
+    fn queue_call(&mut self, id: ConnectionId, call: IncomingCall) {
+        match self.conns.get_mut(&id) {
+            Some(c) if !c.behind_gifts.is_empty() => c.behind_gifts.push_back(Queued::Ready(call)),
+            Some(_) => self.incoming_call(id, call),
+            None => {}
+        }
+    }
+
+    /// A message arrived with gifts: each is looked up; the message goes
+    /// on when all are resolved (or one failed).
+    fn start_gifts(&mut self, id: ConnectionId, route: GiftRoute, gifts: Vec<TheirReference>) {
+        let w = self.next_gift_wait;
+        self.next_gift_wait += 1;
+        let n = gifts.len();
+        let deadline = self.last_now + self.config.gift_timeout;
+        let is_call = matches!(route, GiftRoute::Call(_));
+        self.gift_waits.insert(
+            w,
+            GiftWait {
+                connection: id,
+                route: Some(route),
+                gifts: gifts.clone(),
+                resolved: vec![Value::None; n],
+                done: vec![false; n],
+                lookups: vec![None; n],
+                failure: None,
+                left: n,
+                deadline,
+            },
+        );
+        self.gift_deadlines.insert((deadline, w));
+        if is_call {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.behind_gifts.push_back(Queued::Gifts(w));
+            }
+        }
+        for (i, gift) in gifts.into_iter().enumerate() {
+            if !self.gift_waits.contains_key(&w) {
+                break;
+            }
+            self.resolve_gift(w, i, gift);
+        }
+    }
+
+    fn resolve_gift(&mut self, w: u64, i: usize, gift: TheirReference) {
+        if !self.config.accept_gifts {
+            let f = twisted_failure(
+                "foolscap.tokens.Violation",
+                "Violation: ('gifts are prohibited in this Tub',)",
+                &[],
+            );
+            return self.gift_resolved(w, i, Err(f), false);
+        }
+        let text = String::from_utf8_lossy(&gift.furl).into_owned();
+        let furl = if text.is_empty() {
+            Err(twisted_failure(
+                "foolscap.tokens.NoLocationHintsError",
+                "",
+                &[],
+            ))
+        } else {
+            Furl::parse(&text).map_err(|_| {
+                let why = format!("unknown FURL prefix in {}", str_repr(&text));
+                twisted_failure("builtins.ValueError", &why, &[])
+            })
+        };
+        let furl = match furl {
+            Ok(f) => f,
+            Err(f) => return self.gift_resolved(w, i, Err(f), true),
+        };
+        if self.pending_gifts >= self.config.max_pending_gifts {
+            let why = format!(
+                "more than {} gifts are being looked up",
+                self.config.max_pending_gifts
+            );
+            let f = twisted_failure("foolscap.tokens.Violation", &why, &[]);
+            return self.gift_resolved(w, i, Err(f), true);
+        }
+        self.pending_gifts += 1;
+        // filed first: a lookup of one of our own FURLs finishes at once
+        let lookup = LookupId(self.next_lookup);
+        self.gift_lookups.insert(lookup, (w, i));
+        if let Some(wait) = self.gift_waits.get_mut(&w) {
+            wait.lookups[i] = Some(lookup);
+        }
+        self.get_reference(&furl);
+    }
+
+    /// Gift `i` of wait `w` resolved: `decgift` to its sender (`ack`),
+    /// and the message goes on once every gift is resolved.
+    fn gift_resolved(&mut self, w: u64, i: usize, result: Result<Value, Failure>, ack: bool) {
+        let Some(wait) = self.gift_waits.get_mut(&w) else {
+            return;
+        };
+        if wait.done[i] {
+            return;
+        }
+        wait.done[i] = true;
+        wait.lookups[i] = None;
+        wait.left -= 1;
+        match result {
+            Ok(v) => wait.resolved[i] = v,
+            Err(f) => {
+                if wait.failure.is_none() {
+                    wait.failure = Some(f);
+                }
+            }
+        }
+        let (conn, gift_id, left) = (wait.connection, wait.gifts[i].gift_id, wait.left);
+        if ack {
+            if let Ok(b) = self.broker_mut(conn) {
+                if b.decgift(gift_id).is_ok() {
+                    self.mark_dirty(conn);
+                }
+            }
+        }
+        if left == 0 {
+            self.gift_wait_done(w);
+        }
+    }
+
+    /// Every gift of wait `w` is resolved: the message goes on.
+    fn gift_wait_done(&mut self, w: u64) {
+        let Some(mut wait) = self.gift_waits.remove(&w) else {
+            return;
+        };
+        self.gift_deadlines.remove(&(wait.deadline, w));
+        let conn = wait.connection;
+        match wait.route.take() {
+            Some(GiftRoute::Call(mut call)) => {
+                let entry = match wait.failure {
+                    Some(f) => Queued::Failed(call.id, f),
+                    None => {
+                        for a in call.args.iter_mut() {
+                            fill_gifts(a, &wait.resolved);
+                        }
+                        for (_, v) in call.kwargs.iter_mut() {
+                            fill_gifts(v, &wait.resolved);
+                        }
+                        Queued::Ready(call)
+                    }
+                };
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    for q in c.behind_gifts.iter_mut() {
+                        if matches!(q, Queued::Gifts(n) if *n == w) {
+                            *q = entry;
+                            break;
+                        }
+                    }
+                }
+                self.advance_behind_gifts(conn);
+            }
+            Some(GiftRoute::Answer(call, mut value)) => {
+                let result = match wait.failure {
+                    Some(f) => Err(CallError::Remote(f)),
+                    None => {
+                        fill_gifts(&mut value, &wait.resolved);
+                        Ok(value)
+                    }
+                };
+                self.events.push_back(TubEvent::Answer { call, result });
+            }
+            Some(GiftRoute::Lookup(lookup, mut value)) => {
+                let result = match wait.failure {
+                    Some(f) => Err(TubError::Lookup(CallError::Remote(f))),
+                    None => {
+                        fill_gifts(&mut value, &wait.resolved);
+                        Ok(value)
+                    }
+                };
+                self.finish_lookup(lookup, result);
+            }
+            None => {}
+        }
+    }
+
+    /// Hands out the calls at the head of `conn`'s queue that no longer
+    /// wait for gifts, in order.
+    fn advance_behind_gifts(&mut self, conn: ConnectionId) {
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            match c.behind_gifts.front() {
+                Some(Queued::Ready(_)) | Some(Queued::Failed(..)) => {}
+                _ => return,
+            }
+            match c.behind_gifts.pop_front() {
+                Some(Queued::Ready(call)) => self.incoming_call(conn, call),
+                Some(Queued::Failed(id, f)) => {
+                    if let Ok(b) = self.broker_mut(conn) {
+                        let _ = b.fail(id.req_id, &f);
+                    }
+                    self.pump(conn, self.last_now);
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Forgets wait `w` (its connection closed): its lookups are dropped.
+    fn drop_gift_wait(&mut self, w: u64) {
+        let Some(wait) = self.gift_waits.remove(&w) else {
+            return;
+        };
+        self.gift_deadlines.remove(&(wait.deadline, w));
+        for lookup in wait.lookups.into_iter().flatten() {
+            self.cancel_gift_lookup(lookup);
+        }
+    }
+
+    fn cancel_gift_lookup(&mut self, lookup: LookupId) {
+        if self.gift_lookups.remove(&lookup).is_some() {
+            self.pending_gifts -= 1;
+        }
+        if let Some(l) = self.lookups.remove(&lookup) {
+            if let Some(waiting) = self.waiting.get_mut(&l.furl.tubid) {
+                waiting.retain(|x| *x != lookup);
+            }
+        }
+    }
+
+    /// Gifts still unresolved at their message's deadline fail as
+    /// Python's client connection timeout does.
+    fn gift_timeouts(&mut self, now: Instant) {
+        while let Some(&(t, w)) = self.gift_deadlines.first() {
+            if t > now {
+                return;
+            }
+            self.gift_deadlines.pop_first();
+            let Some(wait) = self.gift_waits.get(&w) else {
+                continue;
+            };
+            let open: Vec<(usize, Option<LookupId>)> = (0..wait.done.len())
+                .filter(|&i| !wait.done[i])
+                .map(|i| (i, wait.lookups[i]))
+                .collect();
+            for (i, lookup) in open {
+                if let Some(l) = lookup {
+                    self.cancel_gift_lookup(l);
+                }
+                let f = twisted_failure(
+                    "foolscap.tokens.NegotiationError",
+                    "no connection established within client timeout",
+                    &[],
+                );
+                self.gift_resolved(w, i, Err(f), true);
+            }
         }
     }
 
@@ -1673,6 +2056,8 @@ impl Tub {
         let mut released = Vec::new();
         // in wire order: calls go through flow control after the loop
         let mut drained = Vec::new();
+        // messages with gifts, each with its place among `drained`
+        let mut gifted: Vec<(usize, GiftRoute, Vec<TheirReference>)> = Vec::new();
         let mut closed = None;
         {
             let Some(Conn {
@@ -1734,6 +2119,37 @@ impl Tub {
                             }),
                         }
                     }
+                    BrokerEvent::CallWithGifts(c, gifts) => {
+                        let call = IncomingCall {
+                            id: IncomingId {
+                                connection: id,
+                                req_id: c.req_id,
+                            },
+                            caller: peer,
+                            object: c.object,
+                            method: c.method,
+                            args: c.args,
+                            kwargs: c.kwargs,
+                        };
+                        gifted.push((drained.len(), GiftRoute::Call(call), gifts));
+                    }
+                    BrokerEvent::AnswerWithGifts {
+                        req_id,
+                        value,
+                        gifts,
+                    } => {
+                        let route = match self.lookup_calls.remove(&(id, req_id)) {
+                            Some(lookup) => GiftRoute::Lookup(lookup, value),
+                            None => GiftRoute::Answer(
+                                CallId {
+                                    connection: id,
+                                    req_id,
+                                },
+                                value,
+                            ),
+                        };
+                        gifted.push((drained.len(), route, gifts));
+                    }
                     BrokerEvent::Released { object, .. } => released.push(object),
                     BrokerEvent::Closed(reason) => {
                         released.extend(broker.exported_objects());
@@ -1742,14 +2158,25 @@ impl Tub {
                 }
             }
         }
-        for ev in drained {
+        let mut gifted = gifted.into_iter().peekable();
+        for (i, ev) in drained.into_iter().enumerate() {
+            while let Some((_, route, gifts)) = gifted.next_if(|(at, _, _)| *at <= i) {
+                self.start_gifts(id, route, gifts);
+            }
             match ev {
-                TubEvent::Call(call) => self.incoming_call(id, call),
+                TubEvent::Call(call) => self.queue_call(id, call),
+                TubEvent::Reference { lookup, result } => {
+                    self.touch(id);
+                    self.lookup_done(lookup, result);
+                }
                 ev => {
                     self.touch(id);
                     self.events.push_back(ev);
                 }
             }
+        }
+        for (_, route, gifts) in gifted {
+            self.start_gifts(id, route, gifts);
         }
         if let Some((peer, reason)) = closed {
             // hand out the last bytes (an ERROR token, close_notify)
@@ -1777,6 +2204,18 @@ impl Tub {
                 c.held.clear();
                 self.unanswered_total -= c.unanswered;
                 c.unanswered = 0;
+                // calls behind gifts die with it too, and so do the
+                // lookups of their gifts
+                c.behind_gifts.clear();
+            }
+            let dead: Vec<u64> = self
+                .gift_waits
+                .iter()
+                .filter(|(_, w)| w.connection == id && matches!(w.route, Some(GiftRoute::Call(_))))
+                .map(|(n, _)| *n)
+                .collect();
+            for w in dead {
+                self.drop_gift_wait(w);
             }
             self.mark_dirty(id);
             self.table.connection_closed(id);
@@ -1812,10 +2251,60 @@ fn open_broker(
     }
 }
 
+/// A failure as Twisted makes one without a Python traceback
+/// (docs/protocol.md §5.6): `bases` between the class and `Exception`.
+fn twisted_failure(type_name: &str, value: &str, bases: &[&str]) -> Failure {
+    let mut f = Failure::new(type_name, value);
+    for (i, b) in bases.iter().enumerate() {
+        f.parents.insert(1 + i, (*b).to_string());
+    }
+    f.traceback = format!("Traceback (most recent call last):\nFailure: {type_name}: {value}\n");
+    f
+}
+
+/// What a gift's recipient answers when the gift's lookup failed, with
+/// Python's types and texts (docs/protocol.md §5.6).
+fn gift_failure(e: &TubError) -> Failure {
+    match e {
+        // the owner's own error, passed on
+        TubError::Lookup(CallError::Remote(f)) => f.clone(),
+        TubError::UnknownName(start) => {
+            let msg = format!("unable to find reference for name starting with '{start}'");
+            Failure::new("builtins.KeyError", str_repr(&msg))
+        }
+        TubError::Unreachable { attempts, .. } => match attempts.first().map(|a| &a.error) {
+            None => twisted_failure("foolscap.tokens.NoLocationHintsError", "", &[]),
+            Some(DialError::Transport(t)) if t.kind == std::io::ErrorKind::ConnectionRefused => {
+                twisted_failure(
+                    "twisted.internet.error.ConnectionRefusedError",
+                    "Connection was refused by other side: 111: Connection refused.",
+                    &["twisted.internet.error.ConnectError"],
+                )
+            }
+            Some(DialError::Negotiation(NegotiationError::Timeout)) => twisted_failure(
+                "foolscap.tokens.NegotiationError",
+                "no connection established within client timeout",
+                &[],
+            ),
+            Some(DialError::Transport(t)) => twisted_failure(
+                "twisted.internet.error.ConnectError",
+                &format!("An error occurred while connecting: {t}."),
+                &[],
+            ),
+            Some(DialError::Negotiation(n)) => {
+                twisted_failure("foolscap.tokens.NegotiationError", &n.to_string(), &[])
+            }
+        },
+        other => twisted_failure("foolscap.ipb.DeadReferenceError", &other.to_string(), &[]),
+    }
+}
+
 /// The start of a swissnum, for error messages (never the whole secret).
 fn short(name: &str) -> String {
     name.chars().take(2).collect()
 }
 
+#[cfg(test)]
+mod gift_tests;
 #[cfg(test)]
 mod tests;
