@@ -647,6 +647,17 @@ impl Tub {
         self.shared.driver.stop_listening();
     }
 
+    /// Gifts this Tub sent that their recipients have not acknowledged
+    /// yet (`decgift`); each holds its reference (docs/protocol.md §5.6).
+    pub fn gifts_held(&self) -> usize {
+        self.lock().core.gifts_held()
+    }
+
+    /// Gifts received and being looked up.
+    pub fn pending_gifts(&self) -> usize {
+        self.lock().core.pending_gifts()
+    }
+
     /// Calls from peers, over all connections, that have not been
     /// answered yet (started or still held back).
     pub fn calls_to_answer(&self) -> usize {
