@@ -150,6 +150,7 @@ impl Object for Receiver {
                 call.answer(kept)
             }
             "ping" => call.answer(Value::str("pong")),
+            "hello" => call.answer(Value::str("hello from receiver")),
             "log" => {
                 let log = self.log.lock().unwrap();
                 call.answer(Value::List(log.iter().map(|s| Value::str(s)).collect()))
@@ -439,4 +440,55 @@ fn a_gift_whose_owner_is_gone_fails_with_connection_refused() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(tub.gifts_held(), 0, "decgift after a failed lookup too");
+}
+
+/// A gift pointing back at its recipient (Python sends one for a
+/// reference that came to A from elsewhere; here a reference with B's own
+/// FURL): Python B calls it through a loopback reference, Rust B gets
+/// its own object, called on a later turn.
+#[test]
+fn a_gift_pointing_at_the_recipient() {
+    let py_b = python_server(&["recipient"]);
+    let (_rust_b, rust_b) = rust_recipient(TubConfig::default());
+    for receiver in [py_b.furl.as_str(), rust_b.as_str()] {
+        let tub = rust_tub(TubConfig::default());
+        let r = tub.get_reference(receiver, T).unwrap();
+        // a reference as if A had it from another Tub: B's own FURL
+        let elsewhere = foolscap::value::RemoteRef::new(
+            foolscap::id::ConnectionId(u64::MAX - 7),
+            1,
+            Default::default(),
+            Some(receiver.as_bytes().to_vec().into()),
+        );
+        let got = outcome(tub.call(&r, "take", &[Value::Remote(elsewhere)], &[], T));
+        assert_eq!(got, ok(json!("hello from receiver")), "{receiver}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while tub.gifts_held() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(tub.gifts_held(), 0, "{receiver}");
+    }
+}
+
+/// A gift pointing back at its sender (Python A gifts its own loopback
+/// reference): B looks it up over the A-B connection itself.
+#[test]
+fn a_gift_pointing_at_the_sender() {
+    let py_b = python_server(&["recipient"]);
+    let (_rust_b, rust_b) = rust_recipient(TubConfig::default());
+    for receiver in [py_b.furl.as_str(), rust_b.as_str()] {
+        let out = run_script_json(
+            "fsgifts.py",
+            &["-", "sender-loopback", receiver],
+            Duration::from_secs(100),
+        );
+        assert_eq!(
+            out,
+            vec![
+                step("take_loopback", ok(json!("hello from a-thing"))),
+                json!({"done": true})
+            ],
+            "{receiver}"
+        );
+    }
 }

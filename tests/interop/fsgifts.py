@@ -78,6 +78,9 @@ class Receiver(Referenceable):
         self.log.append("ping")
         return "pong"
 
+    def remote_hello(self):
+        return "hello from receiver"
+
     def remote_log(self):
         return list(self.log)
 
@@ -151,6 +154,28 @@ def sender(a):
     yield tub.stopService()
 
 
+@defer.inlineCallbacks
+def sender_loopback(a):
+    """A gives B a reference to A's own object, obtained through A's own
+    FURL (a loopback reference in Python): a gift pointing at the
+    sender."""
+    tub = Tub()
+    tub.startService()
+    try:
+        listener = tub.listenOn("tcp:0:interface=127.0.0.1")
+        yield defer.succeed(None)
+        tub.setLocation("tcp:127.0.0.1:%d" % listener.getPortnum())
+        furl = tub.registerReference(Thing("a-thing"), "a-thing-swiss")
+        mine = yield tub.getReference(furl)
+        receiver = yield tub.getReference(a.receiver)
+        r = yield outcome(receiver.callRemote("take", mine))
+        emit({"step": "take_loopback", "result": r})
+    except Exception as e:
+        emit({"step": "error", "result": {"fail": repr(e)}})
+    emit({"done": True})
+    yield tub.stopService()
+
+
 class Forgettable(Thing):
     """A Thing that can withdraw its own name (for the unknown-name case)."""
 
@@ -166,15 +191,15 @@ class Forgettable(Thing):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("furlfile")
-    p.add_argument("role", choices=["owner", "recipient", "sender"])
+    p.add_argument("role", choices=["owner", "recipient", "sender", "sender-loopback"])
     p.add_argument("receiver", nargs="?")
     p.add_argument("thing", nargs="?")
     p.add_argument("missing", nargs="?")
     p.add_argument("--no-gifts", action="store_true")
     p.add_argument("--max-seconds", type=float, default=300)
     a = p.parse_args()
-    if a.role == "sender":
-        d = sender(a)
+    if a.role in ("sender", "sender-loopback"):
+        d = sender(a) if a.role == "sender" else sender_loopback(a)
         d.addBoth(lambda _: reactor.stop())
         reactor.callLater(a.max_seconds, reactor.stop)
         reactor.run()
