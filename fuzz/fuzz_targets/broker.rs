@@ -6,15 +6,20 @@
 //! size (0 = all at once); the rest is fed in chunks. Every incoming call
 //! is answered with its own arguments (exercising the serializer on peer
 //! data), timers are driven, and a registered object `calc` can be looked
-//! up. Checks: nothing panics; output stays bounded by the input.
+//! up. A call carrying gifts (`their-reference`) gets its gifts
+//! acknowledged (`decgift`) and filled in with `None`, as the Tub does
+//! once they are looked up, and a reference from another connection is
+//! sent back with each answer (a gift the peer may `decgift`). Checks:
+//! nothing panics; output stays bounded by the input; the gift table
+//! holds at most one entry per gift sent.
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use foolscap_core::banana::VocabTable;
-use foolscap_core::broker::{Broker, BrokerConfig, BrokerEvent, Export};
+use foolscap_core::broker::{fill_gifts, Broker, BrokerConfig, BrokerEvent, Export};
 use foolscap_core::id::{ConnectionId, ObjectId};
-use foolscap_core::value::Value;
+use foolscap_core::value::{RemoteRef, Value};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -45,14 +50,38 @@ fuzz_target!(|data: &[u8]| {
     let start = Instant::now();
     let mut broker = Broker::new(vocab, config, ConnectionId(1), None, start);
     let mut out = Vec::new();
+    // a reference from another connection: answers carry it as a gift
+    let foreign = RemoteRef::new(
+        ConnectionId(2),
+        5,
+        Bytes::new(),
+        Some(Bytes::from_static(b"pb://x@tcp:h:1/s")),
+    );
+    let mut sent_gifts = 0usize;
     for (i, piece) in stream.chunks(chunk).enumerate() {
         let now = start + Duration::from_secs(i as u64);
         broker.handle_plaintext(now, piece, &registry);
         while let Some(ev) = broker.poll_event() {
-            if let BrokerEvent::Call(call) = ev {
-                let _ = broker.answer(call.req_id, &Value::List(call.args), &registry);
+            match ev {
+                BrokerEvent::Call(call) => {
+                    let _ = broker.answer(call.req_id, &Value::List(call.args), &registry);
+                }
+                BrokerEvent::CallWithGifts(call, gifts) => {
+                    assert!(gifts.len() <= BrokerConfig::DEFAULT_MAX_GIFTS_PER_MESSAGE);
+                    for g in &gifts {
+                        let _ = broker.decgift(g.gift_id);
+                    }
+                    let resolved = vec![Value::None; gifts.len()];
+                    let mut args = Value::List(call.args);
+                    fill_gifts(&mut args, &resolved);
+                    let answer = Value::List(vec![args, Value::Remote(foreign.clone())]);
+                    let _ = broker.answer(call.req_id, &answer, &registry);
+                    sent_gifts += 1;
+                }
+                _ => {}
             }
         }
+        assert!(broker.gifts_held() <= sent_gifts.max(1));
         out.clear();
         broker.poll_transmit(&mut out);
         // answers echo what arrived: never wildly more than the input
