@@ -50,6 +50,7 @@ mod args;
 mod driven;
 mod error;
 mod object;
+mod reconnect;
 pub mod sharing;
 mod tub;
 
@@ -58,6 +59,7 @@ pub use driven::{DrivenTub, Driver, DriverIo, Flushed};
 pub use error::Error;
 pub use foolscap_core::tub::{PendingCalls, TransportError, TubConfig};
 pub use object::{Call, Object};
+pub use reconnect::{Backoff, ReconnectState, ReconnectionInfo, Reconnector};
 pub use sharing::Scope;
 pub use tub::{Callable, Target, Tub};
 

@@ -135,6 +135,8 @@ pub(crate) struct State {
     due: Vec<TimerFn>,
     /// Reused output buffer.
     buf: Vec<u8>,
+    /// [`Tub::connect_to`]'s reconnectors, stopped at shutdown.
+    pub(crate) reconnectors: Vec<crate::reconnect::Handle>,
 }
 
 impl State {
@@ -238,6 +240,7 @@ impl Tub {
                 next_timer: 1,
                 due: Vec::new(),
                 buf: Vec::new(),
+                reconnectors: Vec::new(),
             }),
         });
         let driven = DrivenTub {
@@ -541,8 +544,10 @@ impl Tub {
                 .push((token, Box::new(f)));
             drop(st);
         } else {
+            // already gone: on the next turn, as Python does
+            st.due.push(Box::new(f));
             drop(st);
-            f();
+            self.shared.driver.wake();
         }
         token
     }
@@ -590,6 +595,10 @@ impl Tub {
     pub fn shutdown(&self) {
         let mut st = self.lock();
         st.shutdown = true;
+        // a local shutdown fires no disconnect watchers (Python's
+        // stopService), and stops every reconnector
+        let watchers = std::mem::take(&mut st.watchers);
+        let reconnectors = std::mem::take(&mut st.reconnectors);
         let mut failed: Vec<AnswerFn> = st.calls.drain().map(|(_, f)| f).collect();
         failed.extend(st.lookups.drain().map(|(_, f)| f));
         let conns: Vec<ConnectionId> = st.open.iter().copied().collect();
@@ -597,6 +606,8 @@ impl Tub {
             st.core.disconnect(c);
         }
         drop(st);
+        drop(watchers);
+        crate::reconnect::stop_all(reconnectors);
         self.shared.answered.notify_all();
         self.stop_listening();
         let actions = failed
