@@ -114,6 +114,10 @@ pub struct BrokerConfig {
     /// with more is refused with a Violation (its gifts are not looked
     /// up). Default: 1024.
     pub max_gifts_per_message: usize,
+    /// Send failures' traceback text (Python's `Tub.unsafeTracebacks`,
+    /// default on). Off: every `error` we send carries `Traceback
+    /// unavailable\n` instead, forwarded failures included.
+    pub unsafe_tracebacks: bool,
 }
 
 impl BrokerConfig {
@@ -136,6 +140,7 @@ impl Default for BrokerConfig {
             max_incoming_calls: Self::DEFAULT_MAX_INCOMING_CALLS,
             max_imports: Self::DEFAULT_MAX_IMPORTS,
             max_gifts_per_message: Self::DEFAULT_MAX_GIFTS_PER_MESSAGE,
+            unsafe_tracebacks: true,
         }
     }
 }
@@ -999,8 +1004,17 @@ impl Broker {
         if req_id == 0 || self.closed.is_some() {
             return;
         }
+        let value = if self.config.unsafe_tracebacks {
+            failure.to_value()
+        } else {
+            Failure {
+                traceback: NO_TRACEBACK.into(),
+                ..failure.clone()
+            }
+            .to_value()
+        };
         self.ser
-            .write_error(&mut self.out, req_id, &failure.to_value())
+            .write_error(&mut self.out, req_id, &value)
             .expect("a Failure copyable always serializes");
     }
 

@@ -1869,3 +1869,39 @@ fn a_repeated_keyword_keeps_what_other_arguments_share_with_its_first_value() {
         .write_call(&mut again, 1, 1, b"m", &call.args, &call.kwargs)
         .unwrap();
 }
+
+/// Python's `unsafeTracebacks = False`: every error we send says
+/// `Traceback unavailable`, forwarded failures included.
+#[test]
+fn without_unsafe_tracebacks_errors_carry_no_traceback() {
+    for unsafe_tracebacks in [true, false] {
+        let mut peer = Peer::new();
+        let config = BrokerConfig {
+            unsafe_tracebacks,
+            ..BrokerConfig::default()
+        };
+        let mut b = TestBroker::new(t0(), config, None, peer.now);
+        let export = Export {
+            object: ObjectId(7),
+            interface: Bytes::new(),
+            furl: None,
+        };
+        let _ = b.exported.export_as(&export, false);
+        peer.call(&mut b, 4, 1, "m", &[], &[]);
+        let evs = events(&mut b);
+        let [BrokerEvent::Call(c)] = &evs[..] else {
+            panic!("{evs:?}")
+        };
+        let mut f = Failure::new("builtins.ValueError", "boom");
+        f.traceback = "Traceback (most recent call last):\n  File \"x.py\"\nValueError: boom\n".into();
+        b.fail(c.req_id, &f).unwrap();
+        let (_, got) = remote_failure(&peer.read(&mut b));
+        let want = if unsafe_tracebacks {
+            f.traceback.clone()
+        } else {
+            NO_TRACEBACK.to_owned()
+        };
+        assert_eq!(got.traceback, want);
+        assert_eq!(got.value, "boom");
+    }
+}
