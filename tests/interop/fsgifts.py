@@ -176,6 +176,46 @@ def sender_loopback(a):
     yield tub.stopService()
 
 
+@defer.inlineCallbacks
+def bench(a):
+    """benches/gifts.rs's Python half: three Tubs in this process; the
+    time of take(gift) (B looks the gift up at C and calls it once), with
+    the B-C connection already open (warm) and with a new B each time
+    (fresh). Prints {"warm_ms": [...], "fresh_ms": [...]}."""
+    import time
+
+    def server(obj, name):
+        t = Tub()
+        t.startService()
+        lp = t.listenOn("tcp:0:interface=127.0.0.1")
+        t.setLocation("tcp:127.0.0.1:%d" % lp.getPortnum())
+        return t, t.registerReference(obj, name)
+
+    c, thing_furl = server(Thing("thing"), "thing-swiss")
+    b, receiver_furl = server(Receiver(), "receiver-swiss")
+    tub = Tub()
+    tub.startService()
+    thing = yield tub.getReference(thing_furl)
+    receiver = yield tub.getReference(receiver_furl)
+    yield receiver.callRemote("take", thing)
+    warm = []
+    for _ in range(a.warm):
+        t0 = time.perf_counter()
+        yield receiver.callRemote("take", thing)
+        warm.append((time.perf_counter() - t0) * 1000)
+    fresh = []
+    for _ in range(a.fresh):
+        b2, furl2 = server(Receiver(), "receiver-swiss")
+        r2 = yield tub.getReference(furl2)
+        t0 = time.perf_counter()
+        yield r2.callRemote("take", thing)
+        fresh.append((time.perf_counter() - t0) * 1000)
+        yield b2.stopService()
+    emit({"warm_ms": warm, "fresh_ms": fresh})
+    for t in (tub, b, c):
+        yield t.stopService()
+
+
 class Forgettable(Thing):
     """A Thing that can withdraw its own name (for the unknown-name case)."""
 
@@ -191,15 +231,17 @@ class Forgettable(Thing):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("furlfile")
-    p.add_argument("role", choices=["owner", "recipient", "sender", "sender-loopback"])
+    p.add_argument("role", choices=["owner", "recipient", "sender", "sender-loopback", "bench"])
+    p.add_argument("--warm", type=int, default=200)
+    p.add_argument("--fresh", type=int, default=20)
     p.add_argument("receiver", nargs="?")
     p.add_argument("thing", nargs="?")
     p.add_argument("missing", nargs="?")
     p.add_argument("--no-gifts", action="store_true")
     p.add_argument("--max-seconds", type=float, default=300)
     a = p.parse_args()
-    if a.role in ("sender", "sender-loopback"):
-        d = sender(a) if a.role == "sender" else sender_loopback(a)
+    if a.role in ("sender", "sender-loopback", "bench"):
+        d = {"sender": sender, "sender-loopback": sender_loopback, "bench": bench}[a.role](a)
         d.addBoth(lambda _: reactor.stop())
         reactor.callLater(a.max_seconds, reactor.stop)
         reactor.run()

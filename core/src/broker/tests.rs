@@ -1893,7 +1893,8 @@ fn without_unsafe_tracebacks_errors_carry_no_traceback() {
             panic!("{evs:?}")
         };
         let mut f = Failure::new("builtins.ValueError", "boom");
-        f.traceback = "Traceback (most recent call last):\n  File \"x.py\"\nValueError: boom\n".into();
+        f.traceback =
+            "Traceback (most recent call last):\n  File \"x.py\"\nValueError: boom\n".into();
         b.fail(c.req_id, &f).unwrap();
         let (_, got) = remote_failure(&peer.read(&mut b));
         let want = if unsafe_tracebacks {
