@@ -310,3 +310,40 @@ fn calls_behind_a_gift_wait_and_the_queue_is_bounded() {
     net.advance(Duration::from_secs(30));
     assert!(net[B].wants_input(conn));
 }
+
+/// docs/protocol.md §5.6: the sender keeps the gifted reference (no
+/// `decref` to its owner) until the recipient's `decgift`, even when its
+/// application dropped it at once.
+#[test]
+fn the_sender_holds_the_gift_until_decgift_then_releases_it() {
+    let (mut net, thing, receiver) = three(TubConfig::default());
+    // C makes an unregistered object for A: it is reported unused once
+    // nobody holds it
+    let make = net[A].call(&thing, "make", &[], &[]).unwrap();
+    let at_c = calls_of(&mut net, C, 1);
+    let made = net[C].new_object("");
+    net[C].answer(at_c[0].id, Ok(Value::Local(made))).unwrap();
+    let Ok(Value::Remote(made_ref)) = net.answer_of(A, make) else {
+        panic!("a reference")
+    };
+    // B's lookups at C are slow
+    net.set_latency(B, C, Duration::from_secs(5));
+    net.set_latency(C, B, Duration::from_secs(5));
+    net[A]
+        .call(&receiver, "take", &[Value::Remote(made_ref.clone())], &[])
+        .unwrap();
+    drop(made_ref);
+    // A's release sweeps run meanwhile: nothing goes to C
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net[A].gifts_held(), 1);
+    let unused =
+        |net: &Net| net.events(C).any(|e| matches!(e, TubEvent::ObjectUnused(o) if *o == made));
+    assert!(!unused(&net), "released while the gift was pending");
+    // the gift resolves, B is done with it, everyone lets go
+    let calls = calls_of(&mut net, B, 1);
+    net[B].answer(calls[0].id, Ok(Value::None)).unwrap();
+    drop(calls);
+    net.advance(Duration::from_secs(30));
+    assert_eq!(net[A].gifts_held(), 0);
+    assert!(unused(&net), "A and B released it at C");
+}
