@@ -250,8 +250,9 @@ fn run_connection(
 
 /// The shared captures: tub-high is the server in every scenario but
 /// 04-callback, where the client is tub-high, and 11-minipeer-server, where
-/// tub-low calls an independent server. (05-gift is not replayed: our core
-/// neither sends nor follows gifts, `their-reference`, yet.)
+/// tub-low calls an independent server. (05-gift and 12-14 are not
+/// replayed: a gift takes three Tubs at once, which one replayed
+/// connection cannot play; tests/interop_gifts.rs runs them live.)
 struct Shared {
     dir: PathBuf,
     high: Identity,
