@@ -492,3 +492,39 @@ fn a_gift_pointing_at_the_sender() {
         );
     }
 }
+
+/// A reference whose owner has no location carries no FURL: Python and we
+/// send the gift with an empty FURL, and the recipient (Python or Rust)
+/// fails the call with NoLocationHintsError.
+#[test]
+fn a_gift_without_a_furl_fails_with_no_location_hints() {
+    /// Keeps what it is given.
+    #[derive(Default)]
+    struct Inbox(Mutex<Option<Value>>);
+    impl Object for Inbox {
+        fn call(&self, call: Call) {
+            *self.0.lock().unwrap() = Some(call.detach(&call.args[0]));
+            call.answer(Value::None)
+        }
+    }
+    let a = rust_tub(TubConfig::default());
+    let inbox = Arc::new(Inbox::default());
+    let inbox_furl = a.register(inbox.clone(), None).unwrap().to_string();
+    // C never listens: its objects have no FURL
+    let c = foolscap::threads::new_tub().unwrap();
+    let at_a = c.get_reference(&inbox_furl, T).unwrap();
+    let thing = c.local(Arc::new(Thing { name: "c".into() }));
+    c.call(&at_a, "put", &[thing], &[], T).unwrap();
+    let furlless = inbox.0.lock().unwrap().clone().unwrap();
+    let py_b = python_server(&["recipient"]);
+    let (_rust_b, rust_b) = rust_recipient(TubConfig::default());
+    for receiver in [py_b.furl.as_str(), rust_b.as_str()] {
+        let r = a.get_reference(receiver, T).unwrap();
+        let got = outcome(a.call(&r, "take", std::slice::from_ref(&furlless), &[], T));
+        assert_eq!(
+            got,
+            json!({"fail": "foolscap.tokens.NoLocationHintsError", "value": ""}),
+            "{receiver}"
+        );
+    }
+}

@@ -336,8 +336,10 @@ fn the_sender_holds_the_gift_until_decgift_then_releases_it() {
     // A's release sweeps run meanwhile: nothing goes to C
     net.advance(Duration::from_secs(3));
     assert_eq!(net[A].gifts_held(), 1);
-    let unused =
-        |net: &Net| net.events(C).any(|e| matches!(e, TubEvent::ObjectUnused(o) if *o == made));
+    let unused = |net: &Net| {
+        net.events(C)
+            .any(|e| matches!(e, TubEvent::ObjectUnused(o) if *o == made))
+    };
     assert!(!unused(&net), "released while the gift was pending");
     // the gift resolves, B is done with it, everyone lets go
     let calls = calls_of(&mut net, B, 1);
