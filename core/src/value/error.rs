@@ -197,7 +197,8 @@ pub enum EncodeError {
     UnshareableAnchor(&'static str),
     /// A live reference ([`super::Value::Local`] or [`super::Value::Remote`])
     /// outside a broker, or one the broker cannot send on this connection
-    /// (a reference to a third Tub's object: gifts are not sent yet).
+    /// (a function reference going home, which Python would send as a
+    /// fatal NEG `your-reference`).
     #[error("cannot send this {0} on this connection")]
     LiveReference(&'static str),
 }
