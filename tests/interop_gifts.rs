@@ -528,3 +528,37 @@ fn a_gift_without_a_furl_fails_with_no_location_hints() {
         );
     }
 }
+
+/// All-Rust again, the owner and the recipient on one mio event loop (the
+/// recipient's lookup, `decgift` and call all run on the loop's thread).
+#[test]
+fn all_rust_with_owner_and_recipient_on_the_mio_loop() {
+    let engine = common::Engine::start(common::Driver::Mio);
+    let c = engine.tub();
+    c.listen("127.0.0.1:0").unwrap();
+    let thing = c
+        .register(
+            Arc::new(Thing {
+                name: "thing".into(),
+            }),
+            Some("thing-swiss"),
+        )
+        .unwrap()
+        .to_string();
+    let gone = c
+        .register(
+            Arc::new(Thing {
+                name: "gone".into(),
+            }),
+            Some("gone-swiss"),
+        )
+        .unwrap()
+        .to_string();
+    let b = engine.tub();
+    b.listen("127.0.0.1:0").unwrap();
+    let receiver = b
+        .register(Arc::new(Receiver::default()), Some("receiver-swiss"))
+        .unwrap()
+        .to_string();
+    check(rust_sender(&receiver, &thing, &gone));
+}
