@@ -134,6 +134,13 @@ fn disconnect_watchers_fire_once_at_once_on_dead_connections_and_not_at_shutdown
     });
     client.disconnect(&r);
     assert_eq!(rx.recv_timeout(T).unwrap(), "first");
+    // calls on it fail at once, as Python's do
+    let e = client.call(&r, "x", &[], &[], T).unwrap_err();
+    let f = e.to_failure();
+    assert_eq!(
+        (f.type_name.as_str(), f.value.as_str()),
+        ("foolscap.ipb.DeadReferenceError", "Calling Stale Broker")
+    );
     // on a dead connection: still called, on a later turn
     let tx3 = tx.clone();
     client.notify_on_disconnect(&r, move || {

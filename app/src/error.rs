@@ -80,6 +80,11 @@ impl Error {
                 "foolscap.ipb.DeadReferenceError",
                 format!("Connection was lost: {r}"),
             ),
+            // Python's text for a call on a reference whose connection
+            // is gone
+            Error::Tub(TubError::NotConnected) => {
+                Failure::new("foolscap.ipb.DeadReferenceError", "Calling Stale Broker")
+            }
             other => Failure::new("foolscap.ipb.DeadReferenceError", other.to_string()),
         }
     }

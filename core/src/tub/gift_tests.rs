@@ -349,3 +349,28 @@ fn the_sender_holds_the_gift_until_decgift_then_releases_it() {
     assert_eq!(net[A].gifts_held(), 0);
     assert!(unused(&net), "A and B released it at C");
 }
+
+/// The sender's connection ends while its gift is looked up: the call
+/// dies with it, and so do its lookups (nothing left behind).
+#[test]
+fn a_lost_sender_connection_drops_its_calls_waiting_for_gifts() {
+    let (mut net, thing, receiver) = three(TubConfig::default());
+    net.set_tub_reading(C, false);
+    net[A]
+        .call(&receiver, "take", &[Value::Remote(thing)], &[])
+        .unwrap();
+    net[A].call(&receiver, "ping", &[], &[]).unwrap();
+    net.advance(Duration::from_secs(1));
+    assert_eq!(net[B].pending_gifts(), 1);
+    assert_eq!(net[B].messages_waiting_for_gifts(), 1);
+    let conn = net.connection(A, B).unwrap();
+    net[A].disconnect(conn);
+    net.advance(Duration::from_secs(1));
+    assert_eq!(net[B].pending_gifts(), 0);
+    assert_eq!(net[B].messages_waiting_for_gifts(), 0);
+    assert!(
+        net.take_calls(B).is_empty(),
+        "nothing delivered after the loss"
+    );
+    assert_eq!(net[A].gifts_held(), 0, "the sender forgot its gifts");
+}
