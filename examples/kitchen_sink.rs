@@ -62,7 +62,7 @@ use foolscap::broker::{Failure, ObjectId};
 use foolscap::mio::{LoopConfig, Runtime};
 use foolscap::sharing::renumber;
 use foolscap::value::{AnchorId, Copyable, Int, RemoteRef, Text, Value};
-use foolscap::{BoundArgs, Call, Object, Scope, Signature, Tub};
+use foolscap::{BoundArgs, Call, Object, Scope, Signature, Tub, TubConfig};
 use num_bigint::BigInt;
 
 /// `big(n)` refuses n > 256 MiB.
@@ -1329,11 +1329,13 @@ struct Options {
     cert_file: Option<String>,
     max_seconds: f64,
     driver: Driver,
+    /// `--no-tracebacks`: Python's `Tub.unsafeTracebacks = False`.
+    no_tracebacks: bool,
 }
 
 const USAGE: &str = "usage: kitchen_sink FURLFILE [--port N] [--name SWISSNUM] \
                      [--certfile PEM] [--max-seconds S] [--driver mio|threads] \
-                     [--listen HOST]";
+                     [--listen HOST] [--no-tracebacks]";
 
 /// The time `--max-seconds` leaves the mio runtime for answers already due.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -1347,6 +1349,7 @@ fn parse_options() -> Result<Options, String> {
         cert_file: None,
         max_seconds: 3600.0,
         driver: Driver::Mio,
+        no_tracebacks: false,
     };
     let mut furl_file = None;
     let mut argv = std::env::args().skip(1);
@@ -1354,6 +1357,10 @@ fn parse_options() -> Result<Options, String> {
         if a == "-h" || a == "--help" {
             println!("{USAGE}");
             std::process::exit(0);
+        }
+        if a == "--no-tracebacks" {
+            opts.no_tracebacks = true;
+            continue;
         }
         if !a.starts_with("--") {
             if furl_file.replace(a.clone()).is_some() {
@@ -1416,11 +1423,17 @@ fn run(opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
         Driver::Mio => Some(Runtime::start(LoopConfig::default())?),
         Driver::Threads => None,
     };
-    let tub = match (&runtime, &opts.cert_file) {
-        (Some(rt), Some(path)) => rt.tub_with_cert_file(path)?,
-        (Some(rt), None) => rt.new_tub()?,
-        (None, Some(path)) => foolscap::threads::tub_with_cert_file(path)?,
-        (None, None) => foolscap::threads::new_tub()?,
+    let identity = match &opts.cert_file {
+        Some(path) => foolscap::app::load_or_create_identity(path)?,
+        None => foolscap::identity::Identity::generate()?,
+    };
+    let mut config = TubConfig::default();
+    // errors then say `Traceback unavailable` (ours never carry a Python
+    // traceback anyway, but forwarded ones do)
+    config.broker.unsafe_tracebacks = !opts.no_tracebacks;
+    let tub = match &runtime {
+        Some(rt) => rt.tub(identity, config)?,
+        None => foolscap::threads::tub(identity, config)?,
     };
     // like Python's RemoteCopy registration: received Points are accepted
     // (and echoed back); other copyable types are refused with a Violation

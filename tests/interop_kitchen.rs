@@ -80,6 +80,33 @@ fn rust_threads_client_against_the_rust_mio_server() {
     run_rust_checks(&Server::rust(Driver::Mio, &[]), Driver::Threads);
 }
 
+/// Python's `Tub.unsafeTracebacks = False` (`--no-tracebacks`; ours:
+/// `BrokerConfig::unsafe_tracebacks`): a failure the server forwards
+/// keeps its traceback by default and says `Traceback unavailable`
+/// without, on the Python twin and on our server alike.
+#[test]
+fn the_no_tracebacks_option_python_and_rust() {
+    for tracebacks in [true, false] {
+        let extra: &[&str] = if tracebacks {
+            &[]
+        } else {
+            &["--no-tracebacks"]
+        };
+        for server in [Server::python(extra), Server::rust(Driver::Mio, extra)] {
+            let c = Client::connect(&server.furl, Driver::Threads);
+            let mine = c.tub.local(Arc::new(Recorder::default()));
+            let f = c.failure("call_back", &[mine, Value::str("boom_traced")]);
+            assert_eq!(f.value, "traced");
+            let want = if tracebacks {
+                common::kitchen::TRACEBACK
+            } else {
+                "Traceback unavailable\n"
+            };
+            assert_eq!(f.traceback, want, "tracebacks {tracebacks}");
+        }
+    }
+}
+
 /// A named check of the Rust client.
 type Check = (&'static str, fn(&Client));
 

@@ -38,6 +38,10 @@ pub fn python_checker(furl: &str) -> (usize, Vec<Json>) {
 
 // ------------------------------------------------------------ Rust client
 
+/// The traceback text of the Rust client's `boom_traced` failure.
+pub const TRACEBACK: &str =
+    "Traceback (most recent call last):\n  File \"client.py\", line 1, in boom\nRuntimeError: traced\n";
+
 /// An object of the Rust client that the server calls back.
 #[derive(Default)]
 pub struct Recorder {
@@ -59,6 +63,11 @@ impl Object for Recorder {
                     "builtins.BaseException".into(),
                     "builtins.object".into(),
                 ];
+                call.fail(f)
+            }
+            "boom_traced" => {
+                let mut f = Failure::new("builtins.RuntimeError", "traced");
+                f.traceback = TRACEBACK.into();
                 call.fail(f)
             }
             "record" => {

@@ -9,6 +9,7 @@ Usage (with the interpreter printed by scripts/python-env.sh):
 
   python kitchen_sink.py FURLFILE [--port N] [--name SWISSNUM]
                          [--certfile PEM] [--max-seconds S] [--listen HOST]
+                         [--no-tracebacks]
 
 Listens on --listen HOST (default 127.0.0.1; an IPv6 address such as ::1,
 with or without brackets, puts tcp:[::1]:PORT into the FURL) at --port (0,
@@ -261,6 +262,8 @@ def main():
     p.add_argument("--certfile")
     p.add_argument("--max-seconds", type=float, default=3600)
     p.add_argument("--listen", default="127.0.0.1")
+    p.add_argument("--no-tracebacks", action="store_true",
+                   help="Tub.unsafeTracebacks = False: errors say 'Traceback unavailable'")
     a = p.parse_args()
     host = a.listen
     if host.startswith("[") and host.endswith("]"):
@@ -268,6 +271,8 @@ def main():
 
     # Tub(certFile=...) loads the PEM if it exists, else creates it there
     tub = Tub(certFile=a.certfile) if a.certfile else Tub()
+    if a.no_tracebacks:
+        tub.unsafeTracebacks = False
     tub.startService()
     serve(tub, KitchenSink(), a.name,
           lambda furl: write_atomically(a.furlfile, furl + "\n"), port=a.port,
