@@ -399,8 +399,11 @@ impl Tub {
     /// it must not block). `target` may be one of our own objects (a
     /// [`Value::Local`] that came home): the call then starts on a later
     /// turn of the engine, never inside this one, as Python's
-    /// `LocalReferenceable` does, and its failure arrives as
-    /// [`Error::Call`] with the object's [`Failure`].
+    /// `LocalReferenceable` does (a call made inside a drive runs after
+    /// the callbacks of that drive; on the threads engine another engine
+    /// thread may take it up meanwhile, as any call may run beside
+    /// others there), and its failure arrives as [`Error::Call`] with the
+    /// object's [`Failure`].
     pub fn call_async(
         &self,
         target: &(impl Callable + ?Sized),
@@ -486,7 +489,8 @@ impl Tub {
         };
         st.due.push(run);
         drop(st);
-        self.shared.driver.wake();
+        // a drive on this thread takes it after the current callbacks
+        self.finish();
         Ok(())
     }
 
@@ -496,7 +500,7 @@ impl Tub {
         let mut st = self.lock();
         st.due.push(Box::new(move || done(result)));
         drop(st);
-        self.shared.driver.wake();
+        self.finish();
     }
 
     pub(crate) fn answer(
