@@ -530,8 +530,10 @@ impl Tub {
         self.finish();
     }
 
-    /// Runs `f` when the connection of `reference` ends (at once if it
-    /// already has). Returns a token for [`Tub::cancel_disconnect_watch`].
+    /// Runs `f` once when the connection of `reference` ends, for any
+    /// reason but [`Tub::shutdown`] (on the engine's next turn if it
+    /// already has), as Python's `notifyOnDisconnect`. Returns a token
+    /// for [`Tub::cancel_disconnect_watch`].
     pub fn notify_on_disconnect(
         &self,
         reference: &RemoteRef,
