@@ -53,7 +53,15 @@ fn connect_to_reconnects_to_a_restarted_python_server() {
         })
         .unwrap();
     let first = rx.recv_timeout(T).expect("connected");
-    assert_eq!(rc.info().state, ReconnectState::Connected);
+    let info = rc.info();
+    assert_eq!(info.state, ReconnectState::Connected);
+    let hint = format!("tcp:127.0.0.1:{port}");
+    assert_eq!(info.winning_hint.as_deref(), Some(hint.as_str()));
+    assert_eq!(
+        info.hint_statuses,
+        vec![(hint.clone(), "successful".to_owned())]
+    );
+    assert!(info.established_at.is_some());
     assert_eq!(
         tub.call(&first, "echo", &[Value::int(1)], &[], T).unwrap(),
         Value::int(1)

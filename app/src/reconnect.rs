@@ -111,10 +111,16 @@ pub struct ReconnectionInfo {
     /// Why the last attempt failed (cleared by a success); an
     /// unreachable FURL lists each hint's failure.
     pub last_failure: Option<Error>,
-    /// Each hint's status after the last failed attempt, in Python's
-    /// words (`connection refused`, `failed to connect: ...`,
-    /// `negotiation failed: ...`); empty otherwise.
+    /// Each hint's status after the last attempt, in Python's words:
+    /// `successful` for the hint a connection was made at (none when an
+    /// existing connection was reused), `connection refused`, `failed to
+    /// connect: ...`, `negotiation failed: ...` after a failure.
     pub hint_statuses: Vec<(String, String)>,
+    /// The hint the current connection was made at (Python's
+    /// `winningHint`).
+    pub winning_hint: Option<String>,
+    /// When the last successful attempt finished (`establishedAt`).
+    pub established_at: Option<SystemTime>,
 }
 
 type ConnectedFn = Box<dyn FnMut(Value) + Send>;
@@ -133,6 +139,8 @@ pub(crate) struct Inner {
     next_due: Option<std::time::Instant>,
     last_failure: Option<Error>,
     watch: Option<u64>,
+    winning_hint: Option<String>,
+    established_at: Option<SystemTime>,
 }
 
 /// What [`Tub::connect_to`] returns: keeps trying until stopped. Dropping
@@ -202,16 +210,19 @@ impl Reconnector {
     /// Python's `getReconnectionInfo()`.
     pub fn info(&self) -> ReconnectionInfo {
         let i = self.lock();
+        let hint_statuses = match (&i.last_failure, &i.winning_hint) {
+            (Some(e), _) => hint_statuses(e),
+            (None, Some(h)) => vec![(h.clone(), "successful".to_owned())],
+            (None, None) => Vec::new(),
+        };
         ReconnectionInfo {
             state: i.state,
             last_attempt: i.last_attempt,
             next_attempt: i.next_attempt,
-            hint_statuses: i
-                .last_failure
-                .as_ref()
-                .map(hint_statuses)
-                .unwrap_or_default(),
+            hint_statuses,
             last_failure: i.last_failure.clone(),
+            winning_hint: i.winning_hint.clone(),
+            established_at: i.established_at,
         }
     }
 }
@@ -286,6 +297,15 @@ fn finished(inner: &Arc<Mutex<Inner>>, generation: u64, result: Result<Value, Er
         Ok(reference) => {
             i.state = ReconnectState::Connected;
             i.last_failure = None;
+            i.established_at = Some(SystemTime::now());
+            i.winning_hint = match (&reference, i.tub()) {
+                (Value::Remote(r), Some(tub)) => tub
+                    .lock()
+                    .core
+                    .winning_hint(r.connection())
+                    .map(str::to_owned),
+                _ => None,
+            };
             // the reference's connection: a loss starts over after 1 s
             if let (Value::Remote(r), Some(tub)) = (&reference, i.tub()) {
                 let weak = Arc::downgrade(inner);
@@ -344,6 +364,8 @@ impl Tub {
             next_due: None,
             last_failure: None,
             watch: None,
+            winning_hint: None,
+            established_at: None,
         }));
         self.lock().reconnectors.push(inner.clone());
         attempt(&inner, None);

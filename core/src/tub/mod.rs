@@ -437,6 +437,8 @@ struct Conn {
     /// Calls waiting for a gift-carrying call ahead of them (its
     /// [`GiftWait`]) to resolve its gifts, in arrival order.
     behind_gifts: VecDeque<Queued>,
+    /// The hint we dialled (`tcp:HOST:PORT`), for an outbound connection.
+    hint: Option<String>,
 }
 
 /// A call in [`Conn::behind_gifts`].
@@ -508,6 +510,7 @@ impl Conn {
             inbound_paused: false,
             last_active: now,
             behind_gifts: VecDeque::new(),
+            hint: None,
         }
     }
 
@@ -939,6 +942,12 @@ impl Tub {
         }
     }
 
+    /// The hint (`tcp:HOST:PORT`) an outbound connection was dialled
+    /// at (Python's `winningHint`); `None` for one the peer opened.
+    pub fn winning_hint(&self, connection: ConnectionId) -> Option<&str> {
+        self.conns.get(&connection)?.hint.as_deref()
+    }
+
     /// Whether the connection is established and open.
     pub fn is_connected(&self, connection: ConnectionId) -> bool {
         matches!(
@@ -1065,10 +1074,9 @@ impl Tub {
         if let Some(peer) = clear {
             neg = neg.without_tls(peer);
         }
-        self.conns.insert(
-            id,
-            Conn::new(ConnState::Negotiating(Box::new(neg)), Some(dial), now),
-        );
+        let mut conn = Conn::new(ConnState::Negotiating(Box::new(neg)), Some(dial), now);
+        conn.hint = Some(hint_text(&host, port));
+        self.conns.insert(id, conn);
         self.pump(id, now);
         Some(id)
     }
@@ -1084,11 +1092,7 @@ impl Tub {
             let Some((h, p)) = d.next.checked_sub(1).and_then(|i| d.hints.get(i)) else {
                 return;
             };
-            let hint = if h.contains(':') {
-                format!("tcp:[{h}]:{p}")
-            } else {
-                format!("tcp:{h}:{p}")
-            };
+            let hint = hint_text(h, *p);
             d.failures.push(DialFailure { hint, error });
             self.try_next_hint(dial);
         }
@@ -2296,6 +2300,15 @@ fn gift_failure(e: &TubError) -> Failure {
             }
         },
         other => twisted_failure("foolscap.ipb.DeadReferenceError", &other.to_string(), &[]),
+    }
+}
+
+/// A TCP hint as FURLs write it (IPv6 addresses in brackets).
+fn hint_text(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("tcp:[{host}]:{port}")
+    } else {
+        format!("tcp:{host}:{port}")
     }
 }
 
