@@ -108,6 +108,10 @@ pub struct EngineStats {
     pub paused: usize,
     /// Times any connection's reading was paused.
     pub pauses: u64,
+    /// Calls from peers already read but held back by flow control
+    /// (their connection's output over the bound), as of each Tub's last
+    /// drive.
+    pub held_calls: usize,
     /// Times a Tub was driven.
     pub drives: u64,
 }
@@ -122,6 +126,7 @@ pub(crate) struct Counters {
     peak_output_buffer: AtomicUsize,
     paused: AtomicUsize,
     pauses: AtomicU64,
+    held_calls: AtomicUsize,
     drives: AtomicU64,
 }
 
@@ -229,6 +234,7 @@ impl Engine {
             peak_output_buffer: c.peak_output_buffer.load(Ordering::Relaxed),
             paused: c.paused.load(Ordering::Relaxed),
             pauses: c.pauses.load(Ordering::Relaxed),
+            held_calls: c.held_calls.load(Ordering::Relaxed),
             drives: c.drives.load(Ordering::Relaxed),
         }
     }
@@ -311,6 +317,18 @@ impl Link {
         self.driven.get().expect("set at creation")
     }
 
+    /// Moves the engine's count of held calls from this Tub's `was` to
+    /// `now`.
+    fn count_held(&self, was: usize, now: usize) -> usize {
+        let c = &self.engine.counters.held_calls;
+        if now > was {
+            c.fetch_add(now - was, Ordering::Relaxed);
+        } else {
+            c.fetch_sub(was - now, Ordering::Relaxed);
+        }
+        now
+    }
+
     async fn wait_answered(&self, tub: &Tub, deadline: tokio::time::Instant) {
         loop {
             let drove = self.drove.notified();
@@ -387,6 +405,7 @@ impl Driver for Link {
 /// The task that drives one Tub: when woken, when its timer is due.
 async fn drive_task(link: Arc<Link>) {
     let driven = link.driven().clone();
+    let mut held = 0;
     loop {
         if !driven.is_alive() {
             break;
@@ -408,6 +427,7 @@ async fn drive_task(link: Arc<Link>) {
         }
         link.resume.notify_waiters();
         link.drove.notify_waiters();
+        held = link.count_held(held, driven.held_calls());
         let woken = link.wake.notified();
         match driven.poll_timeout() {
             Some(t) => {
@@ -416,6 +436,7 @@ async fn drive_task(link: Arc<Link>) {
             None => woken.await,
         }
     }
+    link.count_held(held, 0);
     link.close_all();
     link.engine.counters.tubs.fetch_sub(1, Ordering::Relaxed);
     lock(&link.engine.links).retain(|l| !Arc::ptr_eq(l, &link));
