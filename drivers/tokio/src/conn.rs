@@ -425,7 +425,8 @@ async fn reader_task(
             }
         }
         if got {
-            link.wake.notify_one();
+            // the input's work (objects, answers) runs here, at once
+            link.drive_here();
         }
         if reads >= config.reads_per_turn {
             tokio::task::yield_now().await;

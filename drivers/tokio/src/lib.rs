@@ -213,6 +213,8 @@ impl Engine {
             sockets: AtomicUsize::new(0),
             sockets_gone: Notify::new(),
             gate: Mutex::new(()),
+            sleeping_until: Mutex::new(None),
+            held: AtomicUsize::new(0),
         });
         let (tub, driven) = Tub::with_driver(identity, config, link.clone())?;
         let _ = link.driven.set(driven);
@@ -307,9 +309,17 @@ pub(crate) struct Link {
     /// Sockets of this Tub still open.
     pub(crate) sockets: AtomicUsize,
     pub(crate) sockets_gone: Notify,
-    /// Held by the drive, and while a new connection becomes known to the
-    /// core and to [`Link::conns`] (see `conn::open`).
+    /// Held by every drive and flush (so they never interleave, and the
+    /// core's backlog figures are reported in order with transmits), and
+    /// while a new connection becomes known to the core and to
+    /// [`Link::conns`] (see `conn::open`).
     pub(crate) gate: Mutex<()>,
+    /// When the driving task sleeps until: `Some(None)` until woken,
+    /// `None` while that is being worked out (a deadline found then wakes
+    /// it).
+    sleeping_until: Mutex<Option<Option<Instant>>>,
+    /// Held calls as of the last drive (for [`EngineStats::held_calls`]).
+    held: AtomicUsize,
 }
 
 impl Link {
@@ -317,16 +327,72 @@ impl Link {
         self.driven.get().expect("set at creation")
     }
 
-    /// Moves the engine's count of held calls from this Tub's `was` to
-    /// `now`.
-    fn count_held(&self, was: usize, now: usize) -> usize {
+    /// Sets this Tub's count of held calls (and the engine's total).
+    fn count_held(&self, now: usize) {
+        let was = self.held.swap(now, Ordering::AcqRel);
         let c = &self.engine.counters.held_calls;
         if now > was {
             c.fetch_add(now - was, Ordering::Relaxed);
         } else {
             c.fetch_sub(was - now, Ordering::Relaxed);
         }
-        now
+    }
+
+    /// The gate, if no drive or flush holds it now.
+    pub(crate) fn try_gate(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        match self.gate.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Reports drains, then drives the Tub: objects and callbacks run on
+    /// the calling thread. Call with the gate held.
+    fn drive_gated(self: &Arc<Self>, driven: &DrivenTub) {
+        let drained: Vec<Arc<Conn>> = std::mem::take(&mut *lock(&self.drained));
+        for c in drained {
+            c.report_backlog(driven);
+        }
+        self.engine.counters.drives.fetch_add(1, Ordering::Relaxed);
+        IN_DRIVE.with(|d| d.set(d.get() + 1));
+        driven.drive(&mut Io { link: self });
+        IN_DRIVE.with(|d| d.set(d.get() - 1));
+    }
+
+    /// What follows every drive, once the gate is released: paused
+    /// readers look again, waiters for answers too.
+    fn after_drive(&self, driven: &DrivenTub) {
+        self.resume.notify_waiters();
+        self.drove.notify_waiters();
+        self.count_held(driven.held_calls());
+    }
+
+    /// Wakes the driving task if the Tub's next deadline is earlier than
+    /// the one it sleeps until.
+    fn check_deadline(&self, next: Option<Instant>) {
+        let sleeping = *lock(&self.sleeping_until);
+        if let Some(t) = next {
+            match sleeping {
+                Some(Some(s)) if s <= t => {}
+                _ => self.wake.notify_one(),
+            }
+        }
+    }
+
+    /// A drive on the calling task (a reader that fed input), or, if a
+    /// drive is under way, a wake-up of the driving task.
+    pub(crate) fn drive_here(self: &Arc<Self>) {
+        let driven = self.driven();
+        match self.try_gate() {
+            Some(gate) => {
+                self.drive_gated(driven);
+                drop(gate);
+                self.after_drive(driven);
+                self.check_deadline(driven.poll_timeout());
+            }
+            None => self.wake.notify_one(),
+        }
     }
 
     async fn wait_answered(&self, tub: &Tub, deadline: tokio::time::Instant) {
@@ -370,8 +436,26 @@ impl Link {
 }
 
 impl Driver for Link {
+    /// Moves what the caller's operation produced to the sockets at once
+    /// (`DrivenTub::flush`: output only, no object runs on the caller's
+    /// thread), and wakes the driving task for the rest: events, or an
+    /// earlier deadline. Inside a drive or flush (the gate is taken), only
+    /// wakes it.
     fn wake(&self) {
-        self.wake.notify_one();
+        let Some(link) = self.me.upgrade() else {
+            return;
+        };
+        let Some(gate) = link.try_gate() else {
+            self.wake.notify_one();
+            return;
+        };
+        let flushed = link.driven().flush(&mut Io { link: &link });
+        drop(gate);
+        if flushed.drive {
+            self.wake.notify_one();
+        } else {
+            self.check_deadline(flushed.next_timeout);
+        }
     }
 
     fn listen(&self, listener: std::net::TcpListener) -> std::io::Result<()> {
@@ -405,38 +489,33 @@ impl Driver for Link {
 /// The task that drives one Tub: when woken, when its timer is due.
 async fn drive_task(link: Arc<Link>) {
     let driven = link.driven().clone();
-    let mut held = 0;
     loop {
         if !driven.is_alive() {
             break;
         }
+        *lock(&link.sleeping_until) = None;
         let now = Instant::now();
         if driven.poll_timeout().is_some_and(|t| t <= now) {
             driven.handle_timeout(now);
         }
-        let drained: Vec<Arc<Conn>> = std::mem::take(&mut *lock(&link.drained));
-        for c in drained {
-            c.report_backlog(&driven);
-        }
-        link.engine.counters.drives.fetch_add(1, Ordering::Relaxed);
         {
             let _gate = lock(&link.gate);
-            IN_DRIVE.with(|d| d.set(d.get() + 1));
-            driven.drive(&mut Io { link: &link });
-            IN_DRIVE.with(|d| d.set(d.get() - 1));
+            link.drive_gated(&driven);
         }
-        link.resume.notify_waiters();
-        link.drove.notify_waiters();
-        held = link.count_held(held, driven.held_calls());
+        link.after_drive(&driven);
         let woken = link.wake.notified();
-        match driven.poll_timeout() {
+        let mut woken = std::pin::pin!(woken);
+        woken.as_mut().enable();
+        let deadline = driven.poll_timeout();
+        *lock(&link.sleeping_until) = Some(deadline);
+        match deadline {
             Some(t) => {
                 let _ = tokio::time::timeout_at(t.into(), woken).await;
             }
             None => woken.await,
         }
     }
-    link.count_held(held, 0);
+    link.count_held(0);
     link.close_all();
     link.engine.counters.tubs.fetch_sub(1, Ordering::Relaxed);
     lock(&link.engine.links).retain(|l| !Arc::ptr_eq(l, &link));
