@@ -155,7 +155,11 @@ struct Rates {
 
 fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
     if driver == Driver::Tokio {
-        return tokio_client(furl, secs);
+        let workers = std::env::var("CALLS_TOKIO_CLIENT_WORKERS")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0);
+        return tokio_client(furl, secs, workers);
     }
     let (tub, carrier) = new_tub(driver);
     let target = match tub.get_reference(furl, T).expect("connect") {
@@ -250,11 +254,18 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
 
 /// The rows of a tokio client: async code on a current-thread runtime
 /// that this thread runs.
-fn tokio_client(furl: &str, secs: f64) -> Rates {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+fn tokio_client(furl: &str, secs: f64, workers: usize) -> Rates {
+    let rt = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+    .expect("tokio runtime");
     let rates = rt.block_on(async {
         let engine = foolscap_tokio::Engine::new(foolscap_tokio::TokioConfig::default());
         let tub = engine.new_tub().expect("tub");

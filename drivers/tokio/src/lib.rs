@@ -436,12 +436,18 @@ impl Link {
 }
 
 impl Driver for Link {
-    /// Moves what the caller's operation produced to the sockets at once
-    /// (`DrivenTub::flush`: output only, no object runs on the caller's
-    /// thread), and wakes the driving task for the rest: events, or an
-    /// earlier deadline. Inside a drive or flush (the gate is taken), only
-    /// wakes it.
+    /// From a thread of the application's own: moves what the caller's
+    /// operation produced to the sockets at once (`DrivenTub::flush`:
+    /// output only, no object runs on the caller's thread), and wakes the
+    /// driving task for the rest: events, or an earlier deadline. From a
+    /// task (async code on a runtime), or inside a drive or flush: only
+    /// wakes the driving task, which then moves the output of every task
+    /// that ran meanwhile in one batch.
     fn wake(&self) {
+        if Handle::try_current().is_ok() {
+            self.wake.notify_one();
+            return;
+        }
         let Some(link) = self.me.upgrade() else {
             return;
         };
