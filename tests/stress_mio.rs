@@ -43,33 +43,50 @@ fn runtime(config: LoopConfig) -> Runtime {
 /// saw exactly the calls made.
 #[test]
 fn thousand_connections_hundred_calls_each() {
+    thousand_connections_hundred_calls_each_on(runtime(LoopConfig::default()), || {
+        [
+            runtime(LoopConfig::default()),
+            runtime(LoopConfig::default()),
+        ]
+    });
+}
+
+/// The same on tokio: a two-worker server, clients on a multi-thread and
+/// a current-thread runtime.
+#[test]
+fn thousand_connections_hundred_calls_each_on_tokio() {
+    thousand_connections_hundred_calls_each_on(TokioRt::start(2), || {
+        [TokioRt::start(1), TokioRt::start(0)]
+    });
+}
+
+fn thousand_connections_hundred_calls_each_on<C: Maker>(
+    server_rt: impl Maker,
+    clients: impl FnOnce() -> [C; 2],
+) {
     const CONNS: usize = 1_000;
     const CALLS: u64 = 100;
     let _serial = serial();
     load::raise_nofile(8_192);
     let t0 = Instant::now();
-    let server_rt = runtime(LoopConfig::default());
     let (_server, obj, furl) = load::serve(&server_rt, 20_000);
-    let client_rts = [
-        runtime(LoopConfig::default()),
-        runtime(LoopConfig::default()),
-    ];
+    let client_rts = clients();
     let ids = load::identities(CONNS);
     let t_ids = t0.elapsed();
     let clients = load::connect_many(&client_rts, ids, &furl, 200, GUARD).expect("connect");
     let t_conn = t0.elapsed();
     assert!(
-        load::wait_until(GUARD, || server_rt.stats().sockets == CONNS),
-        "server sockets: {:?}",
-        server_rt.stats()
+        load::wait_until(GUARD, || server_rt.sockets() == CONNS),
+        "server sockets: {}",
+        server_rt.describe()
     );
     let report = load::drive_calls(&clients, 10, Some(CALLS), Duration::ZERO, GUARD);
     eprintln!(
         "1000 connections: identities {t_ids:?}, connected at {t_conn:?}, \
-         {} calls in {:?}; server {:?}",
+         {} calls in {:?}; server {}",
         report.answered,
         report.elapsed,
-        server_rt.stats()
+        server_rt.describe()
     );
     assert_eq!(report.error_count, 0, "errors: {:?}", report.errors);
     assert_eq!(report.answered, CONNS as u64 * CALLS);
@@ -80,7 +97,7 @@ fn thousand_connections_hundred_calls_each() {
     for rt in &client_rts {
         rt.stop(Duration::from_secs(5));
     }
-    server_rt.shutdown(Duration::from_secs(5));
+    server_rt.stop(Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------- 2
@@ -634,35 +651,45 @@ fn ten_thousand_idle_connections_on<C: Maker>(engine: &str, clients: impl FnOnce
 /// server never holds more sockets than the two limits allow.
 #[test]
 fn silent_peers_at_the_connection_limits_do_not_lock_a_client_out() {
+    silent_peers_on(
+        runtime(LoopConfig::default()),
+        runtime(LoopConfig::default()),
+    );
+}
+
+/// The same against a tokio server (tokio clients).
+#[test]
+fn silent_peers_at_the_connection_limits_do_not_lock_a_client_out_on_tokio() {
+    silent_peers_on(TokioRt::start(2), TokioRt::start(0));
+}
+
+fn silent_peers_on(server_rt: impl Maker, client_rt: impl Maker) {
     const NEGOTIATING: usize = 64;
     const ESTABLISHED: usize = 32;
     const NEGOTIATED: usize = 48;
     const RAW: usize = 300;
     let _serial = serial();
     load::raise_nofile(4_096);
-    let server_rt = runtime(LoopConfig::default());
     let mut config = TubConfig::default();
     config.max_negotiating_connections = NEGOTIATING;
     config.max_established_connections = ESTABLISHED;
     let (_server, obj, furl) = load::serve_with(&server_rt, config);
-    let client_rt = runtime(LoopConfig::default());
     let ids = load::identities(NEGOTIATED);
     let (attackers, _) =
         load::connect_silent_many(std::slice::from_ref(&client_rt), ids, &furl, 16, GUARD)
             .expect("silent peers");
     assert!(
-        load::wait_until(GUARD, || server_rt.stats().sockets == ESTABLISHED),
-        "{:?}",
-        server_rt.stats()
+        load::wait_until(GUARD, || server_rt.sockets() == ESTABLISHED),
+        "{}",
+        server_rt.describe()
     );
     let raw: Vec<TcpStream> = (0..RAW)
         .map(|_| TcpStream::connect(("127.0.0.1", furl_port(&furl))).expect("connect"))
         .collect();
     assert!(
-        load::wait_until(GUARD, || server_rt.stats().sockets
-            == ESTABLISHED + NEGOTIATING),
-        "{:?}",
-        server_rt.stats()
+        load::wait_until(GUARD, || server_rt.sockets() == ESTABLISHED + NEGOTIATING),
+        "{}",
+        server_rt.describe()
     );
     let t = Instant::now();
     let (client, answer) = load::connect_and_call(&client_rt, &furl, GUARD);
@@ -682,14 +709,14 @@ fn silent_peers_at_the_connection_limits_do_not_lock_a_client_out() {
         .count();
     eprintln!(
         "limits {NEGOTIATING}/{ESTABLISHED}, {NEGOTIATED} silent peers, {RAW} raw sockets: \
-         client connect + call {took:?}; {closed} raw sockets closed; server {:?}",
-        server_rt.stats()
+         client connect + call {took:?}; {closed} raw sockets closed; server {}",
+        server_rt.describe()
     );
     assert!(closed > RAW - NEGOTIATING, "{closed} closed");
-    assert!(server_rt.stats().sockets <= ESTABLISHED + NEGOTIATING);
+    assert!(server_rt.sockets() <= ESTABLISHED + NEGOTIATING);
     drop((client, attackers, raw));
-    client_rt.shutdown(Duration::from_secs(5));
-    server_rt.shutdown(Duration::from_secs(5));
+    client_rt.stop(Duration::from_secs(5));
+    server_rt.stop(Duration::from_secs(5));
 }
 
 fn env_usize(name: &str, default: usize) -> usize {

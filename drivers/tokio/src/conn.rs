@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 
 use crate::{lock, EngineShared, Link};
 
+
 /// Queued output above this capacity is given back once sent (idle
 /// connections keep no large buffers), as on the mio engine.
 const KEEP_CAPACITY: usize = 16 * 1024;
@@ -70,6 +71,11 @@ pub(crate) struct Conn {
 struct Out {
     /// `None` once our FIN is sent.
     sock: Option<Arc<OwnedWriteHalf>>,
+    /// Counts the socket while its write half is open.
+    guard: Option<Arc<SocketGuard>>,
+    /// The writer task runs (it starts with the first bytes the kernel
+    /// does not take at once, or a close: an idle connection has none).
+    writer: bool,
     buf: Vec<u8>,
     /// Bytes of `buf` already written.
     sent: usize,
@@ -137,9 +143,27 @@ fn max_update(cell: &std::sync::atomic::AtomicUsize, v: usize) {
 }
 
 impl Conn {
+    /// Starts the writer task unless it runs (or the socket is done).
+    fn ensure_writer(self: &Arc<Self>, o: &mut Out, link: &Arc<Link>) {
+        if o.writer {
+            self.writer.notify_one();
+            return;
+        }
+        if let (Some(sock), Some(guard)) = (&o.sock, &o.guard) {
+            o.writer = true;
+            link.engine.handle.spawn(writer_task(
+                link.clone(),
+                self.clone(),
+                sock.clone(),
+                guard.clone(),
+            ));
+        }
+    }
+
     /// Queues `data` and writes what the kernel takes; returns what
     /// stays queued. Runs inside the drive, with the Tub's lock held.
-    pub(crate) fn transmit(&self, data: &mut Vec<u8>, engine: &EngineShared) -> usize {
+    pub(crate) fn transmit(self: &Arc<Self>, data: &mut Vec<u8>, link: &Arc<Link>) -> usize {
+        let engine = &link.engine;
         let mut o = lock(&self.out);
         if o.sock.is_none() {
             return 0;
@@ -161,22 +185,29 @@ impl Conn {
         max_update(&engine.counters.peak_buffered_output, o.queued());
         o.write_some();
         let after = o.queued();
-        let broken = o.broken;
+        if after > 0 || o.broken {
+            self.ensure_writer(&mut o, link);
+        }
         drop(o);
         account(engine, before, after);
-        if after > 0 || broken {
-            self.writer.notify_one();
-        }
         after
     }
 
     /// The core is done with the connection: send the rest, then close.
-    pub(crate) fn close(&self, engine: &EngineShared) {
-        lock(&self.out).close_deadline =
-            Some(tokio::time::Instant::now() + engine.config.close_timeout);
+    pub(crate) fn close(self: &Arc<Self>, link: &Arc<Link>) {
+        let mut o = lock(&self.out);
+        o.close_deadline = Some(tokio::time::Instant::now() + link.engine.config.close_timeout);
+        if o.writer || o.queued() > 0 {
+            self.ensure_writer(&mut o, link);
+        } else {
+            // nothing to send: our FIN goes now (with the last handle of
+            // the write half)
+            o.sock = None;
+            o.guard = None;
+        }
+        drop(o);
         self.closing.store(true, Ordering::Release);
         self.closed.notify_waiters();
-        self.writer.notify_one();
     }
 
     fn is_closing(&self) -> bool {
@@ -239,11 +270,15 @@ fn open(
 fn start(link: &Arc<Link>, id: ConnectionId, sock: TcpStream) {
     let _ = sock.set_nodelay(true);
     let (read, write) = sock.into_split();
-    let write = Arc::new(write);
+    link.sockets.fetch_add(1, Ordering::AcqRel);
+    link.engine.counters.sockets.fetch_add(1, Ordering::Relaxed);
+    let guard = Arc::new(SocketGuard(link.clone()));
     let conn = Arc::new(Conn {
         id,
         out: Mutex::new(Out {
-            sock: Some(write.clone()),
+            sock: Some(Arc::new(write)),
+            guard: Some(guard.clone()),
+            writer: false,
             buf: Vec::new(),
             sent: 0,
             close_deadline: None,
@@ -254,13 +289,10 @@ fn start(link: &Arc<Link>, id: ConnectionId, sock: TcpStream) {
         closed: Notify::new(),
         drained: AtomicBool::new(false),
     });
-    link.sockets.fetch_add(1, Ordering::AcqRel);
-    link.engine.counters.sockets.fetch_add(1, Ordering::Relaxed);
-    let guard = Arc::new(SocketGuard(link.clone()));
     lock(&link.conns).insert(id, conn.clone());
-    let handle = &link.engine.handle;
-    handle.spawn(writer_task(link.clone(), conn.clone(), write, guard.clone()));
-    handle.spawn(reader_task(link.clone(), conn, read, guard));
+    link.engine
+        .handle
+        .spawn(reader_task(link.clone(), conn, read, guard));
 }
 
 enum Flush {
@@ -299,11 +331,13 @@ async fn writer_task(
             }
             if o.broken {
                 o.sock = None;
+                o.guard = None;
                 Flush::Broken
             } else if after > 0 {
                 Flush::Blocked(o.close_deadline)
             } else if o.close_deadline.is_some() {
                 o.sock = None;
+                o.guard = None;
                 Flush::Finished
             } else {
                 Flush::Idle
@@ -338,6 +372,7 @@ async fn writer_task(
     o.buf = Vec::new();
     o.sent = 0;
     o.sock = None;
+    o.guard = None;
     drop(o);
     account(engine, queued, 0);
     // dropping the last handle of the write half sends our FIN

@@ -426,11 +426,11 @@ impl Link {
 
     /// Every connection closes (after sending what is queued), listeners
     /// stop: the Tub is gone.
-    fn close_all(&self) {
+    fn close_all(self: &Arc<Self>) {
         self.stop_listening();
         let conns: Vec<Arc<Conn>> = lock(&self.conns).drain().map(|(_, c)| c).collect();
         for c in conns {
-            c.close(&self.engine);
+            c.close(self);
         }
     }
 }
@@ -536,7 +536,7 @@ impl DriverIo for Io<'_> {
     fn transmit(&mut self, connection: ConnectionId, data: &mut Vec<u8>) -> usize {
         let conn = lock(&self.link.conns).get(&connection).cloned();
         match conn {
-            Some(c) => c.transmit(data, &self.link.engine),
+            Some(c) => c.transmit(data, self.link),
             None => 0,
         }
     }
@@ -544,7 +544,7 @@ impl DriverIo for Io<'_> {
     fn close(&mut self, connection: ConnectionId) {
         let conn = lock(&self.link.conns).remove(&connection);
         if let Some(c) = conn {
-            c.close(&self.link.engine);
+            c.close(self.link);
         }
     }
 
