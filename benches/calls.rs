@@ -330,8 +330,7 @@ fn tokio_client(furl: &str, secs: f64, workers: usize) -> Rates {
             assert!(back == payload);
             n += 1;
         }
-        let echo_mib =
-            n as f64 * ECHO_BYTES as f64 / (1 << 20) as f64 / t0.elapsed().as_secs_f64();
+        let echo_mib = n as f64 * ECHO_BYTES as f64 / (1 << 20) as f64 / t0.elapsed().as_secs_f64();
         engine.shutdown(Duration::ZERO).await;
         Rates {
             sequential,
@@ -402,6 +401,14 @@ fn main() {
             rust_client(Driver::Tokio, &tok.furl, secs),
         ),
         (
+            "Rust mio -> Rust tokio",
+            rust_client(Driver::Mio, &tok.furl, secs),
+        ),
+        (
+            "Rust tokio -> Rust mio",
+            rust_client(Driver::Tokio, &mio.furl, secs),
+        ),
+        (
             "Rust threads -> Python",
             rust_client(Driver::Threads, &pys.furl, secs),
         ),
@@ -445,7 +452,10 @@ fn main() {
         );
     }
     let ratio = |name: &str| rows.iter().find(|r| r.0 == name).map(|r| r.1);
-    if let (Some(t), Some(m)) = (ratio("Rust tokio -> Rust tokio"), ratio("Rust mio -> Rust mio")) {
+    if let (Some(t), Some(m)) = (
+        ratio("Rust tokio -> Rust tokio"),
+        ratio("Rust mio -> Rust mio"),
+    ) {
         println!(
             "tokio/mio (Rust -> Rust): sequential {:.2}, 100 in flight {:.2}, echo {:.2}",
             t.sequential / m.sequential,

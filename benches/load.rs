@@ -18,7 +18,9 @@
 //!
 //! One JSON line per row on stdout, then a table with the ratios Rust /
 //! Python and tokio / mio. `cargo bench --bench load [-- SECONDS]`; `LOAD_PYTHON=0` skips
-//! the Python server. Run without `--bench` (`cargo test --benches`) it
+//! the Python server, `LOAD_IDLE=0` the idle rows; `LOAD_TOKIO_WORKERS`
+//! sets the tokio server's workers (default 2, 0 for a current-thread
+//! runtime). Run without `--bench` (`cargo test --benches`) it
 //! makes a short smoke pass with few connections.
 //!
 //! Shared set-up with `tests/stress_mio.rs`: `tests/common/load.rs`.
@@ -248,12 +250,21 @@ fn table(rust: &Results, tokio: &Results, python: Option<&Results>) {
     println!("(x ratios: how many times better Rust is than Python; tokio/mio: the plain quotient, calls above 1 and KiB or seconds below 1 favour tokio; goals: >= 300,000 calls/s with 100 connections, < 16 KiB per idle connection, tokio within 20% of mio)");
 }
 
+/// The tokio server's worker threads: `LOAD_TOKIO_WORKERS`, default 2
+/// (0: a current-thread runtime).
+fn tokio_workers() -> usize {
+    std::env::var("LOAD_TOKIO_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(2)
+}
+
 fn main() {
     if let Ok(max) = std::env::var(SERVE_ENV) {
         let max: usize = max.parse().expect("max inbound");
         if std::env::var(ENGINE_ENV).is_ok_and(|e| e == "tokio") {
             load::raise_nofile(2 * max as u64 + 1_000);
-            let rt = load::TokioRt::start(2);
+            let rt = load::TokioRt::start(tokio_workers());
             load::serve_stdio_on(&rt, max);
             rt.shutdown(Duration::from_secs(2));
         } else {
@@ -271,9 +282,13 @@ fn main() {
         .next()
         .unwrap_or(if bench { 3.0 } else { 0.2 });
     let conn_rows: &[usize] = &[1, 10, 100];
-    let idle_rows: &[usize] = if bench { &[1_000, 10_000] } else { &[20, 50] };
+    let idle_rows: &[usize] = match (bench, std::env::var("LOAD_IDLE").is_ok_and(|v| v == "0")) {
+        (_, true) => &[],
+        (true, false) => &[1_000, 10_000],
+        (false, false) => &[20, 50],
+    };
     let with_python = std::env::var("LOAD_PYTHON").map_or(true, |v| v != "0");
-    let max_idle = *idle_rows.iter().max().unwrap();
+    let max_idle = idle_rows.iter().copied().max().unwrap_or(0);
     let limit = load::raise_nofile(max_idle as u64 + 1_000);
     assert!(
         limit > max_idle as u64 + 100,

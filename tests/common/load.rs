@@ -183,8 +183,11 @@ pub trait Maker {
     fn stop(&self, grace: Duration);
     /// A Tub with a new identity and the default settings.
     fn fresh_tub(&self) -> Tub {
-        self.make_tub(Identity::generate().expect("identity"), TubConfig::default())
-            .expect("tub")
+        self.make_tub(
+            Identity::generate().expect("identity"),
+            TubConfig::default(),
+        )
+        .expect("tub")
     }
 }
 

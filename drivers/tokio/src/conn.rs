@@ -19,7 +19,6 @@ use tokio::sync::Notify;
 
 use crate::{lock, EngineShared, Link};
 
-
 /// Queued output above this capacity is given back once sent (idle
 /// connections keep no large buffers), as on the mio engine.
 const KEEP_CAPACITY: usize = 16 * 1024;
@@ -122,7 +121,11 @@ struct SocketGuard(Arc<Link>);
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
-        self.0.engine.counters.sockets.fetch_sub(1, Ordering::Relaxed);
+        self.0
+            .engine
+            .counters
+            .sockets
+            .fetch_sub(1, Ordering::Relaxed);
         if self.0.sockets.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.sockets_gone.notify_waiters();
         }
@@ -296,6 +299,7 @@ fn start(link: &Arc<Link>, id: ConnectionId, sock: TcpStream) {
 }
 
 enum Flush {
+    /// Everything sent: the writer task ends.
     Idle,
     Blocked(Option<tokio::time::Instant>),
     Finished,
@@ -340,11 +344,14 @@ async fn writer_task(
                 o.guard = None;
                 Flush::Finished
             } else {
+                // all sent: the task ends (transmit starts another when
+                // the kernel next leaves bytes over)
+                o.writer = false;
                 Flush::Idle
             }
         };
         match state {
-            Flush::Idle => more.await,
+            Flush::Idle => return,
             Flush::Blocked(None) => {
                 if let First::A(Err(_)) = first(sock.writable(), more).await {
                     lock(&conn.out).broken = true;
@@ -491,7 +498,10 @@ async fn reader_task(
 
 /// Accepts connections for a Tub until aborted.
 pub(crate) async fn accept_task(link: Arc<Link>, listener: TcpListener) {
-    link.engine.counters.listeners.fetch_add(1, Ordering::Relaxed);
+    link.engine
+        .counters
+        .listeners
+        .fetch_add(1, Ordering::Relaxed);
     let _guard = ListenerGuard(link.engine.clone());
     loop {
         match listener.accept().await {

@@ -85,7 +85,9 @@ impl Future for Reply {
         match &mut self.state {
             ReplyState::Ready(r) => Poll::Ready(r.take().unwrap_or(Err(Error::Shutdown))),
             // a dropped sender: the Tub went away without answering
-            ReplyState::Waiting(rx) => Pin::new(rx).poll(cx).map(|r| r.unwrap_or(Err(Error::Shutdown))),
+            ReplyState::Waiting(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(Error::Shutdown))),
         }
     }
 }

@@ -78,7 +78,9 @@ async fn calls_and_cancellation() {
 
     // sequential
     for i in 0..50i64 {
-        let v = client.call(&r, "add", &[Value::int(i), Value::int(1)], &[]).await;
+        let v = client
+            .call(&r, "add", &[Value::int(i), Value::int(1)], &[])
+            .await;
         assert_eq!(v.unwrap(), Value::int(i + 1));
     }
     // 100 in flight
@@ -208,23 +210,42 @@ fn blocking_handle_and_the_threads_engine() {
     let (obj, _, _) = demo();
     let furl = server.register(obj, Some("demo")).unwrap().to_string();
     let blocker = Arc::new(Blocker(std::sync::Mutex::new(None)));
-    let bfurl = server.register(blocker.clone(), Some("blocker")).unwrap().to_string();
-    let own = server.tub().get_reference(&furl, Duration::from_secs(10)).unwrap();
+    let bfurl = server
+        .register(blocker.clone(), Some("blocker"))
+        .unwrap()
+        .to_string();
+    let own = server
+        .tub()
+        .get_reference(&furl, Duration::from_secs(10))
+        .unwrap();
     let _ = own;
 
     let threads = foolscap_threads::new_tub().unwrap();
-    let r = threads.get_reference(&furl, Duration::from_secs(10)).unwrap();
+    let r = threads
+        .get_reference(&furl, Duration::from_secs(10))
+        .unwrap();
     let r = as_remote(&r).unwrap().clone();
     let v = threads
-        .call(&r, "add", &[Value::int(2), Value::int(3)], &[], Duration::from_secs(10))
+        .call(
+            &r,
+            "add",
+            &[Value::int(2), Value::int(3)],
+            &[],
+            Duration::from_secs(10),
+        )
         .unwrap();
     assert_eq!(v, Value::int(5));
     // the server calls back over the same connection from inside an object
     let client = engine.new_tub().unwrap();
-    let cr = client.tub().get_reference(&furl, Duration::from_secs(10)).unwrap();
+    let cr = client
+        .tub()
+        .get_reference(&furl, Duration::from_secs(10))
+        .unwrap();
     let cr = as_remote(&cr).unwrap().clone();
     *blocker.0.lock().unwrap() = Some(cr);
-    let b = threads.get_reference(&bfurl, Duration::from_secs(10)).unwrap();
+    let b = threads
+        .get_reference(&bfurl, Duration::from_secs(10))
+        .unwrap();
     let b = as_remote(&b).unwrap().clone();
     let v = threads
         .call(&b, "block", &[], &[], Duration::from_secs(10))
