@@ -266,6 +266,7 @@ fn open(
     }
     start(link, id, sock);
     drop(gate);
+    // the new connection's first bytes, and any drive asked for meanwhile
     link.wake.notify_one();
 }
 

@@ -215,6 +215,7 @@ impl Engine {
             gate: Mutex::new(()),
             sleeping_until: Mutex::new(None),
             held: AtomicUsize::new(0),
+            wanted: AtomicBool::new(false),
         });
         let (tub, driven) = Tub::with_driver(identity, config, link.clone())?;
         let _ = link.driven.set(driven);
@@ -320,6 +321,8 @@ pub(crate) struct Link {
     sleeping_until: Mutex<Option<Option<Instant>>>,
     /// Held calls as of the last drive (for [`EngineStats::held_calls`]).
     held: AtomicUsize,
+    /// A drive was asked for (see [`Link::drive_here`]).
+    wanted: AtomicBool,
 }
 
 impl Link {
@@ -380,18 +383,43 @@ impl Link {
         }
     }
 
-    /// A drive on the calling task (a reader that fed input), or, if a
-    /// drive is under way, a wake-up of the driving task.
+    /// A drive on the calling task (a reader that fed input, the driving
+    /// task). If a drive or flush holds the gate, the request is left to
+    /// its holder, who looks at `wanted` after letting the gate go: no
+    /// task waits for the gate, and no request is lost.
     pub(crate) fn drive_here(self: &Arc<Self>) {
+        self.drive_combined();
+        // the drive may have moved the Tub's next deadline
+        self.check_deadline(self.driven().poll_timeout());
+    }
+
+    /// [`Link::drive_here`] without the deadline check (the driving task
+    /// looks at the deadline itself).
+    fn drive_combined(self: &Arc<Self>) {
         let driven = self.driven();
-        match self.try_gate() {
-            Some(gate) => {
-                self.drive_gated(driven);
-                drop(gate);
-                self.after_drive(driven);
-                self.check_deadline(driven.poll_timeout());
+        self.wanted.store(true, Ordering::SeqCst);
+        loop {
+            let Some(gate) = self.try_gate() else {
+                return;
+            };
+            if !self.wanted.swap(false, Ordering::SeqCst) {
+                // a drive that started after the request covered it
+                return;
             }
-            None => self.wake.notify_one(),
+            self.drive_gated(driven);
+            drop(gate);
+            self.after_drive(driven);
+            if !self.wanted.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+    }
+
+    /// After a flush or a new connection let the gate go: a drive asked
+    /// for meanwhile is the driving task's.
+    pub(crate) fn after_gate(&self) {
+        if self.wanted.load(Ordering::SeqCst) {
+            self.wake.notify_one();
         }
     }
 
@@ -457,6 +485,7 @@ impl Driver for Link {
         };
         let flushed = link.driven().flush(&mut Io { link: &link });
         drop(gate);
+        link.after_gate();
         if flushed.drive {
             self.wake.notify_one();
         } else {
@@ -504,11 +533,7 @@ async fn drive_task(link: Arc<Link>) {
         if driven.poll_timeout().is_some_and(|t| t <= now) {
             driven.handle_timeout(now);
         }
-        {
-            let _gate = lock(&link.gate);
-            link.drive_gated(&driven);
-        }
-        link.after_drive(&driven);
+        link.drive_combined();
         let woken = link.wake.notified();
         let mut woken = std::pin::pin!(woken);
         woken.as_mut().enable();
