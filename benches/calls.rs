@@ -105,8 +105,13 @@ fn new_tub(driver: Driver) -> (Tub, Carrier) {
             (rt.new_tub().expect("tub"), Carrier::Mio(rt))
         }
         Driver::Tokio => {
+            // CALLS_TOKIO_SERVER_WORKERS: the server runtime's workers
+            let workers = std::env::var("CALLS_TOKIO_SERVER_WORKERS")
+                .ok()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(2);
             let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+                .worker_threads(workers)
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
