@@ -18,10 +18,12 @@
 //! its objects and callbacks, hands its output to the sockets) when woken
 //! or when its next timer is due; per listener an accept task; per dial a
 //! task (host names resolved with tokio's resolver); per connection a
-//! reader task and a writer task. It works on the multi-thread and the
-//! current-thread runtime alike.
+//! reader task, which drives the Tub itself after its input, and a writer
+//! task while the kernel leaves bytes over. It works on the multi-thread
+//! and the current-thread runtime alike.
 //!
-//! Objects and callbacks run inside the driving task and must not block;
+//! Objects and callbacks run inside a drive (on the driving task or a
+//! reader task) and must not block;
 //! blocking waits of the handle ([`Tub::call`], [`Tub::get_reference`])
 //! made from there are refused with [`Error::WouldStallLoop`]. An object
 //! may answer later from an `async` block: [`answer_async`] spawns it and
