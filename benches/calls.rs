@@ -4,8 +4,9 @@
 //! |--------|--------|
 //! | Rust threads (threads engine, this process) | Rust threads (this process) |
 //! | Rust mio (a mio event loop, this process) | Rust mio (another event loop, this process) |
-//! | Rust threads, Rust mio | Python (`benches/calls_python.py serve`) |
-//! | Python (`calls_python.py client`) | Rust threads, Rust mio |
+//! | Rust tokio (async face, current-thread runtime) | Rust tokio (a two-worker runtime, this process) |
+//! | Rust threads, Rust mio, Rust tokio | Python (`benches/calls_python.py serve`) |
+//! | Python (`calls_python.py client`) | Rust threads, Rust mio, Rust tokio |
 //! | Python | Python |
 //!
 //! "threads" is the threads engine (`foolscap::threads::new_tub`: a reader and a
@@ -14,6 +15,11 @@
 //! Tubs run on two separate loops, as two processes would). Blocking calls
 //! wait on the bench's main thread in both cases; the in-flight row issues
 //! each next call from the answer callback (on the loop thread for mio).
+//! "tokio" is `foolscap_tokio`: the server's engine runs on a
+//! multi-thread runtime of two workers, the client is async code (the
+//! `AsyncTub` face: `call(..).await`) on a current-thread runtime that the
+//! bench's main thread runs, with 100 tasks each awaiting its calls in
+//! turn for the in-flight row.
 //!
 //! Rows: `sequential` (one `add(1, 2)` at a time), `inflight` (100
 //! `add(1, 2)` outstanding at all times) and `echo` (sequential echo of
@@ -67,16 +73,54 @@ impl Object for Bench {
 enum Driver {
     Threads,
     Mio,
+    Tokio,
 }
 
-/// A Tub on `driver`'s engine, and for mio the event loop it runs on
-/// (shut it down after the Tub).
-fn new_tub(driver: Driver) -> (Tub, Option<Runtime>) {
+/// What carries a Tub besides its handle (shut it down after the Tub).
+enum Carrier {
+    None,
+    Mio(Runtime),
+    Tokio(tokio::runtime::Runtime, foolscap_tokio::Engine),
+}
+
+impl Carrier {
+    fn stop(self, grace: Duration) {
+        match self {
+            Carrier::None => {}
+            Carrier::Mio(rt) => rt.shutdown(grace),
+            Carrier::Tokio(rt, engine) => {
+                engine.shutdown_blocking(grace);
+                rt.shutdown_timeout(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// A Tub on `driver`'s engine, and what carries it.
+fn new_tub(driver: Driver) -> (Tub, Carrier) {
     match driver {
-        Driver::Threads => (foolscap::threads::new_tub().expect("tub"), None),
+        Driver::Threads => (foolscap::threads::new_tub().expect("tub"), Carrier::None),
         Driver::Mio => {
             let rt = Runtime::start(LoopConfig::default()).expect("event loop");
-            (rt.new_tub().expect("tub"), Some(rt))
+            (rt.new_tub().expect("tub"), Carrier::Mio(rt))
+        }
+        Driver::Tokio => {
+            // CALLS_TOKIO_SERVER_WORKERS: the server runtime's workers
+            let workers = std::env::var("CALLS_TOKIO_SERVER_WORKERS")
+                .ok()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(2);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let engine = foolscap_tokio::Engine::with_handle(
+                rt.handle().clone(),
+                foolscap_tokio::TokioConfig::default(),
+            );
+            let tub = engine.new_tub().expect("tub").into();
+            (tub, Carrier::Tokio(rt, engine))
         }
     }
 }
@@ -84,25 +128,25 @@ fn new_tub(driver: Driver) -> (Tub, Option<Runtime>) {
 /// A Rust server on `driver`'s engine.
 struct RustServer {
     tub: Tub,
-    runtime: Option<Runtime>,
+    carrier: Carrier,
     furl: String,
 }
 
 impl RustServer {
     fn start(driver: Driver) -> RustServer {
-        let (tub, runtime) = new_tub(driver);
+        let (tub, carrier) = new_tub(driver);
         tub.listen("127.0.0.1:0").expect("listen");
         let furl = tub
             .register(Arc::new(Bench), Some("kitchen-sink"))
             .expect("register")
             .to_string();
-        RustServer { tub, runtime, furl }
+        RustServer { tub, carrier, furl }
     }
 
     fn stop(self) {
-        match self.runtime {
-            Some(rt) => rt.shutdown(Duration::from_secs(1)),
-            None => self.tub.shutdown(),
+        match self.carrier {
+            Carrier::None => self.tub.shutdown(),
+            c => c.stop(Duration::from_secs(1)),
         }
     }
 }
@@ -115,7 +159,14 @@ struct Rates {
 }
 
 fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
-    let (tub, runtime) = new_tub(driver);
+    if driver == Driver::Tokio {
+        let workers = std::env::var("CALLS_TOKIO_CLIENT_WORKERS")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0);
+        return tokio_client(furl, secs, workers);
+    }
+    let (tub, carrier) = new_tub(driver);
     let target = match tub.get_reference(furl, T).expect("connect") {
         Value::Remote(r) => r,
         other => panic!("not remote: {other:?}"),
@@ -198,14 +249,101 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
     }
     let echo_mib = n as f64 * ECHO_BYTES as f64 / (1 << 20) as f64 / t0.elapsed().as_secs_f64();
     tub.shutdown();
-    if let Some(rt) = runtime {
-        rt.shutdown(Duration::ZERO);
-    }
+    carrier.stop(Duration::ZERO);
     Rates {
         sequential,
         inflight,
         echo_mib,
     }
+}
+
+/// The rows of a tokio client: async code on a current-thread runtime
+/// that this thread runs.
+fn tokio_client(furl: &str, secs: f64, workers: usize) -> Rates {
+    let rt = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+    .expect("tokio runtime");
+    let rates = rt.block_on(async {
+        let engine = foolscap_tokio::Engine::new(foolscap_tokio::TokioConfig::default());
+        let tub = engine.new_tub().expect("tub");
+        let target = match tub.get_reference(furl).await.expect("connect") {
+            Value::Remote(r) => r,
+            other => panic!("not remote: {other:?}"),
+        };
+        let add = |tub: foolscap_tokio::AsyncTub, r: RemoteRef| async move {
+            let v = tub
+                .call(&r, "add", &[Value::int(1), Value::int(2)], &[])
+                .await
+                .expect("add");
+            assert_eq!(v, Value::int(3));
+        };
+        for _ in 0..200 {
+            add(tub.clone(), target.clone()).await;
+        }
+        let dur = Duration::from_secs_f64(secs);
+        // sequential
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < dur {
+            add(tub.clone(), target.clone()).await;
+            n += 1;
+        }
+        let sequential = n as f64 / t0.elapsed().as_secs_f64();
+        // in flight: 100 tasks, each awaiting its calls in turn
+        let stop = Arc::new(AtomicBool::new(false));
+        let t0 = Instant::now();
+        let tasks: Vec<_> = (0..INFLIGHT)
+            .map(|_| {
+                let (tub, target, stop) = (tub.clone(), target.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        add(tub.clone(), target.clone()).await;
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        tokio::time::sleep(dur).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut done = 0;
+        for t in tasks {
+            done += t.await.expect("in-flight task");
+        }
+        let inflight = done as f64 / t0.elapsed().as_secs_f64();
+        // echo 1 MiB
+        let payload = Value::bytes(&vec![b'x'; ECHO_BYTES]);
+        tub.call(&target, "echo", std::slice::from_ref(&payload), &[])
+            .await
+            .expect("echo");
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < dur {
+            let back = tub
+                .call(&target, "echo", std::slice::from_ref(&payload), &[])
+                .await
+                .expect("echo");
+            assert!(back == payload);
+            n += 1;
+        }
+        let echo_mib = n as f64 * ECHO_BYTES as f64 / (1 << 20) as f64 / t0.elapsed().as_secs_f64();
+        engine.shutdown(Duration::ZERO).await;
+        Rates {
+            sequential,
+            inflight,
+            echo_mib,
+        }
+    });
+    rates
 }
 
 fn python_client(py: &Path, furl: &str, secs: f64) -> Rates {
@@ -251,6 +389,7 @@ fn main() {
     let py = python();
     let threads = RustServer::start(Driver::Threads);
     let mio = RustServer::start(Driver::Mio);
+    let tok = RustServer::start(Driver::Tokio);
     let pys = python_server(py);
 
     let rows = [
@@ -263,6 +402,18 @@ fn main() {
             rust_client(Driver::Mio, &mio.furl, secs),
         ),
         (
+            "Rust tokio -> Rust tokio",
+            rust_client(Driver::Tokio, &tok.furl, secs),
+        ),
+        (
+            "Rust mio -> Rust tokio",
+            rust_client(Driver::Mio, &tok.furl, secs),
+        ),
+        (
+            "Rust tokio -> Rust mio",
+            rust_client(Driver::Tokio, &mio.furl, secs),
+        ),
+        (
             "Rust threads -> Python",
             rust_client(Driver::Threads, &pys.furl, secs),
         ),
@@ -271,10 +422,15 @@ fn main() {
             rust_client(Driver::Mio, &pys.furl, secs),
         ),
         (
+            "Rust tokio -> Python",
+            rust_client(Driver::Tokio, &pys.furl, secs),
+        ),
+        (
             "Python -> Rust threads",
             python_client(py, &threads.furl, secs),
         ),
         ("Python -> Rust mio", python_client(py, &mio.furl, secs)),
+        ("Python -> Rust tokio", python_client(py, &tok.furl, secs)),
         ("Python -> Python", python_client(py, &pys.furl, secs)),
     ];
     let base = rows[rows.len() - 1].1;
@@ -300,6 +456,19 @@ fn main() {
             r.echo_mib / base.echo_mib,
         );
     }
+    let ratio = |name: &str| rows.iter().find(|r| r.0 == name).map(|r| r.1);
+    if let (Some(t), Some(m)) = (
+        ratio("Rust tokio -> Rust tokio"),
+        ratio("Rust mio -> Rust mio"),
+    ) {
+        println!(
+            "tokio/mio (Rust -> Rust): sequential {:.2}, 100 in flight {:.2}, echo {:.2}",
+            t.sequential / m.sequential,
+            t.inflight / m.inflight,
+            t.echo_mib / m.echo_mib
+        );
+    }
     threads.stop();
     mio.stop();
+    tok.stop();
 }

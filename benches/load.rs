@@ -1,4 +1,5 @@
-//! Many connections to one server: the mio driver's server against Python
+//! Many connections to one server: the mio driver's server and the tokio
+//! engine's (a multi-thread runtime of two workers) against Python
 //! foolscap 24.9.0's (`benches/load_python.py serve`), measured with the
 //! same Rust clients (client Tubs on one `foolscap-mio` loop in this
 //! process; a Python client would be the bottleneck). Each server runs
@@ -16,8 +17,10 @@
 //!   all (at most 256 negotiating at once).
 //!
 //! One JSON line per row on stdout, then a table with the ratios Rust /
-//! Python. `cargo bench --bench load [-- SECONDS]`; `LOAD_PYTHON=0` skips
-//! the Python server. Run without `--bench` (`cargo test --benches`) it
+//! Python and tokio / mio. `cargo bench --bench load [-- SECONDS]`; `LOAD_PYTHON=0` skips
+//! the Python server, `LOAD_IDLE=0` the idle rows; `LOAD_TOKIO_WORKERS`
+//! sets the tokio server's workers (default 2, 0 for a current-thread
+//! runtime). Run without `--bench` (`cargo test --benches`) it
 //! makes a short smoke pass with few connections.
 //!
 //! Shared set-up with `tests/stress_mio.rs`: `tests/common/load.rs`.
@@ -35,6 +38,8 @@ use foolscap::identity::Identity;
 use foolscap::mio::{LoopConfig, Runtime};
 
 const SERVE_ENV: &str = "FOOLSCAP_LOAD_SERVE";
+/// `tokio`: the server process runs the tokio engine.
+const ENGINE_ENV: &str = "FOOLSCAP_LOAD_ENGINE";
 const GUARD: Duration = Duration::from_secs(180);
 const INFLIGHT: usize = 10;
 const WINDOW: usize = 256;
@@ -42,6 +47,7 @@ const WINDOW: usize = 256;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Server {
     Rust,
+    Tokio,
     Python,
 }
 
@@ -49,15 +55,19 @@ impl Server {
     fn name(self) -> &'static str {
         match self {
             Server::Rust => "rust",
+            Server::Tokio => "rust-tokio",
             Server::Python => "python",
         }
     }
 
     fn spawn(self, py: Option<&Path>, max_inbound: usize) -> load::ServerProcess {
         let cmd = match self {
-            Server::Rust => {
+            Server::Rust | Server::Tokio => {
                 let mut c = Command::new(std::env::current_exe().expect("own path"));
                 c.env(SERVE_ENV, max_inbound.to_string());
+                if self == Server::Tokio {
+                    c.env(ENGINE_ENV, "tokio");
+                }
                 c
             }
             Server::Python => {
@@ -186,46 +196,80 @@ fn ratio(a: f64, b: Option<f64>) -> String {
     }
 }
 
-fn table(rust: &Results, python: Option<&Results>) {
+fn table(rust: &Results, tokio: &Results, python: Option<&Results>) {
     println!();
     println!(
-        "{:<34} {:>14} {:>14} {:>8}",
-        "row", "Rust mio", "Python", "ratio"
+        "{:<34} {:>12} {:>12} {:>12} {:>10} {:>12} {:>12}",
+        "row", "Rust mio", "Rust tokio", "Python", "tokio/mio", "mio/Python", "tokio/Python"
     );
     for (i, &(n, r)) in rust.calls.iter().enumerate() {
+        let t = tokio.calls.get(i).map(|x| x.1);
         let p = python.and_then(|p| p.calls.get(i)).map(|x| x.1);
         println!(
-            "{:<34} {:>14.0} {:>14} {:>8}",
+            "{:<34} {:>12.0} {:>12} {:>12} {:>10} {:>12} {:>12}",
             format!("calls/s, {n} connection(s) x {INFLIGHT}"),
             r,
+            t.map_or("-".into(), |t| format!("{t:.0}")),
             p.map_or("-".into(), |p| format!("{p:.0}")),
-            ratio(r, p)
+            t.map_or("-".into(), |t| format!("{:.2}", t / r)),
+            ratio(r, p),
+            t.map_or("-".into(), |t| ratio(t, p))
         );
     }
     for (i, &(n, kib, secs)) in rust.idle.iter().enumerate() {
+        let t = tokio.idle.get(i);
         let p = python.and_then(|p| p.idle.get(i));
         println!(
-            "{:<34} {:>14.1} {:>14} {:>8}",
+            "{:<34} {:>12.1} {:>12} {:>12} {:>10} {:>12} {:>12}",
             format!("KiB per idle connection, {n}"),
             kib,
+            t.map_or("-".into(), |t| format!("{:.1}", t.1)),
             p.map_or("-".into(), |p| format!("{:.1}", p.1)),
+            t.map_or("-".into(), |t| format!("{:.2}", t.1 / kib)),
             // smaller is better: Python / Rust
-            p.map_or("-".into(), |p| ratio(p.1, Some(kib)))
+            p.map_or("-".into(), |p| ratio(p.1, Some(kib))),
+            match (t, p) {
+                (Some(t), Some(p)) => ratio(p.1, Some(t.1)),
+                _ => "-".into(),
+            }
         );
         println!(
-            "{:<34} {:>14.2} {:>14} {:>8}",
+            "{:<34} {:>12.2} {:>12} {:>12} {:>10} {:>12} {:>12}",
             format!("seconds to connect {n}"),
             secs,
+            t.map_or("-".into(), |t| format!("{:.2}", t.2)),
             p.map_or("-".into(), |p| format!("{:.2}", p.2)),
-            p.map_or("-".into(), |p| ratio(p.2, Some(secs)))
+            t.map_or("-".into(), |t| format!("{:.2}", t.2 / secs)),
+            p.map_or("-".into(), |p| ratio(p.2, Some(secs))),
+            match (t, p) {
+                (Some(t), Some(p)) => ratio(p.2, Some(t.2)),
+                _ => "-".into(),
+            }
         );
     }
-    println!("(ratios: how many times better Rust is; goals: >= 300,000 calls/s with 100 connections, < 16 KiB per idle connection)");
+    println!("(x ratios: how many times better Rust is than Python; tokio/mio: the plain quotient, calls above 1 and KiB or seconds below 1 favour tokio; goals: >= 300,000 calls/s with 100 connections, < 16 KiB per idle connection, tokio within 20% of mio)");
+}
+
+/// The tokio server's worker threads: `LOAD_TOKIO_WORKERS`, default 2
+/// (0: a current-thread runtime).
+fn tokio_workers() -> usize {
+    std::env::var("LOAD_TOKIO_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(2)
 }
 
 fn main() {
     if let Ok(max) = std::env::var(SERVE_ENV) {
-        load::serve_stdio(LoopConfig::default(), max.parse().expect("max inbound"));
+        let max: usize = max.parse().expect("max inbound");
+        if std::env::var(ENGINE_ENV).is_ok_and(|e| e == "tokio") {
+            load::raise_nofile(2 * max as u64 + 1_000);
+            let rt = load::TokioRt::start(tokio_workers());
+            load::serve_stdio_on(&rt, max);
+            rt.shutdown(Duration::from_secs(2));
+        } else {
+            load::serve_stdio(LoopConfig::default(), max);
+        }
         return;
     }
     if std::env::args().any(|a| a == "--list") {
@@ -238,9 +282,13 @@ fn main() {
         .next()
         .unwrap_or(if bench { 3.0 } else { 0.2 });
     let conn_rows: &[usize] = &[1, 10, 100];
-    let idle_rows: &[usize] = if bench { &[1_000, 10_000] } else { &[20, 50] };
+    let idle_rows: &[usize] = match (bench, std::env::var("LOAD_IDLE").is_ok_and(|v| v == "0")) {
+        (_, true) => &[],
+        (true, false) => &[1_000, 10_000],
+        (false, false) => &[20, 50],
+    };
     let with_python = std::env::var("LOAD_PYTHON").map_or(true, |v| v != "0");
-    let max_idle = *idle_rows.iter().max().unwrap();
+    let max_idle = idle_rows.iter().copied().max().unwrap_or(0);
     let limit = load::raise_nofile(max_idle as u64 + 1_000);
     assert!(
         limit > max_idle as u64 + 100,
@@ -253,6 +301,7 @@ fn main() {
     eprintln!("{need} client identities in {:?}", t0.elapsed());
     let rt = Runtime::start(LoopConfig::default()).expect("client loop");
     let rust = run(Server::Rust, None, &rt, &ids, conn_rows, idle_rows, secs);
+    let tokio = run(Server::Tokio, None, &rt, &ids, conn_rows, idle_rows, secs);
     let python = py.map(|p| {
         run(
             Server::Python,
@@ -264,6 +313,6 @@ fn main() {
             secs,
         )
     });
-    table(&rust, python.as_ref());
+    table(&rust, &tokio, python.as_ref());
     rt.shutdown(Duration::from_secs(5));
 }

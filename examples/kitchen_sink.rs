@@ -4,15 +4,17 @@
 //! ```text
 //! cargo run --release --example kitchen_sink -- FURLFILE [--port N] [--name SWISSNUM]
 //!                                               [--certfile PEM] [--max-seconds S]
-//!                                               [--driver mio|threads] [--listen HOST]
+//!                                               [--driver mio|threads|tokio] [--listen HOST]
 //! ```
 //!
 //! `--driver` picks the engine that carries the Tub: `mio` (the default)
 //! runs it on a `foolscap::mio` event loop, where the objects, timers and
 //! answer callbacks all run on the loop's one thread; `threads` runs it on
 //! `foolscap::threads` (a reader and a writer per connection,
-//! one timer thread). The objects are the same code on both: they never
-//! block, answering at once or later from a callback.
+//! one timer thread); `tokio` runs it on `foolscap_tokio`, on a
+//! current-thread tokio runtime that the main thread runs. The objects are
+//! the same code on all three: they never block, answering at once or
+//! later from a callback.
 //!
 //! It listens on `--listen HOST` (default 127.0.0.1; an IPv6 address
 //! such as `::1`, with or without brackets, or a name, which is resolved)
@@ -1319,6 +1321,8 @@ enum Driver {
     Mio,
     /// `foolscap::threads` per connection.
     Threads,
+    /// `foolscap_tokio` on a current-thread runtime.
+    Tokio,
 }
 
 struct Options {
@@ -1334,7 +1338,7 @@ struct Options {
 }
 
 const USAGE: &str = "usage: kitchen_sink FURLFILE [--port N] [--name SWISSNUM] \
-                     [--certfile PEM] [--max-seconds S] [--driver mio|threads] \
+                     [--certfile PEM] [--max-seconds S] [--driver mio|threads|tokio] \
                      [--listen HOST] [--no-tracebacks]";
 
 /// The time `--max-seconds` leaves the mio runtime for answers already due.
@@ -1399,7 +1403,12 @@ fn parse_options() -> Result<Options, String> {
                 opts.driver = match value.as_str() {
                     "mio" => Driver::Mio,
                     "threads" => Driver::Threads,
-                    _ => return Err(format!("bad value for {name}: {value} (mio or threads)")),
+                    "tokio" => Driver::Tokio,
+                    _ => {
+                        return Err(format!(
+                            "bad value for {name}: {value} (mio, threads or tokio)"
+                        ))
+                    }
                 }
             }
             _ => return Err(format!("unknown option: {name}")),
@@ -1418,10 +1427,29 @@ fn write_atomically(path: &str, text: &str) -> std::io::Result<()> {
 }
 
 fn run(opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
-    // the same Tub handle on either engine; only its making differs
+    if opts.driver == Driver::Tokio {
+        // the main thread runs the runtime: the objects run on it
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(async {
+            let engine = foolscap_tokio::Engine::new(foolscap_tokio::TokioConfig::default());
+            let tub = match &opts.cert_file {
+                Some(path) => engine.tub_with_cert_file(path)?,
+                None => engine.new_tub()?,
+            };
+            serve(opts, &tub)?;
+            // (tokio sleeps at most about two years at a time)
+            let year = Duration::from_secs(365 * 86400);
+            tokio::time::sleep(delay(opts.max_seconds).min(year)).await;
+            engine.shutdown(SHUTDOWN_GRACE).await;
+            Ok(())
+        });
+    }
+    // the same Tub handle on every engine; only its making differs
     let runtime = match opts.driver {
         Driver::Mio => Some(Runtime::start(LoopConfig::default())?),
-        Driver::Threads => None,
+        Driver::Threads | Driver::Tokio => None,
     };
     let identity = match &opts.cert_file {
         Some(path) => foolscap::app::load_or_create_identity(path)?,
@@ -1435,14 +1463,7 @@ fn run(opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
         Some(rt) => rt.tub(identity, config)?,
         None => foolscap::threads::tub(identity, config)?,
     };
-    // like Python's RemoteCopy registration: received Points are accepted
-    // (and echoed back); other copyable types are refused with a Violation
-    tub.register_copyable(POINT_TYPE);
-    // the FURL gets the bound address as its location: tcp:127.0.0.1:PORT,
-    // tcp:[::1]:PORT
-    tub.listen((opts.listen.as_str(), opts.port))?;
-    let furl = tub.register(Arc::new(KitchenSink::new()), Some(&opts.name))?;
-    write_atomically(&opts.furl_file, &format!("{furl}\n"))?;
+    serve(opts, &tub)?;
     // everything else happens on the event loop's thread or the Tub's
     // threads
     std::thread::sleep(delay(opts.max_seconds));
@@ -1451,6 +1472,19 @@ fn run(opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
         Some(rt) => rt.shutdown(SHUTDOWN_GRACE),
         None => tub.shutdown(),
     }
+    Ok(())
+}
+
+/// Listens, publishes the kitchen sink and writes its FURL.
+fn serve(opts: &Options, tub: &Tub) -> Result<(), Box<dyn std::error::Error>> {
+    // like Python's RemoteCopy registration: received Points are accepted
+    // (and echoed back); other copyable types are refused with a Violation
+    tub.register_copyable(POINT_TYPE);
+    // the FURL gets the bound address as its location: tcp:127.0.0.1:PORT,
+    // tcp:[::1]:PORT
+    tub.listen((opts.listen.as_str(), opts.port))?;
+    let furl = tub.register(Arc::new(KitchenSink::new()), Some(&opts.name))?;
+    write_atomically(&opts.furl_file, &format!("{furl}\n"))?;
     Ok(())
 }
 

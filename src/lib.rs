@@ -17,6 +17,8 @@ pub use foolscap_core as core;
 pub use foolscap_core::{banana, broker, furl, id, identity, negotiation, rng, tub, value};
 pub use foolscap_mio as mio;
 pub use foolscap_threads as threads;
+#[cfg(feature = "tokio")]
+pub use foolscap_tokio as tokio;
 
 // The README's Rust examples are compiled and run as doctests.
 #[cfg(doctest)]

@@ -1,4 +1,5 @@
-//! The inbound memory budget on real sockets (mio engine): peers that
+//! The inbound memory budget on real sockets (mio engine, and the tokio
+//! engine in `..._on_tokio`): peers that
 //! each leave a call carrying a big list unfinished make the server hold
 //! at most `TubConfig::max_inbound_bytes` (plus what one read adds), and a
 //! legitimate client's calls are still answered.
@@ -17,7 +18,7 @@
 #[path = "common/load.rs"]
 mod load;
 
-use load::{furl_port, serial, with_port};
+use load::{furl_port, serial, with_port, Maker, TokioRt};
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -34,6 +35,8 @@ use foolscap::TubConfig;
 const GUARD: Duration = Duration::from_secs(300);
 
 const CHILD: &str = "INBOUND_BUDGET_SERVE";
+/// `tokio`: the server child runs the tokio engine (two workers).
+const CHILD_ENGINE: &str = "INBOUND_BUDGET_ENGINE";
 
 /// A `/proc/PID/status` field, KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -62,8 +65,19 @@ fn server_child() {
         }
         n => config.max_inbound_bytes = n.parse().expect("a byte count"),
     }
-    let rt = Runtime::start(LoopConfig::default()).expect("runtime");
-    let (tub, load, furl) = load::serve_with(&rt, config);
+    if std::env::var(CHILD_ENGINE).is_ok_and(|e| e == "tokio") {
+        let rt = TokioRt::start(2);
+        serve_child(&rt, config);
+        rt.shutdown(Duration::from_secs(2));
+    } else {
+        let rt = Runtime::start(LoopConfig::default()).expect("runtime");
+        serve_child(&rt, config);
+        rt.shutdown(Duration::from_secs(2));
+    }
+}
+
+fn serve_child(rt: &impl Maker, config: TubConfig) {
+    let (tub, load, furl) = load::serve_with(rt, config);
     let mut out = std::io::stdout();
     writeln!(out, "\nFURL {furl}").unwrap();
     out.flush().unwrap();
@@ -73,7 +87,7 @@ fn server_child() {
             writeln!(
                 out,
                 "STATS {} {} {}",
-                rt.stats().sockets,
+                rt.sockets(),
                 load.calls.load(Ordering::Relaxed),
                 load::own_rss_kib()
             )
@@ -82,7 +96,6 @@ fn server_child() {
         }
     }
     drop(tub);
-    rt.shutdown(Duration::from_secs(2));
 }
 
 /// A TCP relay for one client whose client-to-server direction can be
@@ -166,6 +179,11 @@ struct Outcome {
 /// `ints` items of which the relay passes `share` (a fraction); once the
 /// relays are done, a legitimate client calls `add(2, 3)`.
 fn attack(budget: &str, attackers: usize, ints: usize, share: f64) -> Outcome {
+    attack_on("mio", budget, attackers, ints, share)
+}
+
+/// [`attack`] against a server on `engine` (`mio` or `tokio`).
+fn attack_on(engine: &str, budget: &str, attackers: usize, ints: usize, share: f64) -> Outcome {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
@@ -174,7 +192,8 @@ fn attack(budget: &str, attackers: usize, ints: usize, share: f64) -> Outcome {
         "--nocapture",
         "--test-threads=1",
     ])
-    .env(CHILD, budget);
+    .env(CHILD, budget)
+    .env(CHILD_ENGINE, engine);
     let mut server = load::ServerProcess::spawn(cmd, GUARD).expect("server process");
     let pid = server.pid();
     let furl = server.furl.clone();
@@ -274,13 +293,24 @@ fn attack(budget: &str, attackers: usize, ints: usize, share: f64) -> Outcome {
 /// legitimate call is answered.
 #[test]
 fn unfinished_big_calls_stay_within_the_inbound_budget() {
+    unfinished_big_calls_on("mio");
+}
+
+/// The same against a tokio server.
+#[test]
+fn unfinished_big_calls_stay_within_the_inbound_budget_on_tokio() {
+    unfinished_big_calls_on("tokio");
+}
+
+fn unfinished_big_calls_on(engine: &str) {
     const BUDGET: usize = 48 << 20;
     let _serial = serial();
-    let on = attack(&BUDGET.to_string(), 4, 4_000_000, 0.9);
-    let off = attack("off", 4, 4_000_000, 0.9);
+    let on = attack_on(engine, &BUDGET.to_string(), 4, 4_000_000, 0.9);
+    let off = attack_on(engine, "off", 4, 4_000_000, 0.9);
     let growth = |o: &Outcome| o.peak_kib.saturating_sub(o.rss_before_kib);
     eprintln!(
-        "inbound budget {} MiB: {on:?}, peak growth {} KiB; without: {off:?}, peak growth {} KiB",
+        "{engine}: inbound budget {} MiB: {on:?}, peak growth {} KiB; without: {off:?}, \
+         peak growth {} KiB",
         BUDGET >> 20,
         growth(&on),
         growth(&off)

@@ -637,3 +637,18 @@ fn upload_file_threads() {
 fn upload_file_mio() {
     upload_file(Driver::Mio);
 }
+
+#[test]
+fn run_command_tokio() {
+    run_command(Driver::Tokio);
+}
+
+#[test]
+fn run_command_with_stdin_tokio() {
+    run_command_stdin(Driver::Tokio);
+}
+
+#[test]
+fn upload_file_tokio() {
+    upload_file(Driver::Tokio);
+}

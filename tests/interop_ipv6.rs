@@ -20,7 +20,7 @@ use foolscap::value::{RemoteRef, Value};
 use foolscap::{Call, Object};
 use serde_json::Value as Json;
 
-const ENGINES: [Driver; 2] = [Driver::Mio, Driver::Threads];
+const ENGINES: [Driver; 3] = [Driver::Mio, Driver::Threads, Driver::Tokio];
 
 /// Panics, saying why, unless a socket can listen on `[::1]`.
 fn require_ipv6_loopback() {
@@ -147,6 +147,15 @@ fn rust_mio_kitchen_sink_on_ipv6_called_from_rust_and_python() {
 fn rust_threads_kitchen_sink_on_ipv6_called_from_rust_and_python() {
     require_ipv6_loopback();
     let server = Server::rust(Driver::Threads, &["--listen", "::1"]);
+    assert_ipv6_loopback_furl(&server.furl);
+    rust_clients_add(&server.furl);
+    python_client_checks(&server.furl);
+}
+
+#[test]
+fn rust_tokio_kitchen_sink_on_ipv6_called_from_rust_and_python() {
+    require_ipv6_loopback();
+    let server = Server::rust(Driver::Tokio, &["--listen", "::1"]);
     assert_ipv6_loopback_furl(&server.furl);
     rust_clients_add(&server.furl);
     python_client_checks(&server.furl);

@@ -46,6 +46,11 @@ fn python_client_cannot_tell_the_rust_threads_server_from_python() {
 }
 
 #[test]
+fn python_client_cannot_tell_the_rust_tokio_server_from_python() {
+    assert_checker_passes(&Server::rust(Driver::Tokio, &[]));
+}
+
+#[test]
 fn python_checker_passes_against_the_python_server() {
     assert_checker_passes(&Server::python(&[]));
 }
@@ -105,6 +110,26 @@ fn the_no_tracebacks_option_python_and_rust() {
             assert_eq!(f.traceback, want, "tracebacks {tracebacks}");
         }
     }
+}
+
+#[test]
+fn rust_tokio_client_against_the_python_server() {
+    run_rust_checks(&Server::python(&[]), Driver::Tokio);
+}
+
+#[test]
+fn rust_tokio_client_against_the_rust_tokio_server() {
+    run_rust_checks(&Server::rust(Driver::Tokio, &[]), Driver::Tokio);
+}
+
+#[test]
+fn rust_tokio_client_against_the_rust_mio_server() {
+    run_rust_checks(&Server::rust(Driver::Mio, &[]), Driver::Tokio);
+}
+
+#[test]
+fn rust_mio_client_against_the_rust_tokio_server() {
+    run_rust_checks(&Server::rust(Driver::Tokio, &[]), Driver::Mio);
 }
 
 /// A named check of the Rust client.

@@ -799,6 +799,11 @@ fn live_session_with_python_is_recorded_and_replays_threads() {
     live_session_with_python_is_recorded_and_replays(common::Driver::Threads);
 }
 
+#[test]
+fn live_session_with_python_is_recorded_and_replays_tokio() {
+    live_session_with_python_is_recorded_and_replays(common::Driver::Tokio);
+}
+
 fn live_session_with_python_is_recorded_and_replays(driver: common::Driver) {
     use std::sync::Arc;
 

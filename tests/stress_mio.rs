@@ -1,6 +1,8 @@
 //! Stress tests of the mio event-loop driver (`foolscap-mio`): many
 //! connections on one server loop, peers that vanish mid-call, a peer that
-//! never reads its answers, and 10,000 idle connections.
+//! never reads its answers, and 10,000 idle connections. The last three
+//! run on the tokio engine (`foolscap-tokio`) too, and the never-reading
+//! peer on the threads engine.
 //!
 //! Every timeout here is a hang guard, never a speed requirement. The
 //! tests take a process-wide lock and run one at a time: they raise the
@@ -13,7 +15,7 @@
 #[path = "common/load.rs"]
 mod load;
 
-use load::{furl_port, serial, with_port};
+use load::{furl_port, serial, with_port, Maker, TokioRt};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -41,33 +43,50 @@ fn runtime(config: LoopConfig) -> Runtime {
 /// saw exactly the calls made.
 #[test]
 fn thousand_connections_hundred_calls_each() {
+    thousand_connections_hundred_calls_each_on(runtime(LoopConfig::default()), || {
+        [
+            runtime(LoopConfig::default()),
+            runtime(LoopConfig::default()),
+        ]
+    });
+}
+
+/// The same on tokio: a two-worker server, clients on a multi-thread and
+/// a current-thread runtime.
+#[test]
+fn thousand_connections_hundred_calls_each_on_tokio() {
+    thousand_connections_hundred_calls_each_on(TokioRt::start(2), || {
+        [TokioRt::start(1), TokioRt::start(0)]
+    });
+}
+
+fn thousand_connections_hundred_calls_each_on<C: Maker>(
+    server_rt: impl Maker,
+    clients: impl FnOnce() -> [C; 2],
+) {
     const CONNS: usize = 1_000;
     const CALLS: u64 = 100;
     let _serial = serial();
     load::raise_nofile(8_192);
     let t0 = Instant::now();
-    let server_rt = runtime(LoopConfig::default());
     let (_server, obj, furl) = load::serve(&server_rt, 20_000);
-    let client_rts = [
-        runtime(LoopConfig::default()),
-        runtime(LoopConfig::default()),
-    ];
+    let client_rts = clients();
     let ids = load::identities(CONNS);
     let t_ids = t0.elapsed();
     let clients = load::connect_many(&client_rts, ids, &furl, 200, GUARD).expect("connect");
     let t_conn = t0.elapsed();
     assert!(
-        load::wait_until(GUARD, || server_rt.stats().sockets == CONNS),
-        "server sockets: {:?}",
-        server_rt.stats()
+        load::wait_until(GUARD, || server_rt.sockets() == CONNS),
+        "server sockets: {}",
+        server_rt.describe()
     );
     let report = load::drive_calls(&clients, 10, Some(CALLS), Duration::ZERO, GUARD);
     eprintln!(
         "1000 connections: identities {t_ids:?}, connected at {t_conn:?}, \
-         {} calls in {:?}; server {:?}",
+         {} calls in {:?}; server {}",
         report.answered,
         report.elapsed,
-        server_rt.stats()
+        server_rt.describe()
     );
     assert_eq!(report.error_count, 0, "errors: {:?}", report.errors);
     assert_eq!(report.answered, CONNS as u64 * CALLS);
@@ -76,9 +95,9 @@ fn thousand_connections_hundred_calls_each() {
     assert_eq!(obj.problems.load(Ordering::Relaxed), 0);
     drop(clients);
     for rt in &client_rts {
-        rt.shutdown(Duration::from_secs(5));
+        rt.stop(Duration::from_secs(5));
     }
-    server_rt.shutdown(Duration::from_secs(5));
+    server_rt.stop(Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------- 2
@@ -98,7 +117,7 @@ fn vanishing_peer_child() {
         return;
     };
     let rt = runtime(LoopConfig::default());
-    let tub = rt.new_tub().unwrap();
+    let tub = rt.fresh_tub();
     let r = tub.get_reference(&furl, GUARD).unwrap();
     let r = as_remote(&r).unwrap().clone();
     for i in 0..CHILD_HOLDS {
@@ -130,15 +149,28 @@ fn vanishing_peer_child() {
 /// server still serves the old connections and takes new ones.
 #[test]
 fn peer_vanishing_mid_call() {
+    let _serial = serial();
+    load::raise_nofile(4_096);
+    peer_vanishing_mid_call_on(
+        runtime(LoopConfig::default()),
+        runtime(LoopConfig::default()),
+    );
+}
+
+/// [`peer_vanishing_mid_call`] with a tokio server and tokio clients.
+#[test]
+fn peer_vanishing_mid_call_on_tokio() {
+    let _serial = serial();
+    load::raise_nofile(4_096);
+    peer_vanishing_mid_call_on(TokioRt::start(2), TokioRt::start(0));
+}
+
+fn peer_vanishing_mid_call_on(server_rt: impl Maker, client_rt: impl Maker) {
     const GOOD: usize = 20;
     /// After the victims are gone: the server must still answer.
     const AFTER: Duration = Duration::from_secs(30);
-    let _serial = serial();
-    load::raise_nofile(4_096);
     let t0 = Instant::now();
-    let server_rt = runtime(LoopConfig::default());
     let (_server, obj, furl) = load::serve(&server_rt, 20_000);
-    let client_rt = runtime(LoopConfig::default());
     let good = load::connect_many(
         std::slice::from_ref(&client_rt),
         load::identities(GOOD),
@@ -169,7 +201,7 @@ fn peer_vanishing_mid_call() {
     }
 
     // an in-process Tub that drops its connection with calls outstanding
-    let victim = client_rt.new_tub().unwrap();
+    let victim = client_rt.fresh_tub();
     let vref = victim.get_reference(&furl, GUARD).unwrap();
     let vref = as_remote(&vref).unwrap().clone();
     let (vtx, vrx) = mpsc::channel();
@@ -230,13 +262,13 @@ fn peer_vanishing_mid_call() {
     let good = good_thread.join().unwrap();
     eprintln!(
         "vanishing peers: child killed at {t_killed:?}; good calls {} in {:?} \
-         (fewest on one connection {}); held {} released {}; server {:?}",
+         (fewest on one connection {}); held {} released {}; server {}",
         report.answered,
         report.elapsed,
         report.per_connection.iter().min().unwrap(),
         obj.held.load(Ordering::Relaxed),
         obj.released.load(Ordering::Relaxed),
-        server_rt.stats(),
+        server_rt.describe(),
     );
     assert_eq!(report.error_count, 0, "errors: {:?}", report.errors);
     assert!(report.per_connection.iter().all(|&n| n > 0));
@@ -254,16 +286,16 @@ fn peer_vanishing_mid_call() {
     assert_eq!(
         ok,
         GOOD,
-        "after the peers vanished the server no longer answers: {errors:?}; server {:?}",
-        server_rt.stats()
+        "after the peers vanished the server no longer answers: {errors:?}; server {}",
+        server_rt.describe()
     );
     // only the good connections are left on the server
     assert!(
-        load::wait_until(AFTER, || server_rt.stats().sockets == GOOD),
-        "server still has the dead peers' sockets: {:?}",
-        server_rt.stats()
+        load::wait_until(AFTER, || server_rt.sockets() == GOOD),
+        "server still has the dead peers' sockets: {}",
+        server_rt.describe()
     );
-    let late = client_rt.new_tub().unwrap();
+    let late = client_rt.fresh_tub();
     let lref = late.get_reference(&furl, AFTER).unwrap();
     let v = late
         .call(
@@ -277,8 +309,8 @@ fn peer_vanishing_mid_call() {
     assert_eq!(v, Value::int(5));
     eprintln!("vanishing peers: done at {:?}", t0.elapsed());
     drop(good);
-    client_rt.shutdown(Duration::from_secs(5));
-    server_rt.shutdown(Duration::from_secs(5));
+    client_rt.stop(Duration::from_secs(5));
+    server_rt.stop(Duration::from_secs(5));
 }
 
 /// Stops a child process (it no longer reads its sockets).
@@ -375,6 +407,34 @@ fn peer_that_never_reads_is_bounded() {
     );
     // the calls it read and did not start wait, counted, until it reads
     assert!(stalled.held_calls > 0, "{stalled:?}");
+    assert_eq!(stats.held_calls, 0, "{stats:?}");
+    server_rt.shutdown(Duration::from_secs(5));
+}
+
+/// The same peer against the tokio engine: the same bound, the same
+/// counters.
+#[test]
+fn peer_that_never_reads_is_bounded_on_tokio() {
+    const BOUND: usize = 256 * 1024;
+    const SLACK: usize = (TubConfig::DEFAULT_CALLS_PER_ROUND + 1) * (NEVER_READ_ANSWER + 1024);
+    let _serial = serial();
+    load::raise_nofile(4_096);
+    let server_rt = TokioRt::start(2);
+    let mut config = TubConfig::default();
+    config.max_buffered_output = BOUND;
+    config.max_negotiating_connections = 100;
+    config.max_established_connections = 100;
+    let (_server, obj, furl) = load::serve_with(&server_rt, config);
+    let stalled = never_reading_peer(&furl, &obj, || server_rt.stats());
+    let stats = server_rt.stats();
+    eprintln!("tokio: bound {BOUND}, slack {SLACK}, stalled {stalled:?}, final {stats:?}");
+    assert!(
+        stats.peak_buffered_output <= BOUND + SLACK,
+        "peak buffered output {} > bound {BOUND} + slack {SLACK}",
+        stats.peak_buffered_output
+    );
+    assert!(stalled.held_calls > 0, "{stalled:?}");
+    assert!(stalled.paused > 0, "{stalled:?}");
     assert_eq!(stats.held_calls, 0, "{stats:?}");
     server_rt.shutdown(Duration::from_secs(5));
 }
@@ -481,6 +541,8 @@ fn never_reading_peer<S: std::fmt::Debug>(
 // ---------------------------------------------------------------- 4
 
 const SERVE_CHILD: &str = "STRESS_MIO_SERVE";
+/// `tokio`: the server child runs the tokio engine.
+const SERVE_ENGINE: &str = "STRESS_MIO_SERVE_ENGINE";
 
 /// Not a test: the server process of `ten_thousand_idle_connections`
 /// (this same binary), see `load::serve_stdio`.
@@ -490,7 +552,15 @@ fn server_child() {
     let Ok(max) = std::env::var(SERVE_CHILD) else {
         return;
     };
-    load::serve_stdio(LoopConfig::default(), max.parse().expect("max_inbound"));
+    let max: usize = max.parse().expect("max_inbound");
+    if std::env::var(SERVE_ENGINE).is_ok_and(|e| e == "tokio") {
+        load::raise_nofile(2 * max as u64 + 1_000);
+        let rt = TokioRt::start(2);
+        load::serve_stdio_on(&rt, max);
+        rt.shutdown(Duration::from_secs(2));
+    } else {
+        load::serve_stdio(LoopConfig::default(), max);
+    }
 }
 
 /// 10,000 idle connections (10,000 client Tubs on two client loops)
@@ -500,6 +570,23 @@ fn server_child() {
 /// binary again), so each side needs only 10,000 file descriptors.
 #[test]
 fn ten_thousand_idle_connections() {
+    ten_thousand_idle_connections_on("mio", || {
+        [
+            runtime(LoopConfig::default()),
+            runtime(LoopConfig::default()),
+        ]
+    });
+}
+
+/// [`ten_thousand_idle_connections`] with a tokio server (two workers)
+/// and two tokio client engines (a multi-thread and a current-thread
+/// runtime).
+#[test]
+fn ten_thousand_idle_connections_on_tokio() {
+    ten_thousand_idle_connections_on("tokio", || [TokioRt::start(1), TokioRt::start(0)]);
+}
+
+fn ten_thousand_idle_connections_on<C: Maker>(engine: &str, clients: impl FnOnce() -> [C; 2]) {
     const CONNS: usize = 10_000;
     let _serial = serial();
     let limit = load::raise_nofile(CONNS as u64 + 1_000);
@@ -516,12 +603,10 @@ fn ten_thousand_idle_connections() {
         "--nocapture",
         "--test-threads=1",
     ])
-    .env(SERVE_CHILD, (2 * CONNS).to_string());
+    .env(SERVE_CHILD, (2 * CONNS).to_string())
+    .env(SERVE_ENGINE, engine);
     let mut server = load::ServerProcess::spawn(cmd, GUARD).expect("server process");
-    let client_rts = [
-        runtime(LoopConfig::default()),
-        runtime(LoopConfig::default()),
-    ];
+    let client_rts = clients();
     let ids = load::identities(CONNS);
     let t_ids = t0.elapsed();
     let clients = load::connect_many(&client_rts, ids, &server.furl, 256, GUARD).expect("connect");
@@ -541,17 +626,17 @@ fn ten_thousand_idle_connections() {
     let t_calls = t0.elapsed();
     let after = server.stats(GUARD).unwrap();
     eprintln!(
-        "10k idle: identities {t_ids:?}, connected at {t_conn:?}, called at {t_calls:?}; \
-         server {stats:?} then {after:?}; client loops {:?} {:?}",
-        client_rts[0].stats(),
-        client_rts[1].stats(),
+        "10k idle ({engine}): identities {t_ids:?}, connected at {t_conn:?}, \
+         called at {t_calls:?}; server {stats:?} then {after:?}; client engines {} {}",
+        client_rts[0].describe(),
+        client_rts[1].describe(),
     );
     assert_eq!(ok, CONNS, "{errors:?}");
     assert_eq!(after.calls, CONNS as u64);
     drop(server);
     drop(clients);
     for rt in &client_rts {
-        rt.shutdown(Duration::from_secs(5));
+        rt.stop(Duration::from_secs(5));
     }
     eprintln!("10k idle: shut down at {:?}", t0.elapsed());
 }
@@ -566,35 +651,45 @@ fn ten_thousand_idle_connections() {
 /// server never holds more sockets than the two limits allow.
 #[test]
 fn silent_peers_at_the_connection_limits_do_not_lock_a_client_out() {
+    silent_peers_on(
+        runtime(LoopConfig::default()),
+        runtime(LoopConfig::default()),
+    );
+}
+
+/// The same against a tokio server (tokio clients).
+#[test]
+fn silent_peers_at_the_connection_limits_do_not_lock_a_client_out_on_tokio() {
+    silent_peers_on(TokioRt::start(2), TokioRt::start(0));
+}
+
+fn silent_peers_on(server_rt: impl Maker, client_rt: impl Maker) {
     const NEGOTIATING: usize = 64;
     const ESTABLISHED: usize = 32;
     const NEGOTIATED: usize = 48;
     const RAW: usize = 300;
     let _serial = serial();
     load::raise_nofile(4_096);
-    let server_rt = runtime(LoopConfig::default());
     let mut config = TubConfig::default();
     config.max_negotiating_connections = NEGOTIATING;
     config.max_established_connections = ESTABLISHED;
     let (_server, obj, furl) = load::serve_with(&server_rt, config);
-    let client_rt = runtime(LoopConfig::default());
     let ids = load::identities(NEGOTIATED);
     let (attackers, _) =
         load::connect_silent_many(std::slice::from_ref(&client_rt), ids, &furl, 16, GUARD)
             .expect("silent peers");
     assert!(
-        load::wait_until(GUARD, || server_rt.stats().sockets == ESTABLISHED),
-        "{:?}",
-        server_rt.stats()
+        load::wait_until(GUARD, || server_rt.sockets() == ESTABLISHED),
+        "{}",
+        server_rt.describe()
     );
     let raw: Vec<TcpStream> = (0..RAW)
         .map(|_| TcpStream::connect(("127.0.0.1", furl_port(&furl))).expect("connect"))
         .collect();
     assert!(
-        load::wait_until(GUARD, || server_rt.stats().sockets
-            == ESTABLISHED + NEGOTIATING),
-        "{:?}",
-        server_rt.stats()
+        load::wait_until(GUARD, || server_rt.sockets() == ESTABLISHED + NEGOTIATING),
+        "{}",
+        server_rt.describe()
     );
     let t = Instant::now();
     let (client, answer) = load::connect_and_call(&client_rt, &furl, GUARD);
@@ -614,14 +709,14 @@ fn silent_peers_at_the_connection_limits_do_not_lock_a_client_out() {
         .count();
     eprintln!(
         "limits {NEGOTIATING}/{ESTABLISHED}, {NEGOTIATED} silent peers, {RAW} raw sockets: \
-         client connect + call {took:?}; {closed} raw sockets closed; server {:?}",
-        server_rt.stats()
+         client connect + call {took:?}; {closed} raw sockets closed; server {}",
+        server_rt.describe()
     );
     assert!(closed > RAW - NEGOTIATING, "{closed} closed");
-    assert!(server_rt.stats().sockets <= ESTABLISHED + NEGOTIATING);
+    assert!(server_rt.sockets() <= ESTABLISHED + NEGOTIATING);
     drop((client, attackers, raw));
-    client_rt.shutdown(Duration::from_secs(5));
-    server_rt.shutdown(Duration::from_secs(5));
+    client_rt.stop(Duration::from_secs(5));
+    server_rt.stop(Duration::from_secs(5));
 }
 
 fn env_usize(name: &str, default: usize) -> usize {

@@ -66,7 +66,8 @@ fn lower_nofile(n: u64) {
 
 /// Not a test: a server process for the tests here. `STRESS_THREADS_SERVE`
 /// is `threads:MAX_INBOUND:MAX_THREADS[:FDS]` (`FDS`: file descriptors
-/// left free past those open at start) or `mio:MAX_INBOUND`; it speaks
+/// left free past those open at start), `mio:MAX_INBOUND` or
+/// `tokio:MAX_INBOUND` (two workers); it speaks
 /// the protocol of `load::ServerProcess`, but its `sockets` figure is its
 /// open file descriptors and its `calls` figure its threads.
 #[test]
@@ -83,7 +84,14 @@ fn server_child() {
     config.max_negotiating_connections = max_inbound;
     config.max_established_connections = max_inbound;
     let mut rt = None;
+    let mut tokio_rt = None;
     let tub = match parts[0] {
+        "tokio" => {
+            let r = load::TokioRt::start(2);
+            let tub = load::Maker::make_tub(&r, Identity::generate().unwrap(), config).unwrap();
+            tokio_rt = Some(r);
+            tub
+        }
         "threads" => {
             let mut threads = ThreadsConfig::default();
             threads.max_threads = parts[2].parse().expect("max_threads");
@@ -121,6 +129,9 @@ fn server_child() {
     }
     drop((tub, obj));
     if let Some(rt) = rt {
+        rt.shutdown(Duration::from_secs(2));
+    }
+    if let Some(rt) = tokio_rt {
         rt.shutdown(Duration::from_secs(2));
     }
 }
@@ -487,6 +498,20 @@ fn ping_flood_is_bounded_on_the_mio_engine() {
     rt.shutdown(Duration::from_secs(5));
 }
 
+#[test]
+fn ping_flood_is_bounded_on_the_tokio_engine() {
+    let _serial = serial();
+    let rt = load::TokioRt::start(2);
+    let server = load::Maker::make_tub(&rt, Identity::generate().unwrap(), flood_config()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
+    ping_flood(&server, || {
+        let stats = rt.stats();
+        Some((stats.peak_buffered_output, stats.peak_output_buffer))
+    });
+    drop(server);
+    rt.shutdown(Duration::from_secs(5));
+}
+
 // ---------------------------------------------------------------- figures
 
 /// Not run by default (minutes, 10,400 file descriptors per side): the
@@ -502,7 +527,11 @@ fn idle_connection_figures() {
     for n in [1_000, 5_000] {
         let (threads, _) = idle_cost("threads:20000:12000", n);
         let (mio, _) = idle_cost("mio:20000", n);
-        eprintln!("FIGURE {n} idle: threads {threads:.2} KiB, mio {mio:.2} KiB per connection");
+        let (tokio, _) = idle_cost("tokio:20000", n);
+        eprintln!(
+            "FIGURE {n} idle: threads {threads:.2} KiB, mio {mio:.2} KiB, \
+             tokio {tokio:.2} KiB per connection"
+        );
     }
     const MANY: usize = 10_400;
     let mut server = spawn_server("threads:20000:12000");

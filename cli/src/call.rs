@@ -1,7 +1,8 @@
 //! `foolscap call FURL METHOD [ARG...] [NAME=ARG...]`: one remote call,
 //! made from the main thread through a Tub on the mio event loop
-//! (`--driver mio`, the default) or on the threads engine
-//! (`--driver threads`).
+//! (`--driver mio`, the default), on the threads engine
+//! (`--driver threads`) or, with the async face, on a current-thread
+//! tokio runtime that the main thread runs (`--driver tokio`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ pub enum Driver {
     Mio,
     /// The threads engine: a reader and a writer thread per connection.
     Threads,
+    /// The tokio engine, on a current-thread runtime (the async face).
+    Tokio,
 }
 
 #[derive(Debug, Args)]
@@ -111,7 +114,28 @@ pub fn run(args: CallArgs) -> ExitCode {
                 )
             }
         },
-        Driver::Threads => None,
+        Driver::Threads | Driver::Tokio => None,
+    };
+    let tokio = match args.driver {
+        Driver::Tokio => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => {
+                let engine = foolscap_tokio::Engine::with_handle(
+                    rt.handle().clone(),
+                    foolscap_tokio::TokioConfig::default(),
+                );
+                Some((rt, engine))
+            }
+            Err(e) => {
+                return fail(
+                    CONNECTION_PROBLEM,
+                    format!("cannot start the tokio runtime: {e}"),
+                )
+            }
+        },
+        _ => None,
     };
     let recorder = match &args.record {
         Some(path) => match TranscriptWriter::create(path) {
@@ -133,9 +157,10 @@ pub fn run(args: CallArgs) -> ExitCode {
         Some(path) => load_or_create_identity(path),
         None => Identity::generate().map_err(Error::from),
     };
-    let tub = identity.and_then(|id| match &runtime {
-        Some(rt) => rt.tub(id, config),
-        None => foolscap_threads::tub(id, config),
+    let tub = identity.and_then(|id| match (&runtime, &tokio) {
+        (Some(rt), _) => rt.tub(id, config),
+        (_, Some((_, engine))) => engine.tub(id, config).map(Tub::from),
+        _ => foolscap_threads::tub(id, config),
     });
     let tub = match tub {
         Ok(t) => t,
@@ -146,9 +171,22 @@ pub fn run(args: CallArgs) -> ExitCode {
             return fail(CONNECTION_PROBLEM, format!("cannot create a Tub: {e}"));
         }
     };
-    // the calls below wait on this (the main) thread, never the loop's
-    let code = call(&tub, &args, &positional, &kwargs, timeout);
+    let code = match &tokio {
+        // the main thread runs the runtime, and the engine with it
+        Some((rt, _)) => rt.block_on(call_async(
+            foolscap_tokio::AsyncTub::new(tub.clone()),
+            &args,
+            &positional,
+            &kwargs,
+            timeout,
+        )),
+        // the calls below wait on this (the main) thread, never the loop's
+        None => call(&tub, &args, &positional, &kwargs, timeout),
+    };
     tub.shutdown();
+    if let Some((rt, engine)) = tokio {
+        rt.block_on(engine.shutdown(Duration::ZERO));
+    }
     if let Some(rt) = runtime {
         // nobody calls us: nothing to wait for but our closing connection
         rt.shutdown(Duration::ZERO);
@@ -189,6 +227,51 @@ fn call(
         Err(e) => return fail(CONNECTION_PROBLEM, e.to_string()),
     };
     let result = tub.call(&target, &args.method, positional, kwargs, timeout);
+    report(result)
+}
+
+/// [`call`] with the async face of the tokio engine.
+async fn call_async(
+    tub: foolscap_tokio::AsyncTub,
+    args: &CallArgs,
+    positional: &[Value],
+    kwargs: &[(Text, Value)],
+    timeout: Duration,
+) -> ExitCode {
+    let fail = |code: u8, msg: String| {
+        eprintln!("foolscap call: {msg}");
+        ExitCode::from(code)
+    };
+    tub.accept_any_copyable(true);
+    let looked_up = tokio::time::timeout(timeout, tub.get_reference(&args.furl))
+        .await
+        .unwrap_or(Err(Error::Timeout(timeout)));
+    let target = match looked_up {
+        Ok(Value::Remote(r)) => r,
+        Ok(other) => {
+            return fail(
+                CONNECTION_PROBLEM,
+                format!(
+                    "the FURL names a {}, not a remote object",
+                    other.type_name()
+                ),
+            )
+        }
+        Err(e) => return fail(CONNECTION_PROBLEM, e.to_string()),
+    };
+    let answer = tub.call(&target, &args.method, positional, kwargs);
+    let result = tokio::time::timeout(timeout, answer)
+        .await
+        .unwrap_or(Err(Error::Timeout(timeout)));
+    report(result)
+}
+
+/// Prints the answer or the failure; the exit status.
+fn report(result: Result<Value, Error>) -> ExitCode {
+    let fail = |code: u8, msg: String| {
+        eprintln!("foolscap call: {msg}");
+        ExitCode::from(code)
+    };
     match result {
         Ok(v) => {
             println!("{}", to_python(&v));

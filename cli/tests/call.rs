@@ -1,5 +1,5 @@
-//! `foolscap call` on both engines (`--driver mio`, the default, and
-//! `--driver threads`) against the Python kitchen-sink server
+//! `foolscap call` on every engine (`--driver mio`, the default,
+//! `--driver threads` and `--driver tokio`) against the Python kitchen-sink server
 //! (`tests/interop/kitchen_sink.py`, foolscap 24.9.0) and against our own
 //! (`examples/kitchen_sink.rs`, run on the same engine as the client):
 //! answers printed as Python literals, keyword arguments, remote failures
@@ -171,6 +171,50 @@ fn call_threads_against_the_rust_mio_server() {
 }
 
 #[test]
+fn call_tokio_against_the_python_server() {
+    check_calls("tokio", &Server::python(&[]));
+}
+
+#[test]
+fn call_tokio_against_the_rust_tokio_server() {
+    check_calls("tokio", &Server::rust("tokio", &[]));
+}
+
+#[test]
+fn call_tokio_against_the_rust_mio_server() {
+    let server = Server::rust("mio", &[]);
+    answers("tokio", &server.furl, &["add", "1", "2"], "3");
+    fails_remotely(
+        "tokio",
+        &server.furl,
+        &["fail", "'x'"],
+        "builtins.ValueError: x",
+    );
+}
+
+#[test]
+fn call_mio_against_the_rust_tokio_server() {
+    let server = Server::rust("tokio", &[]);
+    answers("mio", &server.furl, &["add", "1", "2"], "3");
+    fails_remotely(
+        "mio",
+        &server.furl,
+        &["fail", "'x'"],
+        "builtins.ValueError: x",
+    );
+}
+
+#[test]
+fn call_tokio_connection_refused_is_a_connection_problem() {
+    check_refused("tokio");
+}
+
+#[test]
+fn call_tokio_records_a_transcript() {
+    check_record("tokio");
+}
+
+#[test]
 fn call_mio_connection_refused_is_a_connection_problem() {
     check_refused("mio");
 }
@@ -190,11 +234,11 @@ fn call_defaults_to_mio_and_refuses_unknown_drivers() {
     assert!(text.contains("--driver"), "{text}");
     assert!(text.contains("[default: mio]"), "{text}");
     let r = Command::new(env!("CARGO_BIN_EXE_foolscap"))
-        .args(["call", "--driver", "tokio", "pb://x@tcp:h:1/s", "m"])
+        .args(["call", "--driver", "smoke-signals", "pb://x@tcp:h:1/s", "m"])
         .output()
         .expect("run foolscap call");
     assert_eq!(r.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&r.stderr).contains("possible values: mio, threads"));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("possible values: mio, threads, tokio"));
 }
 
 /// `--record FILE` writes the session in the transcript format: one

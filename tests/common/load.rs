@@ -1,5 +1,6 @@
 //! Load set-up shared by `tests/stress_mio.rs` and `benches/load.rs`: the
-//! server object, many client Tubs on mio runtimes, calls kept in flight
+//! server object, many client Tubs on mio runtimes or tokio engines
+//! ([`Maker`]), calls kept in flight
 //! on each connection, the process file limit and resident memory.
 //!
 //! Included with `#[path = ...] mod load;` (not part of `common/mod.rs`).
@@ -170,10 +171,134 @@ pub fn identities(n: usize) -> Vec<Identity> {
         .collect()
 }
 
+/// An engine that makes Tubs: a mio [`Runtime`] or a [`TokioRt`].
+pub trait Maker {
+    /// A Tub with `id` and `config` on this engine.
+    fn make_tub(&self, id: Identity, config: TubConfig) -> Result<Tub, foolscap::Error>;
+    /// Open sockets (connections), as the engine counts them.
+    fn sockets(&self) -> usize;
+    /// The engine's counters, for a report.
+    fn describe(&self) -> String;
+    /// A clean shutdown of the engine.
+    fn stop(&self, grace: Duration);
+    /// A Tub with a new identity and the default settings.
+    fn fresh_tub(&self) -> Tub {
+        self.make_tub(
+            Identity::generate().expect("identity"),
+            TubConfig::default(),
+        )
+        .expect("tub")
+    }
+}
+
+impl Maker for Runtime {
+    fn make_tub(&self, id: Identity, config: TubConfig) -> Result<Tub, foolscap::Error> {
+        self.tub(id, config)
+    }
+    fn sockets(&self) -> usize {
+        self.stats().sockets
+    }
+    fn describe(&self) -> String {
+        format!("{:?}", self.stats())
+    }
+    fn stop(&self, grace: Duration) {
+        self.shutdown(grace)
+    }
+}
+
+/// A tokio runtime of its own (`workers` threads, or a current-thread
+/// runtime on a thread of its own for 0) and a `foolscap_tokio` engine on
+/// it.
+pub struct TokioRt {
+    pub engine: foolscap_tokio::Engine,
+    rt: Option<tokio::runtime::Runtime>,
+    /// The thread that runs a current-thread runtime, and its stop signal.
+    current: Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>)>,
+}
+
+impl TokioRt {
+    pub fn start(workers: usize) -> TokioRt {
+        let config = foolscap_tokio::TokioConfig::default();
+        if workers == 0 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                let _ = tx.send(rt.handle().clone());
+                rt.block_on(async move {
+                    // the runtime runs until told to stop
+                    let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                });
+            });
+            let handle = rx.recv().expect("runtime handle");
+            let engine = foolscap_tokio::Engine::with_handle(handle, config);
+            return TokioRt {
+                engine,
+                rt: None,
+                current: Some((thread, stop_tx)),
+            };
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let engine = foolscap_tokio::Engine::with_handle(rt.handle().clone(), config);
+        TokioRt {
+            engine,
+            rt: Some(rt),
+            current: None,
+        }
+    }
+
+    pub fn stats(&self) -> foolscap_tokio::EngineStats {
+        self.engine.stats()
+    }
+
+    pub fn new_tub(&self) -> Result<Tub, foolscap::Error> {
+        self.engine.new_tub().map(Tub::from)
+    }
+
+    /// A clean shutdown of the engine (the runtime ends when this drops).
+    pub fn shutdown(&self, grace: Duration) {
+        self.engine.shutdown_blocking(grace);
+    }
+}
+
+impl Drop for TokioRt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+        if let Some((thread, stop)) = self.current.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Maker for TokioRt {
+    fn make_tub(&self, id: Identity, config: TubConfig) -> Result<Tub, foolscap::Error> {
+        self.engine.tub(id, config).map(Tub::from)
+    }
+    fn sockets(&self) -> usize {
+        self.stats().sockets
+    }
+    fn describe(&self) -> String {
+        format!("{:?}", self.stats())
+    }
+    fn stop(&self, grace: Duration) {
+        self.shutdown(grace)
+    }
+}
+
 /// A server Tub on `rt` listening on 127.0.0.1 with a [`Load`] registered
 /// as [`NAME`]; up to `max_inbound` connections negotiating and as many
 /// established.
-pub fn serve(rt: &Runtime, max_inbound: usize) -> (Tub, Arc<Load>, String) {
+pub fn serve(rt: &impl Maker, max_inbound: usize) -> (Tub, Arc<Load>, String) {
     let mut config = TubConfig::default();
     config.max_negotiating_connections = max_inbound;
     config.max_established_connections = max_inbound;
@@ -181,9 +306,9 @@ pub fn serve(rt: &Runtime, max_inbound: usize) -> (Tub, Arc<Load>, String) {
 }
 
 /// [`serve`] with the server Tub's settings given.
-pub fn serve_with(rt: &Runtime, config: TubConfig) -> (Tub, Arc<Load>, String) {
+pub fn serve_with(rt: &impl Maker, config: TubConfig) -> (Tub, Arc<Load>, String) {
     let tub = rt
-        .tub(Identity::generate().expect("identity"), config)
+        .make_tub(Identity::generate().expect("identity"), config)
         .expect("server tub");
     tub.listen("127.0.0.1:0").expect("listen");
     let load = Load::new();
@@ -205,7 +330,7 @@ pub struct Client {
 /// `furl`, with at most `window` connections negotiating at once.
 /// Returns the clients in identity order, or the first failure.
 pub fn connect_many(
-    rts: &[Runtime],
+    rts: &[impl Maker],
     ids: Vec<Identity>,
     furl: &str,
     window: usize,
@@ -239,7 +364,7 @@ pub fn connect_many(
             take(r, &mut refs);
         }
         let tub = rts[i % rts.len()]
-            .tub(id, TubConfig::default())
+            .make_tub(id, TubConfig::default())
             .map_err(|e| e.to_string())?;
         let tx = tx.clone();
         tub.get_reference_async(&furl, move |r| {
@@ -482,11 +607,18 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// Lines may share their line with a test harness's output, so markers
 /// are searched for anywhere in a line.
 pub fn serve_stdio(config: foolscap::mio::LoopConfig, max_inbound: usize) {
-    use std::io::{BufRead, Write};
     // up to max_inbound established and as many negotiating
     raise_nofile(2 * max_inbound as u64 + 1_000);
     let rt = Runtime::start(config).expect("runtime");
-    let (tub, load, furl) = serve(&rt, max_inbound);
+    serve_stdio_on(&rt, max_inbound);
+    rt.shutdown(Duration::from_secs(2));
+}
+
+/// [`serve_stdio`] on any engine (the caller raised the file limit, and
+/// shuts the engine down after).
+pub fn serve_stdio_on(rt: &impl Maker, max_inbound: usize) {
+    use std::io::{BufRead, Write};
+    let (tub, load, furl) = serve(rt, max_inbound);
     let mut out = std::io::stdout();
     writeln!(out, "\nFURL {furl}").unwrap();
     out.flush().unwrap();
@@ -496,7 +628,7 @@ pub fn serve_stdio(config: foolscap::mio::LoopConfig, max_inbound: usize) {
             writeln!(
                 out,
                 "STATS {} {} {}",
-                rt.stats().sockets,
+                rt.sockets(),
                 load.calls.load(Ordering::Relaxed),
                 own_rss_kib()
             )
@@ -505,7 +637,6 @@ pub fn serve_stdio(config: foolscap::mio::LoopConfig, max_inbound: usize) {
         }
     }
     drop(tub);
-    rt.shutdown(Duration::from_secs(2));
 }
 
 /// The parent's side of a server process (see [`serve_stdio`]; the
@@ -621,7 +752,7 @@ impl Drop for ServerProcess {
 /// closes its connection) and how many lookups failed other than with the
 /// server's "no such name" (connections closed, refused).
 pub fn connect_silent_many(
-    rts: &[Runtime],
+    rts: &[impl Maker],
     ids: Vec<Identity>,
     furl: &str,
     window: usize,
@@ -649,7 +780,7 @@ pub fn connect_silent_many(
             take(r);
         }
         let tub = rts[i % rts.len()]
-            .tub(id, TubConfig::default())
+            .make_tub(id, TubConfig::default())
             .map_err(|e| e.to_string())?;
         let tx = tx.clone();
         tub.get_reference_async(&wrong, move |r| {
@@ -672,12 +803,12 @@ pub fn connect_silent_many(
 /// `add(2, 3)` on it. Returns the Tub (it keeps the connection) and the
 /// answer.
 pub fn connect_and_call(
-    rt: &Runtime,
+    rt: &impl Maker,
     furl: &str,
     timeout: Duration,
 ) -> (Tub, Result<Value, foolscap::mio::Error>) {
     let tub = rt
-        .tub(
+        .make_tub(
             Identity::generate().expect("identity"),
             TubConfig::default(),
         )

@@ -183,12 +183,13 @@ pub fn decode_verdict(bytes: &[u8], table: VocabTable) -> Result<Vec<Value>, Dec
     Ok(values)
 }
 
-/// The engine that carries a Tub: the mio event loop or threads per
-/// socket (`foolscap::threads`).
+/// The engine that carries a Tub: the mio event loop, threads per
+/// socket (`foolscap::threads`) or tokio tasks (`foolscap_tokio`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
     Mio,
     Threads,
+    Tokio,
 }
 
 impl Driver {
@@ -197,6 +198,7 @@ impl Driver {
         match self {
             Driver::Mio => "mio",
             Driver::Threads => "threads",
+            Driver::Tokio => "tokio",
         }
     }
 }
@@ -209,10 +211,26 @@ impl AsRef<str> for Driver {
 }
 
 /// Makes Tubs on one engine. For mio it owns an event loop of its own,
-/// shut down (cleanly, on the dropping thread) when this is dropped.
+/// for tokio a multi-thread runtime of its own; either is shut down
+/// (cleanly, on the dropping thread) when this is dropped.
 pub struct Engine {
     pub driver: Driver,
     runtime: Option<foolscap::mio::Runtime>,
+    tokio: Option<(tokio::runtime::Runtime, foolscap_tokio::Engine)>,
+}
+
+/// A tokio runtime (two workers) and an engine on it.
+pub fn tokio_engine() -> (tokio::runtime::Runtime, foolscap_tokio::Engine) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("start a tokio runtime");
+    let engine = foolscap_tokio::Engine::with_handle(
+        rt.handle().clone(),
+        foolscap_tokio::TokioConfig::default(),
+    );
+    (rt, engine)
 }
 
 impl Engine {
@@ -222,16 +240,22 @@ impl Engine {
                 foolscap::mio::Runtime::start(foolscap::mio::LoopConfig::default())
                     .expect("start a mio event loop"),
             ),
-            Driver::Threads => None,
+            Driver::Threads | Driver::Tokio => None,
         };
-        Engine { driver, runtime }
+        let tokio = (driver == Driver::Tokio).then(tokio_engine);
+        Engine {
+            driver,
+            runtime,
+            tokio,
+        }
     }
 
     /// A Tub with a new identity.
     pub fn tub(&self) -> foolscap::Tub {
-        match &self.runtime {
-            Some(rt) => rt.new_tub().expect("mio tub"),
-            None => foolscap::threads::new_tub().expect("threads tub"),
+        match (&self.runtime, &self.tokio) {
+            (Some(rt), _) => rt.new_tub().expect("mio tub"),
+            (_, Some((_, engine))) => engine.new_tub().expect("tokio tub").into(),
+            _ => foolscap::threads::new_tub().expect("threads tub"),
         }
     }
 
@@ -241,9 +265,10 @@ impl Engine {
         identity: foolscap::identity::Identity,
         config: foolscap::tub::TubConfig,
     ) -> foolscap::Tub {
-        match &self.runtime {
-            Some(rt) => rt.tub(identity, config).expect("mio tub"),
-            None => foolscap::threads::tub(identity, config).expect("threads tub"),
+        match (&self.runtime, &self.tokio) {
+            (Some(rt), _) => rt.tub(identity, config).expect("mio tub"),
+            (_, Some((_, engine))) => engine.tub(identity, config).expect("tokio tub").into(),
+            _ => foolscap::threads::tub(identity, config).expect("threads tub"),
         }
     }
 }
@@ -252,6 +277,10 @@ impl Drop for Engine {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown(std::time::Duration::from_secs(5));
+        }
+        if let Some((rt, engine)) = self.tokio.take() {
+            engine.shutdown_blocking(std::time::Duration::from_secs(5));
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
         }
     }
 }
