@@ -235,7 +235,10 @@ impl Tub {
     /// peer holds a reference to it.
     pub fn local(&self, object: Arc<dyn Object>) -> Value {
         let mut st = self.lock();
-        let id = st.core.new_object(object.interface());
+        let id = match object.schema() {
+            Some(schema) => st.core.new_object_with_schema(schema),
+            None => st.core.new_object(object.interface()),
+        };
         st.objects.insert(id, object);
         Value::Local(id)
     }
@@ -244,7 +247,10 @@ impl Tub {
     /// returns its FURL.
     pub fn register(&self, object: Arc<dyn Object>, name: Option<&str>) -> Result<Furl, Error> {
         let mut st = self.lock();
-        let id = st.core.new_object(object.interface());
+        let id = match object.schema() {
+            Some(schema) => st.core.new_object_with_schema(schema),
+            None => st.core.new_object(object.interface()),
+        };
         st.objects.insert(id, object);
         match st.core.register(id, name) {
             Ok(furl) => Ok(furl),

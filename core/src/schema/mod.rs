@@ -41,6 +41,10 @@
 
 use std::fmt;
 
+pub mod check;
+
+pub use check::{check_call, check_result, Direction, Violation};
+
 /// Python's `int` shorthand: integers of up to this many body bytes.
 pub const DEFAULT_INT_BYTES: usize = 1024;
 

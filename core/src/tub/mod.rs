@@ -330,6 +330,8 @@ struct ObjectTable {
 #[derive(Debug, Clone)]
 struct ObjectInfo {
     interface: Bytes,
+    /// The RemoteInterface its calls are checked against.
+    schema: Option<Arc<InterfaceSchema>>,
     furl: Option<Bytes>,
     /// Names given with [`Tub::register`] (they keep the object alive).
     names: usize,
@@ -360,6 +362,10 @@ impl Registry for ObjectTable {
 
     fn accepts_copyable(&self, type_name: &str) -> bool {
         self.any_copyable || self.copyables.contains(type_name)
+    }
+
+    fn schema(&self, object: ObjectId) -> Option<Arc<InterfaceSchema>> {
+        self.info.get(&object)?.schema.clone()
     }
 }
 
@@ -614,11 +620,25 @@ impl Tub {
             id,
             ObjectInfo {
                 interface: Bytes::copy_from_slice(interface.as_bytes()),
+                schema: None,
                 furl,
                 names: 0,
                 weak_name,
             },
         );
+        id
+    }
+
+    /// [`Tub::new_object`] for an object that declares RemoteInterface
+    /// `schema`: it is announced with the interface's name, and calls to
+    /// it are checked against the interface as Python checks them (the
+    /// method name, each argument token by token, the whole arguments,
+    /// the result before it is sent; docs/protocol.md §6.5).
+    pub fn new_object_with_schema(&mut self, schema: Arc<InterfaceSchema>) -> ObjectId {
+        let id = self.new_object(schema.name());
+        if let Some(info) = self.objects.info.get_mut(&id) {
+            info.schema = Some(schema);
+        }
         id
     }
 
@@ -637,6 +657,7 @@ impl Tub {
         }
         let info = t.info.entry(object).or_insert_with(|| ObjectInfo {
             interface: Bytes::new(),
+            schema: None,
             furl: None,
             names: 0,
             weak_name: None,
@@ -774,8 +795,20 @@ impl Tub {
         kwargs: &[(Text, Value)],
     ) -> Result<CallId, TubError> {
         let connection = target.connection();
+        let schema = std::str::from_utf8(target.interface())
+            .ok()
+            .filter(|name| !name.is_empty())
+            .and_then(|name| self.interfaces.get(name))
+            .cloned();
         let broker = open_broker(&mut self.conns, connection)?;
-        let req_id = broker.call(target.clid(), method, args, kwargs, &self.objects)?;
+        let req_id = broker.call_checked(
+            target.clid(),
+            method,
+            args,
+            kwargs,
+            &self.objects,
+            schema.as_ref(),
+        )?;
         self.touch(connection);
         self.pump(connection, self.last_now);
         Ok(CallId { connection, req_id })

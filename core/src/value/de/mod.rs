@@ -8,6 +8,7 @@
 //! rules live in `../pb.rs`; the sharing post-passes that run when a
 //! message completes live in `../sharing.rs`.
 
+mod checks;
 mod frames;
 
 use bytes::Bytes;
@@ -15,7 +16,9 @@ use bytes::Bytes;
 pub(super) use frames::{Frame, OpenFrame, Slot};
 use frames::{Pending, SeqKind, SlotKind};
 
-use super::pb::{discarded, PbEvent, PbFrame, PbRequest};
+use super::pb::{discarded, MsgCheck, PbEvent, PbFrame, PbRequest};
+use crate::banana::TypeByte;
+use crate::schema::check::NodeId;
 use super::sharing::{anchor_pass, dedup_pass, duplicate_dict_key};
 use super::{DecodeError, ErrorScope, Int, Limits, NoRefs, RefDecoder, Text, Value};
 use crate::banana::{Token, TokenDecoder, VocabTable};
@@ -57,6 +60,8 @@ struct IndexPhase {
     slot: u32,
     /// First index token of a `copyable` waiting for the type name.
     copyable: bool,
+    /// The constraint the sequence must meet (a schema'd message).
+    node: Option<NodeId>,
 }
 
 #[derive(Debug)]
@@ -113,6 +118,9 @@ pub struct Deserializer {
     /// Whether this is a PB connection: top-level sequences are `call`,
     /// `answer` and `error` only.
     pub(super) pb: bool,
+    /// The schema the message in progress is checked against, token by
+    /// token (docs/protocol.md §6.5).
+    pub(super) check: Option<Box<MsgCheck>>,
 }
 
 const VALUE_SIZE: usize = std::mem::size_of::<Value>();
@@ -141,6 +149,7 @@ impl Deserializer {
             offset: 0,
             top_level_primitives: true,
             pb: false,
+            check: None,
         }
     }
 
@@ -236,6 +245,11 @@ impl Deserializer {
             return Err(e.clone());
         }
         loop {
+            if self.check.is_some() || self.discard.is_some() {
+                if let Some(ev) = self.skip_refused_body()? {
+                    return Ok(Some(ev));
+                }
+            }
             let before = self.tokens.offset();
             let token = match self.tokens.next_token() {
                 Ok(Some(t)) => t,
@@ -253,6 +267,39 @@ impl Deserializer {
                     }
                 }
                 Err(e) => return Err(self.fatal(e)),
+            }
+        }
+    }
+
+    /// A STRING, LONGINT or LONGNEG whose header has arrived, in a message
+    /// being discarded or refused by the schema for its type or announced
+    /// size: its body is skipped as it arrives, never buffered.
+    fn skip_refused_body(&mut self) -> Result<Option<Out>, DecodeError> {
+        loop {
+            let Some((ty @ (TypeByte::String | TypeByte::LongInt | TypeByte::LongNeg), Some(len))) =
+                self.tokens.peek_header()
+            else {
+                return Ok(None);
+            };
+            if self.discard.is_some() {
+                if self.tokens.skip_token().is_none() {
+                    return Ok(None);
+                }
+                continue;
+            }
+            if self.stack.is_empty() || self.index.is_some() {
+                return Ok(None);
+            }
+            let offset = self.tokens.offset();
+            let Err(e) = self.check_header(ty, len) else {
+                return Ok(None);
+            };
+            if self.tokens.skip_token().is_none() {
+                return Ok(None);
+            }
+            self.offset = offset;
+            if let Some(ev) = self.start_discard(e) {
+                return Ok(Some(ev));
             }
         }
     }
@@ -283,6 +330,7 @@ impl Deserializer {
     }
 
     pub(super) fn reset_message(&mut self) {
+        self.check = None;
         self.slots.clear();
         self.packed = Vec::new();
         self.msg_bytes = 0;
@@ -366,7 +414,7 @@ impl Deserializer {
                 | Token::Vocab(_)
                     if self.top_level_primitives =>
                 {
-                    self.primitive(token)
+                    self.primitive(token, refs)
                 }
                 other => Err(DecodeError::TopLevelNotOpen {
                     offset: self.offset,
@@ -378,12 +426,20 @@ impl Deserializer {
         if self.index.is_some() {
             return self.index_token(token);
         }
+        let node = match (&token, self.check.is_some()) {
+            (Token::Close(_) | Token::Abort(_), _) | (_, false) => Ok(None),
+            _ => self.check_value_token(&token),
+        };
         match token {
             Token::Open(close_id) => {
                 // Count the OPEN even when it is refused, so that discarding
                 // finds its CLOSE and later reference numbers stay right.
                 let allowed = self.check_open_allowed();
                 self.begin_open(close_id)?;
+                let node = node?;
+                if let Some(phase) = &mut self.index {
+                    phase.node = node;
+                }
                 allowed.map(|()| None)
             }
             Token::Close(n) => {
@@ -406,7 +462,11 @@ impl Deserializer {
                         ..
                     } => self.finish_pb(frame),
                     top => {
+                        let choice = top.choice;
                         let (value, waits) = self.finish(top, refs)?;
+                        if let Some(choice) = choice {
+                            self.check_choice(choice, &value)?;
+                        }
                         self.deliver(value, waits)
                     }
                 }
@@ -414,7 +474,10 @@ impl Deserializer {
             Token::Abort(_) => Err(DecodeError::Aborted {
                 offset: self.offset,
             }),
-            primitive => self.primitive(primitive),
+            primitive => {
+                node?;
+                self.primitive(primitive, refs)
+            }
         }
     }
 
@@ -424,7 +487,7 @@ impl Deserializer {
     /// path.
     #[inline]
     fn fast_item(&mut self, token: Token, wire_len: usize) -> Result<Option<Token>, DecodeError> {
-        if self.discard.is_some() || self.index.is_some() {
+        if self.discard.is_some() || self.index.is_some() || self.check.is_some() {
             return Ok(Some(token));
         }
         let Some(OpenFrame {
@@ -493,6 +556,7 @@ impl Deserializer {
             close_id,
             slot: slot as u32,
             copyable: false,
+            node: None,
         });
         if self.stack.len() + 1 > self.limits.max_depth {
             return Err(DecodeError::TooDeep {
@@ -549,6 +613,10 @@ impl Deserializer {
         };
         if let Some(frame) = self.open_pb_frame(&name)? {
             return self.push_frame(Frame::Pb(frame), SlotKind::Other);
+        }
+        let phase = self.index.as_ref().expect("in index phase");
+        if let (Some(node), false) = (phase.node, phase.copyable) {
+            self.check_opentype(node, &name)?;
         }
         let phase = self.index.as_mut().expect("in index phase");
         let utf8 = |b: &Bytes, offset| {
@@ -656,6 +724,7 @@ impl Deserializer {
 
     fn push_frame(&mut self, frame: Frame, kind: SlotKind) -> Step {
         let phase = self.index.take().expect("in index phase");
+        let (node, choice) = self.frame_node(phase.node, &frame);
         let slot = &mut self.slots[phase.slot as usize];
         slot.kind = kind;
         slot.frozenset = matches!(
@@ -669,6 +738,8 @@ impl Deserializer {
             close_id: phase.close_id,
             slot: phase.slot,
             frame,
+            node,
+            choice,
         });
         Ok(None)
     }
