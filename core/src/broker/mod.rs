@@ -713,7 +713,11 @@ impl Broker {
             let furl = self
                 .imports
                 .get(&clid)
-                .and_then(|i| i.handle.furl().map(|f| String::from_utf8_lossy(f).into_owned()))
+                .and_then(|i| {
+                    i.handle
+                        .furl()
+                        .map(|f| String::from_utf8_lossy(f).into_owned())
+                })
                 .unwrap_or_default();
             return Err(Violation::new(format!(
                 "{}(<RemoteReference at clid {clid} [{furl}]>) does not offer {method}",
@@ -1060,7 +1064,8 @@ impl Broker {
             self.incoming.insert(req);
             if let Some(schema) = objects.schema(object) {
                 let method = call.method.as_str().to_owned();
-                self.incoming_schemas.insert(req, ((schema, method), object));
+                self.incoming_schemas
+                    .insert(req, ((schema, method), object));
             }
         }
         self.events.push_back(BrokerEvent::Call(InboundCall {

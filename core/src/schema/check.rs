@@ -224,11 +224,6 @@ impl Plan {
         &self.nodes[id as usize]
     }
 
-    /// Whether `id` checks nothing (Python's `Any()`).
-    pub(crate) fn is_any(&self, id: NodeId) -> bool {
-        matches!(self.node(id), Node::Any)
-    }
-
     /// Python's `checkToken(typebyte, size)` of constraint `id`.
     pub(crate) fn check_token(&self, id: NodeId, ty: TypeByte, size: u64) -> Result<(), Reject> {
         let name = ty.name();
@@ -240,7 +235,11 @@ impl Plan {
                 _ => Ok(()),
             }
         };
-        let refuse = |cname: &str| Err(Reject::Violation(format!("{name} token rejected by {cname}")));
+        let refuse = |cname: &str| {
+            Err(Reject::Violation(format!(
+                "{name} token rejected by {cname}"
+            )))
+        };
         let strict = || Err(Reject::Protocol(format!("invalid token type: {name}")));
         use TypeByte::*;
         match self.node(id) {
@@ -434,7 +433,9 @@ impl<'a> ValueContext<'a> {
         while let Some(v) = todo.pop() {
             match v {
                 Value::Anchor(id, inner) => {
-                    anchors.get_or_insert_with(HashMap::new).insert(*id, &**inner);
+                    anchors
+                        .get_or_insert_with(HashMap::new)
+                        .insert(*id, &**inner);
                     todo.push(inner);
                 }
                 Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
@@ -464,12 +465,7 @@ impl<'a> ValueContext<'a> {
     }
 
     /// Python's `constraint.checkObject(value, inbound)`.
-    pub fn check(
-        &self,
-        c: &Constraint,
-        value: &Value,
-        dir: Direction,
-    ) -> Result<(), Violation> {
+    pub fn check(&self, c: &Constraint, value: &Value, dir: Direction) -> Result<(), Violation> {
         self.check_depth(c, value, dir, 0)
     }
 
@@ -648,9 +644,7 @@ impl<'a> ValueContext<'a> {
             }
             Constraint::Reference { interface } => {
                 let announced = match v {
-                    Value::Remote(r) => {
-                        Some(String::from_utf8_lossy(r.interface()).into_owned())
-                    }
+                    Value::Remote(r) => Some(String::from_utf8_lossy(r.interface()).into_owned()),
                     Value::Local(o) if dir == Direction::Outbound => {
                         Some((self.local_interface)(*o).unwrap_or_default())
                     }

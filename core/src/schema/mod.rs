@@ -432,3 +432,6 @@ impl fmt::Display for InterfaceSchema {
         f.write_str(&self.name)
     }
 }
+
+#[cfg(test)]
+mod tests;

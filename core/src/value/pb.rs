@@ -581,7 +581,9 @@ impl Deserializer {
         let Some(name) = name else { return Ok(()) };
         let declared = &check.plan.args;
         let positional = count.unwrap_or(0).min(declared.len() as u64) as usize;
-        let given_before = declared[..positional].iter().any(|(a, _)| a == name.as_str())
+        let given_before = declared[..positional]
+            .iter()
+            .any(|(a, _)| a == name.as_str())
             || args.keyword.iter().any(|(k, _)| k == name);
         if given_before {
             return Err(self.violation(format!(

@@ -163,7 +163,7 @@ impl Deserializer {
                 }
             }
         };
-        Ok(node.filter(|&n| !plan.is_any(n)))
+        Ok(node)
     }
 
     /// Python's `checkToken` for a token (OPEN or a primitive) arriving in

@@ -17,11 +17,11 @@ pub(super) use frames::{Frame, OpenFrame, Slot};
 use frames::{Pending, SeqKind, SlotKind};
 
 use super::pb::{discarded, MsgCheck, PbEvent, PbFrame, PbRequest};
-use crate::banana::TypeByte;
-use crate::schema::check::NodeId;
 use super::sharing::{anchor_pass, dedup_pass, duplicate_dict_key};
 use super::{DecodeError, ErrorScope, Int, Limits, NoRefs, RefDecoder, Text, Value};
+use crate::banana::TypeByte;
 use crate::banana::{Token, TokenDecoder, VocabTable};
+use crate::schema::check::NodeId;
 
 /// What the deserializer reports.
 #[derive(Debug, Clone, PartialEq)]
