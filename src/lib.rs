@@ -13,7 +13,7 @@ pub use foolscap_app::{
     as_remote, sharing, BoundArgs, Call, Error, Object, Scope, Signature, Tub, TubConfig,
 };
 pub use foolscap_core as core;
-pub use foolscap_core::{banana, broker, furl, id, identity, negotiation, rng, tub, value};
+pub use foolscap_core::{banana, broker, furl, id, identity, negotiation, rng, schema, tub, value};
 pub use foolscap_mio as mio;
 pub use foolscap_threads as threads;
 
