@@ -29,12 +29,11 @@ fn python_client_against(server: &Server) -> Vec<Json> {
         &[&server.furl],
         std::time::Duration::from_secs(300),
     );
-    let obj = regex_lite_replace;
     lines
         .into_iter()
         .map(|mut l| {
             if let Some(Json::String(v)) = l.get_mut("value") {
-                *v = obj(v);
+                *v = with_placeholders(v);
             }
             l
         })
@@ -43,7 +42,7 @@ fn python_client_against(server: &Server) -> Vec<Json> {
 
 /// Replaces `obj=<...>` (up to the next ` iface=`) and `<RemoteReference
 /// at 0x... [...]>` (up to `]>`) with placeholders.
-fn regex_lite_replace(s: &str) -> String {
+fn with_placeholders(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find("obj=<") {
@@ -260,7 +259,10 @@ fn sixteen_mib_to_put_bytes_costs_the_server_little_memory() {
         let before = rss_kib(server.pid());
         let huge = Value::bytes(&vec![b'x'; 16 << 20]);
         for _ in 0..3 {
-            match client.tub.call(&lim, "put_bytes", &[huge.clone()], &[], T) {
+            match client
+                .tub
+                .call(&lim, "put_bytes", std::slice::from_ref(&huge), &[], T)
+            {
                 Err(Error::Call(CallError::Remote(f))) => {
                     assert_eq!(f.type_name, "foolscap.tokens.Violation");
                     assert!(

@@ -441,7 +441,13 @@ fn results_are_checked_before_they_are_sent() {
 fn callers_check_arguments_before_sending_and_use_up_the_reqid() {
     let mut f = Fixture::new();
     f.net[1].add_interface(Arc::new(limits()));
-    let cases: Vec<(&str, Vec<Value>, Vec<(&str, Value)>, &str)> = vec![
+    type Case = (
+        &'static str,
+        Vec<Value>,
+        Vec<(&'static str, Value)>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         ("limited", vec![Value::bytes(&[b'x'; 11]), ints(1)], vec![], "Violation (RILimits.gsr.example.limited(b=)): ('string too long (11 > 10)',)"),
         ("limited", vec![Value::str("text"), ints(1)], vec![], "Violation (RILimits.gsr.example.limited(b=)): (\"''text'' is not a bytestring\",)"),
         ("limited", vec![Value::bytes(b"x"), ints(1), Value::int(1)], vec![], "Violation (RILimits.gsr.example.limited()): ('method takes 2 positional arguments (3 given)',)"),
