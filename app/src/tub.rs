@@ -261,6 +261,13 @@ impl Tub {
         }
     }
 
+    /// Accepts received copyables of the schema's type and checks their
+    /// attributes against it wherever they arrive (Python's
+    /// `stateSchema`).
+    pub fn register_copyable_schema(&self, schema: Arc<foolscap_core::schema::CopyableSchema>) {
+        self.lock().core.register_copyable_schema(schema);
+    }
+
     /// Makes RemoteInterface `schema` known to this Tub: references
     /// announced with its name are checked against it when we call them,
     /// as Python checks references whose interface it knows.

@@ -29,7 +29,7 @@ use crate::banana::{TypeByte, VocabTable};
 use crate::furl::Furl;
 use crate::identity::TubId;
 use crate::schema::check::{check_call, check_result, Direction, Violation};
-use crate::schema::InterfaceSchema;
+use crate::schema::{CopyableSchema, InterfaceSchema};
 use crate::value::pyrepr::str_repr;
 use crate::value::{
     CallTarget, DecodeError, Deserializer, EncodeError, IncomingCall, Limits, MyReference, PbEvent,
@@ -79,6 +79,13 @@ pub trait Registry {
     /// none.
     fn schema(&self, object: ObjectId) -> Option<Arc<InterfaceSchema>> {
         let _ = object;
+        None
+    }
+
+    /// The attribute schema of copyable type `type_name` (Python's
+    /// `stateSchema`), checked wherever one arrives. Default: none.
+    fn copyable_schema(&self, type_name: &str) -> Option<Arc<CopyableSchema>> {
+        let _ = type_name;
         None
     }
 }
@@ -400,6 +407,10 @@ impl RefDecoder for Received<'_> {
 
     fn answer_schema(&mut self, req_id: u64) -> Option<(Arc<InterfaceSchema>, String)> {
         self.answer_schemas.get(&req_id).cloned()
+    }
+
+    fn copyable_schema(&mut self, type_name: &str) -> Option<Arc<CopyableSchema>> {
+        self.objects.copyable_schema(type_name)
     }
 }
 

@@ -111,6 +111,11 @@ pub(crate) enum Node {
     Choice(Vec<NodeId>),
     Reference,
     Local,
+    /// A copyable's attributes (its type's `stateSchema`).
+    Copyable {
+        attrs: Vec<(String, NodeId)>,
+        accept_unknown: bool,
+    },
 }
 
 /// The constraints one message is checked against, flattened so the
@@ -215,6 +220,31 @@ impl Plan {
         id
     }
 
+    /// A plan for a message that has no schema of its own (copyable
+    /// attribute schemas apply everywhere).
+    pub(crate) fn empty() -> Plan {
+        Plan {
+            nodes: Vec::new(),
+            args: Vec::new(),
+            result: None,
+            sources: Vec::new(),
+        }
+    }
+
+    /// Adds the attribute schema of a copyable type; gives its node.
+    pub(crate) fn add_copyable(&mut self, schema: &super::CopyableSchema) -> NodeId {
+        let attrs = schema
+            .attributes()
+            .iter()
+            .map(|(n, c)| (n.clone(), self.add(c)))
+            .collect();
+        self.nodes.push(Node::Copyable {
+            attrs,
+            accept_unknown: schema.accepts_unknown(),
+        });
+        (self.nodes.len() - 1) as NodeId
+    }
+
     /// The constraint a `ChoiceOf` node was made from.
     pub(crate) fn source(&self, id: NodeId) -> Option<&Constraint> {
         self.sources.iter().find(|(n, _)| *n == id).map(|(_, c)| c)
@@ -287,6 +317,10 @@ impl Plan {
                 _ => refuse("RemoteInterfaceConstraint"),
             },
             Node::Local => refuse("LocalInterfaceConstraint"),
+            Node::Copyable { .. } => match ty {
+                Open => Ok(()),
+                _ => refuse("AttributeDictConstraint"),
+            },
             Node::Choice(alts) => {
                 if alts.iter().any(|&a| self.check_token(a, ty, size).is_ok()) {
                     Ok(())
@@ -313,6 +347,7 @@ impl Plan {
             Node::Dict { .. } => vec!["dict"],
             Node::Set { .. } => vec!["set", "immutable-set"],
             Node::Reference => vec!["my-reference", "their-reference"],
+            Node::Copyable { .. } => vec!["copyable"],
             Node::Choice(alts) => {
                 let mut all = Vec::new();
                 for &a in alts {
@@ -382,6 +417,7 @@ impl Plan {
             Node::Choice(_) => "foolscap.schema.PolyConstraint",
             Node::Reference => "foolscap.remoteinterface.RemoteInterfaceConstraint",
             Node::Local => "foolscap.remoteinterface.LocalInterfaceConstraint",
+            Node::Copyable { .. } => "foolscap.copyable.AttributeDictConstraint",
         }
     }
 }

@@ -632,3 +632,143 @@ fn unchecked_objects_take_anything() {
         .unwrap();
     assert_eq!(net.answer_of(1, c), Ok(Value::int(0)));
 }
+
+fn point(state: Vec<(&str, Value)>) -> Value {
+    Value::Copyable(Box::new(crate::value::Copyable {
+        type_name: Text::from("gsr.SPoint"),
+        state: state.into_iter().map(|(k, v)| (Text::from(k), v)).collect(),
+    }))
+}
+
+#[test]
+fn copyable_attributes_are_checked_wherever_the_type_arrives() {
+    let mut f = Fixture::new();
+    f.net[0].register_copyable_schema(Arc::new(
+        super::CopyableSchema::new("gsr.SPoint")
+            .with_attribute("x", Constraint::int())
+            .with_attribute("y", Constraint::int()),
+    ));
+    // under Any(), as in the reference capture
+    let (r, text) = f.violation("anything", &[point(vec![("x", Value::str("no"))])], &[]);
+    assert_eq!(
+        text,
+        format!(
+            "Violation ({}): ('OPEN token rejected by IntegerConstraint',)",
+            f.at(r, "anything", ".<arguments arg[0]>.???")
+        )
+    );
+    let (r, text) = f.violation(
+        "anything",
+        &[point(vec![("x", Value::int(1)), ("z", Value::int(2))])],
+        &[],
+    );
+    assert_eq!(
+        text,
+        format!(
+            "Violation ({}): (\"unknown attribute 'z'\",)",
+            f.at(r, "anything", ".<arguments arg[0]>.???")
+        )
+    );
+    // missing attributes are not detected, as in Python
+    let (_, ok) = f.call("anything", &[point(vec![("x", Value::int(1))])], &[]);
+    assert_eq!(ok, Ok(Value::int(0)));
+    // a copyable where the argument wants something else
+    let (r, text) = f.violation("pair", &[point(vec![])], &[]);
+    assert_eq!(
+        text,
+        format!(
+            "Violation ({}): (\"unacceptable OPEN type: ('copyable',) not in my list [('tuple',)]\",)",
+            f.at(r, "pair", ".<arguments arg[0]>")
+        )
+    );
+    f.still_works();
+}
+
+#[test]
+fn copyable_schemas_apply_to_unchecked_objects_and_answers_too() {
+    let mut net = Net::new(2, Instant::now());
+    let (_, furl) = net.publish(0, "plain");
+    net.respond_with(0, |c| {
+        Ok(match c.method.as_str() {
+            "bad_point" => point(vec![("q", Value::int(1))]),
+            _ => c.args.first().cloned().unwrap_or(Value::None),
+        })
+    });
+    for tub in [0, 1] {
+        net[tub].register_copyable_schema(Arc::new(
+            super::CopyableSchema::new("gsr.SPoint").with_attribute("x", Constraint::int()),
+        ));
+    }
+    let target = net.remote(1, &furl);
+    let c = net[1]
+        .call(&target, "echo", &[point(vec![("q", Value::int(1))])], &[])
+        .unwrap();
+    match net.answer_of(1, c) {
+        Err(CallError::Remote(f)) => assert!(
+            f.value
+                .ends_with("<arguments arg[0]>.???): (\"unknown attribute 'q'\",)"),
+            "{}",
+            f.value
+        ),
+        other => panic!("{other:?}"),
+    }
+    // an answer carrying a point Tub 1's schema refuses
+    let c = net[1].call(&target, "bad_point", &[], &[]).unwrap();
+    let r = c.req_id;
+    assert_eq!(
+        net.answer_of(1, c),
+        Err(CallError::Violation(format!(
+            "Violation (<RootUnslicer>.Answer(req={r}).???): (\"unknown attribute 'q'\",)"
+        )))
+    );
+    // accepted when the schema takes unknown attributes
+    net[1].register_copyable_schema(Arc::new(
+        super::CopyableSchema::new("gsr.SPoint").accepting_unknown(),
+    ));
+    let c = net[1].call(&target, "bad_point", &[], &[]).unwrap();
+    assert!(net.answer_of(1, c).is_ok());
+}
+
+#[test]
+fn references_are_checked_by_their_announced_interface() {
+    let mut f = Fixture::new();
+    let other = f.net[1].new_object("RIOther");
+    let plain = f.net[1].new_object("");
+    let (_, r) = f.call("ref", &[Value::Local(other)], &[]);
+    assert_eq!(r, Ok(Value::int(0)));
+    let (_, r) = f.call("anyref", &[Value::Local(plain)], &[]);
+    assert_eq!(r, Ok(Value::int(0)));
+    let (_, text) = f.violation("ref", &[Value::Local(plain)], &[]);
+    assert!(
+        text.starts_with("Violation (r=): (\"'<RemoteReference at clid ")
+            && text.ends_with(">' does not provide RemoteInterface RIOther\",)"),
+        "{text}"
+    );
+    // BooleanConstraint(True)
+    let mut net = Net::new(2, Instant::now());
+    let only_true = InterfaceSchema::new("RIBool").with_method(m(
+        "t",
+        vec![req("x", Constraint::Boolean { value: Some(true) })],
+        Constraint::Any,
+    ));
+    let object = net[0].new_object_with_schema(Arc::new(only_true));
+    let furl = net[0].register(object, Some("b")).unwrap();
+    net.respond_with(0, |_| Ok(Value::None));
+    let target = net.remote(1, &furl);
+    let c = net[1]
+        .call(&target, "t", &[Value::Bool(false)], &[])
+        .unwrap();
+    match net.answer_of(1, c) {
+        Err(CallError::Remote(f)) => assert!(
+            f.value
+                .ends_with(".<arguments arg[0]>.<bool>): ('This boolean can only be True',)"),
+            "{}",
+            f.value
+        ),
+        other => panic!("{other:?}"),
+    }
+    let c = net[1]
+        .call(&target, "t", &[Value::Bool(true)], &[])
+        .unwrap();
+    assert_eq!(net.answer_of(1, c), Ok(Value::None));
+}

@@ -103,7 +103,7 @@ use crate::negotiation::{
     NegotiationEvent, RecorderHandle, Session, TlsContext,
 };
 use crate::rng::Rng;
-use crate::schema::InterfaceSchema;
+use crate::schema::{CopyableSchema, InterfaceSchema};
 use crate::value::{RemoteRef, Text, Value};
 
 pub use error::{DialError, DialFailure, TransportError, TubError};
@@ -324,6 +324,8 @@ struct ObjectTable {
     info: HashMap<ObjectId, ObjectInfo>,
     /// Copyable type names accepted from peers.
     copyables: HashSet<String>,
+    /// Their attribute schemas, where registered.
+    copyable_schemas: HashMap<String, Arc<CopyableSchema>>,
     any_copyable: bool,
 }
 
@@ -366,6 +368,10 @@ impl Registry for ObjectTable {
 
     fn schema(&self, object: ObjectId) -> Option<Arc<InterfaceSchema>> {
         self.info.get(&object)?.schema.clone()
+    }
+
+    fn copyable_schema(&self, type_name: &str) -> Option<Arc<CopyableSchema>> {
+        self.copyable_schemas.get(type_name).cloned()
     }
 }
 
@@ -710,6 +716,17 @@ impl Tub {
     /// Violation, and the connection goes on.
     pub fn register_copyable(&mut self, type_name: &str) {
         self.objects.copyables.insert(type_name.to_owned());
+    }
+
+    /// Accepts received `copyable`s of the schema's type and checks their
+    /// attributes against it as they arrive, in every message (Python's
+    /// `stateSchema`): an attribute the schema does not name, or a value
+    /// its constraint refuses, fails the call or answer with a Violation
+    /// (docs/protocol.md §6.5).
+    pub fn register_copyable_schema(&mut self, schema: Arc<CopyableSchema>) {
+        let name = schema.type_name().to_owned();
+        self.objects.copyables.insert(name.clone());
+        self.objects.copyable_schemas.insert(name, schema);
     }
 
     /// Accepts copyables of every type (for tools that only print what

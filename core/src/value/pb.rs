@@ -167,6 +167,9 @@ pub(super) struct MsgCheck {
     /// For a call: its interface and method, for the whole-argument
     /// checks and the locations.
     pub(super) call: Option<CallCheck>,
+    /// Whether the call's arguments (or the answer's result) follow the
+    /// plan; `false` when only copyable attribute schemas apply.
+    pub(super) declared: bool,
 }
 
 /// The method a checked call reaches.
@@ -560,8 +563,11 @@ impl Deserializer {
         if m.is_unconstrained() {
             return Ok(());
         }
+        // (no copyable can come before the method name: nothing to keep)
+        let plan = Plan::arguments(m);
         self.check = Some(Box::new(MsgCheck {
-            plan: Plan::arguments(m),
+            declared: true,
+            plan,
             call: Some(CallCheck {
                 method: name.to_owned(),
                 iface: target.schema.clone(),
@@ -612,6 +618,7 @@ impl Deserializer {
         self.check = Some(Box::new(MsgCheck {
             plan: Plan::result(m.returns()),
             call: None,
+            declared: true,
         }));
     }
 

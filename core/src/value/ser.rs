@@ -14,7 +14,7 @@ use super::sharing::{collect_tuples, SetEq};
 use super::{AnchorId, Copyable, DecodeError, EncodeError, Text, Value, WireRef};
 use crate::banana::encode::{put_big, put_float, put_i64, put_string, put_token_header};
 use crate::banana::{TypeByte, VocabTable};
-use crate::schema::InterfaceSchema;
+use crate::schema::{CopyableSchema, InterfaceSchema};
 
 /// Turns the application's live references ([`Value::Local`],
 /// [`Value::Remote`]) into their wire form for one connection. The broker
@@ -46,6 +46,13 @@ pub trait RefDecoder {
     /// checked token by token). `None`: unchecked.
     fn answer_schema(&mut self, req_id: u64) -> Option<(Arc<InterfaceSchema>, String)> {
         let _ = req_id;
+        None
+    }
+
+    /// The attribute schema of copyable type `type_name` (Python's
+    /// `stateSchema`), checked wherever such a copyable arrives.
+    fn copyable_schema(&mut self, type_name: &str) -> Option<Arc<CopyableSchema>> {
+        let _ = type_name;
         None
     }
 }

@@ -106,7 +106,7 @@ impl Deserializer {
                 count: Some(n),
                 args,
                 name,
-            }) => {
+            }) if check.declared => {
                 let i = args.positional.len();
                 if (i as u64) < *n {
                     match plan.args.get(i) {
@@ -159,6 +159,15 @@ impl Deserializer {
                         }
                         Some(if k.is_none() { *key } else { *value })
                     }
+                    (
+                        Node::Copyable { attrs, .. },
+                        Frame::Copyable {
+                            attr: Some(name), ..
+                        },
+                    ) => attrs
+                        .iter()
+                        .find(|(a, _)| a == name.as_str())
+                        .map(|(_, n)| *n),
                     _ => None,
                 }
             }
@@ -227,6 +236,53 @@ impl Deserializer {
             .plan
             .check_opentype(node, name)
             .map_err(|r| self.violation(r.message().to_owned()))
+    }
+
+    /// The attribute schema of copyable type `type_name`, if our side
+    /// registered one: its node in the message's plan (a plan is started
+    /// for a message that had none).
+    pub(super) fn copyable_node(
+        &mut self,
+        type_name: &str,
+        refs: &mut dyn crate::value::RefDecoder,
+    ) -> Option<NodeId> {
+        let schema = refs.copyable_schema(type_name)?;
+        let check = self.check.get_or_insert_with(|| {
+            Box::new(crate::value::pb::MsgCheck {
+                plan: crate::schema::check::Plan::empty(),
+                call: None,
+                declared: false,
+            })
+        });
+        Some(check.plan.add_copyable(&schema))
+    }
+
+    /// A copyable attribute's name, as it arrives: one its type's schema
+    /// does not name is refused (`unknown attribute 'z'`).
+    pub(super) fn check_attribute(&self) -> Result<(), DecodeError> {
+        let (
+            Some(check),
+            Some(OpenFrame {
+                frame: Frame::Copyable {
+                    attr: Some(name), ..
+                },
+                node: Some(node),
+                ..
+            }),
+        ) = (self.check.as_deref(), self.stack.last())
+        else {
+            return Ok(());
+        };
+        if let Node::Copyable {
+            attrs,
+            accept_unknown: false,
+        } = check.plan.node(*node)
+        {
+            if !attrs.iter().any(|(a, _)| a == name.as_str()) {
+                return Err(self.violation(format!("unknown attribute '{}'", name.as_str())));
+            }
+        }
+        Ok(())
     }
 
     /// How a new sequence meeting constraint `node` is checked: its own

@@ -226,6 +226,9 @@ impl Deserializer {
                 if let Frame::Copyable { attr, .. } = &mut self.stack[top_index].frame {
                     *attr = Some(name);
                 }
+                if self.check.is_some() {
+                    self.check_attribute()?;
+                }
                 return Ok(None);
             }
             Frame::None => return Err(self.unexpected(&token, "it takes no tokens")),

@@ -424,7 +424,7 @@ impl Deserializer {
         }
         self.charge(wire_len)?;
         if self.index.is_some() {
-            return self.index_token(token);
+            return self.index_token(token, refs);
         }
         let node = match (&token, self.check.is_some()) {
             (Token::Close(_) | Token::Abort(_), _) | (_, false) => Ok(None),
@@ -567,7 +567,7 @@ impl Deserializer {
         Ok(None)
     }
 
-    fn index_token(&mut self, token: Token) -> Step {
+    fn index_token(&mut self, token: Token, refs: &mut dyn RefDecoder) -> Step {
         let name = match token {
             Token::String(s) => {
                 if s.len() > self.limits.max_index_bytes {
@@ -618,15 +618,19 @@ impl Deserializer {
         if let (Some(node), false) = (phase.node, phase.copyable) {
             self.check_opentype(node, &name)?;
         }
-        let phase = self.index.as_mut().expect("in index phase");
         let utf8 = |b: &Bytes, offset| {
             Text::from_utf8(b.clone()).map_err(|_| DecodeError::InvalidUtf8 {
                 offset,
                 what: "an open type",
             })
         };
-        if phase.copyable {
+        if self.index.as_ref().is_some_and(|p| p.copyable) {
             let type_name = utf8(&name, self.offset)?;
+            if let Some(node) = self.copyable_node(type_name.as_str(), refs) {
+                if let Some(phase) = &mut self.index {
+                    phase.node = Some(node);
+                }
+            }
             let frame = Frame::Copyable {
                 type_name,
                 state: Vec::new(),
@@ -709,7 +713,9 @@ impl Deserializer {
                 SlotKind::Other,
             ),
             b"copyable" => {
-                phase.copyable = true;
+                if let Some(phase) = &mut self.index {
+                    phase.copyable = true;
+                }
                 return Ok(None);
             }
             other => {
