@@ -541,7 +541,7 @@ impl<'a> ValueContext<'a> {
             Constraint::Unicode {
                 max_length,
                 min_length,
-                ..
+                regexp,
             } => {
                 let Value::Str(s) = v else {
                     return fail("not a unicode object".into());
@@ -554,6 +554,11 @@ impl<'a> ValueContext<'a> {
                 }
                 if n < *min_length {
                     return fail(format!("string too short ({n} < {min_length})"));
+                }
+                if let Some(pattern) = regexp {
+                    if !regexp_matches(pattern, s.as_str()) {
+                        return fail("regexp failed to match".into());
+                    }
                 }
                 Ok(())
             }
@@ -841,6 +846,28 @@ fn choice_would_crash(alts: &[Constraint], v: &Value) -> bool {
                     | Constraint::LocalInterface { .. }
             )
         })
+}
+
+/// Python's `re.compile(pattern).search(text)`. Patterns come from our own
+/// declarations; the compiled ones are kept (up to 256 distinct). A
+/// pattern the `regex` crate cannot compile matches nothing.
+fn regexp_matches(pattern: &str, text: &str) -> bool {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, Option<Arc<regex::Regex>>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    let re = match map.get(pattern) {
+        Some(re) => re.clone(),
+        None => {
+            let re = regex::Regex::new(pattern).ok().map(Arc::new);
+            if map.len() < 256 {
+                map.insert(pattern.to_owned(), re.clone());
+            }
+            re
+        }
+    };
+    drop(map);
+    re.is_some_and(|re| re.is_match(text))
 }
 
 fn py_bool(b: bool) -> &'static str {

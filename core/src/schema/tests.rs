@@ -772,3 +772,33 @@ fn references_are_checked_by_their_announced_interface() {
         .unwrap();
     assert_eq!(net.answer_of(1, c), Ok(Value::None));
 }
+
+#[test]
+fn unicode_regexp_is_searched_as_python_does() {
+    let mut net = Net::new(2, Instant::now());
+    let iface = InterfaceSchema::new("RIRe").with_method(m(
+        "name",
+        vec![req(
+            "s",
+            Constraint::Unicode {
+                max_length: Some(10),
+                min_length: 0,
+                regexp: Some("^[a-z]+$".into()),
+            },
+        )],
+        Constraint::Any,
+    ));
+    let object = net[0].new_object_with_schema(Arc::new(iface));
+    let furl = net[0].register(object, Some("re")).unwrap();
+    net.respond_with(0, |_| Ok(Value::None));
+    let target = net.remote(1, &furl);
+    let c = net[1].call(&target, "name", &[Value::str("abc")], &[]).unwrap();
+    assert_eq!(net.answer_of(1, c), Ok(Value::None));
+    let c = net[1].call(&target, "name", &[Value::str("ab1")], &[]).unwrap();
+    match net.answer_of(1, c) {
+        Err(CallError::Remote(f)) => {
+            assert_eq!(f.value, "Violation (s=): ('regexp failed to match',)")
+        }
+        other => panic!("{other:?}"),
+    }
+}
