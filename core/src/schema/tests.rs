@@ -598,14 +598,20 @@ fn an_over_long_string_is_refused_at_its_header_and_never_buffered() {
     let mut de = Deserializer::new(VocabTable::V1, Limits::default()).pb_messages();
     let mut events = Vec::new();
     let mut peak = 0;
+    let mut fed = 0;
+    let mut first_event_after = None;
     for chunk in out.chunks(64 << 10) {
         de.feed(chunk);
+        fed += chunk.len();
         while let Some(ev) = de.poll_pb_event_with(&mut refs).unwrap() {
             events.push(ev);
+            first_event_after.get_or_insert(fed);
         }
         peak = peak.max(de.in_progress_bytes());
     }
     assert!(peak <= 128 << 10, "held {peak} bytes");
+    // reported at once, as Python does, while the body is still arriving
+    assert_eq!(first_event_after, Some(64 << 10));
     assert_eq!(events.len(), 2, "{events:?}");
     match &events[0] {
         PbEvent::CallViolation {
@@ -792,9 +798,13 @@ fn unicode_regexp_is_searched_as_python_does() {
     let furl = net[0].register(object, Some("re")).unwrap();
     net.respond_with(0, |_| Ok(Value::None));
     let target = net.remote(1, &furl);
-    let c = net[1].call(&target, "name", &[Value::str("abc")], &[]).unwrap();
+    let c = net[1]
+        .call(&target, "name", &[Value::str("abc")], &[])
+        .unwrap();
     assert_eq!(net.answer_of(1, c), Ok(Value::None));
-    let c = net[1].call(&target, "name", &[Value::str("ab1")], &[]).unwrap();
+    let c = net[1]
+        .call(&target, "name", &[Value::str("ab1")], &[])
+        .unwrap();
     match net.answer_of(1, c) {
         Err(CallError::Remote(f)) => {
             assert_eq!(f.value, "Violation (s=): ('regexp failed to match',)")

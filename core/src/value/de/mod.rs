@@ -70,6 +70,8 @@ struct Discard {
     error: DecodeError,
     /// The PB message being discarded, if its reqID was known.
     pb: Option<PbRequest>,
+    /// Already reported (a refused call or answer is reported at once).
+    reported: bool,
 }
 
 /// A streaming value deserializer for one direction of a connection.
@@ -325,7 +327,23 @@ impl Deserializer {
         if levels == 0 {
             return Some(discarded(error, pb));
         }
-        self.discard = Some(Discard { levels, error, pb });
+        if pb.is_some() {
+            // Python reports a refused call or answer at once, while the
+            // rest of it is still arriving (and skipped)
+            self.discard = Some(Discard {
+                levels,
+                error: error.clone(),
+                pb,
+                reported: true,
+            });
+            return Some(discarded(error, pb));
+        }
+        self.discard = Some(Discard {
+            levels,
+            error,
+            pb,
+            reported: false,
+        });
         None
     }
 
@@ -384,6 +402,9 @@ impl Deserializer {
                     d.levels -= 1;
                     if d.levels == 0 {
                         let d = self.discard.take().expect("discarding");
+                        if d.reported {
+                            return Ok(None);
+                        }
                         return Ok(Some(discarded(d.error, d.pb)));
                     }
                 }
