@@ -284,3 +284,217 @@ fn sixteen_mib_to_put_bytes_costs_the_server_little_memory() {
         assert!(grew < 2048, "the server grew by {grew} kB");
     }
 }
+
+// ------------------------------------------------- every constraint kind
+
+const RILIMITS: &str = "RILimits.foolscap-rs.test";
+
+/// `schema_limits.py`'s RILimits, declared in Rust.
+fn rilimits() -> InterfaceSchema {
+    let int = Constraint::int;
+    let one = |name: &str, arg: &str, c: Constraint, returns: Constraint| {
+        MethodSchema::new(name)
+            .with_argument(Argument::required(arg, c))
+            .returning(returns)
+    };
+    InterfaceSchema::new(RILIMITS)
+        .with_method(
+            MethodSchema::new("limited")
+                .with_argument(Argument::required("b", Constraint::byte_string(Some(10))))
+                .with_argument(Argument::required("l", Constraint::list_of(int(), Some(3))))
+                .returning(int()),
+        )
+        .with_method(one(
+            "text",
+            "s",
+            Constraint::unicode(Some(5)),
+            Constraint::text(),
+        ))
+        .with_method(one(
+            "shortbytes",
+            "b",
+            Constraint::ByteString {
+                max_length: Some(3),
+                min_length: 2,
+            },
+            int(),
+        ))
+        .with_method(one("i32", "n", Constraint::int32(), int()))
+        .with_method(one("i1024", "n", int(), int()))
+        .with_method(one("i8", "n", Constraint::int_bytes(8), int()))
+        .with_method(one(
+            "flag",
+            "x",
+            Constraint::boolean(),
+            Constraint::boolean(),
+        ))
+        .with_method(one(
+            "nothing",
+            "x",
+            Constraint::Nothing,
+            Constraint::Nothing,
+        ))
+        .with_method(one("num", "x", Constraint::number(), Constraint::number()))
+        .with_method(one(
+            "pair",
+            "t",
+            Constraint::tuple_of([int(), Constraint::bytes()]),
+            int(),
+        ))
+        .with_method(one(
+            "mapping",
+            "d",
+            Constraint::dict_of(Constraint::bytes(), int(), Some(2)),
+            int(),
+        ))
+        .with_method(one("aset", "s", Constraint::set_of(int(), Some(2)), int()))
+        .with_method(one(
+            "choice",
+            "c",
+            Constraint::choice_of([int(), Constraint::bytes()]),
+            int(),
+        ))
+        .with_method(
+            MethodSchema::new("opt")
+                .with_argument(Argument::required("a", int()))
+                .with_argument(Argument::optional("b", int()))
+                .returning(int()),
+        )
+        .with_method(one("anything", "x", Constraint::Any, int()))
+        .with_method(one("anyref", "r", Constraint::any_reference(), int()))
+        .with_method(one(
+            "nested",
+            "v",
+            Constraint::list_of(
+                Constraint::tuple_of([int(), Constraint::byte_string(Some(2))]),
+                Some(2),
+            ),
+            int(),
+        ))
+        .with_method(one(
+            "minlist",
+            "l",
+            Constraint::List {
+                item: Box::new(int()),
+                max_length: None,
+                min_length: 2,
+            },
+            int(),
+        ))
+        .with_method(MethodSchema::new("bad_return").returning(int()))
+        .with_method(
+            MethodSchema::new("bad_return_list").returning(Constraint::list_of(int(), Some(2))),
+        )
+        .with_method(MethodSchema::new("no_return_decl"))
+}
+
+/// The Rust twin of `schema_limits.py`'s Limits: the same answers.
+struct Limits;
+
+impl foolscap::Object for Limits {
+    fn schema(&self) -> Option<Arc<InterfaceSchema>> {
+        Some(Arc::new(rilimits()))
+    }
+
+    fn call(&self, call: foolscap::Call) {
+        let len = |v: Option<&Value>| -> i64 {
+            match v {
+                Some(Value::Bytes(b)) => b.len() as i64,
+                Some(Value::Str(s)) => s.as_str().chars().count() as i64,
+                Some(Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i)) => {
+                    i.len() as i64
+                }
+                Some(Value::Dict(p)) => p.len() as i64,
+                _ => 0,
+            }
+        };
+        let answer = match call.method.as_str() {
+            "limited" => Value::int(len(call.arg(0, "b")) + len(call.arg(1, "l"))),
+            "text" | "flag" => call.arg(0, "s").or(call.arg(0, "x")).cloned().unwrap(),
+            "shortbytes" => Value::int(len(call.arg(0, "b"))),
+            "nothing" => Value::None,
+            "num" => match call.arg(0, "x") {
+                Some(Value::Float(f)) => Value::Float(*f),
+                Some(v) => Value::Float(v.as_i64().unwrap_or(0) as f64),
+                None => Value::None,
+            },
+            "pair" => Value::int(len(call.arg(0, "t"))),
+            "mapping" => Value::int(len(call.arg(0, "d"))),
+            "aset" => Value::int(len(call.arg(0, "s"))),
+            "opt" => {
+                let a = call.arg(0, "a").and_then(Value::as_i64).unwrap_or(0);
+                let b = call.arg(1, "b").and_then(Value::as_i64).unwrap_or(5);
+                Value::int(a + b)
+            }
+            "anyref" => Value::int(1),
+            "nested" => Value::int(len(call.arg(0, "v"))),
+            "minlist" => Value::int(len(call.arg(0, "l"))),
+            "bad_return" => Value::str("not an int"),
+            "bad_return_list" => Value::List(vec![Value::int(1), Value::int(2), Value::int(3)]),
+            "no_return_decl" => Value::int(5),
+            _ => Value::int(0),
+        };
+        call.answer(answer)
+    }
+}
+
+/// `schema_limits.py check FURL`, with what differs by nature (object
+/// descriptions, constraint object addresses) replaced.
+fn limits_check(furl: &str) -> Vec<Json> {
+    let lines = run_script_json(
+        "schema_limits.py",
+        &["check", furl],
+        std::time::Duration::from_secs(300),
+    );
+    lines
+        .into_iter()
+        .map(|mut l| {
+            if let Some(Json::String(v)) = l.get_mut("value") {
+                let mut s = with_placeholders(v);
+                // `in return value of <X>.method`
+                if let Some(i) = s.find("in return value of <") {
+                    if let Some(j) = s[i..].find(">.") {
+                        s.replace_range(i + "in return value of ".len()..i + j + 1, "<OBJ>");
+                    }
+                }
+                // ` at 0x7f...` in ChoiceOf alternatives
+                while let Some(i) = s.find(" at 0x") {
+                    let end = s[i + 6..]
+                        .find(|c: char| !c.is_ascii_hexdigit())
+                        .map_or(s.len(), |j| i + 6 + j);
+                    s.replace_range(i..end, "");
+                }
+                *v = s;
+            }
+            l
+        })
+        .collect()
+}
+
+#[test]
+fn every_constraint_kind_answers_a_python_client_as_python_does() {
+    let python_server = Server::start(
+        {
+            let mut cmd = std::process::Command::new(common::process::python());
+            cmd.arg(common::process::repo_root().join("tests/interop/schema_limits.py"))
+                .arg("serve");
+            cmd
+        },
+        "schema-limits",
+        &["--max-seconds", "600"],
+    );
+    let python = limits_check(&python_server.furl);
+    assert!(python.len() > 60, "{python:?}");
+    for driver in [Driver::Mio, Driver::Threads] {
+        let engine = common::Engine::start(driver);
+        let tub = engine.tub();
+        tub.listen("127.0.0.1:0").unwrap();
+        let furl = tub.register(Arc::new(Limits), Some("limits")).unwrap();
+        let rust = limits_check(&furl.to_string());
+        assert_eq!(rust.len(), python.len(), "{rust:#?}");
+        for (r, p) in rust.iter().zip(&python) {
+            assert_eq!(r, p, "{}: case {}", driver.name(), p["case"]);
+        }
+        tub.shutdown();
+    }
+}
