@@ -310,6 +310,7 @@ fn rilimits() -> InterfaceSchema {
             Constraint::unicode(Some(5)),
             Constraint::text(),
         ))
+        .with_method(one("anytext", "s", Constraint::text(), Constraint::text()))
         .with_method(one(
             "shortbytes",
             "b",
@@ -410,7 +411,7 @@ impl foolscap::Object for Limits {
         };
         let answer = match call.method.as_str() {
             "limited" => Value::int(len(call.arg(0, "b")) + len(call.arg(1, "l"))),
-            "text" | "flag" => call.arg(0, "s").or(call.arg(0, "x")).cloned().unwrap(),
+            "text" | "anytext" | "flag" => call.arg(0, "s").or(call.arg(0, "x")).cloned().unwrap(),
             "shortbytes" => Value::int(len(call.arg(0, "b"))),
             "nothing" => Value::None,
             "num" => match call.arg(0, "x") {
@@ -438,12 +439,16 @@ impl foolscap::Object for Limits {
     }
 }
 
-/// `schema_limits.py check FURL`, with what differs by nature (object
+/// `schema_limits.py MODE FURL`, with what differs by nature (object
 /// descriptions, constraint object addresses) replaced.
 fn limits_check(furl: &str) -> Vec<Json> {
+    limits_run("check", furl)
+}
+
+fn limits_run(mode: &str, furl: &str) -> Vec<Json> {
     let lines = run_script_json(
         "schema_limits.py",
-        &["check", furl],
+        &[mode, furl],
         std::time::Duration::from_secs(300),
     );
     lines
@@ -497,4 +502,102 @@ fn every_constraint_kind_answers_a_python_client_as_python_does() {
         }
         tub.shutdown();
     }
+}
+
+fn python_limits_server() -> Server {
+    let mut cmd = std::process::Command::new(common::process::python());
+    cmd.arg(common::process::repo_root().join("tests/interop/schema_limits.py"))
+        .arg("serve");
+    Server::start(cmd, "schema-limits", &["--max-seconds", "600"])
+}
+
+/// Where a Python receiver drops the connection (bytes for `str`, an int
+/// for `bool` or `None`: a protocol error), ours answers a Violation with
+/// Python's text and keeps the connection (docs/protocol.md §6.5).
+#[test]
+fn strict_mismatches_drop_a_python_connection_but_not_ours() {
+    let python = limits_run("strict", &python_limits_server().furl);
+    assert_eq!(python[1]["case"], "text_given_bytes");
+    assert_eq!(python[1]["kind"], "lost", "{python:?}");
+    let engine = common::Engine::start(Driver::Mio);
+    let tub = engine.tub();
+    tub.listen("127.0.0.1:0").unwrap();
+    let furl = tub.register(Arc::new(Limits), Some("limits")).unwrap();
+    let rust = limits_run("strict", &furl.to_string());
+    for (i, (case, method, token)) in [
+        ("text_given_bytes", "anytext", "STRING"),
+        ("bool_given_int", "flag", "INT"),
+        ("none_given_int", "nothing", "INT"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let l = &rust[i + 1];
+        assert_eq!(
+            (l["case"].as_str(), l["kind"].as_str()),
+            (Some(case), Some("remote")),
+            "{l}"
+        );
+        let req = i + 2; // reqID 1 was the lookup
+        assert_eq!(
+            l["value"],
+            format!("Violation (<RootUnslicer>.<methodcall reqID={req} obj=<OBJ> iface={RILIMITS} methodname={method}>.<arguments arg[0]>): ('invalid token type: {token}',)")
+        );
+    }
+    assert_eq!(rust[4]["case"], "still_connected");
+    assert_eq!(rust[4]["value"], 3);
+    tub.shutdown();
+}
+
+/// A Rust client that knows the interface never sends what would make the
+/// Python receiver drop the connection: it refuses the call locally.
+#[test]
+fn rust_client_never_sends_what_drops_a_python_connection() {
+    let server = python_limits_server();
+    let engine = common::Engine::start(Driver::Threads);
+    let tub = engine.tub();
+    tub.add_interface(Arc::new(rilimits()));
+    let lim = match tub.get_reference(&server.furl, T).unwrap() {
+        Value::Remote(r) => r,
+        other => panic!("{other:?}"),
+    };
+    let local = |method: &str, arg: Value| match tub.call(&lim, method, &[arg], &[], T) {
+        Err(Error::Violation(v)) => v.to_string(),
+        other => panic!("{method}: {other:?}"),
+    };
+    let at = |m: &str, a: &str| format!("{RILIMITS}.{m}({a}=)");
+    assert_eq!(
+        local("anytext", Value::bytes(b"x")),
+        format!(
+            "Violation ({}): ('not a unicode object',)",
+            at("anytext", "s")
+        )
+    );
+    assert_eq!(
+        local("flag", Value::int(1)),
+        format!("Violation ({}): ('not a bool',)", at("flag", "x"))
+    );
+    assert_eq!(
+        local("nothing", Value::int(0)),
+        format!("Violation ({}): (\"'0' is not None\",)", at("nothing", "x"))
+    );
+    assert_eq!(
+        local("aset", Value::FrozenSet(vec![Value::int(1)])),
+        format!(
+            "Violation ({}): ('obj is a set, but not a mutable one',)",
+            at("aset", "s")
+        )
+    );
+    // the connection is alive and the right types go through
+    assert_eq!(
+        tub.call(&lim, "anytext", &[Value::str("x")], &[], T)
+            .unwrap(),
+        Value::str("x")
+    );
+    assert_eq!(
+        tub.call(&lim, "aset", &[Value::Set(vec![Value::int(1)])], &[], T)
+            .unwrap(),
+        Value::int(1)
+    );
+    tub.shutdown();
 }

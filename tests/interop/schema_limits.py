@@ -47,6 +47,9 @@ class RILimits(RemoteInterface):
     def text(s=UnicodeConstraint(5)):
         return str
 
+    def anytext(s=str):
+        return str
+
     def shortbytes(b=StringConstraint(3, minLength=2)):
         return int
 
@@ -111,6 +114,9 @@ class Limits(Referenceable):
         return len(b) + len(l)
 
     def remote_text(self, s):
+        return s
+
+    def remote_anytext(self, s):
         return s
 
     def remote_shortbytes(self, b):
@@ -246,6 +252,16 @@ def cases():
     ]
 
 
+# what a Python receiver drops the connection for (a protocol error), and
+# a call after it
+STRICT = [
+    ("text_given_bytes", "anytext", (b"x",), {}),
+    ("bool_given_int", "flag", (1,), {}),
+    ("none_given_int", "nothing", (0,), {}),
+    ("still_connected", "limited", (b"ok", [1]), {}),
+]
+
+
 def outcome(f):
     if isinstance(f, CopiedFailure):
         return {"kind": "remote", "type": f.parents[0], "value": str(f.value)}
@@ -264,12 +280,12 @@ def plain(v):
 
 
 @defer.inlineCallbacks
-def check(furl):
+def check(furl, strict=False):
     tub = Tub()
     tub.startService()
     lim = yield tub.getReference(furl)
     emit({"case": "interface", "kind": "ok", "value": lim.tracker.interfaceName})
-    for case, method, args, kwargs in cases():
+    for case, method, args, kwargs in (STRICT if strict else cases()):
         d = defer.maybeDeferred(
             lim.callRemote, method, *args, _useSchema=False, **kwargs
         )
@@ -281,7 +297,7 @@ def check(furl):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["serve", "check"])
+    p.add_argument("mode", choices=["serve", "check", "strict"])
     p.add_argument("target", help="FURLFILE (serve) or FURL (check)")
     p.add_argument("--max-seconds", type=float, default=600)
     a = p.parse_args()
@@ -299,7 +315,7 @@ def main():
         emit({"case": "runner", "kind": "crash", "value": f.getTraceback()})
         status.append(1)
 
-    d = check(a.target)
+    d = check(a.target, strict=a.mode == "strict")
     d.addCallbacks(lambda _: status.append(0), crashed)
     d.addBoth(lambda _: reactor.callLater(0, reactor.stop))
     reactor.run()
