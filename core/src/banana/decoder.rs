@@ -573,4 +573,42 @@ mod tests {
             "body is a slice of the input buffer"
         );
     }
+
+    #[test]
+    fn a_skipped_body_is_dropped_as_it_arrives() {
+        // STRING of 300 bytes (header 0x2c 0x02), then INT 5
+        let mut input = vec![0x2c, 0x02, 0x82];
+        input.extend(std::iter::repeat_n(b'x', 300));
+        input.extend([0x05, 0x81]);
+        let mut d = TokenDecoder::default();
+        d.feed(&input[..10]);
+        assert_eq!(d.peek_header(), Some((TypeByte::String, Some(300))));
+        assert_eq!(d.skip_token(), Some(TypeByte::String));
+        assert!(d.skipping());
+        assert_eq!(d.buffered(), 0);
+        assert_eq!(d.next_token(), Ok(None));
+        for chunk in input[10..].chunks(7) {
+            d.feed(chunk);
+            assert!(d.buffered() <= 2, "nothing of the body is kept");
+        }
+        assert!(!d.skipping());
+        assert_eq!(d.next_token(), Ok(Some(Token::Int(5))));
+        assert_eq!(d.offset(), input.len() as u64);
+        // the same with feed_bytes, and a header only partly there
+        let mut d = TokenDecoder::default();
+        d.feed_bytes(Bytes::copy_from_slice(&input[..1]));
+        assert_eq!(d.peek_header(), None);
+        assert_eq!(d.skip_token(), None);
+        d.feed_bytes(Bytes::copy_from_slice(&input[1..]));
+        assert_eq!(d.skip_token(), Some(TypeByte::String));
+        assert_eq!(d.next_token(), Ok(Some(Token::Int(5))));
+        assert_eq!(d.offset(), input.len() as u64);
+        // a body over the limit is not skipped: next_token fails as before
+        let mut limits = TokenLimits::default();
+        limits.max_string_bytes = 10;
+        let mut d = TokenDecoder::new(limits);
+        d.feed(&input);
+        assert_eq!(d.skip_token(), None);
+        assert!(d.next_token().is_err());
+    }
 }

@@ -575,7 +575,7 @@ impl<'a> ValueContext<'a> {
             }
             Constraint::Nothing => match v {
                 Value::None => Ok(()),
-                other => fail(format!("'{}' is not None", self.repr(other))),
+                other => fail(format!("'{}' is not None", self.str_of(other))),
             },
             Constraint::List {
                 item,
@@ -616,7 +616,7 @@ impl<'a> ValueContext<'a> {
                 let Value::Dict(pairs) = v else {
                     return fail(format!(
                         "'{}' ({}) is not a Dictionary",
-                        self.repr(v),
+                        self.str_of(v),
                         py_type(v)
                     ));
                 };
@@ -717,6 +717,15 @@ impl<'a> ValueContext<'a> {
                 "'{}' does not provide interface {name}",
                 self.repr(v)
             )),
+        }
+    }
+
+    /// Python's `str` of a value: text as it is, anything else as its
+    /// `repr`.
+    pub fn str_of(&self, v: &Value) -> String {
+        match self.resolve(v) {
+            Value::Str(s) => s.as_str().chars().take(REPR_BUDGET).collect(),
+            other => self.repr(other),
         }
     }
 
