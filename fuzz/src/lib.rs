@@ -547,7 +547,7 @@ impl RefDecoder for SchemaRefs {
     fn call_schema(&mut self, clid: i64) -> Option<CallTarget> {
         (clid == 1).then(|| CallTarget {
             schema: self.0.clone(),
-            describe: "<fuzz>".into(),
+            object: foolscap_core::id::ObjectId(1),
         })
     }
 

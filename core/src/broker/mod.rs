@@ -28,7 +28,7 @@ use crate::banana::encode::{put_error, put_ping_pong};
 use crate::banana::{TypeByte, VocabTable};
 use crate::furl::Furl;
 use crate::identity::TubId;
-use crate::schema::check::{check_call, check_result, Direction, Violation};
+use crate::schema::check::{check_call, check_result, describe_object, Direction, Violation};
 use crate::schema::{CopyableSchema, InterfaceSchema};
 use crate::value::pyrepr::str_repr;
 use crate::value::{
@@ -93,12 +93,6 @@ pub trait Registry {
 /// A method's schema, as an incoming call or our outstanding request
 /// needs it (the interface and the method's name).
 type MethodRef = (Arc<InterfaceSchema>, String);
-
-/// How a local object appears in Violation locations (Python's
-/// `str(obj)`; we have no class name or address to show).
-fn describe_object(object: ObjectId) -> String {
-    format!("<foolscap-rs object {}>", object.0)
-}
 
 /// A [`Registry`] with no objects (for messages that carry none).
 #[derive(Debug, Clone, Copy, Default)]
@@ -401,7 +395,7 @@ impl RefDecoder for Received<'_> {
         let object = self.exports.exports.get(&clid)?.object;
         Some(CallTarget {
             schema: self.objects.schema(object)?,
-            describe: describe_object(object),
+            object,
         })
     }
 

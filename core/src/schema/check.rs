@@ -453,7 +453,9 @@ pub enum Direction {
 /// How references and the values of a message are looked at by the
 /// whole-value checks.
 pub struct ValueContext<'a> {
-    anchors: Option<HashMap<AnchorId, &'a Value>>,
+    roots: smallvec::SmallVec<[&'a Value; 4]>,
+    /// The anchors of the roots, found on the first alias met.
+    anchors: std::cell::OnceCell<HashMap<AnchorId, &'a Value>>,
     /// The interface name a [`Value::Local`] object is announced with.
     pub local_interface: &'a dyn Fn(crate::id::ObjectId) -> Option<String>,
 }
@@ -464,38 +466,40 @@ impl<'a> ValueContext<'a> {
         roots: &[&'a Value],
         local_interface: &'a dyn Fn(crate::id::ObjectId) -> Option<String>,
     ) -> ValueContext<'a> {
-        let mut anchors = None;
-        let mut todo: Vec<&'a Value> = roots.to_vec();
-        while let Some(v) = todo.pop() {
-            match v {
-                Value::Anchor(id, inner) => {
-                    anchors
-                        .get_or_insert_with(HashMap::new)
-                        .insert(*id, &**inner);
-                    todo.push(inner);
-                }
-                Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
-                    todo.extend(i)
-                }
-                Value::Dict(p) => p.iter().for_each(|(k, x)| todo.extend([k, x])),
-                Value::Copyable(c) => todo.extend(c.state.iter().map(|(_, x)| x)),
-                _ => {}
-            }
-        }
         ValueContext {
-            anchors,
+            roots: roots.iter().copied().collect(),
+            anchors: std::cell::OnceCell::new(),
             local_interface,
         }
+    }
+
+    /// The anchors of the roots, found when the first alias is met.
+    fn anchors(&self) -> &HashMap<AnchorId, &'a Value> {
+        self.anchors.get_or_init(|| {
+            let mut anchors = HashMap::new();
+            let mut todo: Vec<&'a Value> = self.roots.to_vec();
+            while let Some(v) = todo.pop() {
+                match v {
+                    Value::Anchor(id, inner) => {
+                        anchors.insert(*id, &**inner);
+                        todo.push(inner);
+                    }
+                    Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
+                        todo.extend(i)
+                    }
+                    Value::Dict(p) => p.iter().for_each(|(k, x)| todo.extend([k, x])),
+                    Value::Copyable(c) => todo.extend(c.state.iter().map(|(_, x)| x)),
+                    _ => {}
+                }
+            }
+            anchors
+        })
     }
 
     fn resolve<'b>(&'b self, v: &'b Value) -> &'b Value {
         match v {
             Value::Anchor(_, inner) => inner,
-            Value::Alias(id) => self
-                .anchors
-                .as_ref()
-                .and_then(|a| a.get(id).copied())
-                .unwrap_or(v),
+            Value::Alias(id) => self.anchors().get(id).copied().unwrap_or(v),
             v => v,
         }
     }
@@ -899,6 +903,13 @@ fn py_float(f: f64) -> String {
     }
 }
 
+/// How a local object appears in Violation locations, where Python shows
+/// `str(obj)` (`<module.Class object at 0x...>`): we have no class name or
+/// address to show.
+pub fn describe_object(object: crate::id::ObjectId) -> String {
+    format!("<foolscap-rs object {}>", object.0)
+}
+
 /// Python's `type(obj)` text for a received value.
 pub(crate) fn py_type(v: &Value) -> &'static str {
     match v {
@@ -938,11 +949,10 @@ pub fn check_call(
     if method.is_unconstrained() {
         return Ok(());
     }
-    let here = format!("{}.{}()", iface.name(), method.name());
     let list_error = |m: String| {
         let v = Violation::new(m);
         if dir == Direction::Outbound {
-            v.at(here.clone())
+            v.at(format!("{}.{}()", iface.name(), method.name()))
         } else {
             v
         }
@@ -968,7 +978,8 @@ pub fn check_call(
         }
         all.push((name.as_str(), v));
     }
-    let roots: Vec<&Value> = args.iter().chain(kwargs.iter().map(|(_, v)| v)).collect();
+    let roots: smallvec::SmallVec<[&Value; 4]> =
+        args.iter().chain(kwargs.iter().map(|(_, v)| v)).collect();
     let cx = ValueContext::new(&roots, local_interface);
     for (name, v) in &all {
         let Some((_, arg)) = method.argument(name) else {

@@ -163,7 +163,9 @@ pub(super) struct Arguments {
 /// interface we know (docs/protocol.md §6.5).
 #[derive(Debug)]
 pub(super) struct MsgCheck {
-    pub(super) plan: Plan,
+    /// Shared with the deserializer's cache (copied when a copyable schema
+    /// adds nodes).
+    pub(super) plan: Arc<Plan>,
     /// For a call: its interface and method, for the whole-argument
     /// checks and the locations.
     pub(super) call: Option<CallCheck>,
@@ -176,10 +178,19 @@ pub(super) struct MsgCheck {
 #[derive(Debug)]
 pub(super) struct CallCheck {
     pub(super) iface: Arc<InterfaceSchema>,
-    pub(super) method: String,
-    /// The object as locations show it.
-    pub(super) obj: String,
+    /// The method's position in `iface.methods()`.
+    pub(super) method: usize,
+    /// The object, as locations show it.
+    pub(super) object: crate::id::ObjectId,
 }
+
+/// Most method plans a deserializer keeps (schemas come from our own
+/// declarations: this only bounds a connection's cache).
+const PLAN_CACHE: usize = 32;
+
+/// A plan cache entry: the interface (held, so its address stays unique),
+/// the method's position, whether it is the result's plan, the plan.
+pub(super) type CachedPlan = (Arc<InterfaceSchema>, usize, bool, Arc<Plan>);
 
 /// A PB message whose reqID is known.
 #[derive(Debug, Clone, Copy)]
@@ -548,10 +559,15 @@ impl Deserializer {
             return Ok(());
         };
         let name = method.as_str();
-        let Some(m) = target.schema.method(name) else {
+        let Some(index) = target
+            .schema
+            .methods()
+            .iter()
+            .position(|m| m.name() == name)
+        else {
             let at = format!(
                 "<RootUnslicer>.<methodcall reqID={req_id} obj={} iface={} methodname={name}>",
-                target.describe,
+                crate::schema::check::describe_object(target.object),
                 target.schema.name()
             );
             let why = format!("method '{name}' not defined in {}", target.schema.name());
@@ -560,21 +576,50 @@ impl Deserializer {
                 violation: Box::new(Violation::new(why).at(at)),
             });
         };
-        if m.is_unconstrained() {
+        if target.schema.methods()[index].is_unconstrained() {
             return Ok(());
         }
         // (no copyable can come before the method name: nothing to keep)
-        let plan = Plan::arguments(m);
+        let plan = self.cached_plan(&target.schema, index, false);
         self.check = Some(Box::new(MsgCheck {
             declared: true,
             plan,
             call: Some(CallCheck {
-                method: name.to_owned(),
-                iface: target.schema.clone(),
-                obj: target.describe,
+                method: index,
+                iface: target.schema,
+                object: target.object,
             }),
         }));
         Ok(())
+    }
+
+    /// The plan of method `index` of `iface` (its arguments, or with
+    /// `result` its result), built once per connection.
+    fn cached_plan(
+        &mut self,
+        iface: &Arc<InterfaceSchema>,
+        index: usize,
+        result: bool,
+    ) -> Arc<Plan> {
+        if let Some((.., plan)) = self
+            .plan_cache
+            .iter()
+            .find(|(i, m, r, _)| Arc::ptr_eq(i, iface) && *m == index && *r == result)
+        {
+            return plan.clone();
+        }
+        let m = &iface.methods()[index];
+        let plan = Arc::new(if result {
+            Plan::result(m.returns())
+        } else {
+            Plan::arguments(m)
+        });
+        if self.plan_cache.len() >= PLAN_CACHE {
+            self.plan_cache.remove(0);
+        }
+        self.plan_cache
+            .push((iface.clone(), index, result, plan.clone()));
+        plan
     }
 
     /// P2: a keyword argument's name, as it arrives.
@@ -609,14 +654,16 @@ impl Deserializer {
         let Some((iface, method)) = refs.answer_schema(req_id) else {
             return;
         };
-        let Some(m) = iface.method(&method) else {
+        let Some(index) = iface.methods().iter().position(|m| m.name() == method) else {
             return;
         };
+        let m = &iface.methods()[index];
         if m.is_unconstrained() || matches!(m.returns(), crate::schema::Constraint::Any) {
             return;
         }
+        let plan = self.cached_plan(&iface, index, true);
         self.check = Some(Box::new(MsgCheck {
-            plan: Plan::result(m.returns()),
+            plan,
             call: None,
             declared: true,
         }));
@@ -721,7 +768,7 @@ impl Deserializer {
                 }
                 // P3: each argument whole, then the missing ones
                 if let Some(call) = self.check.as_deref().and_then(|c| c.call.as_ref()) {
-                    if let Some(m) = call.iface.method(&call.method) {
+                    if let Some(m) = call.iface.methods().get(call.method) {
                         let no_locals = |_| None;
                         if let Err(v) = check_call(
                             &call.iface,

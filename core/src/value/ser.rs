@@ -63,8 +63,9 @@ pub trait RefDecoder {
 pub struct CallTarget {
     /// The interface.
     pub schema: Arc<InterfaceSchema>,
-    /// The object as Python's `str(obj)` would show it in locations.
-    pub describe: String,
+    /// The object (locations show it as
+    /// [`crate::schema::check::describe_object`] does).
+    pub object: crate::id::ObjectId,
 }
 
 /// Plain (de)serialization: live references and reference sequences are

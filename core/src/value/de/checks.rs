@@ -44,7 +44,10 @@ impl Deserializer {
                 }
                 if let Some(c) = clid {
                     let (obj, iface) = match self.check.as_deref().and_then(|c| c.call.as_ref()) {
-                        Some(call) => (call.obj.clone(), call.iface.name().to_owned()),
+                        Some(call) => (
+                            crate::schema::check::describe_object(call.object),
+                            call.iface.name().to_owned(),
+                        ),
                         None => (format!("<object clid={c}>"), "[none]".to_owned()),
                     };
                     s.push_str(&format!(" obj={obj} iface={iface}"));
@@ -249,12 +252,12 @@ impl Deserializer {
         let schema = refs.copyable_schema(type_name)?;
         let check = self.check.get_or_insert_with(|| {
             Box::new(crate::value::pb::MsgCheck {
-                plan: crate::schema::check::Plan::empty(),
+                plan: std::sync::Arc::new(crate::schema::check::Plan::empty()),
                 call: None,
                 declared: false,
             })
         });
-        Some(check.plan.add_copyable(&schema))
+        Some(std::sync::Arc::make_mut(&mut check.plan).add_copyable(&schema))
     }
 
     /// A copyable attribute's name, as it arrives: one its type's schema

@@ -16,7 +16,7 @@ use bytes::Bytes;
 pub(super) use frames::{Frame, OpenFrame, Slot};
 use frames::{Pending, SeqKind, SlotKind};
 
-use super::pb::{discarded, MsgCheck, PbEvent, PbFrame, PbRequest};
+use super::pb::{discarded, CachedPlan, MsgCheck, PbEvent, PbFrame, PbRequest};
 use super::sharing::{anchor_pass, dedup_pass, duplicate_dict_key};
 use super::{DecodeError, ErrorScope, Int, Limits, NoRefs, RefDecoder, Text, Value};
 use crate::banana::TypeByte;
@@ -123,6 +123,8 @@ pub struct Deserializer {
     /// The schema the message in progress is checked against, token by
     /// token (docs/protocol.md §6.5).
     pub(super) check: Option<Box<MsgCheck>>,
+    /// Method plans built so far (bounded; see `pb::cached_plan`).
+    pub(super) plan_cache: Vec<CachedPlan>,
 }
 
 const VALUE_SIZE: usize = std::mem::size_of::<Value>();
@@ -152,6 +154,7 @@ impl Deserializer {
             top_level_primitives: true,
             pb: false,
             check: None,
+            plan_cache: Vec::new(),
         }
     }
 
