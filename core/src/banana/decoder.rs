@@ -604,8 +604,10 @@ mod tests {
         assert_eq!(d.next_token(), Ok(Some(Token::Int(5))));
         assert_eq!(d.offset(), input.len() as u64);
         // a body over the limit is not skipped: next_token fails as before
-        let mut limits = TokenLimits::default();
-        limits.max_string_bytes = 10;
+        let limits = TokenLimits {
+            max_string_bytes: 10,
+            ..TokenLimits::default()
+        };
         let mut d = TokenDecoder::new(limits);
         d.feed(&input);
         assert_eq!(d.skip_token(), None);
