@@ -747,7 +747,26 @@ impl Broker {
         kwargs: &[(Text, Value)],
         objects: &dyn Registry,
     ) -> Result<(), BrokerError> {
+        self.call_only_checked(clid, method, args, kwargs, objects, None)
+    }
+
+    /// [`Broker::call_only`] to a target whose RemoteInterface we know:
+    /// the arguments are checked first, as for [`Broker::call_checked`]
+    /// (Python's `callRemoteOnly` checks them too and drops the call
+    /// silently; we return the Violation).
+    pub fn call_only_checked(
+        &mut self,
+        clid: Clid,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+        objects: &dyn Registry,
+        schema: Option<&Arc<InterfaceSchema>>,
+    ) -> Result<(), BrokerError> {
         self.check_target(clid, args)?;
+        if let Some(iface) = schema.filter(|_| clid > 0) {
+            self.check_outbound(iface, clid, method, args, kwargs, objects)?;
+        }
         self.write_call(0, clid, method, args, kwargs, objects)
     }
 

@@ -485,6 +485,14 @@ fn callers_check_arguments_before_sending_and_use_up_the_reqid() {
         }
         other => panic!("{other:?}"),
     }
+    // callRemoteOnly is checked too
+    match f.net[1].call_only(&f.target, "limited", &[Value::bytes(b"x")], &[]) {
+        Err(TubError::Broker(BrokerError::Violation(v))) => assert_eq!(
+            v.to_string(),
+            "Violation (RILimits.gsr.example.limited()): (\"missing required argument 'l'\",)"
+        ),
+        other => panic!("{other:?}"),
+    }
     f.net.run();
     assert!(f.net.take_calls(0).is_empty());
     // nothing went out, yet every refused call used a reqID up

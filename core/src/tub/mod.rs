@@ -812,11 +812,7 @@ impl Tub {
         kwargs: &[(Text, Value)],
     ) -> Result<CallId, TubError> {
         let connection = target.connection();
-        let schema = std::str::from_utf8(target.interface())
-            .ok()
-            .filter(|name| !name.is_empty())
-            .and_then(|name| self.interfaces.get(name))
-            .cloned();
+        let schema = self.known_interface(target);
         let broker = open_broker(&mut self.conns, connection)?;
         let req_id = broker.call_checked(
             target.clid(),
@@ -831,7 +827,17 @@ impl Tub {
         Ok(CallId { connection, req_id })
     }
 
-    /// Python's `callRemoteOnly`: no answer, failures are silent.
+    /// The interface `target` was announced with, if this Tub knows it.
+    fn known_interface(&self, target: &RemoteRef) -> Option<Arc<InterfaceSchema>> {
+        std::str::from_utf8(target.interface())
+            .ok()
+            .filter(|name| !name.is_empty())
+            .and_then(|name| self.interfaces.get(name))
+            .cloned()
+    }
+
+    /// Python's `callRemoteOnly`: no answer, failures are silent (a
+    /// Violation of a known interface is returned; nothing is sent).
     pub fn call_only(
         &mut self,
         target: &RemoteRef,
@@ -840,8 +846,16 @@ impl Tub {
         kwargs: &[(Text, Value)],
     ) -> Result<(), TubError> {
         let connection = target.connection();
+        let schema = self.known_interface(target);
         let broker = open_broker(&mut self.conns, connection)?;
-        broker.call_only(target.clid(), method, args, kwargs, &self.objects)?;
+        broker.call_only_checked(
+            target.clid(),
+            method,
+            args,
+            kwargs,
+            &self.objects,
+            schema.as_ref(),
+        )?;
         self.touch(connection);
         self.pump(connection, self.last_now);
         Ok(())
