@@ -668,3 +668,31 @@ pub fn schema_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("answer-text-for-bytes", answer(1, Value::str("text"))),
     ]
 }
+
+/// A seed for the `broker` target: look up `schema` (the object declaring
+/// [`fuzz_interface`]), then call it with conforming and non-conforming
+/// arguments (control byte 0: table 0, all at once).
+pub fn broker_schema_seed() -> Vec<u8> {
+    use foolscap_core::value::Text;
+    let mut ser = Serializer::new(VocabTable::EMPTY);
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&[0]);
+    let kw = |k: &str, v: Value| (Text::from(k), v);
+    ser.write_call(&mut out, 1, 0, b"getReferenceByName", &[], &[kw("name", Value::bytes(b"schema"))])
+        .expect("seed");
+    let calls: Vec<(&[u8], Vec<Value>)> = vec![
+        (b"a", vec![Value::bytes(b"12345678")]),
+        (b"a", vec![Value::bytes(b"123456789")]),
+        (b"b", vec![Value::str("abcd")]),
+        (b"g", vec![Value::List(vec![Value::Tuple(vec![Value::int(1), Value::bytes(b"ab")])])]),
+        (b"h", vec![Value::Dict(vec![(Value::bytes(b"k"), Value::Set(vec![Value::int(1)]))])]),
+        (b"i", vec![Value::List(vec![Value::str("x")])]),
+        (b"e", vec![Value::int(1)]),
+        (b"zz", vec![]),
+    ];
+    for (i, (method, args)) in calls.into_iter().enumerate() {
+        ser.write_call(&mut out, 2 + i as u64, 1, method, &args, &[])
+            .expect("seed");
+    }
+    out.to_vec()
+}
