@@ -527,8 +527,14 @@ pub fn fuzz_interface() -> std::sync::Arc<InterfaceSchema> {
             .with_method(one("e", C::boolean()))
             .with_method(one("f", C::Nothing))
             .with_method(one("g", list))
-            .with_method(one("h", C::dict_of(C::bytes(), C::set_of(C::int(), Some(2)), Some(2))))
-            .with_method(one("i", C::choice_of([C::int(), C::list_of(C::text(), None), C::Nothing])))
+            .with_method(one(
+                "h",
+                C::dict_of(C::bytes(), C::set_of(C::int(), Some(2)), Some(2)),
+            ))
+            .with_method(one(
+                "i",
+                C::choice_of([C::int(), C::list_of(C::text(), None), C::Nothing]),
+            ))
             .with_method(one("j", C::Any))
             .with_method(one("k", C::reference_to("RIOther")))
             .with_method(MethodSchema::unconstrained("l")),
@@ -561,7 +567,11 @@ impl RefDecoder for SchemaRefs {
 }
 
 /// Decodes a PB stream against [`fuzz_interface`] in chunks of `size`.
-fn decode_schema_events(vocab: VocabTable, data: &[u8], size: usize) -> (Vec<PbEvent>, Option<DecodeError>) {
+fn decode_schema_events(
+    vocab: VocabTable,
+    data: &[u8],
+    size: usize,
+) -> (Vec<PbEvent>, Option<DecodeError>) {
     let mut de = Deserializer::new(vocab, small_limits()).pb_messages();
     let mut refs = SchemaRefs(fuzz_interface(), WireRefs::default());
     let mut out = Vec::new();
@@ -649,22 +659,82 @@ pub fn schema_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let answer = |req: u64, v: Value| {
         let mut out = BytesMut::new();
         out.extend_from_slice(&[0]);
-        ser().write_answer(&mut out, req, &v).expect("a seed answer");
+        ser()
+            .write_answer(&mut out, req, &v)
+            .expect("a seed answer");
         out.to_vec()
     };
     let int = Value::int;
     vec![
-        ("call-bytes-too-long", call("a", vec![Value::bytes(&[b'x'; 9])], vec![])),
-        ("call-text-ok", call("b", vec![Value::str("abc")], vec![("y", int(1))])),
-        ("call-int-too-big", call("c", vec![Value::Int(foolscap_core::value::Int::from(u64::MAX))], vec![])),
-        ("call-bool-for-int", call("c", vec![Value::Bool(true)], vec![])),
-        ("call-list-of-tuples", call("g", vec![Value::List(vec![Value::Tuple(vec![int(1), Value::bytes(b"ab")]); 4])], vec![])),
-        ("call-dict-of-sets", call("h", vec![Value::Dict(vec![(Value::bytes(b"k"), Value::Set(vec![int(1), int(2), int(3)]))])], vec![])),
-        ("call-choice-list", call("i", vec![Value::List(vec![Value::str("x"), int(2)])], vec![])),
-        ("call-unknown-keyword", call("a", vec![], vec![("z", int(1))])),
-        ("call-too-many", call("e", vec![Value::Bool(true), int(1), int(2)], vec![])),
+        (
+            "call-bytes-too-long",
+            call("a", vec![Value::bytes(&[b'x'; 9])], vec![]),
+        ),
+        (
+            "call-text-ok",
+            call("b", vec![Value::str("abc")], vec![("y", int(1))]),
+        ),
+        (
+            "call-int-too-big",
+            call(
+                "c",
+                vec![Value::Int(foolscap_core::value::Int::from(u64::MAX))],
+                vec![],
+            ),
+        ),
+        (
+            "call-bool-for-int",
+            call("c", vec![Value::Bool(true)], vec![]),
+        ),
+        (
+            "call-list-of-tuples",
+            call(
+                "g",
+                vec![Value::List(vec![
+                    Value::Tuple(vec![
+                        int(1),
+                        Value::bytes(b"ab")
+                    ]);
+                    4
+                ])],
+                vec![],
+            ),
+        ),
+        (
+            "call-dict-of-sets",
+            call(
+                "h",
+                vec![Value::Dict(vec![(
+                    Value::bytes(b"k"),
+                    Value::Set(vec![int(1), int(2), int(3)]),
+                )])],
+                vec![],
+            ),
+        ),
+        (
+            "call-choice-list",
+            call(
+                "i",
+                vec![Value::List(vec![Value::str("x"), int(2)])],
+                vec![],
+            ),
+        ),
+        (
+            "call-unknown-keyword",
+            call("a", vec![], vec![("z", int(1))]),
+        ),
+        (
+            "call-too-many",
+            call("e", vec![Value::Bool(true), int(1), int(2)], vec![]),
+        ),
         ("call-missing", call("f", vec![], vec![])),
-        ("answer-list-full", answer(13, Value::List(vec![Value::Tuple(vec![int(1), Value::bytes(b"ab")]); 4]))),
+        (
+            "answer-list-full",
+            answer(
+                13,
+                Value::List(vec![Value::Tuple(vec![int(1), Value::bytes(b"ab")]); 4]),
+            ),
+        ),
         ("answer-text-for-bytes", answer(1, Value::str("text"))),
     ]
 }
@@ -678,14 +748,33 @@ pub fn broker_schema_seed() -> Vec<u8> {
     let mut out = BytesMut::new();
     out.extend_from_slice(&[0]);
     let kw = |k: &str, v: Value| (Text::from(k), v);
-    ser.write_call(&mut out, 1, 0, b"getReferenceByName", &[], &[kw("name", Value::bytes(b"schema"))])
-        .expect("seed");
+    ser.write_call(
+        &mut out,
+        1,
+        0,
+        b"getReferenceByName",
+        &[],
+        &[kw("name", Value::bytes(b"schema"))],
+    )
+    .expect("seed");
     let calls: Vec<(&[u8], Vec<Value>)> = vec![
         (b"a", vec![Value::bytes(b"12345678")]),
         (b"a", vec![Value::bytes(b"123456789")]),
         (b"b", vec![Value::str("abcd")]),
-        (b"g", vec![Value::List(vec![Value::Tuple(vec![Value::int(1), Value::bytes(b"ab")])])]),
-        (b"h", vec![Value::Dict(vec![(Value::bytes(b"k"), Value::Set(vec![Value::int(1)]))])]),
+        (
+            b"g",
+            vec![Value::List(vec![Value::Tuple(vec![
+                Value::int(1),
+                Value::bytes(b"ab"),
+            ])])],
+        ),
+        (
+            b"h",
+            vec![Value::Dict(vec![(
+                Value::bytes(b"k"),
+                Value::Set(vec![Value::int(1)]),
+            )])],
+        ),
         (b"i", vec![Value::List(vec![Value::str("x")])]),
         (b"e", vec![Value::int(1)]),
         (b"zz", vec![]),

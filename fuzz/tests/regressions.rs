@@ -54,7 +54,11 @@ fn schema_seeds() {
     let broker = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/broker");
     if std::env::var_os("WRITE_SEEDS").is_some() {
         std::fs::create_dir_all(&broker).unwrap();
-        std::fs::write(broker.join("schema-calls"), foolscap_fuzz::broker_schema_seed()).unwrap();
+        std::fs::write(
+            broker.join("schema-calls"),
+            foolscap_fuzz::broker_schema_seed(),
+        )
+        .unwrap();
     }
     for (name, data) in foolscap_fuzz::schema_seeds() {
         foolscap_fuzz::check("schema_decoder", &data);
