@@ -396,6 +396,11 @@ fn whole_argument_checks_then_missing_arguments() {
             ])],
         ),
         ("aset", vec![Value::Set(vec![Value::int(1), Value::int(2)])]),
+        // Python fails an assertion on an immutable-set under SetOf
+        (
+            "aset",
+            vec![Value::FrozenSet(vec![Value::int(1), Value::int(2)])],
+        ),
         ("choice", vec![Value::bytes(b"x")]),
         ("choice_list", vec![ints(2)]),
         ("opt", vec![Value::int(1)]),
