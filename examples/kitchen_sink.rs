@@ -62,6 +62,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use foolscap::broker::{Failure, ObjectId};
 use foolscap::mio::{LoopConfig, Runtime};
+use foolscap::schema::{Argument, Constraint, InterfaceSchema, MethodSchema};
 use foolscap::sharing::renumber;
 use foolscap::value::{AnchorId, Copyable, Int, RemoteRef, Text, Value};
 use foolscap::{BoundArgs, Call, Object, Scope, Signature, Tub, TubConfig};
@@ -563,6 +564,64 @@ impl Object for Counter {
     }
 }
 
+/// What `limited()` returns: an object that declares a RemoteInterface,
+/// so its calls are checked as a Python `RemoteInterface` checks them (a
+/// 16 MiB string for `put_bytes` is refused at its header, never
+/// buffered).
+struct Limited;
+
+/// The name `limited()`'s object announces.
+const LIMITED: &str = "RIKitchenSinkLimited.foolscap-rs.example";
+
+/// ```python
+/// class RIKitchenSinkLimited(RemoteInterface):
+///     __remote_name__ = "RIKitchenSinkLimited.foolscap-rs.example"
+///     def put_bytes(data=ByteStringConstraint(maxLength=65536)): return int
+///     def put_list(items=ListOf(int, maxLength=100)): return int
+/// ```
+fn limited_schema() -> Arc<InterfaceSchema> {
+    Arc::new(
+        InterfaceSchema::new(LIMITED)
+            .with_method(
+                MethodSchema::new("put_bytes")
+                    .with_argument(Argument::required(
+                        "data",
+                        Constraint::byte_string(Some(65536)),
+                    ))
+                    .returning(Constraint::int()),
+            )
+            .with_method(
+                MethodSchema::new("put_list")
+                    .with_argument(Argument::required(
+                        "items",
+                        Constraint::list_of(Constraint::int(), Some(100)),
+                    ))
+                    .returning(Constraint::int()),
+            ),
+    )
+}
+
+impl Object for Limited {
+    fn class_name(&self) -> &str {
+        "Limited"
+    }
+
+    fn schema(&self) -> Option<Arc<InterfaceSchema>> {
+        Some(limited_schema())
+    }
+
+    fn call(&self, call: Call) {
+        // the schema has checked the method name and the argument (its
+        // type and size), and that it is there
+        let len = match call.arg(0, "data").or_else(|| call.arg(0, "items")) {
+            Some(Value::Bytes(b)) => b.len(),
+            Some(Value::List(items)) => items.len(),
+            _ => 0,
+        };
+        call.answer(Value::int(len as i64))
+    }
+}
+
 /// The object registered under the swissnum.
 struct KitchenSink {
     /// Calls delivered so far (also numbers the messages for [`Identity`]).
@@ -591,6 +650,7 @@ const SINK_METHODS: &[Signature] = &[
     // references
     Signature::new("make_counter", &["start"]).defaults(1),
     Signature::new("get_self", &[]),
+    Signature::new("limited", &[]),
     Signature::new("call_back", &["ref", "method"]).star_args(),
     Signature::new("call_back_only", &["ref", "method"]).star_args(),
     Signature::new("is_same", &["a", "b"]),
@@ -734,6 +794,7 @@ impl KitchenSink {
                 })))
             }
             "get_self" => Ok(Value::Local(call.object())),
+            "limited" => Ok(tub.local(Arc::new(Limited))),
             "call_back_only" => {
                 let (target, method) = call_target(args, tub, "callRemoteOnly")?;
                 let rest = scope.detach_all(args.rest().iter().copied());

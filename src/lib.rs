@@ -14,7 +14,7 @@ pub use foolscap_app::{
     ReconnectionInfo, Reconnector, Scope, Signature, Target, Tub, TubConfig,
 };
 pub use foolscap_core as core;
-pub use foolscap_core::{banana, broker, furl, id, identity, negotiation, rng, tub, value};
+pub use foolscap_core::{banana, broker, furl, id, identity, negotiation, rng, schema, tub, value};
 pub use foolscap_mio as mio;
 pub use foolscap_threads as threads;
 #[cfg(feature = "tokio")]

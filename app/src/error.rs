@@ -14,10 +14,16 @@ pub enum Error {
     /// connection).
     #[error(transparent)]
     Call(#[from] CallError),
+    /// The target's RemoteInterface (known through
+    /// [`crate::Tub::add_interface`]) refused the call before anything
+    /// was sent: Python's local Violation, with its text and location
+    /// (`Violation (RIFoo.method(arg=)): ('string too long (11 > 10)',)`).
+    #[error(transparent)]
+    Violation(foolscap_core::schema::Violation),
     /// The Tub refused the operation or could not reach the peer (with
     /// each hint's transport or negotiation failure).
     #[error(transparent)]
-    Tub(#[from] TubError),
+    Tub(TubError),
     /// The FURL is malformed.
     #[error("bad FURL: {0}")]
     Furl(#[from] FurlError),
@@ -64,7 +70,9 @@ impl Error {
     pub fn is_connection_problem(&self) -> bool {
         !matches!(
             self,
-            Error::Call(CallError::Remote(_)) | Error::Call(CallError::Violation(_))
+            Error::Call(CallError::Remote(_))
+                | Error::Call(CallError::Violation(_))
+                | Error::Violation(_)
         )
     }
 
@@ -76,6 +84,7 @@ impl Error {
             Error::Call(CallError::Violation(why)) => {
                 Failure::new("foolscap.tokens.Violation", why.clone())
             }
+            Error::Violation(v) => Failure::new("foolscap.tokens.Violation", v.to_string()),
             Error::Call(CallError::ConnectionLost(r)) => Failure::new(
                 "foolscap.ipb.DeadReferenceError",
                 format!("Connection was lost: {r}"),
@@ -86,6 +95,17 @@ impl Error {
                 Failure::new("foolscap.ipb.DeadReferenceError", "Calling Stale Broker")
             }
             other => Failure::new("foolscap.ipb.DeadReferenceError", other.to_string()),
+        }
+    }
+}
+
+impl From<TubError> for Error {
+    fn from(e: TubError) -> Self {
+        match e {
+            TubError::Broker(foolscap_core::broker::BrokerError::Violation(v)) => {
+                Error::Violation(v)
+            }
+            e => Error::Tub(e),
         }
     }
 }

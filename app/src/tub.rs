@@ -296,7 +296,10 @@ impl Tub {
     /// peer holds a reference to it.
     pub fn local(&self, object: Arc<dyn Object>) -> Value {
         let mut st = self.lock();
-        let id = st.core.new_object(object.interface());
+        let id = match object.schema() {
+            Some(schema) => st.core.new_object_with_schema(schema),
+            None => st.core.new_object(object.interface()),
+        };
         st.objects.insert(id, object);
         Value::Local(id)
     }
@@ -305,7 +308,10 @@ impl Tub {
     /// returns its FURL.
     pub fn register(&self, object: Arc<dyn Object>, name: Option<&str>) -> Result<Furl, Error> {
         let mut st = self.lock();
-        let id = st.core.new_object(object.interface());
+        let id = match object.schema() {
+            Some(schema) => st.core.new_object_with_schema(schema),
+            None => st.core.new_object(object.interface()),
+        };
         st.objects.insert(id, object);
         match st.core.register(id, name) {
             Ok(furl) => Ok(furl),
@@ -314,6 +320,13 @@ impl Tub {
                 Err(e.into())
             }
         }
+    }
+
+    /// Accepts received copyables of the schema's type and checks their
+    /// attributes against it wherever they arrive (Python's
+    /// `stateSchema`).
+    pub fn register_copyable_schema(&self, schema: Arc<foolscap_core::schema::CopyableSchema>) {
+        self.lock().core.register_copyable_schema(schema);
     }
 
     /// Makes RemoteInterface `schema` known to this Tub: references

@@ -6,7 +6,9 @@
 //! size (0 = all at once); the rest is fed in chunks. Every incoming call
 //! is answered with its own arguments (exercising the serializer on peer
 //! data), timers are driven, and a registered object `calc` can be looked
-//! up. A call carrying gifts (`their-reference`) gets its gifts
+//! up; a second object `schema` declares `foolscap_fuzz::fuzz_interface`,
+//! so its calls are checked and their answers checked before sending. A
+//! call carrying gifts (`their-reference`) gets its gifts
 //! acknowledged (`decgift`) and filled in with `None`, as the Tub does
 //! once they are looked up, and a reference from another connection is
 //! sent back with each answer (a gift the peer may `decgift`). Checks:
@@ -17,10 +19,30 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use foolscap_core::banana::VocabTable;
-use foolscap_core::broker::{fill_gifts, Broker, BrokerConfig, BrokerEvent, Export};
+use foolscap_core::broker::{fill_gifts, Broker, BrokerConfig, BrokerEvent, Export, Registry};
 use foolscap_core::id::{ConnectionId, ObjectId};
 use foolscap_core::value::{RemoteRef, Value};
 use libfuzzer_sys::fuzz_target;
+
+/// `calc` (unchecked) and `schema` (with the fuzz interface).
+struct Objects(HashMap<Vec<u8>, Export>);
+
+impl Registry for Objects {
+    fn lookup(&self, name: &[u8]) -> Option<Export> {
+        self.0.lookup(name)
+    }
+
+    fn describe(&self, object: ObjectId) -> Option<Export> {
+        self.0.describe(object)
+    }
+
+    fn schema(
+        &self,
+        object: ObjectId,
+    ) -> Option<std::sync::Arc<foolscap_core::schema::InterfaceSchema>> {
+        (object == ObjectId(8)).then(foolscap_fuzz::fuzz_interface)
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, stream)) = data.split_first() else {
@@ -47,6 +69,15 @@ fuzz_target!(|data: &[u8]| {
             furl: None,
         },
     );
+    registry.insert(
+        b"schema".to_vec(),
+        Export {
+            object: ObjectId(8),
+            interface: Bytes::from_static(b"RIFuzz"),
+            furl: None,
+        },
+    );
+    let registry = Objects(registry);
     let start = Instant::now();
     let mut broker = Broker::new(vocab, config, ConnectionId(1), None, start);
     let mut out = Vec::new();

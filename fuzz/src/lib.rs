@@ -10,7 +10,11 @@ use bytes::{Bytes, BytesMut};
 use foolscap_core::banana::{
     encode::put_token, Token, TokenDecoder, TokenError, TokenLimits, VocabTable,
 };
-use foolscap_core::value::{Deserializer, Event, Limits, Serializer, Value, WireRef, WireRefs};
+use foolscap_core::schema::{check_call, Direction, InterfaceSchema};
+use foolscap_core::value::{
+    CallTarget, DecodeError, Deserializer, Event, Limits, PbEvent, RefDecoder, Serializer, Value,
+    WireRef, WireRefs,
+};
 
 /// Chunk size picked by the first input byte: 0 means "everything at once".
 fn chunk_size(b: u8) -> usize {
@@ -495,9 +499,289 @@ pub fn check(target: &str, data: &[u8]) {
         "token_decoder" => check_token_decoder(data),
         "value_deserializer" => check_value_deserializer(data),
         "value_roundtrip" => check_value_roundtrip(data),
+        "schema_decoder" => check_schema_decoder(data),
         // these targets keep their checks in fuzz_targets/*.rs; their
         // corpora are exercised by running the fuzzer itself
         "plaintext_parser" | "negotiation_blocks" | "certificate" | "broker" | "transcript" => {}
         other => panic!("unknown fuzz target {other}"),
     }
+}
+
+/// The interface of the `schema_decoder` target: one method per constraint
+/// kind, with short names the fuzzer finds quickly.
+pub fn fuzz_interface() -> std::sync::Arc<InterfaceSchema> {
+    use foolscap_core::schema::{Argument, Constraint as C, MethodSchema};
+    let one = |name: &str, c: C| {
+        MethodSchema::new(name)
+            .with_argument(Argument::required("x", c.clone()))
+            .with_argument(Argument::optional("y", C::int()))
+            .returning(c)
+    };
+    let list = C::list_of(C::tuple_of([C::int32(), C::byte_string(Some(4))]), Some(3));
+    std::sync::Arc::new(
+        InterfaceSchema::new("RIFuzz")
+            .with_method(one("a", C::byte_string(Some(8))))
+            .with_method(one("b", C::unicode(Some(3))))
+            .with_method(one("c", C::int_bytes(8)))
+            .with_method(one("d", C::number()))
+            .with_method(one("e", C::boolean()))
+            .with_method(one("f", C::Nothing))
+            .with_method(one("g", list))
+            .with_method(one(
+                "h",
+                C::dict_of(C::bytes(), C::set_of(C::int(), Some(2)), Some(2)),
+            ))
+            .with_method(one(
+                "i",
+                C::choice_of([C::int(), C::list_of(C::text(), None), C::Nothing]),
+            ))
+            .with_method(one("j", C::Any))
+            .with_method(one("k", C::reference_to("RIOther")))
+            .with_method(MethodSchema::unconstrained("l")),
+    )
+}
+
+/// Gives [`fuzz_interface`] to object 1 and, for answers, to every odd
+/// reqID (method by reqID, cycling through the methods).
+struct SchemaRefs(std::sync::Arc<InterfaceSchema>, WireRefs);
+
+impl RefDecoder for SchemaRefs {
+    fn decode_ref(&mut self, r: WireRef, offset: u64) -> Result<Value, DecodeError> {
+        self.1.decode_ref(r, offset)
+    }
+
+    fn call_schema(&mut self, clid: i64) -> Option<CallTarget> {
+        (clid == 1).then(|| CallTarget {
+            schema: self.0.clone(),
+            object: foolscap_core::id::ObjectId(1),
+        })
+    }
+
+    fn answer_schema(&mut self, req_id: u64) -> Option<(std::sync::Arc<InterfaceSchema>, String)> {
+        let methods = self.0.methods();
+        (req_id % 2 == 1).then(|| {
+            let m = &methods[(req_id / 2) as usize % methods.len()];
+            (self.0.clone(), m.name().to_owned())
+        })
+    }
+}
+
+/// Decodes a PB stream against [`fuzz_interface`] in chunks of `size`.
+fn decode_schema_events(
+    vocab: VocabTable,
+    data: &[u8],
+    size: usize,
+) -> (Vec<PbEvent>, Option<DecodeError>) {
+    let mut de = Deserializer::new(vocab, small_limits()).pb_messages();
+    let mut refs = SchemaRefs(fuzz_interface(), WireRefs::default());
+    let mut out = Vec::new();
+    let limit = small_limits().max_message_bytes * 2 + 4096;
+    for chunk in chunks(data, size) {
+        de.feed(chunk);
+        loop {
+            match de.poll_pb_event_with(&mut refs) {
+                Ok(Some(ev)) => out.push(ev),
+                Ok(None) => break,
+                Err(e) => {
+                    assert_eq!(
+                        de.poll_pb_event_with(&mut refs),
+                        Err(e.clone()),
+                        "errors must be sticky"
+                    );
+                    return (out, Some(e));
+                }
+            }
+            assert!(de.in_progress_bytes() <= limit.max(chunk.len() * 2));
+        }
+    }
+    (out, None)
+}
+
+/// The `schema_decoder` target: byte 0 bit 7 vocab table 1, bits 0-5 a
+/// chunk size; the rest a PB stream whose calls to clid 1 and answers to
+/// odd reqIDs are checked against [`fuzz_interface`]. Checks: no panic;
+/// chunked decoding gives the same events and error as decoding at once;
+/// every delivered call passes the whole-argument check or fails it with
+/// a Violation (never a panic), and its values re-encode.
+pub fn check_schema_decoder(data: &[u8]) {
+    let Some((&first, stream)) = data.split_first() else {
+        return;
+    };
+    let vocab = if first & 0x80 != 0 {
+        VocabTable::V1
+    } else {
+        VocabTable::EMPTY
+    };
+    let (whole, whole_err) = decode_schema_events(vocab, stream, usize::MAX);
+    let (chunked, chunked_err) = decode_schema_events(vocab, stream, chunk_size(first));
+    assert_eq!(whole, chunked, "chunked decoding changed the events");
+    let token_error = |e: &Option<DecodeError>| match e {
+        Some(DecodeError::Token(t)) => Some(t.clone()),
+        _ => None,
+    };
+    match (&whole_err, &chunked_err) {
+        (Some(DecodeError::Token(_)), Some(DecodeError::Token(_))) => assert!(
+            same_error(&token_error(&chunked_err), &token_error(&whole_err)),
+            "chunked decoding changed the error: {chunked_err:?} vs {whole_err:?}"
+        ),
+        _ => assert_eq!(whole_err, chunked_err, "chunked decoding changed the error"),
+    }
+    let iface = fuzz_interface();
+    for ev in &whole {
+        if let PbEvent::Call(c) = ev {
+            if c.clid == 1 {
+                if let Some(m) = iface.method(c.method.as_str()) {
+                    let no = |_| None;
+                    let _ = check_call(&iface, m, &c.args, &c.kwargs, Direction::Inbound, &no);
+                    let _ = check_call(&iface, m, &c.args, &c.kwargs, Direction::Outbound, &no);
+                }
+            }
+        }
+    }
+}
+
+/// Seed inputs for `schema_decoder` (control byte 0: all at once, table
+/// 0; then PB calls and answers that meet or break [`fuzz_interface`]).
+pub fn schema_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let ser = || Serializer::new(VocabTable::EMPTY);
+    let call = |method: &str, args: Vec<Value>, kwargs: Vec<(&str, Value)>| {
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&[0]);
+        let kwargs: Vec<_> = kwargs
+            .into_iter()
+            .map(|(k, v)| (foolscap_core::value::Text::from(k), v))
+            .collect();
+        ser()
+            .write_call(&mut out, 2, 1, method.as_bytes(), &args, &kwargs)
+            .expect("a seed call");
+        out.to_vec()
+    };
+    let answer = |req: u64, v: Value| {
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&[0]);
+        ser()
+            .write_answer(&mut out, req, &v)
+            .expect("a seed answer");
+        out.to_vec()
+    };
+    let int = Value::int;
+    vec![
+        (
+            "call-bytes-too-long",
+            call("a", vec![Value::bytes(&[b'x'; 9])], vec![]),
+        ),
+        (
+            "call-text-ok",
+            call("b", vec![Value::str("abc")], vec![("y", int(1))]),
+        ),
+        (
+            "call-int-too-big",
+            call(
+                "c",
+                vec![Value::Int(foolscap_core::value::Int::from(u64::MAX))],
+                vec![],
+            ),
+        ),
+        (
+            "call-bool-for-int",
+            call("c", vec![Value::Bool(true)], vec![]),
+        ),
+        (
+            "call-list-of-tuples",
+            call(
+                "g",
+                vec![Value::List(vec![
+                    Value::Tuple(vec![
+                        int(1),
+                        Value::bytes(b"ab")
+                    ]);
+                    4
+                ])],
+                vec![],
+            ),
+        ),
+        (
+            "call-dict-of-sets",
+            call(
+                "h",
+                vec![Value::Dict(vec![(
+                    Value::bytes(b"k"),
+                    Value::Set(vec![int(1), int(2), int(3)]),
+                )])],
+                vec![],
+            ),
+        ),
+        (
+            "call-choice-list",
+            call(
+                "i",
+                vec![Value::List(vec![Value::str("x"), int(2)])],
+                vec![],
+            ),
+        ),
+        (
+            "call-unknown-keyword",
+            call("a", vec![], vec![("z", int(1))]),
+        ),
+        (
+            "call-too-many",
+            call("e", vec![Value::Bool(true), int(1), int(2)], vec![]),
+        ),
+        ("call-missing", call("f", vec![], vec![])),
+        (
+            "answer-list-full",
+            answer(
+                13,
+                Value::List(vec![Value::Tuple(vec![int(1), Value::bytes(b"ab")]); 4]),
+            ),
+        ),
+        ("answer-text-for-bytes", answer(1, Value::str("text"))),
+    ]
+}
+
+/// A seed for the `broker` target: look up `schema` (the object declaring
+/// [`fuzz_interface`]), then call it with conforming and non-conforming
+/// arguments (control byte 0: table 0, all at once).
+pub fn broker_schema_seed() -> Vec<u8> {
+    use foolscap_core::value::Text;
+    let mut ser = Serializer::new(VocabTable::EMPTY);
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&[0]);
+    let kw = |k: &str, v: Value| (Text::from(k), v);
+    ser.write_call(
+        &mut out,
+        1,
+        0,
+        b"getReferenceByName",
+        &[],
+        &[kw("name", Value::bytes(b"schema"))],
+    )
+    .expect("seed");
+    let calls: Vec<(&[u8], Vec<Value>)> = vec![
+        (b"a", vec![Value::bytes(b"12345678")]),
+        (b"a", vec![Value::bytes(b"123456789")]),
+        (b"b", vec![Value::str("abcd")]),
+        (
+            b"g",
+            vec![Value::List(vec![Value::Tuple(vec![
+                Value::int(1),
+                Value::bytes(b"ab"),
+            ])])],
+        ),
+        (
+            b"h",
+            vec![Value::Dict(vec![(
+                Value::bytes(b"k"),
+                Value::Set(vec![Value::int(1)]),
+            )])],
+        ),
+        (b"i", vec![Value::List(vec![Value::str("x")])]),
+        (b"e", vec![Value::int(1)]),
+        (b"zz", vec![]),
+    ];
+    for (i, (method, args)) in calls.into_iter().enumerate() {
+        ser.write_call(&mut out, 2 + i as u64, 1, method, &args, &[])
+            .expect("seed");
+    }
+    out.to_vec()
 }

@@ -47,3 +47,25 @@ fn corpus() {
     let n = replay(&root.join("corpus"));
     eprintln!("{n} corpus inputs replayed");
 }
+
+#[test]
+fn schema_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/schema_decoder");
+    let broker = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/broker");
+    if std::env::var_os("WRITE_SEEDS").is_some() {
+        std::fs::create_dir_all(&broker).unwrap();
+        std::fs::write(
+            broker.join("schema-calls"),
+            foolscap_fuzz::broker_schema_seed(),
+        )
+        .unwrap();
+    }
+    for (name, data) in foolscap_fuzz::schema_seeds() {
+        foolscap_fuzz::check("schema_decoder", &data);
+        // keep the committed copies (the fuzzer's starting corpus) current
+        if std::env::var_os("WRITE_SEEDS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), &data).unwrap();
+        }
+    }
+}

@@ -155,6 +155,12 @@ impl Server {
         Self::kitchen(cmd, extra)
     }
 
+    /// The server's process id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
     /// The Python twin (`tests/interop/kitchen_sink.py`).
     pub fn python(extra: &[&str]) -> Server {
         let mut cmd = Command::new(python());

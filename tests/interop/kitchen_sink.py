@@ -36,6 +36,9 @@ from twisted.internet.task import deferLater  # noqa: E402
 
 from foolscap.api import Copyable, Referenceable, RemoteCopy, Tub  # noqa: E402
 from foolscap.ipb import IRemoteReference  # noqa: E402
+from foolscap.api import ListOf, RemoteInterface  # noqa: E402
+from foolscap.schema import ByteStringConstraint  # noqa: E402
+from zope.interface import implementer  # noqa: E402
 from foolscap.referenceable import RemoteReference  # noqa: E402
 
 # 2**100000 has more than 4300 digits; let the interpreter print it if asked
@@ -84,6 +87,27 @@ class Counter(Referenceable):
 
     def remote_get(self):
         return self.value
+
+
+class RIKitchenSinkLimited(RemoteInterface):
+    __remote_name__ = "RIKitchenSinkLimited.foolscap-rs.example"
+
+    def put_bytes(data=ByteStringConstraint(maxLength=65536)):
+        return int
+
+    def put_list(items=ListOf(int, maxLength=100)):
+        return int
+
+
+@implementer(RIKitchenSinkLimited)
+class Limited(Referenceable):
+    """What limited() returns: its calls are checked by its interface."""
+
+    def remote_put_bytes(self, data):
+        return len(data)
+
+    def remote_put_list(self, items):
+        return len(items)
 
 
 def describe_type(x, ancestors=()):
@@ -203,6 +227,9 @@ class KitchenSink(Referenceable):
 
     def remote_get_self(self):
         return self
+
+    def remote_limited(self):
+        return Limited()
 
     def remote_call_back(self, ref, method, *args):
         # the answer (or failure) of the call-back is our answer; one of our

@@ -22,6 +22,9 @@ pub struct TokenDecoder {
     offset: u64,
     limits: TokenLimits,
     failed: Option<TokenError>,
+    /// Body bytes of a token being skipped ([`TokenDecoder::skip_token`])
+    /// still to come: dropped as they arrive, never buffered.
+    skip: u64,
 }
 
 impl Default for TokenDecoder {
@@ -47,6 +50,7 @@ impl TokenDecoder {
             offset: 0,
             limits,
             failed: None,
+            skip: 0,
         }
     }
 
@@ -60,16 +64,19 @@ impl TokenDecoder {
         if self.failed.is_some() {
             return;
         }
+        let data = self.skip_incoming(data);
         self.compact();
         self.buf.extend_from_slice(data);
     }
 
     /// Appends received bytes that are already in a [`Bytes`]; when nothing
     /// is buffered and the handle is unique this takes it over without a copy.
-    pub fn feed_bytes(&mut self, data: Bytes) {
+    pub fn feed_bytes(&mut self, mut data: Bytes) {
         if self.failed.is_some() {
             return;
         }
+        let skipped = data.len() - self.skip_incoming(&data).len();
+        data.advance(skipped);
         self.compact();
         if self.buf.is_empty() {
             match data.try_into_mut() {
@@ -107,9 +114,68 @@ impl TokenDecoder {
         }
     }
 
+    /// Drops bytes of a skipped body from the front of `data` (nothing is
+    /// buffered while a body is skipped); returns the rest.
+    fn skip_incoming<'d>(&mut self, data: &'d [u8]) -> &'d [u8] {
+        if self.skip == 0 {
+            return data;
+        }
+        let n = (self.skip.min(data.len() as u64)) as usize;
+        self.skip -= n as u64;
+        self.offset += n as u64;
+        &data[n..]
+    }
+
+    /// The type and header value of the next token, once its header has
+    /// arrived (its body may not have). `None` when more bytes are needed
+    /// or the header is malformed ([`TokenDecoder::next_token`] reports
+    /// that).
+    pub fn peek_header(&self) -> Option<(TypeByte, Option<u64>)> {
+        if self.failed.is_some() || self.skip > 0 {
+            return None;
+        }
+        let data = &self.buf[self.pos..];
+        let header = self.scan_header(data, 0).ok()??;
+        let ty = TypeByte::from_byte(data[header.digits])?;
+        Some((ty, header.value))
+    }
+
+    /// Drops the next token, whose header [`TokenDecoder::peek_header`]
+    /// saw: a STRING, LONGINT or LONGNEG body is discarded as it arrives,
+    /// never buffered (a schema refused it by its announced size). Returns
+    /// the token's type, or `None` (nothing dropped) if it cannot be
+    /// skipped so: no complete header, or a body over the limits (then
+    /// [`TokenDecoder::next_token`] fails as usual).
+    pub fn skip_token(&mut self) -> Option<TypeByte> {
+        let (ty, len) = self.peek_header()?;
+        let limit = match ty {
+            TypeByte::String => self.limits.max_string_bytes,
+            TypeByte::LongInt | TypeByte::LongNeg => self.limits.max_longint_bytes,
+            _ => return None,
+        };
+        let len = len.filter(|&l| l <= limit as u64)?;
+        let data = &self.buf[self.pos..];
+        let digits = data.iter().position(|b| b & 0x80 != 0)?;
+        self.pos += digits + 1;
+        self.compact();
+        let now = (len.min(self.buf.len() as u64)) as usize;
+        self.buf.advance(now);
+        self.offset += now as u64;
+        self.skip = len - now as u64;
+        Some(ty)
+    }
+
+    /// Whether a skipped body is still arriving.
+    pub fn skipping(&self) -> bool {
+        self.skip > 0
+    }
+
     /// Decodes the next complete token, `Ok(None)` if more bytes are needed.
     #[inline]
     pub fn next_token(&mut self) -> Result<Option<Token>, TokenError> {
+        if self.skip > 0 {
+            return Ok(None);
+        }
         // Fast path: a header of at most 9 digits (no overflow possible)
         // and a token without a body. After an error the buffer is empty,
         // so the slow path reports it.
@@ -506,5 +572,45 @@ mod tests {
             base,
             "body is a slice of the input buffer"
         );
+    }
+
+    #[test]
+    fn a_skipped_body_is_dropped_as_it_arrives() {
+        // STRING of 300 bytes (header 0x2c 0x02), then INT 5
+        let mut input = vec![0x2c, 0x02, 0x82];
+        input.extend(std::iter::repeat_n(b'x', 300));
+        input.extend([0x05, 0x81]);
+        let mut d = TokenDecoder::default();
+        d.feed(&input[..10]);
+        assert_eq!(d.peek_header(), Some((TypeByte::String, Some(300))));
+        assert_eq!(d.skip_token(), Some(TypeByte::String));
+        assert!(d.skipping());
+        assert_eq!(d.buffered(), 0);
+        assert_eq!(d.next_token(), Ok(None));
+        for chunk in input[10..].chunks(7) {
+            d.feed(chunk);
+            assert!(d.buffered() <= 2, "nothing of the body is kept");
+        }
+        assert!(!d.skipping());
+        assert_eq!(d.next_token(), Ok(Some(Token::Int(5))));
+        assert_eq!(d.offset(), input.len() as u64);
+        // the same with feed_bytes, and a header only partly there
+        let mut d = TokenDecoder::default();
+        d.feed_bytes(Bytes::copy_from_slice(&input[..1]));
+        assert_eq!(d.peek_header(), None);
+        assert_eq!(d.skip_token(), None);
+        d.feed_bytes(Bytes::copy_from_slice(&input[1..]));
+        assert_eq!(d.skip_token(), Some(TypeByte::String));
+        assert_eq!(d.next_token(), Ok(Some(Token::Int(5))));
+        assert_eq!(d.offset(), input.len() as u64);
+        // a body over the limit is not skipped: next_token fails as before
+        let limits = TokenLimits {
+            max_string_bytes: 10,
+            ..TokenLimits::default()
+        };
+        let mut d = TokenDecoder::new(limits);
+        d.feed(&input);
+        assert_eq!(d.skip_token(), None);
+        assert!(d.next_token().is_err());
     }
 }

@@ -109,4 +109,9 @@ pub enum BrokerError {
     /// The value cannot be serialized.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// A schema refused our call's arguments before anything was sent (the
+    /// call's reqID is used up, as Python uses it), or our answer (the
+    /// caller got the Violation instead): docs/protocol.md §6.5.
+    #[error(transparent)]
+    Violation(#[from] crate::schema::Violation),
 }

@@ -19,6 +19,7 @@ mod failure;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -27,10 +28,12 @@ use crate::banana::encode::{put_error, put_ping_pong};
 use crate::banana::{TypeByte, VocabTable};
 use crate::furl::Furl;
 use crate::identity::TubId;
+use crate::schema::check::{check_call, check_result, describe_object, Direction, Violation};
+use crate::schema::{CopyableSchema, InterfaceSchema};
 use crate::value::pyrepr::str_repr;
 use crate::value::{
-    DecodeError, Deserializer, EncodeError, IncomingCall, Limits, MyReference, PbEvent, RefDecoder,
-    RefEncoder, RemoteRef, Serializer, Text, TheirReference, Value, WireRef,
+    CallTarget, DecodeError, Deserializer, EncodeError, IncomingCall, Limits, MyReference, PbEvent,
+    RefDecoder, RefEncoder, RemoteRef, Serializer, Text, TheirReference, Value, WireRef,
 };
 
 pub use error::{BrokerError, CallError, CloseReason, ProtocolError};
@@ -70,7 +73,26 @@ pub trait Registry {
         let _ = type_name;
         true
     }
+
+    /// The RemoteInterface local object `object` declares: calls to it are
+    /// checked as Python checks them (docs/protocol.md §6.5). Default:
+    /// none.
+    fn schema(&self, object: ObjectId) -> Option<Arc<InterfaceSchema>> {
+        let _ = object;
+        None
+    }
+
+    /// The attribute schema of copyable type `type_name` (Python's
+    /// `stateSchema`), checked wherever one arrives. Default: none.
+    fn copyable_schema(&self, type_name: &str) -> Option<Arc<CopyableSchema>> {
+        let _ = type_name;
+        None
+    }
 }
+
+/// A method's schema, as an incoming call or our outstanding request
+/// needs it (the interface and the method's name).
+type MethodRef = (Arc<InterfaceSchema>, String);
 
 /// A [`Registry`] with no objects (for messages that carry none).
 #[derive(Debug, Clone, Copy, Default)]
@@ -451,6 +473,10 @@ struct Received<'a> {
     /// The error that ends the connection, kept typed for its close
     /// reason.
     fatal: Option<ProtocolError>,
+    /// Our objects' interfaces (the receiver's checks).
+    objects: &'a dyn Registry,
+    /// Our requests whose target's interface we know (the answer checks).
+    answer_schemas: &'a HashMap<ReqId, MethodRef>,
 }
 
 impl Received<'_> {
@@ -524,6 +550,22 @@ impl RefDecoder for Received<'_> {
             }
         }
     }
+
+    fn call_schema(&mut self, clid: i64) -> Option<CallTarget> {
+        let object = self.exports.exports.get(&clid)?.object;
+        Some(CallTarget {
+            schema: self.objects.schema(object)?,
+            object,
+        })
+    }
+
+    fn answer_schema(&mut self, req_id: u64) -> Option<(Arc<InterfaceSchema>, String)> {
+        self.answer_schemas.get(&req_id).cloned()
+    }
+
+    fn copyable_schema(&mut self, type_name: &str) -> Option<Arc<CopyableSchema>> {
+        self.objects.copyable_schema(type_name)
+    }
 }
 
 /// One PB connection's broker, sans-IO.
@@ -542,7 +584,13 @@ pub struct Broker {
     events: VecDeque<BrokerEvent>,
     next_req: ReqId,
     outstanding: HashMap<ReqId, Pending>,
+    /// Our requests whose answers are checked against the target's
+    /// interface as we know it.
+    answer_schemas: HashMap<ReqId, MethodRef>,
     incoming: hashbrown::HashSet<ReqId>,
+    /// Incoming calls to objects with an interface: their result is
+    /// checked before it is sent (P4).
+    incoming_schemas: HashMap<ReqId, (MethodRef, ObjectId)>,
     exported: ExportTable,
     imports: HashMap<Clid, Imported>,
     /// Gifts we sent on this connection.
@@ -588,7 +636,9 @@ impl Broker {
             events: VecDeque::new(),
             next_req: 1,
             outstanding: HashMap::new(),
+            answer_schemas: HashMap::new(),
             incoming: hashbrown::HashSet::new(),
+            incoming_schemas: HashMap::new(),
             exported: ExportTable {
                 next_clid: 1,
                 exports: HashMap::new(),
@@ -649,6 +699,8 @@ impl Broker {
                 peer: self.peer,
                 gifts: &mut self.msg_gifts,
                 fatal: None,
+                objects,
+                answer_schemas: &self.answer_schemas,
             };
             let ev = self.de.poll_pb_event_with(&mut refs);
             let fatal = refs.fatal.take();
@@ -783,12 +835,80 @@ impl Broker {
         kwargs: &[(Text, Value)],
         objects: &dyn Registry,
     ) -> Result<ReqId, BrokerError> {
+        self.call_checked(clid, method, args, kwargs, objects, None)
+    }
+
+    /// [`Broker::call`] to a target whose RemoteInterface we know
+    /// (`schema`, from the name its `my-reference` announced): the
+    /// arguments are checked first, as Python's caller checks them, and a
+    /// Violation sends nothing but uses up the reqID; the answer is then
+    /// checked token by token against the method's result constraint
+    /// (docs/protocol.md §6.5).
+    pub fn call_checked(
+        &mut self,
+        clid: Clid,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+        objects: &dyn Registry,
+        schema: Option<&Arc<InterfaceSchema>>,
+    ) -> Result<ReqId, BrokerError> {
         self.check_target(clid, args)?;
         let req = self.next_req;
+        let checked = match schema {
+            Some(iface) if clid > 0 => {
+                match self.check_outbound(iface, clid, method, args, kwargs, objects) {
+                    Ok(m) => m,
+                    Err(v) => {
+                        self.next_req += 1;
+                        return Err(BrokerError::Violation(v));
+                    }
+                }
+            }
+            _ => None,
+        };
         self.write_call(req, clid, method, args, kwargs, objects)?;
         self.next_req += 1;
         self.outstanding.insert(req, Pending::User);
+        if let Some(m) = checked {
+            self.answer_schemas.insert(req, m);
+        }
         Ok(req)
+    }
+
+    /// Python's caller-side checks of a call to an object announced with
+    /// interface `iface`; gives the method for the answer check.
+    fn check_outbound(
+        &self,
+        iface: &Arc<InterfaceSchema>,
+        clid: Clid,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+        objects: &dyn Registry,
+    ) -> Result<Option<MethodRef>, Violation> {
+        let Some(m) = iface.method(method) else {
+            let furl = self
+                .imports
+                .get(&clid)
+                .and_then(|i| {
+                    i.handle
+                        .furl()
+                        .map(|f| String::from_utf8_lossy(f).into_owned())
+                })
+                .unwrap_or_default();
+            return Err(Violation::new(format!(
+                "{}(<RemoteReference at clid {clid} [{furl}]>) does not offer {method}",
+                iface.name()
+            )));
+        };
+        let local = |o: ObjectId| {
+            objects
+                .describe(o)
+                .map(|e| String::from_utf8_lossy(&e.interface).into_owned())
+        };
+        check_call(iface, m, args, kwargs, Direction::Outbound, &local)?;
+        Ok((!m.is_unconstrained()).then(|| (iface.clone(), method.to_owned())))
     }
 
     /// Python's `callRemoteOnly`: a call with reqID 0, never answered.
@@ -800,7 +920,26 @@ impl Broker {
         kwargs: &[(Text, Value)],
         objects: &dyn Registry,
     ) -> Result<(), BrokerError> {
+        self.call_only_checked(clid, method, args, kwargs, objects, None)
+    }
+
+    /// [`Broker::call_only`] to a target whose RemoteInterface we know:
+    /// the arguments are checked first, as for [`Broker::call_checked`]
+    /// (Python's `callRemoteOnly` checks them too and drops the call
+    /// silently; we return the Violation).
+    pub fn call_only_checked(
+        &mut self,
+        clid: Clid,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+        objects: &dyn Registry,
+        schema: Option<&Arc<InterfaceSchema>>,
+    ) -> Result<(), BrokerError> {
         self.check_target(clid, args)?;
+        if let Some(iface) = schema.filter(|_| clid > 0) {
+            self.check_outbound(iface, clid, method, args, kwargs, objects)?;
+        }
         self.write_call(0, clid, method, args, kwargs, objects)
     }
 
@@ -953,7 +1092,10 @@ impl Broker {
     }
 
     /// Answers incoming call `req_id` with `value`. On an encoding error
-    /// nothing is sent and the call still waits (fail it instead).
+    /// nothing is sent and the call still waits (fail it instead). When
+    /// the object declares an interface the value is checked against the
+    /// method's result constraint first (P4); a Violation is sent to the
+    /// caller instead and returned.
     pub fn answer(
         &mut self,
         req_id: ReqId,
@@ -964,6 +1106,26 @@ impl Broker {
             return Ok(());
         }
         self.take_incoming(req_id)?;
+        if let Some(((iface, method), object)) = self.incoming_schemas.remove(&req_id) {
+            if let Some(m) = iface.method(&method) {
+                let local = |o: ObjectId| {
+                    objects
+                        .describe(o)
+                        .map(|e| String::from_utf8_lossy(&e.interface).into_owned())
+                };
+                if let Err(v) = check_result(m, value, Direction::Outbound, &local) {
+                    let v = v.at(format!(
+                        "in return value of {}.{method}",
+                        describe_object(object)
+                    ));
+                    self.send_error(
+                        req_id,
+                        &Failure::new("foolscap.tokens.Violation", v.to_string()),
+                    );
+                    return Err(BrokerError::Violation(v));
+                }
+            }
+        }
         let mut refs = ConnRefs {
             exports: &mut self.exported,
             gifts: &mut self.gifts,
@@ -986,6 +1148,7 @@ impl Broker {
             return Ok(());
         }
         self.take_incoming(req_id)?;
+        self.incoming_schemas.remove(&req_id);
         self.send_error(req_id, failure);
         Ok(())
     }
@@ -1037,7 +1200,7 @@ impl Broker {
     ) -> Result<(), ProtocolError> {
         match ev {
             PbEvent::Call(call) => self.incoming_call(call, gifts, objects)?,
-            PbEvent::Answer { req_id, value } => match self.outstanding.remove(&req_id) {
+            PbEvent::Answer { req_id, value } => match self.take_outstanding(req_id) {
                 None => {} // not waiting: Python discards it
                 Some(Pending::Decref(clid)) => self.decref_done(clid),
                 Some(Pending::User) => {
@@ -1058,7 +1221,7 @@ impl Broker {
                 }
             },
             PbEvent::Error { req_id, failure } => {
-                let Some(pending) = self.outstanding.remove(&req_id) else {
+                let Some(pending) = self.take_outstanding(req_id) else {
                     return Ok(());
                 };
                 let error = match Failure::from_value(&failure) {
@@ -1076,9 +1239,15 @@ impl Broker {
                 }
             }
             PbEvent::CallViolation { req_id, error } => {
-                self.send_error(req_id, &Failure::violation(req_id, &error.to_string()));
+                let failure = match &error {
+                    DecodeError::Violation { violation, .. } => {
+                        Failure::new("foolscap.tokens.Violation", violation.to_string())
+                    }
+                    _ => Failure::violation(req_id, &error.to_string()),
+                };
+                self.send_error(req_id, &failure);
             }
-            PbEvent::AnswerViolation { req_id, error } => match self.outstanding.remove(&req_id) {
+            PbEvent::AnswerViolation { req_id, error } => match self.take_outstanding(req_id) {
                 Some(Pending::User) => self.events.push_back(BrokerEvent::Failed {
                     req_id,
                     error: CallError::Violation(error.to_string()),
@@ -1091,6 +1260,12 @@ impl Broker {
             PbEvent::PeerError(msg) => self.shut(CloseReason::PeerError(msg)),
         }
         Ok(())
+    }
+
+    /// Our request `req_id` is answered (or failed): no longer waited for.
+    fn take_outstanding(&mut self, req_id: ReqId) -> Option<Pending> {
+        self.answer_schemas.remove(&req_id);
+        self.outstanding.remove(&req_id)
     }
 
     fn incoming_call(
@@ -1128,6 +1303,11 @@ impl Broker {
                 return Ok(());
             }
             self.incoming.insert(req);
+            if let Some(schema) = objects.schema(object) {
+                let method = call.method.as_str().to_owned();
+                self.incoming_schemas
+                    .insert(req, ((schema, method), object));
+            }
         }
         let inbound = InboundCall {
             req_id: req,
@@ -1332,6 +1512,8 @@ impl Broker {
             }
         }
         self.incoming.clear();
+        self.incoming_schemas.clear();
+        self.answer_schemas.clear();
         self.exported.exports.clear();
         self.exported.clid_of.clear();
         self.imports.clear();

@@ -41,6 +41,10 @@
 
 use std::fmt;
 
+pub mod check;
+
+pub use check::{check_call, check_result, Direction, Violation};
+
 /// Python's `int` shorthand: integers of up to this many body bytes.
 pub const DEFAULT_INT_BYTES: usize = 1024;
 
@@ -252,6 +256,59 @@ impl Constraint {
     }
 }
 
+/// The attribute schema of a copyable type (Python's `stateSchema`, an
+/// `AttributeDictConstraint` on the RemoteCopy class): wherever a
+/// `copyable` of this type arrives, each attribute is checked against its
+/// constraint as it arrives, and an attribute the schema does not name is
+/// refused (`unknown attribute 'z'`). Missing attributes are not
+/// detected, as in Python. Register it with the Tub's
+/// `register_copyable_schema`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyableSchema {
+    type_name: String,
+    attributes: Vec<(String, Constraint)>,
+    accept_unknown: bool,
+}
+
+impl CopyableSchema {
+    /// A schema for copyables of type `type_name` with no attributes yet.
+    pub fn new(type_name: impl Into<String>) -> CopyableSchema {
+        CopyableSchema {
+            type_name: type_name.into(),
+            attributes: Vec::new(),
+            accept_unknown: false,
+        }
+    }
+
+    /// Adds attribute `name` with its constraint.
+    pub fn with_attribute(mut self, name: impl Into<String>, c: Constraint) -> CopyableSchema {
+        self.attributes.push((name.into(), c));
+        self
+    }
+
+    /// Python's `acceptUnknown=True`: attributes the schema does not name
+    /// are taken unchecked instead of refused.
+    pub fn accepting_unknown(mut self) -> CopyableSchema {
+        self.accept_unknown = true;
+        self
+    }
+
+    /// The copyable type name.
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    /// The attributes and their constraints.
+    pub fn attributes(&self) -> &[(String, Constraint)] {
+        &self.attributes
+    }
+
+    /// Whether unknown attributes are taken.
+    pub fn accepts_unknown(&self) -> bool {
+        self.accept_unknown
+    }
+}
+
 /// One declared argument of a remote method.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Argument {
@@ -428,3 +485,6 @@ impl fmt::Display for InterfaceSchema {
         f.write_str(&self.name)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -103,7 +103,7 @@ use crate::negotiation::{
     NegotiationEvent, RecorderHandle, Session, TlsContext,
 };
 use crate::rng::Rng;
-use crate::schema::InterfaceSchema;
+use crate::schema::{CopyableSchema, InterfaceSchema};
 use crate::value::pyrepr::str_repr;
 use crate::value::{RemoteRef, Text, TheirReference, Value};
 
@@ -354,12 +354,16 @@ struct ObjectTable {
     info: HashMap<ObjectId, ObjectInfo>,
     /// Copyable type names accepted from peers.
     copyables: HashSet<String>,
+    /// Their attribute schemas, where registered.
+    copyable_schemas: HashMap<String, Arc<CopyableSchema>>,
     any_copyable: bool,
 }
 
 #[derive(Debug, Clone)]
 struct ObjectInfo {
     interface: Bytes,
+    /// The RemoteInterface its calls are checked against.
+    schema: Option<Arc<InterfaceSchema>>,
     furl: Option<Bytes>,
     /// Names given with [`Tub::register`] (they keep the object alive).
     names: usize,
@@ -390,6 +394,14 @@ impl Registry for ObjectTable {
 
     fn accepts_copyable(&self, type_name: &str) -> bool {
         self.any_copyable || self.copyables.contains(type_name)
+    }
+
+    fn schema(&self, object: ObjectId) -> Option<Arc<InterfaceSchema>> {
+        self.info.get(&object)?.schema.clone()
+    }
+
+    fn copyable_schema(&self, type_name: &str) -> Option<Arc<CopyableSchema>> {
+        self.copyable_schemas.get(type_name).cloned()
     }
 }
 
@@ -704,11 +716,25 @@ impl Tub {
             id,
             ObjectInfo {
                 interface: Bytes::copy_from_slice(interface.as_bytes()),
+                schema: None,
                 furl,
                 names: 0,
                 weak_name,
             },
         );
+        id
+    }
+
+    /// [`Tub::new_object`] for an object that declares RemoteInterface
+    /// `schema`: it is announced with the interface's name, and calls to
+    /// it are checked against the interface as Python checks them (the
+    /// method name, each argument token by token, the whole arguments,
+    /// the result before it is sent; docs/protocol.md §6.5).
+    pub fn new_object_with_schema(&mut self, schema: Arc<InterfaceSchema>) -> ObjectId {
+        let id = self.new_object(schema.name());
+        if let Some(info) = self.objects.info.get_mut(&id) {
+            info.schema = Some(schema);
+        }
         id
     }
 
@@ -727,6 +753,7 @@ impl Tub {
         }
         let info = t.info.entry(object).or_insert_with(|| ObjectInfo {
             interface: Bytes::new(),
+            schema: None,
             furl: None,
             names: 0,
             weak_name: None,
@@ -779,6 +806,17 @@ impl Tub {
     /// Violation, and the connection goes on.
     pub fn register_copyable(&mut self, type_name: &str) {
         self.objects.copyables.insert(type_name.to_owned());
+    }
+
+    /// Accepts received `copyable`s of the schema's type and checks their
+    /// attributes against it as they arrive, in every message (Python's
+    /// `stateSchema`): an attribute the schema does not name, or a value
+    /// its constraint refuses, fails the call or answer with a Violation
+    /// (docs/protocol.md §6.5).
+    pub fn register_copyable_schema(&mut self, schema: Arc<CopyableSchema>) {
+        let name = schema.type_name().to_owned();
+        self.objects.copyables.insert(name.clone());
+        self.objects.copyable_schemas.insert(name, schema);
     }
 
     /// Accepts copyables of every type (for tools that only print what
@@ -863,14 +901,32 @@ impl Tub {
         kwargs: &[(Text, Value)],
     ) -> Result<CallId, TubError> {
         let connection = target.connection();
+        let schema = self.known_interface(target);
         let broker = open_broker(&mut self.conns, connection)?;
-        let req_id = broker.call(target.clid(), method, args, kwargs, &self.objects)?;
+        let req_id = broker.call_checked(
+            target.clid(),
+            method,
+            args,
+            kwargs,
+            &self.objects,
+            schema.as_ref(),
+        )?;
         self.touch(connection);
         self.pump(connection, self.last_now);
         Ok(CallId { connection, req_id })
     }
 
-    /// Python's `callRemoteOnly`: no answer, failures are silent.
+    /// The interface `target` was announced with, if this Tub knows it.
+    fn known_interface(&self, target: &RemoteRef) -> Option<Arc<InterfaceSchema>> {
+        std::str::from_utf8(target.interface())
+            .ok()
+            .filter(|name| !name.is_empty())
+            .and_then(|name| self.interfaces.get(name))
+            .cloned()
+    }
+
+    /// Python's `callRemoteOnly`: no answer, failures are silent (a
+    /// Violation of a known interface is returned; nothing is sent).
     pub fn call_only(
         &mut self,
         target: &RemoteRef,
@@ -879,8 +935,16 @@ impl Tub {
         kwargs: &[(Text, Value)],
     ) -> Result<(), TubError> {
         let connection = target.connection();
+        let schema = self.known_interface(target);
         let broker = open_broker(&mut self.conns, connection)?;
-        broker.call_only(target.clid(), method, args, kwargs, &self.objects)?;
+        broker.call_only_checked(
+            target.clid(),
+            method,
+            args,
+            kwargs,
+            &self.objects,
+            schema.as_ref(),
+        )?;
         self.touch(connection);
         self.pump(connection, self.last_now);
         Ok(())

@@ -116,6 +116,14 @@ pub enum DecodeError {
     #[error("more than {limit} shared references in one message at byte {offset}")]
     TooManyReferences { offset: u64, limit: usize },
 
+    /// A schema refused the message (docs/protocol.md §6.5); the text is
+    /// Python's `str(Violation)`.
+    #[error("{violation}")]
+    Violation {
+        offset: u64,
+        violation: Box<crate::schema::Violation>,
+    },
+
     // ---- either: the receiver's RefDecoder decides ----
     /// A reference sequence the receiver refused ([`super::RefDecoder`]):
     /// a Violation, or (`fatal`) the end of the connection.
@@ -174,6 +182,7 @@ impl DecodeError {
             | TooManyItems { .. }
             | MessageTooLarge { .. }
             | TooManyReferences { .. }
+            | Violation { .. }
             | RefusedReference { fatal: false, .. } => ErrorScope::Message,
             _ => ErrorScope::Connection,
         }

@@ -45,7 +45,7 @@ pub use int::Int;
 pub use limits::Limits;
 pub use pb::{IncomingCall, PbEvent};
 pub use pyops::{py_eq, py_hash};
-pub use ser::{NoRefs, RefDecoder, RefEncoder, Serializer};
+pub use ser::{CallTarget, NoRefs, RefDecoder, RefEncoder, Serializer};
 pub use text::Text;
 pub use wire_refs::WireRefs;
 

@@ -9,6 +9,8 @@
 //! and CLOSE to this module. What travels inside the messages is ordinary
 //! values.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 
 use super::de::{Deserializer, Event, Frame, OpenFrame, Out, Slot, Step};
@@ -17,6 +19,8 @@ use super::sharing::{anchor_pass, dedup_pass, duplicate_dict_key, rehome_dropped
 use super::{DecodeError, EncodeError, Text, Value};
 use crate::banana::encode::{put_i64, put_token_header};
 use crate::banana::{Token, TypeByte};
+use crate::schema::check::{check_call, Direction, Plan, Violation};
+use crate::schema::InterfaceSchema;
 
 /// The top-level messages of a PB connection, by the open type that
 /// starts each.
@@ -150,9 +154,43 @@ pub(super) enum PbFrame {
 /// Positional and keyword arguments of a call, in wire order.
 #[derive(Debug, Default)]
 pub(super) struct Arguments {
-    positional: Vec<Value>,
-    keyword: Vec<(Text, Value)>,
+    pub(super) positional: Vec<Value>,
+    pub(super) keyword: Vec<(Text, Value)>,
 }
+
+/// The schema a message is checked against as it arrives: a call to an
+/// object with a RemoteInterface, or the answer to a call whose target's
+/// interface we know (docs/protocol.md §6.5).
+#[derive(Debug)]
+pub(super) struct MsgCheck {
+    /// Shared with the deserializer's cache (copied when a copyable schema
+    /// adds nodes).
+    pub(super) plan: Arc<Plan>,
+    /// For a call: its interface and method, for the whole-argument
+    /// checks and the locations.
+    pub(super) call: Option<CallCheck>,
+    /// Whether the call's arguments (or the answer's result) follow the
+    /// plan; `false` when only copyable attribute schemas apply.
+    pub(super) declared: bool,
+}
+
+/// The method a checked call reaches.
+#[derive(Debug)]
+pub(super) struct CallCheck {
+    pub(super) iface: Arc<InterfaceSchema>,
+    /// The method's position in `iface.methods()`.
+    pub(super) method: usize,
+    /// The object, as locations show it.
+    pub(super) object: crate::id::ObjectId,
+}
+
+/// Most method plans a deserializer keeps (schemas come from our own
+/// declarations: this only bounds a connection's cache).
+const PLAN_CACHE: usize = 32;
+
+/// A plan cache entry: the interface (held, so its address stays unique),
+/// the method's position, whether it is the result's plan, the plan.
+pub(super) type CachedPlan = (Arc<InterfaceSchema>, usize, bool, Arc<Plan>);
 
 /// A PB message whose reqID is known.
 #[derive(Debug, Clone, Copy)]
@@ -352,6 +390,7 @@ impl Deserializer {
         &mut self,
         top_index: usize,
         token: Token,
+        refs: &mut dyn super::RefDecoder,
     ) -> Result<Option<Token>, DecodeError> {
         let offset = self.offset;
         let vocab = self.vocab;
@@ -424,10 +463,14 @@ impl Deserializer {
                             what: "a method name",
                         })?
                     };
+                    let (req, target) = (req_id.unwrap_or(0), *clid);
                     if let Frame::Pb(PbFrame::Call { method, .. }) =
                         &mut self.stack[top_index].frame
                     {
-                        *method = Some(text);
+                        *method = Some(text.clone());
+                    }
+                    if let Some(c) = target.filter(|&c| c > 0) {
+                        self.method_schema(req, c, text, refs)?;
                     }
                     return Ok(None);
                 } else if args.is_none() {
@@ -477,6 +520,9 @@ impl Deserializer {
                 {
                     *name = Some(text);
                 }
+                if self.check.is_some() {
+                    self.check_keyword(top_index)?;
+                }
                 Ok(None)
             }
             PbFrame::Arguments { .. } => Ok(Some(token)),
@@ -486,6 +532,9 @@ impl Deserializer {
                         return Err(self.unexpected(&token, "request ID must be an INT"));
                     };
                     *req_id = Some(r);
+                    if matches!(frame, PbFrame::Answer { .. }) {
+                        self.answer_plan(r, refs);
+                    }
                     return Ok(None);
                 }
                 if value.is_some() {
@@ -494,6 +543,130 @@ impl Deserializer {
                 Ok(Some(token))
             }
         }
+    }
+
+    /// P1: the method a call names, when its target declares a
+    /// RemoteInterface: a method the interface lacks is a Violation;
+    /// otherwise the call's arguments are checked against the method's.
+    fn method_schema(
+        &mut self,
+        req_id: u64,
+        clid: i64,
+        method: Text,
+        refs: &mut dyn super::RefDecoder,
+    ) -> Result<(), DecodeError> {
+        let Some(target) = refs.call_schema(clid) else {
+            return Ok(());
+        };
+        let name = method.as_str();
+        let Some(index) = target
+            .schema
+            .methods()
+            .iter()
+            .position(|m| m.name() == name)
+        else {
+            let at = format!(
+                "<RootUnslicer>.<methodcall reqID={req_id} obj={} iface={} methodname={name}>",
+                crate::schema::check::describe_object(target.object),
+                target.schema.name()
+            );
+            let why = format!("method '{name}' not defined in {}", target.schema.name());
+            return Err(DecodeError::Violation {
+                offset: self.offset,
+                violation: Box::new(Violation::new(why).at(at)),
+            });
+        };
+        if target.schema.methods()[index].is_unconstrained() {
+            return Ok(());
+        }
+        // (no copyable can come before the method name: nothing to keep)
+        let plan = self.cached_plan(&target.schema, index, false);
+        self.check = Some(Box::new(MsgCheck {
+            declared: true,
+            plan,
+            call: Some(CallCheck {
+                method: index,
+                iface: target.schema,
+                object: target.object,
+            }),
+        }));
+        Ok(())
+    }
+
+    /// The plan of method `index` of `iface` (its arguments, or with
+    /// `result` its result), built once per connection.
+    fn cached_plan(
+        &mut self,
+        iface: &Arc<InterfaceSchema>,
+        index: usize,
+        result: bool,
+    ) -> Arc<Plan> {
+        if let Some((.., plan)) = self
+            .plan_cache
+            .iter()
+            .find(|(i, m, r, _)| Arc::ptr_eq(i, iface) && *m == index && *r == result)
+        {
+            return plan.clone();
+        }
+        let m = &iface.methods()[index];
+        let plan = Arc::new(if result {
+            Plan::result(m.returns())
+        } else {
+            Plan::arguments(m)
+        });
+        if self.plan_cache.len() >= PLAN_CACHE {
+            self.plan_cache.remove(0);
+        }
+        self.plan_cache
+            .push((iface.clone(), index, result, plan.clone()));
+        plan
+    }
+
+    /// P2: a keyword argument's name, as it arrives.
+    fn check_keyword(&self, top_index: usize) -> Result<(), DecodeError> {
+        let (Some(check), Frame::Pb(PbFrame::Arguments { count, args, name })) =
+            (self.check.as_deref(), &self.stack[top_index].frame)
+        else {
+            return Ok(());
+        };
+        let Some(name) = name else { return Ok(()) };
+        let declared = &check.plan.args;
+        let positional = count.unwrap_or(0).min(declared.len() as u64) as usize;
+        let given_before = declared[..positional]
+            .iter()
+            .any(|(a, _)| a == name.as_str())
+            || args.keyword.iter().any(|(k, _)| k == name);
+        if given_before {
+            return Err(self.violation(format!(
+                "got multiple values for keyword argument '{}'",
+                name.as_str()
+            )));
+        }
+        if !declared.iter().any(|(a, _)| a == name.as_str()) {
+            return Err(self.violation(format!("unknown argument '{}'", name.as_str())));
+        }
+        Ok(())
+    }
+
+    /// The caller's check of an answer: the method's result constraint,
+    /// token by token, when we know the target's interface.
+    fn answer_plan(&mut self, req_id: u64, refs: &mut dyn super::RefDecoder) {
+        let Some((iface, method)) = refs.answer_schema(req_id) else {
+            return;
+        };
+        let Some(index) = iface.methods().iter().position(|m| m.name() == method) else {
+            return;
+        };
+        let m = &iface.methods()[index];
+        if m.is_unconstrained() || matches!(m.returns(), crate::schema::Constraint::Any) {
+            return;
+        }
+        let plan = self.cached_plan(&iface, index, true);
+        self.check = Some(Box::new(MsgCheck {
+            plan,
+            call: None,
+            declared: true,
+        }));
     }
 
     /// Closes an `arguments` sequence into its `call` frame.
@@ -592,6 +765,29 @@ impl Deserializer {
                         .chain(kwargs.iter_mut().map(|(_, v)| v))
                         .collect();
                     rehome_dropped(dropped, &mut roots);
+                }
+                // P3: each argument whole, then the missing ones
+                if let Some(call) = self.check.as_deref().and_then(|c| c.call.as_ref()) {
+                    if let Some(m) = call.iface.methods().get(call.method) {
+                        let no_locals = |_| None;
+                        if let Err(v) = check_call(
+                            &call.iface,
+                            m,
+                            &positional,
+                            &kwargs,
+                            Direction::Inbound,
+                            &no_locals,
+                        ) {
+                            self.reset_message();
+                            return Ok(Some(discarded(
+                                DecodeError::Violation {
+                                    offset,
+                                    violation: Box::new(v),
+                                },
+                                Some(pb),
+                            )));
+                        }
+                    }
                 }
                 PbEvent::Call(IncomingCall {
                     req_id,

@@ -4,6 +4,8 @@
 //! written by the [`Serializer`] methods in `pb.rs`, next to the rules that
 //! read them.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use smallvec::SmallVec;
 
@@ -12,6 +14,7 @@ use super::sharing::{collect_tuples, SetEq};
 use super::{AnchorId, Copyable, DecodeError, EncodeError, Text, Value, WireRef};
 use crate::banana::encode::{put_big, put_float, put_i64, put_string, put_token_header};
 use crate::banana::{TypeByte, VocabTable};
+use crate::schema::{CopyableSchema, InterfaceSchema};
 
 /// Turns the application's live references ([`Value::Local`],
 /// [`Value::Remote`]) into their wire form for one connection. The broker
@@ -29,6 +32,40 @@ pub trait RefDecoder {
     /// [`crate::value::ErrorScope::Message`] scope refuses the message (a
     /// Violation); with `Connection` scope it ends the stream.
     fn decode_ref(&mut self, r: WireRef, offset: u64) -> Result<Value, DecodeError>;
+
+    /// The RemoteInterface of our object `clid` that a call is about to
+    /// reach, and the object's description for Violation locations
+    /// (Python's `str(obj)`). `None`: the call is not checked.
+    fn call_schema(&mut self, clid: i64) -> Option<CallTarget> {
+        let _ = clid;
+        None
+    }
+
+    /// The interface and method of our request `req_id` whose answer is
+    /// arriving, when we know the target's interface (its answer is then
+    /// checked token by token). `None`: unchecked.
+    fn answer_schema(&mut self, req_id: u64) -> Option<(Arc<InterfaceSchema>, String)> {
+        let _ = req_id;
+        None
+    }
+
+    /// The attribute schema of copyable type `type_name` (Python's
+    /// `stateSchema`), checked wherever such a copyable arrives.
+    fn copyable_schema(&mut self, type_name: &str) -> Option<Arc<CopyableSchema>> {
+        let _ = type_name;
+        None
+    }
+}
+
+/// The target of an incoming call whose object declares a RemoteInterface
+/// ([`RefDecoder::call_schema`]).
+#[derive(Debug, Clone)]
+pub struct CallTarget {
+    /// The interface.
+    pub schema: Arc<InterfaceSchema>,
+    /// The object (locations show it as
+    /// [`crate::schema::check::describe_object`] does).
+    pub object: crate::id::ObjectId,
 }
 
 /// Plain (de)serialization: live references and reference sequences are

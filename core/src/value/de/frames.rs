@@ -95,6 +95,12 @@ pub(in crate::value) struct OpenFrame {
     /// Index of this sequence's slot in the message's slot table.
     pub(super) slot: u32,
     pub(in crate::value) frame: Frame,
+    /// The constraint this sequence's contents are checked against, token
+    /// by token (a schema'd message; `None`: unchecked).
+    pub(super) node: Option<crate::schema::check::NodeId>,
+    /// A `ChoiceOf` the sequence met: its value is checked whole when it
+    /// closes (docs/protocol.md §6.5).
+    pub(super) choice: Option<crate::schema::check::NodeId>,
 }
 
 /// What one OPEN of the current message turned out to be.
@@ -181,7 +187,7 @@ impl Deserializer {
 
     /// A primitive token (INT, NEG, LONGINT, LONGNEG, FLOAT, STRING, VOCAB)
     /// inside the top frame.
-    pub(super) fn primitive(&mut self, token: Token) -> Step {
+    pub(super) fn primitive(&mut self, token: Token, refs: &mut dyn RefDecoder) -> Step {
         let offset = self.offset;
         let string = |me: &Self, t: &Token| -> Result<Option<Bytes>, DecodeError> {
             Ok(match t {
@@ -193,7 +199,7 @@ impl Deserializer {
         let Some(top_index) = self.stack.len().checked_sub(1) else {
             return self.deliver(primitive_value(self, token)?, Pending::new());
         };
-        let token = match self.pb_primitive(top_index, token)? {
+        let token = match self.pb_primitive(top_index, token, refs)? {
             Some(t) => t,
             None => return Ok(None),
         };
@@ -219,6 +225,9 @@ impl Deserializer {
                 }
                 if let Frame::Copyable { attr, .. } = &mut self.stack[top_index].frame {
                     *attr = Some(name);
+                }
+                if self.check.is_some() {
+                    self.check_attribute()?;
                 }
                 return Ok(None);
             }

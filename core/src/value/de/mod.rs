@@ -8,6 +8,7 @@
 //! rules live in `../pb.rs`; the sharing post-passes that run when a
 //! message completes live in `../sharing.rs`.
 
+mod checks;
 mod frames;
 
 use bytes::Bytes;
@@ -15,10 +16,12 @@ use bytes::Bytes;
 pub(super) use frames::{Frame, OpenFrame, Slot};
 use frames::{Pending, SeqKind, SlotKind};
 
-use super::pb::{discarded, PbEvent, PbFrame, PbRequest};
+use super::pb::{discarded, CachedPlan, MsgCheck, PbEvent, PbFrame, PbRequest};
 use super::sharing::{anchor_pass, dedup_pass, duplicate_dict_key};
 use super::{DecodeError, ErrorScope, Int, Limits, NoRefs, RefDecoder, Text, Value};
+use crate::banana::TypeByte;
 use crate::banana::{Token, TokenDecoder, VocabTable};
+use crate::schema::check::NodeId;
 
 /// What the deserializer reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +60,8 @@ struct IndexPhase {
     slot: u32,
     /// First index token of a `copyable` waiting for the type name.
     copyable: bool,
+    /// The constraint the sequence must meet (a schema'd message).
+    node: Option<NodeId>,
 }
 
 #[derive(Debug)]
@@ -65,6 +70,8 @@ struct Discard {
     error: DecodeError,
     /// The PB message being discarded, if its reqID was known.
     pb: Option<PbRequest>,
+    /// Already reported (a refused call or answer is reported at once).
+    reported: bool,
 }
 
 /// A streaming value deserializer for one direction of a connection.
@@ -113,6 +120,11 @@ pub struct Deserializer {
     /// Whether this is a PB connection: top-level sequences are `call`,
     /// `answer` and `error` only.
     pub(super) pb: bool,
+    /// The schema the message in progress is checked against, token by
+    /// token (docs/protocol.md §6.5).
+    pub(super) check: Option<Box<MsgCheck>>,
+    /// Method plans built so far (bounded; see `pb::cached_plan`).
+    pub(super) plan_cache: Vec<CachedPlan>,
 }
 
 const VALUE_SIZE: usize = std::mem::size_of::<Value>();
@@ -141,6 +153,8 @@ impl Deserializer {
             offset: 0,
             top_level_primitives: true,
             pb: false,
+            check: None,
+            plan_cache: Vec::new(),
         }
     }
 
@@ -236,6 +250,11 @@ impl Deserializer {
             return Err(e.clone());
         }
         loop {
+            if self.check.is_some() || self.discard.is_some() {
+                if let Some(ev) = self.skip_refused_body()? {
+                    return Ok(Some(ev));
+                }
+            }
             let before = self.tokens.offset();
             let token = match self.tokens.next_token() {
                 Ok(Some(t)) => t,
@@ -253,6 +272,39 @@ impl Deserializer {
                     }
                 }
                 Err(e) => return Err(self.fatal(e)),
+            }
+        }
+    }
+
+    /// A STRING, LONGINT or LONGNEG whose header has arrived, in a message
+    /// being discarded or refused by the schema for its type or announced
+    /// size: its body is skipped as it arrives, never buffered.
+    fn skip_refused_body(&mut self) -> Result<Option<Out>, DecodeError> {
+        loop {
+            let Some((ty @ (TypeByte::String | TypeByte::LongInt | TypeByte::LongNeg), Some(len))) =
+                self.tokens.peek_header()
+            else {
+                return Ok(None);
+            };
+            if self.discard.is_some() {
+                if self.tokens.skip_token().is_none() {
+                    return Ok(None);
+                }
+                continue;
+            }
+            if self.stack.is_empty() || self.index.is_some() {
+                return Ok(None);
+            }
+            let offset = self.tokens.offset();
+            let Err(e) = self.check_header(ty, len) else {
+                return Ok(None);
+            };
+            if self.tokens.skip_token().is_none() {
+                return Ok(None);
+            }
+            self.offset = offset;
+            if let Some(ev) = self.start_discard(e) {
+                return Ok(Some(ev));
             }
         }
     }
@@ -278,11 +330,28 @@ impl Deserializer {
         if levels == 0 {
             return Some(discarded(error, pb));
         }
-        self.discard = Some(Discard { levels, error, pb });
+        if pb.is_some() {
+            // Python reports a refused call or answer at once, while the
+            // rest of it is still arriving (and skipped)
+            self.discard = Some(Discard {
+                levels,
+                error: error.clone(),
+                pb,
+                reported: true,
+            });
+            return Some(discarded(error, pb));
+        }
+        self.discard = Some(Discard {
+            levels,
+            error,
+            pb,
+            reported: false,
+        });
         None
     }
 
     pub(super) fn reset_message(&mut self) {
+        self.check = None;
         self.slots.clear();
         self.packed = Vec::new();
         self.msg_bytes = 0;
@@ -336,6 +405,9 @@ impl Deserializer {
                     d.levels -= 1;
                     if d.levels == 0 {
                         let d = self.discard.take().expect("discarding");
+                        if d.reported {
+                            return Ok(None);
+                        }
                         return Ok(Some(discarded(d.error, d.pb)));
                     }
                 }
@@ -366,7 +438,7 @@ impl Deserializer {
                 | Token::Vocab(_)
                     if self.top_level_primitives =>
                 {
-                    self.primitive(token)
+                    self.primitive(token, refs)
                 }
                 other => Err(DecodeError::TopLevelNotOpen {
                     offset: self.offset,
@@ -376,14 +448,22 @@ impl Deserializer {
         }
         self.charge(wire_len)?;
         if self.index.is_some() {
-            return self.index_token(token);
+            return self.index_token(token, refs);
         }
+        let node = match (&token, self.check.is_some()) {
+            (Token::Close(_) | Token::Abort(_), _) | (_, false) => Ok(None),
+            _ => self.check_value_token(&token),
+        };
         match token {
             Token::Open(close_id) => {
                 // Count the OPEN even when it is refused, so that discarding
                 // finds its CLOSE and later reference numbers stay right.
                 let allowed = self.check_open_allowed();
                 self.begin_open(close_id)?;
+                let node = node?;
+                if let Some(phase) = &mut self.index {
+                    phase.node = node;
+                }
                 allowed.map(|()| None)
             }
             Token::Close(n) => {
@@ -406,7 +486,11 @@ impl Deserializer {
                         ..
                     } => self.finish_pb(frame),
                     top => {
+                        let choice = top.choice;
                         let (value, waits) = self.finish(top, refs)?;
+                        if let Some(choice) = choice {
+                            self.check_choice(choice, &value)?;
+                        }
                         self.deliver(value, waits)
                     }
                 }
@@ -414,7 +498,10 @@ impl Deserializer {
             Token::Abort(_) => Err(DecodeError::Aborted {
                 offset: self.offset,
             }),
-            primitive => self.primitive(primitive),
+            primitive => {
+                node?;
+                self.primitive(primitive, refs)
+            }
         }
     }
 
@@ -424,7 +511,7 @@ impl Deserializer {
     /// path.
     #[inline]
     fn fast_item(&mut self, token: Token, wire_len: usize) -> Result<Option<Token>, DecodeError> {
-        if self.discard.is_some() || self.index.is_some() {
+        if self.discard.is_some() || self.index.is_some() || self.check.is_some() {
             return Ok(Some(token));
         }
         let Some(OpenFrame {
@@ -493,6 +580,7 @@ impl Deserializer {
             close_id,
             slot: slot as u32,
             copyable: false,
+            node: None,
         });
         if self.stack.len() + 1 > self.limits.max_depth {
             return Err(DecodeError::TooDeep {
@@ -503,7 +591,7 @@ impl Deserializer {
         Ok(None)
     }
 
-    fn index_token(&mut self, token: Token) -> Step {
+    fn index_token(&mut self, token: Token, refs: &mut dyn RefDecoder) -> Step {
         let name = match token {
             Token::String(s) => {
                 if s.len() > self.limits.max_index_bytes {
@@ -550,15 +638,23 @@ impl Deserializer {
         if let Some(frame) = self.open_pb_frame(&name)? {
             return self.push_frame(Frame::Pb(frame), SlotKind::Other);
         }
-        let phase = self.index.as_mut().expect("in index phase");
+        let phase = self.index.as_ref().expect("in index phase");
+        if let (Some(node), false) = (phase.node, phase.copyable) {
+            self.check_opentype(node, &name)?;
+        }
         let utf8 = |b: &Bytes, offset| {
             Text::from_utf8(b.clone()).map_err(|_| DecodeError::InvalidUtf8 {
                 offset,
                 what: "an open type",
             })
         };
-        if phase.copyable {
+        if self.index.as_ref().is_some_and(|p| p.copyable) {
             let type_name = utf8(&name, self.offset)?;
+            if let Some(node) = self.copyable_node(type_name.as_str(), refs) {
+                if let Some(phase) = &mut self.index {
+                    phase.node = Some(node);
+                }
+            }
             let frame = Frame::Copyable {
                 type_name,
                 state: Vec::new(),
@@ -641,7 +737,9 @@ impl Deserializer {
                 SlotKind::Other,
             ),
             b"copyable" => {
-                phase.copyable = true;
+                if let Some(phase) = &mut self.index {
+                    phase.copyable = true;
+                }
                 return Ok(None);
             }
             other => {
@@ -656,6 +754,7 @@ impl Deserializer {
 
     fn push_frame(&mut self, frame: Frame, kind: SlotKind) -> Step {
         let phase = self.index.take().expect("in index phase");
+        let (node, choice) = self.frame_node(phase.node, &frame);
         let slot = &mut self.slots[phase.slot as usize];
         slot.kind = kind;
         slot.frozenset = matches!(
@@ -669,6 +768,8 @@ impl Deserializer {
             close_id: phase.close_id,
             slot: phase.slot,
             frame,
+            node,
+            choice,
         });
         Ok(None)
     }
