@@ -10,7 +10,8 @@
 
 pub use foolscap_app as app;
 pub use foolscap_app::{
-    as_remote, sharing, BoundArgs, Call, Error, Object, Scope, Signature, Tub, TubConfig,
+    as_remote, remote_interface, sharing, typed, BoundArgs, Call, Copyable, Error, Object, Scope,
+    Signature, Tub, TubConfig,
 };
 pub use foolscap_core as core;
 pub use foolscap_core::{banana, broker, furl, id, identity, negotiation, rng, tub, value};

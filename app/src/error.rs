@@ -30,6 +30,10 @@ pub enum Error {
     /// No answer within the time allowed.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// An answer (or another received value) was not what the Rust type
+    /// of a typed interface expects (Python's `TypeError`).
+    #[error(transparent)]
+    Convert(#[from] crate::typed::ConvertError),
     /// The Tub was shut down.
     #[error("the Tub is shut down")]
     Shutdown,
@@ -61,7 +65,9 @@ impl Error {
     pub fn is_connection_problem(&self) -> bool {
         !matches!(
             self,
-            Error::Call(CallError::Remote(_)) | Error::Call(CallError::Violation(_))
+            Error::Call(CallError::Remote(_))
+                | Error::Call(CallError::Violation(_))
+                | Error::Convert(_)
         )
     }
 
@@ -73,6 +79,7 @@ impl Error {
             Error::Call(CallError::Violation(why)) => {
                 Failure::new("foolscap.tokens.Violation", why.clone())
             }
+            Error::Convert(e) => e.to_failure(),
             Error::Call(CallError::ConnectionLost(r)) => Failure::new(
                 "foolscap.ipb.DeadReferenceError",
                 format!("Connection was lost: {r}"),

@@ -52,6 +52,7 @@ mod error;
 mod object;
 pub mod sharing;
 mod tub;
+pub mod typed;
 
 pub use args::{BoundArgs, Signature};
 pub use driven::{DrivenTub, Driver, DriverIo, Flushed};
@@ -60,6 +61,10 @@ pub use foolscap_core::tub::{PendingCalls, TransportError, TubConfig};
 pub use object::{Call, Object};
 pub use sharing::Scope;
 pub use tub::Tub;
+pub use typed::Copyable;
+
+#[doc(inline)]
+pub use foolscap_macros::remote_interface;
 
 use foolscap_core::identity::Identity;
 use foolscap_core::value::{RemoteRef, Value};
