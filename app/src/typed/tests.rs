@@ -73,16 +73,37 @@ fn integers_out_of_range_are_refused_with_the_range() {
 
 #[test]
 fn wrong_types_name_what_was_expected_and_what_came() {
-    assert_eq!(refusal::<i64>(&Value::str("1")), "value must be int, not str");
+    assert_eq!(
+        refusal::<i64>(&Value::str("1")),
+        "value must be int, not str"
+    );
     // bool is not int (nor is a float)
-    assert_eq!(refusal::<i64>(&Value::Bool(true)), "value must be int, not bool");
-    assert_eq!(refusal::<BigInt>(&Value::Float(1.0)), "value must be int, not float");
+    assert_eq!(
+        refusal::<i64>(&Value::Bool(true)),
+        "value must be int, not bool"
+    );
+    assert_eq!(
+        refusal::<BigInt>(&Value::Float(1.0)),
+        "value must be int, not float"
+    );
     assert_eq!(refusal::<bool>(&i(1)), "value must be bool, not int");
-    assert_eq!(refusal::<f64>(&Value::str("x")), "value must be float, not str");
+    assert_eq!(
+        refusal::<f64>(&Value::str("x")),
+        "value must be float, not str"
+    );
     assert_eq!(refusal::<()>(&i(0)), "value must be None, not int");
-    assert_eq!(refusal::<String>(&Value::bytes(b"x")), "value must be str, not bytes");
-    assert_eq!(refusal::<Text>(&Value::None), "value must be str, not NoneType");
-    assert_eq!(refusal::<Bytes>(&Value::str("x")), "value must be bytes, not str");
+    assert_eq!(
+        refusal::<String>(&Value::bytes(b"x")),
+        "value must be str, not bytes"
+    );
+    assert_eq!(
+        refusal::<Text>(&Value::None),
+        "value must be str, not NoneType"
+    );
+    assert_eq!(
+        refusal::<Bytes>(&Value::str("x")),
+        "value must be bytes, not str"
+    );
     assert_eq!(
         refusal::<Vec<i64>>(&Value::Tuple(vec![])),
         "value must be list, not tuple"
@@ -141,7 +162,10 @@ fn errors_say_where_in_the_value() {
         "value[1][1] must be str, not int"
     );
     let v = Value::Set(vec![i(1), Value::None]);
-    assert_eq!(refusal::<HashSet<i64>>(&v), "value[1] must be int, not NoneType");
+    assert_eq!(
+        refusal::<HashSet<i64>>(&v),
+        "value[1] must be int, not NoneType"
+    );
     // named by its place, as the server adapter names arguments
     let e = Vec::<i64>::from_value_alone(&Value::List(vec![Value::None]))
         .unwrap_err()
@@ -204,7 +228,11 @@ fn containers_round_trip() {
     );
     round_trip(
         (1u8, "x".to_string(), (true,)),
-        Value::Tuple(vec![i(1), Value::str("x"), Value::Tuple(vec![Value::Bool(true)])]),
+        Value::Tuple(vec![
+            i(1),
+            Value::str("x"),
+            Value::Tuple(vec![Value::Bool(true)]),
+        ]),
     );
     round_trip(
         BTreeMap::from([("a".to_string(), vec![1i64]), ("b".to_string(), vec![])]),
@@ -219,14 +247,20 @@ fn containers_round_trip() {
     assert_eq!(hs.to_value(), Value::Set(vec![i(5)]));
     let hm = HashMap::from([(1i64, "one".to_string())]);
     assert_eq!(hm.to_value(), Value::Dict(vec![(i(1), Value::str("one"))]));
-    assert_eq!(HashMap::<i64, String>::from_value_alone(&hm.to_value()).unwrap(), hm);
+    assert_eq!(
+        HashMap::<i64, String>::from_value_alone(&hm.to_value()).unwrap(),
+        hm
+    );
     // a frozenset that arrives is accepted as a set
     assert_eq!(
         HashSet::<i32>::from_value_alone(&Value::FrozenSet(vec![i(5)])).unwrap(),
         hs
     );
     // Value passes anything through
-    let v = Value::List(vec![Value::FrozenSet(vec![Value::None]), Value::Float(f64::NAN)]);
+    let v = Value::List(vec![
+        Value::FrozenSet(vec![Value::None]),
+        Value::Float(f64::NAN),
+    ]);
     round_trip(v.clone(), v);
 }
 
@@ -247,7 +281,10 @@ fn constraints_follow_the_table() {
     assert_eq!(<()>::constraint(), Constraint::Nothing);
     assert_eq!(String::constraint(), Constraint::text());
     assert_eq!(Bytes::constraint(), Constraint::bytes());
-    assert_eq!(Option::<bool>::constraint(), Constraint::boolean().or_none());
+    assert_eq!(
+        Option::<bool>::constraint(),
+        Constraint::boolean().or_none()
+    );
     assert_eq!(
         <(i32, String)>::constraint(),
         Constraint::tuple_of([Constraint::int32(), Constraint::text()])
@@ -376,25 +413,38 @@ fn copyable_helpers() {
     let cx = Context::new(&scope, None);
     let state = __rt::copyable_state(&v, &cx, "t.P", &["x", "y"]).unwrap();
     assert_eq!(__rt::attribute::<i64>(state, "x", &cx).unwrap(), 1);
-    assert_eq!(__rt::attribute::<Option<i64>>(state, "y", &cx).unwrap(), None);
     assert_eq!(
-        __rt::attribute::<i64>(state, "y", &cx).unwrap_err().to_string(),
+        __rt::attribute::<Option<i64>>(state, "y", &cx).unwrap(),
+        None
+    );
+    assert_eq!(
+        __rt::attribute::<i64>(state, "y", &cx)
+            .unwrap_err()
+            .to_string(),
         "value is missing attribute 'y'"
     );
     assert_eq!(
-        __rt::attribute::<String>(state, "x", &cx).unwrap_err().to_string(),
+        __rt::attribute::<String>(state, "x", &cx)
+            .unwrap_err()
+            .to_string(),
         "value.x must be str, not int"
     );
     assert_eq!(
-        __rt::copyable_state(&v, &cx, "t.P", &["y"]).unwrap_err().to_string(),
+        __rt::copyable_state(&v, &cx, "t.P", &["y"])
+            .unwrap_err()
+            .to_string(),
         "value has unknown attribute 'x'"
     );
     assert_eq!(
-        __rt::copyable_state(&v, &cx, "t.Q", &["x"]).unwrap_err().to_string(),
+        __rt::copyable_state(&v, &cx, "t.Q", &["x"])
+            .unwrap_err()
+            .to_string(),
         "value must be copyable 't.Q', not copyable 't.P'"
     );
     assert_eq!(
-        __rt::copyable_state(&i(1), &cx, "t.Q", &["x"]).unwrap_err().to_string(),
+        __rt::copyable_state(&i(1), &cx, "t.Q", &["x"])
+            .unwrap_err()
+            .to_string(),
         "value must be copyable 't.Q', not int"
     );
 }
