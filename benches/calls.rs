@@ -20,6 +20,12 @@
 //! 1 MiB of bytes, MiB/s one way). Every answer is checked. The table
 //! gives each figure and its ratio to Python -> Python.
 //!
+//! A second table compares a typed call (`#[remote_interface]`: client
+//! stub, server adapter, conversions both ways) with the untyped call of
+//! the first table, Rust to Rust on each engine in the same run: the
+//! typed server (`RIBench`, same `add` and `echo`) is registered beside
+//! the untyped one on the same Tubs.
+//!
 //! `cargo bench --bench calls [-- SECONDS]` (default 3 s per row;
 //! `cargo test --benches` runs a short smoke pass).
 
@@ -29,6 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use foolscap::mio::{LoopConfig, Runtime};
 use foolscap::value::{RemoteRef, Value};
 use foolscap::{Call, Object, Tub};
@@ -62,6 +69,25 @@ impl Object for Bench {
     }
 }
 
+/// The typed twin of `Bench`.
+#[foolscap::remote_interface(name = "RIBench.foolscap-rs.example")]
+trait BenchApi {
+    fn add(&self, a: i64, b: i64) -> i64;
+    fn echo(&self, x: Bytes) -> Bytes;
+}
+
+struct TypedBench;
+
+impl BenchApi for TypedBench {
+    fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+
+    fn echo(&self, x: Bytes) -> Bytes {
+        x
+    }
+}
+
 /// The engine that carries a Rust Tub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Driver {
@@ -86,6 +112,8 @@ struct RustServer {
     tub: Tub,
     runtime: Option<Runtime>,
     furl: String,
+    /// The typed server (`BenchApiServer`) on the same Tub.
+    typed_furl: String,
 }
 
 impl RustServer {
@@ -96,7 +124,16 @@ impl RustServer {
             .register(Arc::new(Bench), Some("kitchen-sink"))
             .expect("register")
             .to_string();
-        RustServer { tub, runtime, furl }
+        let typed_furl = tub
+            .register(Arc::new(BenchApiServer(TypedBench)), Some("typed"))
+            .expect("register")
+            .to_string();
+        RustServer {
+            tub,
+            runtime,
+            furl,
+            typed_furl,
+        }
     }
 
     fn stop(self) {
@@ -112,6 +149,17 @@ struct Rates {
     sequential: f64,
     inflight: f64,
     echo_mib: f64,
+}
+
+impl Rates {
+    /// The better of each figure.
+    fn best(self, other: Rates) -> Rates {
+        Rates {
+            sequential: self.sequential.max(other.sequential),
+            inflight: self.inflight.max(other.inflight),
+            echo_mib: self.echo_mib.max(other.echo_mib),
+        }
+    }
 }
 
 fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
@@ -197,6 +245,74 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
         n += 1;
     }
     let echo_mib = n as f64 * ECHO_BYTES as f64 / (1 << 20) as f64 / t0.elapsed().as_secs_f64();
+    tub.shutdown();
+    if let Some(rt) = runtime {
+        rt.shutdown(Duration::ZERO);
+    }
+    Rates {
+        sequential,
+        inflight,
+        echo_mib,
+    }
+}
+
+/// `rust_client`'s rows through the typed client stub.
+fn typed_client(driver: Driver, furl: &str, secs: f64) -> Rates {
+    let (tub, runtime) = new_tub(driver);
+    let target = BenchApiClient::connect(&tub, furl, T).expect("connect");
+    let add = |target: &BenchApiClient| assert_eq!(target.add(1, 2).expect("add"), 3);
+    for _ in 0..200 {
+        add(&target);
+    }
+    let dur = Duration::from_secs_f64(secs);
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < dur {
+        add(&target);
+        n += 1;
+    }
+    let sequential = n as f64 / t0.elapsed().as_secs_f64();
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<()>();
+    fn issue(
+        target: BenchApiClient,
+        done: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+        tx: mpsc::Sender<()>,
+    ) {
+        let again = target.clone();
+        target.add_async(1, 2, move |r| {
+            assert_eq!(r.expect("add"), 3);
+            done.fetch_add(1, Ordering::Relaxed);
+            if stop.load(Ordering::Relaxed) {
+                let _ = tx.send(());
+            } else {
+                issue(again, done, stop, tx);
+            }
+        });
+    }
+    let t0 = Instant::now();
+    for _ in 0..INFLIGHT {
+        issue(target.clone(), done.clone(), stop.clone(), tx.clone());
+    }
+    std::thread::sleep(dur);
+    stop.store(true, Ordering::Relaxed);
+    for _ in 0..INFLIGHT {
+        rx.recv_timeout(T).expect("in-flight calls drain");
+    }
+    let inflight = done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+    let payload = Bytes::from(vec![b'x'; ECHO_BYTES]);
+    target.echo(payload.clone()).expect("echo");
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < dur {
+        let back = target.echo(payload.clone()).expect("echo");
+        assert!(back == payload);
+        n += 1;
+    }
+    let echo_mib = n as f64 * ECHO_BYTES as f64 / (1 << 20) as f64 / t0.elapsed().as_secs_f64();
+    drop(target);
     tub.shutdown();
     if let Some(rt) = runtime {
         rt.shutdown(Duration::ZERO);
@@ -299,6 +415,43 @@ fn main() {
             r.echo_mib,
             r.echo_mib / base.echo_mib,
         );
+    }
+    // typed vs untyped, Rust to Rust, each pair measured back to back
+    println!();
+    println!(
+        "{:<34} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8}",
+        "typed vs untyped",
+        "sequential/s",
+        "typed",
+        "100 in flight/s",
+        "typed",
+        "echo MiB/s",
+        "typed"
+    );
+    for (name, driver, server) in [
+        ("Rust threads -> Rust threads", Driver::Threads, &threads),
+        ("Rust mio -> Rust mio", Driver::Mio, &mio),
+    ] {
+        // interleaved twice, the better of each kind: drift in the
+        // machine's load hits both alike
+        let mut untyped = Rates::default();
+        let mut typed = Rates::default();
+        for _ in 0..2 {
+            untyped = untyped.best(rust_client(driver, &server.furl, secs));
+            typed = typed.best(typed_client(driver, &server.typed_furl, secs));
+        }
+        for (kind, r) in [("untyped", untyped), ("typed", typed)] {
+            println!(
+                "{:<34} {:>14.0} {:>7.3}x {:>16.0} {:>7.3}x {:>14.1} {:>7.3}x",
+                format!("{name} ({kind})"),
+                r.sequential,
+                r.sequential / untyped.sequential,
+                r.inflight,
+                r.inflight / untyped.inflight,
+                r.echo_mib,
+                r.echo_mib / untyped.echo_mib,
+            );
+        }
     }
     threads.stop();
     mio.stop();
