@@ -26,7 +26,8 @@
 //! typed server (`RIBench`, same `add` and `echo`) is registered beside
 //! the untyped one on the same Tubs.
 //!
-//! `cargo bench --bench calls [-- SECONDS]` (default 3 s per row;
+//! `cargo bench --bench calls [-- SECONDS] [--typed-only]` (default 3 s
+//! per row; `--typed-only` runs only the second table;
 //! `cargo test --benches` runs a short smoke pass).
 
 use std::path::Path;
@@ -364,11 +365,20 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let py = python();
     let threads = RustServer::start(Driver::Threads);
     let mio = RustServer::start(Driver::Mio);
-    let pys = python_server(py);
+    if !std::env::args().any(|a| a == "--typed-only") {
+        untyped_table(&threads, &mio, secs);
+    }
+    typed_table(&threads, &mio, secs);
+    threads.stop();
+    mio.stop();
+}
 
+/// Every client/server pair, untyped.
+fn untyped_table(threads: &RustServer, mio: &RustServer, secs: f64) {
+    let py = python();
+    let pys = python_server(py);
     let rows = [
         (
             "Rust threads -> Rust threads",
@@ -416,10 +426,13 @@ fn main() {
             r.echo_mib / base.echo_mib,
         );
     }
-    // typed vs untyped, Rust to Rust, each pair measured back to back
+}
+
+/// Typed vs untyped, Rust to Rust, each pair measured back to back.
+fn typed_table(threads: &RustServer, mio: &RustServer, secs: f64) {
     println!();
     println!(
-        "{:<34} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8}",
+        "{:<40} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8}",
         "typed vs untyped",
         "sequential/s",
         "typed",
@@ -429,20 +442,20 @@ fn main() {
         "typed"
     );
     for (name, driver, server) in [
-        ("Rust threads -> Rust threads", Driver::Threads, &threads),
-        ("Rust mio -> Rust mio", Driver::Mio, &mio),
+        ("Rust threads -> Rust threads", Driver::Threads, threads),
+        ("Rust mio -> Rust mio", Driver::Mio, mio),
     ] {
-        // interleaved twice, the better of each kind: drift in the
+        // interleaved three times, the best of each kind: drift in the
         // machine's load hits both alike
         let mut untyped = Rates::default();
         let mut typed = Rates::default();
-        for _ in 0..2 {
+        for _ in 0..3 {
             untyped = untyped.best(rust_client(driver, &server.furl, secs));
             typed = typed.best(typed_client(driver, &server.typed_furl, secs));
         }
         for (kind, r) in [("untyped", untyped), ("typed", typed)] {
             println!(
-                "{:<34} {:>14.0} {:>7.3}x {:>16.0} {:>7.3}x {:>14.1} {:>7.3}x",
+                "{:<40} {:>14.0} {:>7.3}x {:>16.0} {:>7.3}x {:>14.1} {:>7.3}x",
                 format!("{name} ({kind})"),
                 r.sequential,
                 r.sequential / untyped.sequential,
@@ -453,6 +466,4 @@ fn main() {
             );
         }
     }
-    threads.stop();
-    mio.stop();
 }
