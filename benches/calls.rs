@@ -24,7 +24,10 @@
 //! stub, server adapter, conversions both ways) with the untyped call of
 //! the first table, Rust to Rust on each engine in the same run: the
 //! typed server (`RIBench`, same `add` and `echo`) is registered beside
-//! the untyped one on the same Tubs.
+//! the untyped one on the same Tubs. Besides the rates, it gives the
+//! process's CPU time per call (client and server together), the cost
+//! least disturbed by the rest of the machine; `typed` columns are
+//! typed / untyped (for CPU time, above 1 is dearer).
 //!
 //! `cargo bench --bench calls [-- SECONDS] [--typed-only]` (default 3 s
 //! per row; `--typed-only` runs only the second table;
@@ -150,6 +153,41 @@ struct Rates {
     sequential: f64,
     inflight: f64,
     echo_mib: f64,
+    /// CPU time of this process (client and server together) per call,
+    /// in µs, sequential and in flight: what a call costs, much less
+    /// disturbed by other work on the machine than the rates are.
+    cpu_sequential_us: f64,
+    cpu_inflight_us: f64,
+}
+
+/// CPU seconds this process has used (all threads, user and system),
+/// from `/proc/self/stat` (Linux, in ticks of 1/100 s); 0 elsewhere.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // the fields after the command name (which may hold spaces)
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 here
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The smaller of two figures, 0 meaning not measured.
+fn min_set(a: f64, b: f64) -> f64 {
+    if a == 0.0 {
+        b
+    } else if b == 0.0 {
+        a
+    } else {
+        a.min(b)
+    }
 }
 
 impl Rates {
@@ -159,6 +197,8 @@ impl Rates {
             sequential: self.sequential.max(other.sequential),
             inflight: self.inflight.max(other.inflight),
             echo_mib: self.echo_mib.max(other.echo_mib),
+            cpu_sequential_us: min_set(self.cpu_sequential_us, other.cpu_sequential_us),
+            cpu_inflight_us: min_set(self.cpu_inflight_us, other.cpu_inflight_us),
         }
     }
 }
@@ -180,13 +220,14 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
     }
     let dur = Duration::from_secs_f64(secs);
     // sequential
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     let mut n = 0u64;
     while t0.elapsed() < dur {
         add(&tub, &target);
         n += 1;
     }
     let sequential = n as f64 / t0.elapsed().as_secs_f64();
+    let cpu_sequential_us = (cpu_seconds() - c0) * 1e6 / n as f64;
     // in flight: each answer issues the next call until time is up
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -216,7 +257,7 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
         )
         .expect("call");
     }
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     for _ in 0..INFLIGHT {
         issue(
             tub.clone(),
@@ -232,6 +273,7 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
         rx.recv_timeout(T).expect("in-flight calls drain");
     }
     let inflight = done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+    let cpu_inflight_us = (cpu_seconds() - c0) * 1e6 / done.load(Ordering::Relaxed) as f64;
     // echo 1 MiB
     let payload = Value::bytes(&vec![b'x'; ECHO_BYTES]);
     tub.call(&target, "echo", std::slice::from_ref(&payload), &[], T)
@@ -254,6 +296,8 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
         sequential,
         inflight,
         echo_mib,
+        cpu_sequential_us,
+        cpu_inflight_us,
     }
 }
 
@@ -266,13 +310,14 @@ fn typed_client(driver: Driver, furl: &str, secs: f64) -> Rates {
         add(&target);
     }
     let dur = Duration::from_secs_f64(secs);
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     let mut n = 0u64;
     while t0.elapsed() < dur {
         add(&target);
         n += 1;
     }
     let sequential = n as f64 / t0.elapsed().as_secs_f64();
+    let cpu_sequential_us = (cpu_seconds() - c0) * 1e6 / n as f64;
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<()>();
@@ -293,7 +338,7 @@ fn typed_client(driver: Driver, furl: &str, secs: f64) -> Rates {
             }
         });
     }
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     for _ in 0..INFLIGHT {
         issue(target.clone(), done.clone(), stop.clone(), tx.clone());
     }
@@ -303,6 +348,7 @@ fn typed_client(driver: Driver, furl: &str, secs: f64) -> Rates {
         rx.recv_timeout(T).expect("in-flight calls drain");
     }
     let inflight = done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+    let cpu_inflight_us = (cpu_seconds() - c0) * 1e6 / done.load(Ordering::Relaxed) as f64;
     let payload = Bytes::from(vec![b'x'; ECHO_BYTES]);
     target.echo(payload.clone()).expect("echo");
     let t0 = Instant::now();
@@ -322,6 +368,8 @@ fn typed_client(driver: Driver, furl: &str, secs: f64) -> Rates {
         sequential,
         inflight,
         echo_mib,
+        cpu_sequential_us,
+        cpu_inflight_us,
     }
 }
 
@@ -432,13 +480,17 @@ fn untyped_table(threads: &RustServer, mio: &RustServer, secs: f64) {
 fn typed_table(threads: &RustServer, mio: &RustServer, secs: f64) {
     println!();
     println!(
-        "{:<40} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8}",
+        "{:<40} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8} {:>12} {:>8} {:>12} {:>8}",
         "typed vs untyped",
         "sequential/s",
         "typed",
         "100 in flight/s",
         "typed",
         "echo MiB/s",
+        "typed",
+        "CPU us/call",
+        "typed",
+        "in flight",
         "typed"
     );
     for (name, driver, server) in [
@@ -455,7 +507,7 @@ fn typed_table(threads: &RustServer, mio: &RustServer, secs: f64) {
         }
         for (kind, r) in [("untyped", untyped), ("typed", typed)] {
             println!(
-                "{:<40} {:>14.0} {:>7.3}x {:>16.0} {:>7.3}x {:>14.1} {:>7.3}x",
+                "{:<40} {:>14.0} {:>7.3}x {:>16.0} {:>7.3}x {:>14.1} {:>7.3}x {:>12.2} {:>7.3}x {:>12.2} {:>7.3}x",
                 format!("{name} ({kind})"),
                 r.sequential,
                 r.sequential / untyped.sequential,
@@ -463,6 +515,10 @@ fn typed_table(threads: &RustServer, mio: &RustServer, secs: f64) {
                 r.inflight / untyped.inflight,
                 r.echo_mib,
                 r.echo_mib / untyped.echo_mib,
+                r.cpu_sequential_us,
+                r.cpu_sequential_us / untyped.cpu_sequential_us,
+                r.cpu_inflight_us,
+                r.cpu_inflight_us / untyped.cpu_inflight_us,
             );
         }
     }

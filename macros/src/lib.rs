@@ -645,8 +645,7 @@ fn server_arm(m: &Method, trait_name: &Ident, rt: &Tokens) -> Tokens {
             const SIGNATURE: #rt::Signature<'static> =
                 #rt::Signature::new(#method, &[#(#param_names),*]).defaults(#defaults);
             let #args = (|| -> Result<_, #rt::Failure> {
-                let #bound = #call.bind(#class, &SIGNATURE)?;
-                let #cx = #rt::Context::new(#bound.scope(), Some(#call.tub()));
+                let (#bound, #cx) = #rt::bind(&#call, #class, &SIGNATURE)?;
                 Ok((#(#converts,)*))
             })();
             match #args {

@@ -28,10 +28,43 @@ pub fn class_name<T: ?Sized>() -> &'static str {
     path.rsplit("::").next().unwrap_or(path)
 }
 
+/// A call's arguments bound to a method's parameters.
+pub enum Bound<'c> {
+    /// Exactly one positional argument per parameter, no keywords: the
+    /// common call, bound as it is.
+    Positional(&'c [Value]),
+    /// Any other call, bound by [`Signature::bind`].
+    Bound(BoundArgs<'c>),
+}
+
+impl<'c> Bound<'c> {
+    /// Parameter `i`, as in the message (the conversion resolves it).
+    pub fn get(&self, i: usize) -> Option<&'c Value> {
+        match self {
+            Bound::Positional(args) => args.get(i),
+            Bound::Bound(b) => b.raw(i),
+        }
+    }
+}
+
+/// Binds `call`'s arguments to `signature` (a method without `*args` or
+/// `**kwargs`) as Python does, and a context to convert them in.
+pub fn bind<'c>(
+    call: &'c Call,
+    class: &str,
+    signature: &Signature<'c>,
+) -> Result<(Bound<'c>, Context<'c>), Failure> {
+    let cx = Context::for_call(&call.args, &call.kwargs, Some(call.tub()));
+    if call.kwargs.is_empty() && call.args.len() == signature.parameters().count() {
+        return Ok((Bound::Positional(&call.args), cx));
+    }
+    Ok((Bound::Bound(call.bind(class, signature)?), cx))
+}
+
 /// Parameter `i` (`name`) of `<class>.remote_<method>()`, bound and
 /// required.
 pub fn required<T: FromValue>(
-    bound: &BoundArgs<'_>,
+    bound: &Bound<'_>,
     cx: &Context<'_>,
     i: usize,
     name: &str,
@@ -50,7 +83,7 @@ pub fn required<T: FromValue>(
 
 /// An optional parameter: `None` when the call left it out.
 pub fn optional<T: FromValue>(
-    bound: &BoundArgs<'_>,
+    bound: &Bound<'_>,
     cx: &Context<'_>,
     i: usize,
     name: &str,
@@ -120,8 +153,7 @@ pub fn answer<T: FromValue>(
     method: &str,
 ) -> Result<T, Error> {
     let v = answer?;
-    let scope = Scope::new([&v]);
-    T::from_value(&v, &Context::new(&scope, Some(tub)))
+    T::from_value(&v, &Context::for_message(&v, Some(tub)))
         .map_err(|e| Error::Convert(e.within(format!("the answer of {interface}.{method}()"))))
 }
 
@@ -186,24 +218,14 @@ pub fn call_async<T: FromValue>(
     kwargs: &[(Text, Value)],
     done: impl FnOnce(Result<T, Error>) + Send + 'static,
 ) {
-    let remote = match target.remote(interface, method) {
-        Ok(r) => r,
-        Err(e) => return done(Err(e)),
-    };
-    // the callback is shared with this function, which runs it itself
-    // when the call is refused before it is sent
-    let slot = Arc::new(std::sync::Mutex::new(Some(done)));
-    let (t, answered) = (tub.clone(), slot.clone());
-    let sent = tub.call_async(remote, method, args, kwargs, move |a| {
-        if let Some(done) = answered.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            done(answer(&t, a, interface, method))
+    match target.remote(interface, method) {
+        Ok(remote) => {
+            let t = tub.clone();
+            tub.call_then(remote, method, args, kwargs, move |a| {
+                done(answer(&t, a, interface, method))
+            })
         }
-    });
-    if let Err(e) = sent {
-        let done = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(done) = done {
-            done(Err(e))
-        }
+        Err(e) => done(Err(e)),
     }
 }
 

@@ -656,7 +656,7 @@ impl ToValue for Value {
 
 impl FromValue for Value {
     fn from_value(v: &Value, cx: &Context<'_>) -> Result<Self, ConvertError> {
-        Ok(cx.scope.detach(v))
+        Ok(cx.scope().detach(v))
     }
 }
 

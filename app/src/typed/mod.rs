@@ -121,8 +121,7 @@ pub trait FromValue: Sized {
     /// say): aliases resolve within `v`, and references cannot become
     /// typed client stubs (they need a Tub: use [`Context::new`]).
     fn from_value_alone(v: &Value) -> Result<Self, ConvertError> {
-        let scope = Scope::new([v]);
-        Self::from_value(v, &Context::new(&scope, None))
+        Self::from_value(v, &Context::for_message(v, None))
     }
 
     /// The value when there is none at all (a copyable without this
@@ -210,9 +209,21 @@ pub trait Copyable: Remote {
 /// What a conversion needs beyond the value: the message's [`Scope`]
 /// (to follow aliases) and the Tub that typed references call through.
 pub struct Context<'a> {
-    scope: &'a Scope<'a>,
+    scope: Scopes<'a>,
     tub: Option<&'a Tub>,
     depth: Cell<usize>,
+}
+
+/// A context's scope: given, or built from the message's values (a call's
+/// arguments and keyword arguments) the first time an alias needs it
+/// (most values have none).
+enum Scopes<'a> {
+    Given(&'a Scope<'a>),
+    Lazy(
+        &'a [Value],
+        &'a [(Text, Value)],
+        std::cell::OnceCell<Scope<'a>>,
+    ),
 }
 
 impl<'a> Context<'a> {
@@ -220,9 +231,39 @@ impl<'a> Context<'a> {
     /// typed client stubs made from it call through `tub`.
     pub fn new(scope: &'a Scope<'a>, tub: Option<&'a Tub>) -> Context<'a> {
         Context {
-            scope,
+            scope: Scopes::Given(scope),
             tub,
             depth: Cell::new(0),
+        }
+    }
+
+    /// A context for `message`, a value that is a whole message of its
+    /// own (an answer): its scope is built only if an alias needs it.
+    pub fn for_message(message: &'a Value, tub: Option<&'a Tub>) -> Context<'a> {
+        Context::for_call(std::slice::from_ref(message), &[], tub)
+    }
+
+    /// A context for the message of a call with these arguments: its
+    /// scope is built only if an alias needs it.
+    pub fn for_call(
+        args: &'a [Value],
+        kwargs: &'a [(Text, Value)],
+        tub: Option<&'a Tub>,
+    ) -> Context<'a> {
+        Context {
+            scope: Scopes::Lazy(args, kwargs, std::cell::OnceCell::new()),
+            tub,
+            depth: Cell::new(0),
+        }
+    }
+
+    /// The message's scope.
+    pub fn scope(&self) -> &Scope<'a> {
+        match &self.scope {
+            Scopes::Given(s) => s,
+            Scopes::Lazy(args, kwargs, cell) => {
+                cell.get_or_init(|| Scope::new(args.iter().chain(kwargs.iter().map(|(_, v)| v))))
+            }
         }
     }
 
@@ -237,7 +278,7 @@ impl<'a> Context<'a> {
     pub fn resolve<'v>(&'v self, v: &'v Value) -> Result<&'v Value, ConvertError> {
         match v {
             Value::Anchor(_, inner) => Ok(inner),
-            Value::Alias(id) => self.scope.anchored(*id).ok_or_else(|| {
+            Value::Alias(id) => self.scope().anchored(*id).ok_or_else(|| {
                 ConvertError::new(format!(
                     "refers to shared value {id}, which is not in its message"
                 ))
