@@ -231,3 +231,20 @@ fn a_blocking_typed_call_on_the_loop_thread_is_refused() {
     let r = rx.recv_timeout(T).unwrap();
     assert!(r.unwrap_err().contains("stall"));
 }
+
+/// A call that cannot be sent (its connection is gone) still reaches the
+/// callback, at once, with the error.
+#[test]
+fn a_call_that_cannot_be_sent_reaches_the_callback() {
+    let engine = Engine::start(Driver::Threads);
+    let (_server, client, typed) = pair(&engine);
+    assert_eq!(typed.add(1, 1).unwrap(), 2);
+    client.disconnect(typed.reference().unwrap());
+    let (tx, rx) = mpsc::channel();
+    typed.add_async(1, 1, move |r| {
+        tx.send(r.map_err(|e| e.to_string())).unwrap()
+    });
+    let err = rx.recv_timeout(T).unwrap().unwrap_err();
+    assert!(err.contains("not open"), "{err}");
+    assert!(typed.add(1, 1).is_err());
+}
