@@ -303,10 +303,11 @@ fn interface(options: InterfaceOptions, mut item: ItemTrait) -> syn::Result<Toke
 
         impl<T: #trait_name + Send + Sync + 'static> #rt::Object for #server<T> {
             fn call(&self, #call: #rt::Call) {
-                let #class = #rt::class_name::<T>();
+                // the class name is for error texts only: found when needed
+                let #class = #rt::class_name::<T>;
                 match #call.method.as_str() {
                     #(#arms)*
-                    _ => #call.no_such_method(#class),
+                    _ => #call.no_such_method(#class()),
                 }
             }
 

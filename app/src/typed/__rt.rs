@@ -51,14 +51,14 @@ impl<'c> Bound<'c> {
 /// `**kwargs`) as Python does, and a context to convert them in.
 pub fn bind<'c>(
     call: &'c Call,
-    class: &str,
+    class: fn() -> &'static str,
     signature: &Signature<'c>,
 ) -> Result<(Bound<'c>, Context<'c>), Failure> {
     let cx = Context::for_call(&call.args, &call.kwargs, Some(call.tub()));
     if call.kwargs.is_empty() && call.args.len() == signature.parameters().count() {
         return Ok((Bound::Positional(&call.args), cx));
     }
-    Ok((Bound::Bound(call.bind(class, signature)?), cx))
+    Ok((Bound::Bound(call.bind(class(), signature)?), cx))
 }
 
 /// Parameter `i` (`name`) of `<class>.remote_<method>()`, bound and
@@ -68,7 +68,7 @@ pub fn required<T: FromValue>(
     cx: &Context<'_>,
     i: usize,
     name: &str,
-    class: &str,
+    class: fn() -> &'static str,
     method: &str,
 ) -> Result<T, Failure> {
     match bound.get(i) {
@@ -76,7 +76,10 @@ pub fn required<T: FromValue>(
         // Signature::bind refuses a call without it
         None => Err(Failure::new(
             "builtins.TypeError",
-            format!("{class}.remote_{method}() missing required argument '{name}'"),
+            format!(
+                "{}.remote_{method}() missing required argument '{name}'",
+                class()
+            ),
         )),
     }
 }
@@ -87,7 +90,7 @@ pub fn optional<T: FromValue>(
     cx: &Context<'_>,
     i: usize,
     name: &str,
-    class: &str,
+    class: fn() -> &'static str,
     method: &str,
 ) -> Result<Option<T>, Failure> {
     bound
@@ -96,8 +99,13 @@ pub fn optional<T: FromValue>(
         .transpose()
 }
 
-fn argument_error(e: ConvertError, class: &str, method: &str, name: &str) -> Failure {
-    e.within(format!("{class}.remote_{method}() argument '{name}'"))
+fn argument_error(
+    e: ConvertError,
+    class: fn() -> &'static str,
+    method: &str,
+    name: &str,
+) -> Failure {
+    e.within(format!("{}.remote_{method}() argument '{name}'", class()))
         .to_failure()
 }
 
