@@ -413,6 +413,12 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--fixed") {
+        let kind = args.get(i + 1).expect("--fixed typed|untyped N");
+        let n = args.get(i + 2).and_then(|n| n.parse().ok()).expect("N");
+        return fixed_run(kind, n);
+    }
     let threads = RustServer::start(Driver::Threads);
     let mio = RustServer::start(Driver::Mio);
     if !std::env::args().any(|a| a == "--typed-only") {
@@ -421,6 +427,96 @@ fn main() {
     typed_table(&threads, &mio, secs);
     threads.stop();
     mio.stop();
+}
+
+/// `--fixed typed|untyped N`: exactly N `add(1, 2)` calls, 100 in
+/// flight, client and server on two mio loops of this process, then exit.
+/// For instruction counts, which the load of a shared machine does not
+/// move: run it under `valgrind --tool=callgrind` with N and 2N; the
+/// difference over N is the instructions per call (setup cancels out).
+fn fixed_run(kind: &str, n: u64) {
+    /// Counts shared by the calls of a fixed run.
+    #[derive(Clone)]
+    struct Fixed {
+        n: u64,
+        issued: Arc<AtomicU64>,
+        done: Arc<AtomicU64>,
+        tx: mpsc::Sender<()>,
+    }
+    impl Fixed {
+        /// Whether one more call may go.
+        fn take(&self) -> bool {
+            self.issued.fetch_add(1, Ordering::Relaxed) < self.n
+        }
+        fn answered(&self) {
+            if self.done.fetch_add(1, Ordering::Relaxed) + 1 == self.n {
+                let _ = self.tx.send(());
+            }
+        }
+    }
+    fn typed(target: BenchApiClient, f: Fixed) {
+        if !f.take() {
+            return;
+        }
+        let again = target.clone();
+        target.add_async(1, 2, move |r| {
+            assert_eq!(r.expect("add"), 3);
+            f.answered();
+            typed(again, f);
+        });
+    }
+    fn untyped(tub: Tub, target: RemoteRef, f: Fixed) {
+        if !f.take() {
+            return;
+        }
+        let (t2, r2) = (tub.clone(), target.clone());
+        tub.call_async(
+            &target,
+            "add",
+            &[Value::int(1), Value::int(2)],
+            &[],
+            move |r| {
+                assert_eq!(r.expect("add"), Value::int(3));
+                f.answered();
+                untyped(t2, r2, f);
+            },
+        )
+        .expect("call");
+    }
+    let server = RustServer::start(Driver::Mio);
+    let (tub, runtime) = new_tub(Driver::Mio);
+    let (tx, rx) = mpsc::channel::<()>();
+    let f = Fixed {
+        n,
+        issued: Arc::new(AtomicU64::new(0)),
+        done: Arc::new(AtomicU64::new(0)),
+        tx,
+    };
+    match kind {
+        "typed" => {
+            let target = BenchApiClient::connect(&tub, &server.typed_furl, T).expect("connect");
+            for _ in 0..INFLIGHT {
+                typed(target.clone(), f.clone());
+            }
+        }
+        _ => {
+            let target = match tub.get_reference(&server.furl, T).expect("connect") {
+                Value::Remote(r) => r,
+                other => panic!("not remote: {other:?}"),
+            };
+            for _ in 0..INFLIGHT {
+                untyped(tub.clone(), target.clone(), f.clone());
+            }
+        }
+    }
+    rx.recv_timeout(Duration::from_secs(3600))
+        .expect("all answered");
+    println!("{kind}: {} calls", f.done.load(Ordering::Relaxed));
+    tub.shutdown();
+    if let Some(rt) = runtime {
+        rt.shutdown(Duration::ZERO);
+    }
+    server.stop();
 }
 
 /// Every client/server pair, untyped.
