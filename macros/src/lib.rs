@@ -45,7 +45,12 @@ use syn::{
 ///
 /// Attributes of the macro: `name = "RIFoo.example"` (Python's
 /// `__remote_name__`; the trait's name if absent), `client = Name` and
-/// `server = Name` (other names for the generated types), `crate = path`.
+/// `server = Name` (other names for the generated types), `crate = path`,
+/// and `extends = RIParent`: Python's interface inheritance (the parent's
+/// methods are part of this schema, the server adapter answers them too,
+/// and the client stub derefs to the parent's stub; the parent trait
+/// becomes a supertrait, and its generated types are looked for beside
+/// it under their default names).
 ///
 /// Attributes of an argument:
 /// - `#[max_len = N]`: at most N characters, bytes, items, members or keys
@@ -114,8 +119,10 @@ pub fn remote_interface(attr: TokenStream, item: TokenStream) -> TokenStream {
             options.server = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("crate") {
             options.krate = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("extends") {
+            options.extends = Some(meta.value()?.parse()?);
         } else {
-            return Err(meta.error("expected name, client, server or crate"));
+            return Err(meta.error("expected name, client, server, extends or crate"));
         }
         Ok(())
     });
@@ -170,6 +177,9 @@ struct InterfaceOptions {
     client: Option<Ident>,
     server: Option<Ident>,
     krate: Option<Path>,
+    /// The parent interface's trait (its generated types are found beside
+    /// it, by their default names).
+    extends: Option<Path>,
 }
 
 /// A variable of the generated code, out of reach of the user's names
@@ -246,6 +256,31 @@ fn interface(options: InterfaceOptions, mut item: ItemTrait) -> syn::Result<Toke
             methods.push(method(&mut f.attrs, &mut f.sig)?);
         }
     }
+    // a parent interface: its trait, client and server
+    let parent = match &options.extends {
+        Some(path) => {
+            let last = path
+                .segments
+                .last()
+                .expect("a path has a segment")
+                .ident
+                .clone();
+            if !item.supertraits.iter().any(|b| {
+                matches!(b, syn::TypeParamBound::Trait(t)
+                    if t.path.segments.last().is_some_and(|s| s.ident == last))
+            }) {
+                item.supertraits.push(syn::parse_quote!(#path));
+            }
+            let beside = |suffix: &str| {
+                let mut p = path.clone();
+                let seg = p.segments.last_mut().expect("a path has a segment");
+                seg.ident = format_ident!("{}{}", last, suffix);
+                p
+            };
+            Some((beside("Client"), beside("Server")))
+        }
+        None => None,
+    };
     let vis = &item.vis;
 
     // the generated code's own variables cannot clash with argument names
@@ -253,6 +288,37 @@ fn interface(options: InterfaceOptions, mut item: ItemTrait) -> syn::Result<Toke
     let schema_methods = methods.iter().map(|m| schema_method(m, &rt));
     let arms = methods.iter().map(|m| server_arm(m, &trait_name, &rt));
     let client_methods = methods.iter().map(|m| client_method(m, &name, &rt));
+    let (inherit, fallback, parent_field, parent_init, parent_timeout, deref) = match &parent {
+        Some((pclient, pserver)) => (
+            quote!(.inheriting(&<#pclient as #rt::RemoteInterface>::schema())),
+            quote! {
+                if let Some(#call) = #pserver::<T>::dispatch(imp, #call, #class) {
+                    return Some(#call);
+                }
+            },
+            quote!(parent: #pclient,),
+            quote!(parent: #pclient::with_target(tub, target.clone()),),
+            quote!(self.parent = self.parent.with_timeout(timeout);),
+            quote! {
+                /// The parent interface's methods.
+                impl ::std::ops::Deref for #client {
+                    type Target = #pclient;
+
+                    fn deref(&self) -> &#pclient {
+                        &self.parent
+                    }
+                }
+            },
+        ),
+        None => (
+            quote!(),
+            quote!(return Some(#call);),
+            quote!(),
+            quote!(),
+            quote!(),
+            quote!(),
+        ),
+    };
     let doc_server = format!(
         "The server adapter of [`{trait_name}`] (RemoteInterface `{}`): \
          `{server}(implementation)` is an `Object`.",
@@ -276,7 +342,10 @@ fn interface(options: InterfaceOptions, mut item: ItemTrait) -> syn::Result<Toke
             tub: #rt::Tub,
             target: #rt::Target,
             timeout: #rt::Duration,
+            #parent_field
         }
+
+        #deref
 
         impl #rt::RemoteInterface for #client {
             const NAME: &'static str = #name;
@@ -287,7 +356,7 @@ fn interface(options: InterfaceOptions, mut item: ItemTrait) -> syn::Result<Toke
                     .get_or_init(|| {
                         #[allow(unused_imports)]
                         use #rt::Constraint;
-                        #rt::Arc::new(#rt::InterfaceSchema::new(#name) #(.with_method(#schema_methods))*)
+                        #rt::Arc::new(#rt::InterfaceSchema::new(#name) #(.with_method(#schema_methods))* #inherit)
                     })
                     .clone()
             }
@@ -301,13 +370,27 @@ fn interface(options: InterfaceOptions, mut item: ItemTrait) -> syn::Result<Toke
             }
         }
 
+        impl<T: #trait_name + Send + Sync + 'static> #server<T> {
+            /// Answers `call` if this interface (or a parent) has its
+            /// method; gives it back otherwise.
+            #[doc(hidden)]
+            pub fn dispatch(imp: &T, #call: #rt::Call, #class: fn() -> &'static str) -> Option<#rt::Call> {
+                match #call.method.as_str() {
+                    #(#arms)*
+                    _ => {
+                        #fallback
+                    }
+                }
+                None
+            }
+        }
+
         impl<T: #trait_name + Send + Sync + 'static> #rt::Object for #server<T> {
             fn call(&self, #call: #rt::Call) {
                 // the class name is for error texts only: found when needed
                 let #class = #rt::class_name::<T>;
-                match #call.method.as_str() {
-                    #(#arms)*
-                    _ => #call.no_such_method(#class()),
+                if let Some(#call) = Self::dispatch(&self.0, #call, #class) {
+                    #call.no_such_method(#class())
                 }
             }
 
@@ -342,9 +425,15 @@ fn interface(options: InterfaceOptions, mut item: ItemTrait) -> syn::Result<Toke
                 }
             }
 
-            fn with_target(tub: &#rt::Tub, target: #rt::Target) -> Self {
+            #[doc(hidden)]
+            pub fn with_target(tub: &#rt::Tub, target: #rt::Target) -> Self {
                 tub.add_interface(<Self as #rt::RemoteInterface>::schema());
-                #client { tub: tub.clone(), target, timeout: #rt::DEFAULT_TIMEOUT }
+                #client {
+                    #parent_init
+                    tub: tub.clone(),
+                    target,
+                    timeout: #rt::DEFAULT_TIMEOUT,
+                }
             }
 
             /// Connects to the object at `furl` (waiting at most `timeout`),
@@ -361,6 +450,7 @@ fn interface(options: InterfaceOptions, mut item: ItemTrait) -> syn::Result<Toke
             /// (60 s unless set).
             pub fn with_timeout(mut self, timeout: #rt::Duration) -> Self {
                 self.timeout = timeout;
+                #parent_timeout
                 self
             }
 
@@ -633,12 +723,12 @@ fn server_arm(m: &Method, trait_name: &Ident, rt: &Tokens) -> Tokens {
         };
         quote!(#rt::#how::<#ty>(&#bound, &#cx, #i, #pname, #class, #method)?)
     });
-    let invoke = quote!(#trait_name::#name(&self.0, #(#vars),*));
+    let invoke = quote!(#trait_name::#name(imp, #(#vars),*));
     let answer = match &m.answer {
         Answer::Fallible(_) => quote!(#call.reply(#rt::reply(#invoke))),
         Answer::Plain(_) => quote!(#call.answer(#rt::ToValue::to_value(&#invoke))),
         Answer::Later(_) => {
-            quote!(#trait_name::#name(&self.0, #(#vars,)* #rt::Reply::new(#call)))
+            quote!(#trait_name::#name(imp, #(#vars,)* #rt::Reply::new(#call)))
         }
     };
     quote! {
