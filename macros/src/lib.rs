@@ -43,6 +43,10 @@ use syn::{
 /// `None`). A method that answers later takes a last parameter
 /// `foolscap::typed::Reply<T>` instead of returning.
 ///
+/// The client stub has methods of its own (`new`, `local`, `connect`,
+/// `with_timeout`, `reference`, `tub`): a remote method cannot have one of
+/// these names.
+///
 /// Attributes of the macro: `name = "RIFoo.example"` (Python's
 /// `__remote_name__`; the trait's name if absent), `client = Name` and
 /// `server = Name` (other names for the generated types), `crate = path`,
