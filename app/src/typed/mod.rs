@@ -430,6 +430,34 @@ fn short_repr(v: &Value) -> String {
 /// `Reply<T>` as its last parameter (and returns nothing) answers through
 /// it, at once or later from any thread (keep it; it is `Send`). Dropped
 /// unanswered, it answers with a failure, as a [`Call`] does.
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use foolscap_app::typed::Reply;
+///
+/// // `crate = foolscap_app` for a program that uses foolscap-app itself
+/// #[foolscap_app::remote_interface(name = "RISlow.example", crate = foolscap_app)]
+/// trait Slow {
+///     /// Python: `def double(x=int): return int`, answered later
+///     fn double(&self, x: i64, reply: Reply<i64>);
+/// }
+///
+/// struct Worker;
+/// impl Slow for Worker {
+///     fn double(&self, x: i64, reply: Reply<i64>) {
+///         // slow work on a thread of our own; the engine's thread goes on
+///         std::thread::spawn(move || reply.ok(2 * x));
+///     }
+/// }
+///
+/// let server = foolscap_threads::new_tub()?;
+/// server.listen("127.0.0.1:0")?;
+/// let furl = server.register(Arc::new(SlowServer(Worker)), None)?;
+/// let client = foolscap_threads::new_tub()?;
+/// let slow = SlowClient::connect(&client, &furl.to_string(), Duration::from_secs(10))?;
+/// assert_eq!(slow.double(21)?, 42);
+/// # Ok::<(), foolscap_app::Error>(())
+/// ```
 pub struct Reply<T> {
     call: Call,
     _answer: PhantomData<fn(T)>,
