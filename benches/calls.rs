@@ -26,7 +26,17 @@
 //! 1 MiB of bytes, MiB/s one way). Every answer is checked. The table
 //! gives each figure and its ratio to Python -> Python.
 //!
-//! `cargo bench --bench calls [-- SECONDS]` (default 3 s per row;
+//! A second table compares a typed call (`#[remote_interface]`: client
+//! stub, server adapter, conversions both ways) with the untyped call of
+//! the first table, Rust to Rust on each engine in the same run: the
+//! typed server (`RIBench`, same `add` and `echo`) is registered beside
+//! the untyped one on the same Tubs. Besides the rates, it gives the
+//! process's CPU time per call (client and server together), the cost
+//! least disturbed by the rest of the machine; `typed` columns are
+//! typed / untyped (for CPU time, above 1 is dearer).
+//!
+//! `cargo bench --bench calls [-- SECONDS] [--typed-only]` (default 3 s
+//! per row; `--typed-only` runs only the second table;
 //! `cargo test --benches` runs a short smoke pass).
 
 use std::path::Path;
@@ -35,6 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use foolscap::mio::{LoopConfig, Runtime};
 use foolscap::value::{RemoteRef, Value};
 use foolscap::{Call, Object, Tub};
@@ -65,6 +76,25 @@ impl Object for Bench {
             }
             _ => call.no_such_method("Bench"),
         }
+    }
+}
+
+/// The typed twin of `Bench`.
+#[foolscap::remote_interface(name = "RIBench.foolscap-rs.example")]
+trait BenchApi {
+    fn add(&self, a: i64, b: i64) -> i64;
+    fn echo(&self, x: Bytes) -> Bytes;
+}
+
+struct TypedBench;
+
+impl BenchApi for TypedBench {
+    fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+
+    fn echo(&self, x: Bytes) -> Bytes {
+        x
     }
 }
 
@@ -130,6 +160,8 @@ struct RustServer {
     tub: Tub,
     carrier: Carrier,
     furl: String,
+    /// The typed server (`BenchApiServer`) on the same Tub.
+    typed_furl: String,
 }
 
 impl RustServer {
@@ -140,7 +172,16 @@ impl RustServer {
             .register(Arc::new(Bench), Some("kitchen-sink"))
             .expect("register")
             .to_string();
-        RustServer { tub, carrier, furl }
+        let typed_furl = tub
+            .register(Arc::new(BenchApiServer(TypedBench)), Some("typed"))
+            .expect("register")
+            .to_string();
+        RustServer {
+            tub,
+            carrier,
+            furl,
+            typed_furl,
+        }
     }
 
     fn stop(self) {
@@ -156,6 +197,54 @@ struct Rates {
     sequential: f64,
     inflight: f64,
     echo_mib: f64,
+    /// CPU time of this process (client and server together) per call,
+    /// in µs, sequential and in flight: what a call costs, much less
+    /// disturbed by other work on the machine than the rates are.
+    cpu_sequential_us: f64,
+    cpu_inflight_us: f64,
+}
+
+/// CPU seconds this process has used (all threads, user and system),
+/// from `/proc/self/stat` (Linux, in ticks of 1/100 s); 0 elsewhere.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // the fields after the command name (which may hold spaces)
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 here
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The smaller of two figures, 0 meaning not measured.
+fn min_set(a: f64, b: f64) -> f64 {
+    if a == 0.0 {
+        b
+    } else if b == 0.0 {
+        a
+    } else {
+        a.min(b)
+    }
+}
+
+impl Rates {
+    /// The better of each figure.
+    fn best(self, other: Rates) -> Rates {
+        Rates {
+            sequential: self.sequential.max(other.sequential),
+            inflight: self.inflight.max(other.inflight),
+            echo_mib: self.echo_mib.max(other.echo_mib),
+            cpu_sequential_us: min_set(self.cpu_sequential_us, other.cpu_sequential_us),
+            cpu_inflight_us: min_set(self.cpu_inflight_us, other.cpu_inflight_us),
+        }
+    }
 }
 
 fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
@@ -182,13 +271,14 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
     }
     let dur = Duration::from_secs_f64(secs);
     // sequential
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     let mut n = 0u64;
     while t0.elapsed() < dur {
         add(&tub, &target);
         n += 1;
     }
     let sequential = n as f64 / t0.elapsed().as_secs_f64();
+    let cpu_sequential_us = (cpu_seconds() - c0) * 1e6 / n as f64;
     // in flight: each answer issues the next call until time is up
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -218,7 +308,7 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
         )
         .expect("call");
     }
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     for _ in 0..INFLIGHT {
         issue(
             tub.clone(),
@@ -234,6 +324,7 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
         rx.recv_timeout(T).expect("in-flight calls drain");
     }
     let inflight = done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+    let cpu_inflight_us = (cpu_seconds() - c0) * 1e6 / done.load(Ordering::Relaxed) as f64;
     // echo 1 MiB
     let payload = Value::bytes(&vec![b'x'; ECHO_BYTES]);
     tub.call(&target, "echo", std::slice::from_ref(&payload), &[], T)
@@ -254,6 +345,78 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
         sequential,
         inflight,
         echo_mib,
+        cpu_sequential_us,
+        cpu_inflight_us,
+    }
+}
+
+/// `rust_client`'s rows through the typed client stub.
+fn typed_client(driver: Driver, furl: &str, secs: f64) -> Rates {
+    let (tub, runtime) = new_tub(driver);
+    let target = BenchApiClient::connect(&tub, furl, T).expect("connect");
+    let add = |target: &BenchApiClient| assert_eq!(target.add(1, 2).expect("add"), 3);
+    for _ in 0..200 {
+        add(&target);
+    }
+    let dur = Duration::from_secs_f64(secs);
+    let (t0, c0) = (Instant::now(), cpu_seconds());
+    let mut n = 0u64;
+    while t0.elapsed() < dur {
+        add(&target);
+        n += 1;
+    }
+    let sequential = n as f64 / t0.elapsed().as_secs_f64();
+    let cpu_sequential_us = (cpu_seconds() - c0) * 1e6 / n as f64;
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<()>();
+    fn issue(
+        target: BenchApiClient,
+        done: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+        tx: mpsc::Sender<()>,
+    ) {
+        let again = target.clone();
+        target.add_async(1, 2, move |r| {
+            assert_eq!(r.expect("add"), 3);
+            done.fetch_add(1, Ordering::Relaxed);
+            if stop.load(Ordering::Relaxed) {
+                let _ = tx.send(());
+            } else {
+                issue(again, done, stop, tx);
+            }
+        });
+    }
+    let (t0, c0) = (Instant::now(), cpu_seconds());
+    for _ in 0..INFLIGHT {
+        issue(target.clone(), done.clone(), stop.clone(), tx.clone());
+    }
+    std::thread::sleep(dur);
+    stop.store(true, Ordering::Relaxed);
+    for _ in 0..INFLIGHT {
+        rx.recv_timeout(T).expect("in-flight calls drain");
+    }
+    let inflight = done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+    let cpu_inflight_us = (cpu_seconds() - c0) * 1e6 / done.load(Ordering::Relaxed) as f64;
+    let payload = Bytes::from(vec![b'x'; ECHO_BYTES]);
+    target.echo(payload.clone()).expect("echo");
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < dur {
+        let back = target.echo(payload.clone()).expect("echo");
+        assert!(back == payload);
+        n += 1;
+    }
+    let echo_mib = n as f64 * ECHO_BYTES as f64 / (1 << 20) as f64 / t0.elapsed().as_secs_f64();
+    drop(target);
+    tub.shutdown();
+    runtime.stop(Duration::ZERO);
+    Rates {
+        sequential,
+        inflight,
+        echo_mib,
+        cpu_sequential_us,
+        cpu_inflight_us,
     }
 }
 
@@ -290,16 +453,17 @@ fn tokio_client(furl: &str, secs: f64, workers: usize) -> Rates {
         }
         let dur = Duration::from_secs_f64(secs);
         // sequential
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_seconds());
         let mut n = 0u64;
         while t0.elapsed() < dur {
             add(tub.clone(), target.clone()).await;
             n += 1;
         }
         let sequential = n as f64 / t0.elapsed().as_secs_f64();
+        let cpu_sequential_us = (cpu_seconds() - c0) * 1e6 / n as f64;
         // in flight: 100 tasks, each awaiting its calls in turn
         let stop = Arc::new(AtomicBool::new(false));
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_seconds());
         let tasks: Vec<_> = (0..INFLIGHT)
             .map(|_| {
                 let (tub, target, stop) = (tub.clone(), target.clone(), stop.clone());
@@ -320,6 +484,7 @@ fn tokio_client(furl: &str, secs: f64, workers: usize) -> Rates {
             done += t.await.expect("in-flight task");
         }
         let inflight = done as f64 / t0.elapsed().as_secs_f64();
+        let cpu_inflight_us = (cpu_seconds() - c0) * 1e6 / done as f64;
         // echo 1 MiB
         let payload = Value::bytes(&vec![b'x'; ECHO_BYTES]);
         tub.call(&target, "echo", std::slice::from_ref(&payload), &[])
@@ -341,6 +506,8 @@ fn tokio_client(furl: &str, secs: f64, workers: usize) -> Rates {
             sequential,
             inflight,
             echo_mib,
+            cpu_sequential_us,
+            cpu_inflight_us,
         }
     });
     rates
@@ -386,12 +553,116 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let py = python();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--fixed") {
+        let kind = args.get(i + 1).expect("--fixed typed|untyped N");
+        let n = args.get(i + 2).and_then(|n| n.parse().ok()).expect("N");
+        return fixed_run(kind, n);
+    }
     let threads = RustServer::start(Driver::Threads);
     let mio = RustServer::start(Driver::Mio);
     let tok = RustServer::start(Driver::Tokio);
-    let pys = python_server(py);
+    if !std::env::args().any(|a| a == "--typed-only") {
+        untyped_table(&threads, &mio, &tok, secs);
+    }
+    typed_table(&threads, &mio, secs);
+    threads.stop();
+    mio.stop();
+    tok.stop();
+}
 
+/// `--fixed typed|untyped N`: exactly N `add(1, 2)` calls, 100 in
+/// flight, client and server on two mio loops of this process, then exit.
+/// For instruction counts, which the load of a shared machine does not
+/// move: run it under `valgrind --tool=callgrind` with N and 2N; the
+/// difference over N is the instructions per call (setup cancels out).
+fn fixed_run(kind: &str, n: u64) {
+    /// Counts shared by the calls of a fixed run.
+    #[derive(Clone)]
+    struct Fixed {
+        n: u64,
+        issued: Arc<AtomicU64>,
+        done: Arc<AtomicU64>,
+        tx: mpsc::Sender<()>,
+    }
+    impl Fixed {
+        /// Whether one more call may go.
+        fn take(&self) -> bool {
+            self.issued.fetch_add(1, Ordering::Relaxed) < self.n
+        }
+        fn answered(&self) {
+            if self.done.fetch_add(1, Ordering::Relaxed) + 1 == self.n {
+                let _ = self.tx.send(());
+            }
+        }
+    }
+    fn typed(target: BenchApiClient, f: Fixed) {
+        if !f.take() {
+            return;
+        }
+        let again = target.clone();
+        target.add_async(1, 2, move |r| {
+            assert_eq!(r.expect("add"), 3);
+            f.answered();
+            typed(again, f);
+        });
+    }
+    fn untyped(tub: Tub, target: RemoteRef, f: Fixed) {
+        if !f.take() {
+            return;
+        }
+        let (t2, r2) = (tub.clone(), target.clone());
+        tub.call_async(
+            &target,
+            "add",
+            &[Value::int(1), Value::int(2)],
+            &[],
+            move |r| {
+                assert_eq!(r.expect("add"), Value::int(3));
+                f.answered();
+                untyped(t2, r2, f);
+            },
+        )
+        .expect("call");
+    }
+    let server = RustServer::start(Driver::Mio);
+    let (tub, runtime) = new_tub(Driver::Mio);
+    let (tx, rx) = mpsc::channel::<()>();
+    let f = Fixed {
+        n,
+        issued: Arc::new(AtomicU64::new(0)),
+        done: Arc::new(AtomicU64::new(0)),
+        tx,
+    };
+    match kind {
+        "typed" => {
+            let target = BenchApiClient::connect(&tub, &server.typed_furl, T).expect("connect");
+            for _ in 0..INFLIGHT {
+                typed(target.clone(), f.clone());
+            }
+        }
+        _ => {
+            let target = match tub.get_reference(&server.furl, T).expect("connect") {
+                Value::Remote(r) => r,
+                other => panic!("not remote: {other:?}"),
+            };
+            for _ in 0..INFLIGHT {
+                untyped(tub.clone(), target.clone(), f.clone());
+            }
+        }
+    }
+    rx.recv_timeout(Duration::from_secs(3600))
+        .expect("all answered");
+    println!("{kind}: {} calls", f.done.load(Ordering::Relaxed));
+    tub.shutdown();
+    runtime.stop(Duration::ZERO);
+    server.stop();
+}
+
+/// Every client/server pair, untyped.
+fn untyped_table(threads: &RustServer, mio: &RustServer, tok: &RustServer, secs: f64) {
+    let py = python();
+    let pys = python_server(py);
     let rows = [
         (
             "Rust threads -> Rust threads",
@@ -468,7 +739,52 @@ fn main() {
             t.echo_mib / m.echo_mib
         );
     }
-    threads.stop();
-    mio.stop();
-    tok.stop();
+}
+
+/// Typed vs untyped, Rust to Rust, each pair measured back to back.
+fn typed_table(threads: &RustServer, mio: &RustServer, secs: f64) {
+    println!();
+    println!(
+        "{:<40} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8} {:>12} {:>8} {:>12} {:>8}",
+        "typed vs untyped",
+        "sequential/s",
+        "typed",
+        "100 in flight/s",
+        "typed",
+        "echo MiB/s",
+        "typed",
+        "CPU us/call",
+        "typed",
+        "in flight",
+        "typed"
+    );
+    for (name, driver, server) in [
+        ("Rust threads -> Rust threads", Driver::Threads, threads),
+        ("Rust mio -> Rust mio", Driver::Mio, mio),
+    ] {
+        // interleaved three times, the best of each kind: drift in the
+        // machine's load hits both alike
+        let mut untyped = Rates::default();
+        let mut typed = Rates::default();
+        for _ in 0..3 {
+            untyped = untyped.best(rust_client(driver, &server.furl, secs));
+            typed = typed.best(typed_client(driver, &server.typed_furl, secs));
+        }
+        for (kind, r) in [("untyped", untyped), ("typed", typed)] {
+            println!(
+                "{:<40} {:>14.0} {:>7.3}x {:>16.0} {:>7.3}x {:>14.1} {:>7.3}x {:>12.2} {:>7.3}x {:>12.2} {:>7.3}x",
+                format!("{name} ({kind})"),
+                r.sequential,
+                r.sequential / untyped.sequential,
+                r.inflight,
+                r.inflight / untyped.inflight,
+                r.echo_mib,
+                r.echo_mib / untyped.echo_mib,
+                r.cpu_sequential_us,
+                r.cpu_sequential_us / untyped.cpu_sequential_us,
+                r.cpu_inflight_us,
+                r.cpu_inflight_us / untyped.cpu_inflight_us,
+            );
+        }
+    }
 }

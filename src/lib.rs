@@ -10,8 +10,9 @@
 
 pub use foolscap_app as app;
 pub use foolscap_app::{
-    as_remote, sharing, Backoff, BoundArgs, Call, Callable, Error, Object, ReconnectState,
-    ReconnectionInfo, Reconnector, Scope, Signature, Target, Tub, TubConfig,
+    as_remote, remote_interface, sharing, typed, Backoff, BoundArgs, Call, Callable, Copyable,
+    Error, Object, ReconnectState, ReconnectionInfo, Reconnector, Scope, Signature, Target, Tub,
+    TubConfig,
 };
 pub use foolscap_core as core;
 pub use foolscap_core::{banana, broker, furl, id, identity, negotiation, rng, schema, tub, value};

@@ -236,7 +236,8 @@ impl<'s> Signature<'s> {
     where
         's: 'c,
     {
-        let qualname = format!("{class}.remote_{}()", self.method);
+        // only a failure needs the text
+        let qualname = || format!("{class}.remote_{}()", self.method);
         let n = self.params.len();
         let mut values: Vec<Option<&'c Value>> = vec![None; n + self.keyword_only.len()];
         let mut rest = Vec::new();
@@ -252,7 +253,8 @@ impl<'s> Signature<'s> {
             match self.parameters().position(|p| p == name.as_str()) {
                 Some(i) if values[i].is_some() => {
                     return Err(type_error(format!(
-                        "{qualname} got multiple values for argument '{}'",
+                        "{} got multiple values for argument '{}'",
+                        qualname(),
                         name.as_str()
                     )))
                 }
@@ -260,21 +262,22 @@ impl<'s> Signature<'s> {
                 None if self.star_kwargs => extra.push((name, v)),
                 None => {
                     return Err(type_error(format!(
-                        "{qualname} got an unexpected keyword argument '{}'",
+                        "{} got an unexpected keyword argument '{}'",
+                        qualname(),
                         name.as_str()
                     )))
                 }
             }
         }
         if args.len() > n && !self.star_args {
-            return Err(self.too_many_positional(&qualname, args.len(), &values[n..]));
+            return Err(self.too_many_positional(&qualname(), args.len(), &values[n..]));
         }
         let missing: Vec<&str> = (args.len()..n - self.defaults)
             .filter(|&i| values[i].is_none())
             .map(|i| self.params[i])
             .collect();
         if !missing.is_empty() {
-            return Err(missing_arguments(&qualname, "positional", &missing));
+            return Err(missing_arguments(&qualname(), "positional", &missing));
         }
         let missing: Vec<&str> = self
             .keyword_only
@@ -284,15 +287,11 @@ impl<'s> Signature<'s> {
             .map(|(name, _)| *name)
             .collect();
         if !missing.is_empty() {
-            return Err(missing_arguments(&qualname, "keyword-only", &missing));
+            return Err(missing_arguments(&qualname(), "keyword-only", &missing));
         }
         Ok(BoundArgs {
-            names: self
-                .params
-                .iter()
-                .chain(self.keyword_only)
-                .copied()
-                .collect(),
+            params: self.params,
+            keyword_only: self.keyword_only,
             values,
             rest,
             extra,
@@ -389,7 +388,9 @@ fn type_error(message: String) -> Failure {
 /// ```
 #[derive(Debug, Clone)]
 pub struct BoundArgs<'c> {
-    names: Vec<&'c str>,
+    /// The parameters' names, positional then keyword-only.
+    params: &'c [&'c str],
+    keyword_only: &'c [&'c str],
     values: Vec<Option<&'c Value>>,
     rest: Vec<&'c Value>,
     extra: Vec<(&'c Text, &'c Value)>,
@@ -427,7 +428,11 @@ impl<'c> BoundArgs<'c> {
     /// assert_eq!(bound.named("c"), None);
     /// ```
     pub fn named(&self, name: &str) -> Option<&'c Value> {
-        let i = self.names.iter().position(|n| *n == name)?;
+        let i = self
+            .params
+            .iter()
+            .chain(self.keyword_only)
+            .position(|n| *n == name)?;
         self.get(i)
     }
 

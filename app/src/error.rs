@@ -36,6 +36,10 @@ pub enum Error {
     /// No answer within the time allowed.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// An answer (or another received value) was not what the Rust type
+    /// of a typed interface expects (Python's `TypeError`).
+    #[error(transparent)]
+    Convert(#[from] crate::typed::ConvertError),
     /// The Tub was shut down.
     #[error("the Tub is shut down")]
     Shutdown,
@@ -73,6 +77,7 @@ impl Error {
             Error::Call(CallError::Remote(_))
                 | Error::Call(CallError::Violation(_))
                 | Error::Violation(_)
+                | Error::Convert(_)
         )
     }
 
@@ -85,6 +90,7 @@ impl Error {
                 Failure::new("foolscap.tokens.Violation", why.clone())
             }
             Error::Violation(v) => Failure::new("foolscap.tokens.Violation", v.to_string()),
+            Error::Convert(e) => e.to_failure(),
             Error::Call(CallError::ConnectionLost(r)) => Failure::new(
                 "foolscap.ipb.DeadReferenceError",
                 format!("Connection was lost: {r}"),

@@ -53,6 +53,7 @@ mod object;
 mod reconnect;
 pub mod sharing;
 mod tub;
+pub mod typed;
 
 pub use args::{BoundArgs, Signature};
 pub use driven::{DrivenTub, Driver, DriverIo, Flushed};
@@ -62,6 +63,10 @@ pub use object::{Call, Object};
 pub use reconnect::{Backoff, ReconnectState, ReconnectionInfo, Reconnector};
 pub use sharing::Scope;
 pub use tub::{Callable, Target, Tub};
+pub use typed::Copyable;
+
+#[doc(inline)]
+pub use foolscap_macros::remote_interface;
 
 use foolscap_core::identity::Identity;
 use foolscap_core::value::{RemoteRef, Value};

@@ -440,6 +440,31 @@ impl Tub {
         Ok(())
     }
 
+    /// [`Tub::call_async`] whose `done` also hears of a call that cannot
+    /// be sent: it runs once, with the answer (on an engine thread), or at
+    /// once on this thread with the error.
+    pub fn call_then(
+        &self,
+        target: &RemoteRef,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(Text, Value)],
+        done: impl FnOnce(Result<Value, Error>) + Send + 'static,
+    ) {
+        let mut st = self.lock();
+        match st.core.call(target, method, args, kwargs) {
+            Ok(call) => {
+                st.calls.insert(call, Box::new(done));
+                drop(st);
+                self.finish();
+            }
+            Err(e) => {
+                drop(st);
+                done(Err(e.into()))
+            }
+        }
+    }
+
     /// Python's `callRemoteOnly`: sends the call, wants no answer (for
     /// one of our own objects: runs it on a later turn, its answer
     /// ignored).
