@@ -29,8 +29,9 @@
 //! has a mio loop of its own. It probes every 50 ms, alternating a call
 //! `add(2, 3)` on a connection it keeps and, every fifth probe, a fresh
 //! Tub that connects and calls once; probes before the attack are the
-//! baseline, probes while the attack is held are the figures. Nothing is
-//! asserted: failures are counted and printed.
+//! baseline, probes while the attack is held are the figures, and the
+//! slowest call while the attack was being built is shown too. Nothing
+//! is asserted: failures are counted and printed.
 //!
 //! The attacks (the hardening issue's):
 //!
@@ -557,7 +558,7 @@ impl CutRelay {
 
 /// `conns` connections each sending `echo([0, 1, ..., 99, 0, ...])` of
 /// `items` ints, 90% of it forwarded; returns once the relays have
-/// passed nothing for 2 s.
+/// passed it all, or nothing for 10 s (the server stopped reading).
 fn attack_list(rt: &Runtime, furl: &str, conns: usize, items: usize) -> Held {
     let big = Value::List((0..items).map(|i| Value::int((i % 100) as i64)).collect());
     // two bytes per item on the wire
@@ -595,7 +596,7 @@ fn attack_list(rt: &Runtime, furl: &str, conns: usize, items: usize) -> Held {
         if now != last {
             last = now;
             still_since = Instant::now();
-        } else if still_since.elapsed() > Duration::from_secs(2) {
+        } else if now >= pass * conns as u64 || still_since.elapsed() > Duration::from_secs(10) {
             break;
         }
         if said.elapsed() > Duration::from_secs(2) {
@@ -673,6 +674,7 @@ struct Row {
     peak: u64,
     rss_held: u64,
     call_base: Lat,
+    call_build: Lat,
     call_held: Lat,
     connect_base: Lat,
     connect_held: Lat,
@@ -738,6 +740,7 @@ fn run_one(
         peak,
         rss_held,
         call_base: lat(&probes, BASELINE, false),
+        call_build: lat(&probes, BUILDING, false),
         call_held: lat(&probes, HELD, false),
         connect_base: lat(&probes, BASELINE, true),
         connect_held: lat(&probes, HELD, true),
@@ -790,13 +793,14 @@ fn main() {
             let probe_ids = probe_pool.split_off(probe_pool.len().saturating_sub(probes_per_run));
             let row = run_one(&s, attack, server, nofile, &ids, probe_ids);
             println!(
-                "{{\"bench\":\"attack\",\"attack\":\"{}\",\"server\":\"{}\",\"rss_before_kib\":{},\"peak_kib\":{},\"rss_held_kib\":{},\"call_base_median_ms\":\"{}\",\"call_held_median_ms\":\"{}\",\"call_held_max_ms\":\"{}\",\"connect_base_median_ms\":\"{}\",\"connect_held_median_ms\":\"{}\",\"connect_held_max_ms\":\"{}\",\"failed_probes\":{},\"note\":{:?}}}",
+                "{{\"bench\":\"attack\",\"attack\":\"{}\",\"server\":\"{}\",\"rss_before_kib\":{},\"peak_kib\":{},\"rss_held_kib\":{},\"call_base_median_ms\":\"{}\",\"call_build_max_ms\":\"{}\",\"call_held_median_ms\":\"{}\",\"call_held_max_ms\":\"{}\",\"connect_base_median_ms\":\"{}\",\"connect_held_median_ms\":\"{}\",\"connect_held_max_ms\":\"{}\",\"failed_probes\":{},\"note\":{:?}}}",
                 row.attack,
                 row.server,
                 row.rss_before,
                 row.peak,
                 row.rss_held,
                 ms(row.call_base.median),
+                ms(row.call_build.max),
                 ms(row.call_held.median),
                 ms(row.call_held.max),
                 ms(row.connect_base.median),
@@ -815,26 +819,36 @@ fn main() {
         s.idle, s.negotiated, s.list_conns, s.list_items, s.ping_mib
     );
     println!(
-        "{:<11} {:<8} {:>8} {:>8} {:>8} {:>26} {:>26} {:>28} {:>28}",
+        "{:<11} {:<8} {:>8} {:>8} {:>8} {:>26} {:>16} {:>26} {:>28} {:>28}",
         "attack",
         "server",
         "RSS MiB",
         "peak",
         "held",
         "call before",
+        "call max, build",
         "call during",
         "connect+call before",
         "connect+call during"
     );
     for r in &rows {
         println!(
-            "{:<11} {:<8} {:>8} {:>8} {:>8} {:>26} {:>26} {:>28} {:>28}",
+            "{:<11} {:<8} {:>8} {:>8} {:>8} {:>26} {:>16} {:>26} {:>28} {:>28}",
             r.attack,
             r.server,
             mib(r.rss_before),
             mib(r.peak),
             mib(r.rss_held),
             r.call_base.to_string(),
+            format!(
+                "{} ms{}",
+                ms(r.call_build.max),
+                if r.call_build.failed > 0 {
+                    format!(" ({} failed)", r.call_build.failed)
+                } else {
+                    String::new()
+                }
+            ),
             r.call_held.to_string(),
             r.connect_base.to_string(),
             r.connect_held.to_string()
