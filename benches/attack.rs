@@ -20,6 +20,8 @@
 //!
 //! Every flag can also be given as an environment variable
 //! (`ATTACK_IDLE=1000`, `ATTACK_SERVERS=mio`, `ATTACK_QUICK=1`, ...).
+//! `ATTACK_WRAP=heaptrack` runs our servers under a profiler (the memory
+//! figures are then the profiler's process's).
 //!
 //! Each server runs in a process of its own, a fresh one per attack (this
 //! binary again with `FOOLSCAP_ATTACK_SERVE=threads|mio`, or
@@ -203,6 +205,14 @@ fn spawn_server(kind: &str, nofile: u64) -> load::ServerProcess {
                 "--max-inbound",
                 &nofile.saturating_sub(1_000).to_string(),
             ]);
+        c
+    } else if let Ok(wrap) = std::env::var("ATTACK_WRAP") {
+        // a profiler around our server (`ATTACK_WRAP=heaptrack`); its
+        // figures are then the wrapper's
+        let mut c = Command::new(wrap);
+        c.arg(std::env::current_exe().expect("own path"))
+            .env(SERVE_ENV, kind)
+            .env("ATTACK_NOFILE", nofile.to_string());
         c
     } else {
         let mut c = Command::new(std::env::current_exe().expect("own path"));

@@ -106,6 +106,11 @@ use crate::rng::Rng;
 use crate::schema::InterfaceSchema;
 use crate::value::{RemoteRef, Text, Value};
 
+/// Output buffers (plaintext scratch, a connection's TLS bytes) that grew
+/// past this are given back once emptied, not kept for reuse: a large
+/// answer or a burst of PONGs leaves no buffers of its size behind.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
 pub use error::{DialError, DialFailure, TransportError, TubError};
 
 /// Tub settings. Start from [`TubConfig::default`] and set the fields
@@ -1202,10 +1207,16 @@ impl Tub {
                 broker.poll_transmit(&mut plain);
                 session.write_plaintext(&plain);
                 plain.clear();
-                self.scratch = plain;
+                // a large answer's plaintext is not kept for reuse
+                if plain.capacity() <= KEEP_CAPACITY {
+                    self.scratch = plain;
+                }
                 session.poll_transmit(&mut conn.out);
             }
             std::mem::swap(buf, &mut conn.out);
+            if conn.out.capacity() > KEEP_CAPACITY {
+                conn.out = Vec::new();
+            }
             if matches!(conn.state, ConnState::Closed) {
                 if let Some(t) = conn.timer {
                     self.timers.remove(&(t, id));

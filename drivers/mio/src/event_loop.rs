@@ -583,6 +583,11 @@ impl EventLoop {
             std::mem::swap(&mut s.out, data);
         } else {
             s.out.extend_from_slice(data);
+            // the caller's buffer is not kept at the size of a burst
+            data.clear();
+            if data.capacity() > KEEP_CAPACITY {
+                *data = Vec::new();
+            }
         }
         self.stats.peak_output_buffer = self.stats.peak_output_buffer.max(s.out.len());
         let queued = s.queued();
