@@ -480,8 +480,12 @@ fn ping_flood(server: &Tub, peak: impl Fn() -> Option<(usize, usize)>) {
             "{buffer} bytes held"
         );
     }
-    // the bound, plus what one read of PINGs answers, plus buffers
-    assert!(growth < 8 * 1024, "RSS grew by {growth} KiB");
+    // the bound (what stays queued for the peer), plus what one read of
+    // PINGs answers and buffers of fixed size (measured: +1.7 MiB on both
+    // engines; the mio loop grew by 4.3-5.6 MiB while it answered 16
+    // reads of PINGs in one turn, a buffer of the bound's size at each
+    // stage)
+    assert!(growth < 3 * 1024, "RSS grew by {growth} KiB");
     let _ = conn.sock.shutdown(Shutdown::Both);
 }
 

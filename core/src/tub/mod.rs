@@ -1341,6 +1341,15 @@ impl Tub {
         }
     }
 
+    /// Output made for `connection` that [`Tub::poll_transmit`] has not
+    /// taken yet (answers and PONGs from input handled since): an engine
+    /// that reads several times per turn drives once this is more than a
+    /// little, so a burst of input is not answered all at once in one
+    /// large buffer.
+    pub fn unpolled_output(&self, connection: ConnectionId) -> usize {
+        self.conns.get(&connection).map_or(0, Conn::unpolled_output)
+    }
+
     /// Whether the driver should read `connection`'s socket now: false
     /// while its output (the transport's backlog and what this Tub made
     /// but [`Tub::poll_transmit`] has not given out yet, PONGs included)
