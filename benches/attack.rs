@@ -18,6 +18,9 @@
 //!                     2 x 1,000,000 items, 16 MiB of PINGs, 2 s
 //! ```
 //!
+//! Run without `--bench` (`cargo test --benches`) it makes a smoke pass
+//! a twentieth of the `--quick` sizes.
+//!
 //! Every flag can also be given as an environment variable
 //! (`ATTACK_IDLE=1000`, `ATTACK_SERVERS=mio`, `ATTACK_QUICK=1`, ...).
 //! `ATTACK_WRAP=heaptrack` runs our servers under a profiler (the memory
@@ -91,6 +94,8 @@ struct Settings {
     list_items: usize,
     ping_mib: usize,
     hold: f64,
+    /// Probes before the attack.
+    baseline: usize,
 }
 
 fn settings() -> Settings {
@@ -109,13 +114,20 @@ fn settings() -> Settings {
         std::env::var(format!("ATTACK_{}", name.replace('-', "_").to_uppercase())).ok()
     };
     let quick = args.iter().any(|a| a == "--quick")
-        || std::env::var("ATTACK_QUICK").is_ok_and(|v| v != "0")
-        // `cargo test --benches` runs benches without `--bench`: a smoke pass
-        || !args.iter().any(|a| a == "--bench");
+        || std::env::var("ATTACK_QUICK").is_ok_and(|v| v != "0");
+    // `cargo test --benches` runs benches without `--bench`: a smoke pass
+    // of a few seconds (every attack on every server, tiny sizes)
+    let smoke = !args.iter().any(|a| a == "--bench");
     let num = |name: &str, full: usize, small: usize| -> usize {
         get(name)
             .map(|v| v.replace('_', "").parse().expect("a number"))
-            .unwrap_or(if quick { small } else { full })
+            .unwrap_or(if smoke {
+                (small / 20).max(1)
+            } else if quick {
+                small
+            } else {
+                full
+            })
     };
     let list = |name: &str, all: &str| -> Vec<String> {
         get(name)
@@ -133,9 +145,16 @@ fn settings() -> Settings {
         list_conns: num("list-conns", 8, 2),
         list_items: num("list-items", 14_700_000, 1_000_000),
         ping_mib: num("ping-mib", 256, 16),
+        baseline: if smoke { 5 } else { 40 },
         hold: get("hold")
             .map(|v| v.parse().expect("seconds"))
-            .unwrap_or(if quick { 2.0 } else { 5.0 }),
+            .unwrap_or(if smoke {
+                0.5
+            } else if quick {
+                2.0
+            } else {
+                5.0
+            }),
     }
 }
 
@@ -705,7 +724,7 @@ fn run_one(
     let pid = server.pid();
     let furl = server.furl.clone();
     let prober = Prober::start(&furl, probe_ids);
-    prober.wait_probes(40);
+    prober.wait_probes(s.baseline);
     std::thread::sleep(Duration::from_millis(200));
     let rss_before = server.stats(GUARD).map(|s| s.rss_kib).unwrap_or(0);
     say(format!(
