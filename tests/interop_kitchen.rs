@@ -611,3 +611,60 @@ fn disconnect_mid_call(c: &Client) {
     std::thread::sleep(Duration::from_millis(2000));
     assert_eq!(c.ok("echo", &[Value::int(4)]), Value::int(4));
 }
+
+/// A `/proc/self/status` field, KiB.
+fn own_status_kib(field: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Not a test: a measurement of the receiving side of a large answer,
+/// run by hand (`cargo test --release --test interop_kitchen
+/// large_answer_received -- --ignored --nocapture`, `ANSWER_MB`, default
+/// 200; `ANSWER_DRIVER`, `mio` or `threads`): a Rust client calls the
+/// Python twin's `big(n)` and prints its own peak resident memory over
+/// its size (one engine per run: the peak is the process's). (The
+/// sending side: the README's performance section.)
+#[test]
+#[ignore = "measurement, run by hand"]
+fn large_answer_received() {
+    let mb: usize = std::env::var("ANSWER_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let n = mb * 1_000_000;
+    let server = Server::python(&[]);
+    let driver = match std::env::var("ANSWER_DRIVER").as_deref() {
+        Ok("threads") => Driver::Threads,
+        _ => Driver::Mio,
+    };
+    {
+        let c = Client::connect(&server.furl, driver);
+        let _ = c.ok("big", &[Value::int(10)]);
+        let before = own_status_kib("VmRSS:");
+        // the peak so far is this process's own business: the answer's
+        // peak shows as growth over the resident memory before it
+        let peak_before = own_status_kib("VmHWM:");
+        let t = Instant::now();
+        let got = c.ok("big", &[Value::int(n as i64)]);
+        let took = t.elapsed();
+        let Value::Bytes(b) = &got else {
+            panic!("big({n}) is not bytes")
+        };
+        assert_eq!(b.len(), n);
+        let peak = own_status_kib("VmHWM:");
+        eprintln!(
+            "{driver:?} client, {mb} MB answer from Python in {took:?}: RSS before {} MiB, \
+             peak {} MiB (before the call {} MiB): {:.2}x the answer",
+            before >> 10,
+            peak >> 10,
+            peak_before >> 10,
+            (peak.saturating_sub(before) * 1024) as f64 / n as f64
+        );
+        drop(got);
+        c.tub.shutdown();
+    }
+}
