@@ -423,14 +423,48 @@ fn py_compare(v: &Value, limit: i64, op: &str, tub: &Tub) -> Result<Option<Order
     }
 }
 
-/// Python's `"%d" % n` for a number.
+/// Python's limit on the digits of an int written in decimal
+/// (`sys.get_int_max_str_digits()`, 3.11 and later).
+const INT_MAX_STR_DIGITS: i64 = 4300;
+
+fn int_str_limit() -> Failure {
+    value_error(format!(
+        "Exceeds the limit ({INT_MAX_STR_DIGITS} digits) for integer string conversion; \
+         use sys.set_int_max_str_digits() to increase the limit"
+    ))
+}
+
+/// Python's `"%d" % n` for a number. Over [`INT_MAX_STR_DIGITS`] digits it
+/// raises as Python does, before any conversion: a BigInt's decimal
+/// parse and print are quadratic in its digits.
 fn percent_d(v: &Value) -> Result<String, Failure> {
-    match (v, as_num(v)) {
-        (_, Some(Num::Int(i))) => Ok(i.to_string()),
-        (_, Some(Num::Float(f))) => Ok(float_to_int(f)?.to_string()),
-        (Value::Decimal(d), _) => Ok(Dec::parse(d.as_str()).trunc()?.to_string()),
-        _ => Ok(py_str(v)),
+    let text = match (v, as_num(v)) {
+        (_, Some(Num::Int(i))) => {
+            // 2**14300 has 4305 digits: more bits than that are too many
+            if i.bits() > 14_300 {
+                return Err(int_str_limit());
+            }
+            i.to_string()
+        }
+        (_, Some(Num::Float(f))) => float_to_int(f)?.to_string(),
+        (Value::Decimal(d), _) => {
+            let dec = Dec::parse(d.as_str());
+            if let Dec::Finite {
+                digits, exponent, ..
+            } = &dec
+            {
+                if digits != "0" && digits.len() as i64 + exponent > INT_MAX_STR_DIGITS {
+                    return Err(int_str_limit());
+                }
+            }
+            dec.trunc()?.to_string()
+        }
+        _ => return Ok(py_str(v)),
+    };
+    if text.trim_start_matches('-').len() as i64 > INT_MAX_STR_DIGITS {
+        return Err(int_str_limit());
     }
+    Ok(text)
 }
 
 /// The delay of Twisted's `callLater(seconds, ...)`: it asserts
@@ -1025,6 +1059,51 @@ fn decimal_overflow() -> Failure {
     )
 }
 
+/// Compares two coefficients (ASCII digits without leading zeros).
+fn cmp_digits(a: &str, b: &str) -> Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// `a + b` for two coefficients, in one pass over their digits.
+fn add_digits(a: &str, b: &str) -> String {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut out = Vec::with_capacity(a.len().max(b.len()) + 1);
+    let mut carry = 0;
+    for i in 0..a.len().max(b.len()) {
+        let digit = |d: &[u8]| d.len().checked_sub(i + 1).map_or(0, |at| d[at] - b'0');
+        let sum = digit(a) + digit(b) + carry;
+        out.push(b'0' + sum % 10);
+        carry = sum / 10;
+    }
+    if carry > 0 {
+        out.push(b'0' + carry);
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ASCII digits")
+}
+
+/// `a - b` for two coefficients with `a > b`, without leading zeros.
+fn sub_digits(a: &str, b: &str) -> String {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut out = Vec::with_capacity(a.len());
+    let mut borrow = 0;
+    for i in 0..a.len() {
+        let x = (a[a.len() - 1 - i] - b'0') as i8;
+        let y = b.len().checked_sub(i + 1).map_or(0, |at| b[at] - b'0') as i8;
+        let mut d = x - y - borrow;
+        borrow = i8::from(d < 0);
+        if d < 0 {
+            d += 10;
+        }
+        out.push(b'0' + d as u8);
+    }
+    while out.len() > 1 && out.last() == Some(&b'0') {
+        out.pop();
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ASCII digits")
+}
+
 impl Dec {
     /// Parses the text of a received Decimal.
     fn parse(text: &str) -> Dec {
@@ -1247,24 +1326,20 @@ impl Dec {
                 if lo.1.len() as i64 + lo.2 - 1 < floor {
                     lo = (lo.0, "1".into(), floor);
                 }
-                let signed = |n: bool, d: &str, shift: i64| {
-                    let v =
-                        d.parse::<BigInt>().expect("digits") * BigInt::from(10u8).pow(shift as u32);
-                    if n {
-                        -v
-                    } else {
-                        v
+                // the coefficients aligned on lo's exponent, added digit
+                // by digit (linear: a BigInt's decimal parse and print are
+                // quadratic, and a Decimal may have millions of digits)
+                let shifted = format!("{}{}", hi.1, "0".repeat((hi.2 - lo.2) as usize));
+                let (negative, digits) = if hi.0 == lo.0 {
+                    (hi.0, add_digits(&shifted, &lo.1))
+                } else {
+                    match cmp_digits(&shifted, &lo.1) {
+                        Ordering::Equal => return Dec::fix(false, "0".into(), exp),
+                        Ordering::Greater => (hi.0, sub_digits(&shifted, &lo.1)),
+                        Ordering::Less => (lo.0, sub_digits(&lo.1, &shifted)),
                     }
                 };
-                let sum = signed(hi.0, &hi.1, hi.2 - lo.2) + signed(lo.0, &lo.1, 0);
-                if sum == BigInt::from(0u8) {
-                    return Dec::fix(false, "0".into(), exp);
-                }
-                let text = sum.to_string();
-                match text.strip_prefix('-') {
-                    Some(digits) => Dec::fix(true, digits.into(), lo.2),
-                    None => Dec::fix(false, text, lo.2),
-                }
+                Dec::fix(negative, digits, lo.2)
             }
         }
     }
@@ -1281,7 +1356,7 @@ impl Dec {
                 exponent,
             } => {
                 let adjusted = exponent + digits.len() as i64 - 1;
-                let value = if digits == "0" || adjusted < -1 {
+                if digits == "0" || adjusted < -1 {
                     // |self| < 0.1: on the same side of every int as 0
                     // (or of 0 itself, by its sign)
                     return Ok(match 0.cmp(&limit) {
@@ -1297,20 +1372,31 @@ impl Dec {
                     } else {
                         Ordering::Greater
                     });
-                } else {
-                    digits.parse::<BigInt>().expect("digits")
                 };
-                // compare value * 10**exponent with limit, exactly
-                let (mut lhs, mut rhs) = (value, BigInt::from(limit));
-                if *negative {
-                    lhs = -lhs;
-                }
-                if *exponent >= 0 {
-                    lhs *= BigInt::from(10u8).pow(*exponent as u32);
+                // the integer part (at most 21 digits here) and whether a
+                // fraction follows: no parse of the whole coefficient
+                let point = (digits.len() as i64 + exponent).max(0) as usize;
+                let (int_digits, fraction) = digits.split_at(point.min(digits.len()));
+                let mut magnitude = if int_digits.is_empty() {
+                    BigInt::from(0u8)
                 } else {
-                    rhs *= BigInt::from(10u8).pow((-exponent) as u32);
+                    int_digits.parse::<BigInt>().expect("digits")
+                };
+                if *exponent > 0 {
+                    magnitude *= BigInt::from(10u8).pow(*exponent as u32);
                 }
-                Ok(lhs.cmp(&rhs))
+                let has_fraction = fraction.bytes().any(|d| d != b'0');
+                // |self| against |limit| with the sign taken out
+                let against = if *negative {
+                    -BigInt::from(limit)
+                } else {
+                    BigInt::from(limit)
+                };
+                let order = match magnitude.cmp(&against) {
+                    Ordering::Equal if has_fraction => Ordering::Greater,
+                    other => other,
+                };
+                Ok(if *negative { order.reverse() } else { order })
             }
         }
     }

@@ -325,6 +325,35 @@ fn connections_over_the_thread_limit_are_refused() {
     assert_eq!(served, 5);
 }
 
+/// Silent negotiated peers (fresh tubids, holding nothing) past what the
+/// thread limit carries (two threads each): the engine's established cap
+/// is lowered to fit the threads, so at the cap the core evicts the one
+/// idle the longest, and a legitimate client still connects and calls
+/// (before, the peers took every thread and the client was refused with
+/// `TooManyThreads`).
+#[test]
+fn silent_negotiated_peers_past_the_thread_limit_do_not_lock_a_client_out() {
+    const LIMIT: usize = 200;
+    const PEERS: usize = 150;
+    let _serial = serial();
+    load::raise_nofile(PEERS as u64 + 1_000);
+    let mut server = spawn_server(&format!("threads:10000:{LIMIT}"));
+    let rt = foolscap::mio::Runtime::start(Default::default()).unwrap();
+    let ids = load::identities(PEERS);
+    let (peers, _) =
+        load::connect_silent_many(std::slice::from_ref(&rt), ids, &server.furl, 16, GUARD)
+            .expect("silent peers");
+    let stats = server.stats(GUARD).unwrap();
+    let served = legitimate_call(&server.furl);
+    eprintln!(
+        "thread limit {LIMIT}, {PEERS} silent negotiated peers: server {stats:?}; \
+         legitimate call {served:?}"
+    );
+    assert_eq!(served, Ok(5));
+    drop(peers);
+    rt.shutdown(Duration::from_secs(5));
+}
+
 /// Out of file descriptors: the server's accepts fail (it backs off,
 /// see the engine's `accept_errors_back_off_from_10_ms_to_1_s`), the
 /// connections it has are served, it stays up, and once descriptors are
@@ -462,8 +491,12 @@ fn ping_flood(server: &Tub, peak: impl Fn() -> Option<(usize, usize)>) {
             "{buffer} bytes held"
         );
     }
-    // the bound, plus what one read of PINGs answers, plus buffers
-    assert!(growth < 8 * 1024, "RSS grew by {growth} KiB");
+    // the bound (what stays queued for the peer), plus what one read of
+    // PINGs answers and buffers of fixed size (measured: +1.7 MiB on both
+    // engines; the mio loop grew by 4.3-5.6 MiB while it answered 16
+    // reads of PINGs in one turn, a buffer of the bound's size at each
+    // stage)
+    assert!(growth < 3 * 1024, "RSS grew by {growth} KiB");
     let _ = conn.sock.shutdown(Shutdown::Both);
 }
 

@@ -173,6 +173,13 @@ impl DrivenTub {
             .is_none_or(|t| t.lock().core.wants_input(connection))
     }
 
+    /// Output made for `connection` and not taken yet
+    /// (`foolscap_core::tub::Tub::unpolled_output`).
+    pub fn unpolled_output(&self, connection: ConnectionId) -> usize {
+        self.upgrade()
+            .map_or(0, |t| t.lock().core.unpolled_output(connection))
+    }
+
     /// When [`DrivenTub::handle_timeout`] should next run: the core's
     /// timers and the application's [`Tub::after`] callbacks.
     pub fn poll_timeout(&self) -> Option<Instant> {

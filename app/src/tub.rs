@@ -183,7 +183,10 @@ impl State {
             let queued = io.transmit(conn, &mut buf);
             self.core.set_backlog(conn, queued);
         }
-        self.buf = buf;
+        // an engine may hand back a buffer of a burst's size: not kept
+        if buf.capacity() <= 64 * 1024 {
+            self.buf = buf;
+        }
         while let Some(cmd) = self.core.poll_transport() {
             match cmd {
                 Transport::Dial { dial, host, port } => io.dial(dial, host, port),

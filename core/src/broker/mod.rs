@@ -735,13 +735,26 @@ impl Broker {
         self.out.len()
     }
 
-    /// Appends plaintext to send to `buf`; returns how many bytes.
+    /// Appends plaintext to send to `buf`; returns how many bytes. Output
+    /// of [`Broker::HAND_OVER`] bytes or more given to an empty `buf` is
+    /// handed over without a copy (a large answer is not held twice);
+    /// a buffer that grew past that is not kept for reuse.
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
         let n = self.out.len();
+        if buf.is_empty() && n >= Self::HAND_OVER {
+            *buf = std::mem::take(&mut self.out).into();
+            return n;
+        }
         buf.extend_from_slice(&self.out);
         self.out.clear();
+        if self.out.capacity() > Self::HAND_OVER {
+            self.out = BytesMut::new();
+        }
         n
     }
+
+    /// See [`Broker::poll_transmit`].
+    pub const HAND_OVER: usize = 64 * 1024;
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<BrokerEvent> {

@@ -267,9 +267,19 @@ impl Session {
             return;
         }
         self.tap.record(Direction::Sent, RecordPhase::Tls, data);
-        self.channel.write(data);
-        self.flush();
+        // a piece at a time, each encrypted and moved out before the next:
+        // the TLS records in between never hold more than a piece (all at
+        // once, a large answer was held three times at its peak: the
+        // plaintext, every record, and the bytes to send; the records'
+        // memory, freed, stayed with the allocator)
+        for piece in data.chunks(Self::WRITE_PIECE) {
+            self.channel.write(piece);
+            self.flush();
+        }
     }
+
+    /// Plaintext encrypted at a time by [`Session::write_plaintext`].
+    const WRITE_PIECE: usize = 256 * 1024;
 
     /// Appends the bytes to send to `buf`; returns how many.
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {

@@ -107,6 +107,11 @@ use crate::schema::{CopyableSchema, InterfaceSchema};
 use crate::value::pyrepr::str_repr;
 use crate::value::{RemoteRef, Text, TheirReference, Value};
 
+/// Output buffers (plaintext scratch, a connection's TLS bytes) that grew
+/// past this are given back once emptied, not kept for reuse: a large
+/// answer or a burst of PONGs leaves no buffers of its size behind.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
 pub use error::{DialError, DialFailure, TransportError, TubError};
 
 /// Tub settings. Start from [`TubConfig::default`] and set the fields
@@ -1369,10 +1374,16 @@ impl Tub {
                 broker.poll_transmit(&mut plain);
                 session.write_plaintext(&plain);
                 plain.clear();
-                self.scratch = plain;
+                // a large answer's plaintext is not kept for reuse
+                if plain.capacity() <= KEEP_CAPACITY {
+                    self.scratch = plain;
+                }
                 session.poll_transmit(&mut conn.out);
             }
             std::mem::swap(buf, &mut conn.out);
+            if conn.out.capacity() > KEEP_CAPACITY {
+                conn.out = Vec::new();
+            }
             if matches!(conn.state, ConnState::Closed) {
                 if let Some(t) = conn.timer {
                     self.timers.remove(&(t, id));
@@ -1495,6 +1506,15 @@ impl Tub {
         if let Some(c) = self.conns.get_mut(&connection) {
             c.backlog = bytes;
         }
+    }
+
+    /// Output made for `connection` that [`Tub::poll_transmit`] has not
+    /// taken yet (answers and PONGs from input handled since): an engine
+    /// that reads several times per turn drives once this is more than a
+    /// little, so a burst of input is not answered all at once in one
+    /// large buffer.
+    pub fn unpolled_output(&self, connection: ConnectionId) -> usize {
+        self.conns.get(&connection).map_or(0, Conn::unpolled_output)
     }
 
     /// Whether the driver should read `connection`'s socket now: false

@@ -847,13 +847,19 @@ fn pb_unexpected(
 /// its first position with its last value.
 /// Also returns the values replaced (they may hold anchors other
 /// arguments alias, see `sharing::rehome_dropped`).
+/// Names are found through a hash table (randomly seeded), not by a scan
+/// of the names before: many keywords cost linear time.
 fn merge_keywords(pairs: Vec<(Text, Value)>) -> (Vec<(Text, Value)>, Vec<Value>) {
     let mut out: Vec<(Text, Value)> = Vec::with_capacity(pairs.len());
+    let mut at: hashbrown::HashMap<Text, usize> = hashbrown::HashMap::with_capacity(pairs.len());
     let mut dropped = Vec::new();
     for (name, value) in pairs {
-        match out.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => dropped.push(std::mem::replace(&mut slot.1, value)),
-            None => out.push((name, value)),
+        match at.get(&name) {
+            Some(&i) => dropped.push(std::mem::replace(&mut out[i].1, value)),
+            None => {
+                at.insert(name.clone(), out.len());
+                out.push((name, value));
+            }
         }
     }
     (out, dropped)

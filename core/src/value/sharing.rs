@@ -124,9 +124,19 @@ pub(super) fn has_duplicates(items: &[Value]) -> bool {
         .collect();
     order.sort_unstable();
     order.chunk_by(|a, b| a.0 == b.0).any(|run| {
-        run.iter()
-            .enumerate()
-            .any(|(r, &(_, i))| run[..r].iter().any(|&(_, j)| py_eq(&items[j], &items[i])))
+        let mut ints = hashbrown::HashSet::new();
+        run.iter().enumerate().any(|(r, &(_, i))| match &items[i] {
+            // ints of one hash (equal modulo 2**61 - 1) are told apart by
+            // value, not each against each: only the others compare
+            // pairwise
+            Value::Int(n) => {
+                !ints.insert(n)
+                    || run[..r].iter().any(|&(_, j)| {
+                        !matches!(items[j], Value::Int(_)) && py_eq(&items[j], &items[i])
+                    })
+            }
+            _ => run[..r].iter().any(|&(_, j)| py_eq(&items[j], &items[i])),
+        })
     })
 }
 
@@ -467,13 +477,28 @@ impl<'t> SetEq<'t> {
             let mut order: Vec<(u64, usize)> = (0..n).map(|i| (self.hash(item(i)), i)).collect();
             order.sort_unstable();
             for run in order.chunk_by(|a, b| a.0 == b.0) {
-                for (r, &(_, i)) in run.iter().enumerate().skip(1) {
-                    if run[..r]
-                        .iter()
-                        .any(|&(_, j)| keep[j] && self.eq(item(j), item(i)))
-                    {
+                // ints of one hash (equal modulo 2**61 - 1) are told apart
+                // by value (an int equals an earlier int only if it is the
+                // same int), so a run of them costs no comparison of each
+                // against each; other members compare with every earlier
+                // one kept, as Python's set probes
+                let mut ints = hashbrown::HashSet::new();
+                let mut kept_others: Vec<usize> = Vec::new();
+                for (r, &(_, i)) in run.iter().enumerate() {
+                    let dup = match item(i) {
+                        Value::Int(n) => {
+                            !ints.insert(n)
+                                || kept_others.iter().any(|&j| self.eq(item(j), item(i)))
+                        }
+                        v => run[..r]
+                            .iter()
+                            .any(|&(_, j)| keep[j] && self.eq(item(j), v)),
+                    };
+                    if dup {
                         keep[i] = false;
                         any = true;
+                    } else if !matches!(item(i), Value::Int(_)) {
+                        kept_others.push(i);
                     }
                 }
             }

@@ -863,6 +863,43 @@ fn large_sets_merge_like_small_ones() {
     assert!(matches!(&got[20], Value::Anchor(_, t) if **t == Value::Tuple(vec![Value::int(1)])));
 }
 
+#[test]
+fn ints_of_one_hash_merge_by_value() {
+    // multiples of 2**61 - 1 all have Python hash 0 (one run of the
+    // sorted-by-hash path, told apart by value), with repeats, and
+    // members of other types equal to some of them, before and after:
+    // Decimal('5P') and 0.0 come first (the ints 5P and 0 are dropped),
+    // False equals 0, Decimal('3P') equals the 3P before it
+    let p = num_bigint::BigInt::from((1u64 << 61) - 1);
+    let int = |k: u32| Value::Int(crate::value::Int::from(&p * k));
+    let mut items = vec![d(&(&p * 5u32).to_string()), Value::Float(0.0)];
+    items.extend((0..30).map(int));
+    items.extend((0..30).step_by(2).map(int));
+    items.push(Value::Bool(false));
+    items.push(d(&(&p * 3u32).to_string()));
+    items.push(Value::Float(0.5));
+    let want: Vec<Value> = items[..2]
+        .iter()
+        .cloned()
+        .chain((1..30).filter(|&k| k != 5).map(int))
+        .chain([Value::Float(0.5)])
+        .collect();
+    assert_eq!(
+        encode(&Value::Set(items.clone()), VocabTable::V1),
+        encode(&Value::Set(want.clone()), VocabTable::V1)
+    );
+    let mut raw = BytesMut::new();
+    let mut ser = Serializer::new(VocabTable::V1);
+    let set = ser.open_sequence(&mut raw, b"set");
+    for v in &items {
+        ser.write_value(v, &mut raw, &mut Default::default(), &mut NoRefs)
+            .unwrap();
+    }
+    ser.close(&mut raw, set);
+    let back = decode_one(&raw, VocabTable::V1).unwrap();
+    assert_eq!(back, Value::Set(want));
+}
+
 /// Fuzz finding: a frozenset referenced from inside itself through a dict
 /// in a copyable (`frozenset([copyable('', none={0: <ref to the set>})])`).
 /// Python builds it (the reference becomes a tuple of the set's items);

@@ -22,6 +22,10 @@ pub(crate) const WAKER: Token = Token(usize::MAX);
 /// connections keep no large buffers).
 const KEEP_CAPACITY: usize = 16 * 1024;
 
+/// Output a connection's input may make in one turn before the loop
+/// drives instead of reading on.
+const TURN_OUTPUT: usize = 64 * 1024;
+
 /// The longest the loop sleeps with nothing due (it then checks whether
 /// anybody still holds it).
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -439,7 +443,16 @@ impl EventLoop {
                     let (tub, conn, phase) = (s.tub, s.conn, s.phase);
                     if let (Some(c), Phase::Open, Some(t)) = (conn, phase, self.tubs.get(&tub)) {
                         t.driven.handle_input(c, now, &self.read_buf[..n]);
+                        // what that input made goes out before more is
+                        // read: a burst of PINGs is answered a read's
+                        // worth at a time, not in buffers of the bound's
+                        // size at every stage
+                        let made = t.driven.unpolled_output(c);
                         self.queue_drive(tub);
+                        if made > TURN_OUTPUT {
+                            self.backlog.insert(i);
+                            return;
+                        }
                     }
                     // a closing connection's input is discarded
                 }
@@ -583,6 +596,11 @@ impl EventLoop {
             std::mem::swap(&mut s.out, data);
         } else {
             s.out.extend_from_slice(data);
+            // the caller's buffer is not kept at the size of a burst
+            data.clear();
+            if data.capacity() > KEEP_CAPACITY {
+                *data = Vec::new();
+            }
         }
         self.stats.peak_output_buffer = self.stats.peak_output_buffer.max(s.out.len());
         let queued = s.queued();

@@ -19,6 +19,30 @@
 //! [`Tub::get_reference`]) are refused on the loop's thread with
 //! [`Error::WouldStallLoop`].
 //!
+//! Slow work belongs off the loop: while one object's `call` runs, no
+//! other connection of the loop is read or written. An object keeps the
+//! [`Call`] (it is `Send`), does the work on a thread of the
+//! application's own (or a pool), and answers from there; the answer
+//! wakes the loop like any other handle call.
+//!
+//! ```
+//! use foolscap_mio::{Call, Object};
+//! use foolscap_core::value::Value;
+//!
+//! struct Slow;
+//!
+//! impl Object for Slow {
+//!     fn call(&self, call: Call) {
+//!         // the loop's thread returns at once; the work runs elsewhere
+//!         std::thread::spawn(move || {
+//!             let n = call.arg(0, "n").and_then(Value::as_i64).unwrap_or(0);
+//!             let sum: i64 = (0..n).sum(); // stands for minutes of work
+//!             call.answer(Value::int(sum));
+//!         });
+//!     }
+//! }
+//! ```
+//!
 //! Time: the loop sleeps until the earliest of the Tubs' timers
 //! ([`foolscap_app::DrivenTub::poll_timeout`]: negotiation
 //! deadlines, keepalives, reference releases, [`Tub::after`]), dial

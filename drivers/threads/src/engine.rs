@@ -39,6 +39,11 @@ pub struct ThreadsConfig {
     /// ordinary refused connection; the number of connections is the
     /// core's [`TubConfig::max_negotiating_connections`] and
     /// [`TubConfig::max_established_connections`]), a dial fails.
+    /// The Tub's [`TubConfig::max_established_connections`] is lowered to
+    /// what the limit carries at two threads a connection, a quarter of
+    /// the threads kept for connections that negotiate: 3/4 of
+    /// (limit - 64) / 2, 4,476 by default (at that cap the core evicts
+    /// the connection idle the longest that holds nothing).
     /// Default: [`ThreadsConfig::DEFAULT_MAX_THREADS`] (12,000). Whatever
     /// it says, the connection threads of all the process's threads-engine
     /// Tubs together stay within what the system's memory-map limit
@@ -139,11 +144,32 @@ const HOLD_BACK_RECHECK: Duration = Duration::from_secs(1);
 /// file descriptors or memory): doubling from the first to the last.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
+/// Threads kept out of the connection caps' share of
+/// [`ThreadsConfig::max_threads`] (dials, and threads of closed
+/// connections that have not ended yet).
+const THREADS_RESERVE: usize = 64;
+
+/// The core's established-connection cap lowered to what the thread
+/// limit carries: an established connection takes two threads (reader
+/// and writer), and a quarter of the threads stay for connections that
+/// negotiate (a new one needs its reader and writer to get in). At the
+/// cap the core evicts the established connection idle the longest that
+/// holds nothing, so silent negotiated peers cannot take every thread
+/// and lock a newcomer out with [`TooManyThreads`]. (Accepted sockets
+/// that have not spoken take no thread: the negotiating cap stays.)
+fn caps_within_threads(mut config: TubConfig, threads: &ThreadsConfig) -> TubConfig {
+    let limit = threads.max_threads.min(map_budget());
+    let established = limit.saturating_sub(THREADS_RESERVE) / 2 / 4 * 3;
+    config.max_established_connections = config.max_established_connections.min(established);
+    config
+}
+
 pub(crate) fn start(
     identity: Identity,
     config: TubConfig,
     threads: ThreadsConfig,
 ) -> Result<Tub, Error> {
+    let config = caps_within_threads(config, &threads);
     let engine = Arc::new_cyclic(|me| Engine {
         me: me.clone(),
         driven: OnceLock::new(),
