@@ -1,4 +1,4 @@
-//! A client of a real Tahoe-LAFS storage server.
+//! A typed client of a real Tahoe-LAFS storage server.
 //!
 //! ```text
 //! cargo run --release --example tahoe_storage -- STORAGE_FURL [--size BYTES]
@@ -7,18 +7,109 @@
 //! It stores one immutable share of random bytes under a fresh storage
 //! index, reads it back, compares, prints `ok` and exits 0; on any
 //! failure it prints what went wrong and exits 1 (2 for a bad command
-//! line).
+//! line). A storage node writes its FURL to `NODEDIR/private/storage.furl`.
+//!
+//! The three RemoteInterfaces below are declared as Tahoe declares them
+//! (`allmydata/interfaces.py`, Tahoe-LAFS 1.20): the same names on the
+//! wire, the same argument names and order, the same constraints. Only
+//! the methods this client calls are declared; Python checks a call
+//! against the methods it names, so a partial declaration is enough.
+//! Because the Tub knows these interfaces, each call is checked before it
+//! is sent and each answer as it arrives, as a Python client's are: the
+//! example shows one call refused locally (a storage index one byte too
+//! long), which never reaches the server.
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use foolscap::app::{Call, Object};
-use foolscap::core::broker::Failure;
 use foolscap::core::rng::{Rng, SystemRng};
-use foolscap::core::value::{Int, RemoteRef, Value};
+use foolscap::typed::{Bytes, Constraint, Failure, ObjectId, Value};
+use foolscap::{Call, Error, Object};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Tahoe's `MAX_BUCKETS`: at most this many shares per server.
+const MAX_BUCKETS: usize = 256;
+
+/// Tahoe's `StorageIndex = StringConstraint(16)`.
+fn storage_index() -> Constraint {
+    Constraint::byte_string(Some(16))
+}
+
+/// Tahoe's `Hash` (lease secrets): exactly 32 bytes.
+fn hash() -> Constraint {
+    Constraint::ByteString {
+        max_length: Some(32),
+        min_length: 32,
+    }
+}
+
+/// `SetOf(int, maxLength=MAX_BUCKETS)`: share numbers.
+fn share_numbers() -> Constraint {
+    Constraint::set_of(Constraint::int(), Some(MAX_BUCKETS))
+}
+
+/// The storage server (Tahoe's `RIStorageServer`).
+#[foolscap::remote_interface(name = "RIStorageServer.tahoe.allmydata.com")]
+pub trait StorageServer {
+    /// `get_version()`: `DictOf(bytes, Any())`.
+    #[returns(Constraint::dict_of(Constraint::bytes(), Constraint::Any, None))]
+    fn get_version(&self) -> BTreeMap<Bytes, Value>;
+
+    /// `allocate_buckets(storage_index=StorageIndex,
+    /// renew_secret=LeaseRenewSecret, cancel_secret=LeaseCancelSecret,
+    /// sharenums=SetOf(int, maxLength=MAX_BUCKETS), allocated_size=Offset,
+    /// canary=Referenceable)`: returns `TupleOf(SetOf(int, maxLength=MAX_BUCKETS),
+    /// DictOf(int, RIBucketWriter, maxKeys=MAX_BUCKETS))`, the shares the
+    /// server already has and a writer for each share it accepts.
+    #[returns(Constraint::tuple_of([
+        share_numbers(),
+        Constraint::dict_of(Constraint::int(), Constraint::reference_to("RIBucketWriter"), Some(MAX_BUCKETS)),
+    ]))]
+    fn allocate_buckets(
+        &self,
+        #[schema(storage_index())] storage_index: Bytes,
+        #[schema(hash())] renew_secret: Bytes,
+        #[schema(hash())] cancel_secret: Bytes,
+        #[schema(share_numbers())] sharenums: BTreeSet<u16>,
+        allocated_size: u64,
+        #[schema(Constraint::any_reference())] canary: ObjectId,
+    ) -> (BTreeSet<u16>, BTreeMap<u16, BucketWriterClient>);
+
+    /// `get_buckets(storage_index=StorageIndex)`: `DictOf(int,
+    /// RIBucketReader, maxKeys=MAX_BUCKETS)`.
+    #[returns(Constraint::dict_of(
+        Constraint::int(),
+        Constraint::reference_to("RIBucketReader"),
+        Some(MAX_BUCKETS)
+    ))]
+    fn get_buckets(
+        &self,
+        #[schema(storage_index())] storage_index: Bytes,
+    ) -> BTreeMap<u16, BucketReaderClient>;
+}
+
+/// Where a share is written (Tahoe's `RIBucketWriter`: no
+/// `__remote_name__`, so the bare class name is announced).
+#[foolscap::remote_interface(name = "RIBucketWriter")]
+pub trait BucketWriter {
+    /// `write(offset=Offset, data=ShareData)`; `Offset` is
+    /// `IntegerConstraint(8)`, as a Rust `u64` is.
+    fn write(&self, offset: u64, data: Bytes);
+    /// `close()`: the share is complete.
+    fn close(&self);
+    /// `abort()`: throw the share away.
+    fn abort(&self);
+}
+
+/// Where a share is read (Tahoe's `RIBucketReader`).
+#[foolscap::remote_interface(name = "RIBucketReader")]
+pub trait BucketReader {
+    /// `read(offset=Offset, length=ReadSize)`: `ShareData`. `ReadSize` is
+    /// Python's `int`.
+    fn read(&self, offset: u64, #[schema(Constraint::int())] length: u64) -> Bytes;
+}
 
 /// The canary `allocate_buckets` wants: an object the server watches (a
 /// lost canary before `close` makes it drop the upload). Nobody calls it.
@@ -71,82 +162,92 @@ fn random(n: usize) -> Bytes {
     Bytes::from(b)
 }
 
-fn remote(v: &Value, what: &str) -> Result<RemoteRef, String> {
-    foolscap::as_remote(v)
-        .cloned()
-        .ok_or_else(|| format!("{what}: expected a reference, got {}", v.type_name()))
+/// What step failed, with the error.
+fn step(what: &'static str) -> impl FnOnce(Error) -> String {
+    move |e| format!("{what}: {e}")
 }
 
 fn run(furl: &str, size: usize) -> Result<(), String> {
+    eprintln!("tahoe_storage: connecting to the storage server");
     let tub = foolscap::threads::new_tub().map_err(|e| e.to_string())?;
-    let server = tub
-        .get_reference(furl, TIMEOUT)
-        .map_err(|e| format!("connecting: {e}"))?;
-    let server = remote(&server, "the storage FURL")?;
-    let call = |target: &RemoteRef, method: &str, args: &[Value]| {
-        tub.call(target, method, args, &[], TIMEOUT)
-            .map_err(|e| format!("{method}: {e}"))
+    let server = StorageServerClient::connect(&tub, furl, TIMEOUT).map_err(step("connecting"))?;
+    let version = server.get_version().map_err(step("get_version"))?;
+    let v1 = version
+        .get(&Bytes::from_static(
+            b"http://allmydata.org/tahoe/protocols/storage/v1",
+        ))
+        .ok_or("get_version: the server does not speak storage protocol v1")?;
+    eprintln!("tahoe_storage: server speaks storage v1: {v1:?}");
+
+    let canary = match tub.local(Arc::new(Canary)) {
+        Value::Local(id) => id,
+        other => return Err(format!("a local object came back as {other:?}")),
     };
 
-    let version = call(&server, "get_version", &[])?;
-    eprintln!("server: {version:?}");
+    // Checked against our declaration before anything is sent, as a
+    // Python client checks it: a 17-byte storage index is refused here.
+    match server.allocate_buckets(
+        random(17),
+        random(32),
+        random(32),
+        BTreeSet::from([0]),
+        size as u64,
+        canary,
+    ) {
+        Err(Error::Violation(v)) => {
+            eprintln!("tahoe_storage: refused locally, as it should be: {v}")
+        }
+        other => {
+            return Err(format!(
+                "a 17-byte storage index was not refused locally: {other:?}"
+            ))
+        }
+    }
 
     let share = random(size);
     let storage_index = random(16);
-    let canary = tub.local(Arc::new(Canary));
-    let allocated = call(
-        &server,
-        "allocate_buckets",
-        &[
-            Value::Bytes(storage_index.clone()),
-            Value::Bytes(random(32)),
-            Value::Bytes(random(32)),
-            Value::Set(vec![Value::int(0)]),
-            Value::Int(Int::from(size as i64)),
+    eprintln!("tahoe_storage: storing a {size}-byte share");
+    let (already, writers) = server
+        .allocate_buckets(
+            storage_index.clone(),
+            random(32),
+            random(32),
+            BTreeSet::from([0]),
+            size as u64,
             canary,
-        ],
-    )?;
-    let writer = match &allocated {
-        Value::Tuple(items) if items.len() == 2 => match &items[1] {
-            Value::Dict(pairs) => pairs
-                .iter()
-                .find(|(k, _)| k.as_i64() == Some(0))
-                .map(|(_, w)| remote(w, "bucket writer"))
-                .transpose()?,
-            _ => None,
-        },
-        _ => None,
+        )
+        .map_err(step("allocate_buckets"))?;
+    if !already.is_empty() {
+        return Err(format!(
+            "a fresh storage index already has shares {already:?}"
+        ));
     }
-    .ok_or_else(|| format!("allocate_buckets: no writer for share 0 in {allocated:?}"))?;
-    call(
-        &writer,
-        "write",
-        &[Value::int(0), Value::Bytes(share.clone())],
-    )?;
-    call(&writer, "close", &[])?;
+    let writer = writers.get(&0).ok_or_else(|| {
+        format!(
+            "allocate_buckets: no writer for share 0 (got {:?})",
+            writers.keys()
+        )
+    })?;
+    writer.write(0, share.clone()).map_err(step("write"))?;
+    writer.close().map_err(step("close"))?;
 
-    let buckets = call(&server, "get_buckets", &[Value::Bytes(storage_index)])?;
-    let reader = match &buckets {
-        Value::Dict(pairs) => pairs
-            .iter()
-            .find(|(k, _)| k.as_i64() == Some(0))
-            .map(|(_, r)| remote(r, "bucket reader"))
-            .transpose()?,
-        _ => None,
-    }
-    .ok_or_else(|| format!("get_buckets: no reader for share 0 in {buckets:?}"))?;
-    let back = call(
-        &reader,
-        "read",
-        &[Value::int(0), Value::Int(Int::from(size as i64))],
-    )?;
-    match back.as_bytes() {
-        Some(b) if *b == share => Ok(()),
-        Some(b) => Err(format!(
-            "read back {} bytes that differ from the {} written",
-            b.len(),
-            size
-        )),
-        None => Err(format!("read: expected bytes, got {}", back.type_name())),
+    eprintln!("tahoe_storage: reading it back");
+    let readers = server
+        .get_buckets(storage_index)
+        .map_err(step("get_buckets"))?;
+    let reader = readers.get(&0).ok_or_else(|| {
+        format!(
+            "get_buckets: no reader for share 0 (got {:?})",
+            readers.keys()
+        )
+    })?;
+    let back = reader.read(0, size as u64).map_err(step("read"))?;
+    if back == share {
+        Ok(())
+    } else {
+        Err(format!(
+            "read back {} bytes that differ from the {size} written",
+            back.len()
+        ))
     }
 }

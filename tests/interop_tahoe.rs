@@ -1,4 +1,5 @@
-//! `examples/tahoe_storage.rs` against a real Tahoe-LAFS storage node.
+//! `examples/tahoe_storage.rs`, a typed client declaring Tahoe's storage
+//! interfaces, against a real Tahoe-LAFS storage node.
 //!
 //! The test installs `tahoe-lafs` into its own cached virtualenv
 //! (`scripts/python-env.sh tahoe`), creates a node that offers storage on
@@ -99,6 +100,12 @@ fn tahoe_storage_example_stores_and_reads_back_a_share() {
         out.status.success() && stdout.trim() == "ok",
         "tahoe_storage failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
         out.status
+    );
+    // the caller-side check of Tahoe's declaration refused a 17-byte
+    // storage index before sending it
+    assert!(
+        stderr.contains("('string too long (17 > 16)',)"),
+        "stderr: {stderr}"
     );
 }
 
