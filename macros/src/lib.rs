@@ -798,6 +798,7 @@ fn client_method(m: &Method, interface: &LitStr, rt: &Tokens) -> Tokens {
     );
     quote! {
         #[doc = #doc]
+        #[allow(clippy::too_many_arguments)] // as many as the remote method has
         pub fn #name(&self, #(#params),*) -> Result<#answer, #rt::Error> {
             #build
             let #answer_ = #rt::call(&self.tub, &self.target, #name_lit, #method, #args, #kwargs, self.timeout);
@@ -805,6 +806,7 @@ fn client_method(m: &Method, interface: &LitStr, rt: &Tokens) -> Tokens {
         }
 
         #[doc = #doc_async]
+        #[allow(clippy::too_many_arguments)] // the remote method's, and `done`
         pub fn #name_async(
             &self,
             #(#params,)*
