@@ -11,6 +11,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use common::process::{Server, TempDir};
+use common::{Driver, Engine};
 use foolscap::value::Value;
 use foolscap::{ReconnectState, TubConfig};
 
@@ -35,17 +36,31 @@ fn python_sink(port: u16, cert: &std::path::Path) -> Server {
 
 #[test]
 fn connect_to_reconnects_to_a_restarted_python_server() {
+    reconnects(Driver::Threads);
+}
+
+#[test]
+fn connect_to_reconnects_to_a_restarted_python_server_mio() {
+    reconnects(Driver::Mio);
+}
+
+#[test]
+fn connect_to_reconnects_to_a_restarted_python_server_tokio() {
+    reconnects(Driver::Tokio);
+}
+
+fn reconnects(driver: Driver) {
     let dir = TempDir::new("reconnect");
     let cert = dir.path().join("server.pem");
     let port = free_port();
     let server = python_sink(port, &cert);
     let furl = server.furl.clone();
 
-    let tub = foolscap::threads::tub(
+    let engine = Engine::start(driver);
+    let tub = engine.tub_with(
         foolscap::identity::Identity::generate().unwrap(),
         TubConfig::default(),
-    )
-    .unwrap();
+    );
     let (tx, rx) = mpsc::channel();
     let rc = tub
         .connect_to(&furl, move |r| {
@@ -122,7 +137,14 @@ fn connect_to_reconnects_to_a_restarted_python_server() {
 
 #[test]
 fn disconnect_watchers_fire_once_at_once_on_dead_connections_and_not_at_shutdown() {
-    let server = foolscap::threads::new_tub().unwrap();
+    for driver in [Driver::Threads, Driver::Mio, Driver::Tokio] {
+        disconnect_watchers(driver);
+    }
+}
+
+fn disconnect_watchers(driver: Driver) {
+    let engine = Engine::start(driver);
+    let server = engine.tub();
     server.listen("127.0.0.1:0").unwrap();
     struct Nop;
     impl foolscap::Object for Nop {
@@ -131,7 +153,7 @@ fn disconnect_watchers_fire_once_at_once_on_dead_connections_and_not_at_shutdown
         }
     }
     let furl = server.register(Arc::new(Nop), None).unwrap().to_string();
-    let client = foolscap::threads::new_tub().unwrap();
+    let client = engine.tub();
     let r = client.get_reference(&furl, T).unwrap();
     let r = foolscap::as_remote(&r).unwrap().clone();
 
