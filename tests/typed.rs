@@ -372,3 +372,41 @@ mod inheritance {
         no_such_method(&engine, &client, derived.reference().unwrap());
     }
 }
+
+/// The `_future` methods of the client stub, awaited in async code: on
+/// the tokio engine (client and server), and on a threads-engine Tub
+/// awaited from a tokio task (the future needs no particular engine).
+#[test]
+fn typed_futures_are_awaited_in_async_code() {
+    for driver in [Driver::Tokio, Driver::Threads] {
+        let engine = Engine::start(driver);
+        let (_server, _client, typed) = pair(&engine);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            assert_eq!(typed.add_future(1, 2).await.unwrap(), 3);
+            // several in flight, awaited out of order
+            let a = typed.greet_future("a".into(), Some(2));
+            let b = typed.later_future(21);
+            let c = typed.maybe_future(None);
+            assert_eq!(b.await.unwrap(), 42);
+            assert_eq!(c.await.unwrap(), None);
+            assert_eq!(a.await.unwrap(), "hello ahello a");
+            // the remote failure and a local refusal (the schema's)
+            let f = typed.fail_future("no".into()).await.unwrap_err();
+            assert_eq!(f.failure().unwrap().value, "no");
+            let v = typed.put_list_future(vec![0; 101]).await.unwrap_err();
+            assert!(matches!(v, foolscap::Error::Violation(_)), "{v:?}");
+            // dropped before its answer: the connection goes on
+            drop(typed.later_future(1));
+            assert_eq!(typed.add_future(2, 2).await.unwrap(), 4);
+        });
+        // a call that cannot be sent is ready at once with the error
+        let client = typed.tub().clone();
+        client.disconnect(typed.reference().unwrap());
+        let err = rt.block_on(typed.add_future(1, 1)).unwrap_err();
+        assert!(err.to_string().contains("not open"), "{err}");
+    }
+}

@@ -32,8 +32,10 @@ use syn::{
 ///   of the wrong type is a `TypeError` naming the argument and where in
 ///   it) and answers with the method's result or failure;
 /// - `<Trait>Client`, a typed client stub over a reference: one blocking
-///   method per remote method (`Result<T, foolscap::Error>`), and a
-///   callback form `<method>_async` for event loops. It is itself a
+///   method per remote method (`Result<T, foolscap::Error>`), a
+///   callback form `<method>_async` for event loops, and
+///   `<method>_future` for async code: a `foolscap::typed::Pending<T>`
+///   to `.await` on any executor (tokio's included). It is itself a
 ///   typed value: an argument or result of that type is a reference to
 ///   the interface.
 ///
@@ -791,7 +793,12 @@ fn client_method(m: &Method, interface: &LitStr, rt: &Tokens) -> Tokens {
             quote!(&[]),
         )
     };
+    let name_future = format_ident!("{}_future", name);
     let doc = format!("Calls `{method}` and waits for its answer.");
+    let doc_future = format!(
+        "Calls `{method}`; the answer is to `.await` (on any executor). Sent at once; \
+         dropping the future stops waiting for it."
+    );
     let doc_async = format!(
         "Calls `{method}`; `done` runs once with the answer (on an engine thread: it must \
          not block), or at once on this thread if the call cannot be sent."
@@ -814,6 +821,13 @@ fn client_method(m: &Method, interface: &LitStr, rt: &Tokens) -> Tokens {
         ) {
             #build
             #rt::call_async(&self.tub, &self.target, (#name_lit, #method), #args, #kwargs, #done)
+        }
+
+        #[doc = #doc_future]
+        #[allow(clippy::too_many_arguments)] // as many as the remote method has
+        pub fn #name_future(&self, #(#params),*) -> #rt::Pending<#answer> {
+            #build
+            #rt::call_future(&self.tub, &self.target, (#name_lit, #method), #args, #kwargs)
         }
     }
 }
