@@ -410,3 +410,50 @@ fn typed_futures_are_awaited_in_async_code() {
         assert!(err.to_string().contains("not open"), "{err}");
     }
 }
+
+/// An `async fn` whose future panics: the call is answered with a failure
+/// (the Call dropped unanswered) and the connection goes on, on every
+/// engine (tokio runs the future as a task, the others on a thread).
+mod async_panics {
+    use super::*;
+
+    #[foolscap::remote_interface(name = "RIAsyncPanics.foolscap-rs.example")]
+    pub trait AsyncPanics {
+        async fn boom(&self, x: i64) -> i64;
+        async fn echo(&self, x: i64) -> i64;
+    }
+
+    #[derive(Clone)]
+    struct Imp;
+
+    impl AsyncPanics for Imp {
+        async fn boom(&self, x: i64) -> i64 {
+            panic!("boom {x}")
+        }
+        async fn echo(&self, x: i64) -> i64 {
+            x
+        }
+    }
+
+    #[test]
+    fn a_panicking_async_method_is_a_failure() {
+        for driver in [Driver::Threads, Driver::Mio, Driver::Tokio] {
+            let engine = Engine::start(driver);
+            let server = engine.tub();
+            server.listen("127.0.0.1:0").unwrap();
+            let furl = server
+                .register(Arc::new(AsyncPanicsServer(Imp)), None)
+                .unwrap();
+            let client = engine.tub();
+            let c = AsyncPanicsClient::connect(&client, &furl.to_string(), T).unwrap();
+            let err = c.boom(1).unwrap_err();
+            assert_eq!(
+                err.failure().map(|f| f.value.as_str()),
+                Some("boom was never answered"),
+                "{}: {err}",
+                driver.name()
+            );
+            assert_eq!(c.echo(7).unwrap(), 7, "{}", driver.name());
+        }
+    }
+}

@@ -521,6 +521,11 @@ impl Driver for Link {
         // the driving task sees the Tub gone and closes its sockets
         self.wake.notify_one();
     }
+
+    /// An object's answer from an `async fn`: a task of the runtime.
+    fn spawn(&self, work: foolscap_app::AnswerWork) {
+        self.engine.handle.spawn(work);
+    }
 }
 
 /// The task that drives one Tub: when woken, when its timer is due.
