@@ -192,3 +192,54 @@ fn disconnect_watchers(driver: Driver) {
     // and the peer's side sees an ordinary loss
     drop(server);
 }
+
+/// The async face: `AsyncTub::connect_to` gives each connection's
+/// reference from `next().await`, across a restart of the Python server;
+/// stopping the reconnector ends the stream.
+#[test]
+fn async_connect_to_yields_each_connection() {
+    let dir = TempDir::new("reconnect");
+    let cert = dir.path().join("server.pem");
+    let port = free_port();
+    let server = python_sink(port, &cert);
+    let furl = server.furl.clone();
+    let (rt, engine) = common::tokio_engine();
+    let tub = engine.new_tub().unwrap();
+    rt.block_on(async {
+        let mut conns = tub.connect_to(&furl).unwrap();
+        let first = tokio::time::timeout(T, conns.next())
+            .await
+            .unwrap()
+            .expect("connected");
+        let echo = |r: foolscap::value::RemoteRef, v: Value| {
+            let tub = tub.clone();
+            async move { tub.call(&r, "echo", &[v], &[]).await }
+        };
+        assert_eq!(
+            echo(first.clone(), Value::int(1)).await.unwrap(),
+            Value::int(1)
+        );
+        // the server goes away and comes back: the next connection
+        drop(server);
+        tokio::time::timeout(T, tub.disconnected(&first))
+            .await
+            .unwrap();
+        let server = python_sink(port, &cert);
+        let second = tokio::time::timeout(T, conns.next())
+            .await
+            .unwrap()
+            .expect("reconnected");
+        assert_ne!(second, first);
+        assert_eq!(
+            echo(second, Value::str("again")).await.unwrap(),
+            Value::str("again")
+        );
+        assert_eq!(conns.reconnector().info().state, ReconnectState::Connected);
+        // stopped: the stream ends
+        conns.reconnector().stop();
+        assert_eq!(tokio::time::timeout(T, conns.next()).await.unwrap(), None);
+        drop(server);
+    });
+    engine.shutdown_blocking(Duration::from_secs(5));
+    rt.shutdown_timeout(Duration::from_secs(5));
+}

@@ -56,7 +56,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-pub use face::{answer_async, AsyncTub, Reply};
+pub use face::{answer_async, AsyncTub, Connections, Reply};
 pub use foolscap_app::{as_remote, Call, Error, Object, Tub, TubConfig};
 
 use conn::Conn;
