@@ -1,11 +1,11 @@
-//! The hardening attacks at full size, against our server on both engines
+//! The hardening attacks at full size, against our server on every engine
 //! and against Python foolscap 24.9.0's, in one run: for each attack and
 //! each server, the server's resident memory (before, peak, held) and the
 //! latency of a legitimate client while the attack goes on.
 //!
 //! ```text
 //! cargo bench --bench attack [-- FLAGS]
-//!   --servers threads,mio,python   which servers (default: all three)
+//!   --servers threads,mio,tokio,python   which servers (default: all four)
 //!   --attacks idle,negotiated,list,ping   which attacks (default: all)
 //!   --idle N          idle TCP connections (10400)
 //!   --negotiated N    negotiated silent connections, fresh tubids (10000)
@@ -27,7 +27,7 @@
 //! figures are then the profiler's process's).
 //!
 //! Each server runs in a process of its own, a fresh one per attack (this
-//! binary again with `FOOLSCAP_ATTACK_SERVE=threads|mio`, or
+//! binary again with `FOOLSCAP_ATTACK_SERVE=threads|mio|tokio`, or
 //! `benches/load_python.py serve`), with default settings; its memory is
 //! read from `/proc/PID/status` (`VmRSS`, and `VmHWM` for the peak). The
 //! attackers and the legitimate client run in this process; the client
@@ -138,7 +138,7 @@ fn settings() -> Settings {
             .collect()
     };
     Settings {
-        servers: list("servers", "threads,mio,python"),
+        servers: list("servers", "threads,mio,tokio,python"),
         attacks: list("attacks", "idle,negotiated,list,ping"),
         idle: num("idle", 10_400, 1_000),
         negotiated: num("negotiated", 10_000, 500),
@@ -167,7 +167,8 @@ fn say(text: impl AsRef<str>) {
 
 // ---------------------------------------------------------------- servers
 
-/// Not a bench: the server process, `threads` or `mio`, default settings.
+/// Not a bench: the server process, `threads`, `mio` or `tokio` (a
+/// multi-thread runtime), default settings.
 /// Speaks the protocol of `load::ServerProcess`; its `sockets` figure is
 /// its open file descriptors.
 fn serve_child(engine: &str) {
@@ -180,8 +181,22 @@ fn serve_child(engine: &str) {
     );
     let config = TubConfig::default();
     let mut rt = None;
+    let mut tokio = None;
     let tub = match engine {
         "threads" => foolscap::threads::tub(Identity::generate().unwrap(), config).unwrap(),
+        "tokio" => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let e = foolscap_tokio::Engine::with_handle(
+                runtime.handle().clone(),
+                foolscap_tokio::TokioConfig::default(),
+            );
+            let tub = e.tub(Identity::generate().unwrap(), config).unwrap();
+            tokio = Some((runtime, e));
+            tub.into()
+        }
         _ => {
             let r = Runtime::start(LoopConfig::default()).unwrap();
             let tub = r.tub(Identity::generate().unwrap(), config).unwrap();
@@ -212,6 +227,10 @@ fn serve_child(engine: &str) {
     drop((tub, obj));
     if let Some(rt) = rt {
         rt.shutdown(Duration::from_secs(2));
+    }
+    if let Some((runtime, e)) = tokio {
+        e.shutdown_blocking(Duration::from_secs(2));
+        runtime.shutdown_timeout(Duration::from_secs(2));
     }
 }
 

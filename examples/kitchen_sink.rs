@@ -1574,6 +1574,14 @@ fn write_atomically(path: &str, text: &str) -> std::io::Result<()> {
 }
 
 fn run(opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    let identity = match &opts.cert_file {
+        Some(path) => foolscap::app::load_or_create_identity(path)?,
+        None => foolscap::identity::Identity::generate()?,
+    };
+    let mut config = TubConfig::default();
+    // errors then say `Traceback unavailable` (ours never carry a Python
+    // traceback anyway, but forwarded ones do)
+    config.broker.unsafe_tracebacks = !opts.no_tracebacks;
     if opts.driver == Driver::Tokio {
         // the main thread runs the runtime: the objects run on it
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -1581,10 +1589,7 @@ fn run(opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
             .build()?;
         return rt.block_on(async {
             let engine = foolscap_tokio::Engine::new(foolscap_tokio::TokioConfig::default());
-            let tub = match &opts.cert_file {
-                Some(path) => engine.tub_with_cert_file(path)?,
-                None => engine.new_tub()?,
-            };
+            let tub = engine.tub(identity, config)?;
             serve(opts, &tub)?;
             // (tokio sleeps at most about two years at a time)
             let year = Duration::from_secs(365 * 86400);
@@ -1598,14 +1603,6 @@ fn run(opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
         Driver::Mio => Some(Runtime::start(LoopConfig::default())?),
         Driver::Threads | Driver::Tokio => None,
     };
-    let identity = match &opts.cert_file {
-        Some(path) => foolscap::app::load_or_create_identity(path)?,
-        None => foolscap::identity::Identity::generate()?,
-    };
-    let mut config = TubConfig::default();
-    // errors then say `Traceback unavailable` (ours never carry a Python
-    // traceback anyway, but forwarded ones do)
-    config.broker.unsafe_tracebacks = !opts.no_tracebacks;
     let tub = match &runtime {
         Some(rt) => rt.tub(identity, config)?,
         None => foolscap::threads::tub(identity, config)?,

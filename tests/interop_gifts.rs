@@ -533,7 +533,18 @@ fn a_gift_without_a_furl_fails_with_no_location_hints() {
 /// recipient's lookup, `decgift` and call all run on the loop's thread).
 #[test]
 fn all_rust_with_owner_and_recipient_on_the_mio_loop() {
-    let engine = common::Engine::start(common::Driver::Mio);
+    owner_and_recipient_on(common::Driver::Mio);
+}
+
+/// The same on one tokio runtime (the lookup, `decgift` and call run in
+/// the engine's drives, on its worker threads).
+#[test]
+fn all_rust_with_owner_and_recipient_on_tokio() {
+    owner_and_recipient_on(common::Driver::Tokio);
+}
+
+fn owner_and_recipient_on(driver: common::Driver) {
+    let engine = common::Engine::start(driver);
     let c = engine.tub();
     c.listen("127.0.0.1:0").unwrap();
     let thing = c

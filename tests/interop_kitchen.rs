@@ -97,7 +97,11 @@ fn the_no_tracebacks_option_python_and_rust() {
         } else {
             &["--no-tracebacks"]
         };
-        for server in [Server::python(extra), Server::rust(Driver::Mio, extra)] {
+        for server in [
+            Server::python(extra),
+            Server::rust(Driver::Mio, extra),
+            Server::rust(Driver::Tokio, extra),
+        ] {
             let c = Client::connect(&server.furl, Driver::Threads);
             let mine = c.tub.local(Arc::new(Recorder::default()));
             let f = c.failure("call_back", &[mine, Value::str("boom_traced")]);
@@ -702,7 +706,7 @@ fn own_status_kib(field: &str) -> u64 {
 /// Not a test: a measurement of the receiving side of a large answer,
 /// run by hand (`cargo test --release --test interop_kitchen
 /// large_answer_received -- --ignored --nocapture`, `ANSWER_MB`, default
-/// 200; `ANSWER_DRIVER`, `mio` or `threads`): a Rust client calls the
+/// 200; `ANSWER_DRIVER`, `mio`, `threads` or `tokio`): a Rust client calls the
 /// Python twin's `big(n)` and prints its own peak resident memory over
 /// its size (one engine per run: the peak is the process's). (The
 /// sending side: the README's performance section.)
@@ -717,6 +721,7 @@ fn large_answer_received() {
     let server = Server::python(&[]);
     let driver = match std::env::var("ANSWER_DRIVER").as_deref() {
         Ok("threads") => Driver::Threads,
+        Ok("tokio") => Driver::Tokio,
         _ => Driver::Mio,
     };
     {

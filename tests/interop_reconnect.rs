@@ -11,6 +11,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use common::process::{Server, TempDir};
+use common::{Driver, Engine};
 use foolscap::value::Value;
 use foolscap::{ReconnectState, TubConfig};
 
@@ -35,17 +36,31 @@ fn python_sink(port: u16, cert: &std::path::Path) -> Server {
 
 #[test]
 fn connect_to_reconnects_to_a_restarted_python_server() {
+    reconnects(Driver::Threads);
+}
+
+#[test]
+fn connect_to_reconnects_to_a_restarted_python_server_mio() {
+    reconnects(Driver::Mio);
+}
+
+#[test]
+fn connect_to_reconnects_to_a_restarted_python_server_tokio() {
+    reconnects(Driver::Tokio);
+}
+
+fn reconnects(driver: Driver) {
     let dir = TempDir::new("reconnect");
     let cert = dir.path().join("server.pem");
     let port = free_port();
     let server = python_sink(port, &cert);
     let furl = server.furl.clone();
 
-    let tub = foolscap::threads::tub(
+    let engine = Engine::start(driver);
+    let tub = engine.tub_with(
         foolscap::identity::Identity::generate().unwrap(),
         TubConfig::default(),
-    )
-    .unwrap();
+    );
     let (tx, rx) = mpsc::channel();
     let rc = tub
         .connect_to(&furl, move |r| {
@@ -122,7 +137,14 @@ fn connect_to_reconnects_to_a_restarted_python_server() {
 
 #[test]
 fn disconnect_watchers_fire_once_at_once_on_dead_connections_and_not_at_shutdown() {
-    let server = foolscap::threads::new_tub().unwrap();
+    for driver in [Driver::Threads, Driver::Mio, Driver::Tokio] {
+        disconnect_watchers(driver);
+    }
+}
+
+fn disconnect_watchers(driver: Driver) {
+    let engine = Engine::start(driver);
+    let server = engine.tub();
     server.listen("127.0.0.1:0").unwrap();
     struct Nop;
     impl foolscap::Object for Nop {
@@ -131,7 +153,7 @@ fn disconnect_watchers_fire_once_at_once_on_dead_connections_and_not_at_shutdown
         }
     }
     let furl = server.register(Arc::new(Nop), None).unwrap().to_string();
-    let client = foolscap::threads::new_tub().unwrap();
+    let client = engine.tub();
     let r = client.get_reference(&furl, T).unwrap();
     let r = foolscap::as_remote(&r).unwrap().clone();
 
@@ -169,4 +191,55 @@ fn disconnect_watchers_fire_once_at_once_on_dead_connections_and_not_at_shutdown
     );
     // and the peer's side sees an ordinary loss
     drop(server);
+}
+
+/// The async face: `AsyncTub::connect_to` gives each connection's
+/// reference from `next().await`, across a restart of the Python server;
+/// stopping the reconnector ends the stream.
+#[test]
+fn async_connect_to_yields_each_connection() {
+    let dir = TempDir::new("reconnect");
+    let cert = dir.path().join("server.pem");
+    let port = free_port();
+    let server = python_sink(port, &cert);
+    let furl = server.furl.clone();
+    let (rt, engine) = common::tokio_engine();
+    let tub = engine.new_tub().unwrap();
+    rt.block_on(async {
+        let mut conns = tub.connect_to(&furl).unwrap();
+        let first = tokio::time::timeout(T, conns.next())
+            .await
+            .unwrap()
+            .expect("connected");
+        let echo = |r: foolscap::value::RemoteRef, v: Value| {
+            let tub = tub.clone();
+            async move { tub.call(&r, "echo", &[v], &[]).await }
+        };
+        assert_eq!(
+            echo(first.clone(), Value::int(1)).await.unwrap(),
+            Value::int(1)
+        );
+        // the server goes away and comes back: the next connection
+        drop(server);
+        tokio::time::timeout(T, tub.disconnected(&first))
+            .await
+            .unwrap();
+        let server = python_sink(port, &cert);
+        let second = tokio::time::timeout(T, conns.next())
+            .await
+            .unwrap()
+            .expect("reconnected");
+        assert_ne!(second, first);
+        assert_eq!(
+            echo(second, Value::str("again")).await.unwrap(),
+            Value::str("again")
+        );
+        assert_eq!(conns.reconnector().info().state, ReconnectState::Connected);
+        // stopped: the stream ends
+        conns.reconnector().stop();
+        assert_eq!(tokio::time::timeout(T, conns.next()).await.unwrap(), None);
+        drop(server);
+    });
+    engine.shutdown_blocking(Duration::from_secs(5));
+    rt.shutdown_timeout(Duration::from_secs(5));
 }

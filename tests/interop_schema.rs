@@ -97,7 +97,7 @@ fn python_client_sees_the_same_violations_from_a_rust_server_as_from_python() {
         format!("Violation (<RootUnslicer>.<methodcall reqID=5 obj=<OBJ> iface={LIMITED} methodname=put_bytes>.<arguments arg[0]>): ('STRING token too large: 16777216>65536',)")
     );
     assert_eq!(find("bytes_at_limit")["value"], 65536);
-    for driver in [Driver::Mio, Driver::Threads] {
+    for driver in [Driver::Mio, Driver::Threads, Driver::Tokio] {
         let rust = python_client_against(&Server::rust(driver, &[]));
         assert_same_as_python(rust, &python);
     }
@@ -226,8 +226,18 @@ fn rust_threads_client_knowing_the_interface_against_python() {
 }
 
 #[test]
+fn rust_tokio_client_knowing_the_interface_against_python() {
+    rust_client_checks(&Server::python(&[]), Driver::Tokio);
+}
+
+#[test]
 fn rust_client_knowing_the_interface_against_the_rust_server() {
     rust_client_checks(&Server::rust(Driver::Mio, &[]), Driver::Threads);
+}
+
+#[test]
+fn rust_tokio_client_knowing_the_interface_against_the_rust_tokio_server() {
+    rust_client_checks(&Server::rust(Driver::Tokio, &[]), Driver::Tokio);
 }
 
 /// The server's resident memory (kB) from /proc.
@@ -247,7 +257,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 #[ignore]
 fn sixteen_mib_to_put_bytes_costs_the_server_little_memory() {
-    for driver in [Driver::Mio, Driver::Threads] {
+    for driver in [Driver::Mio, Driver::Threads, Driver::Tokio] {
         let server = Server::rust(driver, &[]);
         // a client that does not know the interface sends anything
         let client = Client::connect(&server.furl, Driver::Mio);
@@ -490,7 +500,7 @@ fn every_constraint_kind_answers_a_python_client_as_python_does() {
     );
     let python = limits_check(&python_server.furl);
     assert!(python.len() > 60, "{python:?}");
-    for driver in [Driver::Mio, Driver::Threads] {
+    for driver in [Driver::Mio, Driver::Threads, Driver::Tokio] {
         let engine = common::Engine::start(driver);
         let tub = engine.tub();
         tub.listen("127.0.0.1:0").unwrap();
@@ -519,7 +529,13 @@ fn strict_mismatches_drop_a_python_connection_but_not_ours() {
     let python = limits_run("strict", &python_limits_server().furl);
     assert_eq!(python[1]["case"], "text_given_bytes");
     assert_eq!(python[1]["kind"], "lost", "{python:?}");
-    let engine = common::Engine::start(Driver::Mio);
+    for driver in [Driver::Mio, Driver::Tokio] {
+        rust_keeps_the_connection(driver);
+    }
+}
+
+fn rust_keeps_the_connection(driver: Driver) {
+    let engine = common::Engine::start(driver);
     let tub = engine.tub();
     tub.listen("127.0.0.1:0").unwrap();
     let furl = tub.register(Arc::new(Limits), Some("limits")).unwrap();
@@ -536,7 +552,8 @@ fn strict_mismatches_drop_a_python_connection_but_not_ours() {
         assert_eq!(
             (l["case"].as_str(), l["kind"].as_str()),
             (Some(case), Some("remote")),
-            "{l}"
+            "{}: {l}",
+            driver.name()
         );
         let req = i + 2; // reqID 1 was the lookup
         assert_eq!(

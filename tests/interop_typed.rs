@@ -161,3 +161,14 @@ fn typed_rust_client_calls_the_python_server_on_threads() {
 fn typed_rust_client_calls_the_python_server_on_mio() {
     rust_client_calls_python(Driver::Mio);
 }
+
+#[test]
+fn python_client_calls_the_typed_rust_server_on_tokio() {
+    let (_engine, _tub, furl) = rust_server(Driver::Tokio);
+    check_python_client(&python_client(&furl), true);
+}
+
+#[test]
+fn typed_rust_client_calls_the_python_server_on_tokio() {
+    rust_client_calls_python(Driver::Tokio);
+}

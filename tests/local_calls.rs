@@ -110,3 +110,8 @@ fn a_local_object_is_called_on_a_later_turn_threads() {
 fn a_local_object_is_called_on_a_later_turn_mio() {
     check(Driver::Mio);
 }
+
+#[test]
+fn a_local_object_is_called_on_a_later_turn_tokio() {
+    check(Driver::Tokio);
+}

@@ -11,9 +11,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use common::{Driver, Engine};
-use foolscap::typed::{
-    BigInt, Constraint, Copyable as _, InterfaceSchema, RemoteInterface, RemoteRef, Value,
-};
+use foolscap::typed::{BigInt, Constraint, Copyable as _, InterfaceSchema, RemoteInterface, Value};
 use foolscap::value::Text;
 use foolscap::Tub;
 use typed_iface::{Point, TypedClient, TypedImpl, TypedServer};
@@ -113,6 +111,11 @@ fn typed_calls_on_mio() {
     typed_calls(Driver::Mio);
 }
 
+#[test]
+fn typed_calls_on_tokio() {
+    typed_calls(Driver::Tokio);
+}
+
 /// The failure a raw (untyped) call of the typed server gets.
 fn raw_failure(
     client: &Tub,
@@ -132,15 +135,27 @@ fn raw_failure(
     (f.type_name.clone(), f.value.clone())
 }
 
-/// A call of `nosuch` on a reference whose interface the client knows:
-/// refused locally with Python's caller text.
-fn assert_local_nosuch(client: &Tub, target: &RemoteRef) {
-    match client.call(target, "nosuch", &[], &[], T) {
+/// A call of `nosuch` on `r`: refused locally by `client` (which knows
+/// the interface), and sent by a Tub on the same engine that does not
+/// know it, refused by the server's check of the interface it announced.
+fn no_such_method(engine: &Engine, client: &Tub, r: &foolscap::value::RemoteRef) {
+    match client.call(r, "nosuch", &[], &[], T) {
         Err(foolscap::Error::Violation(v)) => {
             assert!(v.to_string().ends_with(") does not offer nosuch',)"), "{v}")
         }
-        other => panic!("nosuch should be refused locally, got {other:?}"),
+        other => panic!("{other:?}"),
     }
+    let unknowing = engine.tub();
+    let furl = String::from_utf8(r.furl().expect("the reference's FURL").to_vec()).unwrap();
+    let raw = unknowing.get_reference(&furl, T).unwrap();
+    let err = unknowing.call(&raw, "nosuch", &[], &[], T).unwrap_err();
+    let iface = String::from_utf8(r.interface().to_vec()).unwrap();
+    let f = err.failure().unwrap_or_else(|| panic!("not remote: {err}"));
+    assert_eq!(f.type_name, "foolscap.tokens.Violation");
+    assert_eq!(
+        f.value,
+        format!("Violation (<RootUnslicer>.<methodcall reqID=2 obj=<foolscap-rs object 1> iface={iface} methodname=nosuch>): (\"method 'nosuch' not defined in {iface}\",)")
+    );
 }
 
 /// The unconstrained method `loose(a, b=None)`: no schema, so what a
@@ -197,10 +212,10 @@ fn argument_errors(driver: Driver) {
         raw_failure(&client, &typed, "loose", &[huge], &[]),
         te("TypedImpl.remote_loose() argument 'a' must be an int from -9223372036854775808 to 9223372036854775807 (i64), not an int of 65 bits")
     );
-    // the client knows the interface (its stub added it), so a method
-    // the interface does not offer is refused before anything is sent,
-    // in the words of a Python caller
-    assert_local_nosuch(&client, typed.reference().unwrap());
+    // a method the interface does not have: refused before sending by a
+    // Tub that knows the interface (as Python's caller does), answered by
+    // the server adapter for a Tub that does not
+    no_such_method(&engine, &client, typed.reference().unwrap());
     // a shared value arrives once and converts at each place: mixed(x)
     // with the map and the set given as aliases of the same message
     let shared = Value::Tuple(vec![
@@ -232,8 +247,24 @@ fn argument_errors_on_mio() {
 }
 
 #[test]
+fn argument_errors_on_tokio() {
+    argument_errors(Driver::Tokio);
+}
+
+#[test]
 fn a_blocking_typed_call_on_the_loop_thread_is_refused() {
-    let engine = Engine::start(Driver::Mio);
+    blocking_in_a_callback_is_refused(Driver::Mio);
+}
+
+/// On tokio a callback runs inside the engine's drive, on a worker thread
+/// that the answer needs just as well.
+#[test]
+fn a_blocking_typed_call_in_a_tokio_callback_is_refused() {
+    blocking_in_a_callback_is_refused(Driver::Tokio);
+}
+
+fn blocking_in_a_callback_is_refused(driver: Driver) {
+    let engine = Engine::start(driver);
     let (_server, _client, typed) = pair(&engine);
     let (tx, rx) = mpsc::channel();
     let t2 = typed.clone();
@@ -249,7 +280,13 @@ fn a_blocking_typed_call_on_the_loop_thread_is_refused() {
 /// callback, at once, with the error.
 #[test]
 fn a_call_that_cannot_be_sent_reaches_the_callback() {
-    let engine = Engine::start(Driver::Threads);
+    for driver in [Driver::Threads, Driver::Mio, Driver::Tokio] {
+        cannot_be_sent(driver);
+    }
+}
+
+fn cannot_be_sent(driver: Driver) {
+    let engine = Engine::start(driver);
     let (_server, client, typed) = pair(&engine);
     assert_eq!(typed.add(1, 1).unwrap(), 2);
     client.disconnect(typed.reference().unwrap());
@@ -306,8 +343,13 @@ mod inheritance {
         let names: Vec<&str> = s.methods().iter().map(|m| m.name()).collect();
         assert_eq!(names, ["pong", "shared", "ping"]);
         assert_eq!(BaseClient::schema().methods().len(), 2);
+        for driver in [Driver::Threads, Driver::Mio, Driver::Tokio] {
+            derived_calls(driver);
+        }
+    }
 
-        let engine = Engine::start(Driver::Threads);
+    fn derived_calls(driver: Driver) {
+        let engine = Engine::start(driver);
         let server = engine.tub();
         server.listen("127.0.0.1:0").unwrap();
         let furl = server
@@ -327,6 +369,91 @@ mod inheritance {
                 .unwrap(),
             Value::str("derived")
         );
-        assert_local_nosuch(&client, derived.reference().unwrap());
+        no_such_method(&engine, &client, derived.reference().unwrap());
+    }
+}
+
+/// The `_future` methods of the client stub, awaited in async code: on
+/// the tokio engine (client and server), and on a threads-engine Tub
+/// awaited from a tokio task (the future needs no particular engine).
+#[test]
+fn typed_futures_are_awaited_in_async_code() {
+    for driver in [Driver::Tokio, Driver::Threads] {
+        let engine = Engine::start(driver);
+        let (_server, _client, typed) = pair(&engine);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            assert_eq!(typed.add_future(1, 2).await.unwrap(), 3);
+            // several in flight, awaited out of order
+            let a = typed.greet_future("a".into(), Some(2));
+            let b = typed.later_future(21);
+            let c = typed.maybe_future(None);
+            assert_eq!(b.await.unwrap(), 42);
+            assert_eq!(c.await.unwrap(), None);
+            assert_eq!(a.await.unwrap(), "hello ahello a");
+            // the remote failure and a local refusal (the schema's)
+            let f = typed.fail_future("no".into()).await.unwrap_err();
+            assert_eq!(f.failure().unwrap().value, "no");
+            let v = typed.put_list_future(vec![0; 101]).await.unwrap_err();
+            assert!(matches!(v, foolscap::Error::Violation(_)), "{v:?}");
+            // dropped before its answer: the connection goes on
+            drop(typed.later_future(1));
+            assert_eq!(typed.add_future(2, 2).await.unwrap(), 4);
+        });
+        // a call that cannot be sent is ready at once with the error
+        let client = typed.tub().clone();
+        client.disconnect(typed.reference().unwrap());
+        let err = rt.block_on(typed.add_future(1, 1)).unwrap_err();
+        assert!(err.to_string().contains("not open"), "{err}");
+    }
+}
+
+/// An `async fn` whose future panics: the call is answered with a failure
+/// (the Call dropped unanswered) and the connection goes on, on every
+/// engine (tokio runs the future as a task, the others on a thread).
+mod async_panics {
+    use super::*;
+
+    #[foolscap::remote_interface(name = "RIAsyncPanics.foolscap-rs.example")]
+    pub trait AsyncPanics {
+        async fn boom(&self, x: i64) -> i64;
+        async fn echo(&self, x: i64) -> i64;
+    }
+
+    #[derive(Clone)]
+    struct Imp;
+
+    impl AsyncPanics for Imp {
+        async fn boom(&self, x: i64) -> i64 {
+            panic!("boom {x}")
+        }
+        async fn echo(&self, x: i64) -> i64 {
+            x
+        }
+    }
+
+    #[test]
+    fn a_panicking_async_method_is_a_failure() {
+        for driver in [Driver::Threads, Driver::Mio, Driver::Tokio] {
+            let engine = Engine::start(driver);
+            let server = engine.tub();
+            server.listen("127.0.0.1:0").unwrap();
+            let furl = server
+                .register(Arc::new(AsyncPanicsServer(Imp)), None)
+                .unwrap();
+            let client = engine.tub();
+            let c = AsyncPanicsClient::connect(&client, &furl.to_string(), T).unwrap();
+            let err = c.boom(1).unwrap_err();
+            assert_eq!(
+                err.failure().map(|f| f.value.as_str()),
+                Some("boom was never answered"),
+                "{}: {err}",
+                driver.name()
+            );
+            assert_eq!(c.echo(7).unwrap(), 7, "{}", driver.name());
+        }
     }
 }

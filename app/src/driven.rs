@@ -51,6 +51,41 @@ pub trait Driver: Send + Sync + 'static {
     /// The application dropped its last handle: close the Tub's sockets
     /// and let its threads end.
     fn release(&self);
+    /// Runs `work` to completion: an object's answer that is a future
+    /// ([`Call::answer_future`](crate::Call::answer_future)). An engine
+    /// with an executor runs it there; the default polls it on a thread
+    /// of its own (woken by its waker), as the threads engine runs
+    /// connections. If it cannot be run, dropping it answers the call
+    /// with a failure.
+    fn spawn(&self, work: AnswerWork) {
+        run_on_a_thread(work)
+    }
+}
+
+/// An answer being worked out ([`Driver::spawn`]).
+pub type AnswerWork = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
+/// [`Driver::spawn`]'s default: a thread that polls `work`, parked
+/// between wake-ups, and ends with it.
+pub fn run_on_a_thread(work: AnswerWork) {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark()
+        }
+    }
+    // if no thread can be made, `work` is dropped: the call is answered
+    // with a failure (as an unanswered Call is)
+    let _ = std::thread::Builder::new()
+        .name("foolscap-answer".into())
+        .spawn(move || {
+            let mut work = work;
+            let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+            let mut cx = std::task::Context::from_waker(&waker);
+            while work.as_mut().poll(&mut cx).is_pending() {
+                std::thread::park();
+            }
+        });
 }
 
 /// Where [`DrivenTub::drive`] puts what the core asks of the transport.

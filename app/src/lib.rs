@@ -56,7 +56,7 @@ mod tub;
 pub mod typed;
 
 pub use args::{BoundArgs, Signature};
-pub use driven::{DrivenTub, Driver, DriverIo, Flushed};
+pub use driven::{AnswerWork, DrivenTub, Driver, DriverIo, Flushed};
 pub use error::Error;
 pub use foolscap_core::tub::{PendingCalls, TransportError, TubConfig};
 pub use object::{Call, Object};

@@ -385,6 +385,23 @@ impl Call {
         let _ = self.tub.answer(self.id, result);
     }
 
+    /// Answers with what `work` resolves to, when it does: the object's
+    /// method returns at once and is in effect an `async fn`. The engine
+    /// runs `work` ([`Driver::spawn`](crate::driven::Driver::spawn): on
+    /// tokio a task of its runtime, on the other engines a thread of its
+    /// own). If `work` panics or is dropped unfinished, the call is
+    /// answered with a failure, as an unanswered [`Call`] is.
+    pub fn answer_future<F>(self, work: F)
+    where
+        F: std::future::Future<Output = Result<Value, Failure>> + Send + 'static,
+    {
+        let driver = self.tub.driver();
+        driver.spawn(Box::pin(async move {
+            let result = work.await;
+            self.reply(result)
+        }))
+    }
+
     /// Answers with a value.
     pub fn answer(self, value: Value) {
         self.reply(Ok(value))

@@ -173,15 +173,23 @@ impl Reconnector {
     }
 
     /// No further attempts, and the callback is never called again (not
-    /// even for an attempt already running). A live connection is left
-    /// alone.
+    /// even for an attempt already running) and is dropped. A live
+    /// connection is left alone.
     pub fn stop(&self) {
         let mut i = self.lock();
         i.state = ReconnectState::Stopped;
         i.generation += 1;
         i.next_due = None;
-        if let (Some(w), Some(tub)) = (i.watch.take(), i.tub()) {
-            drop(i);
+        // the callback is dropped (outside the lock: what it owns may
+        // wake others), so that what waits on it sees the end
+        let callback = std::mem::replace(&mut i.callback, Box::new(|_| {}));
+        let cancel = match (i.watch.take(), i.tub()) {
+            (Some(w), Some(tub)) => Some((w, tub)),
+            _ => None,
+        };
+        drop(i);
+        drop(callback);
+        if let Some((w, tub)) = cancel {
             tub.cancel_disconnect_watch(w);
         }
     }
@@ -327,7 +335,13 @@ fn finished(inner: &Arc<Mutex<Inner>>, generation: u64, result: Result<Value, Er
             drop(i);
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(reference)));
             let mut i = inner.lock().unwrap_or_else(|e| e.into_inner());
-            i.callback = callback;
+            if i.state != ReconnectState::Stopped {
+                i.callback = callback;
+            } else {
+                // stopped meanwhile: let it go (after the lock) as stop does
+                drop(i);
+                drop(callback);
+            }
         }
         Err(e) => {
             i.last_failure = Some(e);

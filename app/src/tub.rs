@@ -748,6 +748,11 @@ impl Tub {
 
     // ---- driving ----
 
+    /// The engine's side of the seam.
+    pub(crate) fn driver(&self) -> Arc<dyn Driver> {
+        self.shared.driver.clone()
+    }
+
     fn key(&self) -> usize {
         Arc::as_ptr(&self.shared) as *const () as usize
     }

@@ -32,8 +32,10 @@ use syn::{
 ///   of the wrong type is a `TypeError` naming the argument and where in
 ///   it) and answers with the method's result or failure;
 /// - `<Trait>Client`, a typed client stub over a reference: one blocking
-///   method per remote method (`Result<T, foolscap::Error>`), and a
-///   callback form `<method>_async` for event loops. It is itself a
+///   method per remote method (`Result<T, foolscap::Error>`), a
+///   callback form `<method>_async` for event loops, and
+///   `<method>_future` for async code: a `foolscap::typed::Pending<T>`
+///   to `.await` on any executor (tokio's included). It is itself a
 ///   typed value: an argument or result of that type is a reference to
 ///   the interface.
 ///
@@ -42,6 +44,68 @@ use syn::{
 /// Into<Failure>`, e.g. `Failure`), a plain `T`, or nothing (Python's
 /// `None`). A method that answers later takes a last parameter
 /// `foolscap::typed::Reply<T>` instead of returning.
+///
+/// A method may be an `async fn` (the trait then declares it as `fn m(..)
+/// -> impl Future<Output = R> + Send`, which an `async fn` in the
+/// implementation satisfies): the server adapter answers when its future
+/// completes, without holding an engine thread meanwhile. The engine runs
+/// the future (a task of the runtime on tokio, a thread of its own on the
+/// other engines); it owns a clone of the implementation, so an
+/// interface with async methods needs `T: Clone` (keep state in an
+/// `Arc`). A future that panics answers with a failure. (An interface
+/// extending one with async methods needs `T: Clone` too.)
+///
+/// ```
+/// use std::time::Duration;
+/// use foolscap::typed::Failure;
+///
+/// #[foolscap::remote_interface(name = "RIRelay.foolscap-rs.example")]
+/// pub trait Relay {
+///     /// Asks `other` to double `x`, and answers with what it said.
+///     async fn relay(&self, other: RelayClient, x: i64) -> Result<i64, Failure>;
+///     async fn double(&self, x: i64) -> i64;
+/// }
+///
+/// #[derive(Clone)]
+/// struct R;
+/// impl Relay for R {
+///     async fn relay(&self, other: RelayClient, x: i64) -> Result<i64, Failure> {
+///         // awaits another call: no engine thread waits for it
+///         other.double_future(x).await.map_err(|e| e.to_failure())
+///     }
+///     async fn double(&self, x: i64) -> i64 {
+///         x * 2
+///     }
+/// }
+///
+/// let t = Duration::from_secs(10);
+/// let server = foolscap::threads::new_tub()?;
+/// server.listen("127.0.0.1:0")?;
+/// let furl = server.register(std::sync::Arc::new(RelayServer(R)), None)?;
+/// let client = foolscap::threads::new_tub()?;
+/// let relay = RelayClient::connect(&client, &furl.to_string(), t)?;
+/// // the server calls back one of our objects, of the same interface
+/// let mine = RelayClient::local(&client, std::sync::Arc::new(RelayServer(R)));
+/// assert_eq!(relay.relay(mine, 21)?, 42);
+/// // from async code: `relay.double_future(4).await` (any executor)
+/// let pending = relay.double_future(4);
+/// # let pending = std::pin::pin!(pending);
+/// # let answer = block_on(pending);
+/// assert_eq!(answer?, 8);
+/// # fn block_on<F: std::future::Future>(mut f: std::pin::Pin<&mut F>) -> F::Output {
+/// #     struct Unpark(std::thread::Thread);
+/// #     impl std::task::Wake for Unpark {
+/// #         fn wake(self: std::sync::Arc<Self>) { self.0.unpark() }
+/// #     }
+/// #     let waker = std::sync::Arc::new(Unpark(std::thread::current())).into();
+/// #     let mut cx = std::task::Context::from_waker(&waker);
+/// #     loop {
+/// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+/// #         std::thread::park();
+/// #     }
+/// # }
+/// # Ok::<(), foolscap::Error>(())
+/// ```
 ///
 /// The client stub has methods of its own (`new`, `local`, `connect`,
 /// `with_timeout`, `reference`, `tub`): a remote method cannot have one of
@@ -232,6 +296,8 @@ struct Method {
     name: Ident,
     params: Vec<Param>,
     answer: Answer,
+    /// Declared `async fn`: answered when its future completes.
+    asynchronous: bool,
     unconstrained: bool,
     returns: Option<Expr>,
 }
@@ -286,6 +352,12 @@ fn interface(options: InterfaceOptions, mut item: ItemTrait) -> syn::Result<Toke
         None => None,
     };
     let vis = &item.vis;
+    // async methods' futures own a clone of the implementation
+    let clone_bound = if methods.iter().any(|m| m.asynchronous) {
+        quote!(+ Clone)
+    } else {
+        quote!()
+    };
 
     // the generated code's own variables cannot clash with argument names
     let (call, class) = (local("call"), local("class"));
@@ -374,7 +446,7 @@ fn interface(options: InterfaceOptions, mut item: ItemTrait) -> syn::Result<Toke
             }
         }
 
-        impl<T: #trait_name + Send + Sync + 'static> #server<T> {
+        impl<T: #trait_name #clone_bound + Send + Sync + 'static> #server<T> {
             /// Answers `call` if this interface (or a parent) has its
             /// method; gives it back otherwise.
             #[doc(hidden)]
@@ -389,7 +461,7 @@ fn interface(options: InterfaceOptions, mut item: ItemTrait) -> syn::Result<Toke
             }
         }
 
-        impl<T: #trait_name + Send + Sync + 'static> #rt::Object for #server<T> {
+        impl<T: #trait_name #clone_bound + Send + Sync + 'static> #rt::Object for #server<T> {
             fn call(&self, #call: #rt::Call) {
                 // the class name is for error texts only: found when needed
                 let #class = #rt::class_name::<T>;
@@ -518,12 +590,10 @@ fn method(attrs: &mut Vec<Attribute>, sig: &mut syn::Signature) -> syn::Result<M
     if let Some(e) = error {
         return Err(e);
     }
-    if !sig.generics.params.is_empty() || sig.asyncness.is_some() {
-        return Err(Error::new(
-            sig.span(),
-            "a remote method cannot be generic or async",
-        ));
+    if !sig.generics.params.is_empty() {
+        return Err(Error::new(sig.span(), "a remote method cannot be generic"));
     }
+    let asynchronous = sig.asyncness.is_some();
     match sig.inputs.first() {
         Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
         _ => return Err(Error::new(sig.span(), "a remote method takes `&self`")),
@@ -555,6 +625,12 @@ fn method(attrs: &mut Vec<Attribute>, sig: &mut syn::Signature) -> syn::Result<M
             "a required argument cannot follow an optional one (as in Python)",
         ));
     }
+    if asynchronous && later.is_some() {
+        return Err(Error::new(
+            sig.span(),
+            "an async method answers with its result, not through a Reply",
+        ));
+    }
     let answer = match (later, &sig.output) {
         (Some(t), ReturnType::Default) => Answer::Later(t),
         (Some(_), ReturnType::Type(_, ty)) => {
@@ -569,10 +645,24 @@ fn method(attrs: &mut Vec<Attribute>, sig: &mut syn::Signature) -> syn::Result<M
             None => Answer::Plain((**ty).clone()),
         },
     };
+    if asynchronous {
+        // in the trait: `fn m(&self, ..) -> impl Future<Output = R> + Send`,
+        // which an `async fn` of the implementation satisfies; Send so
+        // that the engine may run it on any of its threads
+        let output = match &sig.output {
+            ReturnType::Default => quote!(()),
+            ReturnType::Type(_, ty) => ty.to_token_stream(),
+        };
+        sig.asyncness = None;
+        sig.output = syn::parse_quote!(
+            -> impl ::std::future::Future<Output = #output> + ::std::marker::Send
+        );
+    }
     Ok(Method {
         name: sig.ident.clone(),
         params,
         answer,
+        asynchronous,
         unconstrained,
         returns,
     })
@@ -729,6 +819,18 @@ fn server_arm(m: &Method, trait_name: &Ident, rt: &Tokens) -> Tokens {
     });
     let invoke = quote!(#trait_name::#name(imp, #(#vars),*));
     let answer = match &m.answer {
+        // an async method: its future, owning a clone of the
+        // implementation, answers when it completes (run by the engine)
+        Answer::Fallible(_) if m.asynchronous => quote!({
+            let imp = imp.clone();
+            #call.answer_future(async move { #rt::reply(#trait_name::#name(&imp, #(#vars),*).await) })
+        }),
+        Answer::Plain(_) if m.asynchronous => quote!({
+            let imp = imp.clone();
+            #call.answer_future(async move {
+                Ok(#rt::ToValue::to_value(&#trait_name::#name(&imp, #(#vars),*).await))
+            })
+        }),
         Answer::Fallible(_) => quote!(#call.reply(#rt::reply(#invoke))),
         Answer::Plain(_) => quote!(#call.answer(#rt::ToValue::to_value(&#invoke))),
         Answer::Later(_) => {
@@ -791,7 +893,12 @@ fn client_method(m: &Method, interface: &LitStr, rt: &Tokens) -> Tokens {
             quote!(&[]),
         )
     };
+    let name_future = format_ident!("{}_future", name);
     let doc = format!("Calls `{method}` and waits for its answer.");
+    let doc_future = format!(
+        "Calls `{method}`; the answer is to `.await` (on any executor). Sent at once; \
+         dropping the future stops waiting for it."
+    );
     let doc_async = format!(
         "Calls `{method}`; `done` runs once with the answer (on an engine thread: it must \
          not block), or at once on this thread if the call cannot be sent."
@@ -814,6 +921,13 @@ fn client_method(m: &Method, interface: &LitStr, rt: &Tokens) -> Tokens {
         ) {
             #build
             #rt::call_async(&self.tub, &self.target, (#name_lit, #method), #args, #kwargs, #done)
+        }
+
+        #[doc = #doc_future]
+        #[allow(clippy::too_many_arguments)] // as many as the remote method has
+        pub fn #name_future(&self, #(#params),*) -> #rt::Pending<#answer> {
+            #build
+            #rt::call_future(&self.tub, &self.target, (#name_lit, #method), #args, #kwargs)
         }
     }
 }

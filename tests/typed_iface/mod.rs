@@ -33,8 +33,9 @@ pub type Mixed = (
 
 #[foolscap::remote_interface(name = "RITyped.foolscap-rs.example")]
 pub trait Typed {
-    /// `def add(a=int, b=int): return int`
-    fn add(&self, a: i64, b: i64) -> Result<i64, Failure>;
+    /// `def add(a=int, b=int): return int` (an `async fn`: answered when
+    /// its future completes)
+    async fn add(&self, a: i64, b: i64) -> Result<i64, Failure>;
     /// `def put_bytes(data=ByteStringConstraint(maxLength=65536)): return int`
     fn put_bytes(&self, #[max_len = 65536] data: Vec<u8>) -> u64;
     /// `def put_list(items=ListOf(int, maxLength=100)): return int`
@@ -59,8 +60,9 @@ pub trait Typed {
     fn fail(&self, msg: String) -> Result<(), Failure>;
     /// `def later(x=int): return int`: answers from another thread
     fn later(&self, x: i64, reply: Reply<i64>);
-    /// `def call_back(other=RITyped, x=int): return int`: `other.add(x, x)`
-    fn call_back(&self, other: TypedClient, x: i64, reply: Reply<i64>);
+    /// `def call_back(other=RITyped, x=int): return int`: `other.add(x, x)`,
+    /// awaited
+    async fn call_back(&self, other: TypedClient, x: i64) -> Result<i64, Failure>;
     /// `def int32(a=IntegerConstraint()): return int`
     fn int32(&self, #[schema(Constraint::int32())] a: i64) -> i64;
     /// `loose = UnconstrainedMethod()`: `def remote_loose(self, a, b=None)`,
@@ -75,14 +77,35 @@ pub trait Typed {
     fn wrong(&self) -> i64;
 }
 
-/// The Rust implementation.
-#[derive(Default)]
+/// The Rust implementation (`Clone`: its `async fn`s' futures own a
+/// clone).
+#[derive(Default, Clone)]
 pub struct TypedImpl {
-    pub notes: Mutex<Vec<String>>,
+    pub notes: Arc<Mutex<Vec<String>>>,
+}
+
+/// Pending once, then ready (waking itself): an `async fn` that really
+/// suspends, on any executor.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 impl Typed for TypedImpl {
-    fn add(&self, a: i64, b: i64) -> Result<i64, Failure> {
+    async fn add(&self, a: i64, b: i64) -> Result<i64, Failure> {
+        YieldOnce(false).await;
         a.checked_add(b)
             .ok_or_else(|| Failure::new("builtins.OverflowError", "int too large"))
     }
@@ -130,9 +153,9 @@ impl Typed for TypedImpl {
         });
     }
 
-    fn call_back(&self, other: TypedClient, x: i64, reply: Reply<i64>) {
-        // on an engine thread: never block, answer from the callback
-        other.add_async(x, x, move |sum| reply.send(sum.map_err(|e| e.to_failure())));
+    async fn call_back(&self, other: TypedClient, x: i64) -> Result<i64, Failure> {
+        // never block: await the caller's answer
+        other.add_future(x, x).await.map_err(|e| e.to_failure())
     }
 
     fn int32(&self, a: i64) -> i64 {

@@ -11,8 +11,8 @@ pub use foolscap_core::schema::{Argument, Constraint, InterfaceSchema, MethodSch
 pub use foolscap_core::value::{RemoteRef, Text, Value};
 
 pub use super::{
-    Constrained, Context, ConvertError, Copyable, FromValue, MaxLen, RemoteInterface, Reply,
-    ToValue,
+    Constrained, Context, ConvertError, Copyable, FromValue, MaxLen, Pending, RemoteInterface,
+    Reply, ToValue,
 };
 pub use crate::{BoundArgs, Call, Error, Object, Scope, Signature, Tub};
 
@@ -235,6 +235,20 @@ pub fn call_async<T: FromValue>(
         }
         Err(e) => done(Err(e)),
     }
+}
+
+/// A typed client's call to `.await`: [`call_async`] filling a
+/// [`Pending`](super::Pending).
+pub fn call_future<T: FromValue + Send + 'static>(
+    tub: &Tub,
+    target: &Target,
+    names: (&'static str, &'static str),
+    args: &[Value],
+    kwargs: &[(Text, Value)],
+) -> super::Pending<T> {
+    let (pending, fill) = super::Pending::channel();
+    call_async(tub, target, names, args, kwargs, fill);
+    pending
 }
 
 /// A reference announced as `interface` (or one of our objects that

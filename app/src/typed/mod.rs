@@ -508,3 +508,79 @@ impl<T> fmt::Debug for Reply<T> {
 /// What the code the macros generate uses; not an API.
 #[doc(hidden)]
 pub mod __rt;
+
+/// The answer to a typed call, to `.await` on any executor (the
+/// `<method>_future` methods of a client stub). The call is sent when the
+/// `Pending` is made: start several, then await them. Dropping it stops
+/// waiting (the answer, when it comes, is dropped); the connection is
+/// not affected. Waiting needs no thread of its own and no particular
+/// runtime: the engine's callback fills it and wakes the task.
+#[must_use = "a Pending does nothing unless awaited (the call is sent already)"]
+pub struct Pending<T> {
+    slot: Arc<std::sync::Mutex<PendingSlot<T>>>,
+}
+
+struct PendingSlot<T> {
+    result: Option<Result<T, crate::Error>>,
+    waker: Option<std::task::Waker>,
+    /// The result was taken (polled to completion).
+    done: bool,
+}
+
+impl<T: Send + 'static> Pending<T> {
+    /// An unanswered `Pending` and the callback that answers it.
+    pub fn channel() -> (
+        Pending<T>,
+        impl FnOnce(Result<T, crate::Error>) + Send + 'static,
+    ) {
+        let slot = Arc::new(std::sync::Mutex::new(PendingSlot {
+            result: None,
+            waker: None,
+            done: false,
+        }));
+        let filler = slot.clone();
+        let fill = move |r: Result<T, crate::Error>| {
+            let waker = {
+                let mut s = filler.lock().unwrap_or_else(|p| p.into_inner());
+                s.result = Some(r);
+                s.waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        };
+        (Pending { slot }, fill)
+    }
+}
+
+impl<T> std::future::Future for Pending<T> {
+    type Output = Result<T, crate::Error>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut s = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        match s.result.take() {
+            Some(r) => {
+                s.done = true;
+                std::task::Poll::Ready(r)
+            }
+            // polled again after its answer: as a dropped answer
+            None if s.done => std::task::Poll::Ready(Err(crate::Error::Shutdown)),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        f.debug_struct("Pending")
+            .field("answered", &(s.result.is_some() || s.done))
+            .finish()
+    }
+}

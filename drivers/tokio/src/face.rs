@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use foolscap_app::{Call, Error, Tub};
+use foolscap_app::{Call, Error, Reconnector, Tub};
 use foolscap_core::broker::Failure;
 use foolscap_core::furl::Furl;
 use foolscap_core::value::{RemoteRef, Text, Value};
@@ -178,6 +178,61 @@ impl AsyncTub {
             tokio::time::sleep_until(step.min(deadline)).await;
         }
         self.tub.shutdown();
+    }
+}
+
+impl AsyncTub {
+    /// Python's `Tub.connectTo` on the async face ([`Tub::connect_to`]):
+    /// keeps a connection to `furl`, reconnecting on Python's schedule
+    /// whenever it is lost or an attempt fails; each new connection's
+    /// reference comes out of [`Connections::next`].
+    pub fn connect_to(&self, furl: &str) -> Result<Connections, Error> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let reconnector = self.tub.connect_to(furl, move |v| {
+            if let Some(r) = foolscap_app::as_remote(&v) {
+                // only the newest matters: an older one's connection is gone
+                tx.send_replace(Some(r.clone()));
+            }
+        })?;
+        Ok(Connections { rx, reconnector })
+    }
+}
+
+/// The connections [`AsyncTub::connect_to`] makes, one reference per
+/// connection. Holds one (the newest not yet taken): a consumer that is
+/// late skips references whose connection was lost meanwhile. Dropping it
+/// stops the reconnection (unlike [`Reconnector`], which the Tub keeps).
+#[derive(Debug)]
+pub struct Connections {
+    rx: tokio::sync::watch::Receiver<Option<RemoteRef>>,
+    reconnector: Reconnector,
+}
+
+impl Connections {
+    /// The reference of the next connection: at once if one was made
+    /// since the last call, else when the next one is. `None` once the
+    /// reconnector is stopped ([`Reconnector::stop`], or the Tub's
+    /// shutdown).
+    pub async fn next(&mut self) -> Option<RemoteRef> {
+        loop {
+            if self.rx.changed().await.is_err() {
+                return None;
+            }
+            if let Some(r) = self.rx.borrow_and_update().clone() {
+                return Some(r);
+            }
+        }
+    }
+
+    /// The reconnector: its state ([`Reconnector::info`]), `reset`, `stop`.
+    pub fn reconnector(&self) -> &Reconnector {
+        &self.reconnector
+    }
+}
+
+impl Drop for Connections {
+    fn drop(&mut self) {
+        self.reconnector.stop();
     }
 }
 

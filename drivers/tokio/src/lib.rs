@@ -54,9 +54,9 @@ use foolscap_core::id::{ConnectionId, DialId};
 use foolscap_core::identity::Identity;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
-pub use face::{answer_async, AsyncTub, Reply};
+pub use face::{answer_async, AsyncTub, Connections, Reply};
 pub use foolscap_app::{as_remote, Call, Error, Object, Tub, TubConfig};
 
 use conn::Conn;
@@ -211,6 +211,7 @@ impl Engine {
             conns: Mutex::new(HashMap::new()),
             drained: Mutex::new(Vec::new()),
             listeners: Mutex::new(Vec::new()),
+            stopped_listeners: Mutex::new(Vec::new()),
             max_buffered_output: config.max_buffered_output,
             sockets: AtomicUsize::new(0),
             sockets_gone: Notify::new(),
@@ -270,6 +271,7 @@ impl Engine {
         let close = tokio::time::Instant::now() + self.shared.config.close_timeout;
         for (link, _) in &live {
             link.wait_closed(close).await;
+            link.wait_listeners_stopped(close).await;
         }
     }
 
@@ -307,7 +309,11 @@ pub(crate) struct Link {
     /// Connections whose queue drained from above the bound since the
     /// last drive: the core hears of it before the next.
     pub(crate) drained: Mutex<Vec<Arc<Conn>>>,
-    listeners: Mutex<Vec<AbortHandle>>,
+    listeners: Mutex<Vec<JoinHandle<()>>>,
+    /// Listener tasks aborted and perhaps not ended yet (an abort takes
+    /// effect when the task is next polled): [`Engine::shutdown`] waits
+    /// for them.
+    stopped_listeners: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) max_buffered_output: usize,
     /// Sockets of this Tub still open.
     pub(crate) sockets: AtomicUsize,
@@ -440,6 +446,15 @@ impl Link {
         }
     }
 
+    /// Until the aborted listener tasks have ended (their sockets closed)
+    /// or `deadline`.
+    async fn wait_listeners_stopped(&self, deadline: tokio::time::Instant) {
+        let stopped: Vec<JoinHandle<()>> = lock(&self.stopped_listeners).drain(..).collect();
+        for task in stopped {
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+    }
+
     async fn wait_closed(&self, deadline: tokio::time::Instant) {
         loop {
             let gone = self.sockets_gone.notified();
@@ -503,14 +518,18 @@ impl Driver for Link {
             return Err(std::io::Error::other("the Tub is gone"));
         };
         let task = self.engine.handle.spawn(conn::accept_task(link, listener));
-        lock(&self.listeners).push(task.abort_handle());
+        lock(&self.listeners).push(task);
         Ok(())
     }
 
     fn stop_listening(&self) {
-        for l in lock(&self.listeners).drain(..) {
+        let stopping: Vec<JoinHandle<()>> = lock(&self.listeners).drain(..).collect();
+        for l in &stopping {
             l.abort();
         }
+        let mut stopped = lock(&self.stopped_listeners);
+        stopped.retain(|t| !t.is_finished());
+        stopped.extend(stopping);
     }
 
     fn is_loop_thread(&self) -> bool {
@@ -520,6 +539,11 @@ impl Driver for Link {
     fn release(&self) {
         // the driving task sees the Tub gone and closes its sockets
         self.wake.notify_one();
+    }
+
+    /// An object's answer from an `async fn`: a task of the runtime.
+    fn spawn(&self, work: foolscap_app::AnswerWork) {
+        self.engine.handle.spawn(work);
     }
 }
 
