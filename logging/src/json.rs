@@ -28,12 +28,16 @@ impl Default for JsonLimits {
 
 /// A JSON syntax error, with Python's wording where it has one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{msg}: line 1 column {col} (char {pos})", col = pos + 1)]
+#[error("{msg}: line {line} column {col} (char {pos})")]
 pub struct JsonError {
     /// What was wrong.
     pub msg: String,
-    /// Character (not byte) offset in the line.
+    /// Character (not byte) offset in the text.
     pub pos: usize,
+    /// Line of `pos` (from 1), as Python counts it.
+    pub line: usize,
+    /// Column of `pos` (from 1), as Python counts it.
+    pub col: usize,
 }
 
 struct Parser<'a> {
@@ -62,10 +66,20 @@ pub fn parse(s: &str, limits: JsonLimits) -> Result<Value, JsonError> {
 
 impl Parser<'_> {
     fn err(&self, msg: &str, at: usize) -> JsonError {
-        let at = at.min(self.b.len());
+        let before = &self.s[..floor_char(self.s, at.min(self.b.len()))];
+        let pos = before.chars().count();
+        let (line, col) = match before.rfind('\n') {
+            Some(nl) => (
+                before.matches('\n').count() + 1,
+                before[nl + 1..].chars().count() + 1,
+            ),
+            None => (1, pos + 1),
+        };
         JsonError {
             msg: msg.to_owned(),
-            pos: self.s[..floor_char(self.s, at)].chars().count(),
+            pos,
+            line,
+            col,
         }
     }
     fn ws(&mut self) {
