@@ -94,10 +94,13 @@ fn reference_dumps_match() {
 }
 
 fn same_as_python(python: &Path, file: &Path, what: &str) {
-    for (opts, _) in OPTIONS
-        .iter()
-        .chain([(&["-v", "-r", "-t", "epoch"][..], ""), (&["-n", "-t", "utc"][..], "")].iter())
-    {
+    for (opts, _) in OPTIONS.iter().chain(
+        [
+            (&["-v", "-r", "-t", "epoch"][..], ""),
+            (&["-n", "-t", "utc"][..], ""),
+        ]
+        .iter(),
+    ) {
         let args = dump_args(opts, file.to_str().unwrap());
         let theirs = run(python, &args);
         let mine = ours(&args);
@@ -166,7 +169,7 @@ fn python_dump_reads_our_files() {
     // Python's files, re-written by us, compressed and not
     for (file, _) in FILES {
         let stem = file.trim_end_matches(".bz2");
-        for name in [format!("{stem}"), format!("{stem}.bz2")] {
+        for name in [stem.to_string(), format!("{stem}.bz2")] {
             let ours_path = dir.join(&name);
             rewrite(&data().join(file), &ours_path);
             same_as_python(&python, &ours_path, &name);
@@ -216,13 +219,16 @@ fn write_built(path: &Path) {
     };
     ev(&mut w, &msg("plain"));
     ev(&mut w, &msg("100% sure, %(kw)s literal"));
-    ev(&mut w, &msg("h\u{e9}llo \u{2713} \u{1f600} tab\there 'q' \"dq\""));
+    ev(
+        &mut w,
+        &msg("h\u{e9}llo \u{2713} \u{1f600} tab\there 'q' \"dq\""),
+    );
     ev(&mut w, &|d| d.insert("message", "the trigger"));
     ev(&mut w, &|d| {
         d.insert("format", "%(n)d items in %(where)s, %(f).2f%% %(n)05d|%(n)-4d|%(n)+d|%(n)x|%(n)#o|%(where)r|%(f)g|%(big)e|%(none)s|%(t)s");
         d.insert("n", 42i64);
         d.insert("where", "box");
-        d.insert("f", 3.14159);
+        d.insert("f", 2.71875);
         d.insert("big", 1.5e300);
         d.insert("none", Value::None);
         d.insert("t", true);
@@ -249,8 +255,14 @@ fn write_built(path: &Path) {
     ev(&mut w, &|d| {
         let mut f = Dict::new();
         f.insert("@", "Failure");
-        f.insert("str", "[Failure instance: Traceback: <class 'ValueError'>: boom\nline two\n]");
-        f.insert("repr", "<twisted.python.failure.Failure builtins.ValueError: boom>");
+        f.insert(
+            "str",
+            "[Failure instance: Traceback: <class 'ValueError'>: boom\nline two\n]",
+        );
+        f.insert(
+            "repr",
+            "<twisted.python.failure.Failure builtins.ValueError: boom>",
+        );
         f.insert("traceback", "Traceback...\n");
         d.insert("failure", f);
         d.insert("why", Value::None);
@@ -267,7 +279,15 @@ fn write_built(path: &Path) {
         d.insert("third", 1.0 / 3.0);
         d.insert("int", Value::Int("1180591620717411303424".parse().unwrap()));
         d.insert("neg", -7i64);
-        d.insert("list", Value::List(vec![Value::None, true.into(), false.into(), Value::Tuple(vec![])]));
+        d.insert(
+            "list",
+            Value::List(vec![
+                Value::None,
+                true.into(),
+                false.into(),
+                Value::Tuple(vec![]),
+            ]),
+        );
         d.insert("ctl", "\u{0}\u{7f}\u{a0}\u{2028}\\");
         let mut inner = Dict::new();
         inner.insert("k'ey", Value::List(vec![1i64.into(), 2.5.into()]));
@@ -279,7 +299,6 @@ fn write_built(path: &Path) {
         d.insert("facility", "app.sub");
         d.insert("level", 10i64);
     });
-    drop(ev);
     w.finish().expect("finish").finish().expect("finish");
 }
 
@@ -299,7 +318,10 @@ fn filter_matches_python() {
     for (n, opts) in cases.iter().enumerate() {
         for ext in ["flog", "flog.bz2"] {
             let mut outs = Vec::new();
-            for (who, tool) in [("py", python.clone()), ("rs", PathBuf::from(env!("CARGO_BIN_EXE_flogtool")))] {
+            for (who, tool) in [
+                ("py", python.clone()),
+                ("rs", PathBuf::from(env!("CARGO_BIN_EXE_flogtool"))),
+            ] {
                 let dst = dir.join(format!("{who}-{n}.{ext}"));
                 let mut args = vec!["filter"];
                 args.extend_from_slice(opts);
@@ -310,16 +332,27 @@ fn filter_matches_python() {
                 // the written file, as Python dumps it
                 let dump = run(&python, &["dump", "-v", dst.to_str().unwrap()]);
                 assert!(dump.status.success(), "{who} {opts:?}: {dump:?}");
-                let bytes = if ext == "flog" { std::fs::read(&dst).unwrap() } else { Vec::new() };
+                let bytes = if ext == "flog" {
+                    std::fs::read(&dst).unwrap()
+                } else {
+                    Vec::new()
+                };
                 outs.push((out.stdout, dump.stdout, bytes));
             }
-            assert_eq!(String::from_utf8_lossy(&outs[0].0), String::from_utf8_lossy(&outs[1].0), "{opts:?}: stdout");
+            assert_eq!(
+                String::from_utf8_lossy(&outs[0].0),
+                String::from_utf8_lossy(&outs[1].0),
+                "{opts:?}: stdout"
+            );
             assert_eq!(outs[0].1, outs[1].1, "{opts:?} {ext}: dump of the result");
             assert_eq!(outs[0].2, outs[1].2, "{opts:?} {ext}: file bytes");
         }
     }
     // in place
-    for (who, tool) in [("py", python.clone()), ("rs", PathBuf::from(env!("CARGO_BIN_EXE_flogtool")))] {
+    for (who, tool) in [
+        ("py", python.clone()),
+        ("rs", PathBuf::from(env!("CARGO_BIN_EXE_flogtool"))),
+    ] {
         let f = dir.join(format!("{who}-inplace.flog"));
         std::fs::copy(&src, &f).unwrap();
         let out = run(&tool, &["filter", "--above=23", f.to_str().unwrap()]);
@@ -366,9 +399,22 @@ fn broken_files_fail_as_python_does() {
             String::from_utf8_lossy(&theirs.stdout),
             "{name}: stdout"
         );
-        assert_eq!(mine.status.code(), theirs.status.code(), "{name}: exit status {mine:?}");
-        let first = |o: &Output| String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("").to_owned();
-        if matches!(name, "garbage" | "furl" | "empty" | "truncated" | "blank-line" | "concatenated") {
+        assert_eq!(
+            mine.status.code(),
+            theirs.status.code(),
+            "{name}: exit status {mine:?}"
+        );
+        let first = |o: &Output| {
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        };
+        if matches!(
+            name,
+            "garbage" | "furl" | "empty" | "truncated" | "blank-line" | "concatenated"
+        ) {
             assert_eq!(first(&mine), first(&theirs), "{name}: stderr");
         }
     }
@@ -379,7 +425,10 @@ fn broken_files_fail_as_python_does() {
     assert_eq!(mine.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&mine.stderr),
-        format!("Error: {} does not appear to be a flogfile.\n\n", bz.display())
+        format!(
+            "Error: {} does not appear to be a flogfile.\n\n",
+            bz.display()
+        )
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -53,9 +53,7 @@ pub fn py_eq(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q))
         }
         (Value::Dict(x), Value::Dict(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| py_eq(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| py_eq(v, w)))
         }
         (Value::Int(x), Value::Int(y)) => x == y,
         _ => match (num(a), num(b)) {
@@ -78,7 +76,9 @@ fn percent_d(v: &Value) -> Result<String, DumpError> {
         Value::Int(i) => Ok(i.to_string()),
         Value::Bool(b) => Ok((*b as i64).to_string()),
         Value::Float(f) if f.is_finite() => Ok(format!("{}", f.trunc() as i128)),
-        _ => Err(DumpError::BadType("%d format: a real number is required".into())),
+        _ => Err(DumpError::BadType(
+            "%d format: a real number is required".into(),
+        )),
     }
 }
 
@@ -129,7 +129,11 @@ impl<'z> Dumper<'z> {
                 out.push_str("Application versions (embedded in logfile):\n");
                 let mut names: Vec<(&str, &Value)> = v.iter().collect();
                 names.sort_by(|a, b| a.0.cmp(b.0));
-                let longest = names.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(0);
+                let longest = names
+                    .iter()
+                    .map(|(n, _)| n.chars().count())
+                    .max()
+                    .unwrap_or(0);
                 for (name, value) in names {
                     let pad = longest - name.chars().count();
                     out.extend(std::iter::repeat_n(' ', pad));
@@ -172,7 +176,11 @@ impl<'z> Dumper<'z> {
         if self.opts.just_numbers {
             out.push_str(&when);
             out.push(' ');
-            out.push_str(&d.get("num").map(str_string).unwrap_or_else(|| "None".into()));
+            out.push_str(
+                &d.get("num")
+                    .map(str_string)
+                    .unwrap_or_else(|| "None".into()),
+            );
             out.push('\n');
             return Ok(());
         }

@@ -14,7 +14,9 @@ fn is_bz2(path: &Path) -> bool {
 pub fn open(path: &Path, limits: ReadLimits) -> Result<FlogReader<Box<dyn BufRead>>, ReadError> {
     let f = File::open(path)?;
     let inner: Box<dyn BufRead> = if is_bz2(path) {
-        Box::new(BufReader::new(bzip2::read::MultiBzDecoder::new(BufReader::new(f))))
+        Box::new(BufReader::new(bzip2::read::MultiBzDecoder::new(
+            BufReader::new(f),
+        )))
     } else {
         Box::new(BufReader::new(f))
     };

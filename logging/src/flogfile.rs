@@ -92,7 +92,9 @@ impl<R: BufRead> FlogReader<R> {
     /// Check the magic line and get ready to read records.
     pub fn new(mut inner: R, limits: ReadLimits) -> Result<FlogReader<R>, ReadError> {
         let mut head = Vec::with_capacity(MAGIC.len());
-        (&mut inner).take(MAGIC.len() as u64).read_to_end(&mut head)?;
+        (&mut inner)
+            .take(MAGIC.len() as u64)
+            .read_to_end(&mut head)?;
         if head != MAGIC {
             return Err(if head.starts_with(b"(dp0") {
                 ReadError::Pickle

@@ -177,10 +177,7 @@ impl Parser<'_> {
         } else {
             let digits = int_end - start - usize::from(b[start] == b'-');
             if digits > self.limits.max_int_digits {
-                return Err(self.err(
-                    "Exceeds the limit for integer string conversion",
-                    start,
-                ));
+                return Err(self.err("Exceeds the limit for integer string conversion", start));
             }
             let n: BigInt = text
                 .parse()
@@ -293,10 +290,7 @@ impl Parser<'_> {
         loop {
             self.ws();
             if self.b.get(self.i) != Some(&b'"') {
-                return Err(self.err(
-                    "Expecting property name enclosed in double quotes",
-                    self.i,
-                ));
+                return Err(self.err("Expecting property name enclosed in double quotes", self.i));
             }
             let k = self.string()?;
             self.ws();

@@ -48,9 +48,9 @@ pub fn percent(fmt: &str, args: Args<'_>) -> Result<String, FormatError> {
     let chars: Vec<char> = fmt.chars().collect();
     let mut i = 0;
     let take = |next: &mut usize| -> Result<&Value, FormatError> {
-        let v = positional
-            .get(*next)
-            .ok_or_else(|| FormatError::ValueOrType("not enough arguments for format string".into()))?;
+        let v = positional.get(*next).ok_or_else(|| {
+            FormatError::ValueOrType("not enough arguments for format string".into())
+        })?;
         *next += 1;
         Ok(v)
     };
@@ -122,7 +122,9 @@ pub fn percent(fmt: &str, args: Args<'_>) -> Result<String, FormatError> {
             let Value::Int(w) = w else {
                 return ve("* wants int");
             };
-            let w = w.to_i64().ok_or_else(|| FormatError::ValueOrType("width too big".into()))?;
+            let w = w
+                .to_i64()
+                .ok_or_else(|| FormatError::ValueOrType("width too big".into()))?;
             if w < 0 {
                 left = true;
             }
@@ -233,11 +235,12 @@ pub fn percent(fmt: &str, args: Args<'_>) -> Result<String, FormatError> {
             out.extend(std::iter::repeat_n(' ', pad));
         } else if zero && numeric {
             // zeros go after the sign and any 0x/0o prefix
-            let (prefix, digits) = if alt && body.len() > 2 && matches!(&body[..2], "0x" | "0X" | "0o") {
-                body.split_at(2)
-            } else {
-                ("", body.as_str())
-            };
+            let (prefix, digits) =
+                if alt && body.len() > 2 && matches!(&body[..2], "0x" | "0X" | "0o") {
+                    body.split_at(2)
+                } else {
+                    ("", body.as_str())
+                };
             out.push_str(&sign);
             out.push_str(prefix);
             out.extend(std::iter::repeat_n('0', pad));
@@ -333,7 +336,12 @@ fn exp_form(f: f64, prec: usize, upper: bool) -> String {
 
 fn float_body(f: f64, conv: char, prec: usize, alt: bool) -> (String, String) {
     let upper = conv.is_ascii_uppercase();
-    let sign = if f.is_sign_negative() && !f.is_nan() { "-" } else { "" }.to_owned();
+    let sign = if f.is_sign_negative() && !f.is_nan() {
+        "-"
+    } else {
+        ""
+    }
+    .to_owned();
     let a = f.abs();
     if !a.is_finite() {
         let t = if a.is_nan() { "nan" } else { "inf" };

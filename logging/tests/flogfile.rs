@@ -2,7 +2,9 @@
 
 use foolscap_logging::json::JsonLimits;
 use foolscap_logging::repr::float_repr;
-use foolscap_logging::{level, Dict, Event, FlogReader, FlogWriter, ReadError, ReadLimits, Value, MAGIC};
+use foolscap_logging::{
+    level, Dict, Event, FlogReader, FlogWriter, ReadError, ReadLimits, Value, MAGIC,
+};
 
 fn read_all(bytes: &[u8], limits: ReadLimits) -> Result<Vec<Value>, ReadError> {
     FlogReader::new(bytes, limits)?.collect()
@@ -12,8 +14,14 @@ fn read_all(bytes: &[u8], limits: ReadLimits) -> Result<Vec<Value>, ReadError> {
 fn magic_refusals() {
     let l = ReadLimits::default();
     assert!(matches!(read_all(b"(dp0\nS'x'", l), Err(ReadError::Pickle)));
-    assert!(matches!(read_all(b"pb://x@y/z\n", l), Err(ReadError::FurlFile)));
-    assert!(matches!(read_all(b"# foolscap flogfile v2\n", l), Err(ReadError::BadMagic)));
+    assert!(matches!(
+        read_all(b"pb://x@y/z\n", l),
+        Err(ReadError::FurlFile)
+    ));
+    assert!(matches!(
+        read_all(b"# foolscap flogfile v2\n", l),
+        Err(ReadError::BadMagic)
+    ));
     assert!(matches!(read_all(b"", l), Err(ReadError::BadMagic)));
     assert_eq!(read_all(MAGIC, l).unwrap(), vec![]);
 }
@@ -36,7 +44,10 @@ fn line_limit_bounds_the_buffer() {
     ));
     let mut endless = MAGIC.to_vec();
     endless.extend(std::iter::repeat_n(b' ', 10_000));
-    assert!(matches!(read_all(&endless, limits), Err(ReadError::LineTooLong { .. })));
+    assert!(matches!(
+        read_all(&endless, limits),
+        Err(ReadError::LineTooLong { .. })
+    ));
 }
 
 #[test]
@@ -56,7 +67,10 @@ fn depth_and_integer_limits() {
         v
     };
     assert!(read_all(&deep(8), limits).is_ok());
-    assert!(matches!(read_all(&deep(9), limits), Err(ReadError::Json(_))));
+    assert!(matches!(
+        read_all(&deep(9), limits),
+        Err(ReadError::Json(_))
+    ));
     // a million brackets: refused at the limit, no stack overflow
     assert!(matches!(
         read_all(&deep(1_000_000), ReadLimits::default()),
@@ -64,7 +78,10 @@ fn depth_and_integer_limits() {
     ));
     let int = |d: usize| [MAGIC.as_slice(), "9".repeat(d).as_bytes(), b"\n"].concat();
     assert!(read_all(&int(10), limits).is_ok());
-    assert!(matches!(read_all(&int(11), limits), Err(ReadError::Json(_))));
+    assert!(matches!(
+        read_all(&int(11), limits),
+        Err(ReadError::Json(_))
+    ));
 }
 
 #[test]
@@ -77,7 +94,9 @@ fn errors_stop_the_reader() {
     assert!(r.next().is_none());
     let bad = [MAGIC.as_slice(), b"\"a\xffb\"\n"].concat();
     assert_eq!(
-        read_all(&bad, ReadLimits::default()).unwrap_err().to_string(),
+        read_all(&bad, ReadLimits::default())
+            .unwrap_err()
+            .to_string(),
         "'utf-8' codec can't decode byte 0xff in position 2: invalid utf-8"
     );
 }
@@ -88,9 +107,24 @@ fn writer_bytes_are_python_json_dumps() {
     let mut h = Dict::new();
     h.insert("pid", 7i64);
     w.write_header("tail", &h).unwrap();
-    let mut e = Event::new(0, 1796572040.8974633, level::UNUSUAL, "86ce119702263278", "h\u{e9} \u{1f600} \"q\"\n");
+    let mut e = Event::new(
+        0,
+        1796572040.8974633,
+        level::UNUSUAL,
+        "86ce119702263278",
+        "h\u{e9} \u{1f600} \"q\"\n",
+    );
     e.0.insert("big", Value::Int("1180591620717411303424".parse().unwrap()));
-    e.0.insert("x", Value::List(vec![f64::NAN.into(), f64::NEG_INFINITY.into(), 1e16.into(), 1e-5.into(), 0.5.into()]));
+    e.0.insert(
+        "x",
+        Value::List(vec![
+            f64::NAN.into(),
+            f64::NEG_INFINITY.into(),
+            1e16.into(),
+            1e-5.into(),
+            0.5.into(),
+        ]),
+    );
     w.write_event(&e, "local", 1.0).unwrap();
     let bytes = w.finish().unwrap();
     assert_eq!(

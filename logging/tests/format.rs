@@ -23,10 +23,7 @@ fn format_message_as_python() {
         };
         assert_eq!(
             (got.0, got.1.as_str()),
-            (
-                expected[0].as_str().unwrap(),
-                expected[1].as_str().unwrap()
-            ),
+            (expected[0].as_str().unwrap(), expected[1].as_str().unwrap()),
             "{line}"
         );
         n += 1;

@@ -276,10 +276,16 @@ fn filter(oldfile: &str, newfile: Option<&str>, f: &FilterArgs) -> Result<(), St
         let _ = writeln!(stdout, " --above: removing events below level {l}");
     }
     if let Some(p) = f.from.as_deref().filter(|p| !p.is_empty()) {
-        let _ = writeln!(stdout, " --from: retaining events only from tubid prefix {p}");
+        let _ = writeln!(
+            stdout,
+            " --from: retaining events only from tubid prefix {p}"
+        );
     }
     if let Some(p) = &f.strip_facility {
-        let _ = writeln!(stdout, "--strip-facility: removing events for {p} and children");
+        let _ = writeln!(
+            stdout,
+            "--strip-facility: removing events for {p} and children"
+        );
     }
     let (mut total, mut copied) = (0u64, 0u64);
     for record in reader {
