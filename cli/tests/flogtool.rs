@@ -432,3 +432,29 @@ fn broken_files_fail_as_python_does() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn local_times_follow_tz_as_python() {
+    let python = python_flogtool();
+    let file = data().join("19-tail.flog");
+    for tz in ["America/New_York", "Asia/Kolkata"] {
+        for mode in ["short-local", "long-local"] {
+            let args = ["dump", "-t", mode, file.to_str().unwrap()];
+            let with_tz = |tool: &Path| {
+                Command::new(tool)
+                    .args(args)
+                    .env("TZ", tz)
+                    .output()
+                    .expect("run flogtool")
+            };
+            let theirs = with_tz(&python);
+            let mine = with_tz(Path::new(env!("CARGO_BIN_EXE_flogtool")));
+            assert!(theirs.status.success());
+            assert_eq!(
+                String::from_utf8_lossy(&mine.stdout),
+                String::from_utf8_lossy(&theirs.stdout),
+                "{tz} {mode}"
+            );
+        }
+    }
+}
