@@ -1,7 +1,7 @@
 //! `flogtool dump`: the text Python's dumper prints for each record.
 
 use crate::event::format_message;
-use crate::repr::{repr_string, str_string};
+use crate::repr::{dict_repr, str_string};
 use crate::timefmt::{format_time, LocalZone, TimeMode};
 use crate::value::{Dict, Value};
 
@@ -118,7 +118,7 @@ impl<'z> Dumper<'z> {
             self.trigger = Some((field(t, "incarnation")?.clone(), field(t, "num")?.clone()));
         }
         if self.opts.verbose {
-            out.push_str(&repr_string(&Value::Dict(e.clone())));
+            dict_repr(e, out);
             out.push('\n');
         }
         if !self.opts.just_numbers && !self.opts.verbose {
@@ -194,7 +194,7 @@ impl<'z> Dumper<'z> {
             Ok(t) => t,
             Err(k) => {
                 out.push_str("unformattable event ");
-                out.push_str(&repr_string(&Value::Dict(d.clone())));
+                dict_repr(d, out);
                 out.push('\n');
                 return Err(DumpError::Unformattable(k.0));
             }
@@ -217,7 +217,7 @@ impl<'z> Dumper<'z> {
         out.push_str(&text);
         if self.opts.verbose {
             out.push_str(": ");
-            out.push_str(&repr_string(&Value::Dict(d.clone())));
+            dict_repr(d, out);
         }
         if is_trigger {
             out.push_str(" [INCIDENT-TRIGGER]");

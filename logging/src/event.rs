@@ -61,10 +61,7 @@ impl Event {
 pub fn format_message(d: &Dict) -> Result<String, MissingKey> {
     let r = if let Some(f) = d.get("format") {
         match f {
-            Value::Str(f) => {
-                let whole = Value::Dict(d.clone());
-                percent(f, Args::Single(&whole))
-            }
+            Value::Str(f) => percent(f, Args::Mapping(d)),
             _ => Err(FormatError::ValueOrType("format is not text".into())),
         }
     } else if let Some(args) = d.get("args") {

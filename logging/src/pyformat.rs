@@ -16,6 +16,15 @@ pub enum Args<'a> {
     /// Any other value: one positional argument. A dict (or a list, which
     /// Python also treats as a mapping here) also serves `%(key)s`.
     Single(&'a Value),
+    /// A dict: `%(key)s` looks keys up; a positional conversion gets the
+    /// whole dict (as `Single(Value::Dict)`, without copying it first).
+    Mapping(&'a Dict),
+}
+
+#[derive(Clone, Copy)]
+enum MapArg<'a> {
+    Dict(&'a Dict),
+    List,
 }
 
 /// Why `%` failed.
@@ -33,27 +42,43 @@ fn ve<T>(msg: impl Into<String>) -> Result<T, FormatError> {
 
 /// `fmt % args`, as Python 3 computes it.
 pub fn percent(fmt: &str, args: Args<'_>) -> Result<String, FormatError> {
-    let (positional, mapping): (&[Value], Option<&Value>) = match args {
-        Args::Tuple(items) => (items, None),
-        Args::Single(v) => (
-            std::slice::from_ref(v),
-            match v {
-                Value::Dict(_) | Value::List(_) => Some(v),
-                _ => None,
-            },
-        ),
-    };
-    let mut next = 0usize;
-    let mut out = String::new();
-    let chars: Vec<char> = fmt.chars().collect();
-    let mut i = 0;
+    // the one positional argument of a mapping is the dict itself; it is
+    // only materialised as a `Value` when a conversion asks for it
+    let whole = std::cell::OnceCell::new();
+    let (tuple, single, mapping): (Option<&[Value]>, Option<&Value>, Option<MapArg<'_>>) =
+        match args {
+            Args::Tuple(items) => (Some(items), None, None),
+            Args::Single(v) => (
+                None,
+                Some(v),
+                match v {
+                    Value::Dict(d) => Some(MapArg::Dict(d)),
+                    Value::List(_) => Some(MapArg::List),
+                    _ => None,
+                },
+            ),
+            Args::Mapping(d) => (None, None, Some(MapArg::Dict(d))),
+        };
+    let npositional = tuple.map_or(1, <[Value]>::len);
     let take = |next: &mut usize| -> Result<&Value, FormatError> {
-        let v = positional.get(*next).ok_or_else(|| {
+        let v = match (tuple, single, args) {
+            (Some(items), _, _) => items.get(*next),
+            (None, Some(v), _) if *next == 0 => Some(v),
+            (None, None, Args::Mapping(d)) if *next == 0 => {
+                Some(whole.get_or_init(|| Value::Dict(d.clone())))
+            }
+            _ => None,
+        };
+        let v = v.ok_or_else(|| {
             FormatError::ValueOrType("not enough arguments for format string".into())
         })?;
         *next += 1;
         Ok(v)
     };
+    let mut next = 0usize;
+    let mut out = String::new();
+    let chars: Vec<char> = fmt.chars().collect();
+    let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
         i += 1;
@@ -88,7 +113,7 @@ pub fn percent(fmt: &str, args: Args<'_>) -> Result<String, FormatError> {
             let key: String = chars[start..j].iter().collect();
             i = j + 1;
             match map {
-                Value::Dict(d) => match d.get(&key) {
+                MapArg::Dict(d) => match d.get(&key) {
                     Some(v) => arg = Some(v),
                     None => {
                         let mut k = String::new();
@@ -96,7 +121,7 @@ pub fn percent(fmt: &str, args: Args<'_>) -> Result<String, FormatError> {
                         return Err(FormatError::Key(k));
                     }
                 },
-                _ => return ve("list indices must be integers or slices, not str"),
+                MapArg::List => return ve("list indices must be integers or slices, not str"),
             }
         }
         let mut left = false;
@@ -251,7 +276,7 @@ pub fn percent(fmt: &str, args: Args<'_>) -> Result<String, FormatError> {
             out.push_str(&body);
         }
     }
-    if next < positional.len() && mapping.is_none() {
+    if next < npositional && mapping.is_none() {
         return ve("not all arguments converted during string formatting");
     }
     Ok(out)
@@ -384,10 +409,4 @@ fn float_body(f: f64, conv: char, prec: usize, alt: bool) -> (String, String) {
         }
     };
     (sign, body)
-}
-
-/// A convenience for `format % event`: the whole dict is the mapping.
-pub fn percent_dict(fmt: &str, d: &Dict) -> Result<String, FormatError> {
-    let v = Value::Dict(d.clone());
-    percent(fmt, Args::Single(&v))
 }

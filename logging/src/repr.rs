@@ -1,7 +1,7 @@
 //! Python's `repr()` and `str()` of event values, as `flogtool dump
 //! --verbose` and `%s`/`%r` print them.
 
-use crate::value::Value;
+use crate::value::{Dict, Value};
 
 /// Python's `repr(float)`: shortest round-trip digits, fixed notation for
 /// decimal exponents -4..16, scientific (`1e+16`, `1.5e-05`) otherwise.
@@ -129,19 +129,22 @@ pub fn repr(v: &Value, out: &mut String) {
             }
             out.push(')');
         }
-        Value::Dict(d) => {
-            out.push('{');
-            for (n, (k, item)) in d.iter().enumerate() {
-                if n > 0 {
-                    out.push_str(", ");
-                }
-                str_repr(k, out);
-                out.push_str(": ");
-                repr(item, out);
-            }
-            out.push('}');
-        }
+        Value::Dict(d) => dict_repr(d, out),
     }
+}
+
+/// Python's `repr(dict)`.
+pub fn dict_repr(d: &Dict, out: &mut String) {
+    out.push('{');
+    for (n, (k, item)) in d.iter().enumerate() {
+        if n > 0 {
+            out.push_str(", ");
+        }
+        str_repr(k, out);
+        out.push_str(": ");
+        repr(item, out);
+    }
+    out.push('}');
 }
 
 fn seq(items: &[Value], out: &mut String) {
