@@ -1,0 +1,28 @@
+//! Foolscap's logging data model and its file format, compatible with
+//! Python foolscap 24.9.0 (see `docs/logging.md`):
+//!
+//! * [`level`]: the named severity levels and their numbers;
+//! * [`Value`]/[`Dict`]/[`Event`]: an event as Python stores it, and
+//!   [`format_message`] rendering it exactly as Python does (`%` included);
+//! * [`flogfile`]: the flogfile reader (with [`ReadLimits`]) and writer,
+//!   [`files`] opening them by name (`.bz2` compressed);
+//! * [`dump`]: what `flogtool dump` prints for each record.
+//!
+//! Nothing here touches the network or a clock; only [`files`] opens files.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod dump;
+pub mod event;
+pub mod files;
+pub mod flogfile;
+pub mod json;
+pub mod level;
+pub mod pyformat;
+pub mod repr;
+pub mod timefmt;
+pub mod value;
+
+pub use event::{format_message, Event, MissingKey};
+pub use flogfile::{FlogReader, FlogWriter, ReadError, ReadLimits, MAGIC};
+pub use value::{Dict, Value};
