@@ -733,7 +733,7 @@ impl<'a> ValueContext<'a> {
         }
     }
 
-    /// Python's `repr` of a value, cut short past [`REPR_BUDGET`].
+    /// Python's `repr` of a value, cut short past `REPR_BUDGET` characters.
     pub fn repr(&self, v: &Value) -> String {
         let mut out = String::new();
         self.write_repr(v, &mut out, 0);
