@@ -217,6 +217,27 @@ impl Constrained for () {
 
 // ---- text and bytes ----
 
+/// `Constrained` and `MaxLen` for a text or bytes type: `$any` without a
+/// length, `$max(Some(n))` with one.
+macro_rules! string_constraints {
+    ($($t:ty),+ => $any:expr, $max:path) => {$(
+        impl Constrained for $t {
+            fn constraint() -> Constraint {
+                $any
+            }
+        }
+
+        impl MaxLen for $t {
+            fn constraint_with_max_len(max: usize) -> Constraint {
+                $max(Some(max))
+            }
+        }
+    )+};
+}
+
+string_constraints!(String, Text => Constraint::text(), Constraint::unicode);
+string_constraints!(Bytes => Constraint::bytes(), Constraint::byte_string);
+
 impl ToValue for str {
     fn to_value(&self) -> Value {
         Value::str(self)
@@ -235,18 +256,6 @@ impl FromValue for String {
     }
 }
 
-impl Constrained for String {
-    fn constraint() -> Constraint {
-        Constraint::text()
-    }
-}
-
-impl MaxLen for String {
-    fn constraint_with_max_len(max: usize) -> Constraint {
-        Constraint::unicode(Some(max))
-    }
-}
-
 impl ToValue for Text {
     fn to_value(&self) -> Value {
         Value::Str(self.clone())
@@ -262,18 +271,6 @@ impl FromValue for Text {
     }
 }
 
-impl Constrained for Text {
-    fn constraint() -> Constraint {
-        Constraint::text()
-    }
-}
-
-impl MaxLen for Text {
-    fn constraint_with_max_len(max: usize) -> Constraint {
-        Constraint::unicode(Some(max))
-    }
-}
-
 impl ToValue for Bytes {
     fn to_value(&self) -> Value {
         Value::Bytes(self.clone())
@@ -286,18 +283,6 @@ impl FromValue for Bytes {
             Value::Bytes(b) => Ok(b.clone()),
             other => Err(ConvertError::expected("bytes", other)),
         }
-    }
-}
-
-impl Constrained for Bytes {
-    fn constraint() -> Constraint {
-        Constraint::bytes()
-    }
-}
-
-impl MaxLen for Bytes {
-    fn constraint_with_max_len(max: usize) -> Constraint {
-        Constraint::byte_string(Some(max))
     }
 }
 
