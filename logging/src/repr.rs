@@ -130,7 +130,51 @@ pub fn repr(v: &Value, out: &mut String) {
             out.push(')');
         }
         Value::Dict(d) => dict_repr(d, out),
+        Value::Bytes(b) => bytes_repr(b, out),
+        Value::Set(items) if items.is_empty() => out.push_str("set()"),
+        Value::Set(items) => {
+            out.push('{');
+            seq(items, out);
+            out.push('}');
+        }
+        Value::FrozenSet(items) if items.is_empty() => out.push_str("frozenset()"),
+        Value::FrozenSet(items) => {
+            out.push_str("frozenset({");
+            seq(items, out);
+            out.push_str("})");
+        }
+        Value::Failure(f) => out.push_str(&f.repr_text()),
+        Value::Other(r) => out.push_str(r),
     }
+}
+
+/// Python's `repr(bytes)`.
+pub fn bytes_repr(b: &[u8], out: &mut String) {
+    use std::fmt::Write;
+    let q = if b.contains(&b'\'') && !b.contains(&b'"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push('b');
+    out.push(q);
+    for &c in b {
+        match c {
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            c if c as char == q => {
+                out.push('\\');
+                out.push(q);
+            }
+            0x20..=0x7e => out.push(c as char),
+            c => {
+                let _ = write!(out, "\\x{:02x}", c);
+            }
+        }
+    }
+    out.push(q);
 }
 
 /// Python's `repr(dict)`.
@@ -163,10 +207,12 @@ pub fn repr_string(v: &Value) -> String {
     s
 }
 
-/// Python's `str(v)`: the text itself for a `str`, `repr` otherwise.
+/// Python's `str(v)`: the text itself for a `str`, the failure's `str`
+/// for a failure, `repr` otherwise.
 pub fn str_string(v: &Value) -> String {
     match v {
         Value::Str(s) => s.clone(),
+        Value::Failure(f) => f.str_text(),
         _ => repr_string(v),
     }
 }
