@@ -16,6 +16,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod builder;
 pub mod dump;
 pub mod event;
 pub mod files;
@@ -28,6 +29,7 @@ pub mod repr;
 pub mod timefmt;
 pub mod value;
 
+pub use builder::EventBuilder;
 pub use event::{format_message, Event, MissingKey};
 pub use flogfile::{FlogReader, FlogWriter, ReadError, ReadLimits, MAGIC};
 pub use logger::{FlushGuard, Logger, ObserverId};

@@ -19,7 +19,7 @@ use crate::repr::{dict_repr, str_string};
 use crate::value::{Dict, Failure, Value};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
@@ -217,7 +217,18 @@ impl Logger {
     /// given), level (20 unless given), incarnation. Applies the generation
     /// threshold, stores in history, feeds FLOGFILE, observers and the
     /// incident trigger. Returns the num.
-    pub fn msg(&self, mut fields: Dict) -> u64 {
+    pub fn msg(&self, fields: Dict) -> u64 {
+        self.msg_positional(fields, None)
+    }
+
+    /// `msg` with Python's positional arguments: `log.msg(message, *args,
+    /// **fields)` (the message and args land after `num` and `level`, as
+    /// in Python's dict; ignored when `fields` has `format` or `message`).
+    pub fn msg_positional(
+        &self,
+        mut fields: Dict,
+        positional: Option<(String, Vec<Value>)>,
+    ) -> u64 {
         let num = match fields.get("num") {
             Some(v) => v.as_i64().map(|n| n as u64).unwrap_or(0),
             None => {
@@ -266,6 +277,11 @@ impl Logger {
             if !matches!(m, Value::Str(_)) {
                 let s = str_string(m);
                 fields.insert("message", s);
+            }
+        } else if let Some((m, args)) = positional {
+            fields.insert("message", m);
+            if !args.is_empty() {
+                fields.insert("args", Value::Tuple(args));
             }
         } else {
             fields.insert("message", "");
@@ -685,7 +701,7 @@ impl FlogSink {
         match w.finish() {
             Ok(Output::Plain(f)) => self.w = Some(FlogWriter::resume(Output::Plain(f))),
             Ok(Output::Bz2(enc)) => {
-                if let Ok(f) = enc.finish() {
+                if let Ok(f) = enc.finish().and_then(|mut f| f.flush().map(|_| f)) {
                     let enc = bzip2::write::BzEncoder::new(f, bzip2::Compression::best());
                     self.w = Some(FlogWriter::resume(Output::Bz2(enc)));
                 }
