@@ -49,6 +49,7 @@
 mod args;
 mod driven;
 mod error;
+mod logging;
 mod object;
 mod reconnect;
 pub mod sharing;
