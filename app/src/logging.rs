@@ -93,7 +93,10 @@ pub(crate) fn disconnected(logger: &Logger, me: &TubId, peer: &TubId, reason: &C
         logger,
         me,
         ev(vec![
-            ("message", format!("connection to {} lost", short(peer)).into()),
+            (
+                "message",
+                format!("connection to {} lost", short(peer)).into(),
+            ),
             ("facility", "foolscap.connection".into()),
             ("reason", reason.to_string().into()),
         ]),
@@ -103,9 +106,16 @@ pub(crate) fn disconnected(logger: &Logger, me: &TubId, peer: &TubId, reason: &C
 /// A connection failed before it was negotiated. Python logs a benign
 /// failure (one the peer reported, a duplicate) at NOISY and others at
 /// OPERATIONAL, as `negotiationFailed…` in `foolscap.negotiation`.
-pub(crate) fn negotiation_failed(logger: &Logger, me: &TubId, outbound: bool, e: &NegotiationError) {
+pub(crate) fn negotiation_failed(
+    logger: &Logger,
+    me: &TubId,
+    outbound: bool,
+    e: &NegotiationError,
+) {
     let (message, level) = match e {
-        NegotiationError::Duplicate { .. } => ("negotiationFailed: DuplicateConnection".into(), NOISY),
+        NegotiationError::Duplicate { .. } => {
+            ("negotiationFailed: DuplicateConnection".into(), NOISY)
+        }
         NegotiationError::Remote { message } => {
             (format!("negotiationFailed: remote: {}", message), NOISY)
         }
@@ -151,7 +161,11 @@ pub(crate) fn remote_failure(logger: &Logger, c: &SentCall, result: &Result<Wire
         ),
         ("level", UNUSUAL.into()),
     ]));
-    let iface = if c.interface.is_empty() { "?" } else { &c.interface };
+    let iface = if c.interface.is_empty() {
+        "?"
+    } else {
+        &c.interface
+    };
     logger.msg(ev(vec![
         (
             "message",
@@ -205,7 +219,10 @@ pub(crate) fn local_failure(
             ("parent", lp.into()),
         ]));
     };
-    child(format!(" reqID={}, rref=<object {}>, methname={}", req_id, object, method));
+    child(format!(
+        " reqID={}, rref=<object {}>, methname={}",
+        req_id, object, method
+    ));
     child(format!(" args={}", wire_repr(args)));
     let kw: Vec<WireValue> = kwargs
         .iter()

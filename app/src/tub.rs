@@ -889,13 +889,15 @@ impl Tub {
             ) {
                 let (logger, me, e) = (st.log.logger.clone(), self.shared.tubid, ev.clone());
                 actions.push(Action::Run(Box::new(move || match &e {
-                    TubEvent::Connected { peer, .. } => crate::logging::connected(&logger, &me, peer),
+                    TubEvent::Connected { peer, .. } => {
+                        crate::logging::connected(&logger, &me, peer)
+                    }
                     TubEvent::Disconnected { peer, reason, .. } => {
                         crate::logging::disconnected(&logger, &me, peer, reason)
                     }
-                    TubEvent::NegotiationFailed { outbound, error, .. } => {
-                        crate::logging::negotiation_failed(&logger, &me, *outbound, error)
-                    }
+                    TubEvent::NegotiationFailed {
+                        outbound, error, ..
+                    } => crate::logging::negotiation_failed(&logger, &me, *outbound, error),
                     _ => {}
                 })));
                 for w in &st.connection_watchers {

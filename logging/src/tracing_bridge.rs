@@ -111,8 +111,10 @@ impl Visit for Fields<'_> {
         self.0.insert(field.name(), value);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .insert(field.name(), Failure::from_error("std::error::Error", value));
+        self.0.insert(
+            field.name(),
+            Failure::from_error("std::error::Error", value),
+        );
     }
 }
 

@@ -14,7 +14,10 @@ mod net {
         tracing::debug!(attempt = 2u64, "dialing %s");
         let inner = tracing::debug_span!("handshake");
         let _h = inner.enter();
-        tracing::error!(error = &std::io::Error::other("refused") as &(dyn std::error::Error + 'static), "failed");
+        tracing::error!(
+            error = &std::io::Error::other("refused") as &(dyn std::error::Error + 'static),
+            "failed"
+        );
     }
 }
 
@@ -24,7 +27,15 @@ fn tracing_events_become_foolscap_events() {
     let sub = tracing_subscriber::registry().with(FoolscapLayer::new(logger.clone()));
     tracing::subscriber::with_default(sub, || {
         tracing::trace!("too low");
-        tracing::info!(count = 3, ratio = 0.5, ok = true, big = u128::MAX, name = "x", "hello {}", "world");
+        tracing::info!(
+            count = 3,
+            ratio = 0.5,
+            ok = true,
+            big = u128::MAX,
+            name = "x",
+            "hello {}",
+            "world"
+        );
         tracing::warn!(target: "my_app::disk", "almost full");
         net::connect();
     });
