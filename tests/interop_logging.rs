@@ -447,3 +447,16 @@ fn the_tub_logs_connections_and_failures_without_its_lock() {
         server.shutdown();
     }
 }
+
+/// The kitchen sink's `log(msg)` (one event, facility `kitchen-sink`)
+/// exists on both twins and answers None.
+#[test]
+fn kitchen_sink_log_method() {
+    use common::kitchen::Client;
+    use common::process::Server;
+    for server in [Server::python(&[]), Server::rust(common::Driver::Mio, &[])] {
+        let c = Client::connect(&server.furl, common::Driver::Threads);
+        let r = c.ok("log", &[foolscap::value::Value::str("hello from a client")]);
+        assert_eq!(r, foolscap::value::Value::None);
+    }
+}
