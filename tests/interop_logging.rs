@@ -293,7 +293,7 @@ fn incident_file_is_read_by_python() {
     let parts: Vec<&str> = name.splitn(2, '-').collect();
     assert_eq!(parts[0], "incident");
     assert_eq!(name.len(), "incident-2026-12-06--15-24-53Z-sta2k4i".len());
-    assert!(name[9..].as_bytes()[20] == b'Z', "{name}");
+    assert_eq!(name.as_bytes()[29], b'Z', "{name}");
     let path = dir.path().join(format!("{name}.flog.bz2"));
     let listing: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(listing.len(), 1);
@@ -459,4 +459,32 @@ fn kitchen_sink_log_method() {
         let r = c.ok("log", &[foolscap::value::Value::str("hello from a client")]);
         assert_eq!(r, foolscap::value::Value::None);
     }
+}
+
+/// A FURL naming another tubid at the server's address: the client's
+/// negotiation fails and is logged in `foolscap.negotiation`.
+#[test]
+fn the_tub_logs_a_failed_negotiation() {
+    let engine = common::Engine::start(common::Driver::Threads);
+    let (server, client, other) = (engine.tub(), engine.tub(), engine.tub());
+    let lc = Logger::new();
+    client.set_logger(lc.clone());
+    let addr = server.listen("127.0.0.1:0").unwrap();
+    let furl = format!("pb://{}@tcp:127.0.0.1:{}/x", other.tubid(), addr.port());
+    assert!(client.get_reference(&furl, Duration::from_secs(30)).is_err());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = lc.history();
+        if let Some(e) = h.iter().find(|e| e.facility() == "foolscap.negotiation") {
+            let text = e.format_message().unwrap();
+            assert!(text.starts_with("negotiationFailed"), "{text}");
+            assert_eq!(e.get("outbound"), Some(&Value::Bool(true)));
+            assert_eq!(e.get("tubID"), Some(&Value::from(client.tubid().to_string())));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no negotiation event: {h:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.shutdown();
+    client.shutdown();
 }

@@ -408,7 +408,7 @@ impl Logger {
         match action {
             IncidentAction::None => None,
             IncidentAction::Trailing => {
-                let Some(rec) = g.as_mut() else { return None };
+                let rec = g.as_mut()?;
                 if rec.remaining > 0 {
                     rec.remaining -= 1;
                     rec.write(event, now());
@@ -550,7 +550,7 @@ impl Logger {
     /// `f(name, trigger)` is called after an incident file is complete
     /// (name = file name without `.flog.bz2`). Same threading rules as
     /// `add_observer` (it runs on the incident's own thread).
-    pub fn add_incident_observer(&self, f: Arc<dyn Fn(&str, &Event) + Send + Sync>) -> ObserverId {
+    pub fn add_incident_observer(&self, f: IncidentObserver) -> ObserverId {
         let id = ObserverId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let mut st = lock(&self.inner.state);
         let mut v = (*st.incident_observers).clone();

@@ -144,6 +144,14 @@ impl Dict {
 }
 
 impl Value {
+    /// Python's `repr()` of the value.
+    pub fn repr(&self) -> String {
+        crate::repr::repr_string(self)
+    }
+    /// Python's `str()` of the value.
+    pub fn str_string(&self) -> String {
+        crate::repr::str_string(self)
+    }
     /// The text of a `Str`.
     pub fn as_str(&self) -> Option<&str> {
         match self {
