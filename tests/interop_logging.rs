@@ -471,7 +471,9 @@ fn the_tub_logs_a_failed_negotiation() {
     client.set_logger(lc.clone());
     let addr = server.listen("127.0.0.1:0").unwrap();
     let furl = format!("pb://{}@tcp:127.0.0.1:{}/x", other.tubid(), addr.port());
-    assert!(client.get_reference(&furl, Duration::from_secs(30)).is_err());
+    assert!(client
+        .get_reference(&furl, Duration::from_secs(30))
+        .is_err());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let h = lc.history();
@@ -479,10 +481,16 @@ fn the_tub_logs_a_failed_negotiation() {
             let text = e.format_message().unwrap();
             assert!(text.starts_with("negotiationFailed"), "{text}");
             assert_eq!(e.get("outbound"), Some(&Value::Bool(true)));
-            assert_eq!(e.get("tubID"), Some(&Value::from(client.tubid().to_string())));
+            assert_eq!(
+                e.get("tubID"),
+                Some(&Value::from(client.tubid().to_string()))
+            );
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no negotiation event: {h:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no negotiation event: {h:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     server.shutdown();

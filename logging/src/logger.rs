@@ -381,11 +381,17 @@ impl Logger {
         } else {
             drop(st);
         }
-        if let Some(rx) = finishing {
-            let mut st = lock(&self.inner.state);
-            st.finishing
-                .retain(|r| matches!(r.try_recv(), Err(mpsc::TryRecvError::Empty)));
-            st.finishing.push(rx);
+        match finishing {
+            Some(Ok(rx)) => {
+                let mut st = lock(&self.inner.state);
+                st.finishing
+                    .retain(|r| matches!(r.try_recv(), Err(mpsc::TryRecvError::Empty)));
+                st.finishing.push(rx);
+            }
+            // no thread for the window: the history alone, completed here
+            // (with no lock held)
+            Some(Err(rec)) => rec.finish(self),
+            None => {}
         }
         if self.inner.has_flogfile.load(Ordering::Relaxed) {
             if let Some(sink) = lock(&self.inner.flogfile).as_mut() {
@@ -398,13 +404,15 @@ impl Logger {
     }
 
     /// Called with the incident lock held (and not the state lock); gives
-    /// back the completion signal of an incident it started.
+    /// back the completion signal of an incident it started (or the
+    /// incident itself when no thread could be started for it, to be
+    /// completed once the lock is released).
     fn incident_step(
         &self,
         g: &mut Option<Recording>,
         action: IncidentAction,
         event: &Arc<Event>,
-    ) -> Option<mpsc::Receiver<()>> {
+    ) -> Option<Result<mpsc::Receiver<()>, Recording>> {
         match action {
             IncidentAction::None => None,
             IncidentAction::Trailing => {
@@ -459,12 +467,9 @@ impl Logger {
                                 } else {
                                     *g = Some(rec);
                                 }
-                                Some(done_rx)
+                                Some(Ok(done_rx))
                             }
-                            Err(_) => {
-                                rec.finish(self);
-                                None
-                            }
+                            Err(_) => Some(Err(rec)),
                         }
                     }
                     Err(e) => {
@@ -617,6 +622,7 @@ impl Logger {
 
     /// Stop the incident being recorded (if any) now and wait until every
     /// incident file is complete and its observers have been called.
+    /// Not from inside an incident observer (it would wait for itself).
     pub fn finish_incidents(&self) {
         let taken = lock(&self.inner.incident).take();
         if let Some(rec) = taken {
