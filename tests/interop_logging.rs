@@ -1,5 +1,5 @@
-//! The in-process logger against Python foolscap 24.9.0 (docs/logging.md
-//! §6):
+//! The in-process logger against Python foolscap 24.9.0 (docs/logging.md,
+//! section 6):
 //!
 //! * `FLOGFILE` in a child process (plain and `.bz2`): Python's `flogtool
 //!   dump` prints exactly what our dumper prints, in three option sets, and
@@ -9,7 +9,9 @@
 //! * an incident: its name, its content (history, trigger, 100 trailing
 //!   events), its compression, and Python's dump of it;
 //! * the Tub's own events (connections, logLocalFailures,
-//!   logRemoteFailures) with Python's texts, logged with no Tub lock held.
+//!   logRemoteFailures, a failed negotiation) with Python's texts, logged
+//!   with no Tub lock held; `Tub::shutdown` completes the FLOGFILE;
+//! * the kitchen sink's `log` method on both twins.
 
 mod common;
 
@@ -495,4 +497,42 @@ fn the_tub_logs_a_failed_negotiation() {
     }
     server.shutdown();
     client.shutdown();
+}
+
+/// `Tub::shutdown` completes the FLOGFILE of the Tub's logger: a `.bz2`
+/// file reads back (Python's dump included) with no explicit flush.
+#[test]
+fn tub_shutdown_completes_the_flogfile() {
+    let dir = TempDir::new("shutdown-flush");
+    let path = dir.path().join("tub.flog.bz2");
+    let l = Logger::new();
+    l.set_flogfile(&path, OPERATIONAL).unwrap();
+    let engine = common::Engine::start(common::Driver::Threads);
+    let tub = engine.tub();
+    tub.set_logger(l.clone());
+    let mut fields = Dict::new();
+    fields.insert("message", "from the tub");
+    let n = tub.log(fields);
+    tub.shutdown();
+    let evs = events_of(&path);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].get("num"), Some(&Value::from(n)));
+    assert_eq!(
+        evs[0].get("tubID"),
+        Some(&Value::from(tub.tubid().to_string()))
+    );
+    let out = Command::new(python_flogtool())
+        .arg("dump")
+        .arg(&path)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains(": from the tub\n"));
 }

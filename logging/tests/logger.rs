@@ -1,5 +1,5 @@
 //! The in-process logger against the rules of Python's `FoolscapLogger`
-//! (docs/logging.md §6): numbering, thresholds, history buffers, the
+//! (docs/logging.md, section 6): numbering, thresholds, history buffers, the
 //! `log.msg` field rules, incidents (name, content, trailing limit,
 //! timer, compression, observers) and the JSON of the values without a
 //! JSON form.
