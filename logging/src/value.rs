@@ -36,7 +36,8 @@ pub enum Value {
     /// [`Failure`]). JSON: `{"@": "Failure", "str", "repr", "traceback"}`.
     Failure(Box<Failure>),
     /// Any other value without a JSON form, kept as its Python `repr`
-    /// (e.g. `Decimal('1.5')`). UnJSONable with that repr.
+    /// (e.g. `Decimal('1.5')`). UnJSONable with that repr; its `str` is
+    /// that repr too (Python's `str` of the object may differ).
     Other(String),
 }
 
