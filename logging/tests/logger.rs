@@ -436,3 +436,31 @@ fn flogfile_sink_and_flush() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn incident_writes_plain_and_tmp_then_renames() {
+    let (l, dir, rx) = incident_logger("files");
+    l.set_incident_trailing(Some(Duration::from_secs(3600)), 100);
+    l.event("weird").level(WEIRD).log();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    // while recording: NAME.flog (plain, history flushed) and NAME.flog.bz2.tmp
+    assert_eq!(names.len(), 2, "{names:?}");
+    let plain = names[0].clone();
+    assert!(plain.ends_with(".flog"));
+    assert_eq!(names[1], format!("{plain}.bz2.tmp"));
+    assert_eq!(read_all(&dir.join(&plain)).len(), 2);
+    assert!(rx.try_recv().is_err());
+    l.finish_incidents();
+    let (name, _) = rx.try_recv().unwrap();
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, [format!("{name}.flog.bz2")]);
+    assert_eq!(format!("{name}.flog"), plain);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
