@@ -13,6 +13,15 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+#[path = "../flogtool/create_gatherer.rs"]
+mod create_gatherer;
+#[path = "../flogtool/create_incident_gatherer.rs"]
+mod create_incident_gatherer;
+#[path = "../flogtool/gatherer.rs"]
+mod gatherer;
+#[path = "../flogtool/run_gatherer.rs"]
+mod run_gatherer;
 use foolscap_logging::dump::{DumpOptions, Dumper};
 use foolscap_logging::files;
 use foolscap_logging::flogfile::{ReadError, ReadLimits};
@@ -73,6 +82,12 @@ enum Command {
         /// The file to write (default: OLDFILE, replaced); `.bz2` compresses.
         newfile: Option<String>,
     },
+    /// Make a log gatherer's directory (run it with twistd or run-gatherer).
+    CreateGatherer(create_gatherer::Args),
+    /// Make an incident gatherer's directory (run it with twistd or run-gatherer).
+    CreateIncidentGatherer(create_incident_gatherer::Args),
+    /// Run a gatherer directory (log or incident) in the foreground.
+    RunGatherer(run_gatherer::Args),
 }
 
 fn parse_mode(s: &str) -> Result<TimeMode, String> {
@@ -149,6 +164,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::CreateGatherer(a) => create_gatherer::run(&a),
+        Command::CreateIncidentGatherer(a) => create_incident_gatherer::run(&a),
+        Command::RunGatherer(a) => run_gatherer::run(&a),
     }
 }
 
