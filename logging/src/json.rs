@@ -360,8 +360,30 @@ pub fn write(v: &Value, out: &mut String) {
             }
             out.push('}');
         }
+        Value::Failure(f) => {
+            let mut d = Dict::new();
+            d.insert("@", "Failure");
+            d.insert("str", crate::repr::str_string(v));
+            d.insert("repr", crate::repr::repr_string(v));
+            d.insert(
+                "traceback",
+                format!("Traceback from remote host -- {}", f.traceback),
+            );
+            write(&Value::Dict(d), out)
+        }
+        Value::Bytes(_) | Value::Set(_) | Value::FrozenSet(_) | Value::Other(_) => {
+            let mut d = Dict::new();
+            d.insert("@", "UnJSONable");
+            d.insert("message", UNJSONABLE);
+            d.insert("repr", crate::repr::repr_string(v));
+            write(&Value::Dict(d), out)
+        }
     }
 }
+
+/// The `message` of the object Python's flogfile encoder writes in place
+/// of a value JSON cannot hold (a format field: readers show it).
+pub const UNJSONABLE: &str = "log.msg() was given an object that could not be encoded into JSON. I've replaced it with this UnJSONable object. The object's repr is in .repr";
 
 fn write_str(s: &str, out: &mut String) {
     use std::fmt::Write;

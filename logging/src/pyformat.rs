@@ -295,6 +295,11 @@ fn type_name(v: &Value) -> &'static str {
         Value::List(_) => "list",
         Value::Tuple(_) => "tuple",
         Value::Dict(_) => "dict",
+        Value::Bytes(_) => "bytes",
+        Value::Set(_) => "set",
+        Value::FrozenSet(_) => "frozenset",
+        Value::Failure(_) => "CopiedFailure",
+        Value::Other(_) => "object",
     }
 }
 

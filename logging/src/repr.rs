@@ -2,6 +2,7 @@
 //! --verbose` and `%s`/`%r` print them.
 
 use crate::value::{Dict, Value};
+use std::fmt::Write as _;
 
 /// Python's `repr(float)`: shortest round-trip digits, fixed notation for
 /// decimal exponents -4..16, scientific (`1e+16`, `1.5e-05`) otherwise.
@@ -130,7 +131,64 @@ pub fn repr(v: &Value, out: &mut String) {
             out.push(')');
         }
         Value::Dict(d) => dict_repr(d, out),
+        Value::Bytes(b) => bytes_repr(b, out),
+        Value::Set(items) if items.is_empty() => out.push_str("set()"),
+        Value::Set(items) => {
+            out.push('{');
+            seq(items, out);
+            out.push('}');
+        }
+        Value::FrozenSet(items) if items.is_empty() => out.push_str("frozenset()"),
+        Value::FrozenSet(items) => {
+            out.push_str("frozenset({");
+            seq(items, out);
+            out.push_str("})");
+        }
+        Value::Failure(f) => {
+            let _ = write!(
+                out,
+                "<foolscap.call.CopiedFailure {}: {}>",
+                f.type_name, f.value
+            );
+        }
+        Value::Other(r) => out.push_str(r),
     }
+}
+
+/// Python's `repr(bytes)`.
+pub fn bytes_repr(b: &[u8], out: &mut String) {
+    let q = if b.contains(&b'\'') && !b.contains(&b'"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push('b');
+    out.push(q);
+    for &c in b {
+        match c {
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            c if c as char == q => {
+                out.push('\\');
+                out.push(q)
+            }
+            0x20..=0x7e => out.push(c as char),
+            c => {
+                let _ = write!(out, "\\x{:02x}", c);
+            }
+        }
+    }
+    out.push(q);
+}
+
+/// Python's `str()` of a (copied) Failure.
+pub fn failure_str(f: &crate::value::Failure) -> String {
+    format!(
+        "[CopiedFailure instance: Traceback from remote host -- {}]",
+        f.traceback
+    )
 }
 
 /// Python's `repr(dict)`.
@@ -167,6 +225,7 @@ pub fn repr_string(v: &Value) -> String {
 pub fn str_string(v: &Value) -> String {
     match v {
         Value::Str(s) => s.clone(),
+        Value::Failure(f) => failure_str(f),
         _ => repr_string(v),
     }
 }

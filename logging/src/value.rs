@@ -24,6 +24,29 @@ pub enum Value {
     Tuple(Vec<Value>),
     /// Python `dict` with text keys, in insertion order.
     Dict(Dict),
+    /// Python `bytes`.
+    Bytes(Vec<u8>),
+    /// Python `set`.
+    Set(Vec<Value>),
+    /// Python `frozenset`.
+    FrozenSet(Vec<Value>),
+    /// A twisted Failure (copyable from the wire, or made locally).
+    Failure(Box<Failure>),
+    /// Any other value without a JSON form, kept as its Python repr.
+    Other(String),
+}
+
+/// A twisted Failure as an event carries it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    /// `str()` of the exception.
+    pub value: String,
+    /// Qualified class name.
+    pub type_name: String,
+    /// Formatted traceback text.
+    pub traceback: String,
+    /// Qualified names of the class and its bases.
+    pub parents: Vec<String>,
 }
 
 /// A Python dict with text keys that keeps insertion order; setting an
