@@ -52,6 +52,7 @@ extern crate self as foolscap_app;
 mod args;
 mod driven;
 mod error;
+mod log_gatherer;
 pub mod logport;
 mod object;
 mod reconnect;

@@ -137,6 +137,8 @@ pub(crate) struct State {
     buf: Vec<u8>,
     /// [`Tub::connect_to`]'s reconnectors, stopped at shutdown.
     pub(crate) reconnectors: Vec<crate::reconnect::Handle>,
+    /// Log gatherers to report to ([`Tub::set_log_gatherer_furl`]).
+    pub(crate) log_gatherers: crate::log_gatherer::LogGatherers,
 }
 
 impl State {
@@ -244,6 +246,7 @@ impl Tub {
                 due: Vec::new(),
                 buf: Vec::new(),
                 reconnectors: Vec::new(),
+                log_gatherers: Default::default(),
             }),
         });
         let driven = DrivenTub {
@@ -284,6 +287,7 @@ impl Tub {
             }
         }
         self.shared.driver.listen(listener)?;
+        self.connect_to_log_gatherers();
         Ok(local)
     }
 
@@ -292,6 +296,7 @@ impl Tub {
     pub fn set_location(&self, hints: &[&str]) {
         let hints = hints.iter().map(|h| Hint::parse(h)).collect();
         self.lock().core.set_location(hints);
+        self.connect_to_log_gatherers();
     }
 
     /// Makes `object` reachable: the [`Value::Local`] to put into calls

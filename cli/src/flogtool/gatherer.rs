@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use foolscap_app::logport::{event_from_wire_in, value_from_wire_in};
+use foolscap_app::typed::Context;
 use foolscap_app::{as_remote, Call, Object, Tub};
 use foolscap_core::value::{RemoteRef, Text, Value as WireValue};
 use foolscap_logging::flogfile::FlogWriter;
@@ -77,57 +79,6 @@ fn text_of(v: &WireValue) -> Option<String> {
         WireValue::Str(t) => Some(t.as_str().to_string()),
         WireValue::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
         _ => None,
-    }
-}
-
-// ---------------------------------------------------------------------------
-// wire -> event
-// ---------------------------------------------------------------------------
-
-/// An event dict as received, made a [`foolscap_logging::Event`]: the one
-/// call the logport branch's `convert::event_from_wire` replaces.
-pub fn event_from_wire(v: &WireValue) -> Option<Event> {
-    match to_log_value(v, 0) {
-        Value::Dict(d) => Some(Event(d)),
-        _ => None,
-    }
-}
-
-/// Nesting kept from a received value; deeper parts become their type name.
-const MAX_CONVERT_DEPTH: usize = 200;
-
-fn to_log_value(v: &WireValue, depth: usize) -> Value {
-    if depth > MAX_CONVERT_DEPTH {
-        return Value::Str(format!("<{} nested too deep>", v.type_name()));
-    }
-    let seq = |items: &[WireValue]| items.iter().map(|i| to_log_value(i, depth + 1)).collect();
-    match v.unanchored() {
-        WireValue::None => Value::None,
-        WireValue::Bool(b) => Value::Bool(*b),
-        WireValue::Int(i) => Value::Int(i.to_bigint()),
-        WireValue::Float(f) => Value::Float(*f),
-        WireValue::Str(t) => Value::Str(t.as_str().to_string()),
-        WireValue::Bytes(b) => Value::Str(String::from_utf8_lossy(b).into_owned()),
-        WireValue::List(items) => Value::List(seq(items)),
-        WireValue::Tuple(items) | WireValue::Set(items) | WireValue::FrozenSet(items) => {
-            Value::Tuple(seq(items))
-        }
-        WireValue::Dict(pairs) => {
-            let mut d = Dict::new();
-            for (k, val) in pairs {
-                let key = text_of(k).unwrap_or_else(|| format!("{:?}", k.type_name()));
-                d.insert(key, to_log_value(val, depth + 1));
-            }
-            Value::Dict(d)
-        }
-        WireValue::Copyable(c) => {
-            let mut d = Dict::new();
-            for (k, val) in &c.state {
-                d.insert(k.as_str(), to_log_value(val, depth + 1));
-            }
-            Value::Dict(d)
-        }
-        other => Value::Str(format!("<{}>", other.type_name())),
     }
 }
 
@@ -278,9 +229,11 @@ impl Object for LogObserver {
     fn call(&self, call: Call) {
         match call.method.as_str() {
             "msg" => {
-                match call.arg(0, "logmsg").and_then(event_from_wire) {
-                    Some(e) => self.gatherer.write(&self.nodeid, &e),
-                    None => println!("GATHERER: an event from {} is not a dict", self.nodeid),
+                let cx = Context::for_call(&call.args, &call.kwargs, None);
+                match call.arg(0, "logmsg").map(|v| event_from_wire_in(v, &cx)) {
+                    Some(Ok(e)) => self.gatherer.write(&self.nodeid, &e),
+                    Some(Err(e)) => println!("GATHERER: unable to serialize an event from {}: {e}", self.nodeid),
+                    None => println!("GATHERER: a msg call from {} without its event", self.nodeid),
                 }
                 call.answer(WireValue::None)
             }
@@ -555,9 +508,11 @@ impl IncidentObserver {
         let [header, events] = parts else {
             return Err("the answer is not a (header, events) pair".into());
         };
-        let header = match to_log_value(header, 0) {
-            Value::Dict(d) => d,
-            _ => return Err("the incident's header is not a dict".into()),
+        let cx = Context::for_message(answer, None);
+        let header = match value_from_wire_in(header, &cx) {
+            Ok(Value::Dict(d)) => d,
+            Ok(_) => return Err("the incident's header is not a dict".into()),
+            Err(e) => return Err(format!("the incident's header: {e}")),
         };
         let events = events.as_seq().ok_or("the incident's events are not a list")?;
         let rx_time = now();
@@ -569,8 +524,9 @@ impl IncidentObserver {
             rec.insert("header", header.clone());
             w.write_record(&Value::Dict(rec))?;
             for e in events {
-                if let Some(e) = event_from_wire(e) {
-                    w.write_event(&e, &self.tubid, rx_time)?;
+                match event_from_wire_in(e, &cx) {
+                    Ok(e) => w.write_event(&e, &self.tubid, rx_time)?,
+                    Err(e) => println!("incident {name}: an event skipped: {e}"),
                 }
             }
             w.finish()?.finish()?;
