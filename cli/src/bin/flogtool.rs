@@ -21,6 +21,9 @@ use foolscap_logging::repr::str_string;
 use foolscap_logging::timefmt::{civil, LocalZone, TimeMode, MODES};
 use foolscap_logging::Value;
 
+#[path = "../flogtool/classify.rs"]
+mod classify;
+
 /// Foolscap's log tool (dump and filter flogfiles).
 #[derive(Debug, Parser)]
 #[command(name = "flogtool", version, about)]
@@ -72,6 +75,19 @@ enum Command {
         oldfile: String,
         /// The file to write (default: OLDFILE, replaced); `.bz2` compresses.
         newfile: Option<String>,
+    },
+    /// Sort incident files into categories with the `classify_*.py`
+    /// classifiers of a directory (run by Python; see docs/logging.md).
+    #[command(name = "classify-incident")]
+    ClassifyIncident {
+        /// The directory holding the classify_*.py files.
+        #[arg(short = 'c', long = "classifier-directory", default_value = ".")]
+        classifier_directory: String,
+        /// Show the trigger of each unknown incident.
+        #[arg(short, long)]
+        verbose: bool,
+        /// The incident files (`.flog.bz2`).
+        files: Vec<String>,
     },
 }
 
@@ -149,6 +165,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::ClassifyIncident {
+            classifier_directory,
+            verbose,
+            files,
+        } => classify::run(&classifier_directory, verbose, &files),
     }
 }
 
