@@ -30,6 +30,9 @@ use foolscap_logging::repr::str_string;
 use foolscap_logging::timefmt::{civil, LocalZone, TimeMode, MODES};
 use foolscap_logging::Value;
 
+#[path = "../flogtool/classify.rs"]
+mod classify;
+
 /// Foolscap's log tool (dump and filter flogfiles).
 #[derive(Debug, Parser)]
 #[command(name = "flogtool", version, about)]
@@ -88,6 +91,19 @@ enum Command {
     CreateIncidentGatherer(create_incident_gatherer::Args),
     /// Run a gatherer directory (log or incident) in the foreground.
     RunGatherer(run_gatherer::Args),
+    /// Sort incident files into categories with the `classify_*.py`
+    /// classifiers of a directory (run by Python; see docs/logging.md).
+    #[command(name = "classify-incident")]
+    ClassifyIncident {
+        /// The directory holding the classify_*.py files.
+        #[arg(short = 'c', long = "classifier-directory", default_value = ".")]
+        classifier_directory: String,
+        /// Show the trigger of each unknown incident.
+        #[arg(short, long)]
+        verbose: bool,
+        /// The incident files (`.flog.bz2`).
+        files: Vec<String>,
+    },
 }
 
 fn parse_mode(s: &str) -> Result<TimeMode, String> {
@@ -167,6 +183,11 @@ fn main() -> ExitCode {
         Command::CreateGatherer(a) => create_gatherer::run(&a),
         Command::CreateIncidentGatherer(a) => create_incident_gatherer::run(&a),
         Command::RunGatherer(a) => run_gatherer::run(&a),
+        Command::ClassifyIncident {
+            classifier_directory,
+            verbose,
+            files,
+        } => classify::run(&classifier_directory, verbose, &files),
     }
 }
 

@@ -265,10 +265,9 @@ fn classify(basedir: &Path, trigger: &Event) -> Vec<String> {
     cats
 }
 
-/// The classifier of `flogtool classify-incident` (the flogview branch's
-/// `classify::classify_incident`); until it is here, no classifier runs.
-fn classify_incident(_basedir: &Path, _trigger: &Event) -> Result<Vec<String>, String> {
-    Ok(Vec::new())
+/// The classifier of `flogtool classify-incident`.
+fn classify_incident(basedir: &Path, trigger: &Event) -> Result<Vec<String>, String> {
+    crate::classify::classify_incident(basedir, trigger)
 }
 
 /// The incident gatherer: fetches every incident of every node that calls
