@@ -11,6 +11,7 @@ stdout:
                    --logdir (its file is complete some seconds later)  -> {"num": N}
     shapes         one event of each value shape (tuple, bytes, big int,
                    float, None, bool, nested dict, unicode)           -> {"num": N}
+    subscribers    how many incident subscriptions the node serves -> {"num": N}
     quit           stops
 
 On start it prints {"tubid": ..., "furl": ...} once the location is set.
@@ -57,6 +58,8 @@ def main():
             emit({"num": log.msg("shapes %(n)d", n=7, t=(1, "two"), b=b"raw\xff",
                                  big=2 ** 70, f=1.5, none=None, yes=True,
                                  nested={"k": [1, {"x": "y"}]}, u="h\u00e9llo \u2713")})
+        elif word == "subscribers":
+            emit({"num": len(log.theLogger._immediate_incident_observers)})
         elif word == "quit":
             reactor.stop()
 

@@ -1,0 +1,580 @@
+//! Log gatherers against Python foolscap 24.9.0, both sides
+//! (docs/logging.md, "Gatherers"):
+//!
+//! * a Python node (`tests/interop/gatherer_node.py`, Tub option
+//!   `log-gatherer-furl`) pushing to our `flogtool run-gatherer`, log and
+//!   incident kinds, in directories made by our `flogtool create-*` and by
+//!   Python's;
+//! * our `create-*` directories started by Python's `twistd -y gatherer.tac`;
+//! * a Rust node (`Tub::set_log_gatherer_furl`) pushing to Python's
+//!   gatherers and to ours;
+//! * the files the gatherers write, dumped by Python's `flogtool dump` and
+//!   ours with identical output;
+//! * reconnection after a gatherer restart.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::process::{repo_root, KillOnDrop, TempDir};
+use common::python;
+
+/// Generous limit per wait: CI machines are slow and shared.
+const T: Duration = Duration::from_secs(60);
+
+/// Our `flogtool`, built once in the profile of this test.
+fn flogtool() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable");
+        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(repo_root())
+            .args(["build", "-q", "-p", "foolscap-cli", "--bin", "flogtool"]);
+        if release {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().expect("cargo build").success());
+        let bin = dir.join("flogtool");
+        assert!(bin.exists(), "{} is missing", bin.display());
+        bin
+    })
+}
+
+/// A script of the venv (`flogtool`, `twistd`), run by its interpreter.
+fn py_script(name: &str) -> Command {
+    let script = python().with_file_name(name);
+    assert!(script.is_file(), "{} is missing", script.display());
+    let mut cmd = Command::new(python());
+    cmd.arg(script);
+    cmd
+}
+
+fn output(mut cmd: Command) -> (bool, String, String) {
+    let out = cmd.stdin(Stdio::null()).output().expect("run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A TCP port free right now on 127.0.0.1 (gatherers refuse tcp:0).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port()
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + T;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Rust,
+    Python,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Log,
+    Incident,
+}
+
+/// `flogtool create-gatherer` / `create-incident-gatherer` of `side`.
+fn create(side: Side, kind: Kind, dir: &Path, extra: &[&str]) -> u16 {
+    let port = free_port();
+    let sub = match kind {
+        Kind::Log => "create-gatherer",
+        Kind::Incident => "create-incident-gatherer",
+    };
+    let mut cmd = match side {
+        Side::Rust => Command::new(flogtool()),
+        Side::Python => py_script("flogtool"),
+    };
+    cmd.arg(sub)
+        .arg(format!("--port=tcp:{port}:interface=127.0.0.1"))
+        .arg(format!("--location=tcp:127.0.0.1:{port}"))
+        .args(extra)
+        .arg(dir);
+    let (ok, out, err) = output(cmd);
+    assert!(ok, "{side:?} {sub}: {out}{err}");
+    port
+}
+
+/// A running gatherer: its process, the lines it printed, its FURL.
+struct Gatherer {
+    child: KillOnDrop,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    furl: String,
+}
+
+impl Gatherer {
+    /// Runs the directory with our `run-gatherer` or Python's twistd.
+    fn start(side: Side, dir: &Path) -> Gatherer {
+        let _ = std::fs::remove_file(dir.join("twistd.log"));
+        let mut cmd = match side {
+            Side::Rust => {
+                let mut c = Command::new(flogtool());
+                c.arg("run-gatherer").arg(dir);
+                c
+            }
+            Side::Python => {
+                let mut c = py_script("twistd");
+                c.current_dir(dir)
+                    .args(["-n", "--pidfile=", "--logfile=-", "-y", "gatherer.tac"]);
+                c
+            }
+        };
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the gatherer");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // twistd prefixes each logged line with a time and a
+                // system name in brackets
+                let timestamped = line.len() > 11
+                    && line.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+                    && line.as_bytes()[10] == b'T';
+                let line = match line.split_once("] ") {
+                    Some((_, rest)) if timestamped => rest.trim_end().to_string(),
+                    _ => line.trim_end().to_string(),
+                };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut g = Gatherer {
+            child: KillOnDrop(child),
+            lines: rx,
+            seen: Vec::new(),
+            furl: String::new(),
+        };
+        let line = g.expect_line(|l| l.starts_with("Gatherer waiting at: "));
+        g.furl = line["Gatherer waiting at: ".len()..].trim().to_string();
+        let file = std::fs::read_to_string(dir.join("log_gatherer.furl")).unwrap();
+        assert_eq!(file, format!("{}\n", g.furl));
+        g
+    }
+
+    /// Waits for a printed line that passes `f`.
+    fn expect_line(&mut self, f: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + T;
+        if let Some(l) = self.seen.iter().find(|l| f(l)) {
+            return l.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if f(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no such line; printed so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// The printed lines that are the gatherer's own (not twistd's).
+    fn own_lines(&self) -> Vec<String> {
+        const OWN: [&str; 7] = [
+            "Gatherer waiting at:",
+            "classifying stored",
+            "incidents already classified",
+            "done classifying",
+            "connected to ",
+            "fetching incident ",
+            "classified incidents/",
+        ];
+        self.seen
+            .iter()
+            .filter(|l| OWN.iter().any(|o| l.contains(o)))
+            .cloned()
+            .collect()
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + T;
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The Python node of `tests/interop/gatherer_node.py`.
+struct PyNode {
+    child: KillOnDrop,
+    stdin: ChildStdin,
+    out: BufReader<std::process::ChildStdout>,
+    tubid: String,
+}
+
+impl PyNode {
+    fn start(gatherers: &[&str], logdir: Option<&Path>) -> PyNode {
+        let mut cmd = Command::new(python());
+        cmd.arg(repo_root().join("tests/interop/gatherer_node.py"));
+        for g in gatherers {
+            cmd.args(["--gatherer", g]);
+        }
+        if let Some(d) = logdir {
+            cmd.arg("--logdir").arg(d);
+        }
+        let mut child: Child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start gatherer_node.py");
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut node = PyNode {
+            child: KillOnDrop(child),
+            stdin,
+            out,
+            tubid: String::new(),
+        };
+        let hello = node.read_json();
+        node.tubid = hello["tubid"].as_str().unwrap().to_string();
+        node
+    }
+
+    fn read_json(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("node output");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    fn command(&mut self, cmd: &str) -> i64 {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        self.stdin.flush().unwrap();
+        self.read_json()["num"].as_i64().unwrap()
+    }
+}
+
+impl Drop for PyNode {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.child.0.wait_timeout_or_kill();
+    }
+}
+
+trait WaitOrKill {
+    fn wait_timeout_or_kill(&mut self) -> std::io::Result<()>;
+}
+
+impl WaitOrKill for Child {
+    fn wait_timeout_or_kill(&mut self) -> std::io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill()
+    }
+}
+
+/// The one `from-*---to-present.flog` of a log gatherer directory.
+fn current_file(dir: &Path) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("from-") && n.ends_with("---to-present.flog")
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.pop().unwrap()
+}
+
+/// `flogtool dump ARGS FILE` by Python's and by ours: identical output
+/// (stdout and success); returns it.
+fn dump_both(file: &Path, args: &[&str]) -> String {
+    let mut py = py_script("flogtool");
+    py.env("TZ", "UTC").arg("dump").args(args).arg(file);
+    let mut rs = Command::new(flogtool());
+    rs.env("TZ", "UTC").arg("dump").args(args).arg(file);
+    let (pok, pout, perr) = output(py);
+    let (rok, rout, rerr) = output(rs);
+    assert!(pok, "Python's dump of {}: {perr}", file.display());
+    assert!(rok, "our dump of {}: {rerr}", file.display());
+    assert_eq!(rout, pout, "dumps of {} differ", file.display());
+    pout
+}
+
+/// Sends `msg ping` until the gatherer's file has one (the log gatherer
+/// subscribes without catch-up: only events after its subscription count).
+fn until_subscribed(node: &mut PyNode, dir: &Path) {
+    wait_for("the log gatherer's subscription", || {
+        node.command("msg ping");
+        std::thread::sleep(Duration::from_millis(100));
+        let text = std::fs::read_to_string(current_file(dir)).ok()?;
+        text.contains("\"ping\"").then_some(())
+    });
+}
+
+/// Waits until the file holds an event with `num` from `from`.
+fn wait_event(dir: &Path, from: &str, num: i64) {
+    wait_for(&format!("event #{num} from {from}"), || {
+        let text = std::fs::read_to_string(current_file(dir)).ok()?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|r| r["from"] == from && r["d"]["num"] == num)
+            .then_some(())
+    });
+}
+
+fn python_node_to_log_gatherer(creator: Side, runner: Side) {
+    let dir = TempDir::new("loggatherer");
+    let base = dir.path().join("g");
+    create(creator, Kind::Log, &base, &[]);
+    let gatherer = Gatherer::start(runner, &base);
+    let mut node = PyNode::start(&[&gatherer.furl], None);
+    until_subscribed(&mut node, &base);
+    let a = node.command("msg after the subscription");
+    let b = node.command("shapes");
+    wait_event(&base, &node.tubid, b);
+    let file = current_file(&base);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("# foolscap flogfile v1"));
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["header"]["type"], "gatherer");
+    assert!(header["header"]["start"].is_f64());
+    let dump = dump_both(&file, &[]);
+    let short = &node.tubid[..8];
+    assert!(dump.starts_with('\n'), "a gatherer file's dump starts empty: {dump}");
+    assert!(dump.contains(&format!("{short}#{a} ")), "{dump}");
+    assert!(dump.contains(": after the subscription\n"), "{dump}");
+    assert!(dump.contains(&format!("{short}#{b} ")), "{dump}");
+    dump_both(&file, &["--verbose"]);
+    dump_both(&file, &["--rx-time", "--timestamps=utc"]);
+    drop(node);
+    gatherer.stop();
+}
+
+#[test]
+fn python_node_to_our_log_gatherer_in_our_directory() {
+    python_node_to_log_gatherer(Side::Rust, Side::Rust);
+}
+
+#[test]
+fn python_node_to_our_log_gatherer_in_pythons_directory() {
+    python_node_to_log_gatherer(Side::Python, Side::Rust);
+}
+
+#[test]
+fn our_log_gatherer_directory_runs_under_pythons_twistd() {
+    python_node_to_log_gatherer(Side::Rust, Side::Python);
+}
+
+/// The gatherer's bytes: Python's gatherer and ours write the same event
+/// records for the same events (up to `rx_time`).
+#[test]
+fn both_log_gatherers_write_the_same_records() {
+    let dir = TempDir::new("loggatherer-same");
+    let (pyg, rsg) = (dir.path().join("py"), dir.path().join("rs"));
+    create(Side::Python, Kind::Log, &pyg, &[]);
+    create(Side::Rust, Kind::Log, &rsg, &[]);
+    let gp = Gatherer::start(Side::Python, &pyg);
+    let gr = Gatherer::start(Side::Rust, &rsg);
+    let mut node = PyNode::start(&[&gp.furl, &gr.furl], None);
+    until_subscribed(&mut node, &pyg);
+    until_subscribed(&mut node, &rsg);
+    let first = node.command("msg first of the batch");
+    node.command("shapes");
+    let last = node.command("msg last of the batch");
+    wait_event(&pyg, &node.tubid, last);
+    wait_event(&rsg, &node.tubid, last);
+    let records = |d: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(current_file(d))
+            .unwrap()
+            .lines()
+            .skip(2)
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["d"]["num"].as_i64().is_some_and(|n| n >= first && n <= last))
+            .map(|mut r| {
+                r.as_object_mut().unwrap().remove("rx_time");
+                r
+            })
+            .collect()
+    };
+    let (p, r) = (records(&pyg), records(&rsg));
+    assert_eq!(p.len(), 3);
+    assert_eq!(r, p);
+    drop(node);
+    gp.stop();
+    gr.stop();
+}
+
+fn classifier(dir: &Path) {
+    std::fs::write(
+        dir.join("classify_weird.py"),
+        "def classify_incident(trigger):\n    if 'WEIRD' in trigger.get('message', ''):\n        return 'weird'\n",
+    )
+    .unwrap();
+}
+
+fn python_node_to_incident_gatherer(creator: Side, runner: Side) {
+    let dir = TempDir::new("incgatherer");
+    let base = dir.path().join("g");
+    let logdir = dir.path().join("logdir");
+    create(creator, Kind::Incident, &base, &[]);
+    classifier(&base);
+    let mut g = Gatherer::start(runner, &base);
+    g.expect_line(|l| l == "done classifying 0 stored incidents");
+    let mut node = PyNode::start(&[&g.furl], Some(&logdir));
+    let tubid = node.tubid.clone();
+    g.expect_line(|l| l == format!("connected to {tubid}, last known incident is ").trim_end());
+    // an incident recorded while the subscription is being made would be
+    // announced twice by Python's publisher (in the catch-up, and live)
+    wait_for("the incident subscription", || (node.command("subscribers") == 1).then_some(()));
+    node.command("msg before the incident");
+    node.command("incident something WEIRD happened");
+    let classified = g.expect_line(|l| l.starts_with("classified incidents/"));
+    let name = wait_for("the node's incident file", || {
+        let e = std::fs::read_dir(&logdir).ok()?;
+        e.filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.ends_with(".flog.bz2"))
+    });
+    let name = name.trim_end_matches(".flog.bz2").to_string();
+    let rel = format!("incidents/{tubid}/{name}.flog.bz2");
+    assert_eq!(classified, format!("classified {rel} as [weird]"));
+    assert_eq!(
+        std::fs::read_to_string(base.join("classified/weird")).unwrap(),
+        format!("{rel}\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(base.join(format!("incidents/{tubid}/latest"))).unwrap(),
+        format!("{name}\n")
+    );
+    // the saved file: the node's events, from = tubid; both dumps agree
+    let saved = base.join(&rel);
+    let dump = dump_both(&saved, &[]);
+    let original = dump_both(&logdir.join(format!("{name}.flog.bz2")), &[]);
+    let strip = |s: &str| -> Vec<String> {
+        s.lines()
+            .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).to_string())
+            .collect()
+    };
+    assert_eq!(strip(&dump), strip(&original));
+    assert!(dump.contains(&format!("{}#", &tubid[..8])));
+    assert!(dump.contains(" [INCIDENT-TRIGGER]"));
+    dump_both(&saved, &["--verbose"]);
+    let first_lines = g.own_lines();
+    assert_eq!(
+        first_lines,
+        vec![
+            format!("Gatherer waiting at: {}", g.furl),
+            "classifying stored incidents".into(),
+            "0 incidents already classified".into(),
+            "done classifying 0 stored incidents".into(),
+            format!("connected to {tubid}, last known incident is"),
+            format!("fetching incident {name}"),
+            format!("classified {rel} as [weird]"),
+        ]
+        .into_iter()
+        .map(|l: String| l.trim_end().to_string())
+        .collect::<Vec<_>>()
+    );
+
+    // a restart: the stored incident is known; the node reconnects and
+    // its catch-up starts after it
+    g.stop();
+    let mut g = Gatherer::start(runner, &base);
+    g.expect_line(|l| l == "1 incidents already classified");
+    g.expect_line(|l| l == "done classifying 0 stored incidents");
+    g.expect_line(|l| l == format!("connected to {tubid}, last known incident is {name}"));
+    drop(node);
+    g.stop();
+}
+
+#[test]
+fn python_node_to_our_incident_gatherer_in_our_directory() {
+    python_node_to_incident_gatherer(Side::Rust, Side::Rust);
+}
+
+#[test]
+fn python_node_to_our_incident_gatherer_in_pythons_directory() {
+    python_node_to_incident_gatherer(Side::Python, Side::Rust);
+}
+
+#[test]
+fn our_incident_gatherer_directory_runs_under_pythons_twistd() {
+    python_node_to_incident_gatherer(Side::Rust, Side::Python);
+}
+
+/// Our `create-*` writes what Python's writes (but the tac, ours in our
+/// words), and prints the same.
+#[test]
+fn create_commands_match_pythons() {
+    let dir = TempDir::new("create");
+    for (sub, extra) in [
+        ("create-gatherer", &["--rotate=60", "--bzip"][..]),
+        ("create-incident-gatherer", &[][..]),
+    ] {
+        let run = |side: Side, name: &str, args: &[&str]| {
+            let mut cmd = match side {
+                Side::Rust => Command::new(flogtool()),
+                Side::Python => py_script("flogtool"),
+            };
+            cmd.current_dir(dir.path()).arg(sub).args(args).arg(name);
+            output(cmd)
+        };
+        let args = [&["--port=tcp:3999", "--location=tcp:example.org:3999"][..], extra].concat();
+        let (pok, pout, _) = run(Side::Python, "py", &args);
+        let (rok, rout, _) = run(Side::Rust, "rs", &args);
+        assert!(pok && rok);
+        assert_eq!(rout.replace("rs", "py"), pout);
+        for f in ["port", "location"] {
+            assert_eq!(
+                std::fs::read(dir.path().join("rs").join(f)).unwrap(),
+                std::fs::read(dir.path().join("py").join(f)).unwrap()
+            );
+        }
+        // quiet
+        let (ok, out, _) = run(Side::Rust, "rsq", &[&args[..], &["--quiet"]].concat());
+        assert!(ok && out.is_empty());
+        // --location is mandatory: exit 1, the message on stdout
+        let (ok, out, _) = run(Side::Rust, "none", &[]);
+        assert!(!ok);
+        assert!(out.starts_with("flogtool:  --location= is mandatory"), "{out}");
+        let (ok, _, _) = run(Side::Rust, "zero", &["--port=tcp:0", "--location=tcp:h:1"]);
+        assert!(!ok);
+        let _ = std::fs::remove_dir_all(dir.path().join("rs"));
+        let _ = std::fs::remove_dir_all(dir.path().join("py"));
+        let _ = std::fs::remove_dir_all(dir.path().join("rsq"));
+    }
+}
