@@ -13,6 +13,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+#[path = "../flogtool/tail.rs"]
+mod tail;
 use foolscap_logging::dump::{DumpOptions, Dumper};
 use foolscap_logging::files;
 use foolscap_logging::flogfile::{ReadError, ReadLimits};
@@ -73,6 +76,8 @@ enum Command {
         /// The file to write (default: OLDFILE, replaced); `.bz2` compresses.
         newfile: Option<String>,
     },
+    /// Follow the events of a logport (a FURL, a file holding it, or a node directory).
+    Tail(tail::TailArgs),
 }
 
 fn parse_mode(s: &str) -> Result<TimeMode, String> {
@@ -149,6 +154,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Tail(args) => tail::run(args),
     }
 }
 
