@@ -25,7 +25,7 @@ use foolscap_core::broker::CallError;
 use foolscap_core::furl::Furl;
 use foolscap_core::value::Value as WireValue;
 use foolscap_logging::flogfile::FlogWriter;
-use foolscap_logging::repr::{dict_repr, failure_str};
+use foolscap_logging::repr::dict_repr;
 use foolscap_logging::timefmt::{format_time, TimeMode};
 use foolscap_logging::{format_message, Dict, Event, Value};
 
@@ -311,7 +311,7 @@ impl Printer {
         if let Some(f) = d.get("failure") {
             out.push_str("\n FAILURE:");
             let text = match f {
-                Value::Failure(f) => failure_str(f),
+                Value::Failure(f) => f.str_text(),
                 other => foolscap_logging::repr::str_string(other),
             };
             for line in text.split('\n') {
