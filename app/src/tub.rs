@@ -137,6 +137,8 @@ pub(crate) struct State {
     buf: Vec<u8>,
     /// [`Tub::connect_to`]'s reconnectors, stopped at shutdown.
     pub(crate) reconnectors: Vec<crate::reconnect::Handle>,
+    /// The logport and its FURL file ([`Tub::logport`]).
+    pub(crate) logport: crate::logport::publisher::TubLogport,
 }
 
 impl State {
@@ -244,6 +246,7 @@ impl Tub {
                 due: Vec::new(),
                 buf: Vec::new(),
                 reconnectors: Vec::new(),
+                logport: Default::default(),
             }),
         });
         let driven = DrivenTub {
@@ -284,6 +287,7 @@ impl Tub {
             }
         }
         self.shared.driver.listen(listener)?;
+        self.location_given();
         Ok(local)
     }
 
@@ -292,6 +296,7 @@ impl Tub {
     pub fn set_location(&self, hints: &[&str]) {
         let hints = hints.iter().map(|h| Hint::parse(h)).collect();
         self.lock().core.set_location(hints);
+        self.location_given();
     }
 
     /// Makes `object` reachable: the [`Value::Local`] to put into calls

@@ -142,19 +142,13 @@ fn failure_text(e: &Error) -> String {
             "[CopiedFailure instance: Traceback from remote host -- {}]",
             f.traceback
         ),
-        other => format!(
-            "[Failure instance: Traceback (failure with no frames): <class '{}'>: {}\n]",
-            local_error_class(other),
-            other
-        ),
-    }
-}
-
-fn local_error_class(e: &Error) -> &'static str {
-    match e {
-        Error::Violation(_) | Error::Convert(_) => "foolscap.tokens.Violation",
-        Error::Call(_) | Error::Shutdown | Error::Tub(_) => "foolscap.ipb.DeadReferenceError",
-        _ => "builtins.Exception",
+        other => {
+            let f = other.to_failure();
+            format!(
+                "[Failure instance: Traceback (failure with no frames): <class '{}'>: {}\n]",
+                f.type_name, f.value
+            )
+        }
     }
 }
 
@@ -347,4 +341,3 @@ impl RILogObserver for Printer {
     }
     fn done_with_incident_catchup(&self) {}
 }
-
