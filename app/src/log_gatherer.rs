@@ -102,7 +102,7 @@ impl Tub {
     /// One gatherer connection: `logport(tubid, publisher)`, reqID 0.
     fn offer_logport(&self, gatherer: Value) {
         // the logport's FURL is fixed first, so that it stays the same
-        let furl = match logport_furl(self) {
+        let furl = match self.logport_furl() {
             Ok(f) => f,
             Err(_) => return,
         };
@@ -115,10 +115,4 @@ impl Tub {
             // `gatherer` dropped here: the reference is released
         });
     }
-}
-
-/// The FURL of this Tub's logport (registered on first use).
-fn logport_furl(tub: &Tub) -> Result<Furl, Error> {
-    let _ = tub;
-    Err(Error::NotAReference("logport"))
 }

@@ -179,6 +179,14 @@ impl<W: Write> FlogWriter<W> {
             buf: String::new(),
         })
     }
+    /// Go on writing records to `inner`, which already holds the magic
+    /// line (and maybe records).
+    pub fn resume(inner: W) -> FlogWriter<W> {
+        FlogWriter {
+            inner,
+            buf: String::new(),
+        }
+    }
     /// Write any record (a header or wrapper dict, or one read elsewhere).
     pub fn write_record(&mut self, record: &Value) -> std::io::Result<()> {
         self.buf.clear();
@@ -204,6 +212,10 @@ impl<W: Write> FlogWriter<W> {
         rec.insert("rx_time", rx_time);
         rec.insert("d", event.0.clone());
         self.write_record(&Value::Dict(rec))
+    }
+    /// Flush the inner writer.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
     /// Flush and give back the inner writer.
     pub fn finish(mut self) -> std::io::Result<W> {

@@ -321,7 +321,14 @@ fn floor_char(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// Write `v` as Python's `json.dumps(v)` does (tuples become lists).
+/// The `message` of the record Python's flogfile encoder writes in place
+/// of a value JSON cannot hold (the wording is the encoder's output, which
+/// readers may compare).
+pub const UNJSONABLE_MESSAGE: &str = "log.msg() was given an object that could not be encoded into JSON. I've replaced it with this UnJSONable object. The object's repr is in .repr";
+
+/// Write `v` as Python's `json.dumps(v, cls=ExtendedEncoder)` does for a
+/// flogfile (tuples become lists; bytes, sets and other values without a
+/// JSON form become `UnJSONable` records, failures `Failure` records).
 pub fn write(v: &Value, out: &mut String) {
     match v {
         Value::None => out.push_str("null"),
@@ -348,6 +355,22 @@ pub fn write(v: &Value, out: &mut String) {
             }
             out.push(']');
         }
+        Value::Failure(f) => {
+            out.push_str("{\"@\": \"Failure\", \"str\": ");
+            write_str(&f.str_text(), out);
+            out.push_str(", \"repr\": ");
+            write_str(&f.repr_text(), out);
+            out.push_str(", \"traceback\": ");
+            write_str(&f.get_traceback(), out);
+            out.push('}');
+        }
+        Value::Bytes(_) | Value::Set(_) | Value::FrozenSet(_) | Value::Other(_) => {
+            out.push_str("{\"@\": \"UnJSONable\", \"message\": ");
+            write_str(UNJSONABLE_MESSAGE, out);
+            out.push_str(", \"repr\": ");
+            write_str(&crate::repr::repr_string(v), out);
+            out.push('}');
+        }
         Value::Dict(d) => {
             out.push('{');
             for (n, (k, item)) in d.iter().enumerate() {
@@ -360,30 +383,8 @@ pub fn write(v: &Value, out: &mut String) {
             }
             out.push('}');
         }
-        Value::Failure(f) => {
-            let mut d = Dict::new();
-            d.insert("@", "Failure");
-            d.insert("str", crate::repr::str_string(v));
-            d.insert("repr", crate::repr::repr_string(v));
-            d.insert(
-                "traceback",
-                format!("Traceback from remote host -- {}", f.traceback),
-            );
-            write(&Value::Dict(d), out)
-        }
-        Value::Bytes(_) | Value::Set(_) | Value::FrozenSet(_) | Value::Other(_) => {
-            let mut d = Dict::new();
-            d.insert("@", "UnJSONable");
-            d.insert("message", UNJSONABLE);
-            d.insert("repr", crate::repr::repr_string(v));
-            write(&Value::Dict(d), out)
-        }
     }
 }
-
-/// The `message` of the object Python's flogfile encoder writes in place
-/// of a value JSON cannot hold (a format field: readers show it).
-pub const UNJSONABLE: &str = "log.msg() was given an object that could not be encoded into JSON. I've replaced it with this UnJSONable object. The object's repr is in .repr";
 
 fn write_str(s: &str, out: &mut String) {
     use std::fmt::Write;

@@ -8,21 +8,29 @@
 //!   [`files`] opening them by name (`.bz2` compressed);
 //! * [`dump`]: what `flogtool dump` prints for each record.
 //!
-//! Nothing here touches the network or a clock; only [`files`] opens files.
+//! * [`logger`]: the in-process [`Logger`] (Python's `log.msg`, history,
+//!   thresholds, incidents, `FLOGFILE`).
+//!
+//! Nothing here touches the network; only [`files`] and [`logger`] open
+//! files, and only [`logger`] reads the clock and starts threads.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod builder;
 pub mod dump;
 pub mod event;
 pub mod files;
 pub mod flogfile;
 pub mod json;
 pub mod level;
+pub mod logger;
 pub mod pyformat;
 pub mod repr;
 pub mod timefmt;
 pub mod value;
 
+pub use builder::EventBuilder;
 pub use event::{format_message, Event, MissingKey};
 pub use flogfile::{FlogReader, FlogWriter, ReadError, ReadLimits, MAGIC};
-pub use value::{Dict, Value};
+pub use logger::{FlushGuard, Logger, ObserverId};
+pub use value::{Dict, Failure, Value};

@@ -2,7 +2,6 @@
 //! --verbose` and `%s`/`%r` print them.
 
 use crate::value::{Dict, Value};
-use std::fmt::Write as _;
 
 /// Python's `repr(float)`: shortest round-trip digits, fixed notation for
 /// decimal exponents -4..16, scientific (`1e+16`, `1.5e-05`) otherwise.
@@ -144,19 +143,14 @@ pub fn repr(v: &Value, out: &mut String) {
             seq(items, out);
             out.push_str("})");
         }
-        Value::Failure(f) => {
-            let _ = write!(
-                out,
-                "<foolscap.call.CopiedFailure {}: {}>",
-                f.type_name, f.value
-            );
-        }
+        Value::Failure(f) => out.push_str(&f.repr_text()),
         Value::Other(r) => out.push_str(r),
     }
 }
 
 /// Python's `repr(bytes)`.
 pub fn bytes_repr(b: &[u8], out: &mut String) {
+    use std::fmt::Write;
     let q = if b.contains(&b'\'') && !b.contains(&b'"') {
         '"'
     } else {
@@ -172,7 +166,7 @@ pub fn bytes_repr(b: &[u8], out: &mut String) {
             b'\t' => out.push_str("\\t"),
             c if c as char == q => {
                 out.push('\\');
-                out.push(q)
+                out.push(q);
             }
             0x20..=0x7e => out.push(c as char),
             c => {
@@ -181,14 +175,6 @@ pub fn bytes_repr(b: &[u8], out: &mut String) {
         }
     }
     out.push(q);
-}
-
-/// Python's `str()` of a (copied) Failure.
-pub fn failure_str(f: &crate::value::Failure) -> String {
-    format!(
-        "[CopiedFailure instance: Traceback from remote host -- {}]",
-        f.traceback
-    )
 }
 
 /// Python's `repr(dict)`.
@@ -221,11 +207,12 @@ pub fn repr_string(v: &Value) -> String {
     s
 }
 
-/// Python's `str(v)`: the text itself for a `str`, `repr` otherwise.
+/// Python's `str(v)`: the text itself for a `str`, the failure's `str`
+/// for a failure, `repr` otherwise.
 pub fn str_string(v: &Value) -> String {
     match v {
         Value::Str(s) => s.clone(),
-        Value::Failure(f) => failure_str(f),
+        Value::Failure(f) => f.str_text(),
         _ => repr_string(v),
     }
 }

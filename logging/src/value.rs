@@ -24,29 +24,76 @@ pub enum Value {
     Tuple(Vec<Value>),
     /// Python `dict` with text keys, in insertion order.
     Dict(Dict),
-    /// Python `bytes`.
+    /// Python `bytes` (the wire's bare STRING). No JSON form: a flogfile
+    /// holds it as an `UnJSONable` record with its `repr` (`b'...'`).
     Bytes(Vec<u8>),
-    /// Python `set`.
+    /// Python `set`, members in the order given (Python prints them in
+    /// hash order). UnJSONable; repr `{1, 2}`, empty `set()`.
     Set(Vec<Value>),
-    /// Python `frozenset`.
+    /// Python `frozenset`. UnJSONable; repr `frozenset({1, 2})`.
     FrozenSet(Vec<Value>),
-    /// A twisted Failure (copyable from the wire, or made locally).
+    /// A twisted `Failure`: one copied from the wire, or made locally (see
+    /// [`Failure`]). JSON: `{"@": "Failure", "str", "repr", "traceback"}`.
     Failure(Box<Failure>),
-    /// Any other value without a JSON form, kept as its Python repr.
+    /// Any other value without a JSON form, kept as its Python `repr`
+    /// (e.g. `Decimal('1.5')`). UnJSONable with that repr.
     Other(String),
 }
 
-/// A twisted Failure as an event carries it.
-#[derive(Clone, Debug, PartialEq)]
+/// A twisted `Failure` as an event carries it: the four attributes of the
+/// `twisted.python.failure.Failure` copyable (all text). Python turns a
+/// received one into a `CopiedFailure`, and so do we: `str`, `repr` and
+/// the traceback in JSON are the ones a `CopiedFailure` gives, whether the
+/// failure came over the wire or was made here from a Rust error.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Failure {
-    /// `str()` of the exception.
+    /// `str()` of the exception (the error's message).
     pub value: String,
-    /// Qualified class name.
+    /// The exception's qualified type name (e.g. `builtins.ValueError`).
     pub type_name: String,
-    /// Formatted traceback text.
+    /// The traceback text.
     pub traceback: String,
-    /// Qualified names of the class and its bases.
+    /// The qualified names of the exception's classes, most derived first.
     pub parents: Vec<String>,
+}
+
+impl Failure {
+    /// A failure made from a Rust error: `value` is its `Display`,
+    /// `type_name` the given name, `traceback` the chain of `source()`s
+    /// (each as a `Caused by:` line) ending with `type_name: value`.
+    pub fn from_error(type_name: &str, err: &(dyn std::error::Error + 'static)) -> Failure {
+        let mut tb = String::from("Traceback (most recent call last):\n");
+        let mut src = err.source();
+        while let Some(e) = src {
+            tb.push_str("  Caused by: ");
+            tb.push_str(&e.to_string());
+            tb.push('\n');
+            src = e.source();
+        }
+        let value = err.to_string();
+        tb.push_str(&format!("{}: {}\n", type_name, value));
+        Failure {
+            value,
+            type_name: type_name.to_owned(),
+            traceback: tb,
+            parents: vec![type_name.to_owned()],
+        }
+    }
+    /// `CopiedFailure.getTraceback()`: what a flogfile holds as `traceback`.
+    pub fn get_traceback(&self) -> String {
+        format!("Traceback from remote host -- {}", self.traceback)
+    }
+    /// `str()` of the (copied) failure.
+    pub fn str_text(&self) -> String {
+        format!("[CopiedFailure instance: {}]", self.get_traceback())
+    }
+    /// `repr()` of the (copied) failure.
+    pub fn repr_text(&self) -> String {
+        format!(
+            "<foolscap.call.CopiedFailure {}: {}>",
+            self.type_name, self.value
+        )
+    }
 }
 
 /// A Python dict with text keys that keeps insertion order; setting an
@@ -169,6 +216,36 @@ impl From<bool> for Value {
 impl From<Dict> for Value {
     fn from(d: Dict) -> Value {
         Value::Dict(d)
+    }
+}
+impl From<Vec<u8>> for Value {
+    fn from(b: Vec<u8>) -> Value {
+        Value::Bytes(b)
+    }
+}
+impl From<&[u8]> for Value {
+    fn from(b: &[u8]) -> Value {
+        Value::Bytes(b.to_vec())
+    }
+}
+impl From<Failure> for Value {
+    fn from(f: Failure) -> Value {
+        Value::Failure(Box::new(f))
+    }
+}
+impl From<usize> for Value {
+    fn from(i: usize) -> Value {
+        Value::Int(i.into())
+    }
+}
+impl From<u32> for Value {
+    fn from(i: u32) -> Value {
+        Value::Int(i.into())
+    }
+}
+impl From<Option<Value>> for Value {
+    fn from(v: Option<Value>) -> Value {
+        v.unwrap_or(Value::None)
     }
 }
 impl From<Vec<Value>> for Value {

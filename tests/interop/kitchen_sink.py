@@ -292,6 +292,8 @@ def main():
     p.add_argument("--listen", default="127.0.0.1")
     p.add_argument("--no-tracebacks", action="store_true",
                    help="Tub.unsafeTracebacks = False: errors say 'Traceback unavailable'")
+    p.add_argument("--logport-furlfile",
+                   help="publish the logport; its FURL is written to this file")
     a = p.parse_args()
     host = a.listen
     if host.startswith("[") and host.endswith("]"):
@@ -301,6 +303,8 @@ def main():
     tub = Tub(certFile=a.certfile) if a.certfile else Tub()
     if a.no_tracebacks:
         tub.unsafeTracebacks = False
+    if a.logport_furlfile:
+        tub.setOption("logport-furlfile", a.logport_furlfile)
     tub.startService()
     serve(tub, KitchenSink(), a.name,
           lambda furl: write_atomically(a.furlfile, furl + "\n"), port=a.port,

@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod interfaces;
+pub mod publisher;
 
 pub use convert::{
     event_from_wire, event_from_wire_in, event_to_wire, value_from_wire, value_from_wire_in,
@@ -15,3 +16,4 @@ pub use interfaces::{
     RILogObserverServer, RILogPublisher, RILogPublisherClient, RILogPublisherServer,
     RISubscription, RISubscriptionClient, RISubscriptionServer, Versions,
 };
+pub use publisher::{LogPublisher, PublisherStats, MAX_IN_FLIGHT, MAX_QUEUE_SIZE};

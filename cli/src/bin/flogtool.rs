@@ -22,6 +22,8 @@ mod create_incident_gatherer;
 mod gatherer;
 #[path = "../flogtool/run_gatherer.rs"]
 mod run_gatherer;
+#[path = "../flogtool/tail.rs"]
+mod tail;
 use foolscap_logging::dump::{DumpOptions, Dumper};
 use foolscap_logging::files;
 use foolscap_logging::flogfile::{ReadError, ReadLimits};
@@ -104,6 +106,8 @@ enum Command {
         /// The incident files (`.flog.bz2`).
         files: Vec<String>,
     },
+    /// Follow the events of a logport (a FURL, a file holding it, or a node directory).
+    Tail(tail::TailArgs),
 }
 
 fn parse_mode(s: &str) -> Result<TimeMode, String> {
@@ -188,6 +192,7 @@ fn main() -> ExitCode {
             verbose,
             files,
         } => classify::run(&classifier_directory, verbose, &files),
+        Command::Tail(args) => tail::run(args),
     }
 }
 
