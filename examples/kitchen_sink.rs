@@ -1484,6 +1484,9 @@ struct Options {
     no_tracebacks: bool,
     /// `--logport-furlfile FILE`: publish the logport, its FURL written there.
     logport_furlfile: Option<String>,
+    /// `--log-gatherer-furl FURL` (repeatable): Python's Tub option
+    /// log-gatherer-furl, the logport offered to these gatherers.
+    log_gatherer_furls: Vec<String>,
 }
 
 const USAGE: &str = "usage: kitchen_sink FURLFILE [--port N] [--name SWISSNUM] \
@@ -1504,6 +1507,7 @@ fn parse_options() -> Result<Options, String> {
         driver: Driver::Mio,
         no_tracebacks: false,
         logport_furlfile: None,
+        log_gatherer_furls: Vec::new(),
     };
     let mut furl_file = None;
     let mut argv = std::env::args().skip(1);
@@ -1545,6 +1549,7 @@ fn parse_options() -> Result<Options, String> {
             "--name" => opts.name = value.clone(),
             "--certfile" => opts.cert_file = Some(value.clone()),
             "--logport-furlfile" => opts.logport_furlfile = Some(value.clone()),
+            "--log-gatherer-furl" => opts.log_gatherer_furls.push(value.clone()),
             "--max-seconds" => {
                 opts.max_seconds = value
                     .parse()
@@ -1634,6 +1639,10 @@ fn serve(opts: &Options, tub: &Tub) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(path) = &opts.logport_furlfile {
         // Python's Tub option logport-furlfile
         tub.set_logport_furlfile(path)?;
+    }
+    if !opts.log_gatherer_furls.is_empty() {
+        // Python's Tub option log-gatherer-furl
+        tub.set_log_gatherer_furl(&opts.log_gatherer_furls)?;
     }
     let furl = tub.register(Arc::new(KitchenSink::new()), Some(&opts.name))?;
     write_atomically(&opts.furl_file, &format!("{furl}\n"))?;

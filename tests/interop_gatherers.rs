@@ -304,7 +304,8 @@ impl WaitOrKill for Child {
     }
 }
 
-/// The one `from-*---to-present.flog` of a log gatherer directory.
+/// The newest `from-*---to-present.flog` of a log gatherer directory (a
+/// gatherer stopped leaves its file with that name too).
 fn current_file(dir: &Path) -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -314,8 +315,8 @@ fn current_file(dir: &Path) -> PathBuf {
             n.starts_with("from-") && n.ends_with("---to-present.flog")
         })
         .collect();
-    assert_eq!(found.len(), 1, "{found:?}");
-    found.pop().unwrap()
+    found.sort();
+    found.pop().expect("a from-*---to-present.flog file")
 }
 
 /// `flogtool dump ARGS FILE` by Python's and by ours: identical output
@@ -577,4 +578,163 @@ fn create_commands_match_pythons() {
         let _ = std::fs::remove_dir_all(dir.path().join("py"));
         let _ = std::fs::remove_dir_all(dir.path().join("rsq"));
     }
+}
+
+// ------------------------------------------------------------ a Rust node
+
+/// An event of the process's logger (Python's `log.msg(message, **kw)`).
+fn rust_msg(message: &str, level: i64, extra: &[(&str, foolscap_logging::Value)]) -> i64 {
+    let mut d = foolscap_logging::Dict::new();
+    d.insert("message", message);
+    d.insert("level", level);
+    for (k, v) in extra {
+        d.insert(*k, v.clone());
+    }
+    foolscap_logging::Logger::global().msg(d) as i64
+}
+
+/// Every event record of a log gatherer's files with `num` in the range,
+/// without `rx_time`.
+fn records(dir: &Path, from: &str, nums: std::ops::RangeInclusive<i64>) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(current_file(dir))
+        .unwrap()
+        .lines()
+        .skip(2)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["from"] == from)
+        .filter(|r| r["d"]["num"].as_i64().is_some_and(|n| nums.contains(&n)))
+        .map(|mut r| {
+            r.as_object_mut().unwrap().remove("rx_time");
+            r
+        })
+        .collect()
+}
+
+/// A Rust Tub with `set_log_gatherer_furl` reporting to Python's log and
+/// incident gatherers and to ours at once: the same records in both log
+/// gatherers' files, the same incident saved and classified by both
+/// incident gatherers; then both log gatherers restart and the node
+/// reconnects to each and reports again.
+#[test]
+fn rust_node_to_pythons_and_our_gatherers() {
+    use foolscap_logging::Value as L;
+    let dir = TempDir::new("rustnode");
+    let logdir = dir.path().join("logdir");
+    foolscap_logging::Logger::global().set_log_dir(&logdir).unwrap();
+    let (pyl, rsl, pyi, rsi) = (
+        dir.path().join("pyl"),
+        dir.path().join("rsl"),
+        dir.path().join("pyi"),
+        dir.path().join("rsi"),
+    );
+    create(Side::Python, Kind::Log, &pyl, &[]);
+    create(Side::Rust, Kind::Log, &rsl, &[]);
+    create(Side::Python, Kind::Incident, &pyi, &[]);
+    create(Side::Rust, Kind::Incident, &rsi, &[]);
+    classifier(&pyi);
+    classifier(&rsi);
+    let gpl = Gatherer::start(Side::Python, &pyl);
+    let grl = Gatherer::start(Side::Rust, &rsl);
+    let mut gpi = Gatherer::start(Side::Python, &pyi);
+    let mut gri = Gatherer::start(Side::Rust, &rsi);
+
+    let tub = foolscap::threads::new_tub().unwrap();
+    let furls = [&gpl.furl, &grl.furl, &gpi.furl, &gri.furl];
+    tub.set_log_gatherer_furl(furls).unwrap();
+    // the gatherers are offered the logport once the Tub has a location
+    tub.listen("127.0.0.1:0").unwrap();
+    let tubid = tub.tubid().to_string();
+    let publisher = tub.logport();
+    wait_for("four subscriptions", || {
+        let s = publisher.stats();
+        (s.subscriptions == 2 && s.incident_subscriptions == 2).then_some(())
+    });
+    for g in [&mut gpi, &mut gri] {
+        g.expect_line(|l| l == format!("connected to {tubid}, last known incident is").as_str());
+    }
+
+    let first = rust_msg("first event of the Rust node", 20, &[]);
+    rust_msg(
+        "values",
+        20,
+        &[
+            ("t", L::Tuple(vec![L::from(1i64), L::from("two")])),
+            ("b", L::Bytes(b"raw\xff".to_vec())),
+            ("big", L::Int(num_bigint::BigInt::from(1u128 << 70))),
+            ("f", L::from(1.5)),
+            ("none", L::None),
+            ("u", L::from("h\u{e9}llo \u{2713}")),
+        ],
+    );
+    let last = rust_msg("last event of the batch", 20, &[]);
+    for d in [&pyl, &rsl] {
+        wait_event(d, &tubid, last);
+    }
+    let p = records(&pyl, &tubid, first..=last);
+    let r = records(&rsl, &tubid, first..=last);
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert_eq!(r, p);
+    let dump = dump_both(&current_file(&rsl), &[]);
+    assert!(dump.contains(": first event of the Rust node\n"), "{dump}");
+    dump_both(&current_file(&pyl), &["--verbose"]);
+
+    // an incident: fetched, saved, classified by both incident gatherers
+    rust_msg("before the incident", 20, &[]);
+    rust_msg("something WEIRD happened", 30, &[("facility", L::from("app.incident"))]);
+    let mut saved = Vec::new();
+    for (g, base) in [(&mut gpi, &pyi), (&mut gri, &rsi)] {
+        let line = g.expect_line(|l| l.starts_with("classified incidents/"));
+        let rel = line
+            .strip_prefix("classified ")
+            .and_then(|l| l.strip_suffix(" as [weird]"))
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_string();
+        assert!(rel.starts_with(&format!("incidents/{tubid}/incident-")), "{rel}");
+        assert_eq!(
+            std::fs::read_to_string(base.join("classified/weird")).unwrap(),
+            format!("{rel}\n")
+        );
+        saved.push(base.join(&rel));
+    }
+    // both saved files hold the same records (but rx_time)
+    let events = |f: &Path| -> Vec<serde_json::Value> {
+        let text = dump_both(f, &["--verbose"]);
+        text.lines().map(|l| serde_json::Value::String(l.to_string())).collect()
+    };
+    assert_eq!(events(&saved[0]), events(&saved[1]));
+
+    // restart both log gatherers: the node reconnects to each
+    gpl.stop();
+    grl.stop();
+    wait_for("the subscriptions to end", || (publisher.stats().subscriptions == 0).then_some(()));
+    let gpl = Gatherer::start(Side::Python, &pyl);
+    let grl = Gatherer::start(Side::Rust, &rsl);
+    wait_for("the node to reconnect", || (publisher.stats().subscriptions == 2).then_some(()));
+    let again = rust_msg("after the restart", 20, &[]);
+    for d in [&pyl, &rsl] {
+        wait_event(d, &tubid, again);
+    }
+    tub.shutdown();
+    for g in [gpl, grl, gpi, gri] {
+        g.stop();
+    }
+}
+
+/// The kitchen sinks' `--log-gatherer-furl`: each offers its logport to our
+/// incident gatherer, which subscribes (it prints the node's tubid).
+#[test]
+fn kitchen_sinks_offer_their_logport() {
+    let dir = TempDir::new("kitchen-gatherer");
+    let base = dir.path().join("g");
+    create(Side::Rust, Kind::Incident, &base, &[]);
+    let mut g = Gatherer::start(Side::Rust, &base);
+    let furl = g.furl.clone();
+    for server in [
+        common::process::Server::rust("threads", &["--log-gatherer-furl", &furl]),
+        common::process::Server::python(&["--log-gatherer-furl", &furl]),
+    ] {
+        let tubid = server.furl["pb://".len().."pb://".len() + 32].to_string();
+        g.expect_line(|l| l == format!("connected to {tubid}, last known incident is").as_str());
+    }
+    g.stop();
 }

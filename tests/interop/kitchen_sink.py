@@ -294,6 +294,8 @@ def main():
                    help="Tub.unsafeTracebacks = False: errors say 'Traceback unavailable'")
     p.add_argument("--logport-furlfile",
                    help="publish the logport; its FURL is written to this file")
+    p.add_argument("--log-gatherer-furl", action="append",
+                   help="Tub option log-gatherer-furl (repeatable)")
     a = p.parse_args()
     host = a.listen
     if host.startswith("[") and host.endswith("]"):
@@ -305,6 +307,8 @@ def main():
         tub.unsafeTracebacks = False
     if a.logport_furlfile:
         tub.setOption("logport-furlfile", a.logport_furlfile)
+    if a.log_gatherer_furl:
+        tub.setOption("log-gatherer-furl", a.log_gatherer_furl)
     tub.startService()
     serve(tub, KitchenSink(), a.name,
           lambda furl: write_atomically(a.furlfile, furl + "\n"), port=a.port,
