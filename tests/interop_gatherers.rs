@@ -738,3 +738,99 @@ fn kitchen_sinks_offer_their_logport() {
     }
     g.stop();
 }
+
+// ------------------------------------------------------------ node side, in-process
+
+/// A gatherer that records each `logport` call: (wants an answer, nodeid,
+/// publisher's interface name, publisher's FURL).
+struct Recorder(std::sync::Mutex<Vec<(bool, Vec<u8>, String, String)>>);
+
+impl foolscap::Object for Recorder {
+    fn interface(&self) -> &str {
+        "RILogGatherer.foolscap.lothar.com"
+    }
+    fn call(&self, call: foolscap::Call) {
+        let nodeid = call
+            .arg(0, "nodeid")
+            .and_then(|v| v.as_bytes())
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        let (iface, furl) = match call.arg(1, "logport").and_then(foolscap::app::as_remote) {
+            Some(r) => (
+                String::from_utf8_lossy(r.interface()).into_owned(),
+                r.furl().map(|f| String::from_utf8_lossy(f).into_owned()).unwrap_or_default(),
+            ),
+            None => (String::new(), String::new()),
+        };
+        self.0
+            .lock()
+            .unwrap()
+            .push((call.wants_answer(), nodeid, iface, furl));
+        call.answer(foolscap::value::Value::None)
+    }
+}
+
+/// `set_log_gatherer_furlfile` (one FURL a line, blank lines ignored) and
+/// `set_log_gatherer_furl`: nothing before the Tub has a location; then
+/// `logport(<tubid bytes>, <publisher announced as RILogPublisher, with
+/// the logport's FURL>)` with reqID 0 to each gatherer, and again on every
+/// reconnection; a missing furl file means no gatherer; a malformed FURL
+/// is refused.
+#[test]
+fn node_offers_its_logport_once_it_has_a_location_and_after_each_reconnection() {
+    use std::sync::Arc;
+    let dir = TempDir::new("nodeside");
+    let gatherer_tub = foolscap::threads::new_tub().unwrap();
+    gatherer_tub.listen("127.0.0.1:0").unwrap();
+    let (a, b) = (
+        Arc::new(Recorder(Default::default())),
+        Arc::new(Recorder(Default::default())),
+    );
+    let furl_a = gatherer_tub.register(a.clone(), None).unwrap();
+    let furl_b = gatherer_tub.register(b.clone(), None).unwrap();
+    let furlfile = dir.path().join("gatherers");
+    std::fs::write(&furlfile, format!("\n{furl_a}\n\n  {furl_b}  \n\n")).unwrap();
+
+    let node = foolscap::threads::new_tub().unwrap();
+    assert!(node.set_log_gatherer_furl(["pb://not-a-furl"]).is_err());
+    node.set_log_gatherer_furlfile(&furlfile);
+    node.set_log_gatherer_furlfile(dir.path().join("missing"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(a.0.lock().unwrap().is_empty(), "offered before the location");
+    node.set_location(&["tcp:127.0.0.1:1"]);
+    let tubid = node.tubid().to_string();
+    let logport = node.logport_furl().unwrap().to_string();
+    for r in [&a, &b] {
+        wait_for("the logport offer", || (r.0.lock().unwrap().len() == 1).then_some(()));
+        let got = r.0.lock().unwrap()[0].clone();
+        assert_eq!(
+            got,
+            (
+                false,
+                tubid.as_bytes().to_vec(),
+                "RILogPublisher.foolscap.lothar.com".to_string(),
+                logport.clone()
+            )
+        );
+    }
+    // the gatherer's Tub stops and comes back (same key, port and names):
+    // the node reconnects and offers again
+    let port = furl_a.tcp_hints().next().unwrap().1;
+    let cert = gatherer_tub.identity().to_cert_file();
+    gatherer_tub.shutdown();
+    let identity = foolscap::identity::Identity::from_cert_file(cert).unwrap();
+    let again = foolscap::threads::tub(identity, foolscap::TubConfig::default()).unwrap();
+    again.listen(("127.0.0.1", port)).unwrap();
+    let (a2, b2) = (
+        Arc::new(Recorder(Default::default())),
+        Arc::new(Recorder(Default::default())),
+    );
+    again.register(a2.clone(), Some(&furl_a.swissnum)).unwrap();
+    again.register(b2.clone(), Some(&furl_b.swissnum)).unwrap();
+    for r in [&a2, &b2] {
+        wait_for("the offer after reconnecting", || (r.0.lock().unwrap().len() == 1).then_some(()));
+        assert_eq!(r.0.lock().unwrap()[0].3, logport, "the logport FURL stays");
+    }
+    node.shutdown();
+    again.shutdown();
+}

@@ -21,7 +21,7 @@ use crate::{Error, Reconnector, Tub};
 #[derive(Default)]
 pub(crate) struct LogGatherers {
     furls: Vec<String>,
-    furlfile: Option<PathBuf>,
+    furlfiles: Vec<PathBuf>,
     started: HashSet<String>,
     reconnectors: Vec<Reconnector>,
 }
@@ -61,25 +61,29 @@ impl Tub {
 
     /// Python's Tub option `log-gatherer-furlfile`: the gatherer FURLs of
     /// this file (one per line, blank lines ignored), read once the Tub has
-    /// a location; a missing file means no gatherer.
+    /// a location; a missing file means no gatherer. (Python takes one such
+    /// file; each call here adds one.)
     pub fn set_log_gatherer_furlfile(&self, path: impl AsRef<Path>) {
-        self.lock().log_gatherers.furlfile = Some(path.as_ref().to_path_buf());
+        self.lock()
+            .log_gatherers
+            .furlfiles
+            .push(path.as_ref().to_path_buf());
         self.connect_to_log_gatherers();
     }
 
     /// Starts a reconnector for each gatherer FURL not yet started, if the
     /// Tub has a location (called again when it gets one).
     pub(crate) fn connect_to_log_gatherers(&self) {
-        let (furls, furlfile) = {
+        let (furls, furlfiles) = {
             let st = self.lock();
             if st.core.location().is_empty() || st.shutdown {
                 return;
             }
             let g = &st.log_gatherers;
-            (g.furls.clone(), g.furlfile.clone())
+            (g.furls.clone(), g.furlfiles.clone())
         };
         let mut all = furls;
-        if let Some(path) = furlfile {
+        for path in furlfiles {
             all.extend(read_furlfile(&path));
         }
         for furl in all {
