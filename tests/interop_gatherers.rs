@@ -36,8 +36,14 @@ fn flogtool() -> &'static Path {
         let release = dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(repo_root())
-            .args(["build", "-q", "-p", "foolscap-cli", "--bin", "flogtool"]);
+        cmd.current_dir(repo_root()).args([
+            "build",
+            "-q",
+            "-p",
+            "foolscap-cli",
+            "--bin",
+            "flogtool",
+        ]);
         if release {
             cmd.arg("--release");
         }
@@ -129,8 +135,7 @@ struct Gatherer {
 impl Gatherer {
     /// Runs the directory with our `run-gatherer` or Python's twistd.
     fn start(side: Side, dir: &Path) -> Gatherer {
-        let _ = std::fs::remove_file(dir.join("twistd.log"));
-        let mut cmd = match side {
+        let cmd = match side {
             Side::Rust => {
                 let mut c = Command::new(flogtool());
                 c.arg("run-gatherer").arg(dir);
@@ -143,6 +148,11 @@ impl Gatherer {
                 c
             }
         };
+        Self::start_command(cmd, dir)
+    }
+
+    /// Runs `cmd`, a gatherer of `dir`.
+    fn start_command(mut cmd: Command, dir: &Path) -> Gatherer {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -375,7 +385,10 @@ fn python_node_to_log_gatherer(creator: Side, runner: Side) {
     assert!(header["header"]["start"].is_f64());
     let dump = dump_both(&file, &[]);
     let short = &node.tubid[..8];
-    assert!(dump.starts_with('\n'), "a gatherer file's dump starts empty: {dump}");
+    assert!(
+        dump.starts_with('\n'),
+        "a gatherer file's dump starts empty: {dump}"
+    );
     assert!(dump.contains(&format!("{short}#{a} ")), "{dump}");
     assert!(dump.contains(": after the subscription\n"), "{dump}");
     assert!(dump.contains(&format!("{short}#{b} ")), "{dump}");
@@ -424,7 +437,11 @@ fn both_log_gatherers_write_the_same_records() {
             .lines()
             .skip(2)
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|r| r["d"]["num"].as_i64().is_some_and(|n| n >= first && n <= last))
+            .filter(|r| {
+                r["d"]["num"]
+                    .as_i64()
+                    .is_some_and(|n| n >= first && n <= last)
+            })
             .map(|mut r| {
                 r.as_object_mut().unwrap().remove("rx_time");
                 r
@@ -460,7 +477,9 @@ fn python_node_to_incident_gatherer(creator: Side, runner: Side) {
     g.expect_line(|l| l == format!("connected to {tubid}, last known incident is ").trim_end());
     // an incident recorded while the subscription is being made would be
     // announced twice by Python's publisher (in the catch-up, and live)
-    wait_for("the incident subscription", || (node.command("subscribers") == 1).then_some(()));
+    wait_for("the incident subscription", || {
+        (node.command("subscribers") == 1).then_some(())
+    });
     node.command("msg before the incident");
     node.command("incident something WEIRD happened");
     let classified = g.expect_line(|l| l.starts_with("classified incidents/"));
@@ -554,7 +573,11 @@ fn create_commands_match_pythons() {
             cmd.current_dir(dir.path()).arg(sub).args(args).arg(name);
             output(cmd)
         };
-        let args = [&["--port=tcp:3999", "--location=tcp:example.org:3999"][..], extra].concat();
+        let args = [
+            &["--port=tcp:3999", "--location=tcp:example.org:3999"][..],
+            extra,
+        ]
+        .concat();
         let (pok, pout, _) = run(Side::Python, "py", &args);
         let (rok, rout, _) = run(Side::Rust, "rs", &args);
         assert!(pok && rok);
@@ -571,7 +594,10 @@ fn create_commands_match_pythons() {
         // --location is mandatory: exit 1, the message on stdout
         let (ok, out, _) = run(Side::Rust, "none", &[]);
         assert!(!ok);
-        assert!(out.starts_with("flogtool:  --location= is mandatory"), "{out}");
+        assert!(
+            out.starts_with("flogtool:  --location= is mandatory"),
+            "{out}"
+        );
         let (ok, _, _) = run(Side::Rust, "zero", &["--port=tcp:0", "--location=tcp:h:1"]);
         assert!(!ok);
         let _ = std::fs::remove_dir_all(dir.path().join("rs"));
@@ -620,7 +646,9 @@ fn rust_node_to_pythons_and_our_gatherers() {
     use foolscap_logging::Value as L;
     let dir = TempDir::new("rustnode");
     let logdir = dir.path().join("logdir");
-    foolscap_logging::Logger::global().set_log_dir(&logdir).unwrap();
+    foolscap_logging::Logger::global()
+        .set_log_dir(&logdir)
+        .unwrap();
     let (pyl, rsl, pyi, rsi) = (
         dir.path().join("pyl"),
         dir.path().join("rsl"),
@@ -680,7 +708,11 @@ fn rust_node_to_pythons_and_our_gatherers() {
 
     // an incident: fetched, saved, classified by both incident gatherers
     rust_msg("before the incident", 20, &[]);
-    rust_msg("something WEIRD happened", 30, &[("facility", L::from("app.incident"))]);
+    rust_msg(
+        "something WEIRD happened",
+        30,
+        &[("facility", L::from("app.incident"))],
+    );
     let mut saved = Vec::new();
     for (g, base) in [(&mut gpi, &pyi), (&mut gri, &rsi)] {
         let line = g.expect_line(|l| l.starts_with("classified incidents/"));
@@ -689,7 +721,10 @@ fn rust_node_to_pythons_and_our_gatherers() {
             .and_then(|l| l.strip_suffix(" as [weird]"))
             .unwrap_or_else(|| panic!("{line}"))
             .to_string();
-        assert!(rel.starts_with(&format!("incidents/{tubid}/incident-")), "{rel}");
+        assert!(
+            rel.starts_with(&format!("incidents/{tubid}/incident-")),
+            "{rel}"
+        );
         assert_eq!(
             std::fs::read_to_string(base.join("classified/weird")).unwrap(),
             format!("{rel}\n")
@@ -699,17 +734,23 @@ fn rust_node_to_pythons_and_our_gatherers() {
     // both saved files hold the same records (but rx_time)
     let events = |f: &Path| -> Vec<serde_json::Value> {
         let text = dump_both(f, &["--verbose"]);
-        text.lines().map(|l| serde_json::Value::String(l.to_string())).collect()
+        text.lines()
+            .map(|l| serde_json::Value::String(l.to_string()))
+            .collect()
     };
     assert_eq!(events(&saved[0]), events(&saved[1]));
 
     // restart both log gatherers: the node reconnects to each
     gpl.stop();
     grl.stop();
-    wait_for("the subscriptions to end", || (publisher.stats().subscriptions == 0).then_some(()));
+    wait_for("the subscriptions to end", || {
+        (publisher.stats().subscriptions == 0).then_some(())
+    });
     let gpl = Gatherer::start(Side::Python, &pyl);
     let grl = Gatherer::start(Side::Rust, &rsl);
-    wait_for("the node to reconnect", || (publisher.stats().subscriptions == 2).then_some(()));
+    wait_for("the node to reconnect", || {
+        (publisher.stats().subscriptions == 2).then_some(())
+    });
     let again = rust_msg("after the restart", 20, &[]);
     for d in [&pyl, &rsl] {
         wait_event(d, &tubid, again);
@@ -758,7 +799,9 @@ impl foolscap::Object for Recorder {
         let (iface, furl) = match call.arg(1, "logport").and_then(foolscap::app::as_remote) {
             Some(r) => (
                 String::from_utf8_lossy(r.interface()).into_owned(),
-                r.furl().map(|f| String::from_utf8_lossy(f).into_owned()).unwrap_or_default(),
+                r.furl()
+                    .map(|f| String::from_utf8_lossy(f).into_owned())
+                    .unwrap_or_default(),
             ),
             None => (String::new(), String::new()),
         };
@@ -796,12 +839,17 @@ fn node_offers_its_logport_once_it_has_a_location_and_after_each_reconnection() 
     node.set_log_gatherer_furlfile(&furlfile);
     node.set_log_gatherer_furlfile(dir.path().join("missing"));
     std::thread::sleep(Duration::from_millis(300));
-    assert!(a.0.lock().unwrap().is_empty(), "offered before the location");
+    assert!(
+        a.0.lock().unwrap().is_empty(),
+        "offered before the location"
+    );
     node.set_location(&["tcp:127.0.0.1:1"]);
     let tubid = node.tubid().to_string();
     let logport = node.logport_furl().unwrap().to_string();
     for r in [&a, &b] {
-        wait_for("the logport offer", || (r.0.lock().unwrap().len() == 1).then_some(()));
+        wait_for("the logport offer", || {
+            (r.0.lock().unwrap().len() == 1).then_some(())
+        });
         let got = r.0.lock().unwrap()[0].clone();
         assert_eq!(
             got,
@@ -828,9 +876,119 @@ fn node_offers_its_logport_once_it_has_a_location_and_after_each_reconnection() 
     again.register(a2.clone(), Some(&furl_a.swissnum)).unwrap();
     again.register(b2.clone(), Some(&furl_b.swissnum)).unwrap();
     for r in [&a2, &b2] {
-        wait_for("the offer after reconnecting", || (r.0.lock().unwrap().len() == 1).then_some(()));
+        wait_for("the offer after reconnecting", || {
+            (r.0.lock().unwrap().len() == 1).then_some(())
+        });
         assert_eq!(r.0.lock().unwrap()[0].3, logport, "the logport FURL stays");
     }
     node.shutdown();
     again.shutdown();
+}
+
+// ------------------------------------------------------------ rotation, limits
+
+/// Names of the rotated files of a log gatherer directory.
+fn rotated(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("from-") && !n.contains("---to-present"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Checks a rotated file's name: `from-<T0>---to-<T1>.flog[.bz2]` with
+/// Python's time format.
+fn check_rotated_name(name: &str, bz2: bool) {
+    let time = "2026-12-06--15-27-07Z".len();
+    let rest = name.strip_prefix("from-").unwrap();
+    assert_eq!(&rest[time..time + 6], "---to-", "{name}");
+    let suffix = &rest[2 * time + 6..];
+    assert_eq!(suffix, if bz2 { ".flog.bz2" } else { ".flog" }, "{name}");
+}
+
+/// SIGHUP rotates our log gatherer's file (as Python's): the old file is
+/// renamed `from-T0---to-T1.flog` and, with `--bzip`, compressed by the
+/// bzip2 program; events after it go to the new file; both read by
+/// Python's dump.
+#[test]
+fn our_log_gatherer_rotates_on_sighup_and_compresses() {
+    let dir = TempDir::new("rotate");
+    let base = dir.path().join("g");
+    create(Side::Rust, Kind::Log, &base, &["--bzip"]);
+    let g = Gatherer::start(Side::Rust, &base);
+    let mut node = PyNode::start(&[&g.furl], None);
+    until_subscribed(&mut node, &base);
+    let before = node.command("msg before the rotation");
+    wait_event(&base, &node.tubid, before);
+    let status = Command::new("kill")
+        .args(["-HUP", &g.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let names = wait_for("the rotated file", || {
+        let r = rotated(&base);
+        (r.len() == 1 && r[0].ends_with(".bz2")).then_some(r)
+    });
+    check_rotated_name(&names[0], true);
+    let old = dump_both(&base.join(&names[0]), &[]);
+    assert!(old.contains(": before the rotation\n"), "{old}");
+    let after = node.command("msg after the rotation");
+    wait_event(&base, &node.tubid, after);
+    let new = dump_both(&current_file(&base), &[]);
+    assert!(new.contains(": after the rotation\n"), "{new}");
+    assert!(!new.contains("before the rotation"), "{new}");
+    drop(node);
+    g.stop();
+}
+
+/// `--rotate=N` in a directory made by Python's create-gatherer: our
+/// gatherer reads it from Python's tac and rotates on its own.
+#[test]
+fn our_log_gatherer_rotates_on_the_timer_of_a_python_tac() {
+    let dir = TempDir::new("rotate-timer");
+    let base = dir.path().join("g");
+    create(Side::Python, Kind::Log, &base, &["--rotate=1"]);
+    let g = Gatherer::start(Side::Rust, &base);
+    let names = wait_for("two rotations", || {
+        let r = rotated(&base);
+        (r.len() >= 2).then_some(r)
+    });
+    for n in &names {
+        check_rotated_name(n, false);
+        // each holds the magic line and the gatherer header
+        let dump = dump_both(&base.join(n), &[]);
+        assert_eq!(dump, "\n");
+    }
+    g.stop();
+}
+
+/// A node sending an event bigger than the gatherer's
+/// `--max-message-bytes`: that message is discarded, the gatherer lives
+/// on and keeps gathering another node's events.
+#[test]
+fn an_event_over_the_limit_is_discarded_and_the_gatherer_lives_on() {
+    let dir = TempDir::new("limits");
+    let base = dir.path().join("g");
+    create(Side::Rust, Kind::Log, &base, &[]);
+    let mut cmd = Command::new(flogtool());
+    cmd.args(["run-gatherer", "--max-message-bytes=100000"])
+        .arg(&base);
+    let mut g = Gatherer::start_command(cmd, &base);
+    let mut big = PyNode::start(&[&g.furl], None);
+    until_subscribed(&mut big, &base);
+    let n = big.command(&format!("msg {}", "x".repeat(400_000)));
+    let mut small = PyNode::start(&[&g.furl], None);
+    until_subscribed(&mut small, &base);
+    let m = small.command("msg still gathering");
+    wait_event(&base, &small.tubid, m);
+    let text = std::fs::read_to_string(current_file(&base)).unwrap();
+    assert!(!text.contains(&"x".repeat(1000)), "the big event was kept");
+    assert!(g.child.try_wait().unwrap().is_none(), "the gatherer died");
+    let _ = n;
+    drop(big);
+    drop(small);
+    g.expect_line(|l| l.starts_with("Gatherer waiting at"));
+    g.stop();
 }

@@ -50,7 +50,10 @@ impl Tub {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let furls: Vec<String> = furls.into_iter().map(|f| f.as_ref().trim().to_string()).collect();
+        let furls: Vec<String> = furls
+            .into_iter()
+            .map(|f| f.as_ref().trim().to_string())
+            .collect();
         for f in &furls {
             Furl::parse(f)?;
         }

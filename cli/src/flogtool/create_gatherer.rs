@@ -82,7 +82,9 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(l) => l,
         Err(msg) => {
             println!("{msg}");
-            println!("Usage: flogtool create-gatherer [options] --location=HINTS GATHERER_DIRECTORY");
+            println!(
+                "Usage: flogtool create-gatherer [options] --location=HINTS GATHERER_DIRECTORY"
+            );
             return ExitCode::from(1);
         }
     };

@@ -51,9 +51,7 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(l) => l,
         Err(msg) => {
             println!("{msg}");
-            println!(
-                "Usage: flogtool create-incident-gatherer [options] --location=HINTS BASEDIR"
-            );
+            println!("Usage: flogtool create-incident-gatherer [options] --location=HINTS BASEDIR");
             return ExitCode::from(1);
         }
     };
@@ -64,7 +62,11 @@ pub fn run(args: &Args) -> ExitCode {
     }
     if !args.quiet {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "Incident Gatherer created in directory {}", args.basedir);
+        let _ = writeln!(
+            out,
+            "Incident Gatherer created in directory {}",
+            args.basedir
+        );
         let _ = writeln!(
             out,
             "Now run '(cd {} && twistd -y gatherer.tac)' to launch the daemon",

@@ -204,9 +204,13 @@ impl Object for LogGathererObject {
         // no catch-up: the events from now on; the subscription's
         // reference is dropped (the subscription lasts as long as the
         // connection)
-        let sent = tub.call_async(&publisher, "subscribe_to_all", &[observer], &[], move |_| {
-            call.answer(WireValue::None)
-        });
+        let sent = tub.call_async(
+            &publisher,
+            "subscribe_to_all",
+            &[observer],
+            &[],
+            move |_| call.answer(WireValue::None),
+        );
         if let Err(e) = sent {
             println!("GATHERER: cannot subscribe: {e}");
         }
@@ -232,8 +236,14 @@ impl Object for LogObserver {
                 let cx = Context::for_call(&call.args, &call.kwargs, None);
                 match call.arg(0, "logmsg").map(|v| event_from_wire_in(v, &cx)) {
                     Some(Ok(e)) => self.gatherer.write(&self.nodeid, &e),
-                    Some(Err(e)) => println!("GATHERER: unable to serialize an event from {}: {e}", self.nodeid),
-                    None => println!("GATHERER: a msg call from {} without its event", self.nodeid),
+                    Some(Err(e)) => println!(
+                        "GATHERER: unable to serialize an event from {}: {e}",
+                        self.nodeid
+                    ),
+                    None => println!(
+                        "GATHERER: a msg call from {} without its event",
+                        self.nodeid
+                    ),
                 }
                 call.answer(WireValue::None)
             }
@@ -426,9 +436,13 @@ impl Object for IncidentGathererObject {
             (Text::from("catch_up"), WireValue::Bool(true)),
             (Text::from("since"), WireValue::bytes(latest.as_bytes())),
         ];
-        let sent = tub.call_async(&publisher, "subscribe_to_incidents", &[local], &kwargs, move |_| {
-            call.answer(WireValue::None)
-        });
+        let sent = tub.call_async(
+            &publisher,
+            "subscribe_to_incidents",
+            &[local],
+            &kwargs,
+            move |_| call.answer(WireValue::None),
+        );
         if let Err(e) = sent {
             println!("cannot subscribe to incidents: {e}");
         }
@@ -494,7 +508,10 @@ impl IncidentObserver {
                     }
                     Err(e) => println!("get_incident({n}) failed: {e}"),
                 }
-                me.state.lock().unwrap_or_else(|e| e.into_inner()).outstanding = false;
+                me.state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .outstanding = false;
                 me.fetch_next();
             },
         );
@@ -503,7 +520,9 @@ impl IncidentObserver {
     /// Saves `(header, events)` as `<name>.flog.bz2`, updates `latest`,
     /// classifies it.
     fn save(&self, name: &str, answer: &WireValue) -> Result<(), String> {
-        let parts = answer.as_seq().ok_or("the answer is not a (header, events) pair")?;
+        let parts = answer
+            .as_seq()
+            .ok_or("the answer is not a (header, events) pair")?;
         let [header, events] = parts else {
             return Err("the answer is not a (header, events) pair".into());
         };
@@ -513,7 +532,9 @@ impl IncidentObserver {
             Ok(_) => return Err("the incident's header is not a dict".into()),
             Err(e) => return Err(format!("the incident's header: {e}")),
         };
-        let events = events.as_seq().ok_or("the incident's events are not a list")?;
+        let events = events
+            .as_seq()
+            .ok_or("the incident's events are not a list")?;
         let rx_time = now();
         let path = self.dir.join(format!("{name}.flog.bz2"));
         let tmp = self.dir.join(format!("{name}.flog.bz2.tmp"));
@@ -580,5 +601,41 @@ impl Object for IncidentObserverObject {
             // done_with_incident_catchup, and anything else: None
             call.answer(WireValue::None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incident_names_that_could_leave_the_node_directory_are_refused() {
+        assert!(safe_name("incident-2026-12-06--15-48-04Z-d4xlini"));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            &"x".repeat(256),
+        ] {
+            assert!(!safe_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn file_times_in_pythons_format() {
+        // 1796572047.5 is 2026-12-06 15:47:27.5 UTC
+        assert_eq!(format_time(1796572047.5), "2026-12-06--15-47-27Z");
+        assert_eq!(format_time(0.0), "1970-01-01--00-00-00Z");
+    }
+
+    #[test]
+    fn limits_defaults() {
+        let l = GathererLimits::default();
+        assert_eq!(l.max_message_bytes, 64 << 20);
+        assert_eq!(l.max_queued_incidents, 1000);
     }
 }

@@ -54,9 +54,7 @@ pub fn parse_tac(text: &str) -> Option<Kind> {
     let setting = |names: &[&str]| -> Option<String> {
         text.lines().find_map(|l| {
             let (k, v) = l.split_once('=')?;
-            names
-                .contains(&k.trim())
-                .then(|| v.trim().to_string())
+            names.contains(&k.trim()).then(|| v.trim().to_string())
         })
     };
     let rotate = setting(&["rotate", "ROTATE_SECONDS"])
@@ -199,7 +197,13 @@ fn serve(args: &Args) -> Result<(), String> {
         g.classify_stored().map_err(|e| e.to_string())?;
     }
 
-    if let (Some(g), Kind::Log { rotate: Some(secs), .. }) = (&log_gatherer, &kind) {
+    if let (
+        Some(g),
+        Kind::Log {
+            rotate: Some(secs), ..
+        },
+    ) = (&log_gatherer, &kind)
+    {
         let g = g.clone();
         let period = Duration::from_secs(*secs);
         std::thread::spawn(move || loop {
