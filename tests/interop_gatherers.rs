@@ -782,9 +782,12 @@ fn kitchen_sinks_offer_their_logport() {
 
 // ------------------------------------------------------------ node side, in-process
 
-/// A gatherer that records each `logport` call: (wants an answer, nodeid,
+/// One `logport` call as a gatherer saw it: (wants an answer, nodeid,
 /// publisher's interface name, publisher's FURL).
-struct Recorder(std::sync::Mutex<Vec<(bool, Vec<u8>, String, String)>>);
+type Offer = (bool, Vec<u8>, String, String);
+
+/// A gatherer that records each `logport` call.
+struct Recorder(std::sync::Mutex<Vec<Offer>>);
 
 impl foolscap::Object for Recorder {
     fn interface(&self) -> &str {
