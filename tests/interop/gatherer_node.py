@@ -11,6 +11,9 @@ stdout:
                    --logdir (its file is complete some seconds later)  -> {"num": N}
     shapes         one event of each value shape (tuple, bytes, big int,
                    float, None, bool, nested dict, unicode)           -> {"num": N}
+    flood N        N events of about 1 KB, at most 2000 at a time in the
+                   publisher's queue (Python drops the newest past that)
+                                                                   -> {"num": last}
     subscribers    how many incident subscriptions the node serves -> {"num": N}
     quit           stops
 
@@ -58,6 +61,11 @@ def main():
             emit({"num": log.msg("shapes %(n)d", n=7, t=(1, "two"), b=b"raw\xff",
                                  big=2 ** 70, f=1.5, none=None, yes=True,
                                  nested={"k": [1, {"x": "y"}]}, u="h\u00e9llo \u2713")})
+        elif word == "flood":
+            num = None
+            for i in range(int(rest)):
+                num = log.msg("flood %d %s" % (i, "y" * 1000))
+            emit({"num": num})
         elif word == "subscribers":
             emit({"num": len(log.theLogger._immediate_incident_observers)})
         elif word == "quit":
