@@ -1492,11 +1492,16 @@ struct Options {
     driver: Driver,
     /// `--no-tracebacks`: Python's `Tub.unsafeTracebacks = False`.
     no_tracebacks: bool,
+    /// `--logport-furlfile FILE`: publish the logport, its FURL written there.
+    logport_furlfile: Option<String>,
+    /// `--log-gatherer-furl FURL` (repeatable): Python's Tub option
+    /// log-gatherer-furl, the logport offered to these gatherers.
+    log_gatherer_furls: Vec<String>,
 }
 
 const USAGE: &str = "usage: kitchen_sink FURLFILE [--port N] [--name SWISSNUM] \
                      [--certfile PEM] [--max-seconds S] [--driver mio|threads|tokio] \
-                     [--listen HOST] [--no-tracebacks]";
+                     [--listen HOST] [--no-tracebacks] [--logport-furlfile FILE]";
 
 /// The time `--max-seconds` leaves the mio runtime for answers already due.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -1511,6 +1516,8 @@ fn parse_options() -> Result<Options, String> {
         max_seconds: 3600.0,
         driver: Driver::Mio,
         no_tracebacks: false,
+        logport_furlfile: None,
+        log_gatherer_furls: Vec::new(),
     };
     let mut furl_file = None;
     let mut argv = std::env::args().skip(1);
@@ -1551,6 +1558,8 @@ fn parse_options() -> Result<Options, String> {
             }
             "--name" => opts.name = value.clone(),
             "--certfile" => opts.cert_file = Some(value.clone()),
+            "--logport-furlfile" => opts.logport_furlfile = Some(value.clone()),
+            "--log-gatherer-furl" => opts.log_gatherer_furls.push(value.clone()),
             "--max-seconds" => {
                 opts.max_seconds = value
                     .parse()
@@ -1637,6 +1646,14 @@ fn serve(opts: &Options, tub: &Tub) -> Result<(), Box<dyn std::error::Error>> {
     // the FURL gets the bound address as its location: tcp:127.0.0.1:PORT,
     // tcp:[::1]:PORT
     tub.listen((opts.listen.as_str(), opts.port))?;
+    if let Some(path) = &opts.logport_furlfile {
+        // Python's Tub option logport-furlfile
+        tub.set_logport_furlfile(path)?;
+    }
+    if !opts.log_gatherer_furls.is_empty() {
+        // Python's Tub option log-gatherer-furl
+        tub.set_log_gatherer_furl(&opts.log_gatherer_furls)?;
+    }
     let furl = tub.register(Arc::new(KitchenSink::new()), Some(&opts.name))?;
     write_atomically(&opts.furl_file, &format!("{furl}\n"))?;
     Ok(())

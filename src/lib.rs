@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub use foolscap_app as app;
+pub use foolscap_app::logport;
 pub use foolscap_app::{
     as_remote, remote_interface, sharing, typed, Backoff, BoundArgs, Call, Callable, Copyable,
     Error, Object, ReconnectState, ReconnectionInfo, Reconnector, Scope, Signature, Target, Tub,

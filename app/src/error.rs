@@ -47,6 +47,15 @@ pub enum Error {
     /// would stall the loop (use the `_async` form there).
     #[error("a blocking wait on the event loop's thread would stall it; use the async form")]
     WouldStallLoop,
+    /// A FURL file holds the FURL of another Tub (Python's
+    /// `WrongTubIdError`).
+    #[error("WrongTubIdError: the FURL file names Tub {found}, not this Tub {expected}")]
+    WrongTubId {
+        /// This Tub's tubid.
+        expected: String,
+        /// The tubid in the file.
+        found: String,
+    },
     /// A call on a value that is no reference (its Python type name).
     #[error("'{0}' object has no attribute 'callRemote'")]
     NotAReference(&'static str),

@@ -46,10 +46,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// the typed interfaces of `logport` name the runtime as `foolscap_app`
+extern crate self as foolscap_app;
+
 mod args;
 mod driven;
 mod error;
 mod logging;
+mod log_gatherer;
+pub mod logport;
 mod object;
 mod reconnect;
 pub mod sharing;

@@ -139,6 +139,10 @@ pub(crate) struct State {
     pub(crate) reconnectors: Vec<crate::reconnect::Handle>,
     /// Where the Tub's own log events go, and which it writes.
     pub(crate) log: crate::logging::LogConfig,
+    /// Log gatherers to report to ([`Tub::set_log_gatherer_furl`]).
+    pub(crate) log_gatherers: crate::log_gatherer::LogGatherers,
+    /// The logport and its FURL file ([`Tub::logport`]).
+    pub(crate) logport: crate::logport::publisher::TubLogport,
 }
 
 impl State {
@@ -247,6 +251,8 @@ impl Tub {
                 buf: Vec::new(),
                 reconnectors: Vec::new(),
                 log: crate::logging::LogConfig::new(),
+                log_gatherers: Default::default(),
+                logport: Default::default(),
             }),
         });
         let driven = DrivenTub {
@@ -287,6 +293,8 @@ impl Tub {
             }
         }
         self.shared.driver.listen(listener)?;
+        self.location_given();
+        self.connect_to_log_gatherers();
         Ok(local)
     }
 
@@ -295,6 +303,8 @@ impl Tub {
     pub fn set_location(&self, hints: &[&str]) {
         let hints = hints.iter().map(|h| Hint::parse(h)).collect();
         self.lock().core.set_location(hints);
+        self.location_given();
+        self.connect_to_log_gatherers();
     }
 
     /// Makes `object` reachable: the [`Value::Local`] to put into calls

@@ -297,6 +297,10 @@ def main():
     p.add_argument("--listen", default="127.0.0.1")
     p.add_argument("--no-tracebacks", action="store_true",
                    help="Tub.unsafeTracebacks = False: errors say 'Traceback unavailable'")
+    p.add_argument("--logport-furlfile",
+                   help="publish the logport; its FURL is written to this file")
+    p.add_argument("--log-gatherer-furl", action="append",
+                   help="Tub option log-gatherer-furl (repeatable)")
     a = p.parse_args()
     host = a.listen
     if host.startswith("[") and host.endswith("]"):
@@ -306,6 +310,10 @@ def main():
     tub = Tub(certFile=a.certfile) if a.certfile else Tub()
     if a.no_tracebacks:
         tub.unsafeTracebacks = False
+    if a.logport_furlfile:
+        tub.setOption("logport-furlfile", a.logport_furlfile)
+    if a.log_gatherer_furl:
+        tub.setOption("log-gatherer-furl", a.log_gatherer_furl)
     tub.startService()
     serve(tub, KitchenSink(), a.name,
           lambda furl: write_atomically(a.furlfile, furl + "\n"), port=a.port,

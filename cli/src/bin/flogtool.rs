@@ -13,6 +13,17 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+#[path = "../flogtool/create_gatherer.rs"]
+mod create_gatherer;
+#[path = "../flogtool/create_incident_gatherer.rs"]
+mod create_incident_gatherer;
+#[path = "../flogtool/gatherer.rs"]
+mod gatherer;
+#[path = "../flogtool/run_gatherer.rs"]
+mod run_gatherer;
+#[path = "../flogtool/tail.rs"]
+mod tail;
 use foolscap_logging::dump::{DumpOptions, Dumper};
 use foolscap_logging::files;
 use foolscap_logging::flogfile::{ReadError, ReadLimits};
@@ -20,6 +31,9 @@ use foolscap_logging::level;
 use foolscap_logging::repr::str_string;
 use foolscap_logging::timefmt::{civil, LocalZone, TimeMode, MODES};
 use foolscap_logging::Value;
+
+#[path = "../flogtool/classify.rs"]
+mod classify;
 
 /// Foolscap's log tool (dump and filter flogfiles).
 #[derive(Debug, Parser)]
@@ -73,6 +87,27 @@ enum Command {
         /// The file to write (default: OLDFILE, replaced); `.bz2` compresses.
         newfile: Option<String>,
     },
+    /// Make a log gatherer's directory (run it with twistd or run-gatherer).
+    CreateGatherer(create_gatherer::Args),
+    /// Make an incident gatherer's directory (run it with twistd or run-gatherer).
+    CreateIncidentGatherer(create_incident_gatherer::Args),
+    /// Run a gatherer directory (log or incident) in the foreground.
+    RunGatherer(run_gatherer::Args),
+    /// Sort incident files into categories with the `classify_*.py`
+    /// classifiers of a directory (run by Python; see docs/logging.md).
+    #[command(name = "classify-incident")]
+    ClassifyIncident {
+        /// The directory holding the classify_*.py files.
+        #[arg(short = 'c', long = "classifier-directory", default_value = ".")]
+        classifier_directory: String,
+        /// Show the trigger of each unknown incident.
+        #[arg(short, long)]
+        verbose: bool,
+        /// The incident files (`.flog.bz2`).
+        files: Vec<String>,
+    },
+    /// Follow the events of a logport (a FURL, a file holding it, or a node directory).
+    Tail(tail::TailArgs),
 }
 
 fn parse_mode(s: &str) -> Result<TimeMode, String> {
@@ -149,6 +184,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::CreateGatherer(a) => create_gatherer::run(&a),
+        Command::CreateIncidentGatherer(a) => create_incident_gatherer::run(&a),
+        Command::RunGatherer(a) => run_gatherer::run(&a),
+        Command::ClassifyIncident {
+            classifier_directory,
+            verbose,
+            files,
+        } => classify::run(&classifier_directory, verbose, &files),
+        Command::Tail(args) => tail::run(args),
     }
 }
 
