@@ -23,6 +23,8 @@ use foolscap_logging::Value;
 
 #[path = "../flogtool/classify.rs"]
 mod classify;
+#[path = "../flogtool/web.rs"]
+mod web;
 
 /// Foolscap's log tool (dump and filter flogfiles).
 #[derive(Debug, Parser)]
@@ -88,6 +90,25 @@ enum Command {
         verbose: bool,
         /// The incident files (`.flog.bz2`).
         files: Vec<String>,
+    },
+    /// Serve a flogfile as web pages (summary, all events, per level).
+    #[command(name = "web-viewer")]
+    WebViewer {
+        /// Where to listen: an endpoint such as tcp:8080:interface=127.0.0.1
+        /// (default: a free port on 127.0.0.1).
+        #[arg(short, long)]
+        port: Option<String>,
+        /// Default timestamp format: short-local, long-local, utc or epoch.
+        #[arg(short, long, default_value = "short-local", value_parser = parse_mode)]
+        timestamps: TimeMode,
+        /// Open the page in a browser ($BROWSER).
+        #[arg(short, long)]
+        open: bool,
+        /// Print only `starting..`.
+        #[arg(short, long)]
+        quiet: bool,
+        /// The flogfile.
+        dumpfile: String,
     },
 }
 
@@ -170,6 +191,23 @@ fn main() -> ExitCode {
             verbose,
             files,
         } => classify::run(&classifier_directory, verbose, &files),
+        Command::WebViewer {
+            port,
+            timestamps,
+            open,
+            quiet,
+            dumpfile,
+        } => web::run(
+            web::WebArgs {
+                port,
+                timestamps,
+                open,
+                quiet,
+                file: dumpfile,
+            },
+            &SystemZone,
+            ctime,
+        ),
     }
 }
 
