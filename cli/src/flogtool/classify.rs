@@ -46,6 +46,10 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// classifiers with (default `python3`, looked up on `PATH`).
 pub const PYTHON_ENV: &str = "FLOGTOOL_PYTHON";
 
+/// The environment variable overriding [`DEFAULT_CLASSIFY_TIMEOUT`]
+/// (seconds per trigger).
+pub const TIMEOUT_ENV: &str = "FLOGTOOL_CLASSIFY_TIMEOUT";
+
 /// Our driver: loads the classifier files of the directory `argv[1]`
 /// (in `os.listdir` order, as Python's flogtool), then answers one line
 /// per trigger line. The classifiers' own prints go to stderr so that
@@ -95,7 +99,8 @@ except BaseException:
 pub struct ClassifyConfig {
     /// The interpreter (default: `$FLOGTOOL_PYTHON`, else `python3`).
     pub python: OsString,
-    /// Time allowed per trigger (default [`DEFAULT_CLASSIFY_TIMEOUT`]).
+    /// Time allowed per trigger (default `$FLOGTOOL_CLASSIFY_TIMEOUT`
+    /// seconds, else [`DEFAULT_CLASSIFY_TIMEOUT`]).
     pub timeout: Duration,
     /// Output bound (default [`MAX_CLASSIFIER_OUTPUT`]).
     pub max_output: usize,
@@ -105,7 +110,12 @@ impl Default for ClassifyConfig {
     fn default() -> Self {
         ClassifyConfig {
             python: std::env::var_os(PYTHON_ENV).unwrap_or_else(|| "python3".into()),
-            timeout: DEFAULT_CLASSIFY_TIMEOUT,
+            timeout: std::env::var(TIMEOUT_ENV)
+                .ok()
+                .and_then(|t| t.trim().parse::<f64>().ok())
+                .filter(|t| t.is_finite() && *t > 0.0 && *t < 1e9)
+                .map(Duration::from_secs_f64)
+                .unwrap_or(DEFAULT_CLASSIFY_TIMEOUT),
             max_output: MAX_CLASSIFIER_OUTPUT,
         }
     }
