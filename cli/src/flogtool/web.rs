@@ -306,7 +306,12 @@ impl Pages<'_> {
             Err(k) => format!("[cannot format this event: {}]", escape(&k.to_string())),
         };
         if let Some(f) = e.d.get("failure") {
-            let _ = write!(msg, " FAILURE:<pre>{}</pre>", escape(&str_string(f)));
+            // a Failure as written to a flogfile: its text is in "str"
+            let text = match f.as_dict().and_then(|f| f.get("str")) {
+                Some(s) => str_string(s),
+                None => str_string(f),
+            };
+            let _ = write!(msg, " FAILURE:<pre>{}</pre>", escape(&text));
         }
         let level_s = if e.level >= level::UNUSUAL {
             level::name(e.level)
