@@ -15,8 +15,9 @@
 //! interpreter every incident is `unknown` (as Python's classifier says
 //! when nothing matches). The interpreter's output is read up to
 //! [`MAX_CLASSIFIER_OUTPUT`] bytes and it is killed after
-//! [`DEFAULT_CLASSIFY_TIMEOUT`] per trigger, so a broken or hanging
-//! classifier cannot hang or flood us.
+//! [`DEFAULT_CLASSIFY_TIMEOUT`] per trigger (`$FLOGTOOL_CLASSIFY_TIMEOUT`
+//! seconds when set), so a broken or hanging classifier cannot hang or
+//! flood us.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
