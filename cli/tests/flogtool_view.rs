@@ -280,8 +280,11 @@ impl Drop for Viewer {
 }
 
 fn viewer(file: &Path, extra: &[&str]) -> Viewer {
-    // with -q the viewer prints no URL: give it a port
+    // with -q the viewer prints no URL: give it a free port; viewers start
+    // one at a time, so that no other one is handed that port meanwhile
+    static PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let quiet = extra.contains(&"-q");
+    let _one_at_a_time = PORTS.lock().unwrap_or_else(|p| p.into_inner());
     let port_arg = if quiet {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let p = l.local_addr().expect("addr").port();
@@ -533,7 +536,7 @@ fn web_viewer_reads_a_file_python_writes_now() {
 
 #[test]
 fn web_viewer_refuses_bad_requests_and_stays_available() {
-    let v = viewer(&data().join("19-tail.flog"), &["-q"]);
+    let v = viewer(&data().join("19-tail.flog"), &[]);
     // a client that sends nothing does not stop others
     let idle = TcpStream::connect(("127.0.0.1", v.port)).expect("connect");
     let _ = get(v.port, "/");
@@ -561,4 +564,97 @@ fn web_viewer_refuses_bad_requests_and_stays_available() {
         .starts_with("HTTP/1.1 400"));
     drop(idle);
     let _ = get(v.port, "/all-events?sort=time");
+}
+
+#[test]
+fn web_viewer_caps_connections() {
+    let v = viewer(&data().join("19-tail.flog"), &[]);
+    // MAX_CONNECTIONS (32) silent clients hold every slot
+    let idle: Vec<TcpStream> = (0..32)
+        .map(|_| TcpStream::connect(("127.0.0.1", v.port)).expect("connect"))
+        .collect();
+    // the server takes them in order: once one more is refused, all are in
+    let mut refused = false;
+    for _ in 0..200 {
+        let (status, _) = http(v.port, "GET / HTTP/1.1\r\n\r\n");
+        if status.starts_with("HTTP/1.1 503") {
+            refused = true;
+            break;
+        }
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(refused, "a 33rd connection is refused while 32 are open");
+    drop(idle);
+    // the slots come back when the idle clients go
+    let mut served = false;
+    for _ in 0..500 {
+        if http(v.port, "GET / HTTP/1.1\r\n\r\n").0 == "HTTP/1.1 200 OK" {
+            served = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(served);
+}
+
+#[test]
+fn web_viewer_open_uses_browser_or_says_none() {
+    let dir = tempdir("web-open");
+    let file = data().join("19-tail.flog");
+    // without BROWSER: a notice, and the server runs
+    let mut child = Command::new(ours())
+        .args(["web-viewer", "-o"])
+        .arg(&file)
+        .env_remove("BROWSER")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut r = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut lines = Vec::new();
+    for _ in 0..5 {
+        let mut l = String::new();
+        r.read_line(&mut l).expect("read");
+        lines.push(l);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lines[4].starts_with("no browser configured"), "{lines:?}");
+    // with BROWSER: it is run with the URL
+    let script = dir.join("browser.sh");
+    let got = dir.join("got-url");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$1\" > {}\n", got.display()),
+    )
+    .expect("w");
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .expect("chmod");
+    let mut child = Command::new(ours())
+        .args(["web-viewer", "-o"])
+        .arg(&file)
+        .env("BROWSER", &script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut r = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut url = String::new();
+    while !url.starts_with("http://") {
+        url.clear();
+        assert!(r.read_line(&mut url).expect("read") > 0);
+    }
+    let mut seen = String::new();
+    for _ in 0..500 {
+        seen = std::fs::read_to_string(&got).unwrap_or_default();
+        if seen.ends_with('\n') {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(seen, url);
 }

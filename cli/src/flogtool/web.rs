@@ -41,6 +41,9 @@ pub const MAX_HEADERS: usize = 100;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long writing a response may block on a client that does not read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a refused connection (over [`MAX_CONNECTIONS`]) is read from
+/// before its `503` answer, so that closing it does not reset it.
+pub const REFUSE_DRAIN: Duration = Duration::from_millis(50);
 /// The most connections served at once.
 pub const MAX_CONNECTIONS: usize = 32;
 
@@ -900,12 +903,29 @@ pub fn run(
         };
         if active.fetch_add(1, Ordering::SeqCst) >= lim.max_connections {
             active.fetch_sub(1, Ordering::SeqCst);
+            // read what the client sent (briefly, bounded) so that closing
+            // does not reset the connection before it reads the answer
             let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = stream.set_read_timeout(Some(REFUSE_DRAIN));
+            let mut buf = [0u8; 4096];
+            let mut drained = 0;
+            while drained < lim.max_request_line + lim.max_header_bytes {
+                match (&stream).read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        drained += n;
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+            }
             respond(
                 &stream,
                 &error_page("503 Service Unavailable", "too many connections"),
                 false,
             );
+            let _ = stream.shutdown(std::net::Shutdown::Write);
             continue;
         }
         let (v, a) = (Arc::clone(&viewer), Arc::clone(&active));
