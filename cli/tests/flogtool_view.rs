@@ -357,7 +357,10 @@ fn http(port: u16, request: &str) -> (String, String) {
 }
 
 fn get(port: u16, path: &str) -> String {
-    let (status, body) = http(port, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    let (status, body) = http(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    );
     assert_eq!(status, "HTTP/1.1 200 OK", "GET {path}: {body}");
     body
 }
@@ -657,4 +660,107 @@ fn web_viewer_open_uses_browser_or_says_none() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(seen, url);
+}
+
+/// Python's own web viewer on `file`: (child, port).
+fn python_viewer(file: &Path) -> (Viewer, u16) {
+    let mut child = Command::new(python().with_file_name("flogtool"))
+        .arg("web-viewer")
+        .arg(file)
+        .env("TZ", "UTC")
+        .env("PYTHONUNBUFFERED", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn Python's web-viewer");
+    let mut r = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut said = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            r.read_line(&mut line).expect("read") > 0,
+            "Python's viewer ended: {said:?}"
+        );
+        said.push(line.trim_end().to_string());
+        if line.starts_with("http://") {
+            break;
+        }
+    }
+    let port = said[said.len() - 1]
+        .trim_start_matches("http://localhost:")
+        .trim_end_matches('/')
+        .parse()
+        .expect("port");
+    (Viewer { child, port, said }, port)
+}
+
+/// What both viewers' front pages must agree on: the pid, the count and
+/// span line, and (count, level) per level.
+fn front_facts(page: &str) -> Vec<String> {
+    page.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            if l.starts_with("<li>PID") || l.contains("events covering") {
+                return Some(l.to_string());
+            }
+            let (count, rest) = l.split_once(" events</a> at level ")?;
+            let count = count.rsplit('>').next()?;
+            let level = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+            Some(format!("{count} at {level}"))
+        })
+        .collect()
+}
+
+/// The nested event list: (indent, number, text) per event line.
+fn nested_lines(page: &str) -> Vec<(usize, i64, String)> {
+    page.lines()
+        .filter(|l| l.contains("</a></span>]: "))
+        .map(|l| {
+            let indent = l.len() - l.trim_start_matches(' ').len();
+            let n = numbers_on(l)[0];
+            let text = l.split_once("</a></span>]: ").expect("text").1;
+            let text = text.trim_end_matches("</span></li>");
+            // Python shows a failure as the repr of its stored dict, we
+            // show its text: compare up to there
+            let text = text
+                .split(" FAILURE:<pre>")
+                .next()
+                .unwrap_or("")
+                .to_string();
+            (indent, n, text)
+        })
+        .collect()
+}
+
+#[test]
+fn web_viewer_agrees_with_pythons_viewer() {
+    for f in ["env-flogfile.flog", "19-tail.flog", "21-incident.flog.bz2"] {
+        let file = data().join(f);
+        let (py, py_port) = python_viewer(&file);
+        let ours = viewer(&file, &[]);
+        assert_eq!(ours.said[..3], py.said[..3], "{f}: what they print");
+        let theirs = get(py_port, "/");
+        let mine = get(ours.port, "/");
+        assert_eq!(front_facts(&mine), front_facts(&theirs), "{f}: front page");
+        assert!(!front_facts(&mine).is_empty());
+        // Python's viewer (on Python 3) serves the nested view whatever
+        // the arguments: compare that
+        let theirs = get(py_port, "/all-events");
+        let mine = get(ours.port, "/all-events");
+        let roots = |p: &str| {
+            p.lines()
+                .find(|l| l.contains(" root events"))
+                .map(|l| l.split(' ').next().unwrap_or("").to_string())
+        };
+        assert_eq!(roots(&mine), roots(&theirs), "{f}: root events");
+        assert_eq!(
+            nested_lines(&mine),
+            nested_lines(&theirs),
+            "{f}: the nested events"
+        );
+        if f == "19-tail.flog" {
+            assert!(mine.contains(
+                " FAILURE:<pre>[CopiedFailure instance: Traceback from remote host -- Traceback"
+            ));
+        }
+    }
 }
