@@ -73,7 +73,10 @@ fn num(v: &Value) -> Option<f64> {
 /// Python `"%d" % v` for the event number.
 fn percent_d(v: &Value) -> Result<String, DumpError> {
     match v {
-        Value::Int(i) => Ok(i.to_string()),
+        Value::Int(i) => Ok(match i64::try_from(i) {
+            Ok(small) => crate::repr::itoa_i64(small, &mut [0; 20]).to_owned(),
+            Err(_) => i.to_string(),
+        }),
         Value::Bool(b) => Ok((*b as i64).to_string()),
         Value::Float(f) if f.is_finite() => Ok(format!("{}", f.trunc() as i128)),
         _ => Err(DumpError::BadType(

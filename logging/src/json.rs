@@ -179,9 +179,15 @@ impl Parser<'_> {
             if digits > self.limits.max_int_digits {
                 return Err(self.err("Exceeds the limit for integer string conversion", start));
             }
-            let n: BigInt = text
-                .parse()
-                .map_err(|_| self.err("Expecting value", start))?;
+            // most ints fit an i64: skip the general (slower) conversion
+            let n: BigInt = if digits <= 18 {
+                text.parse::<i64>()
+                    .map_err(|_| self.err("Expecting value", start))?
+                    .into()
+            } else {
+                text.parse()
+                    .map_err(|_| self.err("Expecting value", start))?
+            };
             self.i = i;
             Ok(Value::Int(n))
         }
@@ -197,6 +203,17 @@ impl Parser<'_> {
     fn string(&mut self) -> Result<String, JsonError> {
         let start = self.i;
         self.i += 1;
+        // the common case, no escapes: one exact allocation
+        let run = self.i;
+        while self.i < self.b.len() && !matches!(self.b[self.i], b'"' | b'\\' | 0..=0x1f) {
+            self.i += 1;
+        }
+        if self.b.get(self.i) == Some(&b'"') {
+            let out = self.s[run..self.i].to_owned();
+            self.i += 1;
+            return Ok(out);
+        }
+        self.i = run;
         let mut out = String::new();
         loop {
             let run = self.i;

@@ -113,7 +113,10 @@ pub fn repr(v: &Value, out: &mut String) {
         Value::None => out.push_str("None"),
         Value::Bool(true) => out.push_str("True"),
         Value::Bool(false) => out.push_str("False"),
-        Value::Int(i) => out.push_str(&i.to_string()),
+        Value::Int(i) => match i64::try_from(i) {
+            Ok(small) => out.push_str(itoa_i64(small, &mut [0; 20])),
+            Err(_) => out.push_str(&i.to_string()),
+        },
         Value::Float(f) => out.push_str(&float_repr(*f)),
         Value::Str(s) => str_repr(s, out),
         Value::List(items) => {
@@ -215,4 +218,23 @@ pub fn str_string(v: &Value) -> String {
         Value::Failure(f) => f.str_text(),
         _ => repr_string(v),
     }
+}
+
+/// Decimal text of `n` in `buf` (faster than formatting a big int).
+pub(crate) fn itoa_i64(n: i64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("")
 }

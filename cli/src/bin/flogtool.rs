@@ -34,6 +34,8 @@ use foolscap_logging::Value;
 
 #[path = "../flogtool/classify.rs"]
 mod classify;
+#[path = "../flogtool/web.rs"]
+mod web;
 
 /// Foolscap's log tool (dump and filter flogfiles).
 #[derive(Debug, Parser)]
@@ -108,6 +110,25 @@ enum Command {
     },
     /// Follow the events of a logport (a FURL, a file holding it, or a node directory).
     Tail(tail::TailArgs),
+    /// Serve a flogfile as web pages (summary, all events, per level).
+    #[command(name = "web-viewer")]
+    WebViewer {
+        /// Where to listen: an endpoint such as tcp:8080:interface=127.0.0.1
+        /// (default: a free port on 127.0.0.1).
+        #[arg(short, long)]
+        port: Option<String>,
+        /// Default timestamp format: short-local, long-local, utc or epoch.
+        #[arg(short, long, default_value = "short-local", value_parser = parse_mode)]
+        timestamps: TimeMode,
+        /// Open the page in a browser ($BROWSER).
+        #[arg(short, long)]
+        open: bool,
+        /// Print only `starting..`.
+        #[arg(short, long)]
+        quiet: bool,
+        /// The flogfile.
+        dumpfile: String,
+    },
 }
 
 fn parse_mode(s: &str) -> Result<TimeMode, String> {
@@ -193,6 +214,23 @@ fn main() -> ExitCode {
             files,
         } => classify::run(&classifier_directory, verbose, &files),
         Command::Tail(args) => tail::run(args),
+        Command::WebViewer {
+            port,
+            timestamps,
+            open,
+            quiet,
+            dumpfile,
+        } => web::run(
+            web::WebArgs {
+                port,
+                timestamps,
+                open,
+                quiet,
+                file: dumpfile,
+            },
+            &SystemZone,
+            ctime,
+        ),
     }
 }
 

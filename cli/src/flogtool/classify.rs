@@ -15,8 +15,9 @@
 //! interpreter every incident is `unknown` (as Python's classifier says
 //! when nothing matches). The interpreter's output is read up to
 //! [`MAX_CLASSIFIER_OUTPUT`] bytes and it is killed after
-//! [`DEFAULT_CLASSIFY_TIMEOUT`] per trigger, so a broken or hanging
-//! classifier cannot hang or flood us.
+//! [`DEFAULT_CLASSIFY_TIMEOUT`] per trigger (`$FLOGTOOL_CLASSIFY_TIMEOUT`
+//! seconds when set), so a broken or hanging classifier cannot hang or
+//! flood us.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -46,17 +47,21 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// classifiers with (default `python3`, looked up on `PATH`).
 pub const PYTHON_ENV: &str = "FLOGTOOL_PYTHON";
 
+/// The environment variable overriding [`DEFAULT_CLASSIFY_TIMEOUT`]
+/// (seconds per trigger).
+pub const TIMEOUT_ENV: &str = "FLOGTOOL_CLASSIFY_TIMEOUT";
+
 /// Our driver: loads the classifier files of the directory `argv[1]`
 /// (in `os.listdir` order, as Python's flogtool), then answers one line
 /// per trigger line. The classifiers' own prints go to stderr so that
 /// stdout carries only answers.
 const DRIVER: &str = r#"
-import json, os, sys, traceback
+import io, json, os, sys, traceback
 answers = sys.stdout
-sys.stdout = sys.stderr
 try:
     where = os.path.expanduser(sys.argv[1])
     funcs = []
+    sys.stdout = io.StringIO()
     for name in os.listdir(where):
         if name.startswith("classify_") and name.endswith(".py"):
             path = os.path.join(where, name)
@@ -65,9 +70,11 @@ try:
             scope = {}
             exec(code, scope)
             funcs.append(scope["classify_incident"])
+    answers.write("+" + json.dumps(sys.stdout.getvalue()) + "\n")
     for line in sys.stdin:
         trigger = json.loads(line)
         found = set()
+        sys.stdout = io.StringIO()
         for func in funcs:
             got = func(trigger)
             if got:
@@ -78,9 +85,12 @@ try:
         for c in found:
             if not isinstance(c, str):
                 raise TypeError("a classifier answered the category %r, not text" % (c,))
-        answers.write("=" + json.dumps(found) + "\n")
+        answers.write("=" + json.dumps([sys.stdout.getvalue(), found]) + "\n")
         answers.flush()
 except BaseException:
+    if isinstance(sys.stdout, io.StringIO):
+        answers.write("+" + json.dumps(sys.stdout.getvalue()) + "\n")
+    sys.stdout = sys.stderr
     traceback.print_exc()
     sys.exit(1)
 "#;
@@ -90,7 +100,8 @@ except BaseException:
 pub struct ClassifyConfig {
     /// The interpreter (default: `$FLOGTOOL_PYTHON`, else `python3`).
     pub python: OsString,
-    /// Time allowed per trigger (default [`DEFAULT_CLASSIFY_TIMEOUT`]).
+    /// Time allowed per trigger (default `$FLOGTOOL_CLASSIFY_TIMEOUT`
+    /// seconds, else [`DEFAULT_CLASSIFY_TIMEOUT`]).
     pub timeout: Duration,
     /// Output bound (default [`MAX_CLASSIFIER_OUTPUT`]).
     pub max_output: usize,
@@ -100,7 +111,12 @@ impl Default for ClassifyConfig {
     fn default() -> Self {
         ClassifyConfig {
             python: std::env::var_os(PYTHON_ENV).unwrap_or_else(|| "python3".into()),
-            timeout: DEFAULT_CLASSIFY_TIMEOUT,
+            timeout: std::env::var(TIMEOUT_ENV)
+                .ok()
+                .and_then(|t| t.trim().parse::<f64>().ok())
+                .filter(|t| t.is_finite() && *t > 0.0 && *t < 1e9)
+                .map(Duration::from_secs_f64)
+                .unwrap_or(DEFAULT_CLASSIFY_TIMEOUT),
             max_output: MAX_CLASSIFIER_OUTPUT,
         }
     }
@@ -169,14 +185,33 @@ pub fn classifier_files(basedir: &Path) -> Result<Vec<PathBuf>, ClassifyError> {
 /// (sorted; empty = `unknown`). This is what the incident gatherer calls.
 /// No classifier files, or no Python to run them with: empty (unknown).
 /// Uses [`ClassifyConfig::default`] (so `$FLOGTOOL_PYTHON` applies).
-#[allow(dead_code)] // called by the incident gatherer
 pub fn classify_incident(basedir: &Path, trigger: &Event) -> Result<Vec<String>, String> {
     let triggers = [Value::Dict(trigger.0.clone())];
     match classify_batch(basedir, &triggers, &ClassifyConfig::default()) {
-        Ok(mut answers) => Ok(answers.pop().unwrap_or_default()),
+        Ok(mut batch) => Ok(batch.answers.pop().unwrap_or_default().categories),
         Err((_, ClassifyError::NoPython(..))) => Ok(Vec::new()),
         Err((_, e)) => Err(e.to_string()),
     }
+}
+
+/// The classifiers' answer for one trigger.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Answer {
+    /// What the classifiers printed while classifying it.
+    pub printed: String,
+    /// The categories, sorted (empty = unknown).
+    pub categories: Vec<String>,
+}
+
+/// The answers of one interpreter run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// What the classifier files printed while loading.
+    pub before: String,
+    /// One answer per trigger, in order.
+    pub answers: Vec<Answer>,
+    /// What a failing classifier printed before it failed.
+    pub after: String,
 }
 
 /// Classify several triggers with one interpreter run. On failure, the
@@ -186,10 +221,13 @@ pub fn classify_batch(
     basedir: &Path,
     triggers: &[Value],
     cfg: &ClassifyConfig,
-) -> Result<Vec<Vec<String>>, (Vec<Vec<String>>, ClassifyError)> {
-    let files = classifier_files(basedir).map_err(|e| (Vec::new(), e))?;
-    if files.is_empty() || triggers.is_empty() {
-        return Ok(vec![Vec::new(); triggers.len()]);
+) -> Result<Batch, (Batch, ClassifyError)> {
+    let files = classifier_files(basedir).map_err(|e| (Batch::default(), e))?;
+    if files.is_empty() {
+        return Ok(Batch {
+            answers: vec![Answer::default(); triggers.len()],
+            ..Batch::default()
+        });
     }
     let mut input = String::new();
     for t in triggers {
@@ -204,7 +242,12 @@ pub fn classify_batch(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| (Vec::new(), ClassifyError::NoPython(cfg.python.clone(), e)))?;
+        .map_err(|e| {
+            (
+                Batch::default(),
+                ClassifyError::NoPython(cfg.python.clone(), e),
+            )
+        })?;
     // feed and drain on threads so that full pipes cannot block us
     let mut stdin = child.stdin.take().expect("piped stdin");
     let feeder = thread::spawn(move || {
@@ -251,7 +294,7 @@ pub fn classify_batch(
     );
     let timeout = cfg
         .timeout
-        .saturating_mul(u32::try_from(triggers.len()).unwrap_or(u32::MAX));
+        .saturating_mul(u32::try_from(triggers.len().max(1)).unwrap_or(u32::MAX));
     let deadline = Instant::now() + timeout;
     let mut timed_out = false;
     let mut too_much = false;
@@ -294,45 +337,59 @@ pub fn classify_batch(
     let out = take(&out_buf);
     let err = take(&err_buf);
     if too_much {
-        return Err((Vec::new(), ClassifyError::OutputTooLarge(limit)));
+        return Err((Batch::default(), ClassifyError::OutputTooLarge(limit)));
     }
-    let mut answers = Vec::new();
+    let mut batch = Batch::default();
     let text = String::from_utf8_lossy(&out);
+    let bad = |l: &str| ClassifyError::BadAnswer(l.chars().take(200).collect());
     for line in text.lines() {
-        let Some(j) = line.strip_prefix('=') else {
-            return Err((
-                answers,
-                ClassifyError::BadAnswer(line.chars().take(200).collect()),
-            ));
-        };
-        match json::parse(j, Default::default()) {
-            Ok(Value::List(items)) => {
-                let mut cats = Vec::new();
-                for i in items {
-                    match i {
-                        Value::Str(s) => cats.push(s),
-                        _ => return Err((answers, ClassifyError::BadAnswer(j.into()))),
+        let parsed = json::parse(&line[line.len().min(1)..], Default::default());
+        match (line.as_bytes().first(), parsed) {
+            (Some(b'+'), Ok(Value::Str(said))) => {
+                if batch.answers.is_empty() && batch.before.is_empty() {
+                    batch.before = said
+                } else {
+                    batch.after = said
+                }
+            }
+            (Some(b'='), Ok(Value::List(mut items))) if items.len() == 2 => {
+                let cats = match items.pop() {
+                    Some(Value::List(c)) => c,
+                    _ => return Err((batch, bad(line))),
+                };
+                let printed = match items.pop() {
+                    Some(Value::Str(p)) => p,
+                    _ => return Err((batch, bad(line))),
+                };
+                let mut categories = Vec::new();
+                for c in cats {
+                    match c {
+                        Value::Str(c) => categories.push(c),
+                        _ => return Err((batch, bad(line))),
                     }
                 }
-                answers.push(cats)
+                batch.answers.push(Answer {
+                    printed,
+                    categories,
+                });
             }
-            _ => return Err((answers, ClassifyError::BadAnswer(j.into()))),
+            _ => return Err((batch, bad(line))),
         }
     }
     if out.len() > limit || err.len() > limit {
-        return Err((answers, ClassifyError::OutputTooLarge(limit)));
+        return Err((batch, ClassifyError::OutputTooLarge(limit)));
     }
     if timed_out {
-        return Err((answers, ClassifyError::Timeout(timeout)));
+        return Err((batch, ClassifyError::Timeout(timeout)));
     }
     let ok = status.map(|s| s.success()).unwrap_or(false);
-    if !ok || answers.len() != triggers.len() {
+    if !ok || batch.answers.len() != triggers.len() {
         let report = String::from_utf8_lossy(&err);
         let lines: Vec<&str> = report.lines().collect();
         let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-        return Err((answers, ClassifyError::Classifier(tail)));
+        return Err((batch, ClassifyError::Classifier(tail)));
     }
-    Ok(answers)
+    Ok(batch)
 }
 
 /// Read an incident file: its header's `trigger` (every record is read,
@@ -420,32 +477,37 @@ pub fn run(dir: &str, verbose: bool, files: &[String]) -> std::process::ExitCode
             }
         }
     }
-    let answers = match classify_batch(&dir_path, &triggers, &cfg) {
-        Ok(a) => a,
-        Err((a, ClassifyError::NoPython(p, e))) if a.is_empty() && has_files => {
+    let batch = match classify_batch(&dir_path, &triggers, &cfg) {
+        Ok(b) => b,
+        Err((b, ClassifyError::NoPython(p, e))) if b.answers.is_empty() && has_files => {
             eprintln!(
                 "flogtool classify-incident: cannot run {:?} ({e}): every incident is unknown (set {PYTHON_ENV})",
                 p
             );
-            vec![Vec::new(); triggers.len()]
+            Batch {
+                answers: vec![Answer::default(); triggers.len()],
+                ..Batch::default()
+            }
         }
-        Err((a, e)) => {
+        Err((b, e)) => {
             failure = Some(e.to_string());
-            a
+            b
         }
     };
     let stdout = std::io::stdout();
     let mut w = stdout.lock();
-    for ((f, cats), trigger) in files.iter().zip(&answers).zip(&triggers) {
-        let mut text = if cats.is_empty() {
-            format!("{f}: unknown\n")
+    let mut text = batch.before.clone();
+    for ((f, answer), trigger) in files.iter().zip(&batch.answers).zip(&triggers) {
+        let cats = &answer.categories;
+        text.push_str(&answer.printed);
+        if cats.is_empty() {
+            text.push_str(&format!("{f}: unknown\n"));
         } else {
-            format!("{f}: {}\n", cats.join(","))
-        };
+            text.push_str(&format!("{f}: {}\n", cats.join(",")));
+        }
         if cats.is_empty() && verbose {
             if let Err(e) = details(trigger, &mut text) {
-                let _ = w.write_all(text.lines().next().unwrap_or("").as_bytes());
-                let _ = w.write_all(b"\n");
+                let _ = w.write_all(text.as_bytes());
                 let _ = w.flush();
                 eprintln!("flogtool classify-incident: {f}: {e}");
                 return ExitCode::from(1);
@@ -454,7 +516,10 @@ pub fn run(dir: &str, verbose: bool, files: &[String]) -> std::process::ExitCode
         if w.write_all(text.as_bytes()).is_err() {
             return ExitCode::from(1);
         }
+        text.clear();
     }
+    text.push_str(&batch.after);
+    let _ = w.write_all(text.as_bytes());
     let _ = w.flush();
     match failure {
         Some(e) => {
