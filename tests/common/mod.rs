@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod kitchen;
 pub mod negotiation;
+pub mod flapp;
 pub mod process;
 
 use process::KillOnDrop;

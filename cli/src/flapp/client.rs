@@ -215,17 +215,15 @@ fn describe(e: Error) -> String {
 }
 
 fn remote_failure(f: &Failure) -> String {
+    // Python prints a CopiedFailure as its traceback text alone; a
+    // failure without one still names its exception here
     let tb = f.traceback.trim_end();
-    if tb.is_empty() {
-        format!(
-            "[Failure instance: Traceback from remote host -- {}: {}\n]",
-            f.type_name, f.value
-        )
+    let last = format!("{}: {}", f.type_name, f.value);
+    let shown = f.type_name.strip_prefix("builtins.").unwrap_or(&f.type_name);
+    if tb.contains(&last) || tb.contains(&format!("{shown}: {}", f.value)) {
+        format!("[CopiedFailure instance: Traceback from remote host -- {tb}\n]")
     } else {
-        format!(
-            "[Failure instance: Traceback from remote host -- {tb}\n{}: {}\n]",
-            f.type_name, f.value
-        )
+        format!("[CopiedFailure instance: Traceback from remote host -- {tb}\n{last}\n]")
     }
 }
 

@@ -101,17 +101,17 @@ impl Object for ServiceObject {
             Ok(None) => {
                 let hint: String = self.swissnum.chars().take(2).collect();
                 let msg = format!("unable to find reference for name starting with '{hint}'");
-                return call.fail(Failure::new("builtins.KeyError", str_repr(&msg)));
+                return call.fail(py_failure("builtins.KeyError", str_repr(&msg)));
             }
-            Err(e) => return call.fail(Failure::new(e.class(), e.text())),
+            Err(e) => return call.fail(py_failure(e.class(), e.text())),
         };
         match (service, call.method.as_str()) {
             (Service::Upload { targetdir, mode }, "putfile") => {
                 putfile(&self.shared, call, targetdir, mode)
             }
-            (Service::Upload { .. }, _) => call.no_such_method("FileUploader"),
+            (Service::Upload { .. }, _) => no_such_method(call, "FileUploader"),
             (Service::Run(o), "execute") => execute(&self.shared, call, o),
-            (Service::Run(_), _) => call.no_such_method("CommandRunner"),
+            (Service::Run(_), _) => no_such_method(call, "CommandRunner"),
         }
     }
 
@@ -120,8 +120,32 @@ impl Object for ServiceObject {
     }
 }
 
+/// A failure with a traceback text as Python formats one: Python's
+/// client prints only the traceback of a remote failure, so its last
+/// line must name the exception.
+fn py_failure(class: &str, value: impl Into<String>) -> Failure {
+    let mut f = Failure::new(class, value);
+    f.traceback = traceback_of(&f);
+    f
+}
+
+fn traceback_of(f: &Failure) -> String {
+    let shown = f.type_name.strip_prefix("builtins.").unwrap_or(&f.type_name);
+    format!(
+        "Traceback (most recent call last):\n  File \"flappserver (foolscap-rs)\", in a service\n{shown}: {}\n",
+        f.value
+    )
+}
+
+/// Python's `AttributeError` for a method a service does not have.
+fn no_such_method(call: Call, class: &str) {
+    let mut f = Failure::no_such_method(class, call.method.as_str());
+    f.traceback = traceback_of(&f);
+    call.fail(f)
+}
+
 fn type_error(msg: String) -> Failure {
-    Failure::new("builtins.TypeError", msg)
+    py_failure("builtins.TypeError", msg)
 }
 
 fn os_error(e: &std::io::Error, path: &Path) -> Failure {
@@ -131,7 +155,7 @@ fn os_error(e: &std::io::Error, path: &Path) -> Failure {
         std::io::ErrorKind::PermissionDenied => "builtins.PermissionError",
         _ => "builtins.OSError",
     };
-    Failure::new(
+    py_failure(
         class,
         format!(
             "[Errno {errno}] {e}: {}",
@@ -173,20 +197,20 @@ impl Drop for Slot<'_> {
 pub fn check_name(name: &str, targetdir: &Path) -> Result<(), Failure> {
     const INSECURE: &str = "twisted.python.filepath.InsecurePath";
     if name.contains('/') {
-        return Err(Failure::new(
+        return Err(py_failure(
             INSECURE,
             format!("{} contains one or more directory separators", str_repr(name)),
         ));
     }
     if name.contains('\0') {
-        return Err(Failure::new("builtins.ValueError", "embedded null byte"));
+        return Err(py_failure("builtins.ValueError", "embedded null byte"));
     }
     if name.is_empty() || name == "." || name == ".." {
         let newpath = match name {
             ".." => targetdir.parent().unwrap_or(targetdir),
             _ => targetdir,
         };
-        return Err(Failure::new(
+        return Err(py_failure(
             INSECURE,
             format!(
                 "{} is not a child of {}",
@@ -217,7 +241,7 @@ fn putfile(shared: &Arc<Shared>, call: Call, targetdir: PathBuf, mode: u32) {
         Value::Bytes(b) => match std::str::from_utf8(b) {
             Ok(s) => s.to_owned(),
             Err(e) => {
-                return call.fail(Failure::new(
+                return call.fail(py_failure(
                     "builtins.UnicodeDecodeError",
                     format!("'utf-8' codec can't decode bytes: {e}"),
                 ))
@@ -234,7 +258,7 @@ fn putfile(shared: &Arc<Shared>, call: Call, targetdir: PathBuf, mode: u32) {
         },
     };
     let Some(source) = as_remote(&source).cloned() else {
-        return call.fail(Failure::new(
+        return call.fail(py_failure(
             "builtins.AttributeError",
             "the source has no attribute 'callRemote'",
         ));
@@ -248,7 +272,7 @@ fn putfile(shared: &Arc<Shared>, call: Call, targetdir: PathBuf, mode: u32) {
         .name("flapp-upload".into())
         .spawn(move || {
             let Some(_slot) = Slot::take(&shared.uploads, MAX_UPLOADS) else {
-                return call.fail(Failure::new(
+                return call.fail(py_failure(
                     "builtins.RuntimeError",
                     format!("too many uploads in progress (at most {MAX_UPLOADS})"),
                 ));
@@ -339,7 +363,7 @@ fn failure_of(e: foolscap_app::Error) -> Failure {
     use foolscap_core::broker::CallError;
     match e {
         foolscap_app::Error::Call(CallError::Remote(f)) => f,
-        other => Failure::new(
+        other => py_failure(
             "foolscap.ipb.DeadReferenceError",
             format!("Connection was lost ({other})"),
         ),
@@ -364,19 +388,19 @@ fn execute(shared: &Arc<Shared>, call: Call, o: RunOptions) {
     }
     let watcher = call.detach(watcher);
     let Some(watcher) = as_remote(&watcher).cloned() else {
-        return call.fail(Failure::new(
+        return call.fail(py_failure(
             "builtins.AttributeError",
             "the watcher has no attribute 'callRemote'",
         ));
     };
     if o.argv.is_empty() {
-        return call.fail(Failure::new(
+        return call.fail(py_failure(
             "builtins.IndexError",
             "tuple index out of range",
         ));
     }
     let Some(slot) = Slot::take(&shared.commands, MAX_COMMANDS) else {
-        return call.fail(Failure::new(
+        return call.fail(py_failure(
             "builtins.RuntimeError",
             format!("too many commands running (at most {MAX_COMMANDS})"),
         ));
@@ -666,7 +690,7 @@ impl Object for StdinCommand {
                 self.close();
                 call.answer(Value::None);
             }
-            _ => call.no_such_method("Command"),
+            _ => no_such_method(call, "Command"),
         }
     }
 
