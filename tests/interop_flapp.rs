@@ -62,14 +62,24 @@ fn pairing(creator: Impl, runner: Impl, client_impl: Impl, stdin_len: usize) {
             "echo out-line; echo err-line >&2; exit 3",
         ],
     );
-    let killed = b.add(creator, &["run-command", &work, "sh", "-c", "echo before; kill -9 $$"]);
-    let digest = b.add(creator, &["run-command", "--accept-stdin", &work, "sha256sum"]);
+    let killed = b.add(
+        creator,
+        &["run-command", &work, "sh", "-c", "echo before; kill -9 $$"],
+    );
+    let digest = b.add(
+        creator,
+        &["run-command", "--accept-stdin", &work, "sha256sum"],
+    );
     let pwd = b.add(creator, &["run-command", "--no-stderr", &work, "pwd"]);
     b.start(runner);
 
     // a service added while the server runs is usable at once (added by
     // the other implementation than the one that created the directory)
-    let other = if creator == Impl::Rust { Impl::Python } else { Impl::Rust };
+    let other = if creator == Impl::Rust {
+        Impl::Python
+    } else {
+        Impl::Rust
+    };
     let late = b.add(other, &["run-command", &work, "echo", "hello"]);
     let out = client(client_impl, &late, &["run-command"], b"");
     check(&out, 0, &format!("{what}: late service"));
@@ -85,9 +95,20 @@ fn pairing(creator: Impl, runner: Impl, client_impl: Impl, stdin_len: usize) {
     let e = path_str(&src.join("empty.txt")).to_owned();
     let out = client(client_impl, &upload, &["upload-file", &a, &e], b"");
     check(&out, 0, &format!("{what}: upload"));
-    assert_eq!(text(&out.stdout), "a file.bin: uploaded\nempty.txt: uploaded\n", "{what}");
-    assert!(std::fs::read(b.uploads.join("a file.bin")).unwrap() == big, "{what}");
-    assert_eq!(std::fs::read(b.uploads.join("empty.txt")).unwrap(), b"", "{what}");
+    assert_eq!(
+        text(&out.stdout),
+        "a file.bin: uploaded\nempty.txt: uploaded\n",
+        "{what}"
+    );
+    assert!(
+        std::fs::read(b.uploads.join("a file.bin")).unwrap() == big,
+        "{what}"
+    );
+    assert_eq!(
+        std::fs::read(b.uploads.join("empty.txt")).unwrap(),
+        b"",
+        "{what}"
+    );
     assert!(!b.uploads.join("a file.bin.partial").exists());
     #[cfg(unix)]
     assert_eq!(mode(&b.uploads.join("a file.bin")), 0o644, "{what}");
@@ -95,7 +116,10 @@ fn pairing(creator: Impl, runner: Impl, client_impl: Impl, stdin_len: usize) {
     std::fs::write(src.join("a file.bin"), &newer).unwrap();
     let out = client(client_impl, &upload_644, &["upload-file", &a], b"");
     check(&out, 0, &format!("{what}: overwrite"));
-    assert!(std::fs::read(b.uploads.join("a file.bin")).unwrap() == newer, "{what}");
+    assert!(
+        std::fs::read(b.uploads.join("a file.bin")).unwrap() == newer,
+        "{what}"
+    );
     #[cfg(unix)]
     assert_eq!(mode(&b.uploads.join("a file.bin")), 0o600, "{what}");
 
@@ -119,22 +143,40 @@ fn pairing(creator: Impl, runner: Impl, client_impl: Impl, stdin_len: usize) {
     let input = pattern(stdin_len, 3);
     let out = client(client_impl, &digest, &["run-command"], &input);
     check(&out, 0, &format!("{what}: stdin"));
-    assert_eq!(text(&out.stdout), sha256sum(&input), "{what}: {stdin_len} bytes of stdin");
+    assert_eq!(
+        text(&out.stdout),
+        sha256sum(&input),
+        "{what}: {stdin_len} bytes of stdin"
+    );
 
     // failures: 255 and the message
-    let unknown = format!("{}{}", &upload[..upload.rfind('/').unwrap() + 1], "a".repeat(32));
+    let unknown = format!(
+        "{}{}",
+        &upload[..upload.rfind('/').unwrap() + 1],
+        "a".repeat(32)
+    );
     let out = client(client_impl, &unknown, &["run-command"], b"");
     check(&out, 255, &format!("{what}: unknown swissnum"));
-    assert!(text(&out.stderr).starts_with("flappclient command failed:\n"), "{what}");
+    assert!(
+        text(&out.stderr).starts_with("flappclient command failed:\n"),
+        "{what}"
+    );
     let out = client(client_impl, &upload, &["run-command"], b"");
     check(&out, 255, &format!("{what}: wrong service type"));
-    assert!(text(&out.stderr).contains("remote_execute"), "{what}: {out:?}");
+    assert!(
+        text(&out.stderr).contains("remote_execute"),
+        "{what}: {out:?}"
+    );
     let missing = path_str(&src.join("no such file")).to_owned();
     let out = client(client_impl, &upload, &["upload-file", &missing], b"");
     check(&out, 255, &format!("{what}: missing local file"));
 
     // stopped by the other implementation than the one that started it
-    let stopper = if runner == Impl::Rust { Impl::Python } else { Impl::Rust };
+    let stopper = if runner == Impl::Rust {
+        Impl::Python
+    } else {
+        Impl::Rust
+    };
     let pid = b.pid();
     let out = b.stop(stopper);
     check(&out, 0, &format!("{what}: stop"));
@@ -208,16 +250,32 @@ fn admin_output_matches_python() {
         let json = std::fs::read_to_string(b.base.join("services.json")).unwrap();
         lists.push((norm(&text(&out.stdout), &b), norm(&json, &b)));
         // usage errors and refusals
-        let out = common::flapp::run(imp, "flappserver", &["add", path_str(&b.base), "upload-file", "/no/such/dir"], b"");
+        let out = common::flapp::run(
+            imp,
+            "flappserver",
+            &["add", path_str(&b.base), "upload-file", "/no/such/dir"],
+            b"",
+        );
         check(&out, 1, "bad target");
-        assert_eq!(text(&out.stderr), "Error: targetdir '/no/such/dir' must already exist\n");
-        let out = common::flapp::run(imp, "flappserver", &["create", "--location=x", path_str(&b.base)], b"");
+        assert_eq!(
+            text(&out.stderr),
+            "Error: targetdir '/no/such/dir' must already exist\n"
+        );
+        let out = common::flapp::run(
+            imp,
+            "flappserver",
+            &["create", "--location=x", path_str(&b.base)],
+            b"",
+        );
         check(&out, 1, "existing");
         let out = common::flapp::run(imp, "flappserver", &["stop", path_str(&b.base)], b"");
         check(&out, 2, "not running");
         let out = common::flapp::run(imp, "flappserver", &["--version"], b"");
         check(&out, 0, "version");
-        assert_eq!(text(&out.stdout), "Foolscap version: 24.9.0\nTwisted version: 26.10.0\n");
+        assert_eq!(
+            text(&out.stdout),
+            "Foolscap version: 24.9.0\nTwisted version: 26.10.0\n"
+        );
     }
     assert_eq!(lists[0], lists[1], "Rust vs Python list and services.json");
 }
@@ -264,7 +322,15 @@ fn insecure_names_are_refused() {
     std::os::unix::fs::symlink(&outside, b.uploads.join("victim.partial")).unwrap();
     with_tub(|tub| {
         let r = tub.get_reference(&furl, T).expect("reference");
-        for name in ["../escape", "a/b", "/etc/passwd", "..", ".", "", "nul\0byte"] {
+        for name in [
+            "../escape",
+            "a/b",
+            "/etc/passwd",
+            "..",
+            ".",
+            "",
+            "nul\0byte",
+        ] {
             let src = tub.local(Arc::new(Source(b"x".to_vec(), Mutex::new(0))));
             let e = tub
                 .call(&r, "putfile", &[Value::bytes(name.as_bytes()), src], &[], T)
@@ -303,7 +369,16 @@ impl Object for SlowWatcher {
         if call.method.as_str() == "stdout" {
             std::thread::sleep(Duration::from_millis(20));
         }
-        *self.0.lock().unwrap().entry(if call.method.as_str() == "stdout" { "stdout" } else { "other" }).or_default() += 1;
+        *self
+            .0
+            .lock()
+            .unwrap()
+            .entry(if call.method.as_str() == "stdout" {
+                "stdout"
+            } else {
+                "other"
+            })
+            .or_default() += 1;
         call.answer(Value::None);
     }
 }
@@ -324,11 +399,20 @@ fn rss_kib(pid: u32) -> u64 {
 fn slow_client_bounds_memory_and_vanishing_client_is_harmless() {
     let mut b = Basedir::create(Impl::Rust);
     let work = path_str(&b.work).to_owned();
-    let flood = b.add(Impl::Rust, &["run-command", "--no-log-stderr", &work, "yes", "flood"]);
+    let flood = b.add(
+        Impl::Rust,
+        &["run-command", "--no-log-stderr", &work, "yes", "flood"],
+    );
     let marker = b.work.join("finished");
     let slow = b.add(
         Impl::Rust,
-        &["run-command", &work, "sh", "-c", "echo started; sleep 2; echo done > finished"],
+        &[
+            "run-command",
+            &work,
+            "sh",
+            "-c",
+            "echo started; sleep 2; echo done > finished",
+        ],
     );
     let echo = b.add(Impl::Rust, &["run-command", &work, "echo", "still here"]);
     b.start(Impl::Rust);
@@ -337,7 +421,8 @@ fn slow_client_bounds_memory_and_vanishing_client_is_harmless() {
     with_tub(|tub| {
         let r = tub.get_reference(&flood, T).expect("reference");
         let w = Arc::new(SlowWatcher(Mutex::new(HashMap::new())));
-        tub.call(&r, "execute", &[tub.local(w.clone())], &[], T).expect("execute");
+        tub.call(&r, "execute", &[tub.local(w.clone())], &[], T)
+            .expect("execute");
         // `yes` writes GB/s; give it time to fill any unbounded queue
         let until = Instant::now() + Duration::from_secs(3);
         let mut peak = 0;
@@ -369,7 +454,11 @@ fn slow_client_bounds_memory_and_vanishing_client_is_harmless() {
     let _ = c.wait();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !marker.exists() {
-        assert!(Instant::now() < deadline, "the command did not finish:\n{}", b.log());
+        assert!(
+            Instant::now() < deadline,
+            "the command did not finish:\n{}",
+            b.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = client(Impl::Python, &echo, &["run-command"], b"");
@@ -382,7 +471,10 @@ fn slow_client_bounds_memory_and_vanishing_client_is_harmless() {
 fn lost_connection_is_exit_3() {
     let mut b = Basedir::create(Impl::Rust);
     let work = path_str(&b.work).to_owned();
-    let sleeper = b.add(Impl::Rust, &["run-command", &work, "sh", "-c", "echo go; exec sleep 30"]);
+    let sleeper = b.add(
+        Impl::Rust,
+        &["run-command", &work, "sh", "-c", "echo go; exec sleep 30"],
+    );
     b.start(Impl::Rust);
     for imp in [Impl::Rust, Impl::Python] {
         let mut c = imp

@@ -19,6 +19,17 @@ pub enum Impl {
     Python,
 }
 
+/// The cargo profile [`build`] uses in an optimized build (`release`
+/// unless set first): the bench sets `bench`, so that building the tools
+/// reuses its own artifacts instead of rebuilding the tree.
+pub static OPTIMIZED_PROFILE: OnceLock<&'static str> = OnceLock::new();
+
+/// Builds our binaries (once per run, in the profile of the running test
+/// or bench); call it before timing anything.
+pub fn build() {
+    let _ = rust_bin("flappserver");
+}
+
 /// Our binaries, built once per run in the profile of the running test.
 fn rust_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -39,10 +50,14 @@ fn rust_bin(name: &str) -> PathBuf {
             "flappclient",
         ]);
         if release {
-            cmd.arg("--release");
+            let profile = OPTIMIZED_PROFILE.get().copied().unwrap_or("release");
+            cmd.arg(format!("--profile={profile}"));
         }
         let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "cargo build of flappserver/flappclient failed");
+        assert!(
+            status.success(),
+            "cargo build of flappserver/flappclient failed"
+        );
         dir.to_path_buf()
     });
     dir.join(name)
@@ -209,7 +224,12 @@ impl Drop for Basedir {
 /// `flappclient --furl FURL ARGS` by `imp`, with `stdin`.
 pub fn client(imp: Impl, furl: &str, args: &[&str], stdin: &[u8]) -> Output {
     let furl_arg = format!("--furl={furl}");
-    run(imp, "flappclient", &[&[furl_arg.as_str()], args].concat(), stdin)
+    run(
+        imp,
+        "flappclient",
+        &[&[furl_arg.as_str()], args].concat(),
+        stdin,
+    )
 }
 
 /// Deterministic bytes that are not all alike.

@@ -2,9 +2,9 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod flapp;
 pub mod kitchen;
 pub mod negotiation;
-pub mod flapp;
 pub mod process;
 
 use process::KillOnDrop;

@@ -156,13 +156,26 @@ pub fn main(argv0: &str, args: &[String]) -> i32 {
             ],
             ADD_USAGE.into(),
         ),
-        "list" => (&[flag("help", Some('h')), flag("version", None)], LIST_USAGE.into()),
-        "start" => (&[flag("help", Some('h')), flag("version", None)], START_USAGE.into()),
+        "list" => (
+            &[flag("help", Some('h')), flag("version", None)],
+            LIST_USAGE.into(),
+        ),
+        "start" => (
+            &[flag("help", Some('h')), flag("version", None)],
+            START_USAGE.into(),
+        ),
         "stop" => (
-            &[flag("help", Some('h')), flag("version", None), flag("quiet", Some('q'))],
+            &[
+                flag("help", Some('h')),
+                flag("version", None),
+                flag("quiet", Some('q')),
+            ],
             STOP_USAGE.into(),
         ),
-        "restart" => (&[flag("help", Some('h')), flag("version", None)], RESTART_USAGE.into()),
+        "restart" => (
+            &[flag("help", Some('h')), flag("version", None)],
+            RESTART_USAGE.into(),
+        ),
         other => return usage_error(argv0, &format!("Unknown command: {other}"), MAIN_USAGE),
     };
     let p = match getopt::parse(rest, opts) {
@@ -269,8 +282,11 @@ fn create(basedir: &str, port: &str, location: &str, umask: u32, quiet: bool) ->
         let identity = foolscap_app::load_or_create_identity(dir.join("tub.pem"))
             .map_err(|e| format!("tub.pem: {e}"))?;
         let tubid = identity.tubid().to_string();
-        std::fs::write(dir.join("furl_prefix"), format!("pb://{tubid}@{location}/\n"))
-            .map_err(|e| io("furl_prefix", e))?;
+        std::fs::write(
+            dir.join("furl_prefix"),
+            format!("pb://{tubid}@{location}/\n"),
+        )
+        .map_err(|e| io("furl_prefix", e))?;
         std::fs::write(dir.join("flappserver.tac"), TACFILE).map_err(|e| io("tac", e))?;
         Ok(tubid)
     })();
@@ -544,7 +560,11 @@ fn run_foreground(tw: &Twistd) -> i32 {
     // twistd: in the foreground the log goes to stdout unless a file is named
     let log: Box<dyn Write + Send> = match tw.logfile.as_deref() {
         None | Some("-") => Box::new(std::io::stdout()),
-        Some(f) => match std::fs::OpenOptions::new().create(true).append(true).open(f) {
+        Some(f) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(f)
+        {
             Ok(file) => Box::new(file),
             Err(e) => {
                 eprintln!("{f}: {e}");
@@ -578,7 +598,11 @@ fn run_foreground(tw: &Twistd) -> i32 {
 /// file and listens, or failed.
 fn daemonize(tw: &Twistd) -> i32 {
     let logfile = tw.logfile.clone().unwrap_or_else(|| "twistd.log".into());
-    let log = match std::fs::OpenOptions::new().create(true).append(true).open(&logfile) {
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&logfile)
+    {
         Ok(f) => f,
         Err(e) => {
             eprintln!("{logfile}: {e}");
@@ -626,8 +650,7 @@ fn daemonize(tw: &Twistd) -> i32 {
             eprintln!("the server exited at once ({status}):\n{tail}");
             return 1;
         }
-        let started = std::fs::read_to_string(&pidfile)
-            .is_ok_and(|t| t.trim() == pid.to_string());
+        let started = std::fs::read_to_string(&pidfile).is_ok_and(|t| t.trim() == pid.to_string());
         let listening = std::fs::read(&logfile).is_ok_and(|t| {
             String::from_utf8_lossy(&t[(start_len as usize).min(t.len())..])
                 .contains("starting on ")
@@ -687,7 +710,10 @@ fn stop(basedir: &str, quiet: bool) -> i32 {
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 

@@ -51,7 +51,9 @@ fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
     let mut buf = Vec::new();
-    f.by_ref().take(MAX_SERVICES_FILE + 1).read_to_end(&mut buf)?;
+    f.by_ref()
+        .take(MAX_SERVICES_FILE + 1)
+        .read_to_end(&mut buf)?;
     if buf.len() as u64 > MAX_SERVICES_FILE {
         return Err(std::io::Error::other(format!(
             "{} is over {MAX_SERVICES_FILE} bytes",
@@ -95,7 +97,11 @@ fn parse_services_json(text: &[u8]) -> Result<Vec<Entry>, LoadError> {
             .and_then(J::as_array)
             .ok_or_else(|| bad("args is not a list"))?
             .iter()
-            .map(|a| a.as_str().map(str::to_owned).ok_or_else(|| bad("an arg is not text")))
+            .map(|a| {
+                a.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad("an arg is not text"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         out.push(Entry {
             swissnum: swissnum.clone(),
@@ -109,7 +115,10 @@ fn parse_services_json(text: &[u8]) -> Result<Vec<Entry>, LoadError> {
     // serde_json's map is sorted; Python keeps the file's order (the
     // order services were added), which `add` preserves when it rewrites
     // the file: recover it from where each key first appears
-    let pos = |e: &Entry| raw.find(&format!("\"{}\"", e.swissnum)).unwrap_or(usize::MAX);
+    let pos = |e: &Entry| {
+        raw.find(&format!("\"{}\"", e.swissnum))
+            .unwrap_or(usize::MAX)
+    };
     out.sort_by_key(pos);
     Ok(out)
 }
@@ -146,7 +155,9 @@ fn load_old_style(basedir: &Path) -> Result<Vec<Entry>, LoadError> {
             .iter()
             .map(|v| match v.as_str() {
                 Some(s) => Some(s.to_owned()),
-                None => v.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned()),
+                None => v
+                    .as_bytes()
+                    .map(|b| String::from_utf8_lossy(b).into_owned()),
             })
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| LoadError::Bad("service_args holds a non-string".into()))?;
@@ -340,7 +351,8 @@ Options:
 This service allows clients to upload files to a specific directory.
 ";
 
-pub const RUN_USAGE: &str = "Usage: flappserver add BASEDIR run-command [options] TARGETDIR COMMAND..
+pub const RUN_USAGE: &str =
+    "Usage: flappserver add BASEDIR run-command [options] TARGETDIR COMMAND..
 Options:
       --accept-stdin   allow client to write to COMMAND stdin
       --help           Display this help and exit.

@@ -83,12 +83,8 @@ fn read_furlfile(path: &str) -> Result<Option<String>, String> {
         },
         None => Path::new(path).to_path_buf(),
     };
-    let text = std::fs::read(&expanded).map_err(|e| {
-        format!(
-            "[Errno {}] {e}: '{path}'",
-            e.raw_os_error().unwrap_or(0)
-        )
-    })?;
+    let text = std::fs::read(&expanded)
+        .map_err(|e| format!("[Errno {}] {e}: '{path}'", e.raw_os_error().unwrap_or(0)))?;
     Ok(String::from_utf8_lossy(&text)
         .lines()
         .map(str::trim)
@@ -126,22 +122,18 @@ pub fn main(argv0: &str, args: &[String]) -> i32 {
     let sub_usage = match sub.map(|(c, _)| c.as_str()) {
         Some("upload-file") => UPLOAD_USAGE,
         Some("run-command") => RUN_USAGE,
-        Some(other) => {
-            return usage_error(argv0, &format!("Unknown command: {other}"), MAIN_USAGE)
-        }
+        Some(other) => return usage_error(argv0, &format!("Unknown command: {other}"), MAIN_USAGE),
         None => MAIN_USAGE,
     };
     let sub_parsed = match sub {
-        Some((_, rest)) => {
-            match getopt::parse(rest, &[flag("help", Some('h'))]) {
-                Ok(sp) if sp.has("help") => {
-                    println!("{sub_usage}");
-                    return 0;
-                }
-                Ok(sp) => Some(sp),
-                Err(e) => return usage_error(argv0, &e, sub_usage),
+        Some((_, rest)) => match getopt::parse(rest, &[flag("help", Some('h'))]) {
+            Ok(sp) if sp.has("help") => {
+                println!("{sub_usage}");
+                return 0;
             }
-        }
+            Ok(sp) => Some(sp),
+            Err(e) => return usage_error(argv0, &e, sub_usage),
+        },
         None => None,
     };
     let mut furl = p.value("furl").map(str::to_owned);
@@ -176,7 +168,10 @@ pub fn main(argv0: &str, args: &[String]) -> i32 {
         },
         Ok(other) => Err(local_failure(
             "builtins.AttributeError",
-            &format!("'{}' object has no attribute 'callRemote'", other.type_name()),
+            &format!(
+                "'{}' object has no attribute 'callRemote'",
+                other.type_name()
+            ),
         )),
         Err(e) => Err(describe(e)),
     };
@@ -219,7 +214,10 @@ fn remote_failure(f: &Failure) -> String {
     // failure without one still names its exception here
     let tb = f.traceback.trim_end();
     let last = format!("{}: {}", f.type_name, f.value);
-    let shown = f.type_name.strip_prefix("builtins.").unwrap_or(&f.type_name);
+    let shown = f
+        .type_name
+        .strip_prefix("builtins.")
+        .unwrap_or(&f.type_name);
     if tb.contains(&last) || tb.contains(&format!("{shown}: {}", f.value)) {
         format!("[CopiedFailure instance: Traceback from remote host -- {tb}\n]")
     } else {
@@ -332,8 +330,7 @@ impl Object for Watcher {
     fn call(&self, call: Call) {
         match call.method.as_str() {
             m @ ("stdout" | "stderr") => {
-                let Some(Value::Bytes(data)) = call.arg(0, "data").map(|v| call.resolve(v))
-                else {
+                let Some(Value::Bytes(data)) = call.arg(0, "data").map(|v| call.resolve(v)) else {
                     return call.fail(Failure::new("builtins.AssertionError", ""));
                 };
                 *self.last_output.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
@@ -389,7 +386,13 @@ fn run_command(tub: &Tub, service: &RemoteRef) -> Result<i32, String> {
         last_output: Mutex::new(Instant::now()),
     });
     let answer = tub
-        .call(service, "execute", &[tub.local(watcher.clone())], &[], PATIENCE)
+        .call(
+            service,
+            "execute",
+            &[tub.local(watcher.clone())],
+            &[],
+            PATIENCE,
+        )
         .map_err(describe)?;
     if let Some(command) = as_remote(&answer).cloned() {
         let (tub2, w2) = (tub.clone(), watcher.clone());
@@ -417,11 +420,19 @@ fn feed(tub: &Tub, command: &RemoteRef, watcher: &Watcher) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        while tub.unsent_output(command).is_some_and(|n| n > MAX_UNSENT_STDIN) {
+        while tub
+            .unsent_output(command)
+            .is_some_and(|n| n > MAX_UNSENT_STDIN)
+        {
             std::thread::sleep(Duration::from_millis(2));
         }
         if tub
-            .call_only(command, "feed_stdin", &[Value::Bytes(Bytes::copy_from_slice(&buf[..n]))], &[])
+            .call_only(
+                command,
+                "feed_stdin",
+                &[Value::Bytes(Bytes::copy_from_slice(&buf[..n]))],
+                &[],
+            )
             .is_err()
         {
             return;

@@ -130,7 +130,10 @@ fn py_failure(class: &str, value: impl Into<String>) -> Failure {
 }
 
 fn traceback_of(f: &Failure) -> String {
-    let shown = f.type_name.strip_prefix("builtins.").unwrap_or(&f.type_name);
+    let shown = f
+        .type_name
+        .strip_prefix("builtins.")
+        .unwrap_or(&f.type_name);
     format!(
         "Traceback (most recent call last):\n  File \"flappserver (foolscap-rs)\", in a service\n{shown}: {}\n",
         f.value
@@ -157,10 +160,7 @@ fn os_error(e: &std::io::Error, path: &Path) -> Failure {
     };
     py_failure(
         class,
-        format!(
-            "[Errno {errno}] {e}: {}",
-            str_repr(&path.to_string_lossy())
-        ),
+        format!("[Errno {errno}] {e}: {}", str_repr(&path.to_string_lossy())),
     )
 }
 
@@ -199,7 +199,10 @@ pub fn check_name(name: &str, targetdir: &Path) -> Result<(), Failure> {
     if name.contains('/') {
         return Err(py_failure(
             INSECURE,
-            format!("{} contains one or more directory separators", str_repr(name)),
+            format!(
+                "{} contains one or more directory separators",
+                str_repr(name)
+            ),
         ));
     }
     if name.contains('\0') {
@@ -433,7 +436,10 @@ fn execute(shared: &Arc<Shared>, call: Call, o: RunOptions) {
         Err(e) => {
             // Python forks first, and the child reports the failed exec on
             // its stderr and exits 1
-            let text = format!("Upon execvpe {} {argv_repr} in environment id: {e}\n", o.argv[0]);
+            let text = format!(
+                "Upon execvpe {} {argv_repr} in environment id: {e}\n",
+                o.argv[0]
+            );
             let log = shared.log.clone();
             let counter = shared.clone();
             if o.send_stderr {
@@ -448,16 +454,17 @@ fn execute(shared: &Arc<Shared>, call: Call, o: RunOptions) {
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let stdin = child.stdin.take();
-    let relay = |pipe: Option<Box<dyn Read + Send>>, method: &'static str, send: bool, log: bool| {
-        let (tub, watcher, l) = (tub.clone(), watcher.clone(), shared.log.clone());
-        std::thread::Builder::new()
-            .name(format!("flapp-{method}"))
-            .spawn(move || {
-                if let Some(p) = pipe {
-                    relay_pipe(p, &tub, &watcher, method, send, log.then_some(&l));
-                }
-            })
-    };
+    let relay =
+        |pipe: Option<Box<dyn Read + Send>>, method: &'static str, send: bool, log: bool| {
+            let (tub, watcher, l) = (tub.clone(), watcher.clone(), shared.log.clone());
+            std::thread::Builder::new()
+                .name(format!("flapp-{method}"))
+                .spawn(move || {
+                    if let Some(p) = pipe {
+                        relay_pipe(p, &tub, &watcher, method, send, log.then_some(&l));
+                    }
+                })
+        };
     let out_thread = relay(
         stdout.map(|p| Box::new(p) as Box<dyn Read + Send>),
         "stdout",
@@ -560,7 +567,12 @@ fn relay_pipe(
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(20));
         }
-        let _ = tub.call_only(watcher, method, &[Value::Bytes(Bytes::copy_from_slice(data))], &[]);
+        let _ = tub.call_only(
+            watcher,
+            method,
+            &[Value::Bytes(Bytes::copy_from_slice(data))],
+            &[],
+        );
     }
 }
 
@@ -817,7 +829,10 @@ pub fn serve(basedir: &Path, log: Log, stdout_banner: &mut dyn Write) -> Result<
     let bound = tub
         .listen(addr.as_str())
         .map_err(|e| format!("Couldn't listen on {addr}: {e}"))?;
-    log.msg(&format!("flappserver (foolscap-rs) starting on {}", bound.port()));
+    log.msg(&format!(
+        "flappserver (foolscap-rs) starting on {}",
+        bound.port()
+    ));
     let shared = Arc::new(Shared {
         basedir: basedir.to_path_buf(),
         log,
