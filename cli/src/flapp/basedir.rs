@@ -529,7 +529,7 @@ mod tests {
             args: vec!["d".into(), "é\"".into()],
             comment: None,
         };
-        let text = services_json(&[e.clone()]);
+        let text = services_json(std::slice::from_ref(&e));
         assert_eq!(
             text,
             "{\n  \"version\": 1,\n  \"services\": {\n    \"abc\": {\n      \"relative_basedir\": \"services/1\",\n      \"type\": \"run-command\",\n      \"args\": [\n        \"d\",\n        \"\\u00e9\\\"\"\n      ],\n      \"comment\": null\n    }\n  }\n}"
