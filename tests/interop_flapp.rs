@@ -161,6 +161,10 @@ fn pairing(creator: Impl, runner: Impl, client_impl: Impl, stdin_len: usize) {
         text(&out.stderr).starts_with("flappclient command failed:\n"),
         "{what}"
     );
+    assert!(
+        text(&out.stderr).contains("unable to find reference for name starting with 'aa'"),
+        "{what}: {out:?}"
+    );
     let out = client(client_impl, &upload, &["run-command"], b"");
     check(&out, 255, &format!("{what}: wrong service type"));
     assert!(

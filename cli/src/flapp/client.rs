@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use foolscap_app::{as_remote, Call, Error, Object, Tub};
 use foolscap_core::broker::{CallError, Failure};
+use foolscap_core::tub::TubError;
 use foolscap_core::value::{RemoteRef, Value};
 
 use super::getopt::{self, flag, param, VERSION_TEXT};
@@ -199,7 +200,17 @@ fn local_failure(class: &str, value: &str) -> String {
 /// remote traceback where the server sent one).
 fn describe(e: Error) -> String {
     match e {
-        Error::Call(CallError::Remote(f)) => remote_failure(&f),
+        Error::Call(CallError::Remote(f)) | Error::Tub(TubError::Lookup(CallError::Remote(f))) => {
+            remote_failure(&f)
+        }
+        Error::Tub(TubError::Unreachable { attempts, .. }) => match attempts.last() {
+            None => local_failure("foolscap.tokens.NoLocationHintsError", ""),
+            Some(a) if a.to_string().contains("refused") => local_failure(
+                "twisted.internet.error.ConnectionRefusedError",
+                "Connection was refused by other side: 111: Connection refused.",
+            ),
+            Some(a) => local_failure("twisted.internet.error.ConnectError", &a.to_string()),
+        },
         Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => local_failure(
             "twisted.internet.error.ConnectionRefusedError",
             "Connection was refused by other side: 111: Connection refused.",
