@@ -35,8 +35,12 @@ pub const UPLOAD_BLOCK: i64 = 1024 * 1024;
 pub const MAX_UNSENT_OUTPUT: usize = 1024 * 1024;
 
 /// Bytes of stdin received and not yet written to the child above which
-/// `feed_stdin` waits (holding back further input from that connection).
-pub const MAX_QUEUED_STDIN: usize = 4 * 1024 * 1024;
+/// the client's connection is dropped (its command's stdin is then
+/// closed and the client exits 3). `feed_stdin` never waits: the engine
+/// may deliver a connection's next calls on another thread meanwhile, so
+/// a waiting `feed_stdin` could be overtaken by `close_stdin` and its
+/// data lost. Python buffers without limit.
+pub const MAX_QUEUED_STDIN: usize = 64 * 1024 * 1024;
 
 /// Size of one read from the child's stdout or stderr.
 pub const PIPE_READ: usize = 64 * 1024;
@@ -480,7 +484,7 @@ fn execute(shared: &Arc<Shared>, call: Call, o: RunOptions) {
     // Without --accept-stdin the child's stdin stays open and unwritten
     // until it exits, as in Python (a command reading it waits).
     let (answer, kept_stdin) = if o.accept_stdin {
-        let command = StdinCommand::start(stdin, o.log_stdin, shared.log.clone());
+        let command = StdinCommand::start(stdin, o.log_stdin, shared.log.clone(), watcher.clone());
         let c2 = command.clone();
         tub.notify_on_disconnect(&watcher, move || c2.close());
         (call.tub().local(command), None)
@@ -582,6 +586,9 @@ struct StdinCommand {
     state: Mutex<StdinState>,
     changed: Condvar,
     log: Option<Log>,
+    /// The client's watcher: its connection is dropped when stdin is over
+    /// [`MAX_QUEUED_STDIN`].
+    watcher: Option<RemoteRef>,
 }
 
 struct StdinState {
@@ -593,7 +600,12 @@ struct StdinState {
 }
 
 impl StdinCommand {
-    fn start(stdin: Option<ChildStdin>, log_stdin: bool, log: Log) -> Arc<StdinCommand> {
+    fn start(
+        stdin: Option<ChildStdin>,
+        log_stdin: bool,
+        log: Log,
+        watcher: RemoteRef,
+    ) -> Arc<StdinCommand> {
         let c = Arc::new(StdinCommand {
             state: Mutex::new(StdinState {
                 queue: Default::default(),
@@ -603,6 +615,7 @@ impl StdinCommand {
             }),
             changed: Condvar::new(),
             log: log_stdin.then_some(log),
+            watcher: Some(watcher),
         });
         if let Some(stdin) = stdin {
             let c2 = c.clone();
@@ -685,12 +698,21 @@ impl Object for StdinCommand {
                     l.msg(&format!("stdin: {}", bytes_repr(&data)));
                 }
                 let mut st = self.lock();
-                // hold this connection's further input while the child
-                // has not taken what came before
-                while st.queued > MAX_QUEUED_STDIN && !st.dead && !st.closed {
-                    st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
-                }
                 if !st.dead && !st.closed {
+                    if st.queued + data.len() > MAX_QUEUED_STDIN {
+                        drop(st);
+                        if let Some(l) = &self.log {
+                            l.msg("stdin over its limit: dropping the client");
+                        }
+                        if let Some(w) = &self.watcher {
+                            call.tub().disconnect(w);
+                        }
+                        self.close();
+                        return call.fail(py_failure(
+                            "builtins.RuntimeError",
+                            format!("over {MAX_QUEUED_STDIN} bytes of stdin waiting"),
+                        ));
+                    }
                     st.queued += data.len();
                     st.queue.push_back(data);
                     self.changed.notify_all();
@@ -819,7 +841,16 @@ pub fn serve(basedir: &Path, log: Log, stdout_banner: &mut dyn Write) -> Result<
             basedir.join("location").display()
         ));
     }
-    let tub = foolscap_threads::tub_with_cert_file(basedir.join("tub.pem"))
+    // One event-loop thread runs every call of every connection, in the
+    // order they arrived: `feed_stdin` and `close_stdin` are reqID-0 calls
+    // whose order is the data's order (an engine that runs calls on
+    // several threads may run them out of order). Nothing the services do
+    // on that thread blocks: uploads and commands have threads of their
+    // own.
+    let engine = foolscap_mio::Runtime::start(foolscap_mio::LoopConfig::default())
+        .map_err(|e| format!("event loop: {e}"))?;
+    let tub = engine
+        .tub_with_cert_file(basedir.join("tub.pem"))
         .map_err(|e| format!("tub.pem: {e}"))?;
     let hints: Vec<&str> = location.split(',').collect();
     tub.set_location(&hints);
