@@ -413,16 +413,14 @@ fn new_swissnum() -> String {
 /// Random bytes from the operating system.
 fn getrandom_fill(buf: &mut [u8]) {
     use std::io::Read;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        if f.read_exact(buf).is_ok() {
-            return;
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf));
+    if read.is_err() {
+        // no /dev/urandom: the hash of a fresh key is random as well
+        let id = foolscap_core::identity::Identity::generate().expect("an identity");
+        let t = id.tubid().to_string();
+        for (d, s) in buf.iter_mut().zip(t.bytes()) {
+            *d = s;
         }
-    }
-    // no /dev/urandom: a fresh identity's key is random too
-    let id = foolscap_core::identity::Identity::generate().expect("an identity");
-    let t = id.tubid().to_string();
-    for (d, s) in buf.iter_mut().zip(t.bytes().cycle()) {
-        *d ^= s;
     }
 }
 
@@ -715,9 +713,4 @@ fn is_zombie(pid: i32) -> bool {
                 .map(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
-}
-
-#[allow(dead_code)]
-fn flush() {
-    let _ = std::io::stdout().flush();
 }
