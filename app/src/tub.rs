@@ -606,6 +606,15 @@ impl Tub {
         self.lock().core.is_connected(reference.connection())
     }
 
+    /// The bytes not yet sent on the connection `reference` lives on
+    /// (queued in the engine or not yet handed to it); `None` once that
+    /// connection is closed. Callers sending a stream of calls that no
+    /// answer paces (`call_only`) wait while it is high, so a slow peer
+    /// cannot make them queue without bound.
+    pub fn unsent_output(&self, reference: &RemoteRef) -> Option<usize> {
+        self.lock().core.unsent_output(reference.connection())
+    }
+
     /// Drops the connection `reference` arrived over.
     pub fn disconnect(&self, reference: &RemoteRef) {
         self.lock().core.disconnect(reference.connection());

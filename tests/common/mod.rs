@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod flapp;
 pub mod kitchen;
 pub mod negotiation;
 pub mod process;

@@ -1382,7 +1382,15 @@ impl Broker {
                         let hint: String = String::from_utf8_lossy(name).chars().take(2).collect();
                         let msg =
                             format!("unable to find reference for name starting with '{hint}'");
-                        self.send_error(req, &Failure::new("builtins.KeyError", str_repr(&msg)));
+                        let mut f = Failure::new("builtins.KeyError", str_repr(&msg));
+                        // Python's tools print a remote failure as its
+                        // traceback alone (flappclient, for one): the
+                        // last line names the exception, as Python's does
+                        f.traceback = format!(
+                            "Traceback (most recent call last):\n  File \"foolscap-rs\", in getReferenceByName\nbuiltins.KeyError: {}\n",
+                            f.value
+                        );
+                        self.send_error(req, &f);
                     }
                 }
             }

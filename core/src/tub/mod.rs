@@ -1517,6 +1517,19 @@ impl Tub {
         self.conns.get(&connection).map_or(0, Conn::unpolled_output)
     }
 
+    /// The bytes waiting to go out on `connection`: what the transport
+    /// still holds (its last [`Tub::set_backlog`]) plus what this Tub made
+    /// and [`Tub::poll_transmit`] has not given out yet. `None` once the
+    /// connection is not open. A producer of reqID-0 calls (which no
+    /// answer paces) waits while this is high.
+    pub fn unsent_output(&self, connection: ConnectionId) -> Option<usize> {
+        let c = self.conns.get(&connection)?;
+        match c.state {
+            ConnState::Open { .. } => Some(c.backlog.saturating_add(c.unpolled_output())),
+            _ => None,
+        }
+    }
+
     /// Whether the driver should read `connection`'s socket now: false
     /// while its output (the transport's backlog and what this Tub made
     /// but [`Tub::poll_transmit`] has not given out yet, PONGs included)
