@@ -694,6 +694,7 @@ const SINK_METHODS: &[Signature] = &[
     Signature::new("count_calls", &[]),
     Signature::new("note", &["x"]),
     Signature::new("notes", &[]),
+    Signature::new("log", &["msg"]),
     Signature::new("sleep", &["seconds"]),
     Signature::new("hangup", &["ref", "seconds"]).defaults(1),
 ];
@@ -857,6 +858,15 @@ impl KitchenSink {
                 while notes.len() > MAX_NOTES {
                     notes.pop_front();
                 }
+                Ok(Value::None)
+            }
+            "log" => {
+                // one Foolscap event in the Tub's logger (Python's log.msg)
+                tub.logger()
+                    .event(py_str(arg(0)))
+                    .facility("kitchen-sink")
+                    .level(foolscap::logging::level::OPERATIONAL)
+                    .log();
                 Ok(Value::None)
             }
             "notes" => {

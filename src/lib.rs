@@ -17,6 +17,9 @@ pub use foolscap_app::{
 };
 pub use foolscap_core as core;
 pub use foolscap_core::{banana, broker, furl, id, identity, negotiation, rng, schema, tub, value};
+/// The in-process logger, log events and flogfiles (feature `tracing`:
+/// `logging::tracing_bridge`).
+pub use foolscap_logging as logging;
 pub use foolscap_mio as mio;
 pub use foolscap_threads as threads;
 #[cfg(feature = "tokio")]

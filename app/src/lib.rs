@@ -53,6 +53,7 @@ mod args;
 mod driven;
 mod error;
 pub mod logport;
+mod logging;
 mod object;
 mod reconnect;
 pub mod sharing;

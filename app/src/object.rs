@@ -381,6 +381,22 @@ impl Call {
         if let Some(done) = self.local.take() {
             return self.tub.answer_local(done, result);
         }
+        if let Err(f) = &result {
+            // logLocalFailures (the Tub's lock is not held here)
+            if let Some(logger) = self.tub.local_failure_logger() {
+                crate::logging::local_failure(
+                    &logger,
+                    &self.tub.tubid(),
+                    &self.caller,
+                    self.id.req_id,
+                    self.object.0,
+                    self.method.as_str(),
+                    &self.args,
+                    &self.kwargs,
+                    f,
+                );
+            }
+        }
         // a connection that closed meanwhile has nobody to answer
         let _ = self.tub.answer(self.id, result);
     }

@@ -139,6 +139,8 @@ pub(crate) struct State {
     pub(crate) reconnectors: Vec<crate::reconnect::Handle>,
     /// The logport and its FURL file ([`Tub::logport`]).
     pub(crate) logport: crate::logport::publisher::TubLogport,
+    /// Where the Tub's own log events go, and which it writes.
+    pub(crate) log: crate::logging::LogConfig,
 }
 
 impl State {
@@ -247,6 +249,7 @@ impl Tub {
                 buf: Vec::new(),
                 reconnectors: Vec::new(),
                 logport: Default::default(),
+                log: crate::logging::LogConfig::new(),
             }),
         });
         let driven = DrivenTub {
@@ -442,10 +445,37 @@ impl Tub {
         };
         let mut st = self.lock();
         let call = st.core.call(remote, method, args, kwargs)?;
-        st.calls.insert(call, Box::new(done));
+        let done = self.log_remote_failure(&st, remote, method, Box::new(done));
+        st.calls.insert(call, done);
         drop(st);
         self.finish();
         Ok(())
+    }
+
+    /// With `logRemoteFailures` on, `done` is wrapped to log a failure the
+    /// far end sent (after the Tub's lock is released, as answers run).
+    fn log_remote_failure(
+        &self,
+        st: &State,
+        remote: &RemoteRef,
+        method: &str,
+        done: AnswerFn,
+    ) -> AnswerFn {
+        if !st.log.remote_failures {
+            return done;
+        }
+        let logger = st.log.logger.clone();
+        let sent = crate::logging::SentCall {
+            me: self.shared.tubid,
+            peer: st.core.peer_of(remote.connection()),
+            interface: String::from_utf8_lossy(remote.interface()).into_owned(),
+            method: method.to_owned(),
+            clid: remote.clid(),
+        };
+        Box::new(move |r| {
+            crate::logging::remote_failure(&logger, &sent, &r);
+            done(r)
+        })
     }
 
     /// [`Tub::call_async`] whose `done` also hears of a call that cannot
@@ -462,7 +492,8 @@ impl Tub {
         let mut st = self.lock();
         match st.core.call(target, method, args, kwargs) {
             Ok(call) => {
-                st.calls.insert(call, Box::new(done));
+                let done = self.log_remote_failure(&st, target, method, Box::new(done));
+                st.calls.insert(call, done);
                 drop(st);
                 self.finish();
             }
@@ -668,6 +699,52 @@ impl Tub {
             .collect();
         self.run_actions(actions);
         self.shared.driver.wake();
+        // a FLOGFILE is complete on disk once a Tub has shut down
+        let logger = self.logger();
+        logger.flush();
+    }
+
+    /// The logger this Tub's own events go to ([`Logger::global`] unless
+    /// [`Tub::set_logger`] gave another).
+    ///
+    /// [`Logger::global`]: foolscap_logging::Logger::global
+    pub fn logger(&self) -> foolscap_logging::Logger {
+        self.lock().log.logger.clone()
+    }
+
+    /// Send this Tub's events to `logger` (tests, embedding).
+    pub fn set_logger(&self, logger: foolscap_logging::Logger) {
+        self.lock().log.logger = logger;
+    }
+
+    /// Python's Tub option `logLocalFailures`: log the calls from peers
+    /// that our objects answer with a failure (an UNUSUAL event and NOISY
+    /// details: method, arguments, the failure). Off by default.
+    pub fn set_log_local_failures(&self, on: bool) {
+        self.lock().log.local_failures = on;
+    }
+
+    /// Python's Tub option `logRemoteFailures`: log the calls we sent that
+    /// failed on the far end (an UNUSUAL event and NOISY details). Off by
+    /// default.
+    pub fn set_log_remote_failures(&self, on: bool) {
+        self.lock().log.remote_failures = on;
+    }
+
+    /// Python's `tub.log(...)`: log `fields` (as [`Logger::msg`] takes
+    /// them) with this Tub's `tubID` added; gives the event's number.
+    ///
+    /// [`Logger::msg`]: foolscap_logging::Logger::msg
+    pub fn log(&self, fields: foolscap_logging::Dict) -> u64 {
+        let logger = self.logger();
+        crate::logging::tub_log(&logger, &self.shared.tubid, fields)
+    }
+
+    /// The options a failed local answer is logged with, when
+    /// `logLocalFailures` is on.
+    pub(crate) fn local_failure_logger(&self) -> Option<foolscap_logging::Logger> {
+        let st = self.lock();
+        st.log.local_failures.then(|| st.log.logger.clone())
     }
 
     /// A clean shutdown: stops listening, lets the answers to calls
@@ -815,6 +892,19 @@ impl Tub {
                     | TubEvent::Disconnected { .. }
                     | TubEvent::NegotiationFailed { .. }
             ) {
+                let (logger, me, e) = (st.log.logger.clone(), self.shared.tubid, ev.clone());
+                actions.push(Action::Run(Box::new(move || match &e {
+                    TubEvent::Connected { peer, .. } => {
+                        crate::logging::connected(&logger, &me, peer)
+                    }
+                    TubEvent::Disconnected { peer, reason, .. } => {
+                        crate::logging::disconnected(&logger, &me, peer, reason)
+                    }
+                    TubEvent::NegotiationFailed {
+                        outbound, error, ..
+                    } => crate::logging::negotiation_failed(&logger, &me, *outbound, error),
+                    _ => {}
+                })));
                 for w in &st.connection_watchers {
                     let (w, ev) = (w.clone(), ev.clone());
                     actions.push(Action::Run(Box::new(move || w(&ev))));

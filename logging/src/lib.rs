@@ -27,6 +27,8 @@ pub mod logger;
 pub mod pyformat;
 pub mod repr;
 pub mod timefmt;
+#[cfg(feature = "tracing")]
+pub mod tracing_bridge;
 pub mod value;
 
 pub use builder::EventBuilder;

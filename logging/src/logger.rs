@@ -52,7 +52,13 @@ pub struct Logger {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ObserverId(u64);
 
-type BufKey = (Option<String>, i64);
+/// One facility's threshold and history buffers (by level).
+#[derive(Default)]
+struct Facility {
+    threshold: Option<i64>,
+    sizes: HashMap<i64, usize>,
+    buffers: HashMap<i64, VecDeque<Arc<Event>>>,
+}
 
 struct Inner {
     incarnation: String,
@@ -61,12 +67,42 @@ struct Inner {
     state: Mutex<State>,
     incident: Mutex<Option<Recording>>,
     flogfile: Mutex<Option<FlogSink>>,
+    /// Whether `flogfile` holds a sink (read without its lock).
+    has_flogfile: std::sync::atomic::AtomicBool,
+}
+
+impl State {
+    fn facility(&self, f: Option<&str>) -> Option<&Facility> {
+        match f {
+            None => Some(&self.no_facility),
+            Some(f) => self.facilities.get(f),
+        }
+    }
+    fn facility_mut(&mut self, f: Option<&str>) -> &mut Facility {
+        match f {
+            None => &mut self.no_facility,
+            Some(f) => {
+                if !self.facilities.contains_key(f) {
+                    self.facilities.insert(f.to_owned(), Facility::default());
+                }
+                self.facilities.get_mut(f).expect("just inserted")
+            }
+        }
+    }
+    /// Every buffered event, unsorted.
+    fn buffered(&self) -> Vec<Arc<Event>> {
+        std::iter::once(&self.no_facility)
+            .chain(self.facilities.values())
+            .flat_map(|f| f.buffers.values())
+            .flat_map(|q| q.iter().cloned())
+            .collect()
+    }
 }
 
 struct State {
-    thresholds: HashMap<Option<String>, i64>,
-    sizes: HashMap<BufKey, usize>,
-    buffers: HashMap<BufKey, VecDeque<Arc<Event>>>,
+    /// By facility name; the events without one are in `no_facility`.
+    facilities: HashMap<String, Facility>,
+    no_facility: Facility,
     observers: Arc<Vec<(ObserverId, Observer)>>,
     incident_observers: Arc<Vec<(ObserverId, IncidentObserver)>>,
     log_dir: Option<PathBuf>,
@@ -182,9 +218,8 @@ impl Logger {
                 next_num: AtomicU64::new(0),
                 next_id: AtomicU64::new(0),
                 state: Mutex::new(State {
-                    thresholds: HashMap::new(),
-                    sizes: HashMap::new(),
-                    buffers: HashMap::new(),
+                    facilities: HashMap::new(),
+                    no_facility: Facility::default(),
                     observers: Arc::new(Vec::new()),
                     incident_observers: Arc::new(Vec::new()),
                     log_dir: None,
@@ -197,6 +232,7 @@ impl Logger {
                 }),
                 incident: Mutex::new(None),
                 flogfile: Mutex::new(None),
+                has_flogfile: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -257,16 +293,12 @@ impl Logger {
                 level::WEIRD as f64
             }
         };
-        let facility = fields
-            .get("facility")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
         {
+            let facility = fields.get("facility").and_then(Value::as_str);
             let st = lock(&self.inner.state);
             let threshold = st
-                .thresholds
-                .get(&facility)
-                .copied()
+                .facility(facility)
+                .and_then(|f| f.threshold)
                 .unwrap_or(DEFAULT_THRESHOLD);
             if lvl < threshold as f64 {
                 return num;
@@ -306,15 +338,19 @@ impl Logger {
             .and_then(Value::as_i64)
             .unwrap_or(lvl as i64);
         let event = Arc::new(Event(fields));
-        self.store(facility, level_key, lvl, event);
+        self.store(level_key, lvl, event);
         num
     }
 
-    fn store(&self, facility: Option<String>, level_key: i64, lvl: f64, event: Arc<Event>) {
+    fn store(&self, level_key: i64, lvl: f64, event: Arc<Event>) {
         let mut st = lock(&self.inner.state);
-        let key = (facility, level_key);
-        let size = st.sizes.get(&key).copied().unwrap_or(DEFAULT_BUFFER_SIZE);
-        let buf = st.buffers.entry(key).or_default();
+        let fac = st.facility_mut(event.get("facility").and_then(Value::as_str));
+        let size = fac
+            .sizes
+            .get(&level_key)
+            .copied()
+            .unwrap_or(DEFAULT_BUFFER_SIZE);
+        let buf = fac.buffers.entry(level_key).or_default();
         buf.push_back(event.clone());
         while buf.len() > size {
             buf.pop_front();
@@ -333,11 +369,7 @@ impl Logger {
             let action = if g.is_some() {
                 IncidentAction::Trailing
             } else if trigger {
-                let mut hist: Vec<Arc<Event>> = st
-                    .buffers
-                    .values()
-                    .flat_map(|q| q.iter().cloned())
-                    .collect();
+                let mut hist = st.buffered();
                 hist.sort_by_key(|e| e.num().unwrap_or(i64::MIN));
                 let dir = st.log_dir.clone().unwrap_or_default();
                 IncidentAction::Declare(hist, dir, st.trailing_delay, st.trailing_events)
@@ -355,8 +387,10 @@ impl Logger {
                 .retain(|r| matches!(r.try_recv(), Err(mpsc::TryRecvError::Empty)));
             st.finishing.push(rx);
         }
-        if let Some(sink) = lock(&self.inner.flogfile).as_mut() {
-            sink.event(&event, lvl);
+        if self.inner.has_flogfile.load(Ordering::Relaxed) {
+            if let Some(sink) = lock(&self.inner.flogfile).as_mut() {
+                sink.event(&event, lvl);
+            }
         }
         for (_, o) in observers.iter() {
             o(&event);
@@ -458,13 +492,7 @@ impl Logger {
     /// Every event now in the history buffers, sorted by num (catch-up,
     /// incidents).
     pub fn history(&self) -> Vec<Event> {
-        let st = lock(&self.inner.state);
-        let mut all: Vec<Arc<Event>> = st
-            .buffers
-            .values()
-            .flat_map(|q| q.iter().cloned())
-            .collect();
-        drop(st);
+        let mut all = lock(&self.inner.state).buffered();
         all.sort_by_key(|e| e.num().unwrap_or(i64::MIN));
         all.into_iter().map(|e| (*e).clone()).collect()
     }
@@ -535,17 +563,14 @@ impl Logger {
     /// exact facility (`None`: events without one) below `level` are
     /// dropped (their number is still used up).
     pub fn set_generation_threshold(&self, level: i64, facility: Option<&str>) {
-        lock(&self.inner.state)
-            .thresholds
-            .insert(facility.map(str::to_owned), level);
+        lock(&self.inner.state).facility_mut(facility).threshold = Some(level);
     }
 
     /// The generation threshold of `facility` (default NOISY).
     pub fn generation_threshold(&self, facility: Option<&str>) -> i64 {
         lock(&self.inner.state)
-            .thresholds
-            .get(&facility.map(str::to_owned))
-            .copied()
+            .facility(facility)
+            .and_then(|f| f.threshold)
             .unwrap_or(DEFAULT_THRESHOLD)
     }
 
@@ -553,9 +578,9 @@ impl Logger {
     /// this (facility, level) pair the history keeps (default 100).
     pub fn set_buffer_size(&self, level: i64, size: usize, facility: Option<&str>) {
         let mut st = lock(&self.inner.state);
-        let key = (facility.map(str::to_owned), level);
-        st.sizes.insert(key.clone(), size);
-        if let Some(q) = st.buffers.get_mut(&key) {
+        let fac = st.facility_mut(facility);
+        fac.sizes.insert(level, size);
+        if let Some(q) = fac.buffers.get_mut(&level) {
             while q.len() > size {
                 q.pop_front();
             }
@@ -618,6 +643,7 @@ impl Logger {
             w: Some(w),
             threshold,
         });
+        self.inner.has_flogfile.store(true, Ordering::Relaxed);
         if let Some(mut old) = old {
             old.close();
         }

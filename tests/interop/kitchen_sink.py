@@ -265,6 +265,11 @@ class KitchenSink(Referenceable):
     def remote_notes(self):
         return list(self.notes)
 
+    def remote_log(self, msg):
+        from foolscap.logging import log
+        log.msg(msg, facility="kitchen-sink", level=log.OPERATIONAL)
+        return None
+
     def remote_sleep(self, seconds):
         seconds = max(0.0, min(float(seconds), MAX_SLEEP))
         # deferLater: the reactor keeps serving other calls meanwhile
