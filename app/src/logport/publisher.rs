@@ -641,12 +641,17 @@ impl RILogPublisher for LogPublisher {
 
 impl Tub {
     /// This Tub's logport (Python's `getLogPort`): created on first use,
-    /// publishing the process-wide [`Logger::global`].
+    /// publishing the Tub's logger ([`Tub::logger`]: the process-wide
+    /// [`Logger::global`] unless [`Tub::set_logger`] gave another).
     pub fn logport(&self) -> Arc<LogPublisher> {
+        if let Some(p) = self.lock().logport.publisher.clone() {
+            return p;
+        }
+        let fresh = Arc::new(LogPublisher::new(self.logger()));
         self.lock()
             .logport
             .publisher
-            .get_or_insert_with(|| Arc::new(LogPublisher::default()))
+            .get_or_insert(fresh)
             .clone()
     }
 
