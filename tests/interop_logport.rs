@@ -1039,3 +1039,33 @@ fn the_logport_furl_file_is_written_once_located_and_keeps_its_swissnum() {
     let err = other.set_logport_furlfile(&file).unwrap_err();
     assert!(matches!(err, foolscap::Error::WrongTubId { .. }), "{err}");
 }
+
+#[test]
+fn both_kitchen_sinks_publish_their_logport_with_logport_furlfile() {
+    let dir = TempDir::new("logport-kitchen");
+    for (i, rust) in [true, false].into_iter().enumerate() {
+        let file = dir.path().join(format!("logport-{i}.furl"));
+        let extra = ["--logport-furlfile", file.to_str().unwrap()];
+        let server = if rust {
+            common::process::Server::rust("mio", &extra)
+        } else {
+            common::process::Server::python(&extra)
+        };
+        let deadline = Instant::now() + T;
+        while !std::fs::read_to_string(&file).is_ok_and(|t| t.ends_with('\n')) {
+            assert!(Instant::now() < deadline, "no {}", file.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // the same Tub as the kitchen sink, another swissnum
+        let text = std::fs::read_to_string(&file).unwrap();
+        let tubid = |f: &str| f.split('@').next().unwrap().to_string();
+        assert_eq!(tubid(text.trim()), tubid(&server.furl));
+        assert_ne!(text.trim(), server.furl);
+        for ours in [true, false] {
+            let t = tail(ours, &["--catch-up", file.to_str().unwrap()]);
+            let pid = format!("Connected (to pid {})", server.pid());
+            t.wait_line(&pid, |l| l == pid);
+            t.wait_contains("Remote Versions:");
+        }
+    }
+}

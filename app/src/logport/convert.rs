@@ -14,6 +14,8 @@
 //! tuples as `tuple`, bytes as a bare STRING, failures as the
 //! `twisted.python.failure.Failure` copyable, big integers as LONGINT.
 
+use std::cell::Cell;
+
 use foolscap_core::broker::Failure as WireFailure;
 use foolscap_core::value::pyrepr::{bytes_repr, str_repr};
 use foolscap_core::value::{Int, Text, Value as WireValue};
@@ -28,6 +30,13 @@ use crate::typed::Context;
 /// refused with [`EventError::TooDeep`].
 pub const MAX_EVENT_DEPTH: usize = 512;
 
+/// How many values a received event may hold once its shared parts are
+/// expanded (each alias counts as a copy of what it refers to): a message
+/// that refers to one container many times over, level after level,
+/// would otherwise expand exponentially. Past it the event is refused
+/// with [`EventError::TooLarge`].
+pub const MAX_EVENT_VALUES: usize = 1 << 20;
+
 /// Why a received value is not an event.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -41,6 +50,9 @@ pub enum EventError {
     /// Nested deeper than [`MAX_EVENT_DEPTH`].
     #[error("the event nests deeper than {MAX_EVENT_DEPTH} levels")]
     TooDeep,
+    /// More than [`MAX_EVENT_VALUES`] values, shared parts expanded.
+    #[error("the event holds more than {MAX_EVENT_VALUES} values")]
+    TooLarge,
     /// A shared value the message does not hold.
     #[error("the event refers to a shared value its message does not hold")]
     DanglingAlias,
@@ -57,7 +69,7 @@ pub fn event_from_wire(v: &WireValue) -> Result<Event, EventError> {
 pub fn event_from_wire_in(v: &WireValue, cx: &Context<'_>) -> Result<Event, EventError> {
     let v = cx.resolve(v).map_err(|_| EventError::DanglingAlias)?;
     match v {
-        WireValue::Dict(pairs) => Ok(Event(dict_from_wire(pairs, cx, 1)?)),
+        WireValue::Dict(pairs) => Ok(Event(dict_from_wire(pairs, cx, 1, &Cell::new(0))?)),
         other => Err(EventError::NotADict(other.type_name())),
     }
 }
@@ -65,18 +77,19 @@ pub fn event_from_wire_in(v: &WireValue, cx: &Context<'_>) -> Result<Event, Even
 /// A received value of an event.
 pub fn value_from_wire(v: &WireValue) -> Result<Value, EventError> {
     let cx = Context::for_message(v, None);
-    convert_in(v, &cx, 0)
+    convert_in(v, &cx, 0, &Cell::new(0))
 }
 
 /// [`value_from_wire`] for a value of a larger message.
 pub fn value_from_wire_in(v: &WireValue, cx: &Context<'_>) -> Result<Value, EventError> {
-    convert_in(v, cx, 0)
+    convert_in(v, cx, 0, &Cell::new(0))
 }
 
 fn dict_from_wire(
     pairs: &[(WireValue, WireValue)],
     cx: &Context<'_>,
     depth: usize,
+    count: &Cell<usize>,
 ) -> Result<Dict, EventError> {
     let mut d = Dict::new();
     for (k, v) in pairs {
@@ -88,16 +101,30 @@ fn dict_from_wire(
             },
             other => return Err(EventError::BadKey(other.type_name().into())),
         };
-        d.insert(key, convert_in(v, cx, depth)?);
+        d.insert(key, convert_in(v, cx, depth, count)?);
     }
     Ok(d)
 }
 
-fn items(vs: &[WireValue], cx: &Context<'_>, depth: usize) -> Result<Vec<Value>, EventError> {
-    vs.iter().map(|v| convert_in(v, cx, depth)).collect()
+fn items(
+    vs: &[WireValue],
+    cx: &Context<'_>,
+    depth: usize,
+    count: &Cell<usize>,
+) -> Result<Vec<Value>, EventError> {
+    vs.iter().map(|v| convert_in(v, cx, depth, count)).collect()
 }
 
-fn convert_in(v: &WireValue, cx: &Context<'_>, depth: usize) -> Result<Value, EventError> {
+fn convert_in(
+    v: &WireValue,
+    cx: &Context<'_>,
+    depth: usize,
+    count: &Cell<usize>,
+) -> Result<Value, EventError> {
+    count.set(count.get() + 1);
+    if count.get() > MAX_EVENT_VALUES {
+        return Err(EventError::TooLarge);
+    }
     let v = cx.resolve(v).map_err(|_| EventError::DanglingAlias)?;
     let container = matches!(
         v,
@@ -119,11 +146,11 @@ fn convert_in(v: &WireValue, cx: &Context<'_>, depth: usize) -> Result<Value, Ev
         WireValue::Bytes(b) => Value::Bytes(b.to_vec()),
         WireValue::Str(s) => Value::Str(s.as_str().to_owned()),
         WireValue::Decimal(d) => Value::Other(format!("Decimal({})", str_repr(&d.to_string()))),
-        WireValue::List(vs) => Value::List(items(vs, cx, depth)?),
-        WireValue::Tuple(vs) => Value::Tuple(items(vs, cx, depth)?),
-        WireValue::Set(vs) => Value::Set(items(vs, cx, depth)?),
-        WireValue::FrozenSet(vs) => Value::FrozenSet(items(vs, cx, depth)?),
-        WireValue::Dict(pairs) => Value::Dict(dict_from_wire(pairs, cx, depth)?),
+        WireValue::List(vs) => Value::List(items(vs, cx, depth, count)?),
+        WireValue::Tuple(vs) => Value::Tuple(items(vs, cx, depth, count)?),
+        WireValue::Set(vs) => Value::Set(items(vs, cx, depth, count)?),
+        WireValue::FrozenSet(vs) => Value::FrozenSet(items(vs, cx, depth, count)?),
+        WireValue::Dict(pairs) => Value::Dict(dict_from_wire(pairs, cx, depth, count)?),
         WireValue::Copyable(c) => match WireFailure::from_value(v) {
             Ok(f) => Value::Failure(Box::new(Failure {
                 value: f.value,
@@ -300,6 +327,26 @@ mod tests {
             e.get("c"),
             Some(&Value::Other("<RemoteCopy of app.Thing>".into()))
         );
+    }
+
+    #[test]
+    fn shared_containers_expand_within_a_budget() {
+        // each level holds the previous one twice: 2^40 values expanded
+        let mut v = WireValue::Anchor(0, Box::new(WireValue::List(vec![WireValue::int(1)])));
+        for id in 1..40 {
+            v = WireValue::Anchor(
+                id,
+                Box::new(WireValue::List(vec![v, WireValue::Alias(id - 1)])),
+            );
+        }
+        let e = WireValue::Dict(vec![(u("x"), v)]);
+        assert_eq!(event_from_wire(&e), Err(EventError::TooLarge));
+        // a cycle meets the depth limit
+        let cycle = WireValue::Dict(vec![(
+            u("x"),
+            WireValue::Anchor(0, Box::new(WireValue::List(vec![WireValue::Alias(0)]))),
+        )]);
+        assert_eq!(event_from_wire(&cycle), Err(EventError::TooDeep));
     }
 
     #[test]

@@ -648,11 +648,7 @@ impl Tub {
             return p;
         }
         let fresh = Arc::new(LogPublisher::new(self.logger()));
-        self.lock()
-            .logport
-            .publisher
-            .get_or_insert(fresh)
-            .clone()
+        self.lock().logport.publisher.get_or_insert(fresh).clone()
     }
 
     /// The logport's FURL (Python's `getLogPortFURL`): registers it on
