@@ -884,11 +884,11 @@ pub fn check_flogfile_reader(data: &[u8]) {
 /// truncated to foolscap's limits; after that nothing changes).
 pub fn check_event_from_wire(data: &[u8]) {
     use foolscap_app::logport::{event_from_wire, event_to_wire, EventError, MAX_EVENT_DEPTH};
-    let shared = has_alias(&v);
     let mut u = Unstructured::new(data);
     let Ok(v) = Value::arbitrary(&mut u) else {
         return;
     };
+    let shared = has_alias(&v);
     let e1 = match event_from_wire(&v) {
         Ok(e) => e,
         // aliases can lead deeper (a cycle) than the value's own nesting

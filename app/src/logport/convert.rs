@@ -24,11 +24,14 @@ use foolscap_logging::{Dict, Event, Value};
 
 use crate::typed::Context;
 
-/// How deep a received event may nest (containers in containers): the
-/// nesting the flogfile reader accepts (`foolscap_logging::json`), so
-/// that every event a tail saves can be read back. Deeper events are
-/// refused with [`EventError::TooDeep`].
-pub const MAX_EVENT_DEPTH: usize = 512;
+/// How deep a received event may nest (containers in containers, shared
+/// parts followed): Python's events are flat dicts with small values, and
+/// converting costs stack per level (a few KiB in a debug build), so that
+/// an engine thread with a small stack survives any input, cycles
+/// included. Well within the flogfile reader's 512, so every event a tail
+/// saves reads back. Deeper events are refused with
+/// [`EventError::TooDeep`].
+pub const MAX_EVENT_DEPTH: usize = 100;
 
 /// How many values a received event may hold once its shared parts are
 /// expanded (each alias counts as a copy of what it refers to): a message
@@ -141,16 +144,27 @@ fn convert_in(
     Ok(match v {
         WireValue::None => Value::None,
         WireValue::Bool(b) => Value::Bool(*b),
-        WireValue::Int(i) => Value::Int(i.to_bigint()),
         WireValue::Float(f) => Value::Float(*f),
-        WireValue::Bytes(b) => Value::Bytes(b.to_vec()),
         WireValue::Str(s) => Value::Str(s.as_str().to_owned()),
-        WireValue::Decimal(d) => Value::Other(format!("Decimal({})", str_repr(&d.to_string()))),
         WireValue::List(vs) => Value::List(items(vs, cx, depth, count)?),
         WireValue::Tuple(vs) => Value::Tuple(items(vs, cx, depth, count)?),
         WireValue::Set(vs) => Value::Set(items(vs, cx, depth, count)?),
         WireValue::FrozenSet(vs) => Value::FrozenSet(items(vs, cx, depth, count)?),
         WireValue::Dict(pairs) => Value::Dict(dict_from_wire(pairs, cx, depth, count)?),
+        // resolved above
+        WireValue::Anchor(..) | WireValue::Alias(_) => return Err(EventError::DanglingAlias),
+        leaf => leaf_from_wire(leaf),
+    })
+}
+
+/// The values that hold no others, kept out of the recursive function so
+/// that each level of nesting costs little stack.
+#[inline(never)]
+fn leaf_from_wire(v: &WireValue) -> Value {
+    match v {
+        WireValue::Int(i) => Value::Int(i.to_bigint()),
+        WireValue::Bytes(b) => Value::Bytes(b.to_vec()),
+        WireValue::Decimal(d) => Value::Other(format!("Decimal({})", str_repr(&d.to_string()))),
         WireValue::Copyable(c) => match WireFailure::from_value(v) {
             Ok(f) => Value::Failure(Box::new(Failure {
                 value: f.value,
@@ -164,9 +178,8 @@ fn convert_in(
         },
         WireValue::Remote(r) => Value::Other(format!("<RemoteReference at 0x{:x}>", r.clid())),
         WireValue::Local(id) => Value::Other(format!("<Referenceable {id}>")),
-        // resolved above
-        WireValue::Anchor(..) | WireValue::Alias(_) => return Err(EventError::DanglingAlias),
-    })
+        other => Value::Other(format!("<{}>", other.type_name())),
+    }
 }
 
 /// An event to send: what Python's publisher puts on the wire.
@@ -360,5 +373,35 @@ mod tests {
         assert_eq!(e.get("a"), e.get("b"));
         let dangling = WireValue::Dict(vec![(u("b"), WireValue::Alias(9))]);
         assert_eq!(event_from_wire(&dangling), Err(EventError::DanglingAlias));
+    }
+}
+
+#[cfg(test)]
+mod stack {
+    use super::*;
+
+    /// A cycle (a list holding itself) meets MAX_EVENT_DEPTH well before a
+    /// small thread stack runs out, even unoptimised.
+    #[test]
+    fn a_cycle_is_refused_on_a_512_kib_stack() {
+        let refused = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(|| {
+                let cycle = WireValue::Dict(vec![(
+                    WireValue::str(""),
+                    WireValue::Anchor(
+                        0,
+                        Box::new(WireValue::List(vec![
+                            WireValue::bytes(b"dict"),
+                            WireValue::Alias(0),
+                        ])),
+                    ),
+                )]);
+                event_from_wire(&cycle)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(refused, Err(EventError::TooDeep));
     }
 }
