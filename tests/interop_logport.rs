@@ -987,10 +987,13 @@ fn a_failed_msg_ends_the_subscription_but_dropping_its_reference_does_not() {
     // a format naming a missing key: our observer's format_message fails
     // quietly, so make the failure explicit with a Python tail instead
     let pytail = tail(false, &[&node.furl]);
+    let rstail = tail(true, &[&node.furl]);
     pytail.wait_contains("Remote Versions:");
-    node.wait_stats("two subscriptions", |s| s.subscriptions == 2);
+    rstail.wait_contains("Remote Versions:");
+    node.wait_stats("three subscriptions", |s| s.subscriptions == 3);
     node.logger.msg(d(&[("format", s("%(nokey)s"))]));
-    node.wait_stats("the failing one ended", |s| s.subscriptions == 1);
+    // both tails fail that msg call (Python's KeyError): both end
+    node.wait_stats("the failing ones ended", |s| s.subscriptions == 1);
     node.logger.msg(d(&[("message", s("after"))]));
     // ours still gets events; Python's tail got none after the failure
     let mut seen = Vec::new();
@@ -998,6 +1001,7 @@ fn a_failed_msg_ends_the_subscription_but_dropping_its_reference_does_not() {
         seen.push(rx.recv_timeout(T).unwrap().1);
     }
     assert!(!pytail.lines().iter().any(|l| l.contains("after")));
+    assert!(!rstail.lines().iter().any(|l| l.contains("after")));
     client.shutdown();
 }
 
