@@ -94,11 +94,7 @@ impl RILogObserver for Count {
         Ok(())
     }
     fn done(&self) {}
-    fn new_incident(
-        &self,
-        _name: foolscap::value::Value,
-        _trigger: Event,
-    ) -> Result<(), Failure> {
+    fn new_incident(&self, _name: foolscap::value::Value, _trigger: Event) -> Result<(), Failure> {
         Ok(())
     }
     fn done_with_incident_catchup(&self) {}
