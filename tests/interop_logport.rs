@@ -1026,10 +1026,13 @@ fn the_logport_furl_file_is_written_once_located_and_keeps_its_swissnum() {
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    // Python's tail reaches it
+    // Python's tail reaches it through the file, ours through the
+    // directory holding `logport.furl`
     let py = tail(false, &[file.to_str().unwrap()]);
     py.wait_contains("Remote Versions:");
-    drop(py);
+    let rs = tail(true, &[dir.path().to_str().unwrap()]);
+    rs.wait_contains("Remote Versions:");
+    drop((py, rs));
     tub.shutdown();
     // the same identity again: the same swissnum
     let tub2 = foolscap::threads::tub(identity, Default::default()).unwrap();
