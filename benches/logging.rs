@@ -11,14 +11,29 @@
 //! runs on the next reactor turn) and closed before the file is measured;
 //! ours is flushed (the bzip2 stream finished) before it is measured.
 //!
+//! * events delivered to one `flogtool tail`-like subscriber of the
+//!   logport over TCP on 127.0.0.1 (publisher and subscriber Tubs in one
+//!   process, Rust and Python alike): logged in batches of 1000 (half the
+//!   publisher's 2000-event queue, so that none is dropped), each batch
+//!   waited for until the subscriber has it; time per event delivered.
+//!
 //! `cargo bench --bench logging [-- N]` (N events per case, default
-//! 200000; `cargo test --benches` runs 2000 as a smoke test).
+//! 200000, a tenth of it for the subscriber; `cargo test --benches` runs
+//! 2000 as a smoke test).
 
 use std::process::Command;
 use std::time::Instant;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use foolscap::logging::level::NOISY;
-use foolscap::logging::Logger;
+use foolscap::logging::{Event, Logger};
+use foolscap::logport::{
+    LogPublisher, RILogObserver, RILogObserverClient, RILogObserverServer, RILogPublisherClient,
+};
+use foolscap::typed::Failure;
 
 #[path = "../tests/common/process.rs"]
 mod process;
@@ -64,6 +79,106 @@ for name in ["py.flog", "py.flog.bz2"]:
     lfo._stop()
     out[name] = [time.perf_counter() - t, os.path.getsize(path)]
 print(json.dumps(out))
+"#;
+
+/// Batches in which the subscriber case logs (within the publisher's
+/// 2000-event queue).
+const BATCH: usize = 1000;
+
+/// An observer that counts what it gets.
+struct Count(Arc<AtomicUsize>);
+
+impl RILogObserver for Count {
+    fn msg(&self, _logmsg: Event) -> Result<(), Failure> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    fn done(&self) {}
+    fn new_incident(&self, _name: foolscap::value::Value, _trigger: Event) -> Result<(), Failure> {
+        Ok(())
+    }
+    fn done_with_incident_catchup(&self) {}
+}
+
+/// Seconds for `n` events logged and delivered to one subscriber.
+fn rust_subscribed(n: usize) -> f64 {
+    let t = Duration::from_secs(60);
+    let node = foolscap::threads::new_tub().unwrap();
+    node.listen("127.0.0.1:0").unwrap();
+    let l = Logger::new();
+    let publisher = LogPublisher::new(l.clone());
+    let furl = node.register(publisher.object(), None).unwrap();
+    let tail = foolscap::threads::new_tub().unwrap();
+    let lp = RILogPublisherClient::connect(&tail, &furl.to_string(), t).unwrap();
+    let got = Arc::new(AtomicUsize::new(0));
+    let observer =
+        RILogObserverClient::local(&tail, Arc::new(RILogObserverServer(Count(got.clone()))));
+    lp.subscribe_to_all(observer, None).unwrap();
+    while publisher.stats().subscriptions == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < n {
+        let k = BATCH.min(n - sent);
+        rust_events(&l, k, 20);
+        sent += k;
+        while got.load(Ordering::Relaxed) < sent {
+            std::thread::yield_now();
+        }
+    }
+    let s = start.elapsed().as_secs_f64();
+    assert_eq!(publisher.stats().dropped, 0);
+    tail.shutdown();
+    node.shutdown();
+    s
+}
+
+const PY_TAIL: &str = r#"
+import sys, time
+from twisted.internet import reactor, defer
+from zope.interface import implementer
+from foolscap.api import Tub, Referenceable
+from foolscap.logging import log
+from foolscap.logging.publish import LogPublisher
+from foolscap.logging.interfaces import RILogObserver
+from foolscap.util import allocate_tcp_port
+n = int(sys.argv[1]); BATCH = 1000
+@implementer(RILogObserver)
+class Count(Referenceable):
+    got = 0; want = 0; d = None
+    def remote_msg(self, e):
+        self.got += 1
+        if self.d and self.got >= self.want:
+            d, self.d = self.d, None
+            d.callback(None)
+@defer.inlineCallbacks
+def main():
+    l = log.FoolscapLogger()
+    node = Tub(); node.startService()
+    port = allocate_tcp_port()
+    node.listenOn("tcp:%d:interface=127.0.0.1" % port)
+    node.setLocation("tcp:127.0.0.1:%d" % port)
+    furl = node.registerReference(LogPublisher(l))
+    tail = Tub(); tail.startService()
+    lp = yield tail.getReference(furl)
+    c = Count()
+    yield lp.callRemote("subscribe_to_all", c)
+    d = defer.Deferred(); reactor.callLater(0.2, d.callback, None); yield d
+    t = time.perf_counter(); sent = 0
+    while sent < n:
+        k = min(BATCH, n - sent)
+        for i in range(k):
+            l.msg("request %s done", sent + i, facility="bench", size=1024)
+        sent += k
+        c.want = sent
+        if c.got < sent:
+            c.d = defer.Deferred()
+            yield c.d
+    print(time.perf_counter() - t)
+    reactor.stop()
+reactor.callWhenRunning(main)
+reactor.run()
 "#;
 
 fn row(case: &str, n: usize, rust_s: f64, py_s: f64, sizes: Option<(u64, u64)>) {
@@ -155,5 +270,27 @@ fn main() {
         files[1].0,
         ps,
         Some((files[1].1, pb)),
+    );
+    let nt = (n / 10).max(BATCH);
+    let rs = rust_subscribed(nt);
+    let out = Command::new(python())
+        .args(["-c", PY_TAIL, &nt.to_string()])
+        .output()
+        .expect("run Python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let py_s: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("seconds from Python");
+    row(
+        &format!("delivered to one tail subscriber ({nt} events)"),
+        nt,
+        rs,
+        py_s,
+        None,
     );
 }

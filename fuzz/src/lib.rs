@@ -501,6 +501,7 @@ pub fn check(target: &str, data: &[u8]) {
         "value_roundtrip" => check_value_roundtrip(data),
         "schema_decoder" => check_schema_decoder(data),
         "flogfile_reader" => check_flogfile_reader(data),
+        "event_from_wire" => check_event_from_wire(data),
         // these targets keep their checks in fuzz_targets/*.rs; their
         // corpora are exercised by running the fuzzer itself
         "plaintext_parser" | "negotiation_blocks" | "certificate" | "broker" | "transcript" => {}
@@ -872,5 +873,64 @@ pub fn check_flogfile_reader(data: &[u8]) {
         let mut twice = String::new();
         json::write(&again, &mut twice);
         assert_eq!(once, twice);
+    }
+}
+
+/// `event_from_wire` on any value (shared containers, dangling aliases,
+/// deep nesting, odd keys, copyables included): never panics, refuses
+/// what nests deeper than `MAX_EVENT_DEPTH`, and an accepted event is a
+/// fixed point after one trip out and back (values without a wire form
+/// of their own become their repr text on the way out, failures are
+/// truncated to foolscap's limits; after that nothing changes).
+pub fn check_event_from_wire(data: &[u8]) {
+    use foolscap_app::logport::{event_from_wire, event_to_wire, EventError, MAX_EVENT_DEPTH};
+    let mut u = Unstructured::new(data);
+    let Ok(v) = Value::arbitrary(&mut u) else {
+        return;
+    };
+    let shared = has_alias(&v);
+    let e1 = match event_from_wire(&v) {
+        Ok(e) => e,
+        // aliases can lead deeper (a cycle) than the value's own nesting
+        Err(EventError::TooDeep) => {
+            assert!(shared || depth(&v) > MAX_EVENT_DEPTH, "refused as too deep: {v:?}");
+            return;
+        }
+        // only shared parts expand past the budget
+        Err(EventError::TooLarge) => {
+            assert!(shared, "refused as too large: {v:?}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let e2 = event_from_wire(&event_to_wire(&e1)).expect("our own event comes back");
+    let e3 = event_from_wire(&event_to_wire(&e2)).expect("our own event comes back");
+    // Debug: NaN floats compare equal by their text
+    assert_eq!(format!("{e2:?}"), format!("{e3:?}"));
+}
+
+/// Whether `v` holds an alias (a shared part, possibly a cycle).
+fn has_alias(v: &Value) -> bool {
+    match v {
+        Value::Alias(_) => true,
+        Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
+            i.iter().any(has_alias)
+        }
+        Value::Dict(p) => p.iter().any(|(k, v)| has_alias(k) || has_alias(v)),
+        Value::Anchor(_, inner) => has_alias(inner),
+        Value::Copyable(c) => c.state.iter().any(|(_, v)| has_alias(v)),
+        _ => false,
+    }
+}
+
+/// Container nesting of `v` (aliases count as leaves).
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
+            1 + i.iter().map(depth).max().unwrap_or(0)
+        }
+        Value::Dict(p) => 1 + p.iter().map(|(_, v)| depth(v)).max().unwrap_or(0),
+        Value::Anchor(_, inner) => depth(inner),
+        _ => 0,
     }
 }

@@ -14,6 +14,8 @@
 //! tuples as `tuple`, bytes as a bare STRING, failures as the
 //! `twisted.python.failure.Failure` copyable, big integers as LONGINT.
 
+use std::cell::Cell;
+
 use foolscap_core::broker::Failure as WireFailure;
 use foolscap_core::value::pyrepr::{bytes_repr, str_repr};
 use foolscap_core::value::{Int, Text, Value as WireValue};
@@ -22,11 +24,21 @@ use foolscap_logging::{Dict, Event, Value};
 
 use crate::typed::Context;
 
-/// How deep a received event may nest (containers in containers): the
-/// nesting the flogfile reader accepts (`foolscap_logging::json`), so
-/// that every event a tail saves can be read back. Deeper events are
-/// refused with [`EventError::TooDeep`].
-pub const MAX_EVENT_DEPTH: usize = 512;
+/// How deep a received event may nest (containers in containers, shared
+/// parts followed): Python's events are flat dicts with small values, and
+/// converting costs stack per level (a few KiB in a debug build), so that
+/// an engine thread with a small stack survives any input, cycles
+/// included. Well within the flogfile reader's 512, so every event a tail
+/// saves reads back. Deeper events are refused with
+/// [`EventError::TooDeep`].
+pub const MAX_EVENT_DEPTH: usize = 100;
+
+/// How many values a received event may hold once its shared parts are
+/// expanded (each alias counts as a copy of what it refers to): a message
+/// that refers to one container many times over, level after level,
+/// would otherwise expand exponentially. Past it the event is refused
+/// with [`EventError::TooLarge`].
+pub const MAX_EVENT_VALUES: usize = 1 << 20;
 
 /// Why a received value is not an event.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +53,9 @@ pub enum EventError {
     /// Nested deeper than [`MAX_EVENT_DEPTH`].
     #[error("the event nests deeper than {MAX_EVENT_DEPTH} levels")]
     TooDeep,
+    /// More than [`MAX_EVENT_VALUES`] values, shared parts expanded.
+    #[error("the event holds more than {MAX_EVENT_VALUES} values")]
+    TooLarge,
     /// A shared value the message does not hold.
     #[error("the event refers to a shared value its message does not hold")]
     DanglingAlias,
@@ -57,7 +72,7 @@ pub fn event_from_wire(v: &WireValue) -> Result<Event, EventError> {
 pub fn event_from_wire_in(v: &WireValue, cx: &Context<'_>) -> Result<Event, EventError> {
     let v = cx.resolve(v).map_err(|_| EventError::DanglingAlias)?;
     match v {
-        WireValue::Dict(pairs) => Ok(Event(dict_from_wire(pairs, cx, 1)?)),
+        WireValue::Dict(pairs) => Ok(Event(dict_from_wire(pairs, cx, 1, &Cell::new(0))?)),
         other => Err(EventError::NotADict(other.type_name())),
     }
 }
@@ -65,18 +80,19 @@ pub fn event_from_wire_in(v: &WireValue, cx: &Context<'_>) -> Result<Event, Even
 /// A received value of an event.
 pub fn value_from_wire(v: &WireValue) -> Result<Value, EventError> {
     let cx = Context::for_message(v, None);
-    convert_in(v, &cx, 0)
+    convert_in(v, &cx, 0, &Cell::new(0))
 }
 
 /// [`value_from_wire`] for a value of a larger message.
 pub fn value_from_wire_in(v: &WireValue, cx: &Context<'_>) -> Result<Value, EventError> {
-    convert_in(v, cx, 0)
+    convert_in(v, cx, 0, &Cell::new(0))
 }
 
 fn dict_from_wire(
     pairs: &[(WireValue, WireValue)],
     cx: &Context<'_>,
     depth: usize,
+    count: &Cell<usize>,
 ) -> Result<Dict, EventError> {
     let mut d = Dict::new();
     for (k, v) in pairs {
@@ -88,16 +104,30 @@ fn dict_from_wire(
             },
             other => return Err(EventError::BadKey(other.type_name().into())),
         };
-        d.insert(key, convert_in(v, cx, depth)?);
+        d.insert(key, convert_in(v, cx, depth, count)?);
     }
     Ok(d)
 }
 
-fn items(vs: &[WireValue], cx: &Context<'_>, depth: usize) -> Result<Vec<Value>, EventError> {
-    vs.iter().map(|v| convert_in(v, cx, depth)).collect()
+fn items(
+    vs: &[WireValue],
+    cx: &Context<'_>,
+    depth: usize,
+    count: &Cell<usize>,
+) -> Result<Vec<Value>, EventError> {
+    vs.iter().map(|v| convert_in(v, cx, depth, count)).collect()
 }
 
-fn convert_in(v: &WireValue, cx: &Context<'_>, depth: usize) -> Result<Value, EventError> {
+fn convert_in(
+    v: &WireValue,
+    cx: &Context<'_>,
+    depth: usize,
+    count: &Cell<usize>,
+) -> Result<Value, EventError> {
+    count.set(count.get() + 1);
+    if count.get() > MAX_EVENT_VALUES {
+        return Err(EventError::TooLarge);
+    }
     let v = cx.resolve(v).map_err(|_| EventError::DanglingAlias)?;
     let container = matches!(
         v,
@@ -114,16 +144,27 @@ fn convert_in(v: &WireValue, cx: &Context<'_>, depth: usize) -> Result<Value, Ev
     Ok(match v {
         WireValue::None => Value::None,
         WireValue::Bool(b) => Value::Bool(*b),
-        WireValue::Int(i) => Value::Int(i.to_bigint()),
         WireValue::Float(f) => Value::Float(*f),
-        WireValue::Bytes(b) => Value::Bytes(b.to_vec()),
         WireValue::Str(s) => Value::Str(s.as_str().to_owned()),
+        WireValue::List(vs) => Value::List(items(vs, cx, depth, count)?),
+        WireValue::Tuple(vs) => Value::Tuple(items(vs, cx, depth, count)?),
+        WireValue::Set(vs) => Value::Set(items(vs, cx, depth, count)?),
+        WireValue::FrozenSet(vs) => Value::FrozenSet(items(vs, cx, depth, count)?),
+        WireValue::Dict(pairs) => Value::Dict(dict_from_wire(pairs, cx, depth, count)?),
+        // resolved above
+        WireValue::Anchor(..) | WireValue::Alias(_) => return Err(EventError::DanglingAlias),
+        leaf => leaf_from_wire(leaf),
+    })
+}
+
+/// The values that hold no others, kept out of the recursive function so
+/// that each level of nesting costs little stack.
+#[inline(never)]
+fn leaf_from_wire(v: &WireValue) -> Value {
+    match v {
+        WireValue::Int(i) => Value::Int(i.to_bigint()),
+        WireValue::Bytes(b) => Value::Bytes(b.to_vec()),
         WireValue::Decimal(d) => Value::Other(format!("Decimal({})", str_repr(&d.to_string()))),
-        WireValue::List(vs) => Value::List(items(vs, cx, depth)?),
-        WireValue::Tuple(vs) => Value::Tuple(items(vs, cx, depth)?),
-        WireValue::Set(vs) => Value::Set(items(vs, cx, depth)?),
-        WireValue::FrozenSet(vs) => Value::FrozenSet(items(vs, cx, depth)?),
-        WireValue::Dict(pairs) => Value::Dict(dict_from_wire(pairs, cx, depth)?),
         WireValue::Copyable(c) => match WireFailure::from_value(v) {
             Ok(f) => Value::Failure(Box::new(Failure {
                 value: f.value,
@@ -137,9 +178,8 @@ fn convert_in(v: &WireValue, cx: &Context<'_>, depth: usize) -> Result<Value, Ev
         },
         WireValue::Remote(r) => Value::Other(format!("<RemoteReference at 0x{:x}>", r.clid())),
         WireValue::Local(id) => Value::Other(format!("<Referenceable {id}>")),
-        // resolved above
-        WireValue::Anchor(..) | WireValue::Alias(_) => return Err(EventError::DanglingAlias),
-    })
+        other => Value::Other(format!("<{}>", other.type_name())),
+    }
 }
 
 /// An event to send: what Python's publisher puts on the wire.
@@ -303,6 +343,26 @@ mod tests {
     }
 
     #[test]
+    fn shared_containers_expand_within_a_budget() {
+        // each level holds the previous one twice: 2^40 values expanded
+        let mut v = WireValue::Anchor(0, Box::new(WireValue::List(vec![WireValue::int(1)])));
+        for id in 1..40 {
+            v = WireValue::Anchor(
+                id,
+                Box::new(WireValue::List(vec![v, WireValue::Alias(id - 1)])),
+            );
+        }
+        let e = WireValue::Dict(vec![(u("x"), v)]);
+        assert_eq!(event_from_wire(&e), Err(EventError::TooLarge));
+        // a cycle meets the depth limit
+        let cycle = WireValue::Dict(vec![(
+            u("x"),
+            WireValue::Anchor(0, Box::new(WireValue::List(vec![WireValue::Alias(0)]))),
+        )]);
+        assert_eq!(event_from_wire(&cycle), Err(EventError::TooDeep));
+    }
+
+    #[test]
     fn shared_containers_are_followed() {
         let shared = WireValue::List(vec![WireValue::int(1)]);
         let v = WireValue::Dict(vec![
@@ -313,5 +373,35 @@ mod tests {
         assert_eq!(e.get("a"), e.get("b"));
         let dangling = WireValue::Dict(vec![(u("b"), WireValue::Alias(9))]);
         assert_eq!(event_from_wire(&dangling), Err(EventError::DanglingAlias));
+    }
+}
+
+#[cfg(test)]
+mod stack {
+    use super::*;
+
+    /// A cycle (a list holding itself) meets MAX_EVENT_DEPTH well before a
+    /// small thread stack runs out, even unoptimised.
+    #[test]
+    fn a_cycle_is_refused_on_a_512_kib_stack() {
+        let refused = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(|| {
+                let cycle = WireValue::Dict(vec![(
+                    WireValue::str(""),
+                    WireValue::Anchor(
+                        0,
+                        Box::new(WireValue::List(vec![
+                            WireValue::bytes(b"dict"),
+                            WireValue::Alias(0),
+                        ])),
+                    ),
+                )]);
+                event_from_wire(&cycle)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(refused, Err(EventError::TooDeep));
     }
 }

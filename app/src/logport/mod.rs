@@ -8,7 +8,7 @@ pub mod publisher;
 
 pub use convert::{
     event_from_wire, event_from_wire_in, event_to_wire, value_from_wire, value_from_wire_in,
-    value_to_wire, EventError, MAX_EVENT_DEPTH,
+    value_to_wire, EventError, MAX_EVENT_DEPTH, MAX_EVENT_VALUES,
 };
 pub use interfaces::{
     AnyDict, Header, Incidents, RILogFile, RILogFileClient, RILogFileServer, RILogGatherer,

@@ -60,7 +60,8 @@ impl WeakTub {
 /// Counts of a publisher's subscriptions (for monitoring and tests).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PublisherStats {
-    /// Event subscriptions running.
+    /// Event subscriptions running (started: events logged from now on
+    /// reach them).
     pub subscriptions: usize,
     /// Incident subscriptions running.
     pub incident_subscriptions: usize,
@@ -115,6 +116,8 @@ struct Sub {
 #[derive(Default)]
 struct SubState {
     subscribed: bool,
+    /// Unsubscribed (possibly before it started: then it never starts).
+    ended: bool,
     /// Held back until the catch-up is out.
     starting: bool,
     /// A wake-up of the sender thread is pending.
@@ -167,6 +170,10 @@ impl LogPublisher {
         };
         for sub in subs {
             let st = lock(&sub.state);
+            if !st.subscribed || st.starting {
+                // answered, not started yet (or ended)
+                continue;
+            }
             match sub.kind {
                 Kind::Events => s.subscriptions += 1,
                 Kind::Incidents => s.incident_subscriptions += 1,
@@ -229,10 +236,15 @@ impl LogPublisher {
     }
 
     fn start(&self, sub: &Arc<Sub>, catch_up: bool, since: &str) {
-        let Some(tub) = sub.tub.get() else { return };
-        let Some(wake) = self.sender() else { return };
+        let (Some(tub), Some(wake)) = (sub.tub.get(), self.sender()) else {
+            sub.unsubscribe();
+            return;
+        };
         {
             let mut st = lock(&sub.state);
+            if st.ended {
+                return;
+            }
             st.subscribed = true;
             st.starting = true;
         }
@@ -270,10 +282,21 @@ impl LogPublisher {
             }
             _ => None,
         };
-        {
+        let still = {
             let mut st = lock(&sub.state);
-            st.observer_id = Some(id);
-            st.disconnect_watch = watch;
+            if st.subscribed {
+                st.observer_id = Some(id);
+                st.disconnect_watch = watch;
+            }
+            st.subscribed
+        };
+        if !still {
+            // ended meanwhile (a disconnect): undo
+            logger.remove_observer(id);
+            if let Some(w) = watch {
+                tub.cancel_disconnect_watch(w);
+            }
+            return;
         }
         if catch_up {
             match sub.kind {
@@ -474,12 +497,12 @@ impl Sub {
     fn unsubscribe(&self) {
         let (id, watch, key) = {
             let mut st = lock(&self.state);
-            let was = st.subscribed;
             st.subscribed = false;
+            st.ended = true;
             (
                 st.observer_id.take(),
                 st.disconnect_watch.take(),
-                if was { st.key } else { None },
+                st.key.take(),
             )
         };
         let publisher = self.publisher.upgrade();
@@ -641,13 +664,14 @@ impl RILogPublisher for LogPublisher {
 
 impl Tub {
     /// This Tub's logport (Python's `getLogPort`): created on first use,
-    /// publishing the process-wide [`Logger::global`].
+    /// publishing the Tub's logger ([`Tub::logger`]: the process-wide
+    /// [`Logger::global`] unless [`Tub::set_logger`] gave another).
     pub fn logport(&self) -> Arc<LogPublisher> {
-        self.lock()
-            .logport
-            .publisher
-            .get_or_insert_with(|| Arc::new(LogPublisher::default()))
-            .clone()
+        if let Some(p) = self.lock().logport.publisher.clone() {
+            return p;
+        }
+        let fresh = Arc::new(LogPublisher::new(self.logger()));
+        self.lock().logport.publisher.get_or_insert(fresh).clone()
     }
 
     /// The logport's FURL (Python's `getLogPortFURL`): registers it on
