@@ -1501,7 +1501,8 @@ struct Options {
 
 const USAGE: &str = "usage: kitchen_sink FURLFILE [--port N] [--name SWISSNUM] \
                      [--certfile PEM] [--max-seconds S] [--driver mio|threads|tokio] \
-                     [--listen HOST] [--no-tracebacks] [--logport-furlfile FILE]";
+                     [--listen HOST] [--no-tracebacks] [--logport-furlfile FILE] \
+                     [--log-gatherer-furl FURL]...";
 
 /// The time `--max-seconds` leaves the mio runtime for answers already due.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
