@@ -244,6 +244,16 @@ impl Rates {
     }
 }
 
+/// How long to run `row` ("seq", "inflight", "echo"): `secs`, or zero
+/// when `CALLS_ONLY` (a comma-separated list of rows, for profilers) does
+/// not name it.
+fn row_time(row: &str, secs: f64) -> Duration {
+    match std::env::var("CALLS_ONLY") {
+        Ok(only) if !only.split(',').any(|r| r == row) => Duration::ZERO,
+        _ => Duration::from_secs_f64(secs),
+    }
+}
+
 fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
     if driver == Driver::Tokio {
         let workers = std::env::var("CALLS_TOKIO_CLIENT_WORKERS")
@@ -266,7 +276,7 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
     for _ in 0..200 {
         add(&tub, &target);
     }
-    let dur = Duration::from_secs_f64(secs);
+    let dur = row_time("seq", secs);
     // sequential
     let mut lat = Vec::with_capacity(1 << 20);
     let (t0, c0) = (Instant::now(), cpu_seconds());
@@ -319,7 +329,7 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
             tx.clone(),
         );
     }
-    std::thread::sleep(dur);
+    std::thread::sleep(row_time("inflight", secs));
     stop.store(true, Ordering::Relaxed);
     for _ in 0..INFLIGHT {
         rx.recv_timeout(T).expect("in-flight calls drain");
@@ -330,6 +340,7 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
     let payload = Value::bytes(&vec![b'x'; ECHO_BYTES]);
     tub.call(&target, "echo", std::slice::from_ref(&payload), &[], T)
         .expect("echo");
+    let dur = row_time("echo", secs);
     let (t0, c0) = (Instant::now(), cpu_seconds());
     let mut n = 0u64;
     while t0.elapsed() < dur {
@@ -580,6 +591,13 @@ fn main() {
     if flag("--mio-only") {
         // one row, nothing else in the process: for profilers
         let r = rust_client(Driver::Mio, &mio.furl, secs);
+        let n = |rate: f64, row: &str| (rate * row_time(row, secs).as_secs_f64()).round();
+        println!(
+            "calls: sequential {}, in flight {}, echoes {}",
+            n(r.sequential, "seq"),
+            n(r.inflight, "inflight"),
+            n(r.echo_mib, "echo")
+        );
         println!(
             "Rust mio -> Rust mio: sequential {:.0}/s (p50 {:.1} us, p99 {:.1} us, \
              CPU {:.2} us), 100 in flight {:.0}/s (CPU {:.2} us), \
