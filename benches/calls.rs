@@ -53,6 +53,9 @@ use foolscap::{Call, Object, Tub};
 #[path = "../tests/common/process.rs"]
 mod process;
 
+#[path = "common/floor.rs"]
+mod floor;
+
 use process::{python, repo_root, Server};
 
 const INFLIGHT: usize = 100;
@@ -202,25 +205,16 @@ struct Rates {
     /// disturbed by other work on the machine than the rates are.
     cpu_sequential_us: f64,
     cpu_inflight_us: f64,
+    /// CPU time of this process per 1 MiB echo (both ways), in µs.
+    cpu_echo_us: f64,
+    /// Latency of the sequential calls, p50 and p99, in µs.
+    p50_us: f64,
+    p99_us: f64,
 }
 
-/// CPU seconds this process has used (all threads, user and system),
-/// from `/proc/self/stat` (Linux, in ticks of 1/100 s); 0 elsewhere.
+/// CPU seconds this process has used (all threads, user and system).
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // the fields after the command name (which may hold spaces)
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 11 and 12 here
-    (ticks(11) + ticks(12)) / 100.0
+    floor::cpu_seconds()
 }
 
 /// The smaller of two figures, 0 meaning not measured.
@@ -243,7 +237,20 @@ impl Rates {
             echo_mib: self.echo_mib.max(other.echo_mib),
             cpu_sequential_us: min_set(self.cpu_sequential_us, other.cpu_sequential_us),
             cpu_inflight_us: min_set(self.cpu_inflight_us, other.cpu_inflight_us),
+            cpu_echo_us: min_set(self.cpu_echo_us, other.cpu_echo_us),
+            p50_us: min_set(self.p50_us, other.p50_us),
+            p99_us: min_set(self.p99_us, other.p99_us),
         }
+    }
+}
+
+/// How long to run `row` ("seq", "inflight", "echo"): `secs`, or zero
+/// when `CALLS_ONLY` (a comma-separated list of rows, for profilers) does
+/// not name it.
+fn row_time(row: &str, secs: f64) -> Duration {
+    match std::env::var("CALLS_ONLY") {
+        Ok(only) if !only.split(',').any(|r| r == row) => Duration::ZERO,
+        _ => Duration::from_secs_f64(secs),
     }
 }
 
@@ -269,15 +276,19 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
     for _ in 0..200 {
         add(&tub, &target);
     }
-    let dur = Duration::from_secs_f64(secs);
+    let dur = row_time("seq", secs);
     // sequential
+    let mut lat = Vec::with_capacity(1 << 20);
     let (t0, c0) = (Instant::now(), cpu_seconds());
     let mut n = 0u64;
     while t0.elapsed() < dur {
+        let t = Instant::now();
         add(&tub, &target);
+        lat.push(t.elapsed());
         n += 1;
     }
     let sequential = n as f64 / t0.elapsed().as_secs_f64();
+    let (p50_us, p99_us) = floor::percentiles(&mut lat);
     let cpu_sequential_us = (cpu_seconds() - c0) * 1e6 / n as f64;
     // in flight: each answer issues the next call until time is up
     let done = Arc::new(AtomicU64::new(0));
@@ -318,7 +329,7 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
             tx.clone(),
         );
     }
-    std::thread::sleep(dur);
+    std::thread::sleep(row_time("inflight", secs));
     stop.store(true, Ordering::Relaxed);
     for _ in 0..INFLIGHT {
         rx.recv_timeout(T).expect("in-flight calls drain");
@@ -329,7 +340,8 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
     let payload = Value::bytes(&vec![b'x'; ECHO_BYTES]);
     tub.call(&target, "echo", std::slice::from_ref(&payload), &[], T)
         .expect("echo");
-    let t0 = Instant::now();
+    let dur = row_time("echo", secs);
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     let mut n = 0u64;
     while t0.elapsed() < dur {
         let back = tub
@@ -339,6 +351,7 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
         n += 1;
     }
     let echo_mib = n as f64 * ECHO_BYTES as f64 / (1 << 20) as f64 / t0.elapsed().as_secs_f64();
+    let cpu_echo_us = (cpu_seconds() - c0) * 1e6 / n as f64;
     tub.shutdown();
     carrier.stop(Duration::ZERO);
     Rates {
@@ -347,6 +360,9 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
         echo_mib,
         cpu_sequential_us,
         cpu_inflight_us,
+        cpu_echo_us,
+        p50_us,
+        p99_us,
     }
 }
 
@@ -417,6 +433,7 @@ fn typed_client(driver: Driver, furl: &str, secs: f64) -> Rates {
         echo_mib,
         cpu_sequential_us,
         cpu_inflight_us,
+        ..Rates::default()
     }
 }
 
@@ -453,13 +470,17 @@ fn tokio_client(furl: &str, secs: f64, workers: usize) -> Rates {
         }
         let dur = Duration::from_secs_f64(secs);
         // sequential
+        let mut lat = Vec::with_capacity(1 << 20);
         let (t0, c0) = (Instant::now(), cpu_seconds());
         let mut n = 0u64;
         while t0.elapsed() < dur {
+            let t = Instant::now();
             add(tub.clone(), target.clone()).await;
+            lat.push(t.elapsed());
             n += 1;
         }
         let sequential = n as f64 / t0.elapsed().as_secs_f64();
+        let (p50_us, p99_us) = floor::percentiles(&mut lat);
         let cpu_sequential_us = (cpu_seconds() - c0) * 1e6 / n as f64;
         // in flight: 100 tasks, each awaiting its calls in turn
         let stop = Arc::new(AtomicBool::new(false));
@@ -490,7 +511,7 @@ fn tokio_client(furl: &str, secs: f64, workers: usize) -> Rates {
         tub.call(&target, "echo", std::slice::from_ref(&payload), &[])
             .await
             .expect("echo");
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_seconds());
         let mut n = 0u64;
         while t0.elapsed() < dur {
             let back = tub
@@ -501,6 +522,7 @@ fn tokio_client(furl: &str, secs: f64, workers: usize) -> Rates {
             n += 1;
         }
         let echo_mib = n as f64 * ECHO_BYTES as f64 / (1 << 20) as f64 / t0.elapsed().as_secs_f64();
+        let cpu_echo_us = (cpu_seconds() - c0) * 1e6 / n as f64;
         engine.shutdown(Duration::ZERO).await;
         Rates {
             sequential,
@@ -508,6 +530,9 @@ fn tokio_client(furl: &str, secs: f64, workers: usize) -> Rates {
             echo_mib,
             cpu_sequential_us,
             cpu_inflight_us,
+            cpu_echo_us,
+            p50_us,
+            p99_us,
         }
     });
     rates
@@ -559,13 +584,45 @@ fn main() {
         let n = args.get(i + 2).and_then(|n| n.parse().ok()).expect("N");
         return fixed_run(kind, n);
     }
+    let flag = |f: &str| std::env::args().any(|a| a == f);
     let threads = RustServer::start(Driver::Threads);
     let mio = RustServer::start(Driver::Mio);
     let tok = RustServer::start(Driver::Tokio);
-    if !std::env::args().any(|a| a == "--typed-only") {
+    if flag("--mio-only") {
+        // one row, nothing else in the process: for profilers
+        let r = rust_client(Driver::Mio, &mio.furl, secs);
+        let n = |rate: f64, row: &str| (rate * row_time(row, secs).as_secs_f64()).round();
+        println!(
+            "calls: sequential {}, in flight {}, echoes {}",
+            n(r.sequential, "seq"),
+            n(r.inflight, "inflight"),
+            n(r.echo_mib, "echo")
+        );
+        println!(
+            "Rust mio -> Rust mio: sequential {:.0}/s (p50 {:.1} us, p99 {:.1} us, \
+             CPU {:.2} us), 100 in flight {:.0}/s (CPU {:.2} us), \
+             echo {:.1} MiB/s (CPU {:.0} us)",
+            r.sequential,
+            r.p50_us,
+            r.p99_us,
+            r.cpu_sequential_us,
+            r.inflight,
+            r.cpu_inflight_us,
+            r.echo_mib,
+            r.cpu_echo_us
+        );
+    } else if flag("--floor-only") {
+        floor_table(floor::measure(secs), &[]);
+    } else if flag("--rust-only") {
+        let f = floor::measure(secs);
+        let rows = rust_rows(&threads, &mio, &tok, secs);
+        floor_table(f, &rows);
+    } else if !flag("--typed-only") {
         untyped_table(&threads, &mio, &tok, secs);
     }
-    typed_table(&threads, &mio, secs);
+    if !(flag("--mio-only") || flag("--floor-only") || flag("--rust-only")) {
+        typed_table(&threads, &mio, secs);
+    }
     threads.stop();
     mio.stop();
     tok.stop();
@@ -659,11 +716,14 @@ fn fixed_run(kind: &str, n: u64) {
     server.stop();
 }
 
-/// Every client/server pair, untyped.
-fn untyped_table(threads: &RustServer, mio: &RustServer, tok: &RustServer, secs: f64) {
-    let py = python();
-    let pys = python_server(py);
-    let rows = [
+/// The Rust -> Rust rows.
+fn rust_rows(
+    threads: &RustServer,
+    mio: &RustServer,
+    tok: &RustServer,
+    secs: f64,
+) -> Vec<(&'static str, Rates)> {
+    vec![
         (
             "Rust threads -> Rust threads",
             rust_client(Driver::Threads, &threads.furl, secs),
@@ -684,6 +744,75 @@ fn untyped_table(threads: &RustServer, mio: &RustServer, tok: &RustServer, secs:
             "Rust tokio -> Rust mio",
             rust_client(Driver::Tokio, &mio.furl, secs),
         ),
+    ]
+}
+
+/// The floor (rustls alone over loopback) and each Rust -> Rust row as a
+/// percentage of it, from the same run: by rate, and by CPU cost (floor
+/// CPU time per operation / ours), which the machine's load moves less.
+fn floor_table(f: floor::Floor, rows: &[(&'static str, Rates)]) {
+    println!();
+    println!(
+        "{:<28} {:>12} {:>6} {:>8} {:>8} {:>8} {:>6} {:>10} {:>6} {:>9} {:>6} {:>12}",
+        "floor vs ours",
+        "sequential/s",
+        "floor",
+        "p50 us",
+        "p99 us",
+        "CPU us",
+        "floor",
+        "echo MiB/s",
+        "floor",
+        "CPU us",
+        "floor",
+        "handshakes/s"
+    );
+    println!(
+        "{:<28} {:>12.0} {:>6} {:>8.1} {:>8.1} {:>8.2} {:>6} {:>10.1} {:>6} {:>9.0} {:>6} {:>12.0}",
+        "rustls alone (floor)",
+        f.pingpong,
+        "100%",
+        f.pingpong_p50_us,
+        f.pingpong_p99_us,
+        f.cpu_pingpong_us,
+        "100%",
+        f.echo_mib,
+        "100%",
+        f.cpu_echo_us,
+        "100%",
+        f.handshakes
+    );
+    let pct = |a: f64, b: f64| format!("{:.0}%", 100.0 * a / b);
+    for (name, r) in rows {
+        println!(
+            "{:<28} {:>12.0} {:>6} {:>8.1} {:>8.1} {:>8.2} {:>6} {:>10.1} {:>6} {:>9.0} {:>6} {:>12}",
+            name,
+            r.sequential,
+            pct(r.sequential, f.pingpong),
+            r.p50_us,
+            r.p99_us,
+            r.cpu_sequential_us,
+            pct(f.cpu_pingpong_us, r.cpu_sequential_us),
+            r.echo_mib,
+            pct(r.echo_mib, f.echo_mib),
+            r.cpu_echo_us,
+            pct(f.cpu_echo_us, r.cpu_echo_us),
+            "",
+        );
+    }
+    println!(
+        "(floor %: rate / floor rate, and floor CPU time / ours per operation; \
+         CPU us: this process, client and server threads together)"
+    );
+}
+
+/// Every client/server pair, untyped.
+fn untyped_table(threads: &RustServer, mio: &RustServer, tok: &RustServer, secs: f64) {
+    let py = python();
+    let pys = python_server(py);
+    let f = floor::measure(secs);
+    let mut rows = rust_rows(threads, mio, tok, secs);
+    rows.extend([
         (
             "Rust threads -> Python",
             rust_client(Driver::Threads, &pys.furl, secs),
@@ -703,7 +832,7 @@ fn untyped_table(threads: &RustServer, mio: &RustServer, tok: &RustServer, secs:
         ("Python -> Rust mio", python_client(py, &mio.furl, secs)),
         ("Python -> Rust tokio", python_client(py, &tok.furl, secs)),
         ("Python -> Python", python_client(py, &pys.furl, secs)),
-    ];
+    ]);
     let base = rows[rows.len() - 1].1;
     println!(
         "{:<28} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8}",
@@ -739,6 +868,7 @@ fn untyped_table(threads: &RustServer, mio: &RustServer, tok: &RustServer, secs:
             t.echo_mib / m.echo_mib
         );
     }
+    floor_table(f, &rows[..5]);
 }
 
 /// Typed vs untyped, Rust to Rust, each pair measured back to back.

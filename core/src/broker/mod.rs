@@ -741,6 +741,11 @@ impl Broker {
     /// a buffer that grew past that is not kept for reuse.
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
         let n = self.out.len();
+        if n == 0 {
+            // nothing queued: a buffer kept for the next large message
+            // (`keep_output_buffer`) stays
+            return 0;
+        }
         if buf.is_empty() && n >= Self::HAND_OVER {
             *buf = std::mem::take(&mut self.out).into();
             return n;
@@ -755,6 +760,33 @@ impl Broker {
 
     /// See [`Broker::poll_transmit`].
     pub const HAND_OVER: usize = 64 * 1024;
+
+    /// Takes back a buffer [`Broker::poll_transmit`] handed over (emptied)
+    /// to serialize the next messages into, when nothing is queued and
+    /// it is larger than the one in use: a busy connection reuses a large
+    /// message's memory. [`Broker::release_output_buffer`] gives it back.
+    pub fn keep_output_buffer(&mut self, mut buf: Vec<u8>) {
+        if self.out.is_empty() && buf.capacity() > self.out.capacity() {
+            buf.clear();
+            // Vec -> Bytes -> BytesMut keeps the allocation (unique)
+            if let Ok(out) = bytes::Bytes::from(buf).try_into_mut() {
+                self.out = out;
+            }
+        }
+    }
+
+    /// Gives back an output buffer larger than [`Broker::HAND_OVER`] that
+    /// holds nothing (the connection went idle).
+    pub fn release_output_buffer(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > Self::HAND_OVER {
+            self.out = BytesMut::new();
+        }
+    }
+
+    /// The capacity of the output buffer (tests, memory accounting).
+    pub fn output_capacity(&self) -> usize {
+        self.out.capacity()
+    }
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<BrokerEvent> {

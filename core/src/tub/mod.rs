@@ -112,6 +112,13 @@ use crate::value::{RemoteRef, Text, TheirReference, Value};
 /// answer or a burst of PONGs leaves no buffers of its size behind.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// A large message's serializer buffer stays with its connection for the
+/// next large message while the connection is busy, and is given back
+/// once it has sent no large message for this long: a busy connection
+/// does not take fresh memory (and page faults) for every large message,
+/// an idle one keeps no buffer of a large message's size.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
 pub use error::{DialError, DialFailure, TransportError, TubError};
 
 /// Tub settings. Start from [`TubConfig::default`] and set the fields
@@ -433,6 +440,9 @@ struct Conn {
     /// When this connection next releases the references the
     /// application dropped (set while it holds any).
     release_at: Option<Instant>,
+    /// The broker keeps a large message's buffer for the next until then
+    /// ([`IDLE_RELEASE`] after the last large message).
+    keep_until: Option<Instant>,
     /// Calls from the peer waiting for their turn, in arrival order.
     held: VecDeque<IncomingCall>,
     /// Calls handed out this round.
@@ -519,6 +529,7 @@ impl Conn {
             out: Vec::new(),
             timer: None,
             release_at: None,
+            keep_until: None,
             held: VecDeque::new(),
             round: 0,
             unanswered: 0,
@@ -538,10 +549,10 @@ impl Conn {
             ConnState::Open { broker, .. } => broker.poll_timeout(),
             ConnState::Closed => return None,
         };
-        match (state, self.release_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [state, self.release_at, self.keep_until]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -1362,6 +1373,7 @@ impl Tub {
         buf.clear();
         while let Some(id) = self.dirty.pop_front() {
             self.dirty_set.remove(&id);
+            let mut rearm = false;
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
@@ -1374,9 +1386,15 @@ impl Tub {
                 broker.poll_transmit(&mut plain);
                 session.write_plaintext(&plain);
                 plain.clear();
-                // a large answer's plaintext is not kept for reuse
                 if plain.capacity() <= KEEP_CAPACITY {
                     self.scratch = plain;
+                } else {
+                    // a large message's buffer (the broker's, handed
+                    // over) goes back to the broker for the next one
+                    // while the connection is busy
+                    broker.keep_output_buffer(plain);
+                    conn.keep_until = Some(self.last_now + IDLE_RELEASE);
+                    rearm = true;
                 }
                 session.poll_transmit(&mut conn.out);
             }
@@ -1392,6 +1410,8 @@ impl Tub {
                 self.unanswered_total -= conn.unanswered;
                 self.inbound_total -= conn.inbound;
                 self.conns.remove(&id);
+            } else if rearm {
+                self.refresh_timer(id);
             }
             if !buf.is_empty() {
                 return Some(id);
@@ -1664,6 +1684,15 @@ impl Tub {
         self.held_total + self.unanswered_total
     }
 
+    /// The capacity of a connection's serializer buffer (tests).
+    #[cfg(test)]
+    pub(crate) fn output_capacity(&self, id: ConnectionId) -> usize {
+        match self.conns.get(&id).map(|c| &c.state) {
+            Some(ConnState::Open { broker, .. }) => broker.output_capacity(),
+            _ => 0,
+        }
+    }
+
     /// When [`Tub::handle_timeout`] should next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conns = self.timers.first().map(|&(t, _)| t);
@@ -1692,12 +1721,19 @@ impl Tub {
             if sweep {
                 conn.release_at = None;
             }
+            let idle = conn.keep_until.is_some_and(|t| now >= t);
+            if idle {
+                conn.keep_until = None;
+            }
             match &mut conn.state {
                 ConnState::Negotiating(n) => n.handle_timeout(now),
                 ConnState::Open { broker, .. } => {
                     broker.handle_timeout(now);
                     if sweep {
                         broker.release_dropped();
+                    }
+                    if idle {
+                        broker.release_output_buffer();
                     }
                 }
                 ConnState::Closed => {}

@@ -1527,3 +1527,33 @@ fn over_the_inbound_budget_the_largest_messages_pause_then_the_largest_is_droppe
     assert!(!net[0].is_connected(c));
     assert_eq!(net[0].inbound_bytes(), 0);
 }
+
+/// A large message's buffer stays with a busy connection for the next
+/// one, and is given back once the connection has been idle for
+/// `IDLE_RELEASE`.
+#[test]
+fn a_large_answer_buffer_is_kept_while_busy_and_released_when_idle() {
+    let mut net = Net::new(2, Instant::now());
+    let obj = net[0].new_object("");
+    let furl = net[0].register(obj, Some("echo")).unwrap();
+    let Ok(Value::Remote(r)) = net.reference(1, &furl) else {
+        panic!("no reference")
+    };
+    let big = Value::bytes(&vec![b'x'; 1 << 20]);
+    let conn = net.connection(0, 1).expect("connected");
+    for _ in 0..2 {
+        let call = net[1]
+            .call(&r, "echo", std::slice::from_ref(&big), &[])
+            .unwrap();
+        net.run();
+        net.answer_calls(0, |c| Ok(c.args[0].clone()));
+        net.run();
+        assert_eq!(net.answer_of(1, call), Ok(big.clone()));
+        // the answer's buffer is kept for the next large message
+        assert!(net[0].output_capacity(conn) >= 1 << 20);
+    }
+    net.advance(IDLE_RELEASE / 2);
+    assert!(net[0].output_capacity(conn) >= 1 << 20);
+    net.advance(IDLE_RELEASE);
+    assert!(net[0].output_capacity(conn) <= crate::broker::Broker::HAND_OVER);
+}

@@ -81,6 +81,9 @@ struct Stream {
     paused: bool,
     /// EOF or an error was seen on reading.
     read_closed: bool,
+    /// The poller reported the peer's FIN or an error: read on until
+    /// the socket says so (a short read does not end the reading then).
+    read_hangup: bool,
     /// Our FIN was sent.
     write_shut: bool,
 }
@@ -182,6 +185,7 @@ impl EventLoop {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             if let Some(Some(Slot::Stream(s))) = self.slots.get_mut(i) {
                                 s.read_ready = true;
+                                s.read_hangup |= ev.is_read_closed() || ev.is_error();
                             }
                             self.read(i, now);
                         }
@@ -342,6 +346,7 @@ impl EventLoop {
                 read_ready: false,
                 paused: false,
                 read_closed: false,
+                read_hangup: false,
                 write_shut: false,
             })));
             if self.register(s).is_err() {
@@ -440,6 +445,16 @@ impl EventLoop {
                 }
                 Ok(n) => {
                     reads += 1;
+                    // A read that did not fill the buffer emptied the
+                    // socket's queue: with edge-triggered readiness, data
+                    // arriving after it raises a new event, so the read
+                    // that would only say WouldBlock is skipped (one system
+                    // call per message fewer). The peer's FIN raises no
+                    // further event once seen: after it, read on to EOF.
+                    let drained = n < self.read_buf.len() && !s.read_hangup;
+                    if drained {
+                        s.read_ready = false;
+                    }
                     let (tub, conn, phase) = (s.tub, s.conn, s.phase);
                     if let (Some(c), Phase::Open, Some(t)) = (conn, phase, self.tubs.get(&tub)) {
                         t.driven.handle_input(c, now, &self.read_buf[..n]);
@@ -449,12 +464,16 @@ impl EventLoop {
                         // size at every stage
                         let made = t.driven.unpolled_output(c);
                         self.queue_drive(tub);
-                        if made > TURN_OUTPUT {
+                        if made > TURN_OUTPUT && !drained {
                             self.backlog.insert(i);
                             return;
                         }
                     }
                     // a closing connection's input is discarded
+                    if drained {
+                        self.backlog.remove(&i);
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     s.read_ready = false;
@@ -710,6 +729,7 @@ impl EventLoop {
                         read_ready: false,
                         paused: false,
                         read_closed: false,
+                        read_hangup: false,
                         write_shut: false,
                     })));
                     match self.register(s) {
