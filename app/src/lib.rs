@@ -52,8 +52,8 @@ extern crate self as foolscap_app;
 mod args;
 mod driven;
 mod error;
-mod logging;
 mod log_gatherer;
+mod logging;
 pub mod logport;
 mod object;
 mod reconnect;
@@ -68,7 +68,7 @@ pub use foolscap_core::tub::{PendingCalls, TransportError, TubConfig};
 pub use object::{Call, Object};
 pub use reconnect::{Backoff, ReconnectState, ReconnectionInfo, Reconnector};
 pub use sharing::Scope;
-pub use tub::{Callable, Target, Tub};
+pub use tub::{Callable, NameLookupResult, Target, Tub};
 pub use typed::Copyable;
 
 #[doc(inline)]
