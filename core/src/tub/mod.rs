@@ -158,7 +158,8 @@ pub struct TubConfig {
     /// most this many answers. Default: 16 (at least 1 is used).
     pub calls_per_round: usize,
     /// Calls from one connection handed out and not answered yet above
-    /// which [`Tub::wants_input`] is false. Default: 10,000.
+    /// which [`Tub::wants_input`] is false (name lookups waiting for
+    /// [`Tub::answer_name_lookup`] count as calls). Default: 10,000.
     pub max_unanswered_calls: usize,
     /// Memory budget of the messages in progress over all connections
     /// (each one's as [`Broker::inbound_bytes`] counts it: wire bytes, a
