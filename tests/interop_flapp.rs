@@ -595,6 +595,18 @@ fn lookups_read_services_json(imp: Impl) -> Vec<(String, String)> {
             failures.push(lookup_failure(
                 tub.get_reference(&format!("{prefix}{swissnum}"), T),
             ));
+            // what each client tool reports: its exit code and the line
+            // naming the exception
+            for c in [Impl::Python, Impl::Rust] {
+                let out = client(c, &format!("{prefix}{swissnum}"), &["run-command"], b"");
+                let err = text(&out.stderr);
+                // the failure's last line, before the closing bracket
+                let last = err.lines().rev().find(|l| !matches!(l.trim(), "" | "]"));
+                failures.push((
+                    format!("{c:?} client, exit {:?}", out.status.code()),
+                    last.unwrap_or("").to_owned(),
+                ));
+            }
         }
         // a name no entry holds, and one just removed
         write_services(&b.base, &entries[..1]);
@@ -622,7 +634,14 @@ fn lookups_read_services_json_each_time_as_python_does() {
         )
     );
     assert_eq!(
-        ours[3].1,
+        ours[1],
+        (
+            "Python client, exit Some(255)".to_owned(),
+            "foolscap.appserver.services.UnknownServiceType: no-such-type".to_owned()
+        )
+    );
+    assert_eq!(
+        ours[ours.len() - 2].1,
         "\"unable to find reference for name starting with 'zz'\""
     );
 }

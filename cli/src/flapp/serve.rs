@@ -118,14 +118,12 @@ fn py_failure(class: &str, value: impl Into<String>) -> Failure {
     f
 }
 
+/// Ends as Twisted's traceback text does: the exception's qualified name
+/// (`builtins.ValueError`, as Python's server sends it) and its text.
 fn traceback_of(f: &Failure) -> String {
-    let shown = f
-        .type_name
-        .strip_prefix("builtins.")
-        .unwrap_or(&f.type_name);
     format!(
-        "Traceback (most recent call last):\n  File \"flappserver (foolscap-rs)\", in a service\n{shown}: {}\n",
-        f.value
+        "Traceback (most recent call last):\n  File \"flappserver (foolscap-rs)\", in a service\n{}: {}\n",
+        f.type_name, f.value
     )
 }
 
