@@ -521,3 +521,127 @@ fn lost_connection_is_exit_3() {
         b.start(Impl::Rust);
     }
 }
+
+// ------------------------------------------------------------ lookups
+
+/// Writes `services.json` as Python's `save_service_data` does (a
+/// temporary file renamed over it): `entries` are (swissnum, type, args).
+fn write_services(base: &std::path::Path, entries: &[(String, &str, Vec<String>)]) {
+    let mut services = serde_json::Map::new();
+    for (swissnum, kind, args) in entries {
+        let rel = format!("services/{swissnum}");
+        std::fs::create_dir_all(base.join(&rel)).unwrap();
+        services.insert(
+            swissnum.clone(),
+            serde_json::json!({
+                "relative_basedir": rel,
+                "type": kind,
+                "args": args,
+                "comment": null,
+            }),
+        );
+    }
+    let data = serde_json::json!({"version": 1, "services": services});
+    let tmp = base.join("services.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&data).unwrap()).unwrap();
+    std::fs::rename(&tmp, base.join("services.json")).unwrap();
+}
+
+/// The remote failure of a lookup: (type, value).
+fn lookup_failure(r: Result<Value, foolscap::Error>) -> (String, String) {
+    use foolscap::broker::CallError;
+    use foolscap::tub::TubError;
+    match r {
+        Err(foolscap::Error::Tub(TubError::Lookup(CallError::Remote(f)))) => (f.type_name, f.value),
+        other => panic!("not a remote failure: {other:?}"),
+    }
+}
+
+/// What one server (`imp`) answers: a service written into
+/// `services.json` right before its lookup, on a connection open already,
+/// is always found (each lookup reads the file, as Python's does); broken
+/// entries and unknown names fail the lookup. Returns the failures.
+fn lookups_read_services_json(imp: Impl) -> Vec<(String, String)> {
+    let mut b = Basedir::create(imp);
+    let work = path_str(&b.work).to_owned();
+    let first = b.add(imp, &["run-command", &work, "true"]);
+    b.start(imp);
+    let prefix = first[..first.rfind('/').unwrap() + 1].to_owned();
+    let first_swissnum = first[first.rfind('/').unwrap() + 1..].to_owned();
+    let run = |cmd: &str| vec![work.clone(), cmd.to_owned()];
+    with_tub(|tub| {
+        // the connection is open before the services are added
+        tub.get_reference(&first, T).expect("the first service");
+        let mut entries = vec![(first_swissnum.clone(), "run-command", run("true"))];
+        for i in 0..25 {
+            let swissnum = format!("added{i:02}xxxxxxxxxxxxxxxxxxxxxxxxx");
+            entries.push((swissnum.clone(), "run-command", run("echo")));
+            write_services(&b.base, &entries);
+            // no pause between the write and the lookup
+            tub.get_reference(&format!("{prefix}{swissnum}"), T)
+                .unwrap_or_else(|e| panic!("{imp:?}: service {i} added just before: {e}"));
+        }
+        // broken entries fail the lookup, not the calls
+        let mut failures = Vec::new();
+        for (kind, args) in [
+            ("no-such-type", vec![]),
+            ("run-command", vec![]),
+            ("upload-file", vec!["--mode=abc".to_owned(), work.clone()]),
+        ] {
+            let swissnum = "brokenxxxxxxxxxxxxxxxxxxxxxxxxxx".to_owned();
+            let mut with = entries.clone();
+            with.push((swissnum.clone(), kind, args));
+            write_services(&b.base, &with);
+            failures.push(lookup_failure(
+                tub.get_reference(&format!("{prefix}{swissnum}"), T),
+            ));
+            // what each client tool reports: its exit code and the line
+            // naming the exception
+            for c in [Impl::Python, Impl::Rust] {
+                let out = client(c, &format!("{prefix}{swissnum}"), &["run-command"], b"");
+                let err = text(&out.stderr);
+                // the failure's last line, before the closing bracket
+                let last = err.lines().rev().find(|l| !matches!(l.trim(), "" | "]"));
+                failures.push((
+                    format!("{c:?} client, exit {:?}", out.status.code()),
+                    last.unwrap_or("").to_owned(),
+                ));
+            }
+        }
+        // a name no entry holds, and one just removed
+        write_services(&b.base, &entries[..1]);
+        failures.push(lookup_failure(
+            tub.get_reference(&format!("{prefix}zzzzzzzzzzzzzzzz"), T),
+        ));
+        failures.push(lookup_failure(tub.get_reference(
+            &format!("{prefix}added00xxxxxxxxxxxxxxxxxxxxxxxxx"),
+            T,
+        )));
+        failures
+    })
+}
+
+#[test]
+fn lookups_read_services_json_each_time_as_python_does() {
+    let ours = lookups_read_services_json(Impl::Rust);
+    let python = lookups_read_services_json(Impl::Python);
+    assert_eq!(ours, python, "failures: ours, then Python's");
+    assert_eq!(
+        ours[0],
+        (
+            "foolscap.appserver.services.UnknownServiceType".to_owned(),
+            "no-such-type".to_owned()
+        )
+    );
+    assert_eq!(
+        ours[1],
+        (
+            "Python client, exit Some(255)".to_owned(),
+            "foolscap.appserver.services.UnknownServiceType: no-such-type".to_owned()
+        )
+    );
+    assert_eq!(
+        ours[ours.len() - 2].1,
+        "\"unable to find reference for name starting with 'zz'\""
+    );
+}

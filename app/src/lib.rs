@@ -68,7 +68,7 @@ pub use foolscap_core::tub::{PendingCalls, TransportError, TubConfig};
 pub use object::{Call, Object};
 pub use reconnect::{Backoff, ReconnectState, ReconnectionInfo, Reconnector};
 pub use sharing::Scope;
-pub use tub::{Callable, Target, Tub};
+pub use tub::{Callable, NameLookupResult, Target, Tub};
 pub use typed::Copyable;
 
 #[doc(inline)]

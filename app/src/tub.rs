@@ -14,7 +14,9 @@ use foolscap_core::id::{CallId, ConnectionId, IncomingId, LookupId, ObjectId};
 use foolscap_core::identity::{Identity, TubId};
 use foolscap_core::rng::SystemRng;
 use foolscap_core::schema::InterfaceSchema;
-use foolscap_core::tub::{IncomingCall, Transport, Tub as CoreTub, TubConfig, TubEvent};
+use foolscap_core::tub::{
+    IncomingCall, NameLookup, Transport, Tub as CoreTub, TubConfig, TubEvent,
+};
 use foolscap_core::value::{RemoteRef, Text, Value};
 
 use crate::driven::{DrivenTub, Driver, DriverIo, Flushed};
@@ -28,6 +30,9 @@ type TimerFn = Box<dyn FnOnce() + Send>;
 pub(crate) const LOCAL_CONNECTION: ConnectionId = ConnectionId(u64::MAX);
 type WatchFn = Box<dyn FnOnce() + Send>;
 type ConnectionWatchFn = Arc<dyn Fn(&TubEvent) + Send + Sync>;
+/// What a name lookup handler answers ([`Tub::set_name_lookup`]).
+pub type NameLookupResult = Result<Option<Arc<dyn Object>>, Failure>;
+type NameLookupFn = Arc<dyn Fn(&str) -> NameLookupResult + Send + Sync>;
 
 /// What a call is made on: one of a peer's objects, or one of ours (a
 /// reference that came home, Python's `LocalReferenceable`).
@@ -128,6 +133,8 @@ pub(crate) struct State {
     next_watch: u64,
     /// Observers of every connection's news ([`Tub::watch_connections`]).
     connection_watchers: Vec<ConnectionWatchFn>,
+    /// [`Tub::set_name_lookup`]'s handler.
+    name_lookup: Option<NameLookupFn>,
     timers: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     timer_fns: HashMap<u64, TimerFn>,
     next_timer: u64,
@@ -244,6 +251,7 @@ impl Tub {
                 watchers: HashMap::new(),
                 next_watch: 1,
                 connection_watchers: Vec::new(),
+                name_lookup: None,
                 timers: BinaryHeap::new(),
                 timer_fns: HashMap::new(),
                 next_timer: 1,
@@ -369,6 +377,110 @@ impl Tub {
         let found = self.lock().core.unregister(name).is_some();
         self.finish();
         found
+    }
+
+    /// Asks `handler` for the names no registered object holds, as
+    /// Python's `Tub.registerNameLookupHandler` does: when a peer looks up
+    /// a name (a FURL's swissnum) that [`Tub::register`] did not give,
+    /// `handler` gets it and answers
+    ///
+    /// * `Ok(Some(object))`: the peer gets a reference to `object`, which
+    ///   stays alive while the peer holds it. The object's FURL is the
+    ///   looked-up one, but it is not registered: the next lookup of the
+    ///   name asks `handler` again (Python's flappserver builds a fresh
+    ///   service object each time).
+    /// * `Ok(None)`: the lookup fails with Python's `KeyError`, "unable to
+    ///   find reference for name starting with 'XX'".
+    /// * `Err(failure)`: the lookup fails with `failure` (Python sends the
+    ///   exception its handler raised). A handler that panics fails the
+    ///   lookup with a `builtins.RuntimeError`.
+    ///
+    /// `handler` runs on the engine's thread that handles the peer's
+    /// connection, as the objects' calls do, without the Tub's lock: it
+    /// may use the Tub. One handler at a time (Python keeps a list and
+    /// asks each in turn: chain them in `handler`); a second call replaces
+    /// the first. Lookups of our own FURLs ([`Tub::get_reference`]) see
+    /// only the registered names.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use foolscap_app::{Call, Object, Tub};
+    /// use foolscap_core::broker::Failure;
+    /// use foolscap_core::value::Value;
+    ///
+    /// /// Answers every call with the name it was found under.
+    /// struct Named(String);
+    ///
+    /// impl Object for Named {
+    ///     fn call(&self, call: Call) {
+    ///         call.answer(Value::str(&self.0));
+    ///     }
+    /// }
+    ///
+    /// let server = foolscap_threads::new_tub().unwrap();
+    /// server.listen("127.0.0.1:0").unwrap();
+    /// server.set_name_lookup(|name| match name {
+    ///     "broken" => Err(Failure::new("builtins.ValueError", "'broken'")),
+    ///     n if n.starts_with("user-") => Ok(Some(Arc::new(Named(n.to_owned())) as _)),
+    ///     _ => Ok(None),
+    /// });
+    /// // a FURL of the server's: its tubid and hints, another swissnum
+    /// let anchor = server.register(Arc::new(Named("anchor".into())), None).unwrap();
+    /// let furl = |name: &str| anchor.to_string().replace(&anchor.swissnum, name);
+    ///
+    /// let client = foolscap_threads::new_tub().unwrap();
+    /// let t = Duration::from_secs(30);
+    /// let alice = client.get_reference(&furl("user-alice"), t).unwrap();
+    /// let answer = client.call(&alice, "whoami", &[], &[], t).unwrap();
+    /// assert_eq!(answer.as_str(), Some("user-alice"));
+    /// assert!(client.get_reference(&furl("nobody"), t).is_err());
+    /// assert!(client.get_reference(&furl("broken"), t).is_err());
+    /// ```
+    pub fn set_name_lookup(
+        &self,
+        handler: impl Fn(&str) -> NameLookupResult + Send + Sync + 'static,
+    ) {
+        let mut st = self.lock();
+        st.name_lookup = Some(Arc::new(handler));
+        st.core.set_name_lookup(true);
+    }
+
+    /// Removes [`Tub::set_name_lookup`]'s handler: unknown names fail at
+    /// once again.
+    pub fn clear_name_lookup(&self) {
+        let mut st = self.lock();
+        st.name_lookup = None;
+        st.core.set_name_lookup(false);
+    }
+
+    /// Runs the name lookup handler for `lookup` (without the lock) and
+    /// answers it.
+    fn run_name_lookup(&self, handler: Option<NameLookupFn>, lookup: NameLookup) {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        let result = match handler {
+            Some(h) => catch_unwind(AssertUnwindSafe(|| h(&lookup.name))).unwrap_or_else(|_| {
+                Err(Failure::new(
+                    "builtins.RuntimeError",
+                    "the name lookup handler panicked",
+                ))
+            }),
+            None => Ok(None),
+        };
+        let mut st = self.lock();
+        let result = result.map(|found| {
+            found.map(|object| {
+                let id = match object.schema() {
+                    Some(schema) => st.core.new_object_with_schema(schema),
+                    None => st.core.new_object(object.interface()),
+                };
+                st.objects.insert(id, object);
+                id
+            })
+        });
+        let _ = st.core.answer_name_lookup(lookup.id, result);
+        drop(st);
+        self.finish();
     }
 
     /// The local object behind a [`Value::Local`] id.
@@ -943,6 +1055,12 @@ impl Tub {
                 TubEvent::Call(c) => self.deliver(st, c, &mut actions),
                 TubEvent::ObjectUnused(id) => {
                     st.objects.remove(&id);
+                }
+                TubEvent::NameLookup(lookup) => {
+                    let (tub, handler) = (self.clone(), st.name_lookup.clone());
+                    actions.push(Action::Run(Box::new(move || {
+                        tub.run_name_lookup(handler, lookup)
+                    })));
                 }
                 _ => {}
             }

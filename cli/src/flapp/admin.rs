@@ -360,6 +360,11 @@ fn add(basedir: &str, kind: &str, args: &[String], comment: Option<&str>, quiet:
             eprintln!("foolscap.appserver.services.UnknownServiceType: {t}");
             return 1;
         }
+        Err(BuildError::Value(t)) => {
+            eprintln!("Traceback (most recent call last):");
+            eprintln!("ValueError: {t}");
+            return 1;
+        }
         Err(e) => {
             eprintln!("Error: {}", e.text());
             return 1;

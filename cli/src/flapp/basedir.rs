@@ -274,6 +274,9 @@ pub enum BuildError {
     Bad(String),
     /// `UnknownServiceType`.
     UnknownType(String),
+    /// `ValueError` (a `--mode` that is not a number: Python's `int()`
+    /// raises it through the option parser).
+    Value(String),
 }
 
 impl BuildError {
@@ -283,13 +286,17 @@ impl BuildError {
             BuildError::Usage(_) => "twisted.python.usage.UsageError",
             BuildError::Bad(_) => "foolscap.appserver.services.BadServiceArguments",
             BuildError::UnknownType(_) => "foolscap.appserver.services.UnknownServiceType",
+            BuildError::Value(_) => "builtins.ValueError",
         }
     }
 
     /// `str()` of the exception.
     pub fn text(&self) -> &str {
         match self {
-            BuildError::Usage(t) | BuildError::Bad(t) | BuildError::UnknownType(t) => t,
+            BuildError::Usage(t)
+            | BuildError::Bad(t)
+            | BuildError::UnknownType(t)
+            | BuildError::Value(t) => t,
         }
     }
 }
@@ -397,13 +404,11 @@ pub fn build(kind: &str, args: &[String]) -> Result<Built, BuildError> {
                     "mode" => {
                         let v = value.as_deref().unwrap_or("");
                         // a leading 0 means octal, anything else decimal
-                        let parsed = if v.starts_with('0') {
-                            u32::from_str_radix(v, 8)
-                        } else {
-                            v.parse::<u32>()
-                        };
-                        mode = parsed.map_err(|_| {
-                            BuildError::Usage(format!("invalid literal for int(): '{v}'"))
+                        let base = if v.starts_with('0') { 8 } else { 10 };
+                        mode = u32::from_str_radix(v, base).map_err(|_| {
+                            BuildError::Value(format!(
+                                "invalid literal for int() with base {base}: '{v}'"
+                            ))
                         })?;
                     }
                     _ => {}

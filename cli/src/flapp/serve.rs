@@ -1,14 +1,12 @@
 //! The running server (`flappserver start`): a Tub listening on `port`,
 //! announcing `location`, whose names are the swissnums of
-//! `services.json`. Each call re-reads the service's entry and builds it
-//! afresh, as Python builds a service on every lookup, so edits take
-//! effect at once; the set of names is brought up to date on every new
-//! connection (before its first lookup can arrive) and every
-//! [`RESCAN_INTERVAL`] for connections already open.
+//! `services.json`. As in Python, every lookup reads the entry of its
+//! swissnum there and builds the service afresh (the Tub's name lookup
+//! handler), so a service added, changed or removed is seen by the next
+//! lookup, and a broken entry fails the lookup.
 //!
 //! Services announce no interface name, as Python's do (docs/flapp.md).
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -53,11 +51,6 @@ pub const MAX_UPLOADS: usize = 64;
 /// `RuntimeError`.
 pub const MAX_COMMANDS: usize = 256;
 
-/// How often `services.json` is checked for changes (its size and
-/// modification time; it is read again only when they change). New
-/// connections check it first too.
-pub const RESCAN_INTERVAL: Duration = Duration::from_millis(20);
-
 /// The server's log (`twistd.log` or stdout), in twistd's line format.
 #[derive(Clone)]
 pub struct Log(Arc<Mutex<Box<dyn Write + Send>>>);
@@ -92,24 +85,16 @@ struct Shared {
     commands: AtomicUsize,
 }
 
-/// The object published under one swissnum.
+/// A service as one lookup built it (the peer's reference to it keeps
+/// it alive).
 struct ServiceObject {
-    swissnum: String,
+    service: Service,
     shared: Arc<Shared>,
 }
 
 impl Object for ServiceObject {
     fn call(&self, call: Call) {
-        let service = match basedir::lookup(&self.shared.basedir, &self.swissnum) {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                let hint: String = self.swissnum.chars().take(2).collect();
-                let msg = format!("unable to find reference for name starting with '{hint}'");
-                return call.fail(py_failure("builtins.KeyError", str_repr(&msg)));
-            }
-            Err(e) => return call.fail(py_failure(e.class(), e.text())),
-        };
-        match (service, call.method.as_str()) {
+        match (self.service.clone(), call.method.as_str()) {
             (Service::Upload { targetdir, mode }, "putfile") => {
                 putfile(&self.shared, call, targetdir, mode)
             }
@@ -133,14 +118,12 @@ fn py_failure(class: &str, value: impl Into<String>) -> Failure {
     f
 }
 
+/// Ends as Twisted's traceback text does: the exception's qualified name
+/// (`builtins.ValueError`, as Python's server sends it) and its text.
 fn traceback_of(f: &Failure) -> String {
-    let shown = f
-        .type_name
-        .strip_prefix("builtins.")
-        .unwrap_or(&f.type_name);
     format!(
-        "Traceback (most recent call last):\n  File \"flappserver (foolscap-rs)\", in a service\n{shown}: {}\n",
-        f.value
+        "Traceback (most recent call last):\n  File \"flappserver (foolscap-rs)\", in a service\n{}: {}\n",
+        f.type_name, f.value
     )
 }
 
@@ -735,57 +718,18 @@ impl Object for StdinCommand {
 
 // ------------------------------------------------------------ the names
 
-/// Brings the Tub's names up to date with `services.json`.
-struct Names {
-    tub: Tub,
-    shared: Arc<Shared>,
-    known: Mutex<HashMap<String, ()>>,
-    /// `services.json`'s size and modification time at the last scan.
-    seen: Mutex<Option<(u64, std::time::SystemTime)>>,
-}
-
-impl Names {
-    /// Scans again if `services.json` changed since the last scan.
-    fn sync_if_changed(&self) {
-        let file = self.shared.basedir.join("services.json");
-        let now = std::fs::metadata(&file)
-            .ok()
-            .and_then(|m| Some((m.len(), m.modified().ok()?)));
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        // no services.json: the old layout, scanned every time
-        if now.is_some() && *seen == now {
-            return;
-        }
-        *seen = now;
-        drop(seen);
-        self.sync();
-    }
-
-    fn sync(&self) {
-        let Ok(entries) = basedir::load(&self.shared.basedir) else {
-            return; // unreadable for now (being rewritten?): keep the old set
-        };
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        let wanted: HashMap<String, ()> = entries.into_iter().map(|e| (e.swissnum, ())).collect();
-        known.retain(|name, _| {
-            let keep = wanted.contains_key(name);
-            if !keep {
-                self.tub.unregister(name);
-            }
-            keep
-        });
-        for name in wanted.keys() {
-            if known.contains_key(name) {
-                continue;
-            }
-            let obj = Arc::new(ServiceObject {
-                swissnum: name.clone(),
-                shared: self.shared.clone(),
-            });
-            if self.tub.register(obj, Some(name)).is_ok() {
-                known.insert(name.clone(), ());
-            }
-        }
+/// The Tub's name lookup handler: the service stored under `name`, built
+/// afresh from `services.json` (or the old layout) as Python's server
+/// builds it on every lookup. An unknown name is Python's `KeyError`; a
+/// broken entry fails the lookup with the exception Python raises.
+fn lookup(shared: &Arc<Shared>, name: &str) -> foolscap_app::NameLookupResult {
+    match basedir::lookup(&shared.basedir, name) {
+        Ok(Some(service)) => Ok(Some(Arc::new(ServiceObject {
+            service,
+            shared: shared.clone(),
+        }))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(py_failure(e.class(), e.text())),
     }
 }
 
@@ -854,6 +798,14 @@ pub fn serve(basedir: &Path, log: Log, stdout_banner: &mut dyn Write) -> Result<
         .map_err(|e| format!("tub.pem: {e}"))?;
     let hints: Vec<&str> = location.split(',').collect();
     tub.set_location(&hints);
+    let shared = Arc::new(Shared {
+        basedir: basedir.to_path_buf(),
+        log: log.clone(),
+        uploads: AtomicUsize::new(0),
+        commands: AtomicUsize::new(0),
+    });
+    // every name is looked up in the base directory when asked for
+    tub.set_name_lookup(move |name| lookup(&shared, name));
     let addr = listen_addr(&port)?;
     let _ = writeln!(stdout_banner, "Server Running");
     let _ = stdout_banner.flush();
@@ -864,28 +816,8 @@ pub fn serve(basedir: &Path, log: Log, stdout_banner: &mut dyn Write) -> Result<
         "flappserver (foolscap-rs) starting on {}",
         bound.port()
     ));
-    let shared = Arc::new(Shared {
-        basedir: basedir.to_path_buf(),
-        log,
-        uploads: AtomicUsize::new(0),
-        commands: AtomicUsize::new(0),
-    });
-    let names = Arc::new(Names {
-        tub: tub.clone(),
-        shared,
-        known: Mutex::new(HashMap::new()),
-        seen: Mutex::new(None),
-    });
-    names.sync_if_changed();
-    // a new connection rescans before its first lookup can be read
-    let n2 = names.clone();
-    tub.watch_connections(move |ev| {
-        if matches!(ev, foolscap_core::tub::TubEvent::Connected { .. }) {
-            n2.sync_if_changed();
-        }
-    });
+    // the event loop's thread serves; this one only keeps the Tub
     loop {
-        std::thread::sleep(RESCAN_INTERVAL);
-        names.sync_if_changed();
+        std::thread::park();
     }
 }

@@ -88,6 +88,14 @@ pub trait Registry {
         let _ = type_name;
         None
     }
+
+    /// Whether a name [`Registry::lookup`] does not know is left to the
+    /// application (a [`BrokerEvent::NameLookup`], answered with
+    /// [`Broker::answer_name_lookup`]) instead of failing at once.
+    /// Default: no.
+    fn defers_unknown_names(&self) -> bool {
+        false
+    }
 }
 
 /// A method's schema, as an incoming call or our outstanding request
@@ -230,6 +238,16 @@ pub enum BrokerEvent {
         value: Value,
         /// The gifts, by slot.
         gifts: Vec<TheirReference>,
+    },
+    /// The peer asked (`getReferenceByName`) for a name the [`Registry`]
+    /// does not hold, and it defers unknown names
+    /// ([`Registry::defers_unknown_names`]): answer with
+    /// [`Broker::answer_name_lookup`] (`req_id` 0: no answer is sent).
+    NameLookup {
+        /// The peer's request.
+        req_id: ReqId,
+        /// The name asked for.
+        name: Bytes,
     },
 }
 
@@ -1226,6 +1244,40 @@ impl Broker {
             .expect("a Failure copyable always serializes");
     }
 
+    /// Answers a `getReferenceByName` with a reference to `export`.
+    fn send_reference(&mut self, req_id: ReqId, export: &Export) {
+        if req_id == 0 || self.closed.is_some() {
+            return;
+        }
+        let wire = self.exported.export_as(export, false);
+        self.ser
+            .write_answer_with(
+                &mut self.out,
+                req_id,
+                &Value::Local(export.object),
+                &mut Prepared(Some(wire)),
+            )
+            .expect("a my-reference always serializes");
+    }
+
+    /// Answers the peer's `getReferenceByName` reported as a
+    /// [`BrokerEvent::NameLookup`]: the object found (`Some`), Python's
+    /// `KeyError` for an unknown name (`None`, as if the registry had been
+    /// asked alone), or the application's failure. Nothing is sent for a
+    /// `req_id` of 0 or once the connection is closed.
+    pub fn answer_name_lookup(
+        &mut self,
+        req_id: ReqId,
+        name: &[u8],
+        result: Result<Option<Export>, Failure>,
+    ) {
+        match result {
+            Ok(Some(export)) => self.send_reference(req_id, &export),
+            Ok(None) => self.send_error(req_id, &unknown_name(name)),
+            Err(f) => self.send_error(req_id, &f),
+        }
+    }
+
     fn send_answer(&mut self, req_id: ReqId, value: &Value) {
         if req_id == 0 {
             return;
@@ -1397,33 +1449,14 @@ impl Broker {
                     return Ok(());
                 }
                 match objects.lookup(name) {
-                    Some(export) => {
-                        if req != 0 {
-                            let wire = self.exported.export_as(&export, false);
-                            self.ser
-                                .write_answer_with(
-                                    &mut self.out,
-                                    req,
-                                    &Value::Local(export.object),
-                                    &mut Prepared(Some(wire)),
-                                )
-                                .expect("a my-reference always serializes");
-                        }
+                    Some(export) => self.send_reference(req, &export),
+                    None if objects.defers_unknown_names() => {
+                        self.events.push_back(BrokerEvent::NameLookup {
+                            req_id: req,
+                            name: name.clone(),
+                        });
                     }
-                    None => {
-                        let hint: String = String::from_utf8_lossy(name).chars().take(2).collect();
-                        let msg =
-                            format!("unable to find reference for name starting with '{hint}'");
-                        let mut f = Failure::new("builtins.KeyError", str_repr(&msg));
-                        // Python's tools print a remote failure as its
-                        // traceback alone (flappclient, for one): the
-                        // last line names the exception, as Python's does
-                        f.traceback = format!(
-                            "Traceback (most recent call last):\n  File \"foolscap-rs\", in getReferenceByName\nbuiltins.KeyError: {}\n",
-                            f.value
-                        );
-                        self.send_error(req, &f);
-                    }
+                    None => self.send_error(req, &unknown_name(name)),
                 }
             }
             "decref" => {
@@ -1574,6 +1607,22 @@ impl Broker {
         self.msg_gifts.clear();
         self.events.push_back(BrokerEvent::Closed(reason));
     }
+}
+
+/// Python's failure for a name no one holds (its `KeyError`, naming only
+/// the name's first two characters).
+fn unknown_name(name: &[u8]) -> Failure {
+    let hint: String = String::from_utf8_lossy(name).chars().take(2).collect();
+    let msg = format!("unable to find reference for name starting with '{hint}'");
+    let mut f = Failure::new("builtins.KeyError", str_repr(&msg));
+    // Python's tools print a remote failure as its traceback alone
+    // (flappclient, for one): the last line names the exception, as
+    // Python's does
+    f.traceback = format!(
+        "Traceback (most recent call last):\n  File \"foolscap-rs\", in getReferenceByName\nbuiltins.KeyError: {}\n",
+        f.value
+    );
+    f
 }
 
 #[cfg(test)]

@@ -42,6 +42,10 @@ pub enum TubError {
     /// The broker refused the operation.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// [`crate::tub::Tub::answer_name_lookup`] for a name lookup that is
+    /// not waiting (answered already, or never reported).
+    #[error("no such name lookup is waiting for its answer")]
+    UnknownLookup,
 }
 
 impl TubError {

@@ -165,7 +165,8 @@ pub struct TubConfig {
     /// most this many answers. Default: 16 (at least 1 is used).
     pub calls_per_round: usize,
     /// Calls from one connection handed out and not answered yet above
-    /// which [`Tub::wants_input`] is false. Default: 10,000.
+    /// which [`Tub::wants_input`] is false (name lookups waiting for
+    /// [`Tub::answer_name_lookup`] count as calls). Default: 10,000.
     pub max_unanswered_calls: usize,
     /// Memory budget of the messages in progress over all connections
     /// (each one's as [`Broker::inbound_bytes`] counts it: wire bytes, a
@@ -347,6 +348,37 @@ pub enum TubEvent {
     /// No peer holds `object` any more and it is not registered: the
     /// application may drop it.
     ObjectUnused(ObjectId),
+    /// A peer asked for a name no registered object holds, and a name
+    /// lookup hook is set ([`Tub::set_name_lookup`]): answer with
+    /// [`Tub::answer_name_lookup`].
+    NameLookup(NameLookup),
+}
+
+/// A peer's `getReferenceByName` for a name the registered names do not
+/// hold, left to the application ([`Tub::set_name_lookup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NameLookup {
+    /// What to answer ([`Tub::answer_name_lookup`]).
+    pub id: NameLookupId,
+    /// The connection it arrived on.
+    pub connection: ConnectionId,
+    /// The name asked for (a swissnum; not UTF-8 text is decoded
+    /// lossily).
+    pub name: String,
+}
+
+/// One [`NameLookup`] waiting for its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NameLookupId(u64);
+
+/// A [`NameLookup`] not answered yet.
+#[derive(Debug)]
+struct PendingName {
+    connection: ConnectionId,
+    req_id: ReqId,
+    /// The name as it arrived.
+    name: Bytes,
 }
 
 /// Calls from one connection's peer that the application has not
@@ -369,6 +401,8 @@ struct ObjectTable {
     /// Their attribute schemas, where registered.
     copyable_schemas: HashMap<String, Arc<CopyableSchema>>,
     any_copyable: bool,
+    /// Unknown names are left to the application ([`Tub::set_name_lookup`]).
+    name_hook: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -414,6 +448,10 @@ impl Registry for ObjectTable {
 
     fn copyable_schema(&self, type_name: &str) -> Option<Arc<CopyableSchema>> {
         self.copyable_schemas.get(type_name).cloned()
+    }
+
+    fn defers_unknown_names(&self) -> bool {
+        self.name_hook
     }
 }
 
@@ -591,6 +629,9 @@ pub struct Tub {
     waiting: HashMap<TubId, Vec<LookupId>>,
     /// Lookups whose getReferenceByName is on the wire.
     lookup_calls: HashMap<(ConnectionId, ReqId), LookupId>,
+    /// Peers' lookups of unknown names left to the application.
+    name_lookups: HashMap<NameLookupId, PendingName>,
+    next_name_lookup: u64,
     dirty: VecDeque<ConnectionId>,
     dirty_set: HashSet<ConnectionId>,
     events: VecDeque<TubEvent>,
@@ -671,6 +712,8 @@ impl Tub {
             next_lookup: 1,
             waiting: HashMap::new(),
             lookup_calls: HashMap::new(),
+            name_lookups: HashMap::new(),
+            next_name_lookup: 0,
             dirty: VecDeque::new(),
             dirty_set: HashSet::new(),
             events: VecDeque::new(),
@@ -839,6 +882,91 @@ impl Tub {
     /// they receive).
     pub fn accept_any_copyable(&mut self, any: bool) {
         self.objects.any_copyable = any;
+    }
+
+    /// Leaves the names no registered object holds to the application
+    /// (`true`), as Python's `Tub.registerNameLookupHandler` does: a peer's
+    /// lookup of such a name becomes a [`TubEvent::NameLookup`], to answer
+    /// with [`Tub::answer_name_lookup`]. The registered names are
+    /// consulted first. Lookups of our own FURLs ([`Tub::get_reference`])
+    /// see only the registered names. Default: off (an unknown name fails
+    /// at once).
+    pub fn set_name_lookup(&mut self, on: bool) {
+        self.objects.name_hook = on;
+    }
+
+    /// Answers a [`TubEvent::NameLookup`], as Python answers what its
+    /// lookup handler returned:
+    ///
+    /// * `Ok(Some(object))`: the peer gets a reference to `object` (made
+    ///   with [`Tub::new_object`] or registered), which stays alive while
+    ///   the peer holds it. An object with no registered name takes the
+    ///   looked-up name as its FURL (Python records it as the object's
+    ///   name) but is not registered under it: the next lookup of the name
+    ///   is asked again.
+    /// * `Ok(None)`: the peer gets Python's `KeyError`, "unable to find
+    ///   reference for name starting with 'XX'".
+    /// * `Err(failure)`: the peer gets `failure` (what Python sends when
+    ///   its handler raises).
+    ///
+    /// A lookup whose connection closed meanwhile is dropped (an object
+    /// given is then reported unused). Answering twice, or an unknown id,
+    /// is [`TubError::UnknownLookup`].
+    pub fn answer_name_lookup(
+        &mut self,
+        lookup: NameLookupId,
+        result: Result<Option<ObjectId>, Failure>,
+    ) -> Result<(), TubError> {
+        let pending = self
+            .name_lookups
+            .remove(&lookup)
+            .ok_or(TubError::UnknownLookup)?;
+        let object = result.as_ref().ok().copied().flatten();
+        if let Some(object) = object {
+            self.name_object(object, &pending.name);
+        }
+        let result = result.map(|o| o.and_then(|o| self.objects.describe(o)));
+        if let Ok(broker) = open_broker(&mut self.conns, pending.connection) {
+            broker.answer_name_lookup(pending.req_id, &pending.name, result);
+            if pending.req_id != 0 {
+                if let Some(c) = self.conns.get_mut(&pending.connection) {
+                    if c.unanswered > 0 {
+                        c.unanswered -= 1;
+                        self.unanswered_total -= 1;
+                    }
+                }
+            }
+            self.touch(pending.connection);
+            self.pump(pending.connection, self.last_now);
+        }
+        if let Some(object) = object {
+            self.check_unused(object);
+        }
+        Ok(())
+    }
+
+    /// Gives an object a lookup hook returned the looked-up name as its
+    /// FURL, unless it has a registered one.
+    fn name_object(&mut self, object: ObjectId, name: &[u8]) {
+        let furl = (!self.location.is_empty()).then(|| {
+            let name = String::from_utf8_lossy(name).into_owned();
+            Bytes::from(Furl::new(self.tubid, self.location.clone(), name).to_string())
+        });
+        let t = &mut self.objects;
+        let info = t.info.entry(object).or_insert_with(|| ObjectInfo {
+            interface: Bytes::new(),
+            schema: None,
+            furl: None,
+            names: 0,
+            weak_name: None,
+        });
+        if info.names > 0 || furl.is_none() {
+            return;
+        }
+        info.furl = furl;
+        if let Some(weak) = info.weak_name.take() {
+            t.by_name.remove(weak.as_bytes());
+        }
     }
 
     /// The object registered under `name`.
@@ -2288,6 +2416,24 @@ impl Tub {
                         gifted.push((drained.len(), route, gifts));
                     }
                     BrokerEvent::Released { object, .. } => released.push(object),
+                    BrokerEvent::NameLookup { req_id, name } => {
+                        let key = NameLookupId(self.next_name_lookup);
+                        self.next_name_lookup += 1;
+                        let text = String::from_utf8_lossy(&name).into_owned();
+                        self.name_lookups.insert(
+                            key,
+                            PendingName {
+                                connection: id,
+                                req_id,
+                                name,
+                            },
+                        );
+                        drained.push(TubEvent::NameLookup(NameLookup {
+                            id: key,
+                            connection: id,
+                            name: text,
+                        }));
+                    }
                     BrokerEvent::Closed(reason) => {
                         released.extend(broker.exported_objects());
                         closed = Some((peer, reason));
@@ -2305,6 +2451,16 @@ impl Tub {
                 TubEvent::Reference { lookup, result } => {
                     self.touch(id);
                     self.lookup_done(lookup, result);
+                }
+                TubEvent::NameLookup(l) => {
+                    self.touch(id);
+                    // waits for the application as a handed-out call does
+                    let wants = self.name_lookups.get(&l.id).is_some_and(|p| p.req_id != 0);
+                    if let Some(c) = self.conns.get_mut(&id).filter(|_| wants) {
+                        c.unanswered += 1;
+                        self.unanswered_total += 1;
+                    }
+                    self.events.push_back(TubEvent::NameLookup(l));
                 }
                 ev => {
                     self.touch(id);

@@ -1556,4 +1556,141 @@ fn a_large_answer_buffer_is_kept_while_busy_and_released_when_idle() {
     assert!(net[0].output_capacity(conn) >= 1 << 20);
     net.advance(IDLE_RELEASE);
     assert!(net[0].output_capacity(conn) <= crate::broker::Broker::HAND_OVER);
+
+/// Takes Tub `tub`'s name lookups, leaving its other events.
+fn take_name_lookups(net: &mut Net, tub: usize) -> Vec<NameLookup> {
+    net.take(tub)
+        .into_iter()
+        .filter_map(|e| match e {
+            TubEvent::NameLookup(l) => Some(l),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Tub 1 looks `name` up at tub 0 (which has the hook on) and tub 0
+/// answers the one name lookup it gets with `answer`.
+fn looked_up(
+    net: &mut Net,
+    name: &str,
+    answer: impl FnOnce(&mut Tub) -> Result<Option<ObjectId>, Failure>,
+) -> Result<Value, TubError> {
+    let anchor = net[0].new_object("");
+    let base = net[0].register(anchor, None).unwrap();
+    let furl = Furl::new(base.tubid, base.hints.clone(), name);
+    let lookup = net[1].get_reference(&furl);
+    net.run();
+    let lookups = take_name_lookups(net, 0);
+    assert_eq!(lookups.len(), 1, "{lookups:?}");
+    assert_eq!(lookups[0].name, name);
+    // the lookup waits for the application as a call does
+    let conn = lookups[0].connection;
+    assert_eq!(net[0].pending_calls(conn).unanswered, 1);
+    let result = answer(&mut net[0]);
+    net[0].answer_name_lookup(lookups[0].id, result).unwrap();
+    assert_eq!(net[0].pending_calls(conn).unanswered, 0);
+    assert_eq!(
+        net[0].answer_name_lookup(lookups[0].id, Ok(None)),
+        Err(TubError::UnknownLookup)
+    );
+    net.run();
+    match net.take_event(
+        1,
+        |e| matches!(e, TubEvent::Reference { lookup: l, .. } if *l == lookup),
+    ) {
+        Some(TubEvent::Reference { result, .. }) => result,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_name_lookup_hook_answers_names_nobody_registered() {
+    let mut net = Net::new(2, Instant::now());
+    net[0].set_name_lookup(true);
+    // registered names come first and never reach the hook
+    let (_, calc) = net.publish(0, "calc");
+    assert!(matches!(net.reference(1, &calc), Ok(Value::Remote(_))));
+    assert!(take_name_lookups(&mut net, 0).is_empty());
+    // an object the hook returns is answered as a registered one would be
+    let mut made = None;
+    let r = looked_up(&mut net, "dynamic", |t| {
+        let o = t.new_object("");
+        made = Some(o);
+        Ok(Some(o))
+    });
+    let Ok(Value::Remote(r)) = r else {
+        panic!("{r:?}")
+    };
+    let made = made.unwrap();
+    // its FURL is the name it was found under (Python records it so)
+    let text = String::from_utf8(r.furl().expect("a FURL").to_vec()).unwrap();
+    assert_eq!(Furl::parse(&text).unwrap().swissnum, "dynamic");
+    // calls reach it while the peer holds it
+    net[1].call(&r, "m", &[], &[]).unwrap();
+    net.run();
+    let calls = net.take_calls(0);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].object, made);
+    net[0].answer(calls[0].id, Ok(Value::None)).unwrap();
+    net.run();
+    // not registered under the name: the next lookup asks the hook again
+    // (and so does the peer's lookup of the same FURL once released)
+    drop(r);
+    net.advance(Duration::from_secs(2));
+    assert!(net.take(0).contains(&TubEvent::ObjectUnused(made)));
+    let again = looked_up(&mut net, "dynamic", |t| Ok(Some(t.new_object(""))));
+    assert!(matches!(again, Ok(Value::Remote(_))), "{again:?}");
+}
+
+#[test]
+fn a_name_lookup_hook_that_finds_nothing_or_fails_fails_the_lookup_as_python() {
+    let mut net = Net::new(2, Instant::now());
+    net[0].set_name_lookup(true);
+    match looked_up(&mut net, "nothing", |_| Ok(None)) {
+        Err(TubError::Lookup(CallError::Remote(f))) => {
+            assert_eq!(f.type_name, "builtins.KeyError");
+            assert_eq!(
+                f.value,
+                "\"unable to find reference for name starting with 'no'\""
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let broken = Failure::new("foolscap.appserver.services.UnknownServiceType", "'nope'");
+    match looked_up(&mut net, "broken", |_| Err(broken.clone())) {
+        Err(TubError::Lookup(CallError::Remote(f))) => {
+            assert_eq!((f.type_name, f.value), (broken.type_name, broken.value));
+        }
+        other => panic!("{other:?}"),
+    }
+    // the connection goes on
+    serve(&mut net);
+    let (_, calc) = net.publish(0, "calc2");
+    assert!(matches!(net.reference(1, &calc), Ok(Value::Remote(_))));
+}
+
+#[test]
+fn without_the_name_lookup_hook_unknown_names_fail_at_once() {
+    let mut net = Net::new(2, Instant::now());
+    let (_, calc) = net.publish(0, "calc");
+    let wrong = Furl::new(calc.tubid, calc.hints.clone(), "nope");
+    assert!(matches!(
+        net.reference(1, &wrong),
+        Err(TubError::Lookup(CallError::Remote(_)))
+    ));
+    assert!(take_name_lookups(&mut net, 0).is_empty());
+    // a lookup whose connection closed before its answer is dropped
+    net[0].set_name_lookup(true);
+    net[1].get_reference(&wrong);
+    net.run();
+    let lookups = take_name_lookups(&mut net, 0);
+    assert_eq!(lookups.len(), 1);
+    net[0].disconnect(lookups[0].connection);
+    net.run();
+    let o = net[0].new_object("");
+    net[0]
+        .answer_name_lookup(lookups[0].id, Ok(Some(o)))
+        .unwrap();
+    net.run();
+    assert!(net.take(0).contains(&TubEvent::ObjectUnused(o)));
 }
