@@ -1556,6 +1556,7 @@ fn a_large_answer_buffer_is_kept_while_busy_and_released_when_idle() {
     assert!(net[0].output_capacity(conn) >= 1 << 20);
     net.advance(IDLE_RELEASE);
     assert!(net[0].output_capacity(conn) <= crate::broker::Broker::HAND_OVER);
+}
 
 /// Takes Tub `tub`'s name lookups, leaving its other events.
 fn take_name_lookups(net: &mut Net, tub: usize) -> Vec<NameLookup> {
