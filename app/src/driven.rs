@@ -202,10 +202,19 @@ impl DrivenTub {
     }
 
     /// Whether to read `connection`'s socket now (false under flow
-    /// control: output over its bound, calls held, too many unanswered).
+    /// control: output over its bound, calls held, too many unanswered;
+    /// and while calls of it wait for an earlier call of it, running in
+    /// another drive, to return). When it turns true again without input
+    /// of the connection, [`Driver::wake`] is called.
     pub fn wants_input(&self, connection: ConnectionId) -> bool {
-        self.upgrade()
-            .is_none_or(|t| t.lock().core.wants_input(connection))
+        self.upgrade().is_none_or(|t| {
+            let st = t.lock();
+            st.core.wants_input(connection)
+                && st
+                    .in_hand
+                    .get(&connection)
+                    .is_none_or(|h| h.queue.is_empty())
+        })
     }
 
     /// Output made for `connection` and not taken yet

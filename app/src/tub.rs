@@ -2,7 +2,7 @@
 //! application's objects, answer callbacks and timers, moved by whichever
 //! engine made it.
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -143,6 +143,26 @@ pub(crate) struct State {
     pub(crate) log_gatherers: crate::log_gatherer::LogGatherers,
     /// The logport and its FURL file ([`Tub::logport`]).
     pub(crate) logport: crate::logport::publisher::TubLogport,
+    /// Connections whose calls a drive is running: one call of a
+    /// connection at a time, in arrival order ([`Tub::drive`]).
+    pub(crate) in_hand: HashMap<ConnectionId, InHand>,
+    /// Connections in `in_hand` whose drive let go (its call waits for
+    /// an answer): the next drive takes their queued calls.
+    orphaned: Vec<ConnectionId>,
+}
+
+/// The calls of one connection while a drive runs them ([`Tub::drive`]).
+pub(crate) struct InHand {
+    /// The drive that runs them (`None`: it let go while its call waits
+    /// in a blocking call; the next drive takes the queue).
+    owner: Option<u64>,
+    /// The connection's calls polled since, in arrival order: each
+    /// starts once the one before it returned.
+    pub(crate) queue: VecDeque<(Arc<dyn Object>, Call)>,
+    /// The queue was not empty since the last wake-up: while it is not,
+    /// the connection is not read ([`DrivenTub::wants_input`]), so the
+    /// engine hears when it empties.
+    held_back: bool,
 }
 
 impl State {
@@ -176,7 +196,7 @@ impl State {
     /// next deadline.
     pub(crate) fn after_flush(&self) -> Flushed {
         Flushed {
-            drive: self.core.has_events() || !self.due.is_empty(),
+            drive: self.core.has_events() || !self.due.is_empty() || !self.orphaned.is_empty(),
             next_timeout: self.next_deadline(),
         }
     }
@@ -208,10 +228,14 @@ impl State {
 
 thread_local! {
     /// The Tubs this thread is driving (running their callbacks) right
-    /// now: work those callbacks create is left to that drive, so a whole
-    /// batch of answers shares one TLS record and one write.
-    static DRIVING: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// now, with each drive's token: work those callbacks create is left
+    /// to that drive, so a whole batch of answers shares one TLS record
+    /// and one write.
+    static DRIVING: std::cell::RefCell<Vec<(usize, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// Tokens of drives (owners of [`InHand`] connections).
+static NEXT_DRIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Work to do once the lock is released.
 enum Action {
@@ -253,6 +277,8 @@ impl Tub {
                 log: crate::logging::LogConfig::new(),
                 log_gatherers: Default::default(),
                 logport: Default::default(),
+                in_hand: HashMap::new(),
+                orphaned: Vec::new(),
             }),
         });
         let driven = DrivenTub {
@@ -836,6 +862,9 @@ impl Tub {
         timeout: Duration,
     ) -> Result<Value, Error> {
         if self.driving_here() {
+            // the call waiting here yields its connection, as a call that
+            // answers later does: the connection's next calls may start
+            self.let_go_here();
             self.shared.driver.wake();
         }
         rx.recv_timeout(timeout)
@@ -855,7 +884,82 @@ impl Tub {
 
     fn driving_here(&self) -> bool {
         let key = self.key();
-        DRIVING.with(|d| d.borrow().contains(&key))
+        DRIVING.with(|d| d.borrow().iter().any(|(k, _)| *k == key))
+    }
+
+    /// The drives of this Tub on this thread let go of their connections
+    /// (a call of one waits for an answer): the connections' queued
+    /// calls go to the next drive.
+    fn let_go_here(&self) {
+        let key = self.key();
+        let tokens: Vec<u64> = DRIVING.with(|d| {
+            d.borrow()
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, t)| *t)
+                .collect()
+        });
+        let mut st = self.lock();
+        let st = &mut *st;
+        st.in_hand.retain(|conn, h| {
+            if !h.owner.is_some_and(|o| tokens.contains(&o)) {
+                return true;
+            }
+            h.owner = None;
+            if h.queue.is_empty() {
+                return false;
+            }
+            st.orphaned.push(*conn);
+            true
+        });
+    }
+
+    /// At the start of a drive's round, under the lock: the next call of
+    /// each connection the drive holds (one a round, each after the one
+    /// before returned), the connections it is done with let go, and
+    /// connections let go by a waiting drive taken over. Returns whether
+    /// a held-back connection's queue emptied (its reader may go on).
+    fn next_in_hand(
+        st: &mut State,
+        token: u64,
+        owned: &mut Vec<ConnectionId>,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let mut freed = false;
+        let mut i = 0;
+        while i < owned.len() {
+            let conn = owned[i];
+            let Some(h) = st.in_hand.get_mut(&conn).filter(|h| h.owner == Some(token)) else {
+                owned.swap_remove(i);
+                continue;
+            };
+            match h.queue.pop_front() {
+                Some((obj, call)) => {
+                    if h.queue.is_empty() && h.held_back {
+                        h.held_back = false;
+                        freed = true;
+                    }
+                    actions.push(Action::Object(obj, call));
+                    i += 1;
+                }
+                None => {
+                    freed |= h.held_back;
+                    st.in_hand.remove(&conn);
+                    owned.swap_remove(i);
+                }
+            }
+        }
+        for conn in std::mem::take(&mut st.orphaned) {
+            let Some(h) = st.in_hand.get_mut(&conn).filter(|h| h.owner.is_none()) else {
+                continue;
+            };
+            h.owner = Some(token);
+            owned.push(conn);
+            if let Some((obj, call)) = h.queue.pop_front() {
+                actions.push(Action::Object(obj, call));
+            }
+        }
+        freed
     }
 
     /// Asks the engine to move what the last operation produced, unless
@@ -869,14 +973,32 @@ impl Tub {
 
     /// [`DrivenTub::drive`]: rounds of output, events and callbacks until
     /// nothing is left.
+    ///
+    /// Calls of one connection run one at a time, in arrival order, even
+    /// when several threads drive the Tub at once (the threads engine):
+    /// the first drive to poll a connection's call holds the connection
+    /// until it has run every call of it polled meanwhile (other drives
+    /// queue them for it, and the connection is not read while some are
+    /// queued); a call that waits in a blocking call of the handle lets go
+    /// of its connection, so a call that waits for the same peer does not
+    /// lock it.
     pub(crate) fn drive(&self, io: &mut dyn DriverIo) {
         let key = self.key();
-        DRIVING.with(|d| d.borrow_mut().push(key));
+        let token = NEXT_DRIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        DRIVING.with(|d| d.borrow_mut().push((key, token)));
+        let mut owned = Vec::new();
         loop {
             let mut st = self.lock();
-            let mut actions = self.process(&mut st, io);
+            let mut actions = Vec::new();
+            let freed = Self::next_in_hand(&mut st, token, &mut owned, &mut actions);
+            self.process(&mut st, io, token, &mut owned, &mut actions);
             actions.extend(st.due.drain(..).map(Action::Run));
             drop(st);
+            if freed {
+                // a reader held back while calls of its connection were
+                // queued may read again
+                self.shared.driver.wake();
+            }
             if actions.is_empty() {
                 break;
             }
@@ -884,7 +1006,7 @@ impl Tub {
         }
         DRIVING.with(|d| {
             let mut d = d.borrow_mut();
-            if let Some(i) = d.iter().rposition(|k| *k == key) {
+            if let Some(i) = d.iter().rposition(|e| *e == (key, token)) {
                 d.remove(i);
             }
         });
@@ -893,8 +1015,14 @@ impl Tub {
     /// One round: hands the core's output to `io` and turns its events
     /// into work for the application, under the lock. The core's flow
     /// control decides which calls from peers are handed out this round.
-    fn process(&self, st: &mut State, io: &mut dyn DriverIo) -> Vec<Action> {
-        let mut actions = Vec::new();
+    fn process(
+        &self,
+        st: &mut State,
+        io: &mut dyn DriverIo,
+        token: u64,
+        owned: &mut Vec<ConnectionId>,
+        actions: &mut Vec<Action>,
+    ) {
         loop {
             st.flush(io);
             let Some(ev) = st.core.poll_event() else {
@@ -940,19 +1068,27 @@ impl Tub {
                         actions.push(Action::Answer(f, result.map_err(Error::from)));
                     }
                 }
-                TubEvent::Call(c) => self.deliver(st, c, &mut actions),
+                TubEvent::Call(c) => self.deliver(st, c, token, owned, actions),
                 TubEvent::ObjectUnused(id) => {
                     st.objects.remove(&id);
                 }
                 _ => {}
             }
         }
-        actions
     }
 
     /// Hands one call from a peer to its object (or answers it with a
-    /// failure when the object is gone).
-    fn deliver(&self, st: &mut State, c: IncomingCall, actions: &mut Vec<Action>) {
+    /// failure when the object is gone): to run in this round if no drive
+    /// holds its connection (this drive then holds it), queued behind the
+    /// connection's earlier calls otherwise.
+    fn deliver(
+        &self,
+        st: &mut State,
+        c: IncomingCall,
+        token: u64,
+        owned: &mut Vec<ConnectionId>,
+        actions: &mut Vec<Action>,
+    ) {
         let call = Call {
             tub: self.clone(),
             id: c.id,
@@ -965,7 +1101,28 @@ impl Tub {
             local: None,
         };
         match st.objects.get(&c.object) {
-            Some(obj) => actions.push(Action::Object(obj.clone(), call)),
+            Some(obj) => {
+                let obj = obj.clone();
+                let conn = c.id.connection;
+                match st.in_hand.get_mut(&conn) {
+                    Some(h) => {
+                        h.queue.push_back((obj, call));
+                        h.held_back = true;
+                    }
+                    None => {
+                        st.in_hand.insert(
+                            conn,
+                            InHand {
+                                owner: Some(token),
+                                queue: VecDeque::new(),
+                                held_back: false,
+                            },
+                        );
+                        owned.push(conn);
+                        actions.push(Action::Object(obj, call));
+                    }
+                }
+            }
             None => {
                 let mut call = call;
                 call.answered = true;
