@@ -232,9 +232,13 @@ thread_local! {
     /// to that drive, so a whole batch of answers shares one TLS record
     /// and one write.
     static DRIVING: std::cell::RefCell<Vec<(usize, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The calls running on this thread (innermost last): Tub, drive
+    /// token and connection, so a call that blocks lets go of its own
+    /// connection (and of no other the drive holds).
+    static RUNNING: std::cell::RefCell<Vec<(usize, u64, ConnectionId)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Tokens of drives (owners of [`InHand`] connections).
+/// Tokens of drives (owners of [`InHand`] connections; 0 is none).
 static NEXT_DRIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Work to do once the lock is released.
@@ -456,8 +460,8 @@ impl Tub {
     /// turn of the engine, never inside this one, as Python's
     /// `LocalReferenceable` does (a call made inside a drive runs after
     /// the callbacks of that drive; on the threads engine another engine
-    /// thread may take it up meanwhile, as any call may run beside
-    /// others there), and its failure arrives as [`Error::Call`] with the
+    /// thread may take it up meanwhile, as calls of other connections
+    /// may run beside others there), and its failure arrives as [`Error::Call`] with the
     /// object's [`Failure`].
     pub fn call_async(
         &self,
@@ -737,7 +741,7 @@ impl Tub {
             .into_iter()
             .map(|f| Action::Answer(f, Err(Error::Shutdown)))
             .collect();
-        self.run_actions(actions);
+        self.run_actions(actions, 0);
         self.shared.driver.wake();
         // a FLOGFILE is complete on disk once a Tub has shut down
         let logger = self.logger();
@@ -887,31 +891,31 @@ impl Tub {
         DRIVING.with(|d| d.borrow().iter().any(|(k, _)| *k == key))
     }
 
-    /// The drives of this Tub on this thread let go of their connections
-    /// (a call of one waits for an answer): the connections' queued
-    /// calls go to the next drive.
+    /// The call of this Tub running on this thread (the innermost) waits
+    /// for an answer: its drive lets go of its connection, whose queued
+    /// calls go to the next drive. (Other connections the drive holds
+    /// stay held: their next calls may be in this drive's batch.)
     fn let_go_here(&self) {
         let key = self.key();
-        let tokens: Vec<u64> = DRIVING.with(|d| {
-            d.borrow()
+        let Some((token, conn)) = RUNNING.with(|r| {
+            r.borrow()
                 .iter()
-                .filter(|(k, _)| *k == key)
-                .map(|(_, t)| *t)
-                .collect()
-        });
+                .rev()
+                .find(|(k, _, _)| *k == key)
+                .map(|(_, t, c)| (*t, *c))
+        }) else {
+            return;
+        };
         let mut st = self.lock();
-        let st = &mut *st;
-        st.in_hand.retain(|conn, h| {
-            if !h.owner.is_some_and(|o| tokens.contains(&o)) {
-                return true;
-            }
-            h.owner = None;
-            if h.queue.is_empty() {
-                return false;
-            }
-            st.orphaned.push(*conn);
-            true
-        });
+        let Some(h) = st.in_hand.get_mut(&conn).filter(|h| h.owner == Some(token)) else {
+            return;
+        };
+        h.owner = None;
+        if h.queue.is_empty() {
+            st.in_hand.remove(&conn);
+        } else {
+            st.orphaned.push(conn);
+        }
     }
 
     /// At the start of a drive's round, under the lock: the next call of
@@ -956,6 +960,10 @@ impl Tub {
             h.owner = Some(token);
             owned.push(conn);
             if let Some((obj, call)) = h.queue.pop_front() {
+                if h.queue.is_empty() && h.held_back {
+                    h.held_back = false;
+                    freed = true;
+                }
                 actions.push(Action::Object(obj, call));
             }
         }
@@ -1002,7 +1010,7 @@ impl Tub {
             if actions.is_empty() {
                 break;
             }
-            self.run_actions(actions);
+            self.run_actions(actions, token);
         }
         DRIVING.with(|d| {
             let mut d = d.borrow_mut();
@@ -1135,12 +1143,21 @@ impl Tub {
     /// A panicking object or callback costs only its own call: the panic
     /// is caught here (an unanswered [`Call`] answers with a failure as it
     /// unwinds) and the engine's thread goes on.
-    fn run_actions(&self, actions: Vec<Action>) {
+    fn run_actions(&self, actions: Vec<Action>, token: u64) {
         use std::panic::{catch_unwind, AssertUnwindSafe};
+        let key = self.key();
         for a in actions {
             match a {
                 Action::Object(obj, call) => {
+                    let running = (key, token, call.id.connection);
+                    RUNNING.with(|r| r.borrow_mut().push(running));
                     let _ = catch_unwind(AssertUnwindSafe(|| obj.call(call)));
+                    RUNNING.with(|r| {
+                        let mut r = r.borrow_mut();
+                        if let Some(i) = r.iter().rposition(|e| *e == running) {
+                            r.remove(i);
+                        }
+                    });
                 }
                 Action::Answer(f, r) => {
                     let _ = catch_unwind(AssertUnwindSafe(|| f(r)));
