@@ -27,6 +27,8 @@ struct Order {
     seen: Mutex<Vec<i64>>,
     running: AtomicBool,
     overlaps: AtomicUsize,
+    /// A slow object of a third Tub, for `relay`.
+    far: Mutex<Option<Value>>,
 }
 
 impl Order {
@@ -53,6 +55,16 @@ impl Object for Order {
                 let i = call.args[0].as_i64().unwrap();
                 self.enter(i);
                 call.answer(Value::int(i))
+            }
+            // records its turn, then waits (blocking, threads engine) for
+            // another Tub's slow answer: the connection's next calls may
+            // start meanwhile, in order among themselves
+            "relay" => {
+                let i = call.args[0].as_i64().unwrap();
+                self.enter(i);
+                let far = self.far.lock().unwrap().clone().unwrap();
+                let r = call.tub().call(&far, "slow", &[Value::int(i)], &[], T);
+                assert_eq!(r.unwrap(), Value::int(i));
             }
             "done" => {
                 let seen = self
@@ -95,6 +107,12 @@ fn serve(engine: &common::Engine) -> (foolscap::Tub, String, Ticker) {
     let server = engine.tub_with(foolscap::identity::Identity::generate().unwrap(), tight());
     server.listen("127.0.0.1:0").unwrap();
     let furl = server.register(Arc::new(Order::default()), None).unwrap();
+    let ticker = tick(&server);
+    (server, furl.to_string(), ticker)
+}
+
+/// An application thread that calls into `server` until dropped.
+fn tick(server: &foolscap::Tub) -> Ticker {
     let stop = Arc::new(AtomicBool::new(false));
     let (tub, s) = (server.clone(), stop.clone());
     let noop = server.local(Arc::new(Noop));
@@ -104,7 +122,7 @@ fn serve(engine: &common::Engine) -> (foolscap::Tub, String, Ticker) {
             std::thread::sleep(Duration::from_micros(100));
         }
     });
-    (server, furl.to_string(), Ticker(stop, Some(thread)))
+    Ticker(stop, Some(thread))
 }
 
 /// Stops the ticker thread when dropped.
@@ -190,6 +208,48 @@ fn from_python(driver: Driver) {
         seen.len()
     );
     assert_eq!(parts[1], 0, "calls of one connection overlapped");
+}
+
+/// Sleeps a little, then answers its argument.
+struct Slow;
+
+impl Object for Slow {
+    fn call(&self, call: Call) {
+        std::thread::sleep(Duration::from_millis(5));
+        let v = call.args[0].clone();
+        call.answer(v)
+    }
+}
+
+/// Threads engine: a call that waits in `Tub::call` (for a third Tub)
+/// lets the next calls of its connection start, and they still run in
+/// order, one at a time, however the drives pass them around.
+#[test]
+fn calls_after_a_blocking_call_run_in_order_threads() {
+    let engine = common::Engine::start(Driver::Threads);
+    let server = engine.tub_with(foolscap::identity::Identity::generate().unwrap(), tight());
+    server.listen("127.0.0.1:0").unwrap();
+    let order = Arc::new(Order::default());
+    let furl = server.register(order.clone(), None).unwrap();
+    let third = foolscap::threads::new_tub().unwrap();
+    third.listen("127.0.0.1:0").unwrap();
+    let slow = third.register(Arc::new(Slow), None).unwrap();
+    *order.far.lock().unwrap() = Some(server.get_reference(&slow.to_string(), T).unwrap());
+    let _ticker = tick(&server);
+    let client = foolscap::threads::new_tub().unwrap();
+    let r = client.get_reference(&furl.to_string(), T).unwrap();
+    for i in 0..COUNT {
+        // one: a second could start on the reader of the connection to
+        // the third Tub while the first waits, and wait for an answer only
+        // that blocked thread would read (a hazard of blocking in objects
+        // on this engine, order or not)
+        let method = if i == 7 { "relay" } else { "feed" };
+        client
+            .call_only(&r, method, &[Value::int(i), Value::int(0)], &[])
+            .unwrap();
+    }
+    let got = client.call(&r, "done", &[], &[], T).unwrap();
+    expect_in_order(&got);
 }
 
 #[test]

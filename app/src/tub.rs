@@ -236,6 +236,17 @@ thread_local! {
     /// token and connection, so a call that blocks lets go of its own
     /// connection (and of no other the drive holds).
     static RUNNING: std::cell::RefCell<Vec<(usize, u64, ConnectionId)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// What is left of the batch of each drive on this thread (innermost
+    /// last): a call that lets go of its connection takes the later
+    /// calls of that connection out of it, to run after it elsewhere.
+    static BATCHES: std::cell::RefCell<Vec<Batch>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The rest of one drive's round of work ([`Tub::run_actions`]).
+struct Batch {
+    key: usize,
+    token: u64,
+    rest: VecDeque<Action>,
 }
 
 /// Tokens of drives (owners of [`InHand`] connections; 0 is none).
@@ -892,9 +903,10 @@ impl Tub {
     }
 
     /// The call of this Tub running on this thread (the innermost) waits
-    /// for an answer: its drive lets go of its connection, whose queued
-    /// calls go to the next drive. (Other connections the drive holds
-    /// stay held: their next calls may be in this drive's batch.)
+    /// for an answer: its drive lets go of its connection. The later
+    /// calls of that connection in the drive's batch go back to the front
+    /// of its queue, which the next drive takes. (Other connections the
+    /// drive holds stay held.)
     fn let_go_here(&self) {
         let key = self.key();
         let Some((token, conn)) = RUNNING.with(|r| {
@@ -908,21 +920,49 @@ impl Tub {
         };
         let mut st = self.lock();
         let Some(h) = st.in_hand.get_mut(&conn).filter(|h| h.owner == Some(token)) else {
+            // let go already (a second wait of the same call)
             return;
         };
+        let later = BATCHES.with(|b| {
+            let mut b = b.borrow_mut();
+            let Some(batch) = b
+                .iter_mut()
+                .rev()
+                .find(|x| x.key == key && x.token == token)
+            else {
+                return Vec::new();
+            };
+            let mut later = Vec::new();
+            let mut keep = VecDeque::with_capacity(batch.rest.len());
+            for a in batch.rest.drain(..) {
+                match a {
+                    Action::Object(obj, call) if call.id.connection == conn => {
+                        later.push((obj, call))
+                    }
+                    other => keep.push_back(other),
+                }
+            }
+            batch.rest = keep;
+            later
+        });
+        for c in later.into_iter().rev() {
+            h.queue.push_front(c);
+        }
         h.owner = None;
         if h.queue.is_empty() {
             st.in_hand.remove(&conn);
         } else {
+            h.held_back = true;
             st.orphaned.push(conn);
         }
     }
 
-    /// At the start of a drive's round, under the lock: the next call of
-    /// each connection the drive holds (one a round, each after the one
-    /// before returned), the connections it is done with let go, and
-    /// connections let go by a waiting drive taken over. Returns whether
-    /// a held-back connection's queue emptied (its reader may go on).
+    /// At the start of a drive's round, under the lock: the calls other
+    /// drives queued for the connections this drive holds (to run in
+    /// order in this round, each after the one before returned), the
+    /// connections it is done with let go, and connections let go by a
+    /// waiting drive taken over. Returns whether a held-back connection's
+    /// queue emptied (its reader may go on).
     fn next_in_hand(
         st: &mut State,
         token: u64,
@@ -937,21 +977,15 @@ impl Tub {
                 owned.swap_remove(i);
                 continue;
             };
-            match h.queue.pop_front() {
-                Some((obj, call)) => {
-                    if h.queue.is_empty() && h.held_back {
-                        h.held_back = false;
-                        freed = true;
-                    }
-                    actions.push(Action::Object(obj, call));
-                    i += 1;
-                }
-                None => {
-                    freed |= h.held_back;
-                    st.in_hand.remove(&conn);
-                    owned.swap_remove(i);
-                }
+            if h.queue.is_empty() {
+                freed |= h.held_back;
+                st.in_hand.remove(&conn);
+                owned.swap_remove(i);
+                continue;
             }
+            freed |= std::mem::take(&mut h.held_back);
+            actions.extend(h.queue.drain(..).map(|(o, c)| Action::Object(o, c)));
+            i += 1;
         }
         for conn in std::mem::take(&mut st.orphaned) {
             let Some(h) = st.in_hand.get_mut(&conn).filter(|h| h.owner.is_none()) else {
@@ -959,13 +993,8 @@ impl Tub {
             };
             h.owner = Some(token);
             owned.push(conn);
-            if let Some((obj, call)) = h.queue.pop_front() {
-                if h.queue.is_empty() && h.held_back {
-                    h.held_back = false;
-                    freed = true;
-                }
-                actions.push(Action::Object(obj, call));
-            }
+            freed |= std::mem::take(&mut h.held_back);
+            actions.extend(h.queue.drain(..).map(|(o, c)| Action::Object(o, c)));
         }
         freed
     }
@@ -1113,6 +1142,11 @@ impl Tub {
                 let obj = obj.clone();
                 let conn = c.id.connection;
                 match st.in_hand.get_mut(&conn) {
+                    // this drive holds it: its queue was taken at the
+                    // start of the round, so this call follows them
+                    Some(h) if h.owner == Some(token) => {
+                        actions.push(Action::Object(obj, call));
+                    }
                     Some(h) => {
                         h.queue.push_back((obj, call));
                         h.held_back = true;
@@ -1143,10 +1177,30 @@ impl Tub {
     /// A panicking object or callback costs only its own call: the panic
     /// is caught here (an unanswered [`Call`] answers with a failure as it
     /// unwinds) and the engine's thread goes on.
+    ///
+    /// The batch waits in [`BATCHES`] while it runs, so a call that lets
+    /// go of its connection can take its connection's later calls out.
     fn run_actions(&self, actions: Vec<Action>, token: u64) {
         use std::panic::{catch_unwind, AssertUnwindSafe};
         let key = self.key();
-        for a in actions {
+        let depth = BATCHES.with(|b| {
+            let mut b = b.borrow_mut();
+            b.push(Batch {
+                key,
+                token,
+                rest: actions.into(),
+            });
+            b.len()
+        });
+        loop {
+            let next = BATCHES.with(|b| {
+                b.borrow_mut()
+                    .get_mut(depth - 1)
+                    .and_then(|batch| batch.rest.pop_front())
+            });
+            let Some(a) = next else {
+                break;
+            };
             match a {
                 Action::Object(obj, call) => {
                     let running = (key, token, call.id.connection);
@@ -1167,5 +1221,6 @@ impl Tub {
                 }
             }
         }
+        BATCHES.with(|b| b.borrow_mut().truncate(depth - 1));
     }
 }
