@@ -21,6 +21,25 @@
 //!         DriverIo::dial(dial, host, port) ◄───  (a FURL hint to connect to)
 //! before reading a socket ─────────────────────► wants_input(conn) (flow control)
 //! ```
+//!
+//! # The order of a connection's calls
+//!
+//! The calls of one connection reach their objects in arrival order, one
+//! at a time: call N+1 starts after [`Object::call`](crate::Object::call)
+//! returned for call N (Python runs a connection's calls in turn on its
+//! reactor, and applications rely on it). The core hands them out in
+//! order and [`DrivenTub::drive`] keeps them so even when several threads
+//! drive the Tub at once: a drive that polls a call of a connection whose
+//! earlier call another drive is running queues it for that drive. What
+//! an engine must do to keep the guarantee:
+//!
+//! - run objects only through [`DrivenTub::drive`] (any thread, any
+//!   number of drives at once);
+//! - ask [`DrivenTub::wants_input`] before reading a connection and not
+//!   read it while it says no (it says no while calls of the connection
+//!   wait for an earlier one, which bounds that queue), and look again
+//!   when [`Driver::wake`] is called (it is, when such a queue empties);
+//! - feed a connection's bytes in the order they were read.
 
 use std::sync::Weak;
 use std::time::Instant;
@@ -33,11 +52,14 @@ use crate::Error;
 
 /// What an engine does for the Tubs it carries.
 pub trait Driver: Send + Sync + 'static {
-    /// The Tub has work (output, events, a timer that moved): run
-    /// [`DrivenTub::drive`] soon. Called from any thread, without the
-    /// Tub's lock, and often: coalesce wake-ups. The handle does not call
-    /// it while the calling thread is inside [`DrivenTub::drive`] for the
-    /// same Tub (that drive picks the work up).
+    /// The Tub has work (output, events, a timer that moved), or a
+    /// connection [`DrivenTub::wants_input`] refused may be read again:
+    /// run [`DrivenTub::drive`] soon and look at held-back connections
+    /// again. Called from any thread, without the Tub's lock, and often:
+    /// coalesce wake-ups. Inside [`DrivenTub::drive`] for the same Tub the
+    /// handle calls it only when a connection's queue of calls waiting for
+    /// an earlier one emptied and before a callback blocks (other work is
+    /// left to that drive).
     fn wake(&self);
     /// Accepts connections on `listener` (bound, blocking mode) for the
     /// Tub, with [`DrivenTub::accept`].
@@ -202,10 +224,19 @@ impl DrivenTub {
     }
 
     /// Whether to read `connection`'s socket now (false under flow
-    /// control: output over its bound, calls held, too many unanswered).
+    /// control: output over its bound, calls held, too many unanswered;
+    /// and while calls of it wait for an earlier call of it, running in
+    /// another drive, to return). When it turns true again without input
+    /// of the connection, [`Driver::wake`] is called.
     pub fn wants_input(&self, connection: ConnectionId) -> bool {
-        self.upgrade()
-            .is_none_or(|t| t.lock().core.wants_input(connection))
+        self.upgrade().is_none_or(|t| {
+            let st = t.lock();
+            st.core.wants_input(connection)
+                && st
+                    .in_hand
+                    .get(&connection)
+                    .is_none_or(|h| h.queue.is_empty())
+        })
     }
 
     /// Output made for `connection` and not taken yet
@@ -246,6 +277,10 @@ impl DrivenTub {
     /// Hands the core's output, closes and dials to `io`, and runs the
     /// objects and callbacks that are due, until nothing is left. Call it
     /// after feeding input or time, and when [`Driver::wake`] asked.
+    /// Several threads may drive at once: the calls of one connection
+    /// still run one at a time, in arrival order (see the module docs); a
+    /// drive that finds a connection's earlier call running elsewhere
+    /// leaves its later calls to that drive and does not wait.
     pub fn drive(&self, io: &mut dyn DriverIo) {
         if let Some(tub) = self.upgrade() {
             tub.drive(io);

@@ -19,6 +19,21 @@ use crate::{BoundArgs, Scope, Signature, Tub};
 /// for instance from the callback of [`Tub::call_async`], a
 /// [`Tub::after`] timer, or a thread of the application's own that does
 /// slow work.
+///
+/// # Order
+///
+/// The calls that arrive on one connection (one peer Tub) reach objects
+/// in the order they were sent, one at a time, on every engine: the next
+/// call starts only after `call` returned for the one before (whether it
+/// answered or kept its [`Call`] to answer later), so its effects come
+/// first, as with Python's reactor. Answerless calls
+/// (`callRemoteOnly`, [`Tub::call_only`]) and calls with answers are one
+/// sequence. A `call` that waits in a blocking call of the handle
+/// ([`Tub::call`], on the threads engine) lets the next calls of its
+/// connection start meanwhile, as a Python method that returns a
+/// Deferred does. Calls of different connections may run at the same
+/// time (on different threads of the threads engine), and so may local
+/// calls ([`Tub::call_async`] on a [`Value::Local`]) beside them.
 pub trait Object: Send + Sync + 'static {
     /// Handles one call. Every call must be answered once; a [`Call`]
     /// dropped unanswered answers with a failure.

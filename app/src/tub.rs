@@ -2,7 +2,7 @@
 //! application's objects, answer callbacks and timers, moved by whichever
 //! engine made it.
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -150,6 +150,26 @@ pub(crate) struct State {
     pub(crate) log_gatherers: crate::log_gatherer::LogGatherers,
     /// The logport and its FURL file ([`Tub::logport`]).
     pub(crate) logport: crate::logport::publisher::TubLogport,
+    /// Connections whose calls a drive is running: one call of a
+    /// connection at a time, in arrival order ([`Tub::drive`]).
+    pub(crate) in_hand: HashMap<ConnectionId, InHand>,
+    /// Connections in `in_hand` whose drive let go (its call waits for
+    /// an answer): the next drive takes their queued calls.
+    orphaned: Vec<ConnectionId>,
+}
+
+/// The calls of one connection while a drive runs them ([`Tub::drive`]).
+pub(crate) struct InHand {
+    /// The drive that runs them (`None`: it let go while its call waits
+    /// in a blocking call; the next drive takes the queue).
+    owner: Option<u64>,
+    /// The connection's calls polled since, in arrival order: each
+    /// starts once the one before it returned.
+    pub(crate) queue: VecDeque<(Arc<dyn Object>, Call)>,
+    /// The queue was not empty since the last wake-up: while it is not,
+    /// the connection is not read ([`DrivenTub::wants_input`]), so the
+    /// engine hears when it empties.
+    held_back: bool,
 }
 
 impl State {
@@ -183,7 +203,7 @@ impl State {
     /// next deadline.
     pub(crate) fn after_flush(&self) -> Flushed {
         Flushed {
-            drive: self.core.has_events() || !self.due.is_empty(),
+            drive: self.core.has_events() || !self.due.is_empty() || !self.orphaned.is_empty(),
             next_timeout: self.next_deadline(),
         }
     }
@@ -215,10 +235,29 @@ impl State {
 
 thread_local! {
     /// The Tubs this thread is driving (running their callbacks) right
-    /// now: work those callbacks create is left to that drive, so a whole
-    /// batch of answers shares one TLS record and one write.
-    static DRIVING: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// now, with each drive's token: work those callbacks create is left
+    /// to that drive, so a whole batch of answers shares one TLS record
+    /// and one write.
+    static DRIVING: std::cell::RefCell<Vec<(usize, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The calls running on this thread (innermost last): Tub, drive
+    /// token and connection, so a call that blocks lets go of its own
+    /// connection (and of no other the drive holds).
+    static RUNNING: std::cell::RefCell<Vec<(usize, u64, ConnectionId)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// What is left of the batch of each drive on this thread (innermost
+    /// last): a call that lets go of its connection takes the later
+    /// calls of that connection out of it, to run after it elsewhere.
+    static BATCHES: std::cell::RefCell<Vec<Batch>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// The rest of one drive's round of work ([`Tub::run_actions`]).
+struct Batch {
+    key: usize,
+    token: u64,
+    rest: VecDeque<Action>,
+}
+
+/// Tokens of drives (owners of [`InHand`] connections; 0 is none).
+static NEXT_DRIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Work to do once the lock is released.
 enum Action {
@@ -261,6 +300,8 @@ impl Tub {
                 log: crate::logging::LogConfig::new(),
                 log_gatherers: Default::default(),
                 logport: Default::default(),
+                in_hand: HashMap::new(),
+                orphaned: Vec::new(),
             }),
         });
         let driven = DrivenTub {
@@ -542,8 +583,8 @@ impl Tub {
     /// turn of the engine, never inside this one, as Python's
     /// `LocalReferenceable` does (a call made inside a drive runs after
     /// the callbacks of that drive; on the threads engine another engine
-    /// thread may take it up meanwhile, as any call may run beside
-    /// others there), and its failure arrives as [`Error::Call`] with the
+    /// thread may take it up meanwhile, as calls of other connections
+    /// may run beside others there), and its failure arrives as [`Error::Call`] with the
     /// object's [`Failure`].
     pub fn call_async(
         &self,
@@ -823,7 +864,7 @@ impl Tub {
             .into_iter()
             .map(|f| Action::Answer(f, Err(Error::Shutdown)))
             .collect();
-        self.run_actions(actions);
+        self.run_actions(actions, 0);
         self.shared.driver.wake();
         // a FLOGFILE is complete on disk once a Tub has shut down
         let logger = self.logger();
@@ -948,6 +989,9 @@ impl Tub {
         timeout: Duration,
     ) -> Result<Value, Error> {
         if self.driving_here() {
+            // the call waiting here yields its connection, as a call that
+            // answers later does: the connection's next calls may start
+            self.let_go_here();
             self.shared.driver.wake();
         }
         rx.recv_timeout(timeout)
@@ -967,7 +1011,104 @@ impl Tub {
 
     fn driving_here(&self) -> bool {
         let key = self.key();
-        DRIVING.with(|d| d.borrow().contains(&key))
+        DRIVING.with(|d| d.borrow().iter().any(|(k, _)| *k == key))
+    }
+
+    /// The call of this Tub running on this thread (the innermost) waits
+    /// for an answer: its drive lets go of its connection. The later
+    /// calls of that connection in the drive's batch go back to the front
+    /// of its queue, which the next drive takes. (Other connections the
+    /// drive holds stay held.)
+    fn let_go_here(&self) {
+        let key = self.key();
+        let Some((token, conn)) = RUNNING.with(|r| {
+            r.borrow()
+                .iter()
+                .rev()
+                .find(|(k, _, _)| *k == key)
+                .map(|(_, t, c)| (*t, *c))
+        }) else {
+            return;
+        };
+        let mut st = self.lock();
+        let Some(h) = st.in_hand.get_mut(&conn).filter(|h| h.owner == Some(token)) else {
+            // let go already (a second wait of the same call)
+            return;
+        };
+        let later = BATCHES.with(|b| {
+            let mut b = b.borrow_mut();
+            let Some(batch) = b
+                .iter_mut()
+                .rev()
+                .find(|x| x.key == key && x.token == token)
+            else {
+                return Vec::new();
+            };
+            let mut later = Vec::new();
+            let mut keep = VecDeque::with_capacity(batch.rest.len());
+            for a in batch.rest.drain(..) {
+                match a {
+                    Action::Object(obj, call) if call.id.connection == conn => {
+                        later.push((obj, call))
+                    }
+                    other => keep.push_back(other),
+                }
+            }
+            batch.rest = keep;
+            later
+        });
+        for c in later.into_iter().rev() {
+            h.queue.push_front(c);
+        }
+        h.owner = None;
+        if h.queue.is_empty() {
+            st.in_hand.remove(&conn);
+        } else {
+            h.held_back = true;
+            st.orphaned.push(conn);
+        }
+    }
+
+    /// At the start of a drive's round, under the lock: the calls other
+    /// drives queued for the connections this drive holds (to run in
+    /// order in this round, each after the one before returned), the
+    /// connections it is done with let go, and connections let go by a
+    /// waiting drive taken over. Returns whether a held-back connection's
+    /// queue emptied (its reader may go on).
+    fn next_in_hand(
+        st: &mut State,
+        token: u64,
+        owned: &mut Vec<ConnectionId>,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let mut freed = false;
+        let mut i = 0;
+        while i < owned.len() {
+            let conn = owned[i];
+            let Some(h) = st.in_hand.get_mut(&conn).filter(|h| h.owner == Some(token)) else {
+                owned.swap_remove(i);
+                continue;
+            };
+            if h.queue.is_empty() {
+                freed |= h.held_back;
+                st.in_hand.remove(&conn);
+                owned.swap_remove(i);
+                continue;
+            }
+            freed |= std::mem::take(&mut h.held_back);
+            actions.extend(h.queue.drain(..).map(|(o, c)| Action::Object(o, c)));
+            i += 1;
+        }
+        for conn in std::mem::take(&mut st.orphaned) {
+            let Some(h) = st.in_hand.get_mut(&conn).filter(|h| h.owner.is_none()) else {
+                continue;
+            };
+            h.owner = Some(token);
+            owned.push(conn);
+            freed |= std::mem::take(&mut h.held_back);
+            actions.extend(h.queue.drain(..).map(|(o, c)| Action::Object(o, c)));
+        }
+        freed
     }
 
     /// Asks the engine to move what the last operation produced, unless
@@ -981,22 +1122,40 @@ impl Tub {
 
     /// [`DrivenTub::drive`]: rounds of output, events and callbacks until
     /// nothing is left.
+    ///
+    /// Calls of one connection run one at a time, in arrival order, even
+    /// when several threads drive the Tub at once (the threads engine):
+    /// the first drive to poll a connection's call holds the connection
+    /// until it has run every call of it polled meanwhile (other drives
+    /// queue them for it, and the connection is not read while some are
+    /// queued); a call that waits in a blocking call of the handle lets go
+    /// of its connection, so a call that waits for the same peer does not
+    /// lock it.
     pub(crate) fn drive(&self, io: &mut dyn DriverIo) {
         let key = self.key();
-        DRIVING.with(|d| d.borrow_mut().push(key));
+        let token = NEXT_DRIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        DRIVING.with(|d| d.borrow_mut().push((key, token)));
+        let mut owned = Vec::new();
         loop {
             let mut st = self.lock();
-            let mut actions = self.process(&mut st, io);
+            let mut actions = Vec::new();
+            let freed = Self::next_in_hand(&mut st, token, &mut owned, &mut actions);
+            self.process(&mut st, io, token, &mut owned, &mut actions);
             actions.extend(st.due.drain(..).map(Action::Run));
             drop(st);
+            if freed {
+                // a reader held back while calls of its connection were
+                // queued may read again
+                self.shared.driver.wake();
+            }
             if actions.is_empty() {
                 break;
             }
-            self.run_actions(actions);
+            self.run_actions(actions, token);
         }
         DRIVING.with(|d| {
             let mut d = d.borrow_mut();
-            if let Some(i) = d.iter().rposition(|k| *k == key) {
+            if let Some(i) = d.iter().rposition(|e| *e == (key, token)) {
                 d.remove(i);
             }
         });
@@ -1005,8 +1164,14 @@ impl Tub {
     /// One round: hands the core's output to `io` and turns its events
     /// into work for the application, under the lock. The core's flow
     /// control decides which calls from peers are handed out this round.
-    fn process(&self, st: &mut State, io: &mut dyn DriverIo) -> Vec<Action> {
-        let mut actions = Vec::new();
+    fn process(
+        &self,
+        st: &mut State,
+        io: &mut dyn DriverIo,
+        token: u64,
+        owned: &mut Vec<ConnectionId>,
+        actions: &mut Vec<Action>,
+    ) {
         loop {
             st.flush(io);
             let Some(ev) = st.core.poll_event() else {
@@ -1052,7 +1217,7 @@ impl Tub {
                         actions.push(Action::Answer(f, result.map_err(Error::from)));
                     }
                 }
-                TubEvent::Call(c) => self.deliver(st, c, &mut actions),
+                TubEvent::Call(c) => self.deliver(st, c, token, owned, actions),
                 TubEvent::ObjectUnused(id) => {
                     st.objects.remove(&id);
                 }
@@ -1065,12 +1230,20 @@ impl Tub {
                 _ => {}
             }
         }
-        actions
     }
 
     /// Hands one call from a peer to its object (or answers it with a
-    /// failure when the object is gone).
-    fn deliver(&self, st: &mut State, c: IncomingCall, actions: &mut Vec<Action>) {
+    /// failure when the object is gone): to run in this round if no drive
+    /// holds its connection (this drive then holds it), queued behind the
+    /// connection's earlier calls otherwise.
+    fn deliver(
+        &self,
+        st: &mut State,
+        c: IncomingCall,
+        token: u64,
+        owned: &mut Vec<ConnectionId>,
+        actions: &mut Vec<Action>,
+    ) {
         let call = Call {
             tub: self.clone(),
             id: c.id,
@@ -1083,7 +1256,33 @@ impl Tub {
             local: None,
         };
         match st.objects.get(&c.object) {
-            Some(obj) => actions.push(Action::Object(obj.clone(), call)),
+            Some(obj) => {
+                let obj = obj.clone();
+                let conn = c.id.connection;
+                match st.in_hand.get_mut(&conn) {
+                    // this drive holds it: its queue was taken at the
+                    // start of the round, so this call follows them
+                    Some(h) if h.owner == Some(token) => {
+                        actions.push(Action::Object(obj, call));
+                    }
+                    Some(h) => {
+                        h.queue.push_back((obj, call));
+                        h.held_back = true;
+                    }
+                    None => {
+                        st.in_hand.insert(
+                            conn,
+                            InHand {
+                                owner: Some(token),
+                                queue: VecDeque::new(),
+                                held_back: false,
+                            },
+                        );
+                        owned.push(conn);
+                        actions.push(Action::Object(obj, call));
+                    }
+                }
+            }
             None => {
                 let mut call = call;
                 call.answered = true;
@@ -1096,12 +1295,41 @@ impl Tub {
     /// A panicking object or callback costs only its own call: the panic
     /// is caught here (an unanswered [`Call`] answers with a failure as it
     /// unwinds) and the engine's thread goes on.
-    fn run_actions(&self, actions: Vec<Action>) {
+    ///
+    /// The batch waits in [`BATCHES`] while it runs, so a call that lets
+    /// go of its connection can take its connection's later calls out.
+    fn run_actions(&self, actions: Vec<Action>, token: u64) {
         use std::panic::{catch_unwind, AssertUnwindSafe};
-        for a in actions {
+        let key = self.key();
+        let depth = BATCHES.with(|b| {
+            let mut b = b.borrow_mut();
+            b.push(Batch {
+                key,
+                token,
+                rest: actions.into(),
+            });
+            b.len()
+        });
+        loop {
+            let next = BATCHES.with(|b| {
+                b.borrow_mut()
+                    .get_mut(depth - 1)
+                    .and_then(|batch| batch.rest.pop_front())
+            });
+            let Some(a) = next else {
+                break;
+            };
             match a {
                 Action::Object(obj, call) => {
+                    let running = (key, token, call.id.connection);
+                    RUNNING.with(|r| r.borrow_mut().push(running));
                     let _ = catch_unwind(AssertUnwindSafe(|| obj.call(call)));
+                    RUNNING.with(|r| {
+                        let mut r = r.borrow_mut();
+                        if let Some(i) = r.iter().rposition(|e| *e == running) {
+                            r.remove(i);
+                        }
+                    });
                 }
                 Action::Answer(f, r) => {
                     let _ = catch_unwind(AssertUnwindSafe(|| f(r)));
@@ -1111,5 +1339,6 @@ impl Tub {
                 }
             }
         }
+        BATCHES.with(|b| b.borrow_mut().truncate(depth - 1));
     }
 }

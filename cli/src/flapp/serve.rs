@@ -787,8 +787,8 @@ pub fn serve(basedir: &Path, log: Log, stdout_banner: &mut dyn Write) -> Result<
     }
     // One event-loop thread runs every call of every connection, in the
     // order they arrived: `feed_stdin` and `close_stdin` are reqID-0 calls
-    // whose order is the data's order (an engine that runs calls on
-    // several threads may run them out of order). Nothing the services do
+    // whose order is the data's order (every engine keeps a connection's
+    // calls in order; docs/architecture.md "Order of calls"). Nothing the services do
     // on that thread blocks: uploads and commands have threads of their
     // own.
     let engine = foolscap_mio::Runtime::start(foolscap_mio::LoopConfig::default())

@@ -17,7 +17,10 @@
 //! through the handle, which queues the work and wakes the loop
 //! ([`mio::Waker`]). Blocking waits ([`Tub::call`],
 //! [`Tub::get_reference`]) are refused on the loop's thread with
-//! [`Error::WouldStallLoop`].
+//! [`Error::WouldStallLoop`]. The calls of one connection reach objects
+//! in arrival order, each after the one before returned (the loop drives
+//! a Tub once at a time, through `DrivenTub::drive`, which keeps that
+//! order; see [`Object`]).
 //!
 //! Slow work belongs off the loop: while one object's `call` runs, no
 //! other connection of the loop is read or written. An object keeps the

@@ -52,9 +52,9 @@ pub struct ThreadsConfig {
     /// cannot map its signal stack aborts the process.
     pub max_threads: usize,
     /// Stack size of the engine's threads. Objects run on connection
-    /// readers (an object called by a peer runs on the reader thread of
-    /// that peer's connection) and on the engine thread (timers,
-    /// released calls); any thread may end up dropping the Tub's state.
+    /// readers (usually the reader of the calling peer's connection) and
+    /// on the engine thread (timers, released calls); any thread may end
+    /// up dropping the Tub's state.
     /// Default: [`ThreadsConfig::DEFAULT_STACK_SIZE`] (2 MiB, Rust's
     /// own: the deepest value the decoder accepts, nested
     /// `Limits::max_depth` deep, takes between 1 and 2 MiB to decode,

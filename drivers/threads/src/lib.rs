@@ -15,9 +15,20 @@
 //! Where application code runs: objects and callbacks run on the reader
 //! thread of the connection whose input produced them, or on the Tub's
 //! engine thread (timers, answers to lookups of our own FURLs, calls
-//! released by flow control); never on an application thread. An
-//! application thread that calls into the Tub only moves the bytes its
-//! call produced to the writer threads.
+//! released by flow control), or on whichever of them drives the Tub
+//! first; never on an application thread. An application thread that
+//! calls into the Tub only moves the bytes its call produced to the
+//! writer threads.
+//!
+//! Order: several of these threads may drive the Tub at once, yet the
+//! calls of one connection reach objects in arrival order, one at a time
+//! (each after the one before returned), as on the other engines and in
+//! Python. The drive that runs a connection's call runs the calls of that
+//! connection that arrive meanwhile, after it; other drives leave them to
+//! it, and the connection's reader does not read while some wait (it is
+//! woken when they have started). Calls of different connections run side
+//! by side. An object that waits in [`Tub::call`] lets its connection's
+//! next calls start meanwhile (see `foolscap_app::Object`).
 //!
 //! Resources: an accepted socket waits for its first byte on one watcher
 //! thread (a `mio` poller) shared by all, so an idle or half-open
@@ -33,7 +44,8 @@
 //! `calls_per_round`, `max_unanswered_calls`): each writer thread counts
 //! the bytes queued for it and reports them; while the core says not to
 //! read a connection, its reader thread waits for the writer to drain or
-//! for answers, and does not read.
+//! for answers (or for calls of its connection waiting for an earlier one
+//! to start), and does not read.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -23,7 +23,10 @@
 //! and the current-thread runtime alike.
 //!
 //! Objects and callbacks run inside a drive (on the driving task or a
-//! reader task) and must not block;
+//! reader task) and must not block; the calls of one connection reach
+//! objects in arrival order, each after the one before returned (one
+//! drive of a Tub at a time, behind its gate, and `DrivenTub::drive`
+//! keeps that order whatever the engine does);
 //! blocking waits of the handle ([`Tub::call`], [`Tub::get_reference`])
 //! made from there are refused with [`Error::WouldStallLoop`]. An object
 //! may answer later from an `async` block: [`answer_async`] spawns it and
