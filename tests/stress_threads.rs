@@ -495,8 +495,14 @@ fn ping_flood(server: &Tub, peak: impl Fn() -> Option<(usize, usize)>) {
     // PINGs answers and buffers of fixed size (measured: +1.7 MiB on both
     // engines; the mio loop grew by 4.3-5.6 MiB while it answered 16
     // reads of PINGs in one turn, a buffer of the bound's size at each
-    // stage)
-    assert!(growth < 3 * 1024, "RSS grew by {growth} KiB");
+    // stage). The whole test process is measured, so the allocator's
+    // per-thread arenas add noise: over 24 runs of the three engines'
+    // tests in one process the third grew by 0.2-3.4 MiB (with or without
+    // the core's busy-connection buffer), hence 6 MiB here; a server that
+    // kept what it read would grow by at least the ~9 MiB it accepted
+    // before it stopped reading, and the engine-counted bounds above are
+    // the precise check.
+    assert!(growth < 6 * 1024, "RSS grew by {growth} KiB");
     let _ = conn.sock.shutdown(Shutdown::Both);
 }
 
