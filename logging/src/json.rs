@@ -403,7 +403,9 @@ pub fn write(v: &Value, out: &mut String) {
     }
 }
 
-fn write_str(s: &str, out: &mut String) {
+/// `s` as a JSON string the way Python's `json.dumps` writes it by default
+/// (`ensure_ascii`: everything outside printable ASCII as `\uXXXX`).
+pub fn write_str(s: &str, out: &mut String) {
     use std::fmt::Write;
     out.push('"');
     for c in s.chars() {

@@ -765,32 +765,8 @@ static NEXT_RECORDING: AtomicU64 = AtomicU64::new(0);
 
 /// `YYYY-MM-DD--HH-MM-SSZ` of a time in seconds since the epoch (UTC).
 pub fn incident_time(t: f64) -> String {
-    let secs = t.floor() as i64;
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{:04}-{:02}-{:02}--{:02}-{:02}-{:02}Z",
-        y,
-        m,
-        d,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z.rem_euclid(146097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let (y, m, d, hh, mm, ss) = crate::timefmt::civil(t.floor() as i64);
+    format!("{y:04}-{m:02}-{d:02}--{hh:02}-{mm:02}-{ss:02}Z")
 }
 
 impl Recording {

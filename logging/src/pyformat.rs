@@ -220,7 +220,7 @@ pub fn percent(fmt: &str, args: Args<'_>) -> Result<String, FormatError> {
                 let f = match v {
                     Value::Float(f) => *f,
                     Value::Int(_) | Value::Bool(_) => v.as_f64().unwrap_or(f64::INFINITY),
-                    _ => return ve(format!("must be real number, not {}", type_name(v))),
+                    _ => return ve(format!("must be real number, not {}", v.type_name())),
                 };
                 (float_body(f, conv, prec.unwrap_or(6), alt), true)
             }
@@ -285,24 +285,6 @@ pub fn percent(fmt: &str, args: Args<'_>) -> Result<String, FormatError> {
 /// Largest width or precision honoured in a `%` conversion.
 pub const MAX_WIDTH: usize = 1 << 20;
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::None => "NoneType",
-        Value::Bool(_) => "bool",
-        Value::Int(_) => "int",
-        Value::Float(_) => "float",
-        Value::Str(_) => "str",
-        Value::List(_) => "list",
-        Value::Tuple(_) => "tuple",
-        Value::Dict(_) => "dict",
-        Value::Bytes(_) => "bytes",
-        Value::Set(_) => "set",
-        Value::FrozenSet(_) => "frozenset",
-        Value::Failure(_) => "CopiedFailure",
-        Value::Other(_) => "object",
-    }
-}
-
 fn int_body(
     v: &Value,
     conv: char,
@@ -323,14 +305,14 @@ fn int_body(
             return ve(format!(
                 "%{} format: a real number is required, not {}",
                 conv,
-                type_name(v)
+                v.type_name()
             ))
         }
         _ => {
             return ve(format!(
                 "%{} format: an integer is required, not {}",
                 conv,
-                type_name(v)
+                v.type_name()
             ))
         }
     };

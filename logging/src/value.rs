@@ -145,6 +145,25 @@ impl Dict {
 }
 
 impl Value {
+    /// The name of the Python type this value stands for (`NoneType`,
+    /// `int`, `str`, `CopiedFailure`, ...), as Python's error texts print it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::None => "NoneType",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::List(_) => "list",
+            Value::Tuple(_) => "tuple",
+            Value::Dict(_) => "dict",
+            Value::Bytes(_) => "bytes",
+            Value::Set(_) => "set",
+            Value::FrozenSet(_) => "frozenset",
+            Value::Failure(_) => "CopiedFailure",
+            Value::Other(_) => "object",
+        }
+    }
     /// Python's `repr()` of the value.
     pub fn repr(&self) -> String {
         crate::repr::repr_string(self)

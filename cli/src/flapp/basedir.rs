@@ -5,7 +5,6 @@
 //! arguments, checked as `flappserver add` and the running server check
 //! them.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::getopt::{self, flag, param, Opt};
@@ -177,26 +176,7 @@ fn load_old_style(basedir: &Path) -> Result<Vec<Entry>, LoadError> {
 
 /// A JSON string as Python's `json.dump` writes it (`ensure_ascii`).
 fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    foolscap_logging::json::write_str(s, out);
 }
 
 /// `services.json` exactly as Python's `json.dump(data, f, indent=2)`

@@ -69,8 +69,7 @@ pub fn now() -> f64 {
 
 /// Python's incident/gatherer time format: `2026-12-06--15-27-07Z` (UTC).
 pub fn format_time(t: f64) -> String {
-    let (y, mo, d, h, mi, s) = foolscap_logging::timefmt::civil(t.floor() as i64);
-    format!("{y:04}-{mo:02}-{d:02}--{h:02}-{mi:02}-{s:02}Z")
+    foolscap_logging::logger::incident_time(t)
 }
 
 /// The text of a STRING or unicode value (Python's `six.ensure_text`).

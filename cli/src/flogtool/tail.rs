@@ -255,27 +255,9 @@ fn percent_d(v: &Value) -> Result<String, Failure> {
             "builtins.TypeError",
             format!(
                 "%d format: a real number is required, not {}",
-                type_name(other)
+                other.type_name()
             ),
         )),
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::None => "NoneType",
-        Value::Bool(_) => "bool",
-        Value::Int(_) => "int",
-        Value::Float(_) => "float",
-        Value::Str(_) => "str",
-        Value::List(_) => "list",
-        Value::Tuple(_) => "tuple",
-        Value::Dict(_) => "dict",
-        Value::Bytes(_) => "bytes",
-        Value::Set(_) => "set",
-        Value::FrozenSet(_) => "frozenset",
-        Value::Failure(_) => "CopiedFailure",
-        Value::Other(_) => "object",
     }
 }
 
@@ -291,7 +273,7 @@ impl Printer {
         let time = time.as_f64().ok_or_else(|| {
             Failure::new(
                 "builtins.TypeError",
-                format!("must be real number, not {}", type_name(time)),
+                format!("must be real number, not {}", time.type_name()),
             )
         })?;
         let time_s = format_time(time, self.timestamps, &SystemZone);
