@@ -1,4 +1,4 @@
-//! A Rust face on [`Logger::msg`]: a builder and the [`flog!`] macro.
+//! A Rust face on [`Logger::msg`]: a builder and the [`flog!`](crate::flog) macro.
 //!
 //! ```
 //! use foolscap_logging::{flog, level, Logger};
