@@ -502,6 +502,7 @@ pub fn check(target: &str, data: &[u8]) {
         "schema_decoder" => check_schema_decoder(data),
         "flogfile_reader" => check_flogfile_reader(data),
         "event_from_wire" => check_event_from_wire(data),
+        "http_head" => check_http_head(data),
         // these targets keep their checks in fuzz_targets/*.rs; their
         // corpora are exercised by running the fuzzer itself
         "plaintext_parser" | "negotiation_blocks" | "certificate" | "broker" | "transcript" => {}
@@ -893,7 +894,10 @@ pub fn check_event_from_wire(data: &[u8]) {
         Ok(e) => e,
         // aliases can lead deeper (a cycle) than the value's own nesting
         Err(EventError::TooDeep) => {
-            assert!(shared || depth(&v) > MAX_EVENT_DEPTH, "refused as too deep: {v:?}");
+            assert!(
+                shared || depth(&v) > MAX_EVENT_DEPTH,
+                "refused as too deep: {v:?}"
+            );
             return;
         }
         // only shared parts expand past the budget
@@ -932,5 +936,48 @@ fn depth(v: &Value) -> usize {
         Value::Dict(p) => 1 + p.iter().map(|(_, v)| depth(v)).max().unwrap_or(0),
         Value::Anchor(_, inner) => depth(inner),
         _ => 0,
+    }
+}
+
+// The web-viewer's request-head reader, included as the binary compiles
+// it (the file uses only std). Not every item is used here.
+#[allow(dead_code)]
+#[path = "../../cli/src/flogtool/http.rs"]
+mod http;
+
+/// `flogtool web-viewer`'s request-head reader on arbitrary bytes, with
+/// small limits: it never panics; an accepted head kept to the limits
+/// (request line, header bytes, header count), a refused one says why.
+pub fn check_http_head(data: &[u8]) {
+    use std::io::BufReader;
+    let lim = http::HttpLimits {
+        max_request_line: 64,
+        max_header_bytes: 256,
+        max_headers: 4,
+        ..http::HttpLimits::default()
+    };
+    // a small buffer, so that lines arrive in several reads
+    let mut r = BufReader::with_capacity(7, data);
+    match http::read_head(&mut r, &lim) {
+        Ok(req) => {
+            let line_end = data
+                .iter()
+                .position(|&b| b == b'\n')
+                .expect("a whole request line");
+            assert!(
+                line_end <= lim.max_request_line + 2,
+                "request line over the limit"
+            );
+            assert!(!req.method.is_empty() || data.starts_with(b" "));
+            // what was read is bounded: every line by its own limit, and at
+            // most `max_headers` header lines plus the empty one (a line's
+            // trailing CRs are not counted in the header budget, so the
+            // bound is per line)
+            let consumed = data.len() - r.buffer().len() - r.get_ref().len();
+            let bound =
+                lim.max_request_line + 2 + (lim.max_headers + 1) * (lim.max_header_bytes + 2);
+            assert!(consumed <= bound, "{consumed} bytes read for one head");
+        }
+        Err(http::HeadError::TooLarge(_) | http::HeadError::Bad(_) | http::HeadError::Gone) => {}
     }
 }

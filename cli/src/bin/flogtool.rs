@@ -34,6 +34,8 @@ use foolscap_logging::Value;
 
 #[path = "../flogtool/classify.rs"]
 mod classify;
+#[path = "../flogtool/http.rs"]
+mod http;
 #[path = "../flogtool/web.rs"]
 mod web;
 
