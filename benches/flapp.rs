@@ -32,7 +32,7 @@ fn main() {
         (1, 1)
     };
     let size = mb * 1_000_000;
-    let _ = flapp::OPTIMIZED_PROFILE.set("bench");
+    let _ = process::OPTIMIZED_PROFILE.set("bench");
     eprintln!("building flappserver and flappclient ...");
     flapp::build();
     eprintln!("flapp bench: {mb} MB uploads, {starts} start-ups per implementation");

@@ -30,28 +30,7 @@ const T: Duration = Duration::from_secs(60);
 /// Our `flogtool`, built once in the profile of this test.
 fn flogtool() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable");
-        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(repo_root()).args([
-            "build",
-            "-q",
-            "-p",
-            "foolscap-cli",
-            "--bin",
-            "flogtool",
-        ]);
-        if release {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().expect("cargo build").success());
-        let bin = dir.join("flogtool");
-        assert!(bin.exists(), "{} is missing", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| common::process::cli_bin("flogtool"))
 }
 
 /// A script of the venv (`flogtool`, `twistd`), run by its interpreter.

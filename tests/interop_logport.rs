@@ -19,7 +19,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::process::{repo_root, KillOnDrop, TempDir};
@@ -41,30 +41,7 @@ const T: Duration = Duration::from_secs(60);
 
 /// Our `flogtool`, built once per run in the profile of this test.
 fn our_flogtool() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable");
-        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(repo_root()).args([
-            "build",
-            "-q",
-            "-p",
-            "foolscap-cli",
-            "--bin",
-            "flogtool",
-        ]);
-        if release {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().expect("cargo build").success());
-        let bin = dir.join("flogtool");
-        assert!(bin.exists(), "{} is missing", bin.display());
-        bin
-    })
-    .clone()
+    common::process::cli_bin("flogtool")
 }
 
 /// Python's `flogtool` (beside the venv's python).

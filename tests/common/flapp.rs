@@ -7,10 +7,9 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::process::{python, repo_root, TempDir};
+use super::process::{python, TempDir};
 
 /// Which implementation runs a tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,48 +18,14 @@ pub enum Impl {
     Python,
 }
 
-/// The cargo profile [`build`] uses in an optimized build (`release`
-/// unless set first): the bench sets `bench`, so that building the tools
-/// reuses its own artifacts instead of rebuilding the tree.
-pub static OPTIMIZED_PROFILE: OnceLock<&'static str> = OnceLock::new();
-
 /// Builds our binaries (once per run, in the profile of the running test
 /// or bench); call it before timing anything.
 pub fn build() {
     let _ = rust_bin("flappserver");
 }
 
-/// Our binaries, built once per run in the profile of the running test.
 fn rust_bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable");
-        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(repo_root()).args([
-            "build",
-            "-q",
-            "-p",
-            "foolscap-cli",
-            "--bin",
-            "flappserver",
-            "--bin",
-            "flappclient",
-        ]);
-        if release {
-            let profile = OPTIMIZED_PROFILE.get().copied().unwrap_or("release");
-            cmd.arg(format!("--profile={profile}"));
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(
-            status.success(),
-            "cargo build of flappserver/flappclient failed"
-        );
-        dir.to_path_buf()
-    });
-    dir.join(name)
+    super::process::cli_bin(name)
 }
 
 impl Impl {

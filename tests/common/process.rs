@@ -209,3 +209,36 @@ impl Server {
         }
     }
 }
+
+/// The cargo profile [`cli_bin`] builds in when the running test or bench
+/// was built optimized (default `release`; a bench sets `bench`).
+pub static OPTIMIZED_PROFILE: OnceLock<&'static str> = OnceLock::new();
+
+/// `foolscap-cli`'s binary `name` (`flogtool`, `flappserver`,
+/// `flappclient`, `foolscap`), all of them built once per process in the
+/// profile of the running test (optimized runs use [`OPTIMIZED_PROFILE`]).
+pub fn cli_bin(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable");
+        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+        let optimized = dir.file_name().is_some_and(|n| n != "debug");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(repo_root())
+            .args(["build", "-q", "-p", "foolscap-cli", "--bins"]);
+        if optimized {
+            let profile = OPTIMIZED_PROFILE.get().copied().unwrap_or("release");
+            cmd.arg(format!("--profile={profile}"));
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build of foolscap-cli's binaries failed"
+        );
+        dir.to_path_buf()
+    });
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} is missing", bin.display());
+    bin
+}
