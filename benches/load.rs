@@ -14,11 +14,15 @@
 //! * `idle`: 1,000 and 10,000 idle connections, each to a fresh server
 //!   process: the server's RSS growth (VmRSS) divided by the connections,
 //!   after the handshake and `getReference`, and the time to connect them
-//!   all (at most 256 negotiating at once).
+//!   all (at most 256 negotiating at once);
+//! * `held`: memory per call in flight: 2,000 `hold` calls on each of 10
+//!   connections to a fresh server process, all outstanding at once (the
+//!   server answers each after 8 s); the server's RSS growth and this
+//!   process's (the client Tubs) divided by the 20,000 calls.
 //!
 //! One JSON line per row on stdout, then a table with the ratios Rust /
 //! Python and tokio / mio. `cargo bench --bench load [-- SECONDS]`; `LOAD_PYTHON=0` skips
-//! the Python server, `LOAD_IDLE=0` the idle rows; `LOAD_TOKIO_WORKERS`
+//! the Python server, `LOAD_IDLE=0` the idle rows, `LOAD_HELD=0` the held row; `LOAD_TOKIO_WORKERS`
 //! sets the tokio server's workers (default 2, 0 for a current-thread
 //! runtime). Run without `--bench` (`cargo test --benches`) it
 //! makes a short smoke pass with few connections.
@@ -43,6 +47,8 @@ const ENGINE_ENV: &str = "FOOLSCAP_LOAD_ENGINE";
 const GUARD: Duration = Duration::from_secs(180);
 const INFLIGHT: usize = 10;
 const WINDOW: usize = 256;
+/// The `held` row's connections.
+const HELD_CONNS: usize = 10;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Server {
@@ -87,6 +93,8 @@ struct Results {
     calls: Vec<(usize, f64)>,
     /// (connections, KiB per connection, seconds to connect)
     idle: Vec<(usize, f64, f64)>,
+    /// (calls in flight, server bytes per call, client bytes per call)
+    held: Option<(usize, f64, f64)>,
 }
 
 /// Waits until the client loop has closed every socket of dropped Tubs.
@@ -105,15 +113,25 @@ fn wait_server_conns(server: &mut load::ServerProcess, n: usize) -> load::Server
     }
 }
 
-fn run(
-    kind: Server,
-    py: Option<&Path>,
-    rt: &Runtime,
-    ids: &[Identity],
-    conn_rows: &[usize],
-    idle_rows: &[usize],
+/// What each server is put through.
+struct Plan<'a> {
+    /// Client connections of the calls rows.
+    conn_rows: &'a [usize],
+    /// Idle connections of the idle rows.
+    idle_rows: &'a [usize],
+    /// The held row: calls per connection (0: no row) and hold time (ms).
+    held: (usize, i64),
+    /// Seconds per calls row.
     secs: f64,
-) -> Results {
+}
+
+fn run(kind: Server, py: Option<&Path>, rt: &Runtime, ids: &[Identity], plan: &Plan) -> Results {
+    let Plan {
+        conn_rows,
+        idle_rows,
+        held: held_per_conn,
+        secs,
+    } = *plan;
     let mut res = Results::default();
     let max_idle = idle_rows.iter().copied().max().unwrap_or(0);
     // calls/s: one server process, disjoint client identities per row
@@ -151,6 +169,10 @@ fn run(
         settle_clients(rt);
     }
     drop(server);
+    if held_per_conn.0 > 0 {
+        res.held = Some(held(kind, py, rt, &ids[..HELD_CONNS], held_per_conn));
+        settle_clients(rt);
+    }
     // idle connections: a fresh server process per row
     for &n in idle_rows {
         let mut server = kind.spawn(py, 2 * n);
@@ -187,6 +209,67 @@ fn run(
         settle_clients(rt);
     }
     res
+}
+
+/// Memory per call in flight: `per_conn` `hold(ms, k)` calls on each of
+/// `HELD_CONNS` connections to a fresh server, all outstanding at once
+/// (`ms` is long enough for every call to arrive before the first answer);
+/// the server's RSS growth and this process's (the client Tubs) divided by
+/// the calls. Returns (calls, server bytes per call, client bytes per call).
+fn held(
+    kind: Server,
+    py: Option<&Path>,
+    rt: &Runtime,
+    ids: &[Identity],
+    (per_conn, ms): (usize, i64),
+) -> (usize, f64, f64) {
+    let mut server = kind.spawn(py, 1_000);
+    let clients = load::connect_many(
+        std::slice::from_ref(rt),
+        ids.to_vec(),
+        &server.furl,
+        WINDOW,
+        GUARD,
+    )
+    .expect("connect");
+    // warm both sides' per-call buffers first
+    let warm = load::hold_calls(&clients, 10, 0);
+    let errors = warm.wait(GUARD);
+    assert!(errors.is_empty(), "{} warm-up: {errors:?}", kind.name());
+    std::thread::sleep(Duration::from_millis(300));
+    let before = server.stats(GUARD).expect("stats");
+    let client_before = load::own_rss_kib();
+    let n = clients.len() * per_conn;
+    let calls = load::hold_calls(&clients, per_conn, ms);
+    let arrived = load::wait_until(GUARD, || {
+        server
+            .stats(GUARD)
+            .is_ok_and(|s| s.calls >= before.calls + n as u64)
+    });
+    assert!(arrived, "{}: held calls did not all arrive", kind.name());
+    std::thread::sleep(Duration::from_millis(300));
+    let after = server.stats(GUARD).expect("stats");
+    let client_after = load::own_rss_kib();
+    let early = calls.answered.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        early,
+        0,
+        "{}: answers came before every call was held (raise the hold time)",
+        kind.name()
+    );
+    let server_bytes = (after.rss_kib as f64 - before.rss_kib as f64) * 1024.0 / n as f64;
+    let client_bytes = (client_after as f64 - client_before as f64) * 1024.0 / n as f64;
+    let errors = calls.wait(GUARD);
+    assert!(errors.is_empty(), "{} held calls: {errors:?}", kind.name());
+    println!(
+        "{{\"bench\":\"load\",\"server\":\"{}\",\"row\":\"held\",\"calls\":{n},\"rss_before_kib\":{},\"rss_after_kib\":{},\"server_bytes_per_call\":{server_bytes:.0},\"client_bytes_per_call\":{client_bytes:.0}}}",
+        kind.name(),
+        before.rss_kib,
+        after.rss_kib,
+    );
+    drop(clients);
+    drop(server);
+    (n, server_bytes, client_bytes)
 }
 
 fn ratio(a: f64, b: Option<f64>) -> String {
@@ -247,6 +330,33 @@ fn table(rust: &Results, tokio: &Results, python: Option<&Results>) {
             }
         );
     }
+    if let Some((n, server, client)) = rust.held {
+        let t = tokio.held;
+        let p = python.and_then(|p| p.held);
+        println!(
+            "{:<34} {:>12.0} {:>12} {:>12} {:>10} {:>12} {:>12}",
+            format!("server bytes per call held, {n}"),
+            server,
+            t.map_or("-".into(), |t| format!("{:.0}", t.1)),
+            p.map_or("-".into(), |p| format!("{:.0}", p.1)),
+            t.map_or("-".into(), |t| format!("{:.2}", t.1 / server)),
+            p.map_or("-".into(), |p| ratio(p.1, Some(server))),
+            match (t, p) {
+                (Some(t), Some(p)) => ratio(p.1, Some(t.1)),
+                _ => "-".into(),
+            }
+        );
+        println!(
+            "{:<34} {:>12.0} {:>12} {:>12} {:>10} {:>12} {:>12}",
+            format!("client bytes per call in flight, {n}"),
+            client,
+            t.map_or("-".into(), |t| format!("{:.0}", t.2)),
+            p.map_or("-".into(), |p| format!("{:.0}", p.2)),
+            "-",
+            "-",
+            "-"
+        );
+    }
     println!("(x ratios: how many times better Rust is than Python; tokio/mio: the plain quotient, calls above 1 and KiB or seconds below 1 favour tokio; goals: >= 300,000 calls/s with 100 connections, < 16 KiB per idle connection, tokio within 20% of mio)");
 }
 
@@ -287,6 +397,12 @@ fn main() {
         (true, false) => &[1_000, 10_000],
         (false, false) => &[20, 50],
     };
+    // LOAD_HELD=0 skips the held row: (calls per connection, hold ms)
+    let held_per_conn = match (bench, std::env::var("LOAD_HELD").is_ok_and(|v| v == "0")) {
+        (_, true) => (0, 0),
+        (true, false) => (2_000, 8_000),
+        (false, false) => (20, 1_000),
+    };
     let with_python = std::env::var("LOAD_PYTHON").map_or(true, |v| v != "0");
     let max_idle = idle_rows.iter().copied().max().unwrap_or(0);
     let limit = load::raise_nofile(max_idle as u64 + 1_000);
@@ -296,23 +412,19 @@ fn main() {
     );
     let py = with_python.then(process::python);
     let t0 = Instant::now();
-    let need = max_idle.max(conn_rows.iter().sum());
+    let need = max_idle.max(conn_rows.iter().sum()).max(HELD_CONNS);
     let ids = load::identities(need);
     eprintln!("{need} client identities in {:?}", t0.elapsed());
     let rt = Runtime::start(LoopConfig::default()).expect("client loop");
-    let rust = run(Server::Rust, None, &rt, &ids, conn_rows, idle_rows, secs);
-    let tokio = run(Server::Tokio, None, &rt, &ids, conn_rows, idle_rows, secs);
-    let python = py.map(|p| {
-        run(
-            Server::Python,
-            Some(p),
-            &rt,
-            &ids,
-            conn_rows,
-            idle_rows,
-            secs,
-        )
-    });
+    let plan = Plan {
+        conn_rows,
+        idle_rows,
+        held: held_per_conn,
+        secs,
+    };
+    let rust = run(Server::Rust, None, &rt, &ids, &plan);
+    let tokio = run(Server::Tokio, None, &rt, &ids, &plan);
+    let python = py.map(|p| run(Server::Python, Some(p), &rt, &ids, &plan));
     table(&rust, &tokio, python.as_ref());
     rt.shutdown(Duration::from_secs(5));
 }

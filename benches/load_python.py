@@ -11,6 +11,7 @@ Run it with the interpreter printed by scripts/python-env.sh.
         add(a, b)   returns a + b
         echo(x)     returns x
         big(n)      returns b"x" * n (at most 1 MiB)
+        hold(ms, x) returns x after ms milliseconds (a call kept in flight)
       It speaks the protocol of tests/common/load.rs (ServerProcess):
       prints "FURL <furl>" on stdout once listening; answers each "stats"
       line on stdin with "STATS <connections> <calls> <rss KiB>"
@@ -31,7 +32,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "interop"))
 from fsquiet import OUT, serve  # noqa: E402
 
-from twisted.internet import reactor  # noqa: E402
+from twisted.internet import defer, reactor  # noqa: E402
 from twisted.internet.protocol import Protocol  # noqa: E402
 from twisted.internet.stdio import StandardIO  # noqa: E402
 
@@ -57,6 +58,12 @@ class Load(Referenceable):
     def remote_big(self, n):
         self.calls += 1
         return self.big[:max(0, min(n, MAX_BIG))]
+
+    def remote_hold(self, ms, x):
+        self.calls += 1
+        d = defer.Deferred()
+        reactor.callLater(max(0, ms) / 1000.0, d.callback, x)
+        return d
 
 
 def rss_kib():

@@ -582,6 +582,79 @@ pub fn call_each(clients: &[Client], timeout: Duration) -> (usize, Vec<String>) 
     (ok, errors)
 }
 
+/// Calls in flight that the server holds (see [`hold_calls`]).
+pub struct HeldCalls {
+    answers: mpsc::Receiver<Result<Value, String>>,
+    /// Answers received so far (any: right, wrong or failed).
+    pub answered: Arc<AtomicU64>,
+    /// Calls issued.
+    pub issued: usize,
+}
+
+/// Issues `per_connection` `hold(ms, k)` calls on every client at once
+/// (none waits for another): the server keeps each for `ms` before it
+/// answers `k`, so while it holds them they are all in flight.
+pub fn hold_calls(clients: &[Client], per_connection: usize, ms: i64) -> HeldCalls {
+    let (tx, rx) = mpsc::channel();
+    let answered = Arc::new(AtomicU64::new(0));
+    for c in clients {
+        for k in 0..per_connection as i64 {
+            let (tx2, count) = (tx.clone(), answered.clone());
+            let sent = c.tub.call_async(
+                &c.target,
+                "hold",
+                &[Value::int(ms), Value::int(k)],
+                &[],
+                move |r| {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx2.send(match r {
+                        Ok(v) if v == Value::int(k) => Ok(v),
+                        other => Err(format!("hold({ms}, {k}): {other:?}")),
+                    });
+                },
+            );
+            if let Err(e) = sent {
+                count_failure(&tx, &answered, format!("hold not sent: {e}"));
+            }
+        }
+    }
+    HeldCalls {
+        answers: rx,
+        answered,
+        issued: clients.len() * per_connection,
+    }
+}
+
+fn count_failure(tx: &mpsc::Sender<Result<Value, String>>, n: &AtomicU64, why: String) {
+    n.fetch_add(1, Ordering::Relaxed);
+    let _ = tx.send(Err(why));
+}
+
+impl HeldCalls {
+    /// Waits for every answer; returns the first few failures (none: all
+    /// answered right).
+    pub fn wait(self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut errors = Vec::new();
+        for _ in 0..self.issued {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.answers.recv_timeout(left) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    if errors.len() < 10 {
+                        errors.push(e);
+                    }
+                }
+                Err(_) => {
+                    errors.push(format!("hang guard: answers missing after {timeout:?}"));
+                    break;
+                }
+            }
+        }
+        errors
+    }
+}
+
 /// Waits until `f` holds (checked every 10 ms) or `timeout` passes;
 /// returns whether it held.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
