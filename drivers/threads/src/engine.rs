@@ -34,7 +34,8 @@ pub struct ThreadsConfig {
     /// Most threads the engine runs for connections at once: a reader per
     /// connection that has sent a byte (accepted sockets wait for their
     /// first byte on one watcher thread for all), a writer per connection
-    /// that has had something to send, a thread per outbound dial. A
+    /// whose sends had to wait (from the first send the kernel did not
+    /// take whole), a thread per outbound dial. A
     /// connection that needs a thread past the limit is closed (an
     /// ordinary refused connection; the number of connections is the
     /// core's [`TubConfig::max_negotiating_connections`] and
@@ -366,7 +367,12 @@ struct Writers {
 /// client's request) costs only its reader thread.
 struct Writer {
     tx: mpsc::Sender<WriterMsg>,
+    /// Bytes handed to the writer thread and not written yet (zero: the
+    /// thread has written all it was given, so the next bytes may go to
+    /// the socket directly).
     queued: Arc<AtomicUsize>,
+    /// The socket, for sends that do not wait ([`send_now`]).
+    stream: Sock,
     /// Until the writer thread starts: its socket and its channel's end.
     idle: Option<IdleWriter>,
 }
@@ -494,6 +500,29 @@ impl DriverIo for WriterIo<'_> {
         let mut writers = self.engine.lock_writers();
         match writers.by_conn.get_mut(&connection) {
             Some(w) => {
+                // nothing waits for the writer thread: the calling thread
+                // sends what the kernel takes at once, and only the rest
+                // goes through the writer (one thread hand-off less per
+                // message; a connection whose sends never have to wait
+                // never starts its writer)
+                if w.queued.load(Ordering::Acquire) == 0 {
+                    match send_now(&w.stream, data) {
+                        Ok(sent) if sent == data.len() => {
+                            data.clear();
+                            return 0;
+                        }
+                        Ok(sent) => {
+                            data.drain(..sent);
+                        }
+                        Err(_) => {
+                            // as the writer does when a write fails: the
+                            // reader sees the end and tells the core
+                            let _ = w.stream.shutdown(Shutdown::Both);
+                            data.clear();
+                            return 0;
+                        }
+                    }
+                }
                 let queued = w.queued.fetch_add(data.len(), Ordering::AcqRel) + data.len();
                 let _ = w.tx.send(WriterMsg::Data(std::mem::take(data)));
                 if let Some(idle) = w.idle.take() {
@@ -741,6 +770,7 @@ impl Engine {
                 let _ = stream.shutdown(Shutdown::Both);
                 return Ok(());
             }
+            let direct = stream.clone();
             let mut idle = Some(IdleWriter { stream, rx });
             // what the core sent before the socket was attached goes first
             if let Some(early) = writers.early.remove(&conn) {
@@ -752,7 +782,15 @@ impl Engine {
                     queued: queued.clone(),
                 });
             }
-            writers.by_conn.insert(conn, Writer { tx, queued, idle });
+            writers.by_conn.insert(
+                conn,
+                Writer {
+                    tx,
+                    queued,
+                    stream: direct,
+                    idle,
+                },
+            );
         }
         let watcher = match watch && start.is_none() {
             true => self.watcher.get().cloned().flatten(),
@@ -926,6 +964,29 @@ impl Engine {
         }
         let _ = stream.shutdown(Shutdown::Both);
     }
+}
+
+/// Sends what the kernel takes of `data` now, without waiting (the
+/// socket stays in blocking mode for its reader and writer threads; this
+/// one send does not block). Returns the bytes sent: all, some, or none
+/// when the send buffer is full.
+fn send_now(stream: &TcpStream, data: &[u8]) -> std::io::Result<usize> {
+    use rustix::net::SendFlags;
+    let mut sent = 0;
+    while sent < data.len() {
+        match rustix::net::send(
+            stream,
+            &data[sent..],
+            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        ) {
+            Ok(0) => break,
+            Ok(n) => sent += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(sent)
 }
 
 /// Accepts connections until the listener is stopped or the Tub is gone.

@@ -1,5 +1,6 @@
 //! The threads engine: blocking `std::net` sockets, an accept thread per
-//! listener, a reader and a writer thread per connection that speaks, a
+//! listener, a reader thread per connection that speaks (and a writer
+//! thread while a connection has bytes the kernel would not take), a
 //! thread per outbound dial (host names are resolved there), one watcher
 //! thread for accepted sockets that have not spoken yet, and one engine
 //! thread per Tub for timers and for events nobody's input produced.
@@ -18,7 +19,8 @@
 //! released by flow control), or on whichever of them drives the Tub
 //! first; never on an application thread. An application thread that
 //! calls into the Tub only moves the bytes its call produced to the
-//! writer threads.
+//! socket (or, when the kernel would make it wait, to the connection's
+//! writer thread).
 //!
 //! Order: several of these threads may drive the Tub at once, yet the
 //! calls of one connection reach objects in arrival order, one at a time
@@ -34,15 +36,21 @@
 //! thread (a `mio` poller) shared by all, so an idle or half-open
 //! connection costs its socket and the core's state, no thread. Its
 //! reader thread starts with its first byte, with a read buffer of 1 KiB
-//! that doubles while reads fill it; its writer thread starts with its
-//! first bytes to send. [`ThreadsConfig::max_threads`] bounds the threads
+//! that doubles while reads fill it. Bytes to send go to the socket from
+//! the thread that produced them with a send that does not wait; what the
+//! kernel does not take at once goes to the connection's writer thread,
+//! which starts then (so a connection whose sends never wait has no
+//! writer thread, and a message costs no thread hand-off), and later bytes
+//! queue behind it until it has written all it holds.
+//! [`ThreadsConfig::max_threads`] bounds the threads
 //! of all connections and dials: a connection that needs a thread past
 //! it is closed (a dial fails). Objects run with
 //! [`ThreadsConfig::stack_size`] of stack (2 MiB by default).
 //!
 //! Flow control is the core's (`TubConfig::max_buffered_output`,
 //! `calls_per_round`, `max_unanswered_calls`): each writer thread counts
-//! the bytes queued for it and reports them; while the core says not to
+//! the bytes queued for it and reports them (bytes the kernel took at
+//! once were never queued); while the core says not to
 //! read a connection, its reader thread waits for the writer to drain or
 //! for answers (or for calls of its connection waiting for an earlier one
 //! to start), and does not read.
