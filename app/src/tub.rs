@@ -932,6 +932,15 @@ impl Tub {
     /// `deadline` passes, or the Tub shuts down. Returns whether all were
     /// answered.
     pub fn wait_for_answers(&self, deadline: Instant) -> bool {
+        if !self.shared.driver.is_loop_thread() {
+            let mut done = || {
+                let st = self.lock();
+                st.core.calls_to_answer() == 0 || st.shutdown
+            };
+            if self.shared.driver.wait_here(&mut done, Some(deadline)) {
+                return self.lock().core.calls_to_answer() == 0;
+            }
+        }
         let mut st = self.lock();
         while st.core.calls_to_answer() > 0 && !st.shutdown {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -994,7 +1003,25 @@ impl Tub {
             self.let_go_here();
             self.shared.driver.wake();
         }
-        rx.recv_timeout(timeout)
+        let deadline = Instant::now().checked_add(timeout);
+        let mut got = None;
+        let handled = self.shared.driver.wait_here(
+            &mut || {
+                if got.is_none() {
+                    got = rx.try_recv().ok();
+                }
+                got.is_some()
+            },
+            deadline,
+        );
+        if let Some(result) = got.or_else(|| rx.try_recv().ok()) {
+            return result;
+        }
+        if handled {
+            return Err(Error::Timeout(timeout));
+        }
+        let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
+        rx.recv_timeout(left)
             .map_err(|_| Error::Timeout(timeout))?
     }
 
