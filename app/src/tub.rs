@@ -126,6 +126,9 @@ pub(crate) struct State {
     /// Connections with a socket (until their close).
     pub(crate) open: HashSet<ConnectionId>,
     pub(crate) shutdown: bool,
+    /// Threads asleep in [`Tub::wait_for_answers`] (an answer notifies
+    /// `Shared::answered` only while one waits).
+    answer_waiters: usize,
     objects: HashMap<ObjectId, Arc<dyn Object>>,
     calls: HashMap<CallId, AnswerFn>,
     lookups: HashMap<LookupId, AnswerFn>,
@@ -284,6 +287,7 @@ impl Tub {
                 core,
                 open: HashSet::new(),
                 shutdown: false,
+                answer_waiters: 0,
                 objects: HashMap::new(),
                 calls: HashMap::new(),
                 lookups: HashMap::new(),
@@ -745,7 +749,8 @@ impl Tub {
     ) -> Result<(), Error> {
         let mut st = self.lock();
         let r = st.core.answer(id, result);
-        let idle = st.core.calls_to_answer() == 0;
+        // a notify is a system call: only when a thread waits for it
+        let idle = st.answer_waiters > 0 && st.core.calls_to_answer() == 0;
         drop(st);
         if idle {
             self.shared.answered.notify_all();
@@ -947,12 +952,14 @@ impl Tub {
             if left.is_zero() {
                 return false;
             }
+            st.answer_waiters += 1;
             st = self
                 .shared
                 .answered
                 .wait_timeout(st, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            st.answer_waiters -= 1;
         }
         st.core.calls_to_answer() == 0
     }

@@ -131,6 +131,8 @@ pub(crate) struct EventLoop {
     in_drive: bool,
     deferred: Vec<Deferred>,
     stats: LoopStats,
+    /// The last turn polled (see [`EventLoop::turn`]).
+    polled: bool,
 }
 
 impl EventLoop {
@@ -151,13 +153,14 @@ impl EventLoop {
             in_drive: false,
             deferred: Vec::new(),
             stats: LoopStats::default(),
+            polled: false,
         }
     }
 
     /// The threaded runtime's loop thread: turns until the loop ends.
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS);
-        while self.turn(&mut events, None) {}
+        while self.turn(&mut events, None, false) {}
     }
 
     /// One turn: waits for readiness (until the loop's next timer, and
@@ -165,7 +168,17 @@ impl EventLoop {
     /// the backlog, the timers, and drives the Tubs that need it. False
     /// once the loop has ended (exiting with no socket left, or nobody
     /// can reach it any more); it must not turn again then.
-    pub(crate) fn turn(&mut self, events: &mut Events, until: Option<Instant>) -> bool {
+    ///
+    /// `skip_idle_poll`: when there is work at hand already (the poll would
+    /// not wait) and the turn before did poll, skip this turn's poll (a
+    /// system call; the next turn polls): a current-thread driver's first
+    /// turn, which has the caller's new call to send.
+    pub(crate) fn turn(
+        &mut self,
+        events: &mut Events,
+        until: Option<Instant>,
+        skip_idle_poll: bool,
+    ) -> bool {
         let now = Instant::now();
         let exiting = self.shared.exit.load(Ordering::Acquire);
         if exiting && self.begin_exit(now) {
@@ -180,9 +193,15 @@ impl EventLoop {
             let left = until.saturating_duration_since(now);
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
-        if let Err(e) = self.poll.poll(events, timeout) {
-            if e.kind() != ErrorKind::Interrupted {
-                return false;
+        if skip_idle_poll && self.polled && timeout == Some(Duration::ZERO) {
+            self.polled = false;
+            events.clear();
+        } else {
+            self.polled = true;
+            if let Err(e) = self.poll.poll(events, timeout) {
+                if e.kind() != ErrorKind::Interrupted {
+                    return false;
+                }
             }
         }
         let now = Instant::now();

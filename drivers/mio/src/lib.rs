@@ -348,10 +348,14 @@ impl Lead<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .driven = true;
+        let mut first = true;
         loop {
-            if !parked.lp.turn(&mut parked.events, deadline) {
+            // the first turn has the caller's new work to hand out: its
+            // poll would not wait (the next turn's does)
+            if !parked.lp.turn(&mut parked.events, deadline, first) {
                 return true;
             }
+            first = false;
             if ready() || deadline.is_some_and(|d| d <= Instant::now()) {
                 return false;
             }
