@@ -124,7 +124,13 @@ fn several_threads_block_at_once_on_one_current_thread_runtime() {
     assert_eq!(done.load(Ordering::SeqCst), 4);
     // the held call is answered from a thread of the server's: its
     // waiter wakes (whether it drives or waits for another driver)
-    server.held.lock().unwrap().pop().unwrap().answer(Value::int(7));
+    server
+        .held
+        .lock()
+        .unwrap()
+        .pop()
+        .unwrap()
+        .answer(Value::int(7));
     assert_eq!(holder.join().unwrap().unwrap(), Value::int(7));
     rt.shutdown(T);
     srt.shutdown(T);

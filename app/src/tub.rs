@@ -1028,8 +1028,7 @@ impl Tub {
             return Err(Error::Timeout(timeout));
         }
         let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
-        rx.recv_timeout(left)
-            .map_err(|_| Error::Timeout(timeout))?
+        rx.recv_timeout(left).map_err(|_| Error::Timeout(timeout))?
     }
 
     // ---- driving ----

@@ -56,6 +56,65 @@
 //! thread each (the system resolver blocks), which hands the addresses
 //! back to the loop.
 //!
+//! # A current-thread runtime
+//!
+//! [`Runtime::current_thread`] makes a runtime without a loop thread: the
+//! loop runs on whichever application thread waits in a blocking call of
+//! one of its Tubs ([`Tub::call`], [`Tub::get_reference`],
+//! [`Tub::wait_for_answers`], a typed client's calls), for as long as it
+//! waits, so a blocking call costs no thread hand-off on our side (the
+//! threaded runtime hands each call to its loop thread and the answer
+//! back). One thread drives at a time; other threads that wait meanwhile
+//! sleep until their answer arrived (the driving thread carries it) or
+//! the loop is free for them to drive. The driving thread is the loop's
+//! thread while it drives: objects and callbacks run on it, and a
+//! blocking wait there gets [`Error::WouldStallLoop`].
+//!
+//! While no thread drives, nothing happens: no socket is read or written,
+//! no call from a peer answered, no timer run (keepalives, [`Tub::after`],
+//! connect and close deadlines), as with tokio's current-thread runtime.
+//! A server, or a client that needs its timers between calls, keeps a
+//! thread in [`Runtime::run`] (or turns it now and then with
+//! [`Runtime::run_until`]); [`Runtime::shutdown`] drives the loop to its
+//! end on the calling thread.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::{sync::Arc, time::Duration};
+//! use foolscap_core::value::Value;
+//! use foolscap_mio::{Call, LoopConfig, Object, Runtime};
+//!
+//! struct Echo;
+//! impl Object for Echo {
+//!     fn call(&self, call: Call) {
+//!         let v = call.args[0].clone();
+//!         call.answer(v)
+//!     }
+//! }
+//!
+//! const T: Duration = Duration::from_secs(30);
+//! // a server on a current-thread runtime, driven by a thread of its own
+//! let server_rt = Runtime::current_thread(LoopConfig::default())?;
+//! let server = server_rt.new_tub()?;
+//! server.listen("127.0.0.1:0")?;
+//! let furl = server.register(Arc::new(Echo), None)?.to_string();
+//! let runner = {
+//!     let rt = server_rt.clone();
+//!     std::thread::spawn(move || rt.run())
+//! };
+//!
+//! // a client whose blocking calls drive its loop on this thread
+//! let client_rt = Runtime::current_thread(LoopConfig::default())?;
+//! let client = client_rt.new_tub()?;
+//! let echo = client.get_reference(&furl, T)?;
+//! assert_eq!(client.call(&echo, "echo", &[Value::int(7)], &[], T)?, Value::int(7));
+//!
+//! client_rt.shutdown(T); // drives the loop to its end here
+//! server_rt.shutdown(T); // the runner's `run` returns
+//! runner.join().unwrap()?;
+//! # Ok(()) }
+//! ```
+//!
 //! Backpressure is the core's flow control (`TubConfig::max_buffered_output`,
 //! `calls_per_round`, `max_unanswered_calls`): the loop reports each
 //! connection's queued bytes, and while the core says not to read a
@@ -226,13 +285,7 @@ impl LoopShared {
     }
 
     fn wake_loop(&self) {
-        if self.current_thread
-            && !self
-                .inbox
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .driven
-        {
+        if self.current_thread && !self.inbox.lock().unwrap_or_else(|e| e.into_inner()).driven {
             // the next driver finds the work in the inbox (it sets
             // `driven` under the same lock before it looks)
             return;
