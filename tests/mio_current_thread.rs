@@ -303,3 +303,49 @@ fn timers_run_only_while_a_thread_drives() {
     }
     rt.shutdown(T);
 }
+
+#[test]
+fn shutdown_within_drives_the_loop_until_the_last_answer_went_out() {
+    let rt = current();
+    let tub = rt.new_tub().unwrap();
+    tub.listen("127.0.0.1:0").unwrap();
+    let server = Arc::new(Server::default());
+    let furl = tub.register(server.clone(), Some("server")).unwrap();
+    let crt = Runtime::start(LoopConfig::default()).unwrap();
+    let client = crt.new_tub().unwrap();
+    let caller = {
+        let (client, furl) = (client.clone(), furl.to_string());
+        std::thread::spawn(move || {
+            let r = client.get_reference(&furl, T)?;
+            client.call(&r, "hold", &[], &[], T)
+        })
+    };
+    // this thread drives the server until the call is in
+    let end = Instant::now() + T;
+    while server.held.lock().unwrap().is_empty() {
+        assert!(Instant::now() < end, "the call never arrived");
+        rt.run_until(Instant::now() + Duration::from_millis(10))
+            .unwrap();
+    }
+    // answered from another thread while this one waits in
+    // shutdown_within: the wait drives the loop, so the answer goes out
+    // before the connection closes
+    let answerer = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            server
+                .held
+                .lock()
+                .unwrap()
+                .pop()
+                .unwrap()
+                .answer(Value::int(9));
+        })
+    };
+    tub.shutdown_within(T).unwrap();
+    answerer.join().unwrap();
+    assert_eq!(caller.join().unwrap().unwrap(), Value::int(9));
+    rt.shutdown(T);
+    crt.shutdown(T);
+}
