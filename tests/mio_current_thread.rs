@@ -349,3 +349,35 @@ fn shutdown_within_drives_the_loop_until_the_last_answer_went_out() {
     rt.shutdown(T);
     crt.shutdown(T);
 }
+
+#[test]
+fn blocking_calls_while_another_thread_runs_the_loop() {
+    let (srt, _stub, _server, furl) = threaded_server();
+    let rt = current();
+    let client = rt.new_tub().unwrap();
+    // the runner never lets go of the loop: every caller waits for it
+    // to carry its answer
+    let runner = {
+        let rt = rt.clone();
+        std::thread::spawn(move || rt.run())
+    };
+    let r = client.get_reference(&furl, T).unwrap();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (client, r) = (client.clone(), r.clone());
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    let x = Value::int(w * 1000 + i);
+                    let got = client.call(&r, "echo", std::slice::from_ref(&x), &[], T);
+                    assert_eq!(got.unwrap(), x);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    rt.shutdown(T);
+    runner.join().unwrap().unwrap();
+    srt.shutdown(T);
+}
