@@ -137,6 +137,45 @@ impl Carrier {
     }
 }
 
+impl Carrier {
+    /// Lets the in-flight row run for `dur`, then stops it and waits for
+    /// its `INFLIGHT` last answers (each sends on `rx`'s channel). A
+    /// current-thread runtime runs only while this thread drives it.
+    fn in_flight(&self, dur: Duration, stop: &AtomicBool, rx: &mpsc::Receiver<()>) {
+        let current = match self {
+            Carrier::MioCurrent(rt) => Some(rt),
+            _ => None,
+        };
+        match current {
+            Some(rt) => {
+                rt.run_until(Instant::now() + dur).expect("run");
+            }
+            None => std::thread::sleep(dur),
+        }
+        stop.store(true, Ordering::Relaxed);
+        let drain_end = Instant::now() + T;
+        let mut drained = 0;
+        while drained < INFLIGHT {
+            match current {
+                Some(rt) => {
+                    while rx.try_recv().is_ok() {
+                        drained += 1;
+                    }
+                    assert!(Instant::now() < drain_end, "in-flight calls drain");
+                    if drained < INFLIGHT {
+                        rt.run_until(Instant::now() + Duration::from_millis(10))
+                            .expect("run");
+                    }
+                }
+                None => {
+                    rx.recv_timeout(T).expect("in-flight calls drain");
+                    drained += 1;
+                }
+            }
+        }
+    }
+}
+
 /// A Tub on `driver`'s engine, and what carries it.
 fn new_tub(driver: Driver) -> (Tub, Carrier) {
     match driver {
@@ -341,39 +380,7 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
             tx.clone(),
         );
     }
-    let current = match &carrier {
-        Carrier::MioCurrent(rt) => Some(rt),
-        _ => None,
-    };
-    match current {
-        // nothing runs unless this thread drives the loop
-        Some(rt) => {
-            rt.run_until(Instant::now() + row_time("inflight", secs))
-                .expect("run");
-        }
-        None => std::thread::sleep(row_time("inflight", secs)),
-    }
-    stop.store(true, Ordering::Relaxed);
-    let drain_end = Instant::now() + T;
-    let mut drained = 0;
-    while drained < INFLIGHT {
-        match current {
-            Some(rt) => {
-                while rx.try_recv().is_ok() {
-                    drained += 1;
-                }
-                assert!(Instant::now() < drain_end, "in-flight calls drain");
-                if drained < INFLIGHT {
-                    rt.run_until(Instant::now() + Duration::from_millis(10))
-                        .expect("run");
-                }
-            }
-            None => {
-                rx.recv_timeout(T).expect("in-flight calls drain");
-                drained += 1;
-            }
-        }
-    }
+    carrier.in_flight(row_time("inflight", secs), &stop, &rx);
     let inflight = done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
     let cpu_inflight_us = (cpu_seconds() - c0) * 1e6 / done.load(Ordering::Relaxed) as f64;
     // echo 1 MiB
@@ -447,11 +454,7 @@ fn typed_client(driver: Driver, furl: &str, secs: f64) -> Rates {
     for _ in 0..INFLIGHT {
         issue(target.clone(), done.clone(), stop.clone(), tx.clone());
     }
-    std::thread::sleep(dur);
-    stop.store(true, Ordering::Relaxed);
-    for _ in 0..INFLIGHT {
-        rx.recv_timeout(T).expect("in-flight calls drain");
-    }
+    runtime.in_flight(dur, &stop, &rx);
     let inflight = done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
     let cpu_inflight_us = (cpu_seconds() - c0) * 1e6 / done.load(Ordering::Relaxed) as f64;
     let payload = Bytes::from(vec![b'x'; ECHO_BYTES]);
@@ -929,7 +932,7 @@ fn untyped_table(threads: &RustServer, mio: &RustServer, tok: &RustServer, secs:
 fn typed_table(threads: &RustServer, mio: &RustServer, secs: f64) {
     println!();
     println!(
-        "{:<40} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8} {:>12} {:>8} {:>12} {:>8}",
+        "{:<48} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8} {:>12} {:>8} {:>12} {:>8}",
         "typed vs untyped",
         "sequential/s",
         "typed",
@@ -945,6 +948,11 @@ fn typed_table(threads: &RustServer, mio: &RustServer, secs: f64) {
     for (name, driver, server) in [
         ("Rust threads -> Rust threads", Driver::Threads, threads),
         ("Rust mio -> Rust mio", Driver::Mio, mio),
+        (
+            "Rust mio current-thread -> Rust mio",
+            Driver::MioCurrent,
+            mio,
+        ),
     ] {
         // interleaved three times, the best of each kind: drift in the
         // machine's load hits both alike
@@ -956,7 +964,7 @@ fn typed_table(threads: &RustServer, mio: &RustServer, secs: f64) {
         }
         for (kind, r) in [("untyped", untyped), ("typed", typed)] {
             println!(
-                "{:<40} {:>14.0} {:>7.3}x {:>16.0} {:>7.3}x {:>14.1} {:>7.3}x {:>12.2} {:>7.3}x {:>12.2} {:>7.3}x",
+                "{:<48} {:>14.0} {:>7.3}x {:>16.0} {:>7.3}x {:>14.1} {:>7.3}x {:>12.2} {:>7.3}x {:>12.2} {:>7.3}x",
                 format!("{name} ({kind})"),
                 r.sequential,
                 r.sequential / untyped.sequential,
