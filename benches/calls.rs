@@ -4,6 +4,7 @@
 //! |--------|--------|
 //! | Rust threads (threads engine, this process) | Rust threads (this process) |
 //! | Rust mio (a mio event loop, this process) | Rust mio (another event loop, this process) |
+//! | Rust mio current-thread (`Runtime::current_thread`) | Rust mio (an event loop, this process) |
 //! | Rust tokio (async face, current-thread runtime) | Rust tokio (a two-worker runtime, this process) |
 //! | Rust threads, Rust mio, Rust tokio | Python (`benches/calls_python.py serve`) |
 //! | Python (`calls_python.py client`) | Rust threads, Rust mio, Rust tokio |
@@ -15,6 +16,9 @@
 //! Tubs run on two separate loops, as two processes would). Blocking calls
 //! wait on the bench's main thread in both cases; the in-flight row issues
 //! each next call from the answer callback (on the loop thread for mio).
+//! "mio current-thread" is a client on `Runtime::current_thread`: no loop
+//! thread, the main thread drives the loop while it waits (in a blocking
+//! call, or in `Runtime::run_until` for the in-flight row).
 //! "tokio" is `foolscap_tokio`: the server's engine runs on a
 //! multi-thread runtime of two workers, the client is async code (the
 //! `AsyncTub` face: `call(..).await`) on a current-thread runtime that the
@@ -106,6 +110,8 @@ impl BenchApi for TypedBench {
 enum Driver {
     Threads,
     Mio,
+    /// A mio runtime without a loop thread (`Runtime::current_thread`).
+    MioCurrent,
     Tokio,
 }
 
@@ -113,6 +119,8 @@ enum Driver {
 enum Carrier {
     None,
     Mio(Runtime),
+    /// A current-thread runtime: runs only while a thread drives it.
+    MioCurrent(Runtime),
     Tokio(tokio::runtime::Runtime, foolscap_tokio::Engine),
 }
 
@@ -120,10 +128,49 @@ impl Carrier {
     fn stop(self, grace: Duration) {
         match self {
             Carrier::None => {}
-            Carrier::Mio(rt) => rt.shutdown(grace),
+            Carrier::Mio(rt) | Carrier::MioCurrent(rt) => rt.shutdown(grace),
             Carrier::Tokio(rt, engine) => {
                 engine.shutdown_blocking(grace);
                 rt.shutdown_timeout(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+impl Carrier {
+    /// Lets the in-flight row run for `dur`, then stops it and waits for
+    /// its `INFLIGHT` last answers (each sends on `rx`'s channel). A
+    /// current-thread runtime runs only while this thread drives it.
+    fn in_flight(&self, dur: Duration, stop: &AtomicBool, rx: &mpsc::Receiver<()>) {
+        let current = match self {
+            Carrier::MioCurrent(rt) => Some(rt),
+            _ => None,
+        };
+        match current {
+            Some(rt) => {
+                rt.run_until(Instant::now() + dur).expect("run");
+            }
+            None => std::thread::sleep(dur),
+        }
+        stop.store(true, Ordering::Relaxed);
+        let drain_end = Instant::now() + T;
+        let mut drained = 0;
+        while drained < INFLIGHT {
+            match current {
+                Some(rt) => {
+                    while rx.try_recv().is_ok() {
+                        drained += 1;
+                    }
+                    assert!(Instant::now() < drain_end, "in-flight calls drain");
+                    if drained < INFLIGHT {
+                        rt.run_until(Instant::now() + Duration::from_millis(10))
+                            .expect("run");
+                    }
+                }
+                None => {
+                    rx.recv_timeout(T).expect("in-flight calls drain");
+                    drained += 1;
+                }
             }
         }
     }
@@ -136,6 +183,10 @@ fn new_tub(driver: Driver) -> (Tub, Carrier) {
         Driver::Mio => {
             let rt = Runtime::start(LoopConfig::default()).expect("event loop");
             (rt.new_tub().expect("tub"), Carrier::Mio(rt))
+        }
+        Driver::MioCurrent => {
+            let rt = Runtime::current_thread(LoopConfig::default()).expect("event loop");
+            (rt.new_tub().expect("tub"), Carrier::MioCurrent(rt))
         }
         Driver::Tokio => {
             // CALLS_TOKIO_SERVER_WORKERS: the server runtime's workers
@@ -329,11 +380,7 @@ fn rust_client(driver: Driver, furl: &str, secs: f64) -> Rates {
             tx.clone(),
         );
     }
-    std::thread::sleep(row_time("inflight", secs));
-    stop.store(true, Ordering::Relaxed);
-    for _ in 0..INFLIGHT {
-        rx.recv_timeout(T).expect("in-flight calls drain");
-    }
+    carrier.in_flight(row_time("inflight", secs), &stop, &rx);
     let inflight = done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
     let cpu_inflight_us = (cpu_seconds() - c0) * 1e6 / done.load(Ordering::Relaxed) as f64;
     // echo 1 MiB
@@ -407,11 +454,7 @@ fn typed_client(driver: Driver, furl: &str, secs: f64) -> Rates {
     for _ in 0..INFLIGHT {
         issue(target.clone(), done.clone(), stop.clone(), tx.clone());
     }
-    std::thread::sleep(dur);
-    stop.store(true, Ordering::Relaxed);
-    for _ in 0..INFLIGHT {
-        rx.recv_timeout(T).expect("in-flight calls drain");
-    }
+    runtime.in_flight(dur, &stop, &rx);
     let inflight = done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
     let cpu_inflight_us = (cpu_seconds() - c0) * 1e6 / done.load(Ordering::Relaxed) as f64;
     let payload = Bytes::from(vec![b'x'; ECHO_BYTES]);
@@ -588,9 +631,14 @@ fn main() {
     let threads = RustServer::start(Driver::Threads);
     let mio = RustServer::start(Driver::Mio);
     let tok = RustServer::start(Driver::Tokio);
-    if flag("--mio-only") {
+    if flag("--mio-only") || flag("--mio-current-only") {
         // one row, nothing else in the process: for profilers
-        let r = rust_client(Driver::Mio, &mio.furl, secs);
+        let (client, name) = if flag("--mio-current-only") {
+            (Driver::MioCurrent, "Rust mio current-thread -> Rust mio")
+        } else {
+            (Driver::Mio, "Rust mio -> Rust mio")
+        };
+        let r = rust_client(client, &mio.furl, secs);
         let n = |rate: f64, row: &str| (rate * row_time(row, secs).as_secs_f64()).round();
         println!(
             "calls: sequential {}, in flight {}, echoes {}",
@@ -599,7 +647,7 @@ fn main() {
             n(r.echo_mib, "echo")
         );
         println!(
-            "Rust mio -> Rust mio: sequential {:.0}/s (p50 {:.1} us, p99 {:.1} us, \
+            "{name}: sequential {:.0}/s (p50 {:.1} us, p99 {:.1} us, \
              CPU {:.2} us), 100 in flight {:.0}/s (CPU {:.2} us), \
              echo {:.1} MiB/s (CPU {:.0} us)",
             r.sequential,
@@ -620,7 +668,11 @@ fn main() {
     } else if !flag("--typed-only") {
         untyped_table(&threads, &mio, &tok, secs);
     }
-    if !(flag("--mio-only") || flag("--floor-only") || flag("--rust-only")) {
+    if !(flag("--mio-only")
+        || flag("--mio-current-only")
+        || flag("--floor-only")
+        || flag("--rust-only"))
+    {
         typed_table(&threads, &mio, secs);
     }
     threads.stop();
@@ -733,6 +785,10 @@ fn rust_rows(
             rust_client(Driver::Mio, &mio.furl, secs),
         ),
         (
+            "Rust mio current-thread -> Rust mio",
+            rust_client(Driver::MioCurrent, &mio.furl, secs),
+        ),
+        (
             "Rust tokio -> Rust tokio",
             rust_client(Driver::Tokio, &tok.furl, secs),
         ),
@@ -753,7 +809,7 @@ fn rust_rows(
 fn floor_table(f: floor::Floor, rows: &[(&'static str, Rates)]) {
     println!();
     println!(
-        "{:<28} {:>12} {:>6} {:>8} {:>8} {:>8} {:>6} {:>10} {:>6} {:>9} {:>6} {:>12}",
+        "{:<36} {:>12} {:>6} {:>8} {:>8} {:>8} {:>6} {:>10} {:>6} {:>9} {:>6} {:>12}",
         "floor vs ours",
         "sequential/s",
         "floor",
@@ -768,7 +824,7 @@ fn floor_table(f: floor::Floor, rows: &[(&'static str, Rates)]) {
         "handshakes/s"
     );
     println!(
-        "{:<28} {:>12.0} {:>6} {:>8.1} {:>8.1} {:>8.2} {:>6} {:>10.1} {:>6} {:>9.0} {:>6} {:>12.0}",
+        "{:<36} {:>12.0} {:>6} {:>8.1} {:>8.1} {:>8.2} {:>6} {:>10.1} {:>6} {:>9.0} {:>6} {:>12.0}",
         "rustls alone (floor)",
         f.pingpong,
         "100%",
@@ -785,7 +841,7 @@ fn floor_table(f: floor::Floor, rows: &[(&'static str, Rates)]) {
     let pct = |a: f64, b: f64| format!("{:.0}%", 100.0 * a / b);
     for (name, r) in rows {
         println!(
-            "{:<28} {:>12.0} {:>6} {:>8.1} {:>8.1} {:>8.2} {:>6} {:>10.1} {:>6} {:>9.0} {:>6} {:>12}",
+            "{:<36} {:>12.0} {:>6} {:>8.1} {:>8.1} {:>8.2} {:>6} {:>10.1} {:>6} {:>9.0} {:>6} {:>12}",
             name,
             r.sequential,
             pct(r.sequential, f.pingpong),
@@ -812,6 +868,7 @@ fn untyped_table(threads: &RustServer, mio: &RustServer, tok: &RustServer, secs:
     let pys = python_server(py);
     let f = floor::measure(secs);
     let mut rows = rust_rows(threads, mio, tok, secs);
+    let rust_to_rust = rows.len();
     rows.extend([
         (
             "Rust threads -> Python",
@@ -835,7 +892,7 @@ fn untyped_table(threads: &RustServer, mio: &RustServer, tok: &RustServer, secs:
     ]);
     let base = rows[rows.len() - 1].1;
     println!(
-        "{:<28} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8}",
+        "{:<36} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8}",
         "client -> server",
         "sequential/s",
         "ratio",
@@ -846,7 +903,7 @@ fn untyped_table(threads: &RustServer, mio: &RustServer, tok: &RustServer, secs:
     );
     for (name, r) in &rows {
         println!(
-            "{:<28} {:>14.0} {:>7.1}x {:>16.0} {:>7.1}x {:>14.1} {:>7.1}x",
+            "{:<36} {:>14.0} {:>7.1}x {:>16.0} {:>7.1}x {:>14.1} {:>7.1}x",
             name,
             r.sequential,
             r.sequential / base.sequential,
@@ -868,14 +925,14 @@ fn untyped_table(threads: &RustServer, mio: &RustServer, tok: &RustServer, secs:
             t.echo_mib / m.echo_mib
         );
     }
-    floor_table(f, &rows[..5]);
+    floor_table(f, &rows[..rust_to_rust]);
 }
 
 /// Typed vs untyped, Rust to Rust, each pair measured back to back.
 fn typed_table(threads: &RustServer, mio: &RustServer, secs: f64) {
     println!();
     println!(
-        "{:<40} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8} {:>12} {:>8} {:>12} {:>8}",
+        "{:<48} {:>14} {:>8} {:>16} {:>8} {:>14} {:>8} {:>12} {:>8} {:>12} {:>8}",
         "typed vs untyped",
         "sequential/s",
         "typed",
@@ -891,6 +948,11 @@ fn typed_table(threads: &RustServer, mio: &RustServer, secs: f64) {
     for (name, driver, server) in [
         ("Rust threads -> Rust threads", Driver::Threads, threads),
         ("Rust mio -> Rust mio", Driver::Mio, mio),
+        (
+            "Rust mio current-thread -> Rust mio",
+            Driver::MioCurrent,
+            mio,
+        ),
     ] {
         // interleaved three times, the best of each kind: drift in the
         // machine's load hits both alike
@@ -902,7 +964,7 @@ fn typed_table(threads: &RustServer, mio: &RustServer, secs: f64) {
         }
         for (kind, r) in [("untyped", untyped), ("typed", typed)] {
             println!(
-                "{:<40} {:>14.0} {:>7.3}x {:>16.0} {:>7.3}x {:>14.1} {:>7.3}x {:>12.2} {:>7.3}x {:>12.2} {:>7.3}x",
+                "{:<48} {:>14.0} {:>7.3}x {:>16.0} {:>7.3}x {:>14.1} {:>7.3}x {:>12.2} {:>7.3}x {:>12.2} {:>7.3}x",
                 format!("{name} ({kind})"),
                 r.sequential,
                 r.sequential / untyped.sequential,

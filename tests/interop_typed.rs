@@ -172,3 +172,39 @@ fn python_client_calls_the_typed_rust_server_on_tokio() {
 fn typed_rust_client_calls_the_python_server_on_tokio() {
     rust_client_calls_python(Driver::Tokio);
 }
+
+/// The mio engine's current-thread runtime (`Runtime::current_thread`):
+/// the typed client's blocking calls drive the loop on the test's thread
+/// (Python's `call_back` calls our object during such a wait, `later`
+/// answers after a timer of Python's).
+#[test]
+fn typed_rust_client_on_a_mio_current_thread_runtime_calls_the_python_server() {
+    let dir = TempDir::new("typed");
+    let (_py, hello) = PyProcess::serve("fstyped.py", &dir.path().join("server.pem"));
+    let rt = foolscap::mio::Runtime::current_thread(foolscap::mio::LoopConfig::default()).unwrap();
+    let client = rt.new_tub().unwrap();
+    Point::register(&client);
+    let typed = TypedClient::connect(&client, hello["furl"].as_str().unwrap(), T).unwrap();
+    typed_iface::exercise(&client, &typed, false);
+    rt.shutdown(T);
+}
+
+/// A typed Rust server on a current-thread runtime, driven by
+/// `Runtime::run` on a thread of its own, answers the Python client.
+#[test]
+fn python_client_calls_the_typed_rust_server_on_a_mio_current_thread_runtime() {
+    let rt = foolscap::mio::Runtime::current_thread(foolscap::mio::LoopConfig::default()).unwrap();
+    let tub = rt.new_tub().unwrap();
+    tub.listen("127.0.0.1:0").unwrap();
+    Point::register(&tub);
+    let furl = tub
+        .register(Arc::new(TypedServer(TypedImpl::default())), Some("typed"))
+        .unwrap();
+    let runner = {
+        let rt = rt.clone();
+        std::thread::spawn(move || rt.run())
+    };
+    check_python_client(&python_client(&furl.to_string()), true);
+    rt.shutdown(T);
+    runner.join().unwrap().unwrap();
+}

@@ -82,6 +82,19 @@ pub trait Driver: Send + Sync + 'static {
     fn spawn(&self, work: AnswerWork) {
         run_on_a_thread(work)
     }
+    /// A blocking wait of the handle ([`Tub::call`], [`Tub::get_reference`],
+    /// [`Tub::wait_for_answers`], ...) is about to start on the calling
+    /// thread, which is not a loop thread ([`Driver::is_loop_thread`]). An
+    /// engine whose loop runs on the threads that wait (a current-thread
+    /// runtime) drives it here until `ready()` is true or `deadline`
+    /// (`None`: no deadline) passes, and returns true; `ready` is cheap and
+    /// is called again after each turn of the engine and whenever the
+    /// thread wakes. The default returns false at once: the handle then
+    /// waits as usual, for the engine's own threads to do the work.
+    fn wait_here(&self, ready: &mut dyn FnMut() -> bool, deadline: Option<Instant>) -> bool {
+        let _ = (ready, deadline);
+        false
+    }
 }
 
 /// An answer being worked out ([`Driver::spawn`]).

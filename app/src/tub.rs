@@ -126,6 +126,9 @@ pub(crate) struct State {
     /// Connections with a socket (until their close).
     pub(crate) open: HashSet<ConnectionId>,
     pub(crate) shutdown: bool,
+    /// Threads asleep in [`Tub::wait_for_answers`] (an answer notifies
+    /// `Shared::answered` only while one waits).
+    answer_waiters: usize,
     objects: HashMap<ObjectId, Arc<dyn Object>>,
     calls: HashMap<CallId, AnswerFn>,
     lookups: HashMap<LookupId, AnswerFn>,
@@ -284,6 +287,7 @@ impl Tub {
                 core,
                 open: HashSet::new(),
                 shutdown: false,
+                answer_waiters: 0,
                 objects: HashMap::new(),
                 calls: HashMap::new(),
                 lookups: HashMap::new(),
@@ -745,7 +749,8 @@ impl Tub {
     ) -> Result<(), Error> {
         let mut st = self.lock();
         let r = st.core.answer(id, result);
-        let idle = st.core.calls_to_answer() == 0;
+        // a notify is a system call: only when a thread waits for it
+        let idle = st.answer_waiters > 0 && st.core.calls_to_answer() == 0;
         drop(st);
         if idle {
             self.shared.answered.notify_all();
@@ -932,18 +937,29 @@ impl Tub {
     /// `deadline` passes, or the Tub shuts down. Returns whether all were
     /// answered.
     pub fn wait_for_answers(&self, deadline: Instant) -> bool {
+        if !self.shared.driver.is_loop_thread() {
+            let mut done = || {
+                let st = self.lock();
+                st.core.calls_to_answer() == 0 || st.shutdown
+            };
+            if self.shared.driver.wait_here(&mut done, Some(deadline)) {
+                return self.lock().core.calls_to_answer() == 0;
+            }
+        }
         let mut st = self.lock();
         while st.core.calls_to_answer() > 0 && !st.shutdown {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
+            st.answer_waiters += 1;
             st = self
                 .shared
                 .answered
                 .wait_timeout(st, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            st.answer_waiters -= 1;
         }
         st.core.calls_to_answer() == 0
     }
@@ -994,8 +1010,25 @@ impl Tub {
             self.let_go_here();
             self.shared.driver.wake();
         }
-        rx.recv_timeout(timeout)
-            .map_err(|_| Error::Timeout(timeout))?
+        let deadline = Instant::now().checked_add(timeout);
+        let mut got = None;
+        let handled = self.shared.driver.wait_here(
+            &mut || {
+                if got.is_none() {
+                    got = rx.try_recv().ok();
+                }
+                got.is_some()
+            },
+            deadline,
+        );
+        if let Some(result) = got.or_else(|| rx.try_recv().ok()) {
+            return result;
+        }
+        if handled {
+            return Err(Error::Timeout(timeout));
+        }
+        let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
+        rx.recv_timeout(left).map_err(|_| Error::Timeout(timeout))?
     }
 
     // ---- driving ----

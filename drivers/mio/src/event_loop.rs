@@ -30,6 +30,9 @@ const TURN_OUTPUT: usize = 64 * 1024;
 /// anybody still holds it).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
+/// Readiness events taken per poll.
+pub(crate) const EVENTS: usize = 1024;
+
 struct TubEntry {
     driven: DrivenTub,
     woken: Arc<AtomicBool>,
@@ -128,6 +131,8 @@ pub(crate) struct EventLoop {
     in_drive: bool,
     deferred: Vec<Deferred>,
     stats: LoopStats,
+    /// The last turn polled (see [`EventLoop::turn`]).
+    polled: bool,
 }
 
 impl EventLoop {
@@ -148,60 +153,90 @@ impl EventLoop {
             in_drive: false,
             deferred: Vec::new(),
             stats: LoopStats::default(),
+            polled: false,
         }
     }
 
+    /// The threaded runtime's loop thread: turns until the loop ends.
     pub(crate) fn run(mut self) {
-        let mut events = Events::with_capacity(1024);
-        loop {
-            let now = Instant::now();
-            let exiting = self.shared.exit.load(Ordering::Acquire);
-            if exiting && self.begin_exit(now) {
-                return;
-            }
-            if !exiting && self.tubs.is_empty() && Arc::strong_count(&self.shared) == 1 {
-                // nobody can reach the loop any more
-                return;
-            }
-            let timeout = self.poll_timeout(now);
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != ErrorKind::Interrupted {
-                    return;
-                }
-            }
-            let now = Instant::now();
-            self.shared.turns.fetch_add(1, Ordering::Relaxed);
-            for ev in events.iter() {
-                if ev.token() == WAKER {
-                    continue;
-                }
-                let i = ev.token().0;
-                match self.slots.get(i) {
-                    Some(Some(Slot::Listener { .. })) => self.accept(i, now),
-                    Some(Some(Slot::Stream(_))) => {
-                        if ev.is_writable() || ev.is_error() || ev.is_write_closed() {
-                            self.writable(i, now);
-                        }
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            if let Some(Some(Slot::Stream(s))) = self.slots.get_mut(i) {
-                                s.read_ready = true;
-                                s.read_hangup |= ev.is_read_closed() || ev.is_error();
-                            }
-                            self.read(i, now);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            self.take_inbox(now);
-            let backlog: Vec<usize> = self.backlog.iter().copied().collect();
-            for i in backlog {
-                self.read(i, now);
-            }
-            self.run_timers(now);
-            self.drive_all(now);
-            self.publish_stats();
+        let mut events = Events::with_capacity(EVENTS);
+        while self.turn(&mut events, None, false) {}
+    }
+
+    /// One turn: waits for readiness (until the loop's next timer, and
+    /// not past `until`), then handles the sockets' events, the inbox,
+    /// the backlog, the timers, and drives the Tubs that need it. False
+    /// once the loop has ended (exiting with no socket left, or nobody
+    /// can reach it any more); it must not turn again then.
+    ///
+    /// `skip_idle_poll`: when there is work at hand already (the poll would
+    /// not wait) and the turn before did poll, skip this turn's poll (a
+    /// system call; the next turn polls): a current-thread driver's first
+    /// turn, which has the caller's new call to send.
+    pub(crate) fn turn(
+        &mut self,
+        events: &mut Events,
+        until: Option<Instant>,
+        skip_idle_poll: bool,
+    ) -> bool {
+        let now = Instant::now();
+        let exiting = self.shared.exit.load(Ordering::Acquire);
+        if exiting && self.begin_exit(now) {
+            return false;
         }
+        if !exiting && self.tubs.is_empty() && Arc::strong_count(&self.shared) == 1 {
+            // nobody can reach the loop any more
+            return false;
+        }
+        let mut timeout = self.poll_timeout(now);
+        if let Some(until) = until {
+            let left = until.saturating_duration_since(now);
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+        if skip_idle_poll && self.polled && timeout == Some(Duration::ZERO) {
+            self.polled = false;
+            events.clear();
+        } else {
+            self.polled = true;
+            if let Err(e) = self.poll.poll(events, timeout) {
+                if e.kind() != ErrorKind::Interrupted {
+                    return false;
+                }
+            }
+        }
+        let now = Instant::now();
+        self.shared.turns.fetch_add(1, Ordering::Relaxed);
+        for ev in events.iter() {
+            if ev.token() == WAKER {
+                continue;
+            }
+            let i = ev.token().0;
+            match self.slots.get(i) {
+                Some(Some(Slot::Listener { .. })) => self.accept(i, now),
+                Some(Some(Slot::Stream(_))) => {
+                    if ev.is_writable() || ev.is_error() || ev.is_write_closed() {
+                        self.writable(i, now);
+                    }
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        if let Some(Some(Slot::Stream(s))) = self.slots.get_mut(i) {
+                            s.read_ready = true;
+                            s.read_hangup |= ev.is_read_closed() || ev.is_error();
+                        }
+                        self.read(i, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.take_inbox(now);
+        let backlog: Vec<usize> = self.backlog.iter().copied().collect();
+        for i in backlog {
+            self.read(i, now);
+        }
+        self.run_timers(now);
+        self.drive_all(now);
+        self.publish_stats();
+        true
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
