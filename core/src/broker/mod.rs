@@ -17,7 +17,10 @@
 mod error;
 mod failure;
 
-use std::collections::{HashMap, VecDeque};
+// hashbrown's seeded foldhash (as for `incoming`), not SipHash: several
+// lookups per call; every table is bounded by a limit of `BrokerConfig`.
+use hashbrown::HashMap;
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,7 +115,7 @@ impl Registry for NoObjects {
     }
 }
 
-impl<S: BuildHasher> Registry for HashMap<Vec<u8>, Export, S> {
+impl<S: BuildHasher> Registry for std::collections::HashMap<Vec<u8>, Export, S> {
     fn lookup(&self, name: &[u8]) -> Option<Export> {
         self.get(name).cloned()
     }

@@ -84,7 +84,11 @@
 
 mod error;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+// hashbrown's seeded foldhash, not SipHash: these maps are looked up
+// several times per call (issue 16); their keys are our own ids or bounded
+// by the broker's limits.
+use hashbrown::{HashMap, HashSet};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

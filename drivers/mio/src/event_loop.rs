@@ -1,6 +1,8 @@
 //! The loop itself: sockets in a slab, Tubs by index, one read buffer.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+// hashbrown's seeded foldhash, not SipHash: looked up on every event.
+use hashbrown::{HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
