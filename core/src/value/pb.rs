@@ -850,6 +850,10 @@ fn pb_unexpected(
 /// Names are found through a hash table (randomly seeded), not by a scan
 /// of the names before: many keywords cost linear time.
 fn merge_keywords(pairs: Vec<(Text, Value)>) -> (Vec<(Text, Value)>, Vec<Value>) {
+    if pairs.len() < 2 {
+        // nothing to repeat: no table (most calls have no keywords)
+        return (pairs, Vec::new());
+    }
     let mut out: Vec<(Text, Value)> = Vec::with_capacity(pairs.len());
     let mut at: hashbrown::HashMap<Text, usize> = hashbrown::HashMap::with_capacity(pairs.len());
     let mut dropped = Vec::new();
