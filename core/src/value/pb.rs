@@ -751,12 +751,15 @@ impl Deserializer {
                 method: Some(method),
                 args: Some(mut args),
             } => {
-                let mut roots: Vec<&mut Value> = args
-                    .positional
-                    .iter_mut()
-                    .chain(args.keyword.iter_mut().map(|(_, v)| v))
-                    .collect();
-                fix(&mut roots, &self.slots)?;
+                // the common plain call needs no pass: no table of roots
+                if referenced || dedup || key_check {
+                    let mut roots: Vec<&mut Value> = args
+                        .positional
+                        .iter_mut()
+                        .chain(args.keyword.iter_mut().map(|(_, v)| v))
+                        .collect();
+                    fix(&mut roots, &self.slots)?;
+                }
                 let (mut kwargs, dropped) = merge_keywords(args.keyword);
                 let mut positional = args.positional;
                 if !dropped.is_empty() {
