@@ -233,6 +233,9 @@ mod tests {
             put_token_header(&mut got, v, TypeByte::Open);
             assert_eq!(got, want, "header {v:#x}");
         }
-        assert_eq!(hex(|b| put_token_header(b, 0x4000, TypeByte::Int)), "00000181");
+        assert_eq!(
+            hex(|b| put_token_header(b, 0x4000, TypeByte::Int)),
+            "00000181"
+        );
     }
 }
