@@ -2,7 +2,10 @@
 //! application's objects, answer callbacks and timers, moved by whichever
 //! engine made it.
 
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+// hashbrown's seeded foldhash, not SipHash: looked up on every call and
+// answer (issue 16).
+use hashbrown::{HashMap, HashSet};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

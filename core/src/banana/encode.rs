@@ -26,11 +26,23 @@ pub fn put_header(buf: &mut BytesMut, mut v: u64) {
 /// Writes a header and its type byte.
 #[inline]
 pub fn put_token_header(buf: &mut BytesMut, v: u64, ty: TypeByte) {
-    if v < 0x80 {
-        buf.put_slice(&[v as u8, ty as u8]);
+    // headers of up to four digits (below 2**28: every length, count and
+    // OPEN number of a connection's first 268 million sequences) as one
+    // copy of a fixed size, which compiles to plain stores: a copy of a
+    // variable size is a call to memcpy
+    let d = |shift: u32| ((v >> shift) & 0x7f) as u8;
+    let t = ty as u8;
+    if v < 1 << 7 {
+        buf.put_slice(&[v as u8, t]);
+    } else if v < 1 << 14 {
+        buf.put_slice(&[d(0), d(7), t]);
+    } else if v < 1 << 21 {
+        buf.put_slice(&[d(0), d(7), d(14), t]);
+    } else if v < 1 << 28 {
+        buf.put_slice(&[d(0), d(7), d(14), d(21), t]);
     } else {
         put_header(buf, v);
-        buf.put_u8(ty as u8);
+        buf.put_u8(t);
     }
 }
 
@@ -194,5 +206,36 @@ mod tests {
         put_error(&mut b, &long);
         assert_eq!(&b[..3], &[0x61, 0x07, 0x8d]);
         assert_eq!(b.len(), 3 + 993);
+    }
+
+    #[test]
+    fn token_headers_of_every_width() {
+        // the fixed-size paths write what the digit loop writes, at each
+        // width's edges
+        for v in [
+            0u64,
+            1,
+            0x7f,
+            0x80,
+            0x81,
+            0x3fff,
+            0x4000,
+            0x1f_ffff,
+            0x20_0000,
+            0x0fff_ffff,
+            0x1000_0000,
+            u64::MAX,
+        ] {
+            let mut want = BytesMut::new();
+            put_header(&mut want, v);
+            want.put_u8(TypeByte::Open as u8);
+            let mut got = BytesMut::new();
+            put_token_header(&mut got, v, TypeByte::Open);
+            assert_eq!(got, want, "header {v:#x}");
+        }
+        assert_eq!(
+            hex(|b| put_token_header(b, 0x4000, TypeByte::Int)),
+            "00000181"
+        );
     }
 }

@@ -17,7 +17,10 @@
 mod error;
 mod failure;
 
-use std::collections::{HashMap, VecDeque};
+// hashbrown's seeded foldhash (as for `incoming`), not SipHash: several
+// lookups per call; every table is bounded by a limit of `BrokerConfig`.
+use hashbrown::HashMap;
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,7 +115,7 @@ impl Registry for NoObjects {
     }
 }
 
-impl<S: BuildHasher> Registry for HashMap<Vec<u8>, Export, S> {
+impl<S: BuildHasher> Registry for std::collections::HashMap<Vec<u8>, Export, S> {
     fn lookup(&self, name: &[u8]) -> Option<Export> {
         self.get(name).cloned()
     }
@@ -1541,26 +1544,45 @@ impl Broker {
     /// Checks the copyables in received values against the accepted
     /// RemoteCopy names; `Err(why)` is a Violation. (References were
     /// resolved while the message was decoded: [`Received`].)
+    ///
+    /// The values are walked last first, depth first (the order decides
+    /// which name a Violation reports); a value with nothing inside needs
+    /// no stack, so plain arguments and answers allocate nothing.
     fn check_copyables<'a>(
-        values: impl Iterator<Item = &'a Value>,
+        values: impl DoubleEndedIterator<Item = &'a Value>,
         objects: &dyn Registry,
     ) -> Result<(), String> {
-        let mut todo: Vec<&Value> = values.collect();
-        while let Some(v) = todo.pop() {
-            match v {
-                Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
-                    todo.extend(i)
-                }
-                Value::Dict(p) => p.iter().for_each(|(k, x)| todo.extend([k, x])),
-                Value::Copyable(c) => {
-                    let name = c.type_name.as_str();
-                    if name != FAILURE_TYPE && !objects.accepts_copyable(name) {
-                        return Err(format!("unknown RemoteCopy name '{name}'"));
+        let mut todo: Vec<&Value> = Vec::new();
+        for top in values.rev() {
+            if !matches!(
+                top,
+                Value::List(_)
+                    | Value::Tuple(_)
+                    | Value::Set(_)
+                    | Value::FrozenSet(_)
+                    | Value::Dict(_)
+                    | Value::Copyable(_)
+                    | Value::Anchor(..)
+            ) {
+                continue;
+            }
+            todo.push(top);
+            while let Some(v) = todo.pop() {
+                match v {
+                    Value::List(i) | Value::Tuple(i) | Value::Set(i) | Value::FrozenSet(i) => {
+                        todo.extend(i)
                     }
-                    todo.extend(c.state.iter().map(|(_, x)| x))
+                    Value::Dict(p) => p.iter().for_each(|(k, x)| todo.extend([k, x])),
+                    Value::Copyable(c) => {
+                        let name = c.type_name.as_str();
+                        if name != FAILURE_TYPE && !objects.accepts_copyable(name) {
+                            return Err(format!("unknown RemoteCopy name '{name}'"));
+                        }
+                        todo.extend(c.state.iter().map(|(_, x)| x))
+                    }
+                    Value::Anchor(_, inner) => todo.push(inner),
+                    _ => {}
                 }
-                Value::Anchor(_, inner) => todo.push(inner),
-                _ => {}
             }
         }
         Ok(())

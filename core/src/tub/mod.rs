@@ -84,7 +84,11 @@
 
 mod error;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+// hashbrown's seeded foldhash, not SipHash: these maps are looked up
+// several times per call (issue 16); their keys are our own ids or bounded
+// by the broker's limits.
+use hashbrown::{HashMap, HashSet};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,6 +115,11 @@ use crate::value::{RemoteRef, Text, TheirReference, Value};
 /// past this are given back once emptied, not kept for reuse: a large
 /// answer or a burst of PONGs leaves no buffers of its size behind.
 const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// The list [`Tub`] drains a broker's events into is kept for the next
+/// drain while it holds at most this many (a few KiB per Tub, not per
+/// connection): a busy connection's batches of calls allocate nothing.
+const KEEP_DRAINED: usize = 64;
 
 /// A large message's serializer buffer stays with its connection for the
 /// next large message while the connection is busy, and is given back
@@ -653,6 +662,9 @@ pub struct Tub {
     last_now: Instant,
     /// Reused buffer for plaintext on its way to TLS.
     scratch: Vec<u8>,
+    /// Reused list of a broker's events being drained (kept while at
+    /// most [`KEEP_DRAINED`] long).
+    drained: Vec<TubEvent>,
     /// Accepted connections still negotiating, oldest (smallest id)
     /// first.
     negotiating: BTreeSet<ConnectionId>,
@@ -726,6 +738,7 @@ impl Tub {
             timers: BTreeSet::new(),
             last_now: now,
             scratch: Vec::new(),
+            drained: Vec::new(),
             negotiating: BTreeSet::new(),
             established: 0,
             interfaces: HashMap::new(),
@@ -2320,7 +2333,7 @@ impl Tub {
     fn drain_broker(&mut self, id: ConnectionId, now: Instant) {
         let mut released = Vec::new();
         // in wire order: calls go through flow control after the loop
-        let mut drained = Vec::new();
+        let mut drained = std::mem::take(&mut self.drained);
         // messages with gifts, each with its place among `drained`
         let mut gifted: Vec<(usize, GiftRoute, Vec<TheirReference>)> = Vec::new();
         let mut closed = None;
@@ -2442,7 +2455,7 @@ impl Tub {
             }
         }
         let mut gifted = gifted.into_iter().peekable();
-        for (i, ev) in drained.into_iter().enumerate() {
+        for (i, ev) in drained.drain(..).enumerate() {
             while let Some((_, route, gifts)) = gifted.next_if(|(at, _, _)| *at <= i) {
                 self.start_gifts(id, route, gifts);
             }
@@ -2468,7 +2481,11 @@ impl Tub {
                 }
             }
         }
-        for (_, route, gifts) in gifted {
+        if drained.capacity() <= KEEP_DRAINED {
+            self.drained = drained;
+        }
+        // by reference: moving the (large) iterator costs a copy per drain
+        for (_, route, gifts) in gifted.by_ref() {
             self.start_gifts(id, route, gifts);
         }
         if let Some((peer, reason)) = closed {

@@ -751,12 +751,15 @@ impl Deserializer {
                 method: Some(method),
                 args: Some(mut args),
             } => {
-                let mut roots: Vec<&mut Value> = args
-                    .positional
-                    .iter_mut()
-                    .chain(args.keyword.iter_mut().map(|(_, v)| v))
-                    .collect();
-                fix(&mut roots, &self.slots)?;
+                // the common plain call needs no pass: no table of roots
+                if referenced || dedup || key_check {
+                    let mut roots: Vec<&mut Value> = args
+                        .positional
+                        .iter_mut()
+                        .chain(args.keyword.iter_mut().map(|(_, v)| v))
+                        .collect();
+                    fix(&mut roots, &self.slots)?;
+                }
                 let (mut kwargs, dropped) = merge_keywords(args.keyword);
                 let mut positional = args.positional;
                 if !dropped.is_empty() {
@@ -850,6 +853,10 @@ fn pb_unexpected(
 /// Names are found through a hash table (randomly seeded), not by a scan
 /// of the names before: many keywords cost linear time.
 fn merge_keywords(pairs: Vec<(Text, Value)>) -> (Vec<(Text, Value)>, Vec<Value>) {
+    if pairs.len() < 2 {
+        // nothing to repeat: no table (most calls have no keywords)
+        return (pairs, Vec::new());
+    }
     let mut out: Vec<(Text, Value)> = Vec::with_capacity(pairs.len());
     let mut at: hashbrown::HashMap<Text, usize> = hashbrown::HashMap::with_capacity(pairs.len());
     let mut dropped = Vec::new();

@@ -1,6 +1,8 @@
 //! The loop itself: sockets in a slab, Tubs by index, one read buffer.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+// hashbrown's seeded foldhash, not SipHash: looked up on every event.
+use hashbrown::{HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +27,12 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 /// Output a connection's input may make in one turn before the loop
 /// drives instead of reading on.
 const TURN_OUTPUT: usize = 64 * 1024;
+
+/// Output a drive queues on a connection is written when the drive
+/// returns, all rounds of it in one write, while the connection's queue
+/// stays under this and under its Tub's `max_buffered_output` (above
+/// either it is written at once, as the core's flow control expects).
+const DRIVE_WRITE: usize = 64 * 1024;
 
 /// The longest the loop sleeps with nothing due (it then checks whether
 /// anybody still holds it).
@@ -89,6 +97,9 @@ struct Stream {
     read_hangup: bool,
     /// Our FIN was sent.
     write_shut: bool,
+    /// Its output waits for the end of the drive (in
+    /// `EventLoop::unwritten`).
+    write_pending: bool,
 }
 
 impl Stream {
@@ -130,6 +141,9 @@ pub(crate) struct EventLoop {
     /// Set while a Tub's `drive` runs (see [`Deferred`]).
     in_drive: bool,
     deferred: Vec<Deferred>,
+    /// Streams whose output waits for the end of the drive
+    /// ([`DRIVE_WRITE`]).
+    unwritten: Vec<usize>,
     stats: LoopStats,
     /// The last turn polled (see [`EventLoop::turn`]).
     polled: bool,
@@ -151,6 +165,7 @@ impl EventLoop {
             tub_timers: BTreeSet::new(),
             listener_count: 0,
             in_drive: false,
+            unwritten: Vec::new(),
             deferred: Vec::new(),
             stats: LoopStats::default(),
             polled: false,
@@ -383,6 +398,7 @@ impl EventLoop {
                 read_closed: false,
                 read_hangup: false,
                 write_shut: false,
+                write_pending: false,
             })));
             if self.register(s).is_err() {
                 driven.handle_eof(conn, now);
@@ -660,11 +676,39 @@ impl EventLoop {
         let queued = s.queued();
         let writing = matches!(s.phase, Phase::Open | Phase::Closing(_));
         self.stats.buffered_output += queued - before;
-        if writing {
+        let bound = self
+            .tubs
+            .get(&s.tub)
+            .map_or(0, |t| t.max_buffered_output.min(DRIVE_WRITE));
+        if writing && self.in_drive && queued <= bound {
+            // the drive's later rounds add to it: one write (and one
+            // wake-up of the peer) for all of them, when the drive returns
+            if !s.write_pending {
+                s.write_pending = true;
+                self.unwritten.push(i);
+            }
+        } else if writing {
             self.flush(i, now);
         }
         if let Some(Some(Slot::Stream(s))) = self.slots.get(i) {
             self.stats.peak_buffered_output = self.stats.peak_buffered_output.max(s.queued());
+        }
+    }
+
+    /// Writes the output drives left queued ([`DRIVE_WRITE`]) and tells
+    /// the core what stays unsent, as a transmit does.
+    fn write_unwritten(&mut self, now: Instant) {
+        for i in std::mem::take(&mut self.unwritten) {
+            let Some(s) = self.stream(i) else { continue };
+            if !std::mem::take(&mut s.write_pending) {
+                continue;
+            }
+            let (tub, conn) = (s.tub, s.conn);
+            self.flush(i, now);
+            let queued = self.stream(i).map_or(0, |s| s.queued());
+            if let (Some(t), Some(c)) = (self.tubs.get(&tub), conn) {
+                t.driven.set_backlog(c, queued);
+            }
         }
     }
 
@@ -766,6 +810,7 @@ impl EventLoop {
                         read_closed: false,
                         read_hangup: false,
                         write_shut: false,
+                        write_pending: false,
                     })));
                     match self.register(s) {
                         Ok(()) => {
@@ -983,6 +1028,7 @@ impl EventLoop {
                 io.lp.in_drive = true;
                 driven.drive(&mut io);
                 self.in_drive = false;
+                self.write_unwritten(now);
                 for d in std::mem::take(&mut self.deferred) {
                     match d {
                         Deferred::PeerClosed(i, conn) => {

@@ -518,6 +518,8 @@ impl Deserializer {
                 .get(*rel as usize)
                 .map(|slot| slot.pending.iter().copied().filter(still_open).collect())
                 .unwrap_or_default(),
+            // most values wait for nothing: no filtering pass
+            _ if own.is_empty() => own,
             _ => own.into_iter().filter(still_open).collect(),
         }
     }
