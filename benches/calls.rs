@@ -36,7 +36,9 @@
 //! typed / untyped (for CPU time, above 1 is dearer).
 //!
 //! `cargo bench --bench calls [-- SECONDS] [--typed-only]` (default 3 s
-//! per row; `--typed-only` runs only the second table;
+//! per row; `--typed-only` runs only the second table; `--serve` starts
+//! the three Rust servers alone, prints `ENGINE FURL` lines and serves
+//! until stdin closes, for a client run by hand under a profiler;
 //! `cargo test --benches` runs a short smoke pass).
 
 use std::path::Path;
@@ -588,7 +590,15 @@ fn main() {
     let threads = RustServer::start(Driver::Threads);
     let mio = RustServer::start(Driver::Mio);
     let tok = RustServer::start(Driver::Tokio);
-    if flag("--mio-only") {
+    if flag("--serve") {
+        // the three servers alone, for a client run by hand (a Python
+        // client under a profiler): their FURLs on stdout, one per line,
+        // then serve until stdin closes
+        for (name, s) in [("threads", &threads), ("mio", &mio), ("tokio", &tok)] {
+            println!("{name} {}", s.furl);
+        }
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    } else if flag("--mio-only") {
         // one row, nothing else in the process: for profilers
         let r = rust_client(Driver::Mio, &mio.furl, secs);
         let n = |rate: f64, row: &str| (rate * row_time(row, secs).as_secs_f64()).round();
@@ -620,7 +630,7 @@ fn main() {
     } else if !flag("--typed-only") {
         untyped_table(&threads, &mio, &tok, secs);
     }
-    if !(flag("--mio-only") || flag("--floor-only") || flag("--rust-only")) {
+    if !(flag("--mio-only") || flag("--floor-only") || flag("--rust-only") || flag("--serve")) {
         typed_table(&threads, &mio, secs);
     }
     threads.stop();
