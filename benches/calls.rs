@@ -40,7 +40,9 @@
 //! typed / untyped (for CPU time, above 1 is dearer).
 //!
 //! `cargo bench --bench calls [-- SECONDS] [--typed-only]` (default 3 s
-//! per row; `--typed-only` runs only the second table;
+//! per row; `--typed-only` runs only the second table; `--serve` starts
+//! the three Rust servers alone, prints `ENGINE FURL` lines and serves
+//! until stdin closes, for a client run by hand under a profiler;
 //! `cargo test --benches` runs a short smoke pass).
 
 use std::path::Path;
@@ -631,7 +633,15 @@ fn main() {
     let threads = RustServer::start(Driver::Threads);
     let mio = RustServer::start(Driver::Mio);
     let tok = RustServer::start(Driver::Tokio);
-    if flag("--mio-only") || flag("--mio-current-only") {
+    if flag("--serve") {
+        // the three servers alone, for a client run by hand (a Python
+        // client under a profiler): their FURLs on stdout, one per line,
+        // then serve until stdin closes
+        for (name, s) in [("threads", &threads), ("mio", &mio), ("tokio", &tok)] {
+            println!("{name} {}", s.furl);
+        }
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    } else if flag("--mio-only") || flag("--mio-current-only") {
         // one row, nothing else in the process: for profilers
         let (client, name) = if flag("--mio-current-only") {
             (Driver::MioCurrent, "Rust mio current-thread -> Rust mio")
@@ -671,7 +681,8 @@ fn main() {
     if !(flag("--mio-only")
         || flag("--mio-current-only")
         || flag("--floor-only")
-        || flag("--rust-only"))
+        || flag("--rust-only")
+        || flag("--serve"))
     {
         typed_table(&threads, &mio, secs);
     }
