@@ -1069,7 +1069,7 @@ impl Tub {
             schema.as_ref(),
         )?;
         self.touch(connection);
-        self.pump(connection, self.last_now);
+        self.pump_written(connection);
         Ok(CallId { connection, req_id })
     }
 
@@ -1142,7 +1142,7 @@ impl Tub {
             }
         }
         self.touch(call.connection);
-        self.pump(call.connection, self.last_now);
+        self.pump_written(call.connection);
         r
     }
 
@@ -2201,6 +2201,27 @@ impl Tub {
     fn mark_dirty(&mut self, id: ConnectionId) {
         if self.dirty_set.insert(id) {
             self.dirty.push_back(id);
+        }
+    }
+
+    /// After a message was written on `id` (a call or an answer): its
+    /// output is to move. A write changes nothing else a pump looks at
+    /// (no broker event, no timer input, no inbound bytes, no import), so
+    /// the full pump runs only when the broker has events all the same,
+    /// or references wait for a release interval to be scheduled.
+    fn pump_written(&mut self, id: ConnectionId) {
+        let quiet = match self.conns.get(&id) {
+            Some(Conn {
+                state: ConnState::Open { broker, .. },
+                release_at,
+                ..
+            }) => !broker.has_events() && (release_at.is_some() || broker.imported_count() == 0),
+            _ => false,
+        };
+        if quiet {
+            self.mark_dirty(id);
+        } else {
+            self.pump(id, self.last_now);
         }
     }
 
