@@ -1208,8 +1208,10 @@ impl Tub {
         owned: &mut Vec<ConnectionId>,
         actions: &mut Vec<Action>,
     ) {
+        // the core's output goes first; taking events makes none, only a
+        // call answered here (its object is gone) does: flushed at once
+        st.flush(io);
         loop {
-            st.flush(io);
             let Some(ev) = st.core.poll_event() else {
                 break;
             };
@@ -1253,7 +1255,12 @@ impl Tub {
                         actions.push(Action::Answer(f, result.map_err(Error::from)));
                     }
                 }
-                TubEvent::Call(c) => self.deliver(st, c, token, owned, actions),
+                TubEvent::Call(c) => {
+                    let answered_here = self.deliver(st, c, token, owned, actions);
+                    if answered_here {
+                        st.flush(io);
+                    }
+                }
                 TubEvent::ObjectUnused(id) => {
                     st.objects.remove(&id);
                 }
@@ -1271,7 +1278,8 @@ impl Tub {
     /// Hands one call from a peer to its object (or answers it with a
     /// failure when the object is gone): to run in this round if no drive
     /// holds its connection (this drive then holds it), queued behind the
-    /// connection's earlier calls otherwise.
+    /// connection's earlier calls otherwise. Returns whether it answered
+    /// the call here (output to flush).
     fn deliver(
         &self,
         st: &mut State,
@@ -1279,7 +1287,7 @@ impl Tub {
         token: u64,
         owned: &mut Vec<ConnectionId>,
         actions: &mut Vec<Action>,
-    ) {
+    ) -> bool {
         let call = Call {
             tub: self.clone(),
             id: c.id,
@@ -1318,12 +1326,14 @@ impl Tub {
                         actions.push(Action::Object(obj, call));
                     }
                 }
+                false
             }
             None => {
                 let mut call = call;
                 call.answered = true;
                 let f = Failure::new("builtins.KeyError", format!("no local object {}", c.object));
                 let _ = st.core.answer(c.id, Err(f));
+                true
             }
         }
     }

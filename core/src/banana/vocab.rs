@@ -79,14 +79,12 @@ impl VocabTable {
     /// The index a sender uses for `bytes`, if it is one of the words.
     #[inline]
     pub fn index_of(&self, bytes: &[u8]) -> Option<u64> {
-        // Every word is 3..=15 bytes long: most strings are rejected here.
-        if self.words.is_empty() || !(3..=15).contains(&bytes.len()) {
+        // the only table with words is table 1: a match on the bytes
+        // (by length first), not a scan of the 25 words
+        if self.index != 1 {
             return None;
         }
-        self.words
-            .iter()
-            .position(|w| *w == bytes)
-            .map(|i| i as u64)
+        table_1_index(bytes)
     }
 
     /// The short hash both sides compare in negotiation: the first four hex
@@ -104,6 +102,39 @@ impl VocabTable {
     }
 }
 
+/// The index of `bytes` in table 1 (`TABLE_1`'s order), if it is a word.
+#[inline]
+fn table_1_index(bytes: &[u8]) -> Option<u64> {
+    Some(match bytes {
+        b"none" => 0,
+        b"boolean" => 1,
+        b"reference" => 2,
+        b"dict" => 3,
+        b"list" => 4,
+        b"tuple" => 5,
+        b"set" => 6,
+        b"immutable-set" => 7,
+        b"unicode" => 8,
+        b"set-vocab" => 9,
+        b"add-vocab" => 10,
+        b"call" => 11,
+        b"arguments" => 12,
+        b"answer" => 13,
+        b"error" => 14,
+        b"my-reference" => 15,
+        b"your-reference" => 16,
+        b"their-reference" => 17,
+        b"copyable" => 18,
+        b"instance" => 19,
+        b"module" => 20,
+        b"class" => 21,
+        b"method" => 22,
+        b"function" => 23,
+        b"attrdict" => 24,
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +148,21 @@ mod tests {
         assert_eq!(VocabTable::V1.word(13), Some(&b"answer"[..]));
         assert_eq!(VocabTable::V1.word(25), None);
         assert_eq!(VocabTable::V1.word(u64::MAX), None);
+    }
+
+    #[test]
+    fn every_word_found_at_its_place() {
+        for (i, w) in TABLE_1.iter().enumerate() {
+            assert_eq!(VocabTable::V1.index_of(w), Some(i as u64));
+            assert_eq!(VocabTable::EMPTY.index_of(w), None);
+            // a prefix, an extension or a changed last byte is no word
+            assert_eq!(VocabTable::V1.index_of(&w[..w.len() - 1]), None);
+            assert_eq!(VocabTable::V1.index_of(&[*w, b"s"].concat()), None);
+            let mut changed = w.to_vec();
+            *changed.last_mut().unwrap() ^= 0x20;
+            assert_eq!(VocabTable::V1.index_of(&changed), None);
+        }
+        assert_eq!(VocabTable::V1.index_of(b""), None);
     }
 
     #[test]

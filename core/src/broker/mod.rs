@@ -814,6 +814,11 @@ impl Broker {
         self.events.pop_front()
     }
 
+    /// Whether [`Broker::poll_event`] has something to hand out.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// When [`Broker::handle_timeout`] should next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed.is_some() {

@@ -1069,7 +1069,7 @@ impl Tub {
             schema.as_ref(),
         )?;
         self.touch(connection);
-        self.pump(connection, self.last_now);
+        self.pump_written(connection);
         Ok(CallId { connection, req_id })
     }
 
@@ -1142,7 +1142,7 @@ impl Tub {
             }
         }
         self.touch(call.connection);
-        self.pump(call.connection, self.last_now);
+        self.pump_written(call.connection);
         r
     }
 
@@ -2204,6 +2204,53 @@ impl Tub {
         }
     }
 
+    /// One event drained from `id`'s broker, in wire order: calls go
+    /// through flow control, the rest to the application.
+    fn take_drained(&mut self, id: ConnectionId, ev: TubEvent) {
+        match ev {
+            TubEvent::Call(call) => self.queue_call(id, call),
+            TubEvent::Reference { lookup, result } => {
+                self.touch(id);
+                self.lookup_done(lookup, result);
+            }
+            TubEvent::NameLookup(l) => {
+                self.touch(id);
+                // waits for the application as a handed-out call does
+                let wants = self.name_lookups.get(&l.id).is_some_and(|p| p.req_id != 0);
+                if let Some(c) = self.conns.get_mut(&id).filter(|_| wants) {
+                    c.unanswered += 1;
+                    self.unanswered_total += 1;
+                }
+                self.events.push_back(TubEvent::NameLookup(l));
+            }
+            ev => {
+                self.touch(id);
+                self.events.push_back(ev);
+            }
+        }
+    }
+
+    /// After a message was written on `id` (a call or an answer): its
+    /// output is to move. A write changes nothing else a pump looks at
+    /// (no broker event, no timer input, no inbound bytes, no import), so
+    /// the full pump runs only when the broker has events all the same,
+    /// or references wait for a release interval to be scheduled.
+    fn pump_written(&mut self, id: ConnectionId) {
+        let quiet = match self.conns.get(&id) {
+            Some(Conn {
+                state: ConnState::Open { broker, .. },
+                release_at,
+                ..
+            }) => !broker.has_events() && (release_at.is_some() || broker.imported_count() == 0),
+            _ => false,
+        };
+        if quiet {
+            self.mark_dirty(id);
+        } else {
+            self.pump(id, self.last_now);
+        }
+    }
+
     /// Moves output and events out of one connection's state machines.
     fn pump(&mut self, id: ConnectionId, now: Instant) {
         let Some(conn) = self.conns.get_mut(&id) else {
@@ -2454,39 +2501,30 @@ impl Tub {
                 }
             }
         }
-        let mut gifted = gifted.into_iter().peekable();
-        for (i, ev) in drained.drain(..).enumerate() {
-            while let Some((_, route, gifts)) = gifted.next_if(|(at, _, _)| *at <= i) {
+        if gifted.is_empty() {
+            // the common case: no gift to interleave (and no copy of a
+            // peeked gift per event)
+            for ev in drained.drain(..) {
+                self.take_drained(id, ev);
+            }
+            if drained.capacity() <= KEEP_DRAINED {
+                self.drained = drained;
+            }
+        } else {
+            let mut gifted = gifted.into_iter().peekable();
+            for (i, ev) in drained.drain(..).enumerate() {
+                while let Some((_, route, gifts)) = gifted.next_if(|(at, _, _)| *at <= i) {
+                    self.start_gifts(id, route, gifts);
+                }
+                self.take_drained(id, ev);
+            }
+            if drained.capacity() <= KEEP_DRAINED {
+                self.drained = drained;
+            }
+            // by reference: moving the (large) iterator costs a copy per drain
+            for (_, route, gifts) in gifted.by_ref() {
                 self.start_gifts(id, route, gifts);
             }
-            match ev {
-                TubEvent::Call(call) => self.queue_call(id, call),
-                TubEvent::Reference { lookup, result } => {
-                    self.touch(id);
-                    self.lookup_done(lookup, result);
-                }
-                TubEvent::NameLookup(l) => {
-                    self.touch(id);
-                    // waits for the application as a handed-out call does
-                    let wants = self.name_lookups.get(&l.id).is_some_and(|p| p.req_id != 0);
-                    if let Some(c) = self.conns.get_mut(&id).filter(|_| wants) {
-                        c.unanswered += 1;
-                        self.unanswered_total += 1;
-                    }
-                    self.events.push_back(TubEvent::NameLookup(l));
-                }
-                ev => {
-                    self.touch(id);
-                    self.events.push_back(ev);
-                }
-            }
-        }
-        if drained.capacity() <= KEEP_DRAINED {
-            self.drained = drained;
-        }
-        // by reference: moving the (large) iterator costs a copy per drain
-        for (_, route, gifts) in gifted.by_ref() {
-            self.start_gifts(id, route, gifts);
         }
         if let Some((peer, reason)) = closed {
             // hand out the last bytes (an ERROR token, close_notify)

@@ -397,12 +397,11 @@ impl Deserializer {
         let string = |t: &Token| -> Result<Option<Bytes>, DecodeError> {
             Ok(match t {
                 Token::String(s) => Some(s.clone()),
-                Token::Vocab(i) => Some(
-                    vocab
-                        .word(*i)
-                        .map(Bytes::from_static)
-                        .ok_or(DecodeError::UndefinedVocab { offset, index: *i })?,
-                ),
+                // a match, so the error is built only when it happens
+                Token::Vocab(i) => match vocab.word(*i) {
+                    Some(w) => Some(Bytes::from_static(w)),
+                    None => return Err(DecodeError::UndefinedVocab { offset, index: *i }),
+                },
                 _ => None,
             })
         };
@@ -724,7 +723,6 @@ impl Deserializer {
         let referenced = self.slots.iter().any(|s| s.referenced);
         let dedup = self.needs_dedup;
         let key_check = self.needs_key_check;
-        let duplicate_key = DecodeError::DuplicateKey { offset };
         // One sharing scope for the whole message: a `reference` in one
         // call argument may name a container in another (a frozenset's
         // copies included), and set merging may move an anchor between them.
@@ -740,7 +738,7 @@ impl Deserializer {
                 dedup_pass(roots);
             }
             if key_check && duplicate_dict_key(roots) {
-                return Err(duplicate_key.clone());
+                return Err(DecodeError::DuplicateKey { offset });
             }
             Ok(())
         };

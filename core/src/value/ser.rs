@@ -242,6 +242,19 @@ impl Serializer {
         anchors: &mut Anchors<'a>,
         refs: &mut dyn RefEncoder,
     ) -> Result<(), EncodeError> {
+        // a number or a byte string (most arguments and answers) is one
+        // token, as `start` writes it: no stack of open sequences
+        match value {
+            Value::Int(super::Int::Small(i)) => {
+                put_i64(out, *i);
+                return Ok(());
+            }
+            Value::Bytes(b) => {
+                self.put_bytes(out, b);
+                return Ok(());
+            }
+            _ => {}
+        }
         let mut stack: SmallVec<[Frame<'_>; 16]> = SmallVec::new();
         self.start(value, out, anchors, &mut stack, refs)?;
         while let Some(top) = stack.last_mut() {

@@ -372,13 +372,14 @@ impl Deserializer {
     }
 
     fn vocab_word(&self, index: u64) -> Result<Bytes, DecodeError> {
-        self.vocab
-            .word(index)
-            .map(Bytes::from_static)
-            .ok_or(DecodeError::UndefinedVocab {
+        // a match, so the error is built only when it happens
+        match self.vocab.word(index) {
+            Some(w) => Ok(Bytes::from_static(w)),
+            None => Err(DecodeError::UndefinedVocab {
                 offset: self.offset,
                 index,
-            })
+            }),
+        }
     }
 
     fn handle(&mut self, token: Token, wire_len: usize, refs: &mut dyn RefDecoder) -> Step {
