@@ -2547,7 +2547,7 @@ fn known_interface<'a>(
     if name.is_empty() {
         return None;
     }
-    if !last.as_ref().is_some_and(|s| s.name().as_bytes() == name) {
+    if last.as_ref().is_none_or(|s| s.name().as_bytes() != name) {
         *last = Some(interfaces.get(name)?.clone());
     }
     last.as_ref()
