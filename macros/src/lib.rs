@@ -450,6 +450,7 @@ fn interface(options: InterfaceOptions, mut item: ItemTrait) -> syn::Result<Toke
             /// Answers `call` if this interface (or a parent) has its
             /// method; gives it back otherwise.
             #[doc(hidden)]
+            #[inline]
             pub fn dispatch(imp: &T, #call: #rt::Call, #class: fn() -> &'static str) -> Option<#rt::Call> {
                 match #call.method.as_str() {
                     #(#arms)*

@@ -63,6 +63,7 @@ pub fn bind<'c>(
 
 /// Parameter `i` (`name`) of `<class>.remote_<method>()`, bound and
 /// required.
+#[inline]
 pub fn required<T: FromValue>(
     bound: &Bound<'_>,
     cx: &Context<'_>,
@@ -99,6 +100,7 @@ pub fn optional<T: FromValue>(
         .transpose()
 }
 
+#[cold]
 fn argument_error(
     e: ConvertError,
     class: fn() -> &'static str,

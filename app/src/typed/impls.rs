@@ -42,6 +42,13 @@ macro_rules! integer {
 
         impl FromValue for $t {
             fn from_value(v: &Value, cx: &Context<'_>) -> Result<Self, ConvertError> {
+                // the common case first: a small int in range
+                if let Value::Int(Int::Small(n)) = v {
+                    #[allow(irrefutable_let_patterns)]
+                    if let Ok(x) = <$t>::try_from(*n) {
+                        return Ok(x);
+                    }
+                }
                 let i = int_of(v, cx)?;
                 let n = match i {
                     Int::Small(n) => <$t>::try_from(*n).ok(),

@@ -140,6 +140,26 @@ impl TokenDecoder {
         Some((ty, header.value))
     }
 
+    /// [`TokenDecoder::peek_header`] of a STRING, LONGINT or LONGNEG (the
+    /// tokens with a body); `None` for any other token, which the common
+    /// short header tells without reading its value.
+    #[inline]
+    pub fn peek_body_header(&self) -> Option<(TypeByte, Option<u64>)> {
+        if self.skip == 0 {
+            for &b in self.buf[self.pos..].iter().take(9) {
+                if b & 0x80 != 0 {
+                    if !matches!(b, 0x82 | 0x85 | 0x86) {
+                        return None;
+                    }
+                    break;
+                }
+            }
+        }
+        self.peek_header().filter(|(ty, _)| {
+            matches!(ty, TypeByte::String | TypeByte::LongInt | TypeByte::LongNeg)
+        })
+    }
+
     /// Drops the next token, whose header [`TokenDecoder::peek_header`]
     /// saw: a STRING, LONGINT or LONGNEG body is discarded as it arrives,
     /// never buffered (a schema refused it by its announced size). Returns
@@ -176,9 +196,25 @@ impl TokenDecoder {
         if self.skip > 0 {
             return Ok(None);
         }
-        // Fast path: a header of at most 9 digits (no overflow possible)
-        // and a token without a body. After an error the buffer is empty,
-        // so the slow path reports it.
+        match self.next_small_token() {
+            Some(t) => Ok(Some(t)),
+            None => self.next_token_slow(),
+        }
+    }
+
+    /// The next token if it is an INT, NEG, OPEN, CLOSE or VOCAB whose
+    /// header has at most 9 digits (the common token, decoded without
+    /// the general path); `None` for anything else, or while a skipped
+    /// body is arriving ([`TokenDecoder::next_token`] then decodes or
+    /// reports it). Never a STRING, LONGINT or LONGNEG.
+    #[inline]
+    pub fn next_small_token(&mut self) -> Option<Token> {
+        if self.skip > 0 {
+            return None;
+        }
+        // A header of at most 9 digits (no overflow possible) and a token
+        // without a body. After an error the buffer is empty, so the slow
+        // path reports it.
         let data = &self.buf[self.pos..];
         let mut v: u64 = 0;
         let mut i = 0;
@@ -194,12 +230,12 @@ impl TokenDecoder {
                     _ => break,
                 };
                 self.pos += i + 1;
-                return Ok(Some(tok));
+                return Some(tok);
             }
             v |= (b as u64) << (7 * i);
             i += 1;
         }
-        self.next_token_slow()
+        None
     }
 
     fn fail(&mut self, e: TokenError) -> Result<Option<Token>, TokenError> {

@@ -103,7 +103,7 @@ pub trait Registry {
 
 /// A method's schema, as an incoming call or our outstanding request
 /// needs it (the interface and the method's name).
-type MethodRef = (Arc<InterfaceSchema>, String);
+type MethodRef = (Arc<InterfaceSchema>, usize);
 
 /// A [`Registry`] with no objects (for messages that carry none).
 #[derive(Debug, Clone, Copy, Default)]
@@ -294,9 +294,11 @@ pub fn fill_gifts(v: &mut Value, resolved: &[Value]) {
 }
 
 /// What an outstanding call of ours is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Pending {
-    User,
+    /// The user's call; with the target's interface and the method when
+    /// we know them (the answer is then checked).
+    User(Option<MethodRef>),
     Decref(Clid),
 }
 
@@ -497,7 +499,8 @@ struct Received<'a> {
     /// Our objects' interfaces (the receiver's checks).
     objects: &'a dyn Registry,
     /// Our requests whose target's interface we know (the answer checks).
-    answer_schemas: &'a HashMap<ReqId, MethodRef>,
+    /// (Their schemas are kept with them.)
+    outstanding: &'a HashMap<ReqId, Pending>,
 }
 
 impl Received<'_> {
@@ -580,8 +583,11 @@ impl RefDecoder for Received<'_> {
         })
     }
 
-    fn answer_schema(&mut self, req_id: u64) -> Option<(Arc<InterfaceSchema>, String)> {
-        self.answer_schemas.get(&req_id).cloned()
+    fn answer_schema(&mut self, req_id: u64) -> Option<(Arc<InterfaceSchema>, usize)> {
+        match self.outstanding.get(&req_id) {
+            Some(Pending::User(Some(m))) => Some(m.clone()),
+            _ => None,
+        }
     }
 
     fn copyable_schema(&mut self, type_name: &str) -> Option<Arc<CopyableSchema>> {
@@ -604,10 +610,9 @@ pub struct Broker {
     out: BytesMut,
     events: VecDeque<BrokerEvent>,
     next_req: ReqId,
+    /// Our requests waiting for an answer (a user's call whose target's
+    /// interface we know keeps it, its answer is checked against it).
     outstanding: HashMap<ReqId, Pending>,
-    /// Our requests whose answers are checked against the target's
-    /// interface as we know it.
-    answer_schemas: HashMap<ReqId, MethodRef>,
     incoming: hashbrown::HashSet<ReqId>,
     /// Incoming calls to objects with an interface: their result is
     /// checked before it is sent (P4).
@@ -657,7 +662,6 @@ impl Broker {
             events: VecDeque::new(),
             next_req: 1,
             outstanding: HashMap::new(),
-            answer_schemas: HashMap::new(),
             incoming: hashbrown::HashSet::new(),
             incoming_schemas: HashMap::new(),
             exported: ExportTable {
@@ -721,7 +725,7 @@ impl Broker {
                 gifts: &mut self.msg_gifts,
                 fatal: None,
                 objects,
-                answer_schemas: &self.answer_schemas,
+                outstanding: &self.outstanding,
             };
             let ev = self.de.poll_pb_event_with(&mut refs);
             let fatal = refs.fatal.take();
@@ -884,7 +888,10 @@ impl Broker {
             && self.exported.exports.is_empty()
             && self.incoming.is_empty()
             && self.imports.values().all(|i| i.handle.handle_count() == 1)
-            && self.outstanding.values().all(|p| *p != Pending::User)
+            && self
+                .outstanding
+                .values()
+                .all(|p| !matches!(p, Pending::User(_)))
     }
 
     /// The transport ended (EOF, TLS close, socket error).
@@ -940,10 +947,7 @@ impl Broker {
         };
         self.write_call(req, clid, method, args, kwargs, objects)?;
         self.next_req += 1;
-        self.outstanding.insert(req, Pending::User);
-        if let Some(m) = checked {
-            self.answer_schemas.insert(req, m);
-        }
+        self.outstanding.insert(req, Pending::User(checked));
         Ok(req)
     }
 
@@ -958,7 +962,7 @@ impl Broker {
         kwargs: &[(Text, Value)],
         objects: &dyn Registry,
     ) -> Result<Option<MethodRef>, Violation> {
-        let Some(m) = iface.method(method) else {
+        let Some(index) = iface.methods().iter().position(|m| m.name() == method) else {
             let furl = self
                 .imports
                 .get(&clid)
@@ -978,8 +982,9 @@ impl Broker {
                 .describe(o)
                 .map(|e| String::from_utf8_lossy(&e.interface).into_owned())
         };
+        let m = &iface.methods()[index];
         check_call(iface, m, args, kwargs, Direction::Outbound, &local)?;
-        Ok((!m.is_unconstrained()).then(|| (iface.clone(), method.to_owned())))
+        Ok((!m.is_unconstrained()).then(|| (iface.clone(), index)))
     }
 
     /// Python's `callRemoteOnly`: a call with reqID 0, never answered.
@@ -1177,8 +1182,8 @@ impl Broker {
             return Ok(());
         }
         self.take_incoming(req_id)?;
-        if let Some(((iface, method), object)) = self.incoming_schemas.remove(&req_id) {
-            if let Some(m) = iface.method(&method) {
+        if let Some(((iface, index), object)) = self.incoming_schemas.remove(&req_id) {
+            if let Some(m) = iface.methods().get(index) {
                 let local = |o: ObjectId| {
                     objects
                         .describe(o)
@@ -1186,8 +1191,9 @@ impl Broker {
                 };
                 if let Err(v) = check_result(m, value, Direction::Outbound, &local) {
                     let v = v.at(format!(
-                        "in return value of {}.{method}",
-                        describe_object(object)
+                        "in return value of {}.{}",
+                        describe_object(object),
+                        m.name()
                     ));
                     self.send_error(
                         req_id,
@@ -1308,7 +1314,7 @@ impl Broker {
             PbEvent::Answer { req_id, value } => match self.take_outstanding(req_id) {
                 None => {} // not waiting: Python discards it
                 Some(Pending::Decref(clid)) => self.decref_done(clid),
-                Some(Pending::User) => {
+                Some(Pending::User(_)) => {
                     match Self::check_copyables(std::iter::once(&value), objects) {
                         Ok(()) if !gifts.is_empty() => {
                             self.events.push_back(BrokerEvent::AnswerWithGifts {
@@ -1340,7 +1346,9 @@ impl Broker {
                 };
                 match pending {
                     Pending::Decref(clid) => self.decref_done(clid),
-                    Pending::User => self.events.push_back(BrokerEvent::Failed { req_id, error }),
+                    Pending::User(_) => {
+                        self.events.push_back(BrokerEvent::Failed { req_id, error })
+                    }
                 }
             }
             PbEvent::CallViolation { req_id, error } => {
@@ -1353,7 +1361,7 @@ impl Broker {
                 self.send_error(req_id, &failure);
             }
             PbEvent::AnswerViolation { req_id, error } => match self.take_outstanding(req_id) {
-                Some(Pending::User) => self.events.push_back(BrokerEvent::Failed {
+                Some(Pending::User(_)) => self.events.push_back(BrokerEvent::Failed {
                     req_id,
                     error: CallError::Violation(error.to_string()),
                 }),
@@ -1369,7 +1377,6 @@ impl Broker {
 
     /// Our request `req_id` is answered (or failed): no longer waited for.
     fn take_outstanding(&mut self, req_id: ReqId) -> Option<Pending> {
-        self.answer_schemas.remove(&req_id);
         self.outstanding.remove(&req_id)
     }
 
@@ -1409,9 +1416,11 @@ impl Broker {
             }
             self.incoming.insert(req);
             if let Some(schema) = objects.schema(object) {
-                let method = call.method.as_str().to_owned();
-                self.incoming_schemas
-                    .insert(req, ((schema, method), object));
+                let name = call.method.as_str();
+                // a method the interface lacks is not checked
+                if let Some(index) = schema.methods().iter().position(|m| m.name() == name) {
+                    self.incoming_schemas.insert(req, ((schema, index), object));
+                }
             }
         }
         let inbound = InboundCall {
@@ -1617,7 +1626,7 @@ impl Broker {
         let mut reqs: Vec<(ReqId, Pending)> = self.outstanding.drain().collect();
         reqs.sort_unstable_by_key(|(r, _)| *r);
         for (req_id, pending) in reqs {
-            if pending == Pending::User {
+            if matches!(pending, Pending::User(_)) {
                 self.events.push_back(BrokerEvent::Failed {
                     req_id,
                     error: CallError::ConnectionLost(reason.clone()),
@@ -1626,7 +1635,6 @@ impl Broker {
         }
         self.incoming.clear();
         self.incoming_schemas.clear();
-        self.answer_schemas.clear();
         self.exported.exports.clear();
         self.exported.clid_of.clear();
         self.imports.clear();

@@ -9,7 +9,7 @@ use std::fmt;
 use super::{Constraint, InterfaceSchema, MethodSchema, ANY_LONG_BYTES};
 use crate::banana::TypeByte;
 use crate::value::pyrepr::{bytes_repr, str_repr};
-use crate::value::{AnchorId, Value};
+use crate::value::{AnchorId, Int, Value};
 
 /// Longest text the checks build for a value's `repr` (Python truncates the
 /// whole failure text to 1000 characters anyway).
@@ -255,7 +255,21 @@ impl Plan {
     }
 
     /// Python's `checkToken(typebyte, size)` of constraint `id`.
+    #[inline]
     pub(crate) fn check_token(&self, id: NodeId, ty: TypeByte, size: u64) -> Result<(), Reject> {
+        use TypeByte::*;
+        // the common tokens first, accepted as `check_token_slow` accepts
+        // them
+        match (self.node(id), ty) {
+            (Node::Int { .. } | Node::Number { .. }, Int | Neg) => Ok(()),
+            (Node::Any, Int | Neg | String | Open | Vocab | Float) => Ok(()),
+            _ => self.check_token_slow(id, ty, size),
+        }
+    }
+
+    #[inline(never)]
+    fn check_token_slow(&self, id: NodeId, ty: TypeByte, size: u64) -> Result<(), Reject> {
+        use TypeByte::*;
         let name = ty.name();
         let limit = |limit: Option<usize>| -> Result<(), Reject> {
             match limit {
@@ -271,7 +285,6 @@ impl Plan {
             )))
         };
         let strict = || Err(Reject::Protocol(format!("invalid token type: {name}")));
-        use TypeByte::*;
         match self.node(id) {
             Node::Any => match ty {
                 LongInt | LongNeg => limit(Some(ANY_LONG_BYTES)),
@@ -453,11 +466,18 @@ pub enum Direction {
 /// How references and the values of a message are looked at by the
 /// whole-value checks.
 pub struct ValueContext<'a> {
-    roots: smallvec::SmallVec<[&'a Value; 4]>,
+    roots: Roots<'a>,
     /// The anchors of the roots, found on the first alias met.
     anchors: std::cell::OnceCell<HashMap<AnchorId, &'a Value>>,
     /// The interface name a [`Value::Local`] object is announced with.
     pub local_interface: &'a dyn Fn(crate::id::ObjectId) -> Option<String>,
+}
+
+/// The values a [`ValueContext`]'s aliases point into.
+enum Roots<'a> {
+    Values(smallvec::SmallVec<[&'a Value; 4]>),
+    /// A call's positional, then keyword, argument values.
+    Call(&'a [Value], &'a [(crate::value::Text, Value)]),
 }
 
 impl<'a> ValueContext<'a> {
@@ -467,7 +487,21 @@ impl<'a> ValueContext<'a> {
         local_interface: &'a dyn Fn(crate::id::ObjectId) -> Option<String>,
     ) -> ValueContext<'a> {
         ValueContext {
-            roots: roots.iter().copied().collect(),
+            roots: Roots::Values(roots.iter().copied().collect()),
+            anchors: std::cell::OnceCell::new(),
+            local_interface,
+        }
+    }
+
+    /// A context for a call's arguments (no table of roots is built
+    /// unless an alias needs the anchors).
+    pub(crate) fn for_call(
+        args: &'a [Value],
+        kwargs: &'a [(crate::value::Text, Value)],
+        local_interface: &'a dyn Fn(crate::id::ObjectId) -> Option<String>,
+    ) -> ValueContext<'a> {
+        ValueContext {
+            roots: Roots::Call(args, kwargs),
             anchors: std::cell::OnceCell::new(),
             local_interface,
         }
@@ -477,7 +511,12 @@ impl<'a> ValueContext<'a> {
     fn anchors(&self) -> &HashMap<AnchorId, &'a Value> {
         self.anchors.get_or_init(|| {
             let mut anchors = HashMap::new();
-            let mut todo: Vec<&'a Value> = self.roots.to_vec();
+            let mut todo: Vec<&'a Value> = match &self.roots {
+                Roots::Values(r) => r.to_vec(),
+                Roots::Call(args, kwargs) => {
+                    args.iter().chain(kwargs.iter().map(|(_, v)| v)).collect()
+                }
+            };
             while let Some(v) = todo.pop() {
                 match v {
                     Value::Anchor(id, inner) => {
@@ -505,8 +544,12 @@ impl<'a> ValueContext<'a> {
     }
 
     /// Python's `constraint.checkObject(value, inbound)`.
+    #[inline]
     pub fn check(&self, c: &Constraint, value: &Value, dir: Direction) -> Result<(), Violation> {
-        self.check_depth(c, value, dir, 0)
+        match leaf(c, value) {
+            Some(r) => r,
+            None => self.check_depth(c, value, dir, 0),
+        }
     }
 
     fn check_depth(
@@ -815,6 +858,8 @@ fn check_int(
 ) -> Result<(), Violation> {
     let i = match v {
         Value::Float(_) if float_ok => return Ok(()),
+        // the common small int, without a BigInt
+        Value::Int(Int::Small(i)) => return small_int(*i, max_bytes),
         Value::Int(i) => i.to_bigint(),
         // Python's bool is an int
         Value::Bool(b) => (*b as i64).into(),
@@ -826,6 +871,36 @@ fn check_int(
     let too_large = match max_bytes {
         None => i >= (1i64 << 31).into() || i < (-(1i64 << 31)).into(),
         Some(n) => i.magnitude().bits() > (8 * n) as u64,
+    };
+    if too_large {
+        return Err(Violation::new("number too large"));
+    }
+    Ok(())
+}
+
+/// The common leaves of [`ValueContext::check`], checked as `check_depth`
+/// checks them (no context needed); `None` for the rest.
+#[inline(always)]
+fn leaf(c: &Constraint, value: &Value) -> Option<Result<(), Violation>> {
+    match (c, value) {
+        (Constraint::Any, _) => Some(Ok(())),
+        (Constraint::Integer { max_bytes }, Value::Int(Int::Small(i))) => {
+            Some(small_int(*i, *max_bytes))
+        }
+        (Constraint::Number { max_bytes }, Value::Int(Int::Small(i))) => {
+            Some(small_int(*i, Some(*max_bytes)))
+        }
+        _ => None,
+    }
+}
+
+/// [`check_int`] of an `i64`: within 32 bits signed without
+/// `maxBytes`, else within `8 * maxBytes` bits of magnitude.
+#[inline]
+fn small_int(i: i64, max_bytes: Option<usize>) -> Result<(), Violation> {
+    let too_large = match max_bytes {
+        None => !(-(1i64 << 31)..1i64 << 31).contains(&i),
+        Some(n) => u64::from(64 - i.unsigned_abs().leading_zeros()) > (8 * n) as u64,
     };
     if too_large {
         return Err(Violation::new("number too large"));
@@ -949,59 +1024,117 @@ pub fn check_call(
     if method.is_unconstrained() {
         return Ok(());
     }
-    let list_error = |m: String| {
-        let v = Violation::new(m);
-        if dir == Direction::Outbound {
-            v.at(format!("{}.{}()", iface.name(), method.name()))
-        } else {
-            v
-        }
-    };
     let declared = method.arguments();
     if args.len() > declared.len() {
-        return Err(list_error(format!(
-            "method takes {} positional arguments ({} given)",
-            declared.len(),
-            args.len()
-        )));
+        return Err(list_error(
+            iface,
+            method,
+            dir,
+            format!(
+                "method takes {} positional arguments ({} given)",
+                declared.len(),
+                args.len()
+            ),
+        ));
     }
-    let mut all: Vec<(&str, &Value)> = Vec::with_capacity(args.len() + kwargs.len());
-    for (a, v) in declared.iter().zip(args) {
-        all.push((a.name(), v));
+    // the names given: the first `args.len()` declared ones, then the
+    // keywords in order (no table built: calls have few arguments)
+    let positional = &declared[..args.len()];
+    for (k, (name, _)) in kwargs.iter().enumerate() {
+        let name = name.as_str();
+        if positional.iter().any(|a| a.name() == name)
+            || kwargs[..k].iter().any(|(n, _)| n.as_str() == name)
+        {
+            return Err(list_error(
+                iface,
+                method,
+                dir,
+                format!("got multiple values for keyword argument '{name}'"),
+            ));
+        }
+    }
+    let cx = ValueContext::for_call(args, kwargs, local_interface);
+    for (i, v) in args.iter().enumerate() {
+        let name = declared[i].name();
+        // the first argument of that name (as a lookup by name finds it)
+        let arg = if method.has_distinct_names() {
+            &declared[i]
+        } else {
+            declared[..i]
+                .iter()
+                .find(|a| a.name() == name)
+                .unwrap_or(&declared[i])
+        };
+        let r = match leaf(arg.constraint(), v) {
+            Some(r) => r,
+            None => cx.check_depth(arg.constraint(), v, dir, 0),
+        };
+        if let Err(e) = r {
+            return Err(located(iface, method, dir, e, name));
+        }
     }
     for (name, v) in kwargs {
-        if all.iter().any(|(n, _)| *n == name.as_str()) {
-            return Err(list_error(format!(
-                "got multiple values for keyword argument '{}'",
-                name.as_str()
-            )));
-        }
-        all.push((name.as_str(), v));
-    }
-    let roots: smallvec::SmallVec<[&Value; 4]> =
-        args.iter().chain(kwargs.iter().map(|(_, v)| v)).collect();
-    let cx = ValueContext::new(&roots, local_interface);
-    for (name, v) in &all {
+        let name = name.as_str();
         let Some((_, arg)) = method.argument(name) else {
-            return Err(list_error(format!("unknown argument '{name}'")));
+            return Err(list_error(
+                iface,
+                method,
+                dir,
+                format!("unknown argument '{name}'"),
+            ));
         };
         if let Err(e) = cx.check(arg.constraint(), v, dir) {
-            let at = match dir {
-                Direction::Inbound => format!("{name}="),
-                Direction::Outbound => format!("{}.{}({name}=)", iface.name(), method.name()),
-            };
-            return Err(e.at(at));
+            return Err(located(iface, method, dir, e, name));
         }
     }
-    for a in declared {
-        if a.is_required() && !all.iter().any(|(n, _)| *n == a.name()) {
-            return Err(list_error(format!(
-                "missing required argument '{}'",
-                a.name()
-            )));
+    for a in &declared[args.len()..] {
+        if a.is_required()
+            && !positional.iter().any(|p| p.name() == a.name())
+            && !kwargs.iter().any(|(n, _)| n.as_str() == a.name())
+        {
+            return Err(list_error(
+                iface,
+                method,
+                dir,
+                format!("missing required argument '{}'", a.name()),
+            ));
         }
     }
     Ok(())
+}
+
+/// An argument-list error of [`check_call`]: outbound (our own call)
+/// located at `RIFoo.method()`, as Python's caller reports it.
+#[cold]
+fn list_error(
+    iface: &InterfaceSchema,
+    method: &MethodSchema,
+    dir: Direction,
+    message: String,
+) -> Violation {
+    let v = Violation::new(message);
+    if dir == Direction::Outbound {
+        v.at(format!("{}.{}()", iface.name(), method.name()))
+    } else {
+        v
+    }
+}
+
+/// An argument's Violation of [`check_call`], located at `name=`
+/// (inbound) or `RIFoo.method(name=)` (outbound).
+#[cold]
+fn located(
+    iface: &InterfaceSchema,
+    method: &MethodSchema,
+    dir: Direction,
+    e: Violation,
+    name: &str,
+) -> Violation {
+    let at = match dir {
+        Direction::Inbound => format!("{name}="),
+        Direction::Outbound => format!("{}.{}({name}=)", iface.name(), method.name()),
+    };
+    e.at(at)
 }
 
 /// Python's check of a method's result before it is sent (P4), or of an
@@ -1015,6 +1148,6 @@ pub fn check_result(
     if method.is_unconstrained() {
         return Ok(());
     }
-    let cx = ValueContext::new(&[value], local_interface);
+    let cx = ValueContext::for_call(std::slice::from_ref(value), &[], local_interface);
     cx.check(method.returns(), value, dir)
 }

@@ -360,6 +360,9 @@ pub struct MethodSchema {
     arguments: Vec<Argument>,
     returns: Constraint,
     unconstrained: bool,
+    /// Whether no two arguments share a name (the usual case: then the
+    /// argument a lookup by name finds is the one at its own position).
+    distinct_names: bool,
 }
 
 impl MethodSchema {
@@ -371,6 +374,7 @@ impl MethodSchema {
             arguments: Vec::new(),
             returns: Constraint::Nothing,
             unconstrained: false,
+            distinct_names: true,
         }
     }
 
@@ -381,12 +385,14 @@ impl MethodSchema {
             arguments: Vec::new(),
             returns: Constraint::Any,
             unconstrained: true,
+            distinct_names: true,
         }
     }
 
     /// Adds the next argument (the order maps positional arguments to
     /// names).
     pub fn with_argument(mut self, argument: Argument) -> MethodSchema {
+        self.distinct_names &= !self.arguments.iter().any(|a| a.name == argument.name);
         self.arguments.push(argument);
         self
     }
@@ -418,6 +424,11 @@ impl MethodSchema {
     /// The return constraint.
     pub fn returns(&self) -> &Constraint {
         &self.returns
+    }
+
+    /// Whether no two arguments share a name.
+    pub(crate) fn has_distinct_names(&self) -> bool {
+        self.distinct_names
     }
 
     /// Whether this is `UnconstrainedMethod()` (no checks at all).

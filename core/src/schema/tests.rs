@@ -882,3 +882,84 @@ fn decode_cost_of_checked_calls() {
     }
     drop(out);
 }
+
+/// The whole-value check of an `i64` (checked without a `BigInt`) gives
+/// what the `BigInt` rule gives: within 32 bits signed without
+/// `maxBytes`, else within `8 * maxBytes` bits of magnitude.
+#[test]
+fn small_ints_are_checked_as_big_ones() {
+    use super::check::{check_result, Direction};
+    let no_locals = |_| None;
+    let values = [
+        0,
+        1,
+        -1,
+        255,
+        256,
+        -255,
+        -256,
+        (1 << 31) - 1,
+        1 << 31,
+        -(1 << 31),
+        -(1 << 31) - 1,
+        i64::MAX,
+        i64::MIN,
+        i64::MIN + 1,
+    ];
+    for max_bytes in [None, Some(0), Some(1), Some(4), Some(8)] {
+        for number in [false, true] {
+            if number && max_bytes.is_none() {
+                continue;
+            }
+            let c = if number {
+                Constraint::Number {
+                    max_bytes: max_bytes.unwrap(),
+                }
+            } else {
+                Constraint::Integer { max_bytes }
+            };
+            let method = MethodSchema::new("f").returning(c.clone());
+            for i in values {
+                let b = BigInt::from(i);
+                let too_large = match max_bytes {
+                    None => b >= BigInt::from(1i64 << 31) || b < BigInt::from(-(1i64 << 31)),
+                    Some(n) => b.magnitude().bits() > 8 * n as u64,
+                };
+                let got = check_result(&method, &Value::int(i), Direction::Inbound, &no_locals)
+                    .map_err(|v| v.message);
+                let want = if too_large {
+                    Err("number too large".to_string())
+                } else {
+                    Ok(())
+                };
+                assert_eq!(got, want, "{c:?} {i}");
+            }
+        }
+    }
+}
+
+/// Two arguments of one name: each positional argument is checked
+/// against the first of that name, as a lookup by name finds it.
+#[test]
+fn repeated_argument_names_check_against_the_first() {
+    use super::check::{check_call, Direction};
+    let no_locals = |_| None;
+    let iface = InterfaceSchema::new("RIRepeat.example").with_method(m(
+        "f",
+        vec![
+            Argument::required("a", Constraint::int32()),
+            Argument::required("a", Constraint::bytes()),
+        ],
+        Constraint::Any,
+    ));
+    let method = iface.method("f").unwrap();
+    let check = |args: &[Value]| {
+        check_call(&iface, method, args, &[], Direction::Inbound, &no_locals)
+            .map_err(|v| v.to_string())
+    };
+    assert_eq!(check(&[Value::int(1), Value::int(2)]), Ok(()));
+    assert_eq!(
+        check(&[Value::int(1), Value::bytes(b"x")]),
+        Err("Violation (a=): (\"'b'x'' is not a number\",)".to_string())
+    );
+}

@@ -673,7 +673,12 @@ pub struct Tub {
     /// The RemoteInterfaces this program knows, by announced name: a
     /// reference announced with one of these names is checked against it
     /// (Python's per-process RemoteInterface registry, per Tub here).
-    interfaces: HashMap<String, Arc<InterfaceSchema>>,
+    /// Keyed by the name's bytes, as a reference announces it (no UTF-8
+    /// check per call).
+    interfaces: HashMap<Box<[u8]>, Arc<InterfaceSchema>>,
+    /// The one of `interfaces` found last (calls mostly go to the same
+    /// interface): checked by its name, cleared when one is added.
+    last_interface: Option<Arc<InterfaceSchema>>,
     /// Received messages waiting for their gifts, by number.
     gift_waits: HashMap<u64, GiftWait>,
     next_gift_wait: u64,
@@ -742,6 +747,7 @@ impl Tub {
             negotiating: BTreeSet::new(),
             established: 0,
             interfaces: HashMap::new(),
+            last_interface: None,
             gift_waits: HashMap::new(),
             next_gift_wait: 1,
             gift_lookups: HashMap::new(),
@@ -864,12 +870,14 @@ impl Tub {
     /// the same name: references announced with its name are checked
     /// against it when we call them (docs/protocol.md §6.5).
     pub fn add_interface(&mut self, schema: Arc<InterfaceSchema>) {
-        self.interfaces.insert(schema.name().to_owned(), schema);
+        self.last_interface = None;
+        self.interfaces
+            .insert(schema.name().as_bytes().into(), schema);
     }
 
     /// The known RemoteInterface called `name`.
     pub fn interface(&self, name: &str) -> Option<&Arc<InterfaceSchema>> {
-        self.interfaces.get(name)
+        self.interfaces.get(name.as_bytes())
     }
 
     /// Accepts received `copyable`s of type `type_name` (Python's
@@ -1058,28 +1066,13 @@ impl Tub {
         kwargs: &[(Text, Value)],
     ) -> Result<CallId, TubError> {
         let connection = target.connection();
-        let schema = self.known_interface(target);
+        let schema = known_interface(&self.interfaces, &mut self.last_interface, target);
         let broker = open_broker(&mut self.conns, connection)?;
-        let req_id = broker.call_checked(
-            target.clid(),
-            method,
-            args,
-            kwargs,
-            &self.objects,
-            schema.as_ref(),
-        )?;
+        let req_id =
+            broker.call_checked(target.clid(), method, args, kwargs, &self.objects, schema)?;
         self.touch(connection);
         self.pump_written(connection);
         Ok(CallId { connection, req_id })
-    }
-
-    /// The interface `target` was announced with, if this Tub knows it.
-    fn known_interface(&self, target: &RemoteRef) -> Option<Arc<InterfaceSchema>> {
-        std::str::from_utf8(target.interface())
-            .ok()
-            .filter(|name| !name.is_empty())
-            .and_then(|name| self.interfaces.get(name))
-            .cloned()
     }
 
     /// Python's `callRemoteOnly`: no answer, failures are silent (a
@@ -1092,16 +1085,9 @@ impl Tub {
         kwargs: &[(Text, Value)],
     ) -> Result<(), TubError> {
         let connection = target.connection();
-        let schema = self.known_interface(target);
+        let schema = known_interface(&self.interfaces, &mut self.last_interface, target);
         let broker = open_broker(&mut self.conns, connection)?;
-        broker.call_only_checked(
-            target.clid(),
-            method,
-            args,
-            kwargs,
-            &self.objects,
-            schema.as_ref(),
-        )?;
+        broker.call_only_checked(target.clid(), method, args, kwargs, &self.objects, schema)?;
         self.touch(connection);
         self.pump(connection, self.last_now);
         Ok(())
@@ -2585,6 +2571,24 @@ impl Tub {
         }
         self.schedule_release(id, now);
     }
+}
+
+/// The interface `target` was announced with, if the Tub knows it (by
+/// the announced bytes: a name that is not UTF-8 is never known); `last`
+/// is the one found last, tried first.
+fn known_interface<'a>(
+    interfaces: &HashMap<Box<[u8]>, Arc<InterfaceSchema>>,
+    last: &'a mut Option<Arc<InterfaceSchema>>,
+    target: &RemoteRef,
+) -> Option<&'a Arc<InterfaceSchema>> {
+    let name: &[u8] = target.interface();
+    if name.is_empty() {
+        return None;
+    }
+    if last.as_ref().is_none_or(|s| s.name().as_bytes() != name) {
+        *last = Some(interfaces.get(name)?.clone());
+    }
+    last.as_ref()
 }
 
 /// The broker of an open connection (a free function so that callers can

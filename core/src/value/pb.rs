@@ -580,7 +580,7 @@ impl Deserializer {
         }
         // (no copyable can come before the method name: nothing to keep)
         let plan = self.cached_plan(&target.schema, index, false);
-        self.check = Some(Box::new(MsgCheck {
+        self.check = Some(MsgCheck {
             declared: true,
             plan,
             call: Some(CallCheck {
@@ -588,7 +588,7 @@ impl Deserializer {
                 iface: target.schema,
                 object: target.object,
             }),
-        }));
+        });
         Ok(())
     }
 
@@ -624,7 +624,7 @@ impl Deserializer {
     /// P2: a keyword argument's name, as it arrives.
     fn check_keyword(&self, top_index: usize) -> Result<(), DecodeError> {
         let (Some(check), Frame::Pb(PbFrame::Arguments { count, args, name })) =
-            (self.check.as_deref(), &self.stack[top_index].frame)
+            (self.check.as_ref(), &self.stack[top_index].frame)
         else {
             return Ok(());
         };
@@ -650,22 +650,21 @@ impl Deserializer {
     /// The caller's check of an answer: the method's result constraint,
     /// token by token, when we know the target's interface.
     fn answer_plan(&mut self, req_id: u64, refs: &mut dyn super::RefDecoder) {
-        let Some((iface, method)) = refs.answer_schema(req_id) else {
+        let Some((iface, index)) = refs.answer_schema(req_id) else {
             return;
         };
-        let Some(index) = iface.methods().iter().position(|m| m.name() == method) else {
+        let Some(m) = iface.methods().get(index) else {
             return;
         };
-        let m = &iface.methods()[index];
         if m.is_unconstrained() || matches!(m.returns(), crate::schema::Constraint::Any) {
             return;
         }
         let plan = self.cached_plan(&iface, index, true);
-        self.check = Some(Box::new(MsgCheck {
+        self.check = Some(MsgCheck {
             plan,
             call: None,
             declared: true,
-        }));
+        });
     }
 
     /// Closes an `arguments` sequence into its `call` frame.
@@ -768,7 +767,7 @@ impl Deserializer {
                     rehome_dropped(dropped, &mut roots);
                 }
                 // P3: each argument whole, then the missing ones
-                if let Some(call) = self.check.as_deref().and_then(|c| c.call.as_ref()) {
+                if let Some(call) = self.check.as_ref().and_then(|c| c.call.as_ref()) {
                     if let Some(m) = call.iface.methods().get(call.method) {
                         let no_locals = |_| None;
                         if let Err(v) = check_call(

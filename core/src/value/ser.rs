@@ -41,10 +41,11 @@ pub trait RefDecoder {
         None
     }
 
-    /// The interface and method of our request `req_id` whose answer is
-    /// arriving, when we know the target's interface (its answer is then
-    /// checked token by token). `None`: unchecked.
-    fn answer_schema(&mut self, req_id: u64) -> Option<(Arc<InterfaceSchema>, String)> {
+    /// The interface and method (its position in the interface's
+    /// `methods()`) of our request `req_id` whose answer is arriving, when
+    /// we know the target's interface (its answer is then checked token by
+    /// token). `None`: unchecked.
+    fn answer_schema(&mut self, req_id: u64) -> Option<(Arc<InterfaceSchema>, usize)> {
         let _ = req_id;
         None
     }

@@ -43,7 +43,7 @@ impl Deserializer {
                     s.push_str(&format!(" reqID={r}"));
                 }
                 if let Some(c) = clid {
-                    let (obj, iface) = match self.check.as_deref().and_then(|c| c.call.as_ref()) {
+                    let (obj, iface) = match self.check.as_ref().and_then(|c| c.call.as_ref()) {
                         Some(call) => (
                             crate::schema::check::describe_object(call.object),
                             call.iface.name().to_owned(),
@@ -97,7 +97,7 @@ impl Deserializer {
     /// The constraint the next value token of the top frame must meet,
     /// after the frame's fill rules (`None`: unchecked).
     fn slot_node(&self) -> Result<Option<NodeId>, DecodeError> {
-        let Some(check) = self.check.as_deref() else {
+        let Some(check) = self.check.as_ref() else {
             return Ok(None);
         };
         let plan = &check.plan;
@@ -190,7 +190,7 @@ impl Deserializer {
             }),
             Token::Int(v),
             Some(check),
-        ) = (self.stack.last(), token, self.check.as_deref())
+        ) = (self.stack.last(), token, self.check.as_ref())
         {
             if let Node::Bool { value: Some(want) } = check.plan.node(*node) {
                 if (*v != 0) != *want {
@@ -218,7 +218,7 @@ impl Deserializer {
         let Some(node) = self.slot_node()? else {
             return Ok(None);
         };
-        let check = self.check.as_deref().expect("slot_node found a plan");
+        let check = self.check.as_ref().expect("slot_node found a plan");
         if let Err(r) = check.plan.check_token(node, ty, size) {
             let mut message = r.message().to_owned();
             if matches!(
@@ -234,7 +234,7 @@ impl Deserializer {
 
     /// Python's `checkOpentype` for the first index token of an OPEN.
     pub(super) fn check_opentype(&self, node: NodeId, name: &[u8]) -> Result<(), DecodeError> {
-        let check = self.check.as_deref().expect("a node comes from a plan");
+        let check = self.check.as_ref().expect("a node comes from a plan");
         check
             .plan
             .check_opentype(node, name)
@@ -250,13 +250,13 @@ impl Deserializer {
         refs: &mut dyn crate::value::RefDecoder,
     ) -> Option<NodeId> {
         let schema = refs.copyable_schema(type_name)?;
-        let check = self.check.get_or_insert_with(|| {
-            Box::new(crate::value::pb::MsgCheck {
+        let check = self
+            .check
+            .get_or_insert_with(|| crate::value::pb::MsgCheck {
                 plan: std::sync::Arc::new(crate::schema::check::Plan::empty()),
                 call: None,
                 declared: false,
-            })
-        });
+            });
         Some(std::sync::Arc::make_mut(&mut check.plan).add_copyable(&schema))
     }
 
@@ -272,7 +272,7 @@ impl Deserializer {
                 node: Some(node),
                 ..
             }),
-        ) = (self.check.as_deref(), self.stack.last())
+        ) = (self.check.as_ref(), self.stack.last())
         else {
             return Ok(());
         };
@@ -295,7 +295,7 @@ impl Deserializer {
         node: Option<NodeId>,
         frame: &Frame,
     ) -> (Option<NodeId>, Option<NodeId>) {
-        let (Some(node), Some(check)) = (node, self.check.as_deref()) else {
+        let (Some(node), Some(check)) = (node, self.check.as_ref()) else {
             return (None, None);
         };
         match (check.plan.node(node), frame) {
@@ -308,7 +308,7 @@ impl Deserializer {
 
     /// The whole value of a sequence that arrived under a `ChoiceOf`.
     pub(super) fn check_choice(&self, node: NodeId, value: &Value) -> Result<(), DecodeError> {
-        let Some(check) = self.check.as_deref() else {
+        let Some(check) = self.check.as_ref() else {
             return Ok(());
         };
         let Some(c) = check.plan.source(node) else {

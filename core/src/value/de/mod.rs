@@ -122,7 +122,7 @@ pub struct Deserializer {
     pub(super) pb: bool,
     /// The schema the message in progress is checked against, token by
     /// token (docs/protocol.md §6.5).
-    pub(super) check: Option<Box<MsgCheck>>,
+    pub(super) check: Option<MsgCheck>,
     /// Method plans built so far (bounded; see `pb::cached_plan`).
     pub(super) plan_cache: Vec<CachedPlan>,
 }
@@ -250,16 +250,24 @@ impl Deserializer {
             return Err(e.clone());
         }
         loop {
-            if self.check.is_some() || self.discard.is_some() {
-                if let Some(ev) = self.skip_refused_body()? {
-                    return Ok(Some(ev));
+            let mut before = self.tokens.offset();
+            // a short token first: it has no body to refuse before it
+            // arrives
+            let token = match self.tokens.next_small_token() {
+                Some(t) => t,
+                None => {
+                    if self.check.is_some() || self.discard.is_some() {
+                        if let Some(ev) = self.skip_refused_body()? {
+                            return Ok(Some(ev));
+                        }
+                        before = self.tokens.offset();
+                    }
+                    match self.tokens.next_token() {
+                        Ok(Some(t)) => t,
+                        Ok(None) => return Ok(None),
+                        Err(e) => return Err(self.fatal(e.into())),
+                    }
                 }
-            }
-            let before = self.tokens.offset();
-            let token = match self.tokens.next_token() {
-                Ok(Some(t)) => t,
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(self.fatal(e.into())),
             };
             self.offset = before;
             let step = self.handle(token, (self.tokens.offset() - before) as usize, refs);
@@ -282,7 +290,7 @@ impl Deserializer {
     fn skip_refused_body(&mut self) -> Result<Option<Out>, DecodeError> {
         loop {
             let Some((ty @ (TypeByte::String | TypeByte::LongInt | TypeByte::LongNeg), Some(len))) =
-                self.tokens.peek_header()
+                self.tokens.peek_body_header()
             else {
                 return Ok(None);
             };
