@@ -81,7 +81,17 @@ struct Out {
     /// Closing: sent what is queued by then, or the socket goes.
     close_deadline: Option<tokio::time::Instant>,
     broken: bool,
+    /// Bytes wait for the end of the drive that made them
+    /// ([`DRIVE_WRITE`]).
+    write_pending: bool,
 }
+
+/// A drive's output for a connection is written when the drive returns,
+/// all rounds of it in one write (one wake-up of the peer), while the
+/// connection's queue stays under this and under its Tub's
+/// `max_buffered_output` (above either it is written at once, as the
+/// core's flow control expects); as on the mio engine.
+pub(crate) const DRIVE_WRITE: usize = 64 * 1024;
 
 impl Out {
     fn queued(&self) -> usize {
@@ -164,12 +174,20 @@ impl Conn {
     }
 
     /// Queues `data` and writes what the kernel takes; returns what
-    /// stays queued. Runs inside the drive, with the Tub's lock held.
-    pub(crate) fn transmit(self: &Arc<Self>, data: &mut Vec<u8>, link: &Arc<Link>) -> usize {
+    /// stays queued, and whether the write waits for the end of the
+    /// drive (`defer`, and under [`DRIVE_WRITE`]: then
+    /// [`Conn::write_deferred`] must follow the drive). Runs inside the
+    /// drive, with the Tub's lock held.
+    pub(crate) fn transmit(
+        self: &Arc<Self>,
+        data: &mut Vec<u8>,
+        link: &Arc<Link>,
+        defer: bool,
+    ) -> (usize, bool) {
         let engine = &link.engine;
         let mut o = lock(&self.out);
         if o.sock.is_none() {
-            return 0;
+            return (0, false);
         }
         let before = o.queued();
         // written bytes go before more is added once they are half the
@@ -186,6 +204,19 @@ impl Conn {
         }
         max_update(&engine.counters.peak_output_buffer, o.buf.len());
         max_update(&engine.counters.peak_buffered_output, o.queued());
+        if defer
+            && !o.writer
+            && !o.broken
+            && o.queued() <= link.max_buffered_output.min(DRIVE_WRITE)
+        {
+            // the drive's later rounds add to it
+            let first = !std::mem::replace(&mut o.write_pending, true);
+            let after = o.queued();
+            drop(o);
+            account(engine, before, after);
+            return (after, first);
+        }
+        o.write_pending = false;
         o.write_some();
         let after = o.queued();
         if after > 0 || o.broken {
@@ -193,13 +224,33 @@ impl Conn {
         }
         drop(o);
         account(engine, before, after);
-        after
+        (after, false)
+    }
+
+    /// Writes what a drive left for its end ([`Conn::transmit`] with
+    /// `defer`) and tells the core what stays queued.
+    pub(crate) fn write_deferred(self: &Arc<Self>, link: &Arc<Link>, driven: &DrivenTub) {
+        let mut o = lock(&self.out);
+        if !std::mem::take(&mut o.write_pending) {
+            return;
+        }
+        let before = o.queued();
+        o.write_some();
+        let after = o.queued();
+        if after > 0 || o.broken {
+            self.ensure_writer(&mut o, link);
+        }
+        drop(o);
+        account(&link.engine, before, after);
+        driven.set_backlog(self.id, after);
     }
 
     /// The core is done with the connection: send the rest, then close.
     pub(crate) fn close(self: &Arc<Self>, link: &Arc<Link>) {
         let mut o = lock(&self.out);
         o.close_deadline = Some(tokio::time::Instant::now() + link.engine.config.close_timeout);
+        // what waits for the end of the drive goes with the rest
+        o.write_pending = false;
         if o.writer || o.queued() > 0 {
             self.ensure_writer(&mut o, link);
         } else {
@@ -287,6 +338,7 @@ fn start(link: &Arc<Link>, id: ConnectionId, sock: TcpStream) {
             sent: 0,
             close_deadline: None,
             broken: false,
+            write_pending: false,
         }),
         writer: Notify::new(),
         closing: AtomicBool::new(false),

@@ -19,7 +19,11 @@
 //! or when its next timer is due; per listener an accept task; per dial a
 //! task (host names resolved with tokio's resolver); per connection a
 //! reader task, which drives the Tub itself after its input, and a writer
-//! task while the kernel leaves bytes over. It works on the multi-thread
+//! task while the kernel leaves bytes over. A drive's output for a
+//! connection goes to the socket in one write when the drive returns (all
+//! its rounds of calls and answers together), while the connection's queue
+//! stays under 64 KiB and the Tub's `max_buffered_output`; above either it
+//! is written at once. It works on the multi-thread
 //! and the current-thread runtime alike.
 //!
 //! Objects and callbacks run inside a drive (on the driving task or a
@@ -370,8 +374,17 @@ impl Link {
         }
         self.engine.counters.drives.fetch_add(1, Ordering::Relaxed);
         IN_DRIVE.with(|d| d.set(d.get() + 1));
-        driven.drive(&mut Io { link: self });
+        let mut io = Io {
+            link: self,
+            defer: true,
+            unwritten: Vec::new(),
+        };
+        driven.drive(&mut io);
         IN_DRIVE.with(|d| d.set(d.get() - 1));
+        // one write per connection for all the drive's rounds
+        for c in io.unwritten {
+            c.write_deferred(self, driven);
+        }
     }
 
     /// What follows every drive, once the gate is released: paused
@@ -503,7 +516,12 @@ impl Driver for Link {
             self.wake.notify_one();
             return;
         };
-        let flushed = link.driven().flush(&mut Io { link: &link });
+        // a flush writes at once (nothing follows it to write later)
+        let flushed = link.driven().flush(&mut Io {
+            link: &link,
+            defer: false,
+            unwritten: Vec::new(),
+        });
         drop(gate);
         link.after_gate();
         if flushed.drive {
@@ -584,13 +602,24 @@ async fn drive_task(link: Arc<Link>) {
 /// The engine as the core's transport, for one drive.
 struct Io<'a> {
     link: &'a Arc<Link>,
+    /// Output may wait for the end of the drive (not in a flush).
+    defer: bool,
+    /// Connections whose output waits for the end of the drive
+    /// ([`conn::DRIVE_WRITE`]).
+    unwritten: Vec<Arc<Conn>>,
 }
 
 impl DriverIo for Io<'_> {
     fn transmit(&mut self, connection: ConnectionId, data: &mut Vec<u8>) -> usize {
         let conn = lock(&self.link.conns).get(&connection).cloned();
         match conn {
-            Some(c) => c.transmit(data, self.link),
+            Some(c) => {
+                let (queued, deferred) = c.transmit(data, self.link, self.defer);
+                if deferred {
+                    self.unwritten.push(c);
+                }
+                queued
+            }
             None => 0,
         }
     }
