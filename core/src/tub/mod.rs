@@ -414,7 +414,7 @@ struct ObjectTable {
     name_hook: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct ObjectInfo {
     interface: Bytes,
     /// The RemoteInterface its calls are checked against.
@@ -829,13 +829,7 @@ impl Tub {
         if t.by_name.contains_key(name.as_bytes()) {
             return Err(TubError::NameInUse(name));
         }
-        let info = t.info.entry(object).or_insert_with(|| ObjectInfo {
-            interface: Bytes::new(),
-            schema: None,
-            furl: None,
-            names: 0,
-            weak_name: None,
-        });
+        let info = t.info.entry(object).or_default();
         info.names += 1;
         // the first name given explicitly replaces the automatic one
         let weak = if info.names == 1 {
@@ -974,13 +968,7 @@ impl Tub {
             Bytes::from(Furl::new(self.tubid, self.location.clone(), name).to_string())
         });
         let t = &mut self.objects;
-        let info = t.info.entry(object).or_insert_with(|| ObjectInfo {
-            interface: Bytes::new(),
-            schema: None,
-            furl: None,
-            names: 0,
-            weak_name: None,
-        });
+        let info = t.info.entry(object).or_default();
         if info.names > 0 || furl.is_none() {
             return;
         }
