@@ -56,14 +56,24 @@ fn threaded_server() -> (Runtime, Tub, Arc<Server>, String) {
     (rt, tub, server, furl.to_string())
 }
 
+/// A current-thread client connected to a threaded server: the server's
+/// runtime, its Tub and object, the client's runtime and Tub, and the
+/// reference to the object.
+fn connected() -> (Runtime, Tub, Arc<Server>, Runtime, Tub, Value) {
+    let (srt, stub, server, furl) = threaded_server();
+    let rt = current();
+    let client = rt.new_tub().unwrap();
+    let r = client.get_reference(&furl, T).unwrap();
+    (srt, stub, server, rt, client, r)
+}
+
 fn current() -> Runtime {
     let rt = Runtime::current_thread(LoopConfig::default()).unwrap();
     assert!(rt.is_current_thread());
     rt
 }
 
-/// Polls `f` (with the runtime driven meanwhile when one is given) until
-/// it holds, or panics after `T`.
+/// Polls `f` until it holds, or panics after `T`.
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + T;
     while !f() {
@@ -74,10 +84,7 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn current_thread_client_calls_a_threaded_server() {
-    let (srt, _stub, _server, furl) = threaded_server();
-    let rt = current();
-    let client = rt.new_tub().unwrap();
-    let r = client.get_reference(&furl, T).unwrap();
+    let (srt, _stub, _server, rt, client, r) = connected();
     for i in 0..200 {
         let got = client.call(&r, "echo", &[Value::int(i)], &[], T).unwrap();
         assert_eq!(got, Value::int(i));
@@ -92,10 +99,7 @@ fn current_thread_client_calls_a_threaded_server() {
 
 #[test]
 fn several_threads_block_at_once_on_one_current_thread_runtime() {
-    let (srt, _stub, server, furl) = threaded_server();
-    let rt = current();
-    let client = rt.new_tub().unwrap();
-    let r = client.get_reference(&furl, T).unwrap();
+    let (srt, _stub, server, rt, client, r) = connected();
     // one thread waits for an answer that comes late: it may be the one
     // driving the loop, the others' answers must still reach them
     let holder = {
@@ -143,10 +147,7 @@ fn several_threads_block_at_once_on_one_current_thread_runtime() {
 
 #[test]
 fn a_wait_times_out_while_another_thread_drives() {
-    let (srt, _stub, server, furl) = threaded_server();
-    let rt = current();
-    let client = rt.new_tub().unwrap();
-    let r = client.get_reference(&furl, T).unwrap();
+    let (srt, _stub, server, rt, client, r) = connected();
     // alone: the driving thread's own deadline
     let e = client.call(&r, "hold", &[], &[], Duration::from_millis(100));
     assert!(matches!(e, Err(Error::Timeout(_))), "{e:?}");
@@ -174,10 +175,7 @@ fn a_wait_times_out_while_another_thread_drives() {
 
 #[test]
 fn blocking_inside_the_loop_gets_would_stall_loop() {
-    let (srt, _stub, _server, furl) = threaded_server();
-    let rt = current();
-    let client = rt.new_tub().unwrap();
-    let r = client.get_reference(&furl, T).unwrap();
+    let (srt, _stub, _server, rt, client, r) = connected();
     // an answer callback runs on the driving thread: it is the loop's
     let seen = Arc::new(Mutex::new(None));
     {
